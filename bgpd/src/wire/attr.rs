@@ -722,6 +722,9 @@ pub struct MpReach {
     pub afi_safi: AfiSafi,
     /// The next hop.
     pub next_hop: NextHop,
+    /// The Reserved octet (once the SNPA count). Sent as 0 and ignored on
+    /// receipt (RFC 4760 §3); kept only so that re-encoding is exact.
+    pub reserved: u8,
     /// The reachable NLRI.
     pub nlri: MpNlri,
 }
@@ -733,7 +736,7 @@ impl MpReach {
         let nh = self.next_hop.to_bytes();
         out.push(nh.len() as u8);
         out.extend_from_slice(&nh);
-        out.push(0); // Reserved (formerly the SNPA count).
+        out.push(self.reserved);
         self.nlri.encode(self.afi_safi, ctx, out);
     }
 }
@@ -1102,7 +1105,8 @@ fn decode_mp_reach(value: &[u8], raw: &[u8], ctx: &WireContext, source: AttrSour
     let nh_bytes = r
         .take(usize::from(nh_len))
         .map_err(|_| mp_error(NAME, Some(af), "next hop overruns the attribute", raw))?;
-    r.u8()
+    let reserved = r
+        .u8()
         .map_err(|_| mp_error(NAME, Some(af), "reserved octet missing", raw))?;
     let nlri = MpNlri::decode(af, r.rest(), ctx)
         .map_err(|fault| mp_error(NAME, Some(af), fault.reason(), raw))?;
@@ -1110,6 +1114,7 @@ fn decode_mp_reach(value: &[u8], raw: &[u8], ctx: &WireContext, source: AttrSour
         Some(next_hop) => ok(AttrValue::MpReach(MpReach {
             afi_safi: af,
             next_hop,
+            reserved,
             nlri,
         })),
         // RFC 7606 §7.11: an inconsistent next hop length is treat-as-withdraw;
@@ -1118,6 +1123,7 @@ fn decode_mp_reach(value: &[u8], raw: &[u8], ctx: &WireContext, source: AttrSour
             Some(AttrValue::MpReach(MpReach {
                 afi_safi: af,
                 next_hop: NextHop::Opaque(nh_bytes.to_vec()),
+                reserved,
                 nlri,
             })),
             Some(WireError::update(
