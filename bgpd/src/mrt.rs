@@ -18,7 +18,6 @@ use std::path::Path;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::wire::capability::Capability;
 use crate::wire::open::Open;
 use crate::wire::reader::Reader;
 use crate::wire::{AFI_IPV4, AFI_IPV6, AfiSafi, SAFI_UNICAST, WireContext};
@@ -97,7 +96,9 @@ pub enum MrtError {
         source: io::Error,
     },
     /// The file ends inside a record; nothing after it can be framed.
-    #[error("record at offset {offset} is truncated: header says {expected} octets, {available} remain")]
+    #[error(
+        "record at offset {offset} is truncated: header says {expected} octets, {available} remain"
+    )]
     Truncated {
         /// Offset of the record.
         offset: u64,
@@ -421,8 +422,13 @@ impl MrtRecord {
                 let (as4, is_message) = match sub {
                     STATE_CHANGE => (false, false),
                     STATE_CHANGE_AS4 => (true, false),
-                    MESSAGE | MESSAGE_LOCAL | MESSAGE_ADDPATH | MESSAGE_LOCAL_ADDPATH => (false, true),
-                    MESSAGE_AS4 | MESSAGE_AS4_LOCAL | MESSAGE_AS4_ADDPATH | MESSAGE_AS4_LOCAL_ADDPATH => (true, true),
+                    MESSAGE | MESSAGE_LOCAL | MESSAGE_ADDPATH | MESSAGE_LOCAL_ADDPATH => {
+                        (false, true)
+                    }
+                    MESSAGE_AS4
+                    | MESSAGE_AS4_LOCAL
+                    | MESSAGE_AS4_ADDPATH
+                    | MESSAGE_AS4_LOCAL_ADDPATH => (true, true),
                     _ => return Ok(MrtBody::Unsupported),
                 };
                 let peers = parse_peers(&mut r, as4).map_err(|_| bad("peer fields truncated"))?;
@@ -432,7 +438,10 @@ impl MrtRecord {
                         as4_header: as4,
                         local: matches!(
                             sub,
-                            MESSAGE_LOCAL | MESSAGE_AS4_LOCAL | MESSAGE_LOCAL_ADDPATH | MESSAGE_AS4_LOCAL_ADDPATH
+                            MESSAGE_LOCAL
+                                | MESSAGE_AS4_LOCAL
+                                | MESSAGE_LOCAL_ADDPATH
+                                | MESSAGE_AS4_LOCAL_ADDPATH
                         ),
                         add_path: sub >= MESSAGE_ADDPATH,
                         message: r.rest().to_vec(),
@@ -450,9 +459,9 @@ impl MrtRecord {
                     new_state,
                 }))
             }
-            (mrt_type::TABLE_DUMP_V2, table_dump_v2::PEER_INDEX_TABLE) => {
-                parse_peer_index(&mut r).map_err(bad).map(MrtBody::PeerIndexTable)
-            }
+            (mrt_type::TABLE_DUMP_V2, table_dump_v2::PEER_INDEX_TABLE) => parse_peer_index(&mut r)
+                .map_err(bad)
+                .map(MrtBody::PeerIndexTable),
             (mrt_type::TABLE_DUMP_V2, sub) => {
                 use table_dump_v2::*;
                 let (family, add_path) = match sub {
@@ -468,7 +477,9 @@ impl MrtRecord {
                     RIB_GENERIC_ADDPATH => (None, true),
                     _ => return Ok(MrtBody::Unsupported),
                 };
-                parse_rib(&mut r, family, add_path).map_err(bad).map(MrtBody::Rib)
+                parse_rib(&mut r, family, add_path)
+                    .map_err(bad)
+                    .map(MrtBody::Rib)
             }
             _ => Ok(MrtBody::Unsupported),
         }
@@ -522,7 +533,11 @@ impl MrtRecord {
 }
 
 fn parse_ip(r: &mut Reader<'_>, v6: bool) -> Result<IpAddr, crate::wire::reader::Short> {
-    Ok(if v6 { IpAddr::V6(r.ipv6()?) } else { IpAddr::V4(r.ipv4()?) })
+    Ok(if v6 {
+        IpAddr::V6(r.ipv6()?)
+    } else {
+        IpAddr::V4(r.ipv4()?)
+    })
 }
 
 fn parse_peers(r: &mut Reader<'_>, as4: bool) -> Result<Bgp4mpPeers, crate::wire::reader::Short> {
@@ -549,7 +564,8 @@ fn parse_peer_index(r: &mut Reader<'_>) -> Result<PeerIndexTable, &'static str> 
     const T: &str = "peer index table truncated";
     let collector_id = r.ipv4().map_err(|_| T)?;
     let name_len = r.u16().map_err(|_| T)?;
-    let view_name = String::from_utf8_lossy(r.take(usize::from(name_len)).map_err(|_| T)?).into_owned();
+    let view_name =
+        String::from_utf8_lossy(r.take(usize::from(name_len)).map_err(|_| T)?).into_owned();
     let count = r.u16().map_err(|_| T)?;
     let mut peers = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -573,7 +589,11 @@ fn parse_peer_index(r: &mut Reader<'_>) -> Result<PeerIndexTable, &'static str> 
     })
 }
 
-fn parse_rib(r: &mut Reader<'_>, family: Option<AfiSafi>, add_path: bool) -> Result<RibRecord, &'static str> {
+fn parse_rib(
+    r: &mut Reader<'_>,
+    family: Option<AfiSafi>,
+    add_path: bool,
+) -> Result<RibRecord, &'static str> {
     const T: &str = "RIB record truncated";
     let sequence = r.u32().map_err(|_| T)?;
     let (afi_safi, nlri) = match family {
@@ -603,7 +623,11 @@ fn parse_rib(r: &mut Reader<'_>, family: Option<AfiSafi>, add_path: bool) -> Res
     for _ in 0..count {
         let peer_index = r.u16().map_err(|_| T)?;
         let originated_time = r.u32().map_err(|_| T)?;
-        let path_id = if add_path { Some(r.u32().map_err(|_| T)?) } else { None };
+        let path_id = if add_path {
+            Some(r.u32().map_err(|_| T)?)
+        } else {
+            None
+        };
         let len = r.u16().map_err(|_| T)?;
         let attributes = r.take(usize::from(len)).map_err(|_| T)?.to_vec();
         entries.push(RibEntry {
@@ -632,14 +656,18 @@ fn parse_prefix(r: &mut Reader<'_>, afi: u16, len: u8) -> Result<IpNet, &'static
     match afi {
         AFI_IPV4 => {
             let mut o = [0u8; 4];
-            o.get_mut(..bytes.len()).ok_or("IPv4 prefix longer than 32 bits")?.copy_from_slice(bytes);
+            o.get_mut(..bytes.len())
+                .ok_or("IPv4 prefix longer than 32 bits")?
+                .copy_from_slice(bytes);
             Ipv4Net::new(Ipv4Addr::from(o), len)
                 .map(IpNet::V4)
                 .map_err(|_| "IPv4 prefix longer than 32 bits")
         }
         _ => {
             let mut o = [0u8; 16];
-            o.get_mut(..bytes.len()).ok_or("IPv6 prefix longer than 128 bits")?.copy_from_slice(bytes);
+            o.get_mut(..bytes.len())
+                .ok_or("IPv6 prefix longer than 128 bits")?
+                .copy_from_slice(bytes);
             Ipv6Net::new(Ipv6Addr::from(o), len)
                 .map(IpNet::V6)
                 .map_err(|_| "IPv6 prefix longer than 128 bits")
@@ -705,31 +733,22 @@ impl SessionTracker {
         let Some((peer, local)) = self
             .sessions
             .get(&(msg.peers.peer_ip, msg.peers.local_ip))
-            .and_then(|s| Some((s.peer.as_ref().or(s.local.as_ref())?, s.local.as_ref().or(s.peer.as_ref())?)))
+            .and_then(|s| {
+                Some((
+                    s.peer.as_ref().or(s.local.as_ref())?,
+                    s.local.as_ref().or(s.peer.as_ref())?,
+                ))
+            })
         else {
             return fallback;
         };
-        let has = |o: &Open, f: &dyn Fn(&Capability) -> bool| o.capabilities().any(f);
-        let four = |c: &Capability| matches!(c, Capability::FourOctetAs(_));
-        // The sender must offer send and the receiver receive (RFC 7911 §4).
         let (sender, receiver) = if msg.local { (local, peer) } else { (peer, local) };
-        let add_path = |af: AfiSafi| {
-            let offers = |o: &Open, want: u8| {
-                o.capabilities().any(|c| match c {
-                    Capability::AddPath(fams) => fams.iter().any(|f| f.afi_safi == af && f.send_receive & want != 0),
-                    _ => false,
-                })
-            };
-            msg.add_path
-                || (offers(sender, crate::wire::capability::AddPathFamily::SEND)
-                    && offers(receiver, crate::wire::capability::AddPathFamily::RECEIVE))
-        };
-        let ext = |c: &Capability| matches!(c, Capability::ExtendedMessage);
+        let negotiated = WireContext::negotiated(sender, receiver);
+        // An _ADDPATH subtype says outright that path identifiers are present.
         WireContext {
-            four_octet_as: has(peer, &four) && has(local, &four),
-            extended_message: has(peer, &ext) && has(local, &ext),
-            add_path_ipv4: add_path(AfiSafi::IPV4_UNICAST),
-            add_path_ipv6: add_path(AfiSafi::IPV6_UNICAST),
+            add_path_ipv4: negotiated.add_path_ipv4 || msg.add_path,
+            add_path_ipv6: negotiated.add_path_ipv6 || msg.add_path,
+            ..negotiated
         }
     }
 }
@@ -758,7 +777,8 @@ impl SessionTracker {
         use crate::wire::Message;
         let ctx = self.context(msg);
         let first = Message::decode(&msg.message, &ctx);
-        let clean = |r: &Result<crate::wire::Decoded, _>| r.as_ref().is_ok_and(|d| d.problems.is_empty());
+        let clean =
+            |r: &Result<crate::wire::Decoded, _>| r.as_ref().is_ok_and(|d| d.problems.is_empty());
         let mut out = SessionMessage {
             context: ctx,
             guessed: false,

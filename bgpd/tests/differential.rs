@@ -44,7 +44,11 @@ fn ours(u: &Update) -> Reading {
         let s = match &a.value {
             AttrValue::Origin(o) => format!("origin {}", *o as u8),
             AttrValue::AsPath(p) | AttrValue::As4Path(p) => {
-                let tag = if matches!(a.value, AttrValue::AsPath(_)) { "as_path" } else { "as4_path" };
+                let tag = if matches!(a.value, AttrValue::AsPath(_)) {
+                    "as_path"
+                } else {
+                    "as4_path"
+                };
                 let segs: Vec<String> = p
                     .segments
                     .iter()
@@ -57,7 +61,10 @@ fn ours(u: &Update) -> Reading {
             AttrValue::LocalPref(v) => format!("local_pref {v}"),
             AttrValue::AtomicAggregate => "atomic_aggregate".into(),
             AttrValue::Aggregator(g) => format!("aggregator {} {}", g.asn, g.address),
-            AttrValue::Communities(c) => format!("communities {:?}", c.iter().map(|c| c.0).collect::<Vec<_>>()),
+            AttrValue::Communities(c) => format!(
+                "communities {:?}",
+                c.iter().map(|c| c.0).collect::<Vec<_>>()
+            ),
             AttrValue::ExtendedCommunities(c) => format!("ext_communities {}", c.len()),
             AttrValue::LargeCommunities(c) => format!(
                 "large {:?}",
@@ -69,15 +76,21 @@ fn ours(u: &Update) -> Reading {
             AttrValue::ClusterList(c) => format!("cluster_list {c:?}"),
             AttrValue::MpReach(m) => {
                 let (g, ll) = match &m.next_hop {
-                    NextHop::Ipv6 { global, link_local } => (global.to_string(), format!("{link_local:?}")),
+                    NextHop::Ipv6 { global, link_local } => {
+                        (global.to_string(), format!("{link_local:?}"))
+                    }
                     other => (other.to_string(), String::new()),
                 };
-                let MpNlri::Prefixes(p) = &m.nlri else { panic!("opaque") };
+                let MpNlri::Prefixes(p) = &m.nlri else {
+                    panic!("opaque")
+                };
                 let p: Vec<String> = p.iter().map(|n| pfx(n.prefix, n.path_id)).collect();
                 format!("mp_reach {g} {ll} {p:?}")
             }
             AttrValue::MpUnreach(m) => {
-                let MpNlri::Prefixes(p) = &m.withdrawn else { panic!("opaque") };
+                let MpNlri::Prefixes(p) = &m.withdrawn else {
+                    panic!("opaque")
+                };
                 let p: Vec<String> = p.iter().map(|n| pfx(n.prefix, n.path_id)).collect();
                 format!("mp_unreach {p:?}")
             }
@@ -87,7 +100,11 @@ fn ours(u: &Update) -> Reading {
         attributes.push(s);
     }
     Reading {
-        withdrawn: u.withdrawn.iter().map(|n| pfx(n.prefix, n.path_id)).collect(),
+        withdrawn: u
+            .withdrawn
+            .iter()
+            .map(|n| pfx(n.prefix, n.path_id))
+            .collect(),
         nlri: u.nlri.iter().map(|n| pfx(n.prefix, n.path_id)).collect(),
         attributes,
     }
@@ -98,7 +115,15 @@ fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
         (AddressType::Ipv4Unicast, ctx.add_path_ipv4),
         (AddressType::Ipv6Unicast, ctx.add_path_ipv6),
     ]);
-    let mut pctx = BgpParsingContext::new(ctx.four_octet_as, HashMap::new(), add_path, true, true, true, true);
+    let mut pctx = BgpParsingContext::new(
+        ctx.four_octet_as,
+        HashMap::new(),
+        add_path,
+        true,
+        true,
+        true,
+        true,
+    );
     let mut r = SliceReader::new(bytes);
     let msg = BgpMessage::parse(&mut r, &mut pctx).map_err(|e| format!("{e:?}"))?;
     let BgpMessage::Update(u) = msg else {
@@ -120,7 +145,10 @@ fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
                     .iter()
                     .map(|s| {
                         let asns: Vec<u32> = s.as_numbers().iter().map(|&a| u32::from(a)).collect();
-                        format!("{}{asns:?}", seg_name(s.segment_type() == AsPathSegmentType::AsSet))
+                        format!(
+                            "{}{asns:?}",
+                            seg_name(s.segment_type() == AsPathSegmentType::AsSet)
+                        )
                     })
                     .collect();
                 format!("as_path {}", segs.join(" "))
@@ -128,7 +156,13 @@ fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
             V::AsPath(NgAsPath::As4PathSegments(segs)) => {
                 let segs: Vec<String> = segs
                     .iter()
-                    .map(|s| format!("{}{:?}", seg_name(s.segment_type() == AsPathSegmentType::AsSet), s.as_numbers()))
+                    .map(|s| {
+                        format!(
+                            "{}{:?}",
+                            seg_name(s.segment_type() == AsPathSegmentType::AsSet),
+                            s.as_numbers()
+                        )
+                    })
                     .collect();
                 format!("as_path {}", segs.join(" "))
             }
@@ -136,7 +170,13 @@ fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
                 let segs: Vec<String> = p
                     .segments()
                     .iter()
-                    .map(|s| format!("{}{:?}", seg_name(s.segment_type() == AsPathSegmentType::AsSet), s.as_numbers()))
+                    .map(|s| {
+                        format!(
+                            "{}{:?}",
+                            seg_name(s.segment_type() == AsPathSegmentType::AsSet),
+                            s.as_numbers()
+                        )
+                    })
                     .collect();
                 format!("as4_path {}", segs.join(" "))
             }
@@ -144,11 +184,18 @@ fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
             V::MultiExitDiscriminator(m) => format!("med {}", m.metric()),
             V::LocalPreference(l) => format!("local_pref {}", l.metric()),
             V::AtomicAggregate(_) => "atomic_aggregate".into(),
-            V::Aggregator(NgAggregator::As2Aggregator(g)) => format!("aggregator {} {}", g.asn(), g.origin()),
-            V::Aggregator(NgAggregator::As4Aggregator(g)) => format!("aggregator {} {}", g.asn(), g.origin()),
+            V::Aggregator(NgAggregator::As2Aggregator(g)) => {
+                format!("aggregator {} {}", g.asn(), g.origin())
+            }
+            V::Aggregator(NgAggregator::As4Aggregator(g)) => {
+                format!("aggregator {} {}", g.asn(), g.origin())
+            }
             V::Communities(c) => format!(
                 "communities {:?}",
-                c.communities().iter().map(|c| c.value()).collect::<Vec<_>>()
+                c.communities()
+                    .iter()
+                    .map(|c| c.value())
+                    .collect::<Vec<_>>()
             ),
             V::ExtendedCommunities(c) => format!("ext_communities {}", c.communities().len()),
             V::LargeCommunities(c) => format!(
@@ -159,17 +206,26 @@ fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
                     .collect::<Vec<_>>()
             ),
             V::Originator(o) => format!("originator {}", o.id()),
-            V::ClusterList(c) => format!("cluster_list {:?}", c.cluster_list().iter().map(|c| c.id()).collect::<Vec<_>>()),
+            V::ClusterList(c) => format!(
+                "cluster_list {:?}",
+                c.cluster_list().iter().map(|c| c.id()).collect::<Vec<_>>()
+            ),
             V::MpReach(NgMpReach::Ipv6Unicast {
                 next_hop_global,
                 next_hop_local,
                 nlri,
             }) => {
-                let p: Vec<String> = nlri.iter().map(|n| pfx(n.network().address(), n.path_id())).collect();
+                let p: Vec<String> = nlri
+                    .iter()
+                    .map(|n| pfx(n.network().address(), n.path_id()))
+                    .collect();
                 format!("mp_reach {next_hop_global} {next_hop_local:?} {p:?}")
             }
             V::MpUnreach(NgMpUnreach::Ipv6Unicast { nlri }) => {
-                let p: Vec<String> = nlri.iter().map(|n| pfx(n.network().address(), n.path_id())).collect();
+                let p: Vec<String> = nlri
+                    .iter()
+                    .map(|n| pfx(n.network().address(), n.path_id()))
+                    .collect();
                 format!("mp_unreach {p:?}")
             }
             V::UnknownAttribute(x) => format!("unknown {} {:?}", x.code(), x.value()),
@@ -183,7 +239,11 @@ fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
             .iter()
             .map(|n| pfx(n.network().address(), n.path_id()))
             .collect(),
-        nlri: u.nlri().iter().map(|n| pfx(n.network().address(), n.path_id())).collect(),
+        nlri: u
+            .nlri()
+            .iter()
+            .map(|n| pfx(n.network().address(), n.path_id()))
+            .collect(),
         attributes,
     })
 }
@@ -227,7 +287,9 @@ fn the_shared_captures_read_alike() {
     // Quagga: both decoders must agree on them as well.
     let dir = std::env::var_os("PETREL_SHARED_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+        })
         .join("data/mrt");
     let mut compared = 0;
     for name in ["bird_bgp", "bird6_bgp", "bird-mrtdump_bgp"] {
@@ -235,10 +297,14 @@ fn the_shared_captures_read_alike() {
         let mut tracker = bgpd::mrt::SessionTracker::new();
         for rec in bgpd::mrt::MrtReader::new(&data[..]) {
             let rec = rec.expect("record");
-            let Ok(bgpd::mrt::MrtBody::Bgp4mpMessage(m)) = rec.parse() else { continue };
+            let Ok(bgpd::mrt::MrtBody::Bgp4mpMessage(m)) = rec.parse() else {
+                continue;
+            };
             let d = tracker.decode(&m);
             let Ok(dec) = d.result else { panic!("decodes") };
-            let Message::Update(u) = &dec.message else { continue };
+            let Message::Update(u) = &dec.message else {
+                continue;
+            };
             // netgauze keeps MP attributes of other families in other variants.
             if u.attributes.iter().any(|a| match &a.value {
                 AttrValue::MpReach(r) => matches!(r.nlri, MpNlri::Opaque(_)),

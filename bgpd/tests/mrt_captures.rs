@@ -25,7 +25,11 @@ fn captures() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_none_or(|x| x != "md"))
         .collect();
     files.sort();
-    assert!(files.len() >= 5, "expected the five shared captures in {}", dir.display());
+    assert!(
+        files.len() >= 5,
+        "expected the five shared captures in {}",
+        dir.display()
+    );
     files
 }
 
@@ -87,7 +91,8 @@ fn check_stream(data: &[u8]) -> (Counts, Vec<String>) {
                             let mut out = Vec::new();
                             encode_attributes(&a.attributes, &ctx, &mut out).expect("encodes");
                             if out != e.attributes {
-                                problems.push(format!("offset {}: RIB attributes differ", rec.offset));
+                                problems
+                                    .push(format!("offset {}: RIB attributes differ", rec.offset));
                             }
                         }
                         Ok(a) => problems.push(format!("offset {}: {:?}", rec.offset, a.problems)),
@@ -136,9 +141,14 @@ fn compressed_captures_read_the_same() {
     let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
     enc.write_all(&plain).expect("bzip2");
     std::fs::write(&bz, enc.finish().expect("bzip2")).expect("write");
-    let expected: Vec<_> = MrtReader::new(&plain[..]).map(|r| r.expect("record")).collect();
+    let expected: Vec<_> = MrtReader::new(&plain[..])
+        .map(|r| r.expect("record"))
+        .collect();
     for f in [&gz, &bz] {
-        let got: Vec<_> = mrt::open_file(f).expect("open").map(|r| r.expect("record")).collect();
+        let got: Vec<_> = mrt::open_file(f)
+            .expect("open")
+            .map(|r| r.expect("record"))
+            .collect();
         assert_eq!(got, expected, "{}", f.display());
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -151,8 +161,15 @@ fn truncated_file_reports_the_offset_and_keeps_earlier_records() {
         let results: Vec<_> = MrtReader::new(&data[..cut]).collect();
         let errors: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
         assert_eq!(errors.len(), 1, "cut at {cut}: {errors:?}");
-        assert!(matches!(errors[0], MrtError::Truncated { .. }), "{}", errors[0]);
-        assert!(results.last().is_some_and(|r| r.is_err()), "the error comes last");
+        assert!(
+            matches!(errors[0], MrtError::Truncated { .. }),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            results.last().is_some_and(|r| r.is_err()),
+            "the error comes last"
+        );
         let text = errors[0].to_string();
         assert!(text.contains("offset"), "{text}");
     }
@@ -178,7 +195,11 @@ fn corrupted_bytes_never_panic_and_are_reported() {
         }
         // Flips in timestamps, ASNs, addresses or community values are valid data;
         // structural damage is caught. Demand that a good share is.
-        assert!(noticed * 5 > tried, "{}: only {noticed} of {tried} flips noticed", path.display());
+        assert!(
+            noticed * 5 > tried,
+            "{}: only {noticed} of {tried} flips noticed",
+            path.display()
+        );
     }
 }
 
@@ -187,12 +208,16 @@ fn a_bad_record_does_not_stop_the_next() {
     let data = std::fs::read(&captures()[0]).expect("readable");
     // Corrupt the first message record's BGP marker: that record is bad, the
     // rest still decode.
-    let mut records: Vec<_> = MrtReader::new(&data[..]).map(|r| r.expect("record")).collect();
+    let mut records: Vec<_> = MrtReader::new(&data[..])
+        .map(|r| r.expect("record"))
+        .collect();
     let idx = records
         .iter()
         .position(|r| matches!(r.parse(), Ok(MrtBody::Bgp4mpMessage(_))))
         .expect("a message record");
-    let MrtBody::Bgp4mpMessage(m) = records[idx].parse().expect("parses") else { unreachable!() };
+    let MrtBody::Bgp4mpMessage(m) = records[idx].parse().expect("parses") else {
+        unreachable!()
+    };
     let marker_at = records[idx].body.len() - m.message.len();
     records[idx].body[marker_at] = 0;
     let mut tracker = SessionTracker::new();
@@ -211,4 +236,86 @@ fn a_bad_record_does_not_stop_the_next() {
     }
     assert_eq!(bad, 1);
     assert!(good > 5);
+}
+
+/// An MRT record: header and body.
+fn record(mrt_type: u16, subtype: u16, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::new();
+    r.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    r.extend_from_slice(&mrt_type.to_be_bytes());
+    r.extend_from_slice(&subtype.to_be_bytes());
+    r.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+#[test]
+fn bgp4mp_et_local_addpath_records_decode() {
+    use bgpd::wire::{Nlri, Update};
+    // An UPDATE sent by the recording speaker, with a path identifier.
+    let ctx = WireContext {
+        add_path_ipv4: true,
+        ..WireContext::modern()
+    };
+    let upd = Message::Update(Update {
+        withdrawn: vec![Nlri {
+            path_id: Some(42),
+            prefix: "198.51.100.0/24".parse().expect("prefix"),
+        }],
+        ..Update::default()
+    });
+    let msg = upd.to_bytes(&ctx).expect("encodes");
+    let mut body = 250_000u32.to_be_bytes().to_vec(); // microseconds
+    body.extend_from_slice(&4_200_000_001u32.to_be_bytes()); // peer AS
+    body.extend_from_slice(&65001u32.to_be_bytes()); // local AS
+    body.extend_from_slice(&[0, 3, 0, 1]); // ifindex 3, AFI IPv4
+    body.extend_from_slice(&[192, 0, 2, 2, 192, 0, 2, 1]);
+    body.extend_from_slice(&msg);
+    let data = record(mrt::mrt_type::BGP4MP_ET, mrt::bgp4mp::MESSAGE_AS4_LOCAL_ADDPATH, &body);
+    let rec = MrtReader::new(&data[..]).next().expect("one").expect("framed");
+    assert_eq!(rec.microseconds, Some(250_000));
+    assert_eq!(rec.type_name(), "BGP4MP_ET/MESSAGE_AS4_LOCAL_ADDPATH");
+    let MrtBody::Bgp4mpMessage(m) = rec.parse().expect("parses") else { panic!() };
+    assert!(m.local && m.add_path && m.as4_header);
+    assert_eq!(m.peers.peer_as, 4_200_000_001);
+    assert_eq!(m.peers.interface_index, 3);
+    let d = SessionTracker::new().decode(&m);
+    assert!(!d.guessed);
+    assert_eq!(d.result.expect("decodes").message, upd);
+}
+
+#[test]
+fn rib_addpath_records_decode() {
+    // PEER_INDEX_TABLE with one IPv6, 4-octet-AS peer, then an IPv4 ADD-PATH RIB entry.
+    let mut pit = vec![10, 0, 0, 1, 0, 4];
+    pit.extend_from_slice(b"main");
+    pit.extend_from_slice(&[0, 1, 0b11, 10, 0, 0, 2]);
+    pit.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    pit.extend_from_slice(&4_200_000_002u32.to_be_bytes());
+    let attrs = [0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0xFA, 0x56, 0xEA, 0x02, 0x40, 3, 4, 192, 0, 2, 9];
+    let mut rib = 7u32.to_be_bytes().to_vec();
+    rib.extend_from_slice(&[24, 203, 0, 113, 0, 1]); // 203.0.113.0/24, one entry
+    rib.extend_from_slice(&[0, 0]); // peer index
+    rib.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    rib.extend_from_slice(&9u32.to_be_bytes()); // path id
+    rib.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    rib.extend_from_slice(&attrs);
+    let mut data = record(mrt::mrt_type::TABLE_DUMP_V2, mrt::table_dump_v2::PEER_INDEX_TABLE, &pit);
+    data.extend(record(
+        mrt::mrt_type::TABLE_DUMP_V2,
+        mrt::table_dump_v2::RIB_IPV4_UNICAST_ADDPATH,
+        &rib,
+    ));
+    let recs: Vec<_> = MrtReader::new(&data[..]).map(|r| r.expect("framed")).collect();
+    let MrtBody::PeerIndexTable(t) = recs[0].parse().expect("parses") else { panic!() };
+    assert_eq!(t.view_name, "main");
+    assert_eq!(t.peers[0].asn, 4_200_000_002);
+    assert_eq!(t.peers[0].ip.to_string(), "2001:db8::2");
+    let MrtBody::Rib(r) = recs[1].parse().expect("parses") else { panic!() };
+    assert!(r.add_path);
+    assert_eq!(r.entries[0].path_id, Some(9));
+    assert_eq!(r.nlri, mrt::RibNlri::Prefix("203.0.113.0/24".parse().expect("prefix")));
+    let (counts, problems) = check_stream(&data);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(counts.rib_entries, 1);
 }

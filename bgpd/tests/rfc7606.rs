@@ -74,26 +74,62 @@ fn assert_notification(e: &WireError, c: u8, s: u8, data: &[u8]) {
 #[test]
 fn origin_bad_length_is_treat_as_withdraw() {
     let bad = attr(0x40, 1, &[0, 0]);
-    let e = one_problem(&update(&[], &[&bad[..], &EMPTY_AS_PATH, &NEXT_HOP].concat(), &NLRI));
+    let e = one_problem(&update(
+        &[],
+        &[&bad[..], &EMPTY_AS_PATH, &NEXT_HOP].concat(),
+        &NLRI,
+    ));
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::ATTRIBUTE_LENGTH, &bad);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::ATTRIBUTE_LENGTH,
+        &bad,
+    );
 }
 
 #[test]
 fn origin_undefined_value_is_treat_as_withdraw() {
     let bad = attr(0x40, 1, &[3]);
-    let e = one_problem(&update(&[], &[&bad[..], &EMPTY_AS_PATH, &NEXT_HOP].concat(), &NLRI));
+    let e = one_problem(&update(
+        &[],
+        &[&bad[..], &EMPTY_AS_PATH, &NEXT_HOP].concat(),
+        &NLRI,
+    ));
     assert_eq!(e.kind, ErrorKind::InvalidOrigin(3));
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::INVALID_ORIGIN, &bad);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::INVALID_ORIGIN,
+        &bad,
+    );
 }
 
 fn as_path_case(value: &[u8]) {
     let bad = attr(0x40, 2, value);
-    let e = one_problem(&update(&[], &[&ORIGIN_IGP[..], &bad, &NEXT_HOP].concat(), &NLRI));
-    assert!(matches!(e.kind, ErrorKind::MalformedAsPath { attr: "AS_PATH", .. }), "{e}");
+    let e = one_problem(&update(
+        &[],
+        &[&ORIGIN_IGP[..], &bad, &NEXT_HOP].concat(),
+        &NLRI,
+    ));
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::MalformedAsPath {
+                attr: "AS_PATH",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::MALFORMED_AS_PATH, &[]);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::MALFORMED_AS_PATH,
+        &[],
+    );
 }
 
 #[test]
@@ -119,18 +155,36 @@ fn as_path_truncated_segment_header_is_treat_as_withdraw() {
 #[test]
 fn next_hop_bad_length_is_treat_as_withdraw() {
     let bad = attr(0x40, 3, &[192, 0, 2]);
-    let e = one_problem(&update(&[], &[&ORIGIN_IGP[..], &EMPTY_AS_PATH, &bad].concat(), &NLRI));
+    let e = one_problem(&update(
+        &[],
+        &[&ORIGIN_IGP[..], &EMPTY_AS_PATH, &bad].concat(),
+        &NLRI,
+    ));
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::ATTRIBUTE_LENGTH, &bad);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::ATTRIBUTE_LENGTH,
+        &bad,
+    );
 }
 
 #[test]
 fn next_hop_not_unicast_is_treat_as_withdraw() {
     for nh in [[0, 0, 0, 0], [224, 0, 0, 1], [255, 255, 255, 255]] {
         let bad = attr(0x40, 3, &nh);
-        let e = one_problem(&update(&[], &[&ORIGIN_IGP[..], &EMPTY_AS_PATH, &bad].concat(), &NLRI));
+        let e = one_problem(&update(
+            &[],
+            &[&ORIGIN_IGP[..], &EMPTY_AS_PATH, &bad].concat(),
+            &NLRI,
+        ));
         assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-        assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::INVALID_NEXT_HOP, &bad);
+        assert_notification(
+            &e,
+            code::UPDATE_MESSAGE,
+            subcode::update::INVALID_NEXT_HOP,
+            &bad,
+        );
     }
 }
 
@@ -145,7 +199,12 @@ fn length_case(flags: u8, ty: u8, value: &[u8], action: ErrorAction) {
             length: value.len()
         }
     );
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::ATTRIBUTE_LENGTH, &bad);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::ATTRIBUTE_LENGTH,
+        &bad,
+    );
 }
 
 #[test]
@@ -166,7 +225,12 @@ fn atomic_aggregate_bad_length_is_attribute_discard() {
 #[test]
 fn aggregator_bad_length_is_attribute_discard() {
     // 4-octet session: AGGREGATOR must be 8 octets; 6 is the 2-octet form.
-    length_case(0xC0, 7, &[0xFD, 0xE8, 10, 0, 0, 1], ErrorAction::AttributeDiscard);
+    length_case(
+        0xC0,
+        7,
+        &[0xFD, 0xE8, 10, 0, 0, 1],
+        ErrorAction::AttributeDiscard,
+    );
 }
 
 #[test]
@@ -207,8 +271,19 @@ fn malformed_as4_path_is_attribute_discard() {
     let bad = attr(0xC0, 17, &[2, 3, 0, 0, 0, 1]);
     let e = one_problem(&update(&[], &with_mandatory(&bad), &NLRI));
     assert_eq!(e.action, ErrorAction::AttributeDiscard);
-    assert!(matches!(e.kind, ErrorKind::MalformedAsPath { attr: "AS4_PATH", .. }));
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::OPTIONAL_ATTRIBUTE, &bad);
+    assert!(matches!(
+        e.kind,
+        ErrorKind::MalformedAsPath {
+            attr: "AS4_PATH",
+            ..
+        }
+    ));
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::OPTIONAL_ATTRIBUTE,
+        &bad,
+    );
 }
 
 #[test]
@@ -216,7 +291,9 @@ fn discarded_attribute_is_gone_but_routes_stay() {
     let bad = attr(0x40, 6, &[1]);
     let d = Message::decode(&update(&[], &with_mandatory(&bad), &NLRI), &CTX).expect("decodes");
     assert!(!d.treat_as_withdraw());
-    let Message::Update(u) = d.message else { panic!() };
+    let Message::Update(u) = d.message else {
+        panic!()
+    };
     assert_eq!(u.attributes.len(), 3);
     assert_eq!(u.nlri.len(), 1);
 }
@@ -225,14 +302,35 @@ fn discarded_attribute_is_gone_but_routes_stay() {
 fn wrong_flags_are_treat_as_withdraw() {
     // ORIGIN marked optional.
     let bad = attr(0xC0, 1, &[0]);
-    let e = one_problem(&update(&[], &[&bad[..], &EMPTY_AS_PATH, &NEXT_HOP].concat(), &NLRI));
+    let e = one_problem(&update(
+        &[],
+        &[&bad[..], &EMPTY_AS_PATH, &NEXT_HOP].concat(),
+        &NLRI,
+    ));
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-    assert_eq!(e.kind, ErrorKind::AttributeFlags { type_code: 1, flags: 0xC0 });
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::ATTRIBUTE_FLAGS, &bad);
+    assert_eq!(
+        e.kind,
+        ErrorKind::AttributeFlags {
+            type_code: 1,
+            flags: 0xC0
+        }
+    );
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::ATTRIBUTE_FLAGS,
+        &bad,
+    );
     // COMMUNITIES marked non-transitive.
     let bad = attr(0x80, 8, &[0, 1, 0, 1]);
     let e = one_problem(&update(&[], &with_mandatory(&bad), &NLRI));
-    assert_eq!(e.kind, ErrorKind::AttributeFlags { type_code: 8, flags: 0x80 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::AttributeFlags {
+            type_code: 8,
+            flags: 0x80
+        }
+    );
 }
 
 #[test]
@@ -245,7 +343,12 @@ fn missing_well_known_attributes_are_treat_as_withdraw() {
         let e = one_problem(&update(&[], &attrs, &NLRI));
         assert_eq!(e.kind, ErrorKind::MissingWellKnown(missing));
         assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-        assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::MISSING_WELL_KNOWN, &[missing]);
+        assert_notification(
+            &e,
+            code::UPDATE_MESSAGE,
+            subcode::update::MISSING_WELL_KNOWN,
+            &[missing],
+        );
     }
 }
 
@@ -283,9 +386,16 @@ fn mp_reach_bad_next_hop_length_is_treat_as_withdraw() {
         }
     );
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-    assert_notification(e, code::UPDATE_MESSAGE, subcode::update::OPTIONAL_ATTRIBUTE, &bad);
+    assert_notification(
+        e,
+        code::UPDATE_MESSAGE,
+        subcode::update::OPTIONAL_ATTRIBUTE,
+        &bad,
+    );
     // The NLRI are still known, so they can be withdrawn.
-    let Message::Update(u) = &d.message else { panic!() };
+    let Message::Update(u) = &d.message else {
+        panic!()
+    };
     assert_eq!(u.announced().count(), 1);
 }
 
@@ -295,9 +405,18 @@ fn mp_reach_bad_nlri_disables_the_family() {
     mp.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
     mp.extend_from_slice(&[0, 129, 0x20]);
     let bad = attr(0x80, 14, &mp);
-    let e = fatal(&update(&[], &[&ORIGIN_IGP[..], &EMPTY_AS_PATH, &bad].concat(), &[]));
+    let e = fatal(&update(
+        &[],
+        &[&ORIGIN_IGP[..], &EMPTY_AS_PATH, &bad].concat(),
+        &[],
+    ));
     assert_eq!(e.action, ErrorAction::AfiSafiDisable(AfiSafi::IPV6_UNICAST));
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::OPTIONAL_ATTRIBUTE, &bad);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::OPTIONAL_ATTRIBUTE,
+        &bad,
+    );
 }
 
 #[test]
@@ -305,7 +424,12 @@ fn mp_reach_too_short_for_a_family_resets_the_session() {
     let bad = attr(0x80, 14, &[0, 2]);
     let e = fatal(&update(&[], &bad, &[]));
     assert_eq!(e.action, ErrorAction::SessionReset);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::OPTIONAL_ATTRIBUTE, &bad);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::OPTIONAL_ATTRIBUTE,
+        &bad,
+    );
 }
 
 #[test]
@@ -320,7 +444,12 @@ fn mp_unreach_bad_nlri_disables_the_family() {
     let bad = attr(0x80, 15, &[0, 1, 1, 33, 10, 0, 0, 0, 0]);
     let e = fatal(&update(&[], &bad, &[]));
     assert_eq!(e.action, ErrorAction::AfiSafiDisable(AfiSafi::IPV4_UNICAST));
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::OPTIONAL_ATTRIBUTE, &bad);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::OPTIONAL_ATTRIBUTE,
+        &bad,
+    );
 }
 
 #[test]
@@ -329,7 +458,12 @@ fn duplicate_mp_attribute_resets_the_session() {
     let e = fatal(&update(&[], &[&eor[..], &eor].concat(), &[]));
     assert_eq!(e.kind, ErrorKind::DuplicateMpAttribute(15));
     assert_eq!(e.action, ErrorAction::SessionReset);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::MALFORMED_ATTRIBUTE_LIST, &[]);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::MALFORMED_ATTRIBUTE_LIST,
+        &[],
+    );
 }
 
 #[test]
@@ -339,7 +473,9 @@ fn duplicate_attribute_keeps_the_first() {
     assert_eq!(d.problems.len(), 1);
     assert_eq!(d.problems[0].kind, ErrorKind::DuplicateAttribute(1));
     assert_eq!(d.problems[0].action, ErrorAction::AttributeDiscard);
-    let Message::Update(u) = d.message else { panic!() };
+    let Message::Update(u) = d.message else {
+        panic!()
+    };
     assert_eq!(u.attributes[0].value, AttrValue::Origin(Origin::Igp));
     assert_eq!(u.attributes.len(), 3);
 }
@@ -351,9 +487,16 @@ fn attribute_overrunning_the_list_is_treat_as_withdraw_and_nlri_survive() {
     let e = one_problem(&update(&[], &attrs, &NLRI));
     assert!(matches!(e.kind, ErrorKind::MalformedAttributeList(_)));
     assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::MALFORMED_ATTRIBUTE_LIST, &[]);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::MALFORMED_ATTRIBUTE_LIST,
+        &[],
+    );
     let d = Message::decode(&update(&[], &attrs, &NLRI), &CTX).expect("decodes");
-    let Message::Update(u) = d.message else { panic!() };
+    let Message::Update(u) = d.message else {
+        panic!()
+    };
     assert_eq!(u.nlri.len(), 1, "the total length still locates the NLRI");
 }
 
@@ -361,7 +504,10 @@ fn attribute_overrunning_the_list_is_treat_as_withdraw_and_nlri_survive() {
 fn truncated_attribute_header_is_treat_as_withdraw() {
     for tail in [&[0x40u8][..], &[0x50, 4, 0]] {
         let e = one_problem(&update(&[], &with_mandatory(tail), &NLRI));
-        assert!(matches!(e.kind, ErrorKind::MalformedAttributeList(_)), "{e}");
+        assert!(
+            matches!(e.kind, ErrorKind::MalformedAttributeList(_)),
+            "{e}"
+        );
         assert_eq!(e.action, ErrorAction::TreatAsWithdraw);
     }
 }
@@ -371,7 +517,12 @@ fn unrecognized_well_known_attribute_resets_the_session() {
     let bad = attr(0x40, 99, &[1, 2]);
     let e = fatal(&update(&[], &with_mandatory(&bad), &NLRI));
     assert_eq!(e.action, ErrorAction::SessionReset);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::UNRECOGNIZED_WELL_KNOWN, &bad);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::UNRECOGNIZED_WELL_KNOWN,
+        &bad,
+    );
 }
 
 #[test]
@@ -380,7 +531,9 @@ fn unknown_optional_transitive_is_kept_and_propagated_partial() {
     let msg = update(&[], &with_mandatory(&unknown), &NLRI);
     let d = Message::decode(&msg, &CTX).expect("decodes");
     assert!(d.problems.is_empty());
-    let Message::Update(u) = &d.message else { panic!() };
+    let Message::Update(u) = &d.message else {
+        panic!()
+    };
     let a = &u.attributes[3];
     assert_eq!(
         a.value,
@@ -394,10 +547,19 @@ fn unknown_optional_transitive_is_kept_and_propagated_partial() {
     // Non-transitive unknown attributes are not passed on.
     let nt = attr(0x80, 99, &[1]);
     let d = Message::decode(&update(&[], &with_mandatory(&nt), &NLRI), &CTX).expect("decodes");
-    let Message::Update(u) = &d.message else { panic!() };
+    let Message::Update(u) = &d.message else {
+        panic!()
+    };
     assert!(u.attributes[3].for_propagation().is_none());
     // Re-encoding is exact.
-    assert_eq!(Message::decode(&msg, &CTX).expect("ok").message.to_bytes(&CTX).expect("enc"), msg);
+    assert_eq!(
+        Message::decode(&msg, &CTX)
+            .expect("ok")
+            .message
+            .to_bytes(&CTX)
+            .expect("enc"),
+        msg
+    );
 }
 
 // ---- UPDATE structure: session reset ----
@@ -408,7 +570,12 @@ fn withdrawn_length_overrun_resets_the_session() {
     msg[20] = 200; // Withdrawn Routes Length
     let e = fatal(&msg);
     assert_eq!(e.action, ErrorAction::SessionReset);
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::MALFORMED_ATTRIBUTE_LIST, &[]);
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::MALFORMED_ATTRIBUTE_LIST,
+        &[],
+    );
 }
 
 #[test]
@@ -416,8 +583,16 @@ fn attribute_length_overrun_resets_the_session() {
     let mut msg = update(&[], &with_mandatory(&[]), &[]);
     msg[22] = 200; // Total Path Attribute Length, low octet
     let e = fatal(&msg);
-    assert_eq!(e.kind, ErrorKind::UpdateLengthOverrun("total path attribute length"));
-    assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::MALFORMED_ATTRIBUTE_LIST, &[]);
+    assert_eq!(
+        e.kind,
+        ErrorKind::UpdateLengthOverrun("total path attribute length")
+    );
+    assert_notification(
+        &e,
+        code::UPDATE_MESSAGE,
+        subcode::update::MALFORMED_ATTRIBUTE_LIST,
+        &[],
+    );
 }
 
 #[test]
@@ -425,7 +600,12 @@ fn invalid_nlri_resets_the_session() {
     for nlri in [&[33u8, 10, 0, 0, 0, 0][..], &[24, 10, 0]] {
         let e = fatal(&update(&[], &with_mandatory(&[]), nlri));
         assert_eq!(e.action, ErrorAction::SessionReset);
-        assert_notification(&e, code::UPDATE_MESSAGE, subcode::update::INVALID_NETWORK_FIELD, &[]);
+        assert_notification(
+            &e,
+            code::UPDATE_MESSAGE,
+            subcode::update::INVALID_NETWORK_FIELD,
+            &[],
+        );
     }
 }
 
@@ -433,7 +613,10 @@ fn invalid_nlri_resets_the_session() {
 fn invalid_withdrawn_prefix_resets_the_session() {
     let e = fatal(&update(&[40, 1, 2, 3, 4, 5], &[], &[]));
     assert_eq!(e.action, ErrorAction::SessionReset);
-    assert_eq!(e.notification.subcode, subcode::update::INVALID_NETWORK_FIELD);
+    assert_eq!(
+        e.notification.subcode,
+        subcode::update::INVALID_NETWORK_FIELD
+    );
 }
 
 // ---- header, OPEN, ROUTE-REFRESH ----
@@ -453,19 +636,37 @@ fn bad_marker_is_connection_not_synchronized() {
 #[test]
 fn bad_length_carries_the_length() {
     let msg = frame(4, &[0]); // KEEPALIVE of 20 octets
-    assert_notification(&fatal(&msg), code::MESSAGE_HEADER, subcode::header::BAD_MESSAGE_LENGTH, &[0, 20]);
+    assert_notification(
+        &fatal(&msg),
+        code::MESSAGE_HEADER,
+        subcode::header::BAD_MESSAGE_LENGTH,
+        &[0, 20],
+    );
     let mut short = frame(2, &[0, 0, 0, 0]);
     short[17] = 18;
-    assert_eq!(fatal(&short).notification.subcode, subcode::header::BAD_MESSAGE_LENGTH);
+    assert_eq!(
+        fatal(&short).notification.subcode,
+        subcode::header::BAD_MESSAGE_LENGTH
+    );
     // An UPDATE longer than 4096 without extended messages.
     let big = frame(2, &vec![0u8; 5000]);
     let e = fatal(&big);
-    assert_notification(&e, code::MESSAGE_HEADER, subcode::header::BAD_MESSAGE_LENGTH, &((5019u16).to_be_bytes()));
+    assert_notification(
+        &e,
+        code::MESSAGE_HEADER,
+        subcode::header::BAD_MESSAGE_LENGTH,
+        &((5019u16).to_be_bytes()),
+    );
 }
 
 #[test]
 fn bad_type_carries_the_type() {
-    assert_notification(&fatal(&frame(9, &[])), code::MESSAGE_HEADER, subcode::header::BAD_MESSAGE_TYPE, &[9]);
+    assert_notification(
+        &fatal(&frame(9, &[])),
+        code::MESSAGE_HEADER,
+        subcode::header::BAD_MESSAGE_TYPE,
+        &[9],
+    );
 }
 
 fn open_body(version: u8, hold: u16, id: [u8; 4]) -> Vec<u8> {
@@ -479,16 +680,34 @@ fn open_body(version: u8, hold: u16, id: [u8; 4]) -> Vec<u8> {
 #[test]
 fn open_errors_carry_rfc_4271_subcodes() {
     let e = fatal(&frame(1, &open_body(3, 90, [1, 1, 1, 1])));
-    assert_notification(&e, code::OPEN_MESSAGE, subcode::open::UNSUPPORTED_VERSION, &[0, 4]);
+    assert_notification(
+        &e,
+        code::OPEN_MESSAGE,
+        subcode::open::UNSUPPORTED_VERSION,
+        &[0, 4],
+    );
     let e = fatal(&frame(1, &open_body(4, 2, [1, 1, 1, 1])));
-    assert_notification(&e, code::OPEN_MESSAGE, subcode::open::UNACCEPTABLE_HOLD_TIME, &[]);
+    assert_notification(
+        &e,
+        code::OPEN_MESSAGE,
+        subcode::open::UNACCEPTABLE_HOLD_TIME,
+        &[],
+    );
     let e = fatal(&frame(1, &open_body(4, 90, [0, 0, 0, 0])));
-    assert_notification(&e, code::OPEN_MESSAGE, subcode::open::BAD_BGP_IDENTIFIER, &[0, 0, 0, 0]);
+    assert_notification(
+        &e,
+        code::OPEN_MESSAGE,
+        subcode::open::BAD_BGP_IDENTIFIER,
+        &[0, 0, 0, 0],
+    );
     let mut b = open_body(4, 90, [1, 1, 1, 1]);
     *b.last_mut().expect("opt len") = 6;
     b.extend_from_slice(&[2, 4, 65, 4, 0, 0]); // 4-octet AS capability cut short
     let e = fatal(&frame(1, &b));
-    assert!(matches!(e.kind, ErrorKind::MalformedOpen(_) | ErrorKind::MalformedCapability { .. }));
+    assert!(matches!(
+        e.kind,
+        ErrorKind::MalformedOpen(_) | ErrorKind::MalformedCapability { .. }
+    ));
     assert_eq!(e.notification.code, code::OPEN_MESSAGE);
 }
 
@@ -503,14 +722,24 @@ fn open_accepts_hold_time_zero_and_three() {
 fn route_refresh_borr_with_extra_octets_is_invalid_length() {
     let msg = frame(5, &[0, 1, 1, 1, 0]);
     let e = fatal(&msg);
-    assert_notification(&e, code::ROUTE_REFRESH_MESSAGE, subcode::route_refresh::INVALID_MESSAGE_LENGTH, &msg);
+    assert_notification(
+        &e,
+        code::ROUTE_REFRESH_MESSAGE,
+        subcode::route_refresh::INVALID_MESSAGE_LENGTH,
+        &msg,
+    );
 }
 
 #[test]
 fn shutdown_communication_round_trips_and_is_bounded() {
     let n = Notification::administrative_shutdown("maintenance: moving to rack 7");
-    assert_eq!(n.shutdown_communication(), Some("maintenance: moving to rack 7"));
-    let bytes = Message::Notification(n.clone()).to_bytes(&CTX).expect("encodes");
+    assert_eq!(
+        n.shutdown_communication(),
+        Some("maintenance: moving to rack 7")
+    );
+    let bytes = Message::Notification(n.clone())
+        .to_bytes(&CTX)
+        .expect("encodes");
     let d = Message::decode(&bytes, &CTX).expect("decodes");
     assert_eq!(d.message, Message::Notification(n));
     let long = "é".repeat(200);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bgpd::wire::attr::{NextHop, PathAttribute, AttrValue, Origin, AsPath};
+use bgpd::wire::attr::{AsPath, AttrValue, NextHop, Origin, PathAttribute};
 use bgpd::wire::update::UpdatePacker;
 use bgpd::wire::{AfiSafi, EncodeError, Message, Nlri, WireContext};
 use proptest::prelude::*;
@@ -107,14 +107,28 @@ fn large_update_uses_extended_length_and_extended_messages() {
         ..Default::default()
     });
     let classic = WireContext::modern();
-    assert!(matches!(msg.to_bytes(&classic), Err(EncodeError::MessageTooLong { .. })));
-    let ext = WireContext { extended_message: true, ..classic };
+    assert!(matches!(
+        msg.to_bytes(&classic),
+        Err(EncodeError::MessageTooLong { .. })
+    ));
+    let ext = WireContext {
+        extended_message: true,
+        ..classic
+    };
     let bytes = msg.to_bytes(&ext).expect("fits 65535");
     assert!(bytes.len() > 12000);
     let d = Message::decode(&bytes, &ext).expect("decodes");
     assert!(without_ext_bit(&d.message) == msg, "decoded UPDATE differs");
     // The encoder set the Extended Length bit by itself; decoding keeps it.
-    let Message::Update(u) = d.message else { panic!() };
-    assert_ne!(u.attributes[0].flags & bgpd::wire::attr::flags::EXTENDED_LENGTH, 0);
-    assert!(Message::decode(&bytes, &classic).is_err(), "over 4096 without the capability");
+    let Message::Update(u) = d.message else {
+        panic!()
+    };
+    assert_ne!(
+        u.attributes[0].flags & bgpd::wire::attr::flags::EXTENDED_LENGTH,
+        0
+    );
+    assert!(
+        Message::decode(&bytes, &classic).is_err(),
+        "over 4096 without the capability"
+    );
 }

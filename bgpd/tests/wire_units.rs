@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use bgpd::wire::attr::{
     Aggregator, AsPath, AsSegment, AttrValue, PathAttribute, SegmentType, effective_path,
 };
-use bgpd::wire::capability::{AddPathFamily, Capability, GracefulRestart, GrFamily, LlgrFamily};
+use bgpd::wire::capability::{AddPathFamily, Capability, GrFamily, GracefulRestart, LlgrFamily};
 use bgpd::wire::open::{Open, OptionalParameter};
 use bgpd::wire::{AS_TRANS, AfiSafi, Message, Nlri, Update, WireContext};
 
@@ -82,7 +82,9 @@ fn decode_open() {
     let d = Message::decode(&bytes, &CTX).expect("decodes");
     assert_eq!(d.message, Message::Open(open.clone()));
     assert_eq!(open.asn(), 4_200_000_001);
-    let Some(Capability::GracefulRestart(gr)) = open.capabilities().nth(5) else { panic!() };
+    let Some(Capability::GracefulRestart(gr)) = open.capabilities().nth(5) else {
+        panic!()
+    };
     assert!(gr.restart_state() && !gr.notification());
     assert!(gr.families[0].forwarding_preserved() && !gr.families[1].forwarding_preserved());
 }
@@ -96,12 +98,16 @@ fn encode_open() {
 #[test]
 fn open_with_long_parameters_uses_rfc_9072_and_round_trips() {
     // 60 MP capabilities: 360 octets, more than one octet of length can say.
-    let caps = (0..60).map(|i| Capability::Multiprotocol(AfiSafi::new(1, i))).collect();
+    let caps = (0..60)
+        .map(|i| Capability::Multiprotocol(AfiSafi::new(1, i)))
+        .collect();
     let open = Open::new(65001, 90, Ipv4Addr::new(1, 1, 1, 1), caps);
     let bytes = Message::Open(open.clone()).to_bytes(&CTX).expect("encodes");
     // Non-Ext OP Len 255, Non-Ext OP Type 255, then a two-octet length.
     assert_eq!(&bytes[28..30], &[255, 255]);
-    let Message::Open(back) = Message::decode(&bytes, &CTX).expect("decodes").message else { panic!() };
+    let Message::Open(back) = Message::decode(&bytes, &CTX).expect("decodes").message else {
+        panic!()
+    };
     assert!(back.extended_params);
     assert_eq!(back.params, open.params);
     assert_eq!(Message::Open(back).to_bytes(&CTX).expect("encodes"), bytes);
@@ -115,7 +121,9 @@ fn unknown_optional_parameter_is_kept() {
     bytes[28] += 4;
     let len = bytes.len() as u16;
     bytes[16..18].copy_from_slice(&len.to_be_bytes());
-    let Message::Open(o) = Message::decode(&bytes, &CTX).expect("decodes").message else { panic!() };
+    let Message::Open(o) = Message::decode(&bytes, &CTX).expect("decodes").message else {
+        panic!()
+    };
     assert_eq!(
         o.params.last(),
         Some(&OptionalParameter::Unknown {
@@ -138,7 +146,12 @@ fn path(segs: &[(SegmentType, &[u32])]) -> AsPath {
     }
 }
 
-fn attrs(as_path: AsPath, as4: Option<AsPath>, agg: Option<u32>, as4_agg: Option<u32>) -> Vec<PathAttribute> {
+fn attrs(
+    as_path: AsPath,
+    as4: Option<AsPath>,
+    agg: Option<u32>,
+    as4_agg: Option<u32>,
+) -> Vec<PathAttribute> {
     let mut v = vec![PathAttribute::new(AttrValue::AsPath(as_path))];
     if let Some(p) = as4 {
         v.push(PathAttribute::new(AttrValue::As4Path(p)));
@@ -180,7 +193,10 @@ fn as4_path_longer_than_as_path_is_ignored() {
         None,
         None,
     );
-    assert_eq!(effective_path(&a, false).as_path, path(&[(Sequence, &[65001])]));
+    assert_eq!(
+        effective_path(&a, false).as_path,
+        path(&[(Sequence, &[65001])])
+    );
 }
 
 #[test]
@@ -206,7 +222,10 @@ fn as4_aggregator_replaces_as_trans_aggregator() {
     );
     let e = effective_path(&a, false);
     assert_eq!(e.aggregator.map(|g| g.asn), Some(4_200_000_009));
-    assert_eq!(e.as_path, path(&[(Sequence, &[4_200_000_001]), (Set, &[1, 2])]));
+    assert_eq!(
+        e.as_path,
+        path(&[(Sequence, &[4_200_000_001]), (Set, &[1, 2])])
+    );
 }
 
 #[test]
@@ -217,20 +236,29 @@ fn four_octet_sessions_ignore_as4_attributes() {
         None,
         None,
     );
-    assert_eq!(effective_path(&a, true).as_path, path(&[(Sequence, &[4_200_000_001])]));
+    assert_eq!(
+        effective_path(&a, true).as_path,
+        path(&[(Sequence, &[4_200_000_001])])
+    );
 }
 
 #[test]
 fn confederation_segments_are_kept_from_as_path_and_dropped_from_as4_path() {
     let a = attrs(
         path(&[(ConfedSequence, &[64512]), (Sequence, &[65001, AS_TRANS])]),
-        Some(path(&[(ConfedSequence, &[64999]), (Sequence, &[4_200_000_001])])),
+        Some(path(&[
+            (ConfedSequence, &[64999]),
+            (Sequence, &[4_200_000_001]),
+        ])),
         None,
         None,
     );
     assert_eq!(
         effective_path(&a, false).as_path,
-        path(&[(ConfedSequence, &[64512]), (Sequence, &[65001, 4_200_000_001])])
+        path(&[
+            (ConfedSequence, &[64512]),
+            (Sequence, &[65001, 4_200_000_001])
+        ])
     );
 }
 
@@ -241,10 +269,9 @@ fn two_octet_encoding_writes_as_trans_for_large_asns() {
         ..CTX
     };
     let u = Update {
-        attributes: vec![PathAttribute::new(AttrValue::AsPath(AsPath::sequence(vec![
-            65001,
-            4_200_000_001,
-        ])))],
+        attributes: vec![PathAttribute::new(AttrValue::AsPath(AsPath::sequence(
+            vec![65001, 4_200_000_001],
+        )))],
         ..Update::default()
     };
     let bytes = Message::Update(u).to_bytes(&two).expect("encodes");
@@ -254,14 +281,26 @@ fn two_octet_encoding_writes_as_trans_for_large_asns() {
 
 #[test]
 fn end_of_rib_markers() {
-    for af in [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST, AfiSafi::new(1, 128)] {
+    for af in [
+        AfiSafi::IPV4_UNICAST,
+        AfiSafi::IPV6_UNICAST,
+        AfiSafi::new(1, 128),
+    ] {
         let eor = Update::end_of_rib(af);
         assert_eq!(eor.as_end_of_rib(), Some(af));
         let bytes = Message::Update(eor).to_bytes(&CTX).expect("encodes");
-        let Message::Update(back) = Message::decode(&bytes, &CTX).expect("decodes").message else { panic!() };
+        let Message::Update(back) = Message::decode(&bytes, &CTX).expect("decodes").message else {
+            panic!()
+        };
         assert_eq!(back.as_end_of_rib(), Some(af));
     }
-    assert_eq!(Message::Update(Update::end_of_rib(AfiSafi::IPV4_UNICAST)).to_bytes(&CTX).expect("enc").len(), 23);
+    assert_eq!(
+        Message::Update(Update::end_of_rib(AfiSafi::IPV4_UNICAST))
+            .to_bytes(&CTX)
+            .expect("enc")
+            .len(),
+        23
+    );
 }
 
 #[test]
@@ -275,7 +314,9 @@ fn host_bits_in_prefixes_survive_and_normalize() {
         b.extend_from_slice(&body);
         b
     };
-    let Message::Update(u) = Message::decode(&bytes, &CTX).expect("decodes").message else { panic!() };
+    let Message::Update(u) = Message::decode(&bytes, &CTX).expect("decodes").message else {
+        panic!()
+    };
     let n: Nlri = u.withdrawn[0];
     assert_eq!(n.prefix.to_string(), "10.255.0.0/12");
     assert_eq!(n.normalized().prefix.to_string(), "10.240.0.0/12");
@@ -298,7 +339,10 @@ fn add_path_nlri_carry_their_identifier() {
     };
     let bytes = Message::Update(u.clone()).to_bytes(&ap).expect("encodes");
     assert_eq!(&bytes[19..], &[0, 8, 0, 0, 0, 7, 24, 192, 0, 2, 0, 0]);
-    assert_eq!(Message::decode(&bytes, &ap).expect("decodes").message, Message::Update(u));
+    assert_eq!(
+        Message::decode(&bytes, &ap).expect("decodes").message,
+        Message::Update(u)
+    );
     // Without ADD-PATH the same octets are a different (wrong) reading, or an error.
     assert_ne!(
         Message::decode(&bytes, &CTX).map(|d| d.message).ok(),
@@ -307,4 +351,26 @@ fn add_path_nlri_carry_their_identifier() {
             ..Update::default()
         }))
     );
+}
+
+#[test]
+fn negotiation_is_per_direction() {
+    let open = |caps: Vec<Capability>| Open::new(65001, 90, Ipv4Addr::new(1, 1, 1, 1), caps);
+    let ap = |send_receive| {
+        Capability::AddPath(vec![AddPathFamily {
+            afi_safi: AfiSafi::IPV6_UNICAST,
+            send_receive,
+        }])
+    };
+    // We only receive multiple paths; the peer only sends them.
+    let local = open(vec![Capability::FourOctetAs(65001), ap(AddPathFamily::RECEIVE)]);
+    let remote = open(vec![Capability::FourOctetAs(65002), ap(AddPathFamily::SEND), Capability::ExtendedMessage]);
+    let rx = WireContext::negotiated(&remote, &local);
+    let tx = WireContext::negotiated(&local, &remote);
+    assert!(rx.add_path_ipv6 && !tx.add_path_ipv6);
+    assert!(!rx.add_path_ipv4 && !tx.add_path_ipv4);
+    assert!(rx.four_octet_as && tx.four_octet_as);
+    assert!(!rx.extended_message, "only one side offered it");
+    let old = open(vec![]);
+    assert!(!WireContext::negotiated(&old, &local).four_octet_as);
 }

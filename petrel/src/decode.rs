@@ -78,7 +78,10 @@ fn decode_file(path: &Path, args: &DecodeArgs, out: &mut impl Write) -> anyhow::
             }
         };
         summary.records += 1;
-        *summary.by_record_type.entry(record.type_name()).or_default() += 1;
+        *summary
+            .by_record_type
+            .entry(record.type_name())
+            .or_default() += 1;
         let body = match record.parse() {
             Ok(b) => b,
             Err(e) => {
@@ -101,13 +104,21 @@ fn decode_file(path: &Path, args: &DecodeArgs, out: &mut impl Write) -> anyhow::
                 match &decoded.result {
                     Ok(d) => {
                         count_message(&mut summary, &d.message);
-                        f.insert("message".into(), json::message(&d.message, decoded.context.four_octet_as));
+                        f.insert(
+                            "message".into(),
+                            json::message(&d.message, decoded.context.four_octet_as),
+                        );
                         if decoded.guessed {
                             f.insert("context_guessed".into(), context_json(&decoded.context));
                         }
                         if !d.problems.is_empty() {
-                            let problems: Vec<String> = d.problems.iter().map(ToString::to_string).collect();
-                            report(&mut summary, record.offset, &format_args!("malformed UPDATE: {}", problems.join("; ")));
+                            let problems: Vec<String> =
+                                d.problems.iter().map(ToString::to_string).collect();
+                            report(
+                                &mut summary,
+                                record.offset,
+                                &format_args!("malformed UPDATE: {}", problems.join("; ")),
+                            );
                             f.insert("problems".into(), json!(problems));
                         } else if args.check {
                             summary.checked += 1;
@@ -123,12 +134,20 @@ fn decode_file(path: &Path, args: &DecodeArgs, out: &mut impl Write) -> anyhow::
                                         json::hex(&m.message)
                                     ),
                                 ),
-                                Err(e) => report(&mut summary, record.offset, &format_args!("re-encoding failed: {e}")),
+                                Err(e) => report(
+                                    &mut summary,
+                                    record.offset,
+                                    &format_args!("re-encoding failed: {e}"),
+                                ),
                             }
                         }
                     }
                     Err(e) => {
-                        report(&mut summary, record.offset, &format_args!("bad BGP message: {e}; NOTIFICATION {}", e.notification));
+                        report(
+                            &mut summary,
+                            record.offset,
+                            &format_args!("bad BGP message: {e}; NOTIFICATION {}", e.notification),
+                        );
                         f.insert("error".into(), json!(e.to_string()));
                         f.insert("raw".into(), json!(json::hex(&m.message)));
                     }
@@ -151,7 +170,14 @@ fn decode_file(path: &Path, args: &DecodeArgs, out: &mut impl Write) -> anyhow::
                 let mut entries = Vec::with_capacity(rib.entries.len());
                 for e in &rib.entries {
                     summary.rib_entries += 1;
-                    entries.push(rib_entry(&record, rib.afi_safi, e, args.check, &mut summary, &mut report));
+                    entries.push(rib_entry(
+                        &record,
+                        rib.afi_safi,
+                        e,
+                        args.check,
+                        &mut summary,
+                        &mut report,
+                    ));
                 }
                 f.insert("entries".into(), Value::Array(entries));
                 f
@@ -190,11 +216,16 @@ fn rib_entry(
         Ok(attrs) => {
             v["attributes"] = json::attributes(&attrs.attributes);
             if !attrs.problems.is_empty() {
-                let problems: Vec<String> = attrs.problems.iter().map(ToString::to_string).collect();
+                let problems: Vec<String> =
+                    attrs.problems.iter().map(ToString::to_string).collect();
                 report(
                     summary,
                     record.offset,
-                    &format_args!("RIB entry for peer {}: {}", e.peer_index, problems.join("; ")),
+                    &format_args!(
+                        "RIB entry for peer {}: {}",
+                        e.peer_index,
+                        problems.join("; ")
+                    ),
                 );
                 v["problems"] = json!(problems);
             } else if check {
@@ -205,9 +236,16 @@ fn rib_entry(
                     Ok(()) => report(
                         summary,
                         record.offset,
-                        &format_args!("re-encoded attributes of RIB entry for peer {} differ", e.peer_index),
+                        &format_args!(
+                            "re-encoded attributes of RIB entry for peer {} differ",
+                            e.peer_index
+                        ),
                     ),
-                    Err(err) => report(summary, record.offset, &format_args!("re-encoding failed: {err}")),
+                    Err(err) => report(
+                        summary,
+                        record.offset,
+                        &format_args!("re-encoding failed: {err}"),
+                    ),
                 }
             }
         }

@@ -153,7 +153,9 @@ fn capability(c: &Capability) -> Value {
             "domain": String::from_utf8_lossy(domain),
         }),
         Capability::Unknown { data, .. } => json!({"value": hex(data)}),
-        Capability::RouteRefresh | Capability::EnhancedRouteRefresh | Capability::ExtendedMessage => json!({}),
+        Capability::RouteRefresh
+        | Capability::EnhancedRouteRefresh
+        | Capability::ExtendedMessage => json!({}),
     };
     if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
         base.extend(more);

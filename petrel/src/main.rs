@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "petrel", version, about = "Kubernetes routing controller with a native BGP speaker")]
+#[command(
+    name = "petrel",
+    version,
+    about = "Kubernetes routing controller with a native BGP speaker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

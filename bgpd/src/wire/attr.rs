@@ -154,12 +154,14 @@ impl PathAttribute {
         self.value.encode_value(ctx, out);
         let len = out.len() - value_start;
         if ext {
-            let len = u16::try_from(len).map_err(|_| EncodeError::FieldTooLong("path attribute"))?;
+            let len =
+                u16::try_from(len).map_err(|_| EncodeError::FieldTooLong("path attribute"))?;
             out[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
         } else if let Ok(short) = u8::try_from(len) {
             out[start + 2] = short;
         } else {
-            let len = u16::try_from(len).map_err(|_| EncodeError::FieldTooLong("path attribute"))?;
+            let len =
+                u16::try_from(len).map_err(|_| EncodeError::FieldTooLong("path attribute"))?;
             // Too long for a one-octet length: switch to the extended form.
             out[start] |= flags::EXTENDED_LENGTH;
             out[start + 2] = (len >> 8) as u8;
@@ -245,7 +247,9 @@ impl AttrValue {
             AttrValue::Origin(o) => out.push(*o as u8),
             AttrValue::AsPath(p) => p.encode(ctx.four_octet_as, out),
             AttrValue::As4Path(p) => p.encode(true, out),
-            AttrValue::NextHop(a) | AttrValue::OriginatorId(a) => out.extend_from_slice(&a.octets()),
+            AttrValue::NextHop(a) | AttrValue::OriginatorId(a) => {
+                out.extend_from_slice(&a.octets())
+            }
             AttrValue::Med(v) | AttrValue::LocalPref(v) => out.extend_from_slice(&v.to_be_bytes()),
             AttrValue::AtomicAggregate => {}
             AttrValue::Aggregator(a) => a.encode(ctx.four_octet_as, out),
@@ -591,7 +595,11 @@ pub struct LargeCommunity {
 
 impl fmt::Display for LargeCommunity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.global_admin, self.local_data1, self.local_data2)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.global_admin, self.local_data1, self.local_data2
+        )
     }
 }
 
@@ -765,16 +773,20 @@ fn expected_flags(code: u8) -> Option<u8> {
     const OPT_TRANS: u8 = flags::OPTIONAL | flags::TRANSITIVE;
     const OPT_NON_TRANS: u8 = flags::OPTIONAL;
     Some(match code {
-        tc::ORIGIN | tc::AS_PATH | tc::NEXT_HOP | tc::LOCAL_PREF | tc::ATOMIC_AGGREGATE => WELL_KNOWN,
+        tc::ORIGIN | tc::AS_PATH | tc::NEXT_HOP | tc::LOCAL_PREF | tc::ATOMIC_AGGREGATE => {
+            WELL_KNOWN
+        }
         tc::AGGREGATOR
         | tc::COMMUNITIES
         | tc::EXTENDED_COMMUNITIES
         | tc::AS4_PATH
         | tc::AS4_AGGREGATOR
         | tc::LARGE_COMMUNITIES => OPT_TRANS,
-        tc::MED | tc::ORIGINATOR_ID | tc::CLUSTER_LIST | tc::MP_REACH_NLRI | tc::MP_UNREACH_NLRI => {
-            OPT_NON_TRANS
-        }
+        tc::MED
+        | tc::ORIGINATOR_ID
+        | tc::CLUSTER_LIST
+        | tc::MP_REACH_NLRI
+        | tc::MP_UNREACH_NLRI => OPT_NON_TRANS,
         _ => return None,
     })
 }
@@ -801,7 +813,11 @@ pub struct Attributes {
 /// Decodes a path attribute list. Errors that require a session reset (or
 /// disabling a family) are returned as `Err`; weaker ones are collected in
 /// [`Attributes::problems`] and decoding continues.
-pub fn decode_attributes(buf: &[u8], ctx: &WireContext, source: AttrSource) -> Result<Attributes, WireError> {
+pub fn decode_attributes(
+    buf: &[u8],
+    ctx: &WireContext,
+    source: AttrSource,
+) -> Result<Attributes, WireError> {
     let mut out = Attributes {
         attributes: Vec::with_capacity(8),
         problems: Vec::new(),
@@ -815,7 +831,11 @@ pub fn decode_attributes(buf: &[u8], ctx: &WireContext, source: AttrSource) -> R
             break;
         };
         let ext = flag_bits & flags::EXTENDED_LENGTH != 0;
-        let len = if ext { r.u16().map(usize::from) } else { r.u8().map(usize::from) };
+        let len = if ext {
+            r.u16().map(usize::from)
+        } else {
+            r.u8().map(usize::from)
+        };
         let Ok(len) = len else {
             out.problems.push(list_error("attribute length truncated"));
             break;
@@ -823,7 +843,8 @@ pub fn decode_attributes(buf: &[u8], ctx: &WireContext, source: AttrSource) -> R
         let Ok(value) = r.take(len) else {
             // RFC 7606 §4: the attribute overruns the list; treat as withdraw and
             // rely on the total length to find the NLRI.
-            out.problems.push(list_error("attribute overruns the attribute list"));
+            out.problems
+                .push(list_error("attribute overruns the attribute list"));
             break;
         };
         let header_len = if ext { 4 } else { 3 };
@@ -868,13 +889,21 @@ pub fn decode_attributes(buf: &[u8], ctx: &WireContext, source: AttrSource) -> R
 
         match decode_value(code, flag_bits, value, raw, ctx, source) {
             Ok((Some(v), semantic)) => {
-                out.attributes.push(PathAttribute { flags: flag_bits, value: v });
+                out.attributes.push(PathAttribute {
+                    flags: flag_bits,
+                    value: v,
+                });
                 if let Some(e) = semantic {
                     out.problems.push(e);
                 }
             }
             Ok((None, _)) => {}
-            Err(e) if matches!(e.action, ErrorAction::TreatAsWithdraw | ErrorAction::AttributeDiscard) => {
+            Err(e)
+                if matches!(
+                    e.action,
+                    ErrorAction::TreatAsWithdraw | ErrorAction::AttributeDiscard
+                ) =>
+            {
                 out.problems.push(e)
             }
             Err(e) => return Err(e),
@@ -896,7 +925,10 @@ type ValueResult = Result<(Option<AttrValue>, Option<WireError>), WireError>;
 
 fn length_error(code: u8, len: usize, action: ErrorAction, raw: &[u8]) -> WireError {
     WireError::update(
-        ErrorKind::AttributeLength { type_code: code, length: len },
+        ErrorKind::AttributeLength {
+            type_code: code,
+            length: len,
+        },
         action,
         subcode::update::ATTRIBUTE_LENGTH,
         raw.to_vec(),
@@ -907,14 +939,28 @@ fn ok(v: AttrValue) -> ValueResult {
     Ok((Some(v), None))
 }
 
-fn fixed<const N: usize>(code: u8, value: &[u8], raw: &[u8], action: ErrorAction) -> Result<[u8; N], WireError> {
+fn fixed<const N: usize>(
+    code: u8,
+    value: &[u8],
+    raw: &[u8],
+    action: ErrorAction,
+) -> Result<[u8; N], WireError> {
     <[u8; N]>::try_from(value).map_err(|_| length_error(code, value.len(), action, raw))
 }
 
 /// A list of `N`-octet items whose length must be a non-zero multiple of `N`.
-fn items<'a, const N: usize>(code: u8, value: &'a [u8], raw: &[u8]) -> Result<std::slice::ChunksExact<'a, u8>, WireError> {
+fn items<'a, const N: usize>(
+    code: u8,
+    value: &'a [u8],
+    raw: &[u8],
+) -> Result<std::slice::ChunksExact<'a, u8>, WireError> {
     if value.is_empty() || value.len() % N != 0 {
-        return Err(length_error(code, value.len(), ErrorAction::TreatAsWithdraw, raw));
+        return Err(length_error(
+            code,
+            value.len(),
+            ErrorAction::TreatAsWithdraw,
+            raw,
+        ));
     }
     Ok(value.chunks_exact(N))
 }
@@ -956,7 +1002,10 @@ fn decode_value(
             match AsPath::decode(value, four) {
                 Ok(p) => ok(AttrValue::AsPath(p)),
                 Err(reason) => Err(WireError::update(
-                    ErrorKind::MalformedAsPath { attr: "AS_PATH", reason },
+                    ErrorKind::MalformedAsPath {
+                        attr: "AS_PATH",
+                        reason,
+                    },
                     TreatAsWithdraw,
                     subcode::update::MALFORMED_AS_PATH,
                     Vec::new(),
@@ -968,20 +1017,26 @@ fn decode_value(
             // RFC 7606 §7.3 / RFC 4271 §6.3: a next hop that cannot be a host
             // address is semantically wrong; keep the attribute (its syntax is fine)
             // but withdraw the routes.
-            let semantic = (addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast()).then(|| {
-                WireError::update(
-                    ErrorKind::MalformedOptional {
-                        type_code: code,
-                        reason: "next hop is not a unicast address",
-                    },
-                    TreatAsWithdraw,
-                    subcode::update::INVALID_NEXT_HOP,
-                    raw.to_vec(),
-                )
-            });
+            let semantic = (addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast())
+                .then(|| {
+                    WireError::update(
+                        ErrorKind::MalformedOptional {
+                            type_code: code,
+                            reason: "next hop is not a unicast address",
+                        },
+                        TreatAsWithdraw,
+                        subcode::update::INVALID_NEXT_HOP,
+                        raw.to_vec(),
+                    )
+                });
             Ok((Some(AttrValue::NextHop(addr)), semantic))
         }
-        tc::MED => ok(AttrValue::Med(u32::from_be_bytes(fixed(code, value, raw, TreatAsWithdraw)?))),
+        tc::MED => ok(AttrValue::Med(u32::from_be_bytes(fixed(
+            code,
+            value,
+            raw,
+            TreatAsWithdraw,
+        )?))),
         tc::LOCAL_PREF => ok(AttrValue::LocalPref(u32::from_be_bytes(fixed(
             code,
             value,
@@ -1010,7 +1065,9 @@ fn decode_value(
             ok(AttrValue::Aggregator(agg))
         }
         tc::COMMUNITIES => ok(AttrValue::Communities(
-            items::<4>(code, value, raw)?.map(|c| Community(be32(c))).collect(),
+            items::<4>(code, value, raw)?
+                .map(|c| Community(be32(c)))
+                .collect(),
         )),
         tc::ORIGINATOR_ID => ok(AttrValue::OriginatorId(Ipv4Addr::from(fixed::<4>(
             code,
@@ -1019,7 +1076,9 @@ fn decode_value(
             TreatAsWithdraw,
         )?))),
         tc::CLUSTER_LIST => ok(AttrValue::ClusterList(
-            items::<4>(code, value, raw)?.map(|c| Ipv4Addr::from(be32(c))).collect(),
+            items::<4>(code, value, raw)?
+                .map(|c| Ipv4Addr::from(be32(c)))
+                .collect(),
         )),
         tc::EXTENDED_COMMUNITIES => ok(AttrValue::ExtendedCommunities(
             items::<8>(code, value, raw)?
@@ -1043,7 +1102,10 @@ fn decode_value(
             Ok(p) => ok(AttrValue::As4Path(p)),
             // RFC 6793 §6: a malformed AS4_PATH is discarded, the route kept.
             Err(reason) => Err(WireError::update(
-                ErrorKind::MalformedAsPath { attr: "AS4_PATH", reason },
+                ErrorKind::MalformedAsPath {
+                    attr: "AS4_PATH",
+                    reason,
+                },
                 AttributeDiscard,
                 subcode::update::OPTIONAL_ATTRIBUTE,
                 raw.to_vec(),
@@ -1071,7 +1133,12 @@ fn decode_value(
     }
 }
 
-fn mp_error(attr: &'static str, af: Option<AfiSafi>, reason: &'static str, raw: &[u8]) -> WireError {
+fn mp_error(
+    attr: &'static str,
+    af: Option<AfiSafi>,
+    reason: &'static str,
+    raw: &[u8],
+) -> WireError {
     // RFC 7606 §5.3 / RFC 4760 §7: a family we can name is disabled; otherwise
     // the session is reset.
     let (action, afi_safi) = match af {
@@ -1079,7 +1146,11 @@ fn mp_error(attr: &'static str, af: Option<AfiSafi>, reason: &'static str, raw: 
         None => (ErrorAction::SessionReset, AfiSafi::new(0, 0)),
     };
     WireError::update(
-        ErrorKind::MalformedMpAttribute { attr, afi_safi, reason },
+        ErrorKind::MalformedMpAttribute {
+            attr,
+            afi_safi,
+            reason,
+        },
         action,
         subcode::update::OPTIONAL_ATTRIBUTE,
         raw.to_vec(),
@@ -1089,9 +1160,12 @@ fn mp_error(attr: &'static str, af: Option<AfiSafi>, reason: &'static str, raw: 
 fn decode_mp_reach(value: &[u8], raw: &[u8], ctx: &WireContext, source: AttrSource) -> ValueResult {
     const NAME: &str = "MP_REACH_NLRI";
     if let AttrSource::MrtRib(af) = source
-        && value.first().is_some_and(|&n| usize::from(n) + 1 == value.len())
+        && value
+            .first()
+            .is_some_and(|&n| usize::from(n) + 1 == value.len())
     {
-        let next_hop = NextHop::decode(af, &value[1..]).unwrap_or_else(|| NextHop::Opaque(value[1..].to_vec()));
+        let next_hop = NextHop::decode(af, &value[1..])
+            .unwrap_or_else(|| NextHop::Opaque(value[1..].to_vec()));
         return ok(AttrValue::MrtNextHop(next_hop));
     }
     let mut r = Reader::new(value);
@@ -1146,12 +1220,20 @@ fn decode_mp_unreach(value: &[u8], raw: &[u8], ctx: &WireContext) -> ValueResult
         return Err(mp_error(NAME, None, "family truncated", raw));
     };
     let af = AfiSafi::new(afi, safi);
-    let withdrawn = MpNlri::decode(af, r.rest(), ctx).map_err(|fault| mp_error(NAME, Some(af), fault.reason(), raw))?;
-    ok(AttrValue::MpUnreach(MpUnreach { afi_safi: af, withdrawn }))
+    let withdrawn = MpNlri::decode(af, r.rest(), ctx)
+        .map_err(|fault| mp_error(NAME, Some(af), fault.reason(), raw))?;
+    ok(AttrValue::MpUnreach(MpUnreach {
+        afi_safi: af,
+        withdrawn,
+    }))
 }
 
 /// Encodes an attribute list.
-pub fn encode_attributes(attrs: &[PathAttribute], ctx: &WireContext, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode_attributes(
+    attrs: &[PathAttribute],
+    ctx: &WireContext,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     for a in attrs {
         a.encode(ctx, out)?;
     }
@@ -1190,7 +1272,10 @@ pub fn effective_path(attrs: &[PathAttribute], four_octet_as: bool) -> Effective
     }
     let as_path = as_path.cloned().unwrap_or_default();
     if four_octet_as {
-        return EffectivePath { as_path, aggregator };
+        return EffectivePath {
+            as_path,
+            aggregator,
+        };
     }
     if let Some(agg) = aggregator
         && agg.asn != AS_TRANS
@@ -1202,16 +1287,27 @@ pub fn effective_path(attrs: &[PathAttribute], four_octet_as: bool) -> Effective
     }
     let aggregator = as4_aggregator.or(aggregator);
     let Some(as4) = as4_path else {
-        return EffectivePath { as_path, aggregator };
+        return EffectivePath {
+            as_path,
+            aggregator,
+        };
     };
     // Confederation segments must not appear in AS4_PATH; they are dropped (RFC 6793 §6).
-    let as4_segments: Vec<AsSegment> = as4.segments.iter().filter(|s| !s.kind.is_confed()).cloned().collect();
+    let as4_segments: Vec<AsSegment> = as4
+        .segments
+        .iter()
+        .filter(|s| !s.kind.is_confed())
+        .cloned()
+        .collect();
     let as4 = AsPath {
         segments: as4_segments,
     };
     let (n, n4) = (as_path.path_length(), as4.path_length());
     if n < n4 {
-        return EffectivePath { as_path, aggregator };
+        return EffectivePath {
+            as_path,
+            aggregator,
+        };
     }
     // Take (n - n4) ASNs from the front of AS_PATH, then all of AS4_PATH.
     let mut need = n - n4;

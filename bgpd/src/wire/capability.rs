@@ -1,8 +1,8 @@
 //! Capabilities advertised in OPEN (RFC 5492) and the ones petrel understands.
 
-use super::{AfiSafi, EncodeError};
 use super::error::{ErrorKind, WireError, subcode};
 use super::reader::Reader;
+use super::{AfiSafi, EncodeError};
 
 /// Capability codes (IANA "Capability Codes").
 pub mod code {
@@ -324,7 +324,9 @@ impl Capability {
                 out.push(0);
                 out.push(af.safi);
             }
-            Capability::RouteRefresh | Capability::EnhancedRouteRefresh | Capability::ExtendedMessage => {}
+            Capability::RouteRefresh
+            | Capability::EnhancedRouteRefresh
+            | Capability::ExtendedMessage => {}
             Capability::FourOctetAs(asn) => out.extend_from_slice(&asn.to_be_bytes()),
             Capability::GracefulRestart(gr) => {
                 let head = (u16::from(gr.flags & 0xF0) << 8) | (gr.restart_time & 0x0FFF);
@@ -359,13 +361,17 @@ impl Capability {
             }
             Capability::Fqdn { hostname, domain } => {
                 for part in [hostname, domain] {
-                    out.push(u8::try_from(part.len()).map_err(|_| EncodeError::FieldTooLong("FQDN name"))?);
+                    out.push(
+                        u8::try_from(part.len())
+                            .map_err(|_| EncodeError::FieldTooLong("FQDN name"))?,
+                    );
                     out.extend_from_slice(part);
                 }
             }
             Capability::Unknown { data, .. } => out.extend_from_slice(data),
         }
-        out[at] = u8::try_from(out.len() - at - 1).map_err(|_| EncodeError::FieldTooLong("capability"))?;
+        out[at] = u8::try_from(out.len() - at - 1)
+            .map_err(|_| EncodeError::FieldTooLong("capability"))?;
         Ok(())
     }
 }

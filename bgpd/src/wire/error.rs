@@ -317,11 +317,23 @@ impl WireError {
     }
 
     pub(crate) fn header(kind: ErrorKind, subcode: u8, data: Vec<u8>) -> Self {
-        Self::new(kind, ErrorAction::SessionReset, code::MESSAGE_HEADER, subcode, data)
+        Self::new(
+            kind,
+            ErrorAction::SessionReset,
+            code::MESSAGE_HEADER,
+            subcode,
+            data,
+        )
     }
 
     pub(crate) fn open(kind: ErrorKind, subcode: u8, data: Vec<u8>) -> Self {
-        Self::new(kind, ErrorAction::SessionReset, code::OPEN_MESSAGE, subcode, data)
+        Self::new(
+            kind,
+            ErrorAction::SessionReset,
+            code::OPEN_MESSAGE,
+            subcode,
+            data,
+        )
     }
 
     pub(crate) fn update(kind: ErrorKind, action: ErrorAction, subcode: u8, data: Vec<u8>) -> Self {

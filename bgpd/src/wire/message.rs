@@ -192,7 +192,11 @@ pub fn frame_len(buf: &[u8], ctx: &WireContext) -> Result<Option<usize>, WireErr
             ));
         }
     };
-    let max = if ty == msg_type::KEEPALIVE { HEADER_LEN } else { max_len(ty, ctx) };
+    let max = if ty == msg_type::KEEPALIVE {
+        HEADER_LEN
+    } else {
+        max_len(ty, ctx)
+    };
     if len < min || len > max {
         return Err(bad_length(buf, what));
     }

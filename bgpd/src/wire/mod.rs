@@ -56,9 +56,15 @@ pub struct AfiSafi {
 
 impl AfiSafi {
     /// IPv4 unicast.
-    pub const IPV4_UNICAST: AfiSafi = AfiSafi { afi: AFI_IPV4, safi: SAFI_UNICAST };
+    pub const IPV4_UNICAST: AfiSafi = AfiSafi {
+        afi: AFI_IPV4,
+        safi: SAFI_UNICAST,
+    };
     /// IPv6 unicast.
-    pub const IPV6_UNICAST: AfiSafi = AfiSafi { afi: AFI_IPV6, safi: SAFI_UNICAST };
+    pub const IPV6_UNICAST: AfiSafi = AfiSafi {
+        afi: AFI_IPV6,
+        safi: SAFI_UNICAST,
+    };
 
     /// Builds a family from its numbers.
     pub const fn new(afi: u16, safi: u8) -> Self {
@@ -114,6 +120,30 @@ impl WireContext {
             extended_message: false,
             add_path_ipv4: false,
             add_path_ipv6: false,
+        }
+    }
+
+    /// The context for messages that `sender` sends to `receiver`, from the two
+    /// OPENs of a session: 4-octet AS and extended messages when both offered
+    /// them, ADD-PATH for a family when the sender offered to send and the
+    /// receiver to receive (RFC 7911 §4). A session uses
+    /// `negotiated(remote, local)` to decode and `negotiated(local, remote)` to encode.
+    pub fn negotiated(sender: &Open, receiver: &Open) -> Self {
+        use capability::AddPathFamily;
+        let both = |f: &dyn Fn(&Capability) -> bool| sender.capabilities().any(f) && receiver.capabilities().any(f);
+        let offers = |o: &Open, af: AfiSafi, bit: u8| {
+            o.capabilities().any(|c| match c {
+                Capability::AddPath(fams) => fams.iter().any(|f| f.afi_safi == af && f.send_receive & bit != 0),
+                _ => false,
+            })
+        };
+        let add_path =
+            |af| offers(sender, af, AddPathFamily::SEND) && offers(receiver, af, AddPathFamily::RECEIVE);
+        WireContext {
+            four_octet_as: both(&|c| matches!(c, Capability::FourOctetAs(_))),
+            extended_message: both(&|c| matches!(c, Capability::ExtendedMessage)),
+            add_path_ipv4: add_path(AfiSafi::IPV4_UNICAST),
+            add_path_ipv6: add_path(AfiSafi::IPV6_UNICAST),
         }
     }
 

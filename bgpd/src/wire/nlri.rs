@@ -25,7 +25,10 @@ pub struct Nlri {
 impl Nlri {
     /// A prefix without a path identifier.
     pub fn new(prefix: IpNet) -> Self {
-        Nlri { path_id: None, prefix }
+        Nlri {
+            path_id: None,
+            prefix,
+        }
     }
 
     /// The same NLRI with host bits cleared.
@@ -51,9 +54,17 @@ impl Nlri {
         let len = self.prefix.prefix_len();
         out.push(len);
         let n = usize::from(len).div_ceil(8);
+        // Copy the whole address (a fixed-size copy the compiler inlines) and
+        // cut it back, rather than a variable-length copy per prefix.
         match self.prefix {
-            IpNet::V4(p) => out.extend_from_slice(&p.addr().octets()[..n]),
-            IpNet::V6(p) => out.extend_from_slice(&p.addr().octets()[..n]),
+            IpNet::V4(p) => {
+                out.extend_from_slice(&p.addr().octets());
+                out.truncate(out.len() - (4 - n));
+            }
+            IpNet::V6(p) => {
+                out.extend_from_slice(&p.addr().octets());
+                out.truncate(out.len() - (16 - n));
+            }
         }
     }
 }
@@ -84,9 +95,54 @@ impl NlriFault {
 }
 
 /// Decodes a whole field of IPv4 prefixes into `out`.
-pub(crate) fn decode_ipv4(buf: &[u8], add_path: bool, out: &mut Vec<Nlri>) -> Result<(), NlriFault> {
+pub(crate) fn decode_ipv4(
+    buf: &[u8],
+    add_path: bool,
+    out: &mut Vec<Nlri>,
+) -> Result<(), NlriFault> {
+    decode_field(buf, add_path, 32, out, |bytes, len| {
+        let mut octets = [0u8; 4];
+        fill(&mut octets, bytes);
+        Ipv4Net::new(Ipv4Addr::from(octets), len)
+            .ok()
+            .map(IpNet::V4)
+    })
+}
+
+/// Decodes a whole field of IPv6 prefixes into `out`.
+pub(crate) fn decode_ipv6(
+    buf: &[u8],
+    add_path: bool,
+    out: &mut Vec<Nlri>,
+) -> Result<(), NlriFault> {
+    decode_field(buf, add_path, 128, out, |bytes, len| {
+        let mut octets = [0u8; 16];
+        fill(&mut octets, bytes);
+        Ipv6Net::new(Ipv6Addr::from(octets), len)
+            .ok()
+            .map(IpNet::V6)
+    })
+}
+
+/// Copies a prefix's octets into a zeroed address. `bytes` is never longer than
+/// the address (the caller checked the prefix length).
+#[inline(always)]
+fn fill<const N: usize>(octets: &mut [u8; N], bytes: &[u8]) {
+    if let Some(dst) = octets.get_mut(..bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+}
+
+#[inline(always)]
+fn decode_field(
+    buf: &[u8],
+    add_path: bool,
+    max_len: u8,
+    out: &mut Vec<Nlri>,
+    make: impl Fn(&[u8], u8) -> Option<IpNet>,
+) -> Result<(), NlriFault> {
     let mut r = Reader::new(buf);
-    // Most NLRI are short: a rough lower bound avoids repeated growth.
+    // A rough lower bound on the count avoids repeated growth.
     out.reserve(buf.len() / if add_path { 8 } else { 4 });
     while !r.is_empty() {
         let path_id = if add_path {
@@ -95,49 +151,22 @@ pub(crate) fn decode_ipv4(buf: &[u8], add_path: bool, out: &mut Vec<Nlri>) -> Re
             None
         };
         let len = r.u8().map_err(|_| NlriFault::Truncated)?;
-        if len > 32 {
+        if len > max_len {
             return Err(NlriFault::PrefixTooLong);
         }
-        let bytes = r.take(usize::from(len).div_ceil(8)).map_err(|_| NlriFault::Truncated)?;
-        let mut octets = [0u8; 4];
-        octets[..bytes.len()].copy_from_slice(bytes);
-        let prefix = Ipv4Net::new(Ipv4Addr::from(octets), len).map_err(|_| NlriFault::PrefixTooLong)?;
-        out.push(Nlri {
-            path_id,
-            prefix: IpNet::V4(prefix),
-        });
-    }
-    Ok(())
-}
-
-/// Decodes a whole field of IPv6 prefixes into `out`.
-pub(crate) fn decode_ipv6(buf: &[u8], add_path: bool, out: &mut Vec<Nlri>) -> Result<(), NlriFault> {
-    let mut r = Reader::new(buf);
-    out.reserve(buf.len() / if add_path { 12 } else { 8 });
-    while !r.is_empty() {
-        let path_id = if add_path {
-            Some(r.u32().map_err(|_| NlriFault::Truncated)?)
-        } else {
-            None
-        };
-        let len = r.u8().map_err(|_| NlriFault::Truncated)?;
-        if len > 128 {
-            return Err(NlriFault::PrefixTooLong);
-        }
-        let bytes = r.take(usize::from(len).div_ceil(8)).map_err(|_| NlriFault::Truncated)?;
-        let mut octets = [0u8; 16];
-        octets[..bytes.len()].copy_from_slice(bytes);
-        let prefix = Ipv6Net::new(Ipv6Addr::from(octets), len).map_err(|_| NlriFault::PrefixTooLong)?;
-        out.push(Nlri {
-            path_id,
-            prefix: IpNet::V6(prefix),
-        });
+        let bytes = r
+            .take(usize::from(len).div_ceil(8))
+            .map_err(|_| NlriFault::Truncated)?;
+        let prefix = make(bytes, len).ok_or(NlriFault::PrefixTooLong)?;
+        out.push(Nlri { path_id, prefix });
     }
     Ok(())
 }
 
 /// Appends every NLRI of a list.
 pub(crate) fn encode_all(nlri: &[Nlri], add_path: bool, out: &mut Vec<u8>) {
+    // Room for the longest case up front; the per-prefix writes then never grow.
+    out.reserve(nlri.len() * if add_path { 21 } else { 17 });
     for n in nlri {
         n.encode(add_path, out);
     }

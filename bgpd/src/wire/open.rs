@@ -79,7 +79,13 @@ impl Open {
 
     /// Decodes an OPEN body (the octets after the header).
     pub fn decode_body(body: &[u8]) -> Result<Open, WireError> {
-        let malformed = |reason| WireError::open(ErrorKind::MalformedOpen(reason), subcode::open::UNSPECIFIC, Vec::new());
+        let malformed = |reason| {
+            WireError::open(
+                ErrorKind::MalformedOpen(reason),
+                subcode::open::UNSPECIFIC,
+                Vec::new(),
+            )
+        };
         let mut r = Reader::new(body);
         let version = r.u8().map_err(|_| malformed("version missing"))?;
         if version != 4 {
@@ -110,8 +116,11 @@ impl Open {
         }
         let extended_params = opt_len == 255 && r.rest().first() == Some(&PARAM_EXTENDED);
         let params_buf = if extended_params {
-            r.u8().map_err(|_| malformed("extended parameters truncated"))?;
-            let len = r.u16().map_err(|_| malformed("extended parameters truncated"))?;
+            r.u8()
+                .map_err(|_| malformed("extended parameters truncated"))?;
+            let len = r
+                .u16()
+                .map_err(|_| malformed("extended parameters truncated"))?;
             r.take(usize::from(len))
                 .map_err(|_| malformed("optional parameters overrun the message"))?
         } else {
@@ -124,14 +133,22 @@ impl Open {
         let mut params = Vec::new();
         let mut p = Reader::new(params_buf);
         while !p.is_empty() {
-            let param_type = p.u8().map_err(|_| malformed("parameter header truncated"))?;
-            let len = if extended_params { p.u16() } else { p.u8().map(u16::from) }
+            let param_type = p
+                .u8()
                 .map_err(|_| malformed("parameter header truncated"))?;
+            let len = if extended_params {
+                p.u16()
+            } else {
+                p.u8().map(u16::from)
+            }
+            .map_err(|_| malformed("parameter header truncated"))?;
             let value = p
                 .take(usize::from(len))
                 .map_err(|_| malformed("parameter overruns the optional parameters"))?;
             params.push(match param_type {
-                PARAM_CAPABILITIES => OptionalParameter::Capabilities(Capability::decode_list(value)?),
+                PARAM_CAPABILITIES => {
+                    OptionalParameter::Capabilities(Capability::decode_list(value)?)
+                }
                 _ => OptionalParameter::Unknown {
                     param_type,
                     data: value.to_vec(),
@@ -173,16 +190,19 @@ impl Open {
             values.push((ty, v));
         }
         let classic_len: usize = values.iter().map(|(_, v)| 2 + v.len()).sum();
-        let extended = self.extended_params || classic_len > 255 || values.iter().any(|(_, v)| v.len() > 255);
+        let extended =
+            self.extended_params || classic_len > 255 || values.iter().any(|(_, v)| v.len() > 255);
         if extended {
             out.push(255);
             out.push(PARAM_EXTENDED);
             let total: usize = values.iter().map(|(_, v)| 3 + v.len()).sum();
-            let total = u16::try_from(total).map_err(|_| EncodeError::FieldTooLong("optional parameters"))?;
+            let total = u16::try_from(total)
+                .map_err(|_| EncodeError::FieldTooLong("optional parameters"))?;
             out.extend_from_slice(&total.to_be_bytes());
             for (ty, v) in values {
                 out.push(ty);
-                let len = u16::try_from(v.len()).map_err(|_| EncodeError::FieldTooLong("optional parameter"))?;
+                let len = u16::try_from(v.len())
+                    .map_err(|_| EncodeError::FieldTooLong("optional parameter"))?;
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&v);
             }

@@ -1,6 +1,8 @@
 //! UPDATE messages (RFC 4271 §4.3) and packing many NLRI into few of them.
 
-use super::attr::{self, AttrSource, AttrValue, MpNlri, MpReach, MpUnreach, NextHop, PathAttribute, type_code};
+use super::attr::{
+    self, AttrSource, AttrValue, MpNlri, MpReach, MpUnreach, NextHop, PathAttribute, type_code,
+};
 use super::error::{ErrorAction, ErrorKind, WireError, subcode};
 use super::nlri::{self, Nlri};
 use super::reader::{Reader, patch_len16, push_len16};
@@ -28,7 +30,10 @@ impl Update {
             _ => MpNlri::Opaque(Vec::new()),
         };
         Update {
-            attributes: vec![PathAttribute::new(AttrValue::MpUnreach(MpUnreach { afi_safi: af, withdrawn }))],
+            attributes: vec![PathAttribute::new(AttrValue::MpUnreach(MpUnreach {
+                afi_safi: af,
+                withdrawn,
+            }))],
             ..Update::default()
         }
     }
@@ -78,14 +83,20 @@ impl Update {
 
     /// Every withdrawn prefix: the Withdrawn Routes field and MP_UNREACH_NLRI.
     pub fn withdrawn_all(&self) -> impl Iterator<Item = &Nlri> {
-        self.withdrawn
-            .iter()
-            .chain(self.mp_unreach().map(|m| m.withdrawn.prefixes()).unwrap_or(&[]))
+        self.withdrawn.iter().chain(
+            self.mp_unreach()
+                .map(|m| m.withdrawn.prefixes())
+                .unwrap_or(&[]),
+        )
     }
 
     /// Decodes an UPDATE body (the octets after the header). Weaker RFC 7606
     /// findings are appended to `problems`.
-    pub fn decode_body(body: &[u8], ctx: &WireContext, problems: &mut Vec<WireError>) -> Result<Update, WireError> {
+    pub fn decode_body(
+        body: &[u8],
+        ctx: &WireContext,
+        problems: &mut Vec<WireError>,
+    ) -> Result<Update, WireError> {
         let overrun = |what| {
             WireError::update(
                 ErrorKind::UpdateLengthOverrun(what),
@@ -96,9 +107,15 @@ impl Update {
         };
         let mut r = Reader::new(body);
         let wlen = r.u16().map_err(|_| overrun("withdrawn routes length"))?;
-        let withdrawn_buf = r.take(usize::from(wlen)).map_err(|_| overrun("withdrawn routes length"))?;
-        let alen = r.u16().map_err(|_| overrun("total path attribute length"))?;
-        let attr_buf = r.take(usize::from(alen)).map_err(|_| overrun("total path attribute length"))?;
+        let withdrawn_buf = r
+            .take(usize::from(wlen))
+            .map_err(|_| overrun("withdrawn routes length"))?;
+        let alen = r
+            .u16()
+            .map_err(|_| overrun("total path attribute length"))?;
+        let attr_buf = r
+            .take(usize::from(alen))
+            .map_err(|_| overrun("total path attribute length"))?;
         let nlri_buf = r.rest();
 
         let network_error = |field, fault: nlri::NlriFault| {
@@ -116,7 +133,8 @@ impl Update {
         nlri::decode_ipv4(withdrawn_buf, ctx.add_path_ipv4, &mut withdrawn)
             .map_err(|f| network_error("withdrawn routes", f))?;
         let mut nlri = Vec::new();
-        nlri::decode_ipv4(nlri_buf, ctx.add_path_ipv4, &mut nlri).map_err(|f| network_error("NLRI", f))?;
+        nlri::decode_ipv4(nlri_buf, ctx.add_path_ipv4, &mut nlri)
+            .map_err(|f| network_error("NLRI", f))?;
 
         let decoded = attr::decode_attributes(attr_buf, ctx, AttrSource::Update)?;
         problems.extend(decoded.problems);
@@ -145,7 +163,13 @@ impl Update {
             let reported = problems.iter().any(|p| {
                 p.notification.data.get(1) == Some(&code)
                     || (code == type_code::AS_PATH
-                        && matches!(p.kind, ErrorKind::MalformedAsPath { attr: "AS_PATH", .. }))
+                        && matches!(
+                            p.kind,
+                            ErrorKind::MalformedAsPath {
+                                attr: "AS_PATH",
+                                ..
+                            }
+                        ))
             });
             if self.attribute(code).is_none() && !reported {
                 problems.push(WireError::update(
@@ -215,7 +239,8 @@ impl<'a> UpdatePacker<'a> {
         let mut attr_bytes = Vec::with_capacity(128);
         attr::encode_attributes(attributes, self.ctx, &mut attr_bytes)?;
         let add_path = self.ctx.add_path(af);
-        let classic = af == AfiSafi::IPV4_UNICAST && !matches!(next_hop, Some(NextHop::Ipv6 { .. }));
+        let classic =
+            af == AfiSafi::IPV4_UNICAST && !matches!(next_hop, Some(NextHop::Ipv6 { .. }));
         let mp_head = if classic {
             Vec::new()
         } else {
@@ -233,13 +258,21 @@ impl<'a> UpdatePacker<'a> {
         let fixed = HEADER_LEN + 4 + attr_bytes.len() + if classic { 0 } else { 4 + mp_head.len() };
         let mut rest = nlri;
         while !rest.is_empty() {
-            let mut room = self.max.checked_sub(fixed).ok_or(EncodeError::MessageTooLong {
-                length: fixed,
-                max: self.max,
-            })?;
+            let mut room = self
+                .max
+                .checked_sub(fixed)
+                .ok_or(EncodeError::MessageTooLong {
+                    length: fixed,
+                    max: self.max,
+                })?;
             let mut n = 0;
             for p in rest {
-                let len = p.wire_len() + if add_path && p.path_id.is_none() { 4 } else { 0 };
+                let len = p.wire_len()
+                    + if add_path && p.path_id.is_none() {
+                        4
+                    } else {
+                        0
+                    };
                 if len > room {
                     break;
                 }
@@ -278,7 +311,12 @@ impl<'a> UpdatePacker<'a> {
     }
 
     /// Encodes full messages withdrawing `nlri` of family `af`.
-    pub fn withdraw(&self, af: AfiSafi, nlri: &[Nlri], out: &mut Vec<Vec<u8>>) -> Result<(), EncodeError> {
+    pub fn withdraw(
+        &self,
+        af: AfiSafi,
+        nlri: &[Nlri],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), EncodeError> {
         let add_path = self.ctx.add_path(af);
         let classic = af == AfiSafi::IPV4_UNICAST;
         let fixed = HEADER_LEN + 4 + if classic { 0 } else { 4 + 3 };
@@ -287,7 +325,12 @@ impl<'a> UpdatePacker<'a> {
             let mut room = self.max - fixed;
             let mut n = 0;
             for p in rest {
-                let len = p.wire_len() + if add_path && p.path_id.is_none() { 4 } else { 0 };
+                let len = p.wire_len()
+                    + if add_path && p.path_id.is_none() {
+                        4
+                    } else {
+                        0
+                    };
                 if len > room {
                     break;
                 }

@@ -5,11 +5,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bgpd::wire::attr::{
-    Aggregator, AsPath, AsSegment, AttrValue, Community, ExtendedCommunity, LargeCommunity, MpNlri, MpReach,
-    MpUnreach, NextHop, Origin, PathAttribute, SegmentType, flags,
+    Aggregator, AsPath, AsSegment, AttrValue, Community, ExtendedCommunity, LargeCommunity, MpNlri,
+    MpReach, MpUnreach, NextHop, Origin, PathAttribute, SegmentType, flags,
 };
 use bgpd::wire::capability::{
-    AddPathFamily, Capability, ExtendedNextHopFamily, GracefulRestart, GrFamily, LlgrFamily,
+    AddPathFamily, Capability, ExtendedNextHopFamily, GrFamily, GracefulRestart, LlgrFamily,
 };
 use bgpd::wire::open::{Open, OptionalParameter};
 use bgpd::wire::route_refresh::{RefreshSubtype, RouteRefresh};
@@ -20,11 +20,13 @@ use proptest::prelude::*;
 
 /// Every combination of the context flags.
 pub fn context() -> impl Strategy<Value = WireContext> {
-    (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(a, b, c, d)| WireContext {
-        four_octet_as: a,
-        extended_message: b,
-        add_path_ipv4: c,
-        add_path_ipv6: d,
+    (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(a, b, c, d)| {
+        WireContext {
+            four_octet_as: a,
+            extended_message: b,
+            add_path_ipv4: c,
+            add_path_ipv6: d,
+        }
     })
 }
 
@@ -41,7 +43,11 @@ pub fn v4_prefix() -> impl Strategy<Value = Ipv4Net> {
 
 /// An IPv6 prefix with host bits cleared, outside multicast space.
 pub fn v6_prefix() -> impl Strategy<Value = Ipv6Net> {
-    (0u128..(0xff << 120), 0u8..=128).prop_map(|(a, len)| Ipv6Net::new(Ipv6Addr::from(a), len).expect("len <= 128").trunc())
+    (0u128..(0xff << 120), 0u8..=128).prop_map(|(a, len)| {
+        Ipv6Net::new(Ipv6Addr::from(a), len)
+            .expect("len <= 128")
+            .trunc()
+    })
 }
 
 /// NLRI with a path id exactly when the context says so.
@@ -88,8 +94,15 @@ pub fn as_path(four_octet: bool, confed: bool) -> impl Strategy<Value = AsPath> 
     } else {
         vec![SegmentType::Set, SegmentType::Sequence]
     };
-    vec((prop::sample::select(kinds), vec(asn(four_octet), 1..12)), 0..4).prop_map(|segs| AsPath {
-        segments: segs.into_iter().map(|(kind, asns)| AsSegment { kind, asns }).collect(),
+    vec(
+        (prop::sample::select(kinds), vec(asn(four_octet), 1..12)),
+        0..4,
+    )
+    .prop_map(|segs| AsPath {
+        segments: segs
+            .into_iter()
+            .map(|(kind, asns)| AsSegment { kind, asns })
+            .collect(),
     })
 }
 
@@ -109,17 +122,21 @@ fn flags_for(value: &AttrValue, extra: u8) -> u8 {
 /// Optional attributes of an UPDATE (everything but ORIGIN, AS_PATH, NEXT_HOP
 /// and the MP attributes), at most one of each type.
 pub fn optional_attributes(four_octet: bool) -> impl Strategy<Value = Vec<AttrValue>> {
-    let agg = (asn(four_octet), unicast_v4()).prop_map(|(asn, address)| Aggregator { asn, address });
+    let agg =
+        (asn(four_octet), unicast_v4()).prop_map(|(asn, address)| Aggregator { asn, address });
     (
         prop::option::of(any::<u32>().prop_map(AttrValue::Med)),
         prop::option::of(any::<u32>().prop_map(AttrValue::LocalPref)),
         prop::option::of(Just(AttrValue::AtomicAggregate)),
         prop::option::of(agg.prop_map(AttrValue::Aggregator)),
-        prop::option::of(vec(any::<u32>().prop_map(Community), 1..8).prop_map(AttrValue::Communities)),
+        prop::option::of(
+            vec(any::<u32>().prop_map(Community), 1..8).prop_map(AttrValue::Communities),
+        ),
         prop::option::of(unicast_v4().prop_map(AttrValue::OriginatorId)),
         prop::option::of(vec(unicast_v4(), 1..5).prop_map(AttrValue::ClusterList)),
         prop::option::of(
-            vec(any::<[u8; 8]>().prop_map(ExtendedCommunity), 1..5).prop_map(AttrValue::ExtendedCommunities),
+            vec(any::<[u8; 8]>().prop_map(ExtendedCommunity), 1..5)
+                .prop_map(AttrValue::ExtendedCommunities),
         ),
         prop::option::of(
             vec(
@@ -142,7 +159,10 @@ pub fn optional_attributes(four_octet: bool) -> impl Strategy<Value = Vec<AttrVa
         ),
     )
         .prop_map(|(a, b, c, d, e, f, g, h, i, j)| {
-            [a, b, c, d, e, f, g, h, i, j].into_iter().flatten().collect()
+            [a, b, c, d, e, f, g, h, i, j]
+                .into_iter()
+                .flatten()
+                .collect()
         })
 }
 
@@ -166,7 +186,20 @@ pub fn update(ctx: WireContext) -> impl Strategy<Value = Update> {
         any::<prop::sample::Index>(),
     )
         .prop_map(
-            move |(withdrawn, nlri, v6_announce, v6_withdraw, origin, path, nh, (g, ll), opt, as4, extra, shuffle)| {
+            move |(
+                withdrawn,
+                nlri,
+                v6_announce,
+                v6_withdraw,
+                origin,
+                path,
+                nh,
+                (g, ll),
+                opt,
+                as4,
+                extra,
+                shuffle,
+            )| {
                 let mut values = opt;
                 let announces = !nlri.is_empty() || !v6_announce.is_empty();
                 if announces {
@@ -235,31 +268,33 @@ pub fn capability() -> impl Strategy<Value = Capability> {
         Just(Capability::EnhancedRouteRefresh),
         Just(Capability::ExtendedMessage),
         any::<u32>().prop_map(Capability::FourOctetAs),
-        (
-            any::<u8>(),
-            0u16..4096,
-            vec((family(), any::<u8>()), 0..4)
-        )
-            .prop_map(|(f, t, fams)| Capability::GracefulRestart(GracefulRestart {
+        (any::<u8>(), 0u16..4096, vec((family(), any::<u8>()), 0..4)).prop_map(|(f, t, fams)| {
+            Capability::GracefulRestart(GracefulRestart {
                 flags: f & 0xF0,
                 restart_time: t,
                 families: fams
                     .into_iter()
                     .map(|(afi_safi, flags)| GrFamily { afi_safi, flags })
                     .collect(),
-            })),
-        vec((family(), any::<u8>(), 0u32..(1 << 24)), 0..4).prop_map(|v| Capability::LongLivedGracefulRestart(
-            v.into_iter()
-                .map(|(afi_safi, flags, stale_time)| LlgrFamily {
-                    afi_safi,
-                    flags,
-                    stale_time
-                })
-                .collect()
-        )),
+            })
+        }),
+        vec((family(), any::<u8>(), 0u32..(1 << 24)), 0..4).prop_map(|v| {
+            Capability::LongLivedGracefulRestart(
+                v.into_iter()
+                    .map(|(afi_safi, flags, stale_time)| LlgrFamily {
+                        afi_safi,
+                        flags,
+                        stale_time,
+                    })
+                    .collect(),
+            )
+        }),
         vec((family(), any::<u8>()), 0..4).prop_map(|v| Capability::AddPath(
             v.into_iter()
-                .map(|(afi_safi, send_receive)| AddPathFamily { afi_safi, send_receive })
+                .map(|(afi_safi, send_receive)| AddPathFamily {
+                    afi_safi,
+                    send_receive
+                })
                 .collect()
         )),
         vec(any::<(u16, u16, u16)>(), 0..4).prop_map(|v| Capability::ExtendedNextHop(
@@ -273,7 +308,10 @@ pub fn capability() -> impl Strategy<Value = Capability> {
         )),
         (vec(any::<u8>(), 0..30), vec(any::<u8>(), 0..30))
             .prop_map(|(hostname, domain)| Capability::Fqdn { hostname, domain }),
-        (any::<u8>().prop_filter("unknown code", move |c| !known.contains(c)), vec(any::<u8>(), 0..20))
+        (
+            any::<u8>().prop_filter("unknown code", move |c| !known.contains(c)),
+            vec(any::<u8>(), 0..20)
+        )
             .prop_map(|(code, data)| Capability::Unknown { code, data }),
     ]
 }
@@ -282,7 +320,10 @@ pub fn capability() -> impl Strategy<Value = Capability> {
 pub fn open() -> impl Strategy<Value = Open> {
     let param = prop_oneof![
         vec(capability(), 0..5).prop_map(OptionalParameter::Capabilities),
-        (prop::sample::select(vec![1u8, 3, 9, 200]), vec(any::<u8>(), 0..10))
+        (
+            prop::sample::select(vec![1u8, 3, 9, 200]),
+            vec(any::<u8>(), 0..10)
+        )
             .prop_map(|(param_type, data)| OptionalParameter::Unknown { param_type, data }),
     ];
     (
@@ -307,15 +348,21 @@ pub fn message(ctx: WireContext) -> impl Strategy<Value = Message> {
     prop_oneof![
         open().prop_map(Message::Open),
         update(ctx).prop_map(Message::Update),
-        (any::<u8>(), any::<u8>(), vec(any::<u8>(), 0..64)).prop_map(|(code, subcode, data)| Message::Notification(
-            Notification { code, subcode, data }
-        )),
+        (any::<u8>(), any::<u8>(), vec(any::<u8>(), 0..64)).prop_map(|(code, subcode, data)| {
+            Message::Notification(Notification {
+                code,
+                subcode,
+                data,
+            })
+        }),
         Just(Message::Keepalive),
-        (family(), vec(any::<u8>(), 0..16)).prop_map(|(afi_safi, orf)| Message::RouteRefresh(RouteRefresh {
-            afi_safi,
-            subtype: RefreshSubtype::Request,
-            orf
-        })),
+        (family(), vec(any::<u8>(), 0..16)).prop_map(|(afi_safi, orf)| Message::RouteRefresh(
+            RouteRefresh {
+                afi_safi,
+                subtype: RefreshSubtype::Request,
+                orf
+            }
+        )),
         (family(), prop::sample::select(vec![1u8, 2, 3, 77, 255])).prop_map(|(afi_safi, st)| {
             let subtype = match st {
                 1 => RefreshSubtype::BeginOfRefresh,
