@@ -742,7 +742,11 @@ impl SessionTracker {
         else {
             return fallback;
         };
-        let (sender, receiver) = if msg.local { (local, peer) } else { (peer, local) };
+        let (sender, receiver) = if msg.local {
+            (local, peer)
+        } else {
+            (peer, local)
+        };
         let negotiated = WireContext::negotiated(sender, receiver);
         // An _ADDPATH subtype says outright that path identifiers are present.
         WireContext {

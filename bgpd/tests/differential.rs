@@ -10,8 +10,8 @@ use bgpd::wire::attr::{AttrValue, MpNlri, NextHop, SegmentType};
 use bgpd::wire::{Message, Update, WireContext};
 use netgauze_bgp_pkt::BgpMessage;
 use netgauze_bgp_pkt::path_attribute::{
-    Aggregator as NgAggregator, AsPath as NgAsPath, AsPathSegmentType, MpReach as NgMpReach,
-    MpUnreach as NgMpUnreach, Origin as NgOrigin, PathAttributeValue as V,
+    Aggregator as NgAggregator, As4PathSegment, AsPath as NgAsPath, AsPathSegmentType,
+    MpReach as NgMpReach, MpUnreach as NgMpUnreach, Origin as NgOrigin, PathAttributeValue as V,
 };
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
 use netgauze_iana::address_family::AddressType;
@@ -110,6 +110,20 @@ fn ours(u: &Update) -> Reading {
     }
 }
 
+fn as4_segments(segs: &[As4PathSegment]) -> String {
+    let segs: Vec<String> = segs
+        .iter()
+        .map(|s| {
+            format!(
+                "{}{:?}",
+                seg_name(s.segment_type() == AsPathSegmentType::AsSet),
+                s.as_numbers()
+            )
+        })
+        .collect();
+    segs.join(" ")
+}
+
 fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
     let add_path: HashMap<AddressType, bool> = HashMap::from([
         (AddressType::Ipv4Unicast, ctx.add_path_ipv4),
@@ -153,33 +167,8 @@ fn theirs(bytes: &[u8], ctx: &WireContext) -> Result<Reading, String> {
                     .collect();
                 format!("as_path {}", segs.join(" "))
             }
-            V::AsPath(NgAsPath::As4PathSegments(segs)) => {
-                let segs: Vec<String> = segs
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "{}{:?}",
-                            seg_name(s.segment_type() == AsPathSegmentType::AsSet),
-                            s.as_numbers()
-                        )
-                    })
-                    .collect();
-                format!("as_path {}", segs.join(" "))
-            }
-            V::As4Path(p) => {
-                let segs: Vec<String> = p
-                    .segments()
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "{}{:?}",
-                            seg_name(s.segment_type() == AsPathSegmentType::AsSet),
-                            s.as_numbers()
-                        )
-                    })
-                    .collect();
-                format!("as4_path {}", segs.join(" "))
-            }
+            V::AsPath(NgAsPath::As4PathSegments(segs)) => format!("as_path {}", as4_segments(segs)),
+            V::As4Path(p) => format!("as4_path {}", as4_segments(p.segments())),
             V::NextHop(n) => format!("next_hop {}", n.next_hop()),
             V::MultiExitDiscriminator(m) => format!("med {}", m.metric()),
             V::LocalPreference(l) => format!("local_pref {}", l.metric()),

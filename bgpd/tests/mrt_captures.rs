@@ -271,11 +271,20 @@ fn bgp4mp_et_local_addpath_records_decode() {
     body.extend_from_slice(&[0, 3, 0, 1]); // ifindex 3, AFI IPv4
     body.extend_from_slice(&[192, 0, 2, 2, 192, 0, 2, 1]);
     body.extend_from_slice(&msg);
-    let data = record(mrt::mrt_type::BGP4MP_ET, mrt::bgp4mp::MESSAGE_AS4_LOCAL_ADDPATH, &body);
-    let rec = MrtReader::new(&data[..]).next().expect("one").expect("framed");
+    let data = record(
+        mrt::mrt_type::BGP4MP_ET,
+        mrt::bgp4mp::MESSAGE_AS4_LOCAL_ADDPATH,
+        &body,
+    );
+    let rec = MrtReader::new(&data[..])
+        .next()
+        .expect("one")
+        .expect("framed");
     assert_eq!(rec.microseconds, Some(250_000));
     assert_eq!(rec.type_name(), "BGP4MP_ET/MESSAGE_AS4_LOCAL_ADDPATH");
-    let MrtBody::Bgp4mpMessage(m) = rec.parse().expect("parses") else { panic!() };
+    let MrtBody::Bgp4mpMessage(m) = rec.parse().expect("parses") else {
+        panic!()
+    };
     assert!(m.local && m.add_path && m.as4_header);
     assert_eq!(m.peers.peer_as, 4_200_000_001);
     assert_eq!(m.peers.interface_index, 3);
@@ -292,7 +301,9 @@ fn rib_addpath_records_decode() {
     pit.extend_from_slice(&[0, 1, 0b11, 10, 0, 0, 2]);
     pit.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
     pit.extend_from_slice(&4_200_000_002u32.to_be_bytes());
-    let attrs = [0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0xFA, 0x56, 0xEA, 0x02, 0x40, 3, 4, 192, 0, 2, 9];
+    let attrs = [
+        0x40, 1, 1, 0, 0x40, 2, 6, 2, 1, 0xFA, 0x56, 0xEA, 0x02, 0x40, 3, 4, 192, 0, 2, 9,
+    ];
     let mut rib = 7u32.to_be_bytes().to_vec();
     rib.extend_from_slice(&[24, 203, 0, 113, 0, 1]); // 203.0.113.0/24, one entry
     rib.extend_from_slice(&[0, 0]); // peer index
@@ -300,21 +311,34 @@ fn rib_addpath_records_decode() {
     rib.extend_from_slice(&9u32.to_be_bytes()); // path id
     rib.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
     rib.extend_from_slice(&attrs);
-    let mut data = record(mrt::mrt_type::TABLE_DUMP_V2, mrt::table_dump_v2::PEER_INDEX_TABLE, &pit);
+    let mut data = record(
+        mrt::mrt_type::TABLE_DUMP_V2,
+        mrt::table_dump_v2::PEER_INDEX_TABLE,
+        &pit,
+    );
     data.extend(record(
         mrt::mrt_type::TABLE_DUMP_V2,
         mrt::table_dump_v2::RIB_IPV4_UNICAST_ADDPATH,
         &rib,
     ));
-    let recs: Vec<_> = MrtReader::new(&data[..]).map(|r| r.expect("framed")).collect();
-    let MrtBody::PeerIndexTable(t) = recs[0].parse().expect("parses") else { panic!() };
+    let recs: Vec<_> = MrtReader::new(&data[..])
+        .map(|r| r.expect("framed"))
+        .collect();
+    let MrtBody::PeerIndexTable(t) = recs[0].parse().expect("parses") else {
+        panic!()
+    };
     assert_eq!(t.view_name, "main");
     assert_eq!(t.peers[0].asn, 4_200_000_002);
     assert_eq!(t.peers[0].ip.to_string(), "2001:db8::2");
-    let MrtBody::Rib(r) = recs[1].parse().expect("parses") else { panic!() };
+    let MrtBody::Rib(r) = recs[1].parse().expect("parses") else {
+        panic!()
+    };
     assert!(r.add_path);
     assert_eq!(r.entries[0].path_id, Some(9));
-    assert_eq!(r.nlri, mrt::RibNlri::Prefix("203.0.113.0/24".parse().expect("prefix")));
+    assert_eq!(
+        r.nlri,
+        mrt::RibNlri::Prefix("203.0.113.0/24".parse().expect("prefix"))
+    );
     let (counts, problems) = check_stream(&data);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(counts.rib_entries, 1);

@@ -749,6 +749,16 @@ fn shutdown_communication_round_trips_and_is_bounded() {
 }
 
 #[test]
+fn several_problems_take_the_strongest_action() {
+    // A discardable ATOMIC_AGGREGATE and a treat-as-withdraw MED together.
+    let extra = [attr(0x40, 6, &[1]), attr(0x80, 4, &[0])].concat();
+    let d = Message::decode(&update(&[], &with_mandatory(&extra), &NLRI), &CTX).expect("decodes");
+    assert_eq!(d.problems.len(), 2);
+    assert_eq!(d.action(), Some(ErrorAction::TreatAsWithdraw));
+    assert!(d.treat_as_withdraw());
+}
+
+#[test]
 fn the_most_severe_action_wins() {
     use ErrorAction::*;
     assert_eq!(AttributeDiscard.max(TreatAsWithdraw), TreatAsWithdraw);

@@ -363,8 +363,15 @@ fn negotiation_is_per_direction() {
         }])
     };
     // We only receive multiple paths; the peer only sends them.
-    let local = open(vec![Capability::FourOctetAs(65001), ap(AddPathFamily::RECEIVE)]);
-    let remote = open(vec![Capability::FourOctetAs(65002), ap(AddPathFamily::SEND), Capability::ExtendedMessage]);
+    let local = open(vec![
+        Capability::FourOctetAs(65001),
+        ap(AddPathFamily::RECEIVE),
+    ]);
+    let remote = open(vec![
+        Capability::FourOctetAs(65002),
+        ap(AddPathFamily::SEND),
+        Capability::ExtendedMessage,
+    ]);
     let rx = WireContext::negotiated(&remote, &local);
     let tx = WireContext::negotiated(&local, &remote);
     assert!(rx.add_path_ipv6 && !tx.add_path_ipv6);

@@ -47,11 +47,15 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// The strongest action the problems call for (RFC 7606 §3: when several
+    /// attributes are malformed, the most severe approach wins), if any.
+    pub fn action(&self) -> Option<super::ErrorAction> {
+        self.problems.iter().map(|p| p.action).reduce(super::ErrorAction::max)
+    }
+
     /// Whether the UPDATE's routes must be treated as withdrawn.
     pub fn treat_as_withdraw(&self) -> bool {
-        self.problems
-            .iter()
-            .any(|p| p.action == super::ErrorAction::TreatAsWithdraw)
+        self.action() == Some(super::ErrorAction::TreatAsWithdraw)
     }
 }
 

@@ -130,15 +130,20 @@ impl WireContext {
     /// `negotiated(remote, local)` to decode and `negotiated(local, remote)` to encode.
     pub fn negotiated(sender: &Open, receiver: &Open) -> Self {
         use capability::AddPathFamily;
-        let both = |f: &dyn Fn(&Capability) -> bool| sender.capabilities().any(f) && receiver.capabilities().any(f);
+        let both = |f: &dyn Fn(&Capability) -> bool| {
+            sender.capabilities().any(f) && receiver.capabilities().any(f)
+        };
         let offers = |o: &Open, af: AfiSafi, bit: u8| {
             o.capabilities().any(|c| match c {
-                Capability::AddPath(fams) => fams.iter().any(|f| f.afi_safi == af && f.send_receive & bit != 0),
+                Capability::AddPath(fams) => fams
+                    .iter()
+                    .any(|f| f.afi_safi == af && f.send_receive & bit != 0),
                 _ => false,
             })
         };
-        let add_path =
-            |af| offers(sender, af, AddPathFamily::SEND) && offers(receiver, af, AddPathFamily::RECEIVE);
+        let add_path = |af| {
+            offers(sender, af, AddPathFamily::SEND) && offers(receiver, af, AddPathFamily::RECEIVE)
+        };
         WireContext {
             four_octet_as: both(&|c| matches!(c, Capability::FourOctetAs(_))),
             extended_message: both(&|c| matches!(c, Capability::ExtendedMessage)),
