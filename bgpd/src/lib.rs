@@ -1,8 +1,10 @@
 //! petrel's BGP speaker.
 //!
-//! Today this crate holds the wire codec ([`wire`]) and the MRT reader ([`mrt`])
-//! that tests, tools and `petrel decode` use to replay real BGP traffic. The
-//! session state machine, RIBs and policy arrive with the speaker issue.
+//! - [`wire`]: the BGP-4 codec.
+//! - [`mrt`]: the MRT reader that tests, tools and `petrel decode` use to replay
+//!   real BGP traffic.
+//! - [`fsm`]: the session state machine, sans-IO.
 
+pub mod fsm;
 pub mod mrt;
 pub mod wire;

@@ -50,7 +50,10 @@ impl Decoded {
     /// The strongest action the problems call for (RFC 7606 §3: when several
     /// attributes are malformed, the most severe approach wins), if any.
     pub fn action(&self) -> Option<super::ErrorAction> {
-        self.problems.iter().map(|p| p.action).reduce(super::ErrorAction::max)
+        self.problems
+            .iter()
+            .map(|p| p.action)
+            .reduce(super::ErrorAction::max)
     }
 
     /// Whether the UPDATE's routes must be treated as withdrawn.
