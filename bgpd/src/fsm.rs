@@ -507,7 +507,7 @@ impl Fsm {
                     };
                     out.push(Action::Send(Message::Notification(n)));
                 }
-                return self.to_idle(DownReason::ManualStop, false, out);
+                return self.go_idle(DownReason::ManualStop, false, out);
             }
             (_, Idle) => {
                 // Idle refuses connections and ignores everything else.
@@ -581,21 +581,21 @@ impl Fsm {
             }
             Event::MessageError(e) if self.tcp == Tcp::Up => {
                 out.push(Action::Send(Message::Notification(e.notification.clone())));
-                self.to_idle(DownReason::NotificationSent(e.notification), true, out);
+                self.go_idle(DownReason::NotificationSent(e.notification), true, out);
             }
             Event::Message(Message::Notification(n)) if self.tcp == Tcp::Up => {
-                self.to_idle(DownReason::NotificationReceived(n), true, out);
+                self.go_idle(DownReason::NotificationReceived(n), true, out);
             }
             Event::AutomaticStop(sub) => {
                 self.auto_restart = false;
-                self.to_idle(DownReason::AutomaticStop(sub), false, out);
+                self.go_idle(DownReason::AutomaticStop(sub), false, out);
             }
-            Event::CollisionDump => self.to_idle(DownReason::Collision, false, out),
+            Event::CollisionDump => self.go_idle(DownReason::Collision, false, out),
             Event::Message(_) if self.tcp == Tcp::Up => {
                 // Anything else before our OPEN went out is an FSM error.
                 let n = Notification::new(code::FSM, 0);
                 out.push(Action::Send(Message::Notification(n.clone())));
-                self.to_idle(DownReason::NotificationSent(n), true, out);
+                self.go_idle(DownReason::NotificationSent(n), true, out);
             }
             // Stale timers and messages without a connection change nothing.
             _ => {}
@@ -614,7 +614,7 @@ impl Fsm {
             Event::HoldTimerExpires => {
                 let n = Notification::new(code::HOLD_TIMER_EXPIRED, 0);
                 out.push(Action::Send(Message::Notification(n.clone())));
-                self.to_idle(DownReason::NotificationSent(n), true, out);
+                self.go_idle(DownReason::NotificationSent(n), true, out);
             }
             Event::KeepaliveTimerExpires if self.state != OpenSent => {
                 out.push(Action::Send(Message::Keepalive));
@@ -630,26 +630,26 @@ impl Fsm {
             }
             Event::TcpFailed => {
                 self.tcp = Tcp::None;
-                self.to_idle(DownReason::ConnectionLost, true, out);
+                self.go_idle(DownReason::ConnectionLost, true, out);
             }
             Event::AutomaticStop(sub) => {
                 self.auto_restart = false;
                 let n = Notification::new(code::CEASE, sub);
                 out.push(Action::Send(Message::Notification(n)));
-                self.to_idle(DownReason::AutomaticStop(sub), false, out);
+                self.go_idle(DownReason::AutomaticStop(sub), false, out);
             }
             Event::CollisionDump => {
                 let n = Notification::new(code::CEASE, subcode::cease::CONNECTION_COLLISION);
                 out.push(Action::Send(Message::Notification(n)));
-                self.to_idle(DownReason::Collision, false, out);
+                self.go_idle(DownReason::Collision, false, out);
             }
             Event::MessageError(e) => {
                 out.push(Action::Send(Message::Notification(e.notification.clone())));
-                self.to_idle(DownReason::NotificationSent(e.notification), true, out);
+                self.go_idle(DownReason::NotificationSent(e.notification), true, out);
             }
             Event::Message(Message::Notification(n)) => {
                 self.learn_from_notification(&n);
-                self.to_idle(DownReason::NotificationReceived(n), true, out);
+                self.go_idle(DownReason::NotificationReceived(n), true, out);
             }
             Event::Message(Message::Open(open)) if self.state == OpenSent => {
                 let local = self.local_open();
@@ -677,7 +677,7 @@ impl Fsm {
                 };
                 let n = Notification::new(code::FSM, sub);
                 out.push(Action::Send(Message::Notification(n.clone())));
-                self.to_idle(DownReason::NotificationSent(n), true, out);
+                self.go_idle(DownReason::NotificationSent(n), true, out);
             }
             // Timers that belong to other states, stray connection events.
             _ => {}
@@ -738,7 +738,7 @@ impl Fsm {
             }
             Err(n) => {
                 out.push(Action::Send(Message::Notification(n.clone())));
-                self.to_idle(DownReason::NotificationSent(n), true, out);
+                self.go_idle(DownReason::NotificationSent(n), true, out);
             }
         }
     }
@@ -841,7 +841,7 @@ impl Fsm {
 
     /// Back to Idle: drop the connection, stop timers, and schedule an
     /// automatic restart with backoff if this was a failure.
-    fn to_idle(&mut self, reason: DownReason, failure: bool, out: &mut Vec<Action>) {
+    fn go_idle(&mut self, reason: DownReason, failure: bool, out: &mut Vec<Action>) {
         let established = self.state == State::Established;
         if self.tcp != Tcp::None {
             out.push(Action::Disconnect);
