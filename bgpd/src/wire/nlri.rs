@@ -6,8 +6,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::reader::Reader;
-
 /// One announced or withdrawn prefix.
 ///
 /// The prefix keeps the address octets exactly as received, host bits included
@@ -52,17 +50,20 @@ impl Nlri {
             out.extend_from_slice(&self.path_id.unwrap_or(0).to_be_bytes());
         }
         let len = self.prefix.prefix_len();
-        out.push(len);
         let n = usize::from(len).div_ceil(8);
-        // Copy the whole address (a fixed-size copy the compiler inlines) and
-        // cut it back, rather than a variable-length copy per prefix.
+        // Write the length and the whole address in one fixed-size copy, then cut
+        // the address back: cheaper than a variable-length copy per prefix.
         match self.prefix {
             IpNet::V4(p) => {
-                out.extend_from_slice(&p.addr().octets());
+                let [a, b, c, d] = p.addr().octets();
+                out.extend_from_slice(&[len, a, b, c, d]);
                 out.truncate(out.len() - (4 - n));
             }
             IpNet::V6(p) => {
-                out.extend_from_slice(&p.addr().octets());
+                let mut buf = [0u8; 17];
+                buf[0] = len;
+                buf[1..].copy_from_slice(&p.addr().octets());
+                out.extend_from_slice(&buf);
                 out.truncate(out.len() - (16 - n));
             }
         }
@@ -100,9 +101,7 @@ pub(crate) fn decode_ipv4(
     add_path: bool,
     out: &mut Vec<Nlri>,
 ) -> Result<(), NlriFault> {
-    decode_field(buf, add_path, 32, out, |bytes, len| {
-        let mut octets = [0u8; 4];
-        fill(&mut octets, bytes);
+    decode_field::<4>(buf, add_path, out, |octets, len| {
         Ipv4Net::new(Ipv4Addr::from(octets), len)
             .ok()
             .map(IpNet::V4)
@@ -115,49 +114,70 @@ pub(crate) fn decode_ipv6(
     add_path: bool,
     out: &mut Vec<Nlri>,
 ) -> Result<(), NlriFault> {
-    decode_field(buf, add_path, 128, out, |bytes, len| {
-        let mut octets = [0u8; 16];
-        fill(&mut octets, bytes);
+    decode_field::<16>(buf, add_path, out, |octets, len| {
         Ipv6Net::new(Ipv6Addr::from(octets), len)
             .ok()
             .map(IpNet::V6)
     })
 }
 
-/// Copies a prefix's octets into a zeroed address. `bytes` is never longer than
-/// the address (the caller checked the prefix length).
-#[inline(always)]
-fn fill<const N: usize>(octets: &mut [u8; N], bytes: &[u8]) {
-    if let Some(dst) = octets.get_mut(..bytes.len()) {
-        dst.copy_from_slice(bytes);
+/// `OCTET_MASKS[n]`: 0xFF for the first `n` octets of an address, 0 after.
+const OCTET_MASKS: [[u8; 16]; 17] = {
+    let mut m = [[0u8; 16]; 17];
+    let mut n = 0;
+    while n <= 16 {
+        let mut i = 0;
+        while i < n {
+            m[n][i] = 0xFF;
+            i += 1;
+        }
+        n += 1;
     }
-}
+    m
+};
 
+/// The loop shared by both families; `N` is the address size in octets.
 #[inline(always)]
-fn decode_field(
+fn decode_field<const N: usize>(
     buf: &[u8],
     add_path: bool,
-    max_len: u8,
     out: &mut Vec<Nlri>,
-    make: impl Fn(&[u8], u8) -> Option<IpNet>,
+    make: impl Fn([u8; N], u8) -> Option<IpNet>,
 ) -> Result<(), NlriFault> {
-    let mut r = Reader::new(buf);
     // A rough lower bound on the count avoids repeated growth.
     out.reserve(buf.len() / if add_path { 8 } else { 4 });
-    while !r.is_empty() {
+    let mut pos = 0;
+    while pos < buf.len() {
         let path_id = if add_path {
-            Some(r.u32().map_err(|_| NlriFault::Truncated)?)
+            let id = buf.get(pos..pos + 4).ok_or(NlriFault::Truncated)?;
+            pos += 4;
+            Some(u32::from_be_bytes([id[0], id[1], id[2], id[3]]))
         } else {
             None
         };
-        let len = r.u8().map_err(|_| NlriFault::Truncated)?;
-        if len > max_len {
+        let len = *buf.get(pos).ok_or(NlriFault::Truncated)?;
+        pos += 1;
+        if usize::from(len) > N * 8 {
             return Err(NlriFault::PrefixTooLong);
         }
-        let bytes = r
-            .take(usize::from(len).div_ceil(8))
-            .map_err(|_| NlriFault::Truncated)?;
-        let prefix = make(bytes, len).ok_or(NlriFault::PrefixTooLong)?;
+        let n = usize::from(len).div_ceil(8);
+        let bytes = buf.get(pos..pos + n).ok_or(NlriFault::Truncated)?;
+        let mut octets = [0u8; N];
+        // Most prefixes sit well inside the field: copy a whole address (a fixed
+        // size the compiler inlines) and mask off what is not the prefix's; only
+        // the last few use the exact-length copy.
+        match buf.get(pos..pos + N) {
+            Some(whole) => {
+                octets.copy_from_slice(whole);
+                let keep = OCTET_MASKS[n];
+                for (o, k) in octets.iter_mut().zip(keep) {
+                    *o &= k;
+                }
+            }
+            None => octets[..n].copy_from_slice(bytes),
+        }
+        pos += n;
+        let prefix = make(octets, len).ok_or(NlriFault::PrefixTooLong)?;
         out.push(Nlri { path_id, prefix });
     }
     Ok(())
