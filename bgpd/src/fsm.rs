@@ -108,6 +108,9 @@ pub enum Event {
     /// A message arrived: BGPOpen (19/20), KeepAliveMsg (26), UpdateMsg (27),
     /// NotifMsg (25), or a ROUTE-REFRESH.
     Message(Message),
+    /// UpdateMsg (27) whose content went straight to the RIB: the machine only
+    /// needs to know one arrived.
+    UpdateReceived,
     /// BGPHeaderErr (21), BGPOpenMsgErr (22), UpdateMsgErr (28) with a session
     /// reset action, NotifMsgVerErr (24) for a NOTIFICATION that did not parse.
     MessageError(WireError),
@@ -509,6 +512,14 @@ impl Fsm {
                 }
                 return self.go_idle(DownReason::ManualStop, false, out);
             }
+            (Event::TcpAccepted, Idle) if self.auto_restart => {
+                // Waiting out the IdleHold backoff, but the peer is ready now:
+                // take its connection (AutomaticStart with passive establishment)
+                // rather than refuse it and make both sides back off further.
+                self.stop(Timer::IdleHold, out);
+                self.state = Active;
+                return self.step_connecting(Event::TcpAccepted, out);
+            }
             (_, Idle) => {
                 // Idle refuses connections and ignores everything else.
                 if matches!(event, Event::TcpAccepted | Event::TcpConnected) {
@@ -591,7 +602,7 @@ impl Fsm {
                 self.go_idle(DownReason::AutomaticStop(sub), false, out);
             }
             Event::CollisionDump => self.go_idle(DownReason::Collision, false, out),
-            Event::Message(_) if self.tcp == Tcp::Up => {
+            Event::Message(_) | Event::UpdateReceived if self.tcp == Tcp::Up => {
                 // Anything else before our OPEN went out is an FSM error.
                 let n = Notification::new(code::FSM, 0);
                 out.push(Action::Send(Message::Notification(n.clone())));
@@ -663,12 +674,12 @@ impl Fsm {
                     out.push(Action::Established(n.clone()));
                 }
             }
-            Event::Message(Message::Keepalive | Message::Update(_) | Message::RouteRefresh(_))
+            Event::Message(Message::Keepalive | Message::Update(_) | Message::RouteRefresh(_)) | Event::UpdateReceived
                 if self.state == Established =>
             {
                 self.restart_hold(out);
             }
-            Event::Message(_) => {
+            Event::Message(_) | Event::UpdateReceived => {
                 // RFC 6608: the subcode says in which state the message was unexpected.
                 let sub = match self.state {
                     OpenSent => 1,

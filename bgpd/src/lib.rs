@@ -4,7 +4,13 @@
 //! - [`mrt`]: the MRT reader that tests, tools and `petrel decode` use to replay
 //!   real BGP traffic.
 //! - [`fsm`]: the session state machine, sans-IO.
+//! - [`rib`]: Adj-RIBs-In, Loc-RIB, update groups and the decision process, sans-IO.
+//! - [`session`]: tokio tasks that run one peer's machine over TCP.
+//! - [`speaker`]: the task that owns the RIB and the peers, and its handle.
 
 pub mod fsm;
 pub mod mrt;
+pub mod rib;
+pub mod session;
+pub mod speaker;
 pub mod wire;

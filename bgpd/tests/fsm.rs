@@ -569,3 +569,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_backing_off_machine_takes_the_peers_connection() {
+    let mut fsm = Fsm::new(config());
+    fsm.handle(Event::ManualStart);
+    fsm.handle(Event::TcpConnected);
+    let a = fsm.handle(Event::HoldTimerExpires);
+    assert!(timer(&a, Timer::IdleHold).is_some());
+    // The peer connects while we wait out the backoff: take the connection.
+    let a = fsm.handle(Event::TcpAccepted);
+    assert!(a.contains(&Action::StopTimer(Timer::IdleHold)));
+    assert_eq!(fsm.state(), State::OpenSent);
+}

@@ -1,0 +1,1037 @@
+//! RIBs and the decision process (RFC 4271 §9), sans-IO.
+//!
+//! One [`Rib`] holds every peer's received paths (the Adj-RIBs-In, stored per
+//! prefix beside each other), the best path per prefix (the Loc-RIB) and, per
+//! update group, what was advertised (the Adj-RIB-Out). It is owned by a single
+//! task; sessions hand it decoded UPDATEs and it hands back encoded UPDATEs per
+//! peer. Path attributes are interned: a million routes sharing a few thousand
+//! attribute sets store those sets once.
+//!
+//! Update groups: peers with the same outbound treatment (external or internal,
+//! the same next hop we put in, the same wire layout) share one computation and
+//! one encoding of every change. The only per-peer difference is that a route is
+//! never sent back to the peer it came from.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::wire::attr::{
+    self, Aggregator, AsPath, AsSegment, AttrValue, Community, ExtendedCommunity, LargeCommunity, NextHop, Origin,
+    PathAttribute, SegmentType,
+};
+use crate::wire::update::UpdatePacker;
+use crate::wire::{AfiSafi, EncodeError, Nlri, Update, WireContext};
+
+/// Index of a peer in the RIB.
+pub type PeerId = u32;
+
+/// The attributes of a route, in the form the decision process and export
+/// use. Interned: compare by pointer first.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Attrs {
+    /// ORIGIN.
+    pub origin: Option<Origin>,
+    /// The 4-octet AS path (AS4_PATH already merged).
+    pub as_path: AsPath,
+    /// The next hop (NEXT_HOP or MP_REACH_NLRI global).
+    pub next_hop: Option<IpAddr>,
+    /// IPv6 link-local next hop, if sent.
+    pub link_local: Option<Ipv6Addr>,
+    /// MULTI_EXIT_DISC.
+    pub med: Option<u32>,
+    /// LOCAL_PREF (only kept from internal peers).
+    pub local_pref: Option<u32>,
+    /// ATOMIC_AGGREGATE.
+    pub atomic_aggregate: bool,
+    /// AGGREGATOR (4-octet ASN).
+    pub aggregator: Option<Aggregator>,
+    /// COMMUNITIES.
+    pub communities: Vec<Community>,
+    /// EXTENDED COMMUNITIES.
+    pub ext_communities: Vec<ExtendedCommunity>,
+    /// LARGE_COMMUNITY.
+    pub large_communities: Vec<LargeCommunity>,
+    /// ORIGINATOR_ID.
+    pub originator_id: Option<Ipv4Addr>,
+    /// CLUSTER_LIST.
+    pub cluster_list: Vec<Ipv4Addr>,
+    /// Unrecognised optional transitive attributes, Partial bit set, to pass on.
+    pub other: Vec<PathAttribute>,
+}
+
+impl Attrs {
+    /// Builds the route's attributes from an UPDATE's attribute list.
+    pub fn from_update(attrs: &[PathAttribute], four_octet_as: bool) -> Attrs {
+        let eff = attr::effective_path(attrs, four_octet_as);
+        let mut a = Attrs {
+            as_path: eff.as_path,
+            aggregator: eff.aggregator,
+            ..Attrs::default()
+        };
+        for p in attrs {
+            match &p.value {
+                AttrValue::Origin(o) => a.origin = Some(*o),
+                AttrValue::NextHop(n) => a.next_hop = Some(IpAddr::V4(*n)),
+                AttrValue::Med(m) => a.med = Some(*m),
+                AttrValue::LocalPref(l) => a.local_pref = Some(*l),
+                AttrValue::AtomicAggregate => a.atomic_aggregate = true,
+                AttrValue::Communities(c) => a.communities = c.clone(),
+                AttrValue::ExtendedCommunities(c) => a.ext_communities = c.clone(),
+                AttrValue::LargeCommunities(c) => a.large_communities = c.clone(),
+                AttrValue::OriginatorId(o) => a.originator_id = Some(*o),
+                AttrValue::ClusterList(c) => a.cluster_list = c.clone(),
+                AttrValue::MpReach(m) => match &m.next_hop {
+                    NextHop::Ipv4(v4) => a.next_hop = Some(IpAddr::V4(*v4)),
+                    NextHop::Ipv6 { global, link_local } => {
+                        // An IPv4-mapped IPv6 next hop is an IPv4 next hop.
+                        a.next_hop = Some(match global.to_ipv4_mapped() {
+                            Some(v4) => IpAddr::V4(v4),
+                            None => IpAddr::V6(*global),
+                        });
+                        a.link_local = *link_local;
+                    }
+                    NextHop::Opaque(_) => {}
+                },
+                AttrValue::Unknown { .. } => a.other.extend(p.for_propagation()),
+                _ => {}
+            }
+        }
+        a
+    }
+
+    /// Whether a community is attached.
+    pub fn has_community(&self, c: Community) -> bool {
+        self.communities.contains(&c)
+    }
+
+    /// The AS the route was learned from (first ASN of the path), for MED comparison.
+    fn neighbor_as(&self) -> Option<u32> {
+        self.as_path
+            .segments
+            .iter()
+            .find(|s| matches!(s.kind, SegmentType::Sequence))
+            .and_then(|s| s.asns.first().copied())
+    }
+}
+
+/// Where a path came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Originated by this speaker.
+    Local,
+    /// Learned from a peer.
+    Peer(PeerId),
+}
+
+/// One candidate path for a prefix.
+#[derive(Debug, Clone)]
+pub struct Path {
+    /// Where it came from.
+    pub source: Source,
+    /// ADD-PATH identifier it was received with (0 without ADD-PATH).
+    pub path_id: u32,
+    /// Its attributes.
+    pub attrs: Arc<Attrs>,
+    /// Learned over eBGP.
+    pub ebgp: bool,
+    /// The BGP identifier of the peer it came from (ours for local paths).
+    pub peer_router_id: Ipv4Addr,
+    /// The address of the peer it came from.
+    pub peer_address: Option<IpAddr>,
+}
+
+/// Why a path lost (or won) against another, for explanations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The other next hop is unreachable.
+    NextHopUnreachable,
+    /// Higher LOCAL_PREF.
+    LocalPref,
+    /// Locally originated.
+    Local,
+    /// Shorter AS_PATH.
+    AsPathLength,
+    /// Lower ORIGIN.
+    Origin,
+    /// Lower MED (same neighbouring AS, or always-compare-med).
+    Med,
+    /// eBGP over iBGP.
+    External,
+    /// Lower router ID (or ORIGINATOR_ID).
+    RouterId,
+    /// Shorter CLUSTER_LIST.
+    ClusterList,
+    /// Lower peer address.
+    PeerAddress,
+    /// Lower path identifier (all else equal).
+    PathId,
+}
+
+/// Options of the decision process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecisionOptions {
+    /// Compare MED between paths from different neighbouring ASes.
+    pub always_compare_med: bool,
+    /// Pick the best per neighbouring AS first, so the result does not depend on
+    /// the order paths arrived in.
+    pub deterministic_med: bool,
+}
+
+/// Default LOCAL_PREF for paths that carry none (external or local ones).
+pub const DEFAULT_LOCAL_PREF: u32 = 100;
+
+/// Compares two paths; `Less` means `a` is better. Also returns the step that decided.
+pub fn compare(a: &Path, b: &Path, opts: DecisionOptions, reachable: &dyn Fn(&Path) -> bool) -> (Ordering, Step) {
+    let by = |o: Ordering, s: Step| (o != Ordering::Equal).then_some((o, s));
+    let lp = |p: &Path| p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
+    let med = |p: &Path| p.attrs.med.unwrap_or(0);
+    let rid = |p: &Path| p.attrs.originator_id.unwrap_or(p.peer_router_id);
+    let med_comparable = opts.always_compare_med || a.attrs.neighbor_as() == b.attrs.neighbor_as();
+    by(reachable(b).cmp(&reachable(a)), Step::NextHopUnreachable)
+        .or_else(|| by(lp(b).cmp(&lp(a)), Step::LocalPref))
+        .or_else(|| {
+            by(
+                (b.source == Source::Local).cmp(&(a.source == Source::Local)),
+                Step::Local,
+            )
+        })
+        .or_else(|| by(a.attrs.as_path.path_length().cmp(&b.attrs.as_path.path_length()), Step::AsPathLength))
+        .or_else(|| by(a.attrs.origin.cmp(&b.attrs.origin), Step::Origin))
+        .or_else(|| if med_comparable { by(med(a).cmp(&med(b)), Step::Med) } else { None })
+        .or_else(|| by(b.ebgp.cmp(&a.ebgp), Step::External))
+        .or_else(|| by(rid(a).cmp(&rid(b)), Step::RouterId))
+        .or_else(|| by(a.attrs.cluster_list.len().cmp(&b.attrs.cluster_list.len()), Step::ClusterList))
+        .or_else(|| by(a.peer_address.cmp(&b.peer_address), Step::PeerAddress))
+        .unwrap_or((a.path_id.cmp(&b.path_id), Step::PathId))
+}
+
+/// Picks the best of `paths` (index), honouring the MED options.
+pub fn select_best(paths: &[Path], opts: DecisionOptions, reachable: &dyn Fn(&Path) -> bool) -> Option<usize> {
+    let better = |i: usize, j: usize| compare(&paths[i], &paths[j], opts, reachable).0 == Ordering::Less;
+    let usable: Vec<usize> = (0..paths.len()).filter(|&i| reachable(&paths[i])).collect();
+    if usable.is_empty() {
+        return None;
+    }
+    if !opts.deterministic_med || opts.always_compare_med {
+        return usable.into_iter().reduce(|best, i| if better(i, best) { i } else { best });
+    }
+    // Deterministic MED: best per neighbouring AS, then the best of those.
+    let mut per_as: Vec<(Option<u32>, usize)> = Vec::new();
+    for i in usable {
+        let nas = paths[i].attrs.neighbor_as();
+        match per_as.iter_mut().find(|(a, _)| *a == nas) {
+            Some((_, best)) if better(i, *best) => *best = i,
+            Some(_) => {}
+            None => per_as.push((nas, i)),
+        }
+    }
+    per_as.into_iter().map(|(_, i)| i).reduce(|best, i| if better(i, best) { i } else { best })
+}
+
+/// A peer as the RIB sees it once its session is Established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub address: IpAddr,
+    /// Our address on the session: the next hop we put in towards it.
+    pub local_address: IpAddr,
+    /// An IPv6 address of ours to use as next hop for IPv6 routes when the
+    /// session runs over IPv4.
+    pub local_ipv6: Option<Ipv6Addr>,
+    /// Our IPv6 link-local address on the shared link, sent beside the global one.
+    pub local_link_local: Option<Ipv6Addr>,
+    /// The peer's ASN.
+    pub asn: u32,
+    /// The peer's BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Always put our own address as next hop (also towards internal peers).
+    pub next_hop_self: bool,
+    /// Families negotiated.
+    pub families: Vec<AfiSafi>,
+    /// Layout of what we receive.
+    pub rx: WireContext,
+    /// Layout of what we send.
+    pub tx: WireContext,
+}
+
+/// Counters per peer and family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrefixCounts {
+    /// Prefixes the peer currently announces to us.
+    pub received: u64,
+    /// Of those, the ones accepted (no loop, valid).
+    pub accepted: u64,
+    /// Prefixes we currently advertise to the peer.
+    pub advertised: u64,
+}
+
+/// What outbound treatment a group of peers shares.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GroupKey {
+    ebgp: bool,
+    /// The next hop we set (external peers or next-hop-self), else `None`.
+    next_hop: Option<(IpAddr, Option<Ipv6Addr>, Option<Ipv6Addr>)>,
+    tx: WireContextKey,
+    families: Vec<AfiSafi>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct WireContextKey(bool, bool, bool, bool);
+
+impl From<WireContext> for WireContextKey {
+    fn from(c: WireContext) -> Self {
+        WireContextKey(c.four_octet_as, c.extended_message, c.add_path_ipv4, c.add_path_ipv6)
+    }
+}
+
+/// What a group advertised for a prefix: the exported attributes and the peer
+/// the route came from (which does not get it back).
+#[derive(Debug, Clone)]
+struct OutEntry {
+    attrs: Arc<Attrs>,
+    source: Option<PeerId>,
+}
+
+#[derive(Debug)]
+struct Group {
+    key: GroupKey,
+    tx: WireContext,
+    members: Vec<PeerId>,
+    adj_out: HashMap<IpNet, OutEntry>,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    info: PeerInfo,
+    group: usize,
+    /// Prefixes (and path ids) the peer announced to us, accepted or not.
+    received: HashSet<(IpNet, u32)>,
+    /// Of those, the ones rejected (loops, bad first AS).
+    rejected: HashSet<(IpNet, u32)>,
+    end_of_rib: HashSet<AfiSafi>,
+}
+
+/// Per-prefix state: every candidate and the chosen one.
+#[derive(Debug, Default, Clone)]
+pub struct Dest {
+    /// Candidates.
+    pub paths: Vec<Path>,
+    /// Index of the best path.
+    pub best: Option<usize>,
+}
+
+/// Encoded messages for one peer, in order.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    /// (peer, messages) pairs.
+    pub messages: Vec<(PeerId, Vec<Vec<u8>>)>,
+}
+
+/// RIB-wide configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RibConfig {
+    /// Our ASN.
+    pub local_asn: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Decision options.
+    pub decision: DecisionOptions,
+    /// Reject paths from external peers whose first ASN is not the peer's.
+    pub enforce_first_as: bool,
+}
+
+/// The RIBs.
+#[derive(Debug)]
+pub struct Rib {
+    config: RibConfig,
+    peers: HashMap<PeerId, PeerState>,
+    groups: Vec<Group>,
+    loc: HashMap<IpNet, Dest>,
+    interned: HashSet<Arc<Attrs>>,
+    dirty: HashSet<IpNet>,
+    unreachable: HashSet<IpAddr>,
+    local_routes: HashMap<IpNet, Arc<Attrs>>,
+}
+
+impl Rib {
+    /// An empty RIB.
+    pub fn new(config: RibConfig) -> Self {
+        Rib {
+            config,
+            peers: HashMap::new(),
+            groups: Vec::new(),
+            loc: HashMap::new(),
+            interned: HashSet::new(),
+            dirty: HashSet::new(),
+            unreachable: HashSet::new(),
+            local_routes: HashMap::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RibConfig {
+        &self.config
+    }
+
+    fn intern(&mut self, a: Attrs) -> Arc<Attrs> {
+        if let Some(x) = self.interned.get(&a) {
+            return x.clone();
+        }
+        let arc = Arc::new(a);
+        self.interned.insert(arc.clone());
+        arc
+    }
+
+    /// Drops interned attribute sets nothing refers to any more.
+    pub fn collect_garbage(&mut self) {
+        self.interned.retain(|a| Arc::strong_count(a) > 1);
+    }
+
+    /// Number of distinct attribute sets stored.
+    pub fn attribute_sets(&self) -> usize {
+        self.interned.len()
+    }
+
+    /// Number of prefixes with at least one path.
+    pub fn len(&self) -> usize {
+        self.loc.len()
+    }
+
+    /// Whether the RIB holds no prefix.
+    pub fn is_empty(&self) -> bool {
+        self.loc.is_empty()
+    }
+
+    /// The state of one prefix.
+    pub fn get(&self, prefix: &IpNet) -> Option<&Dest> {
+        self.loc.get(prefix)
+    }
+
+    /// Every prefix and its state, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Dest)> {
+        self.loc.iter()
+    }
+
+    /// The info of an Established peer.
+    pub fn peer(&self, id: PeerId) -> Option<&PeerInfo> {
+        self.peers.get(&id).map(|p| &p.info)
+    }
+
+    fn reachable(&self) -> impl Fn(&Path) -> bool + '_ {
+        |p: &Path| p.attrs.next_hop.is_none_or(|nh| !self.unreachable.contains(&nh)) || p.source == Source::Local
+    }
+
+    /// Marks a next hop reachable or not (from the kernel's view); affected
+    /// prefixes are re-decided.
+    pub fn set_next_hop_reachable(&mut self, next_hop: IpAddr, reachable: bool) {
+        let changed = if reachable {
+            self.unreachable.remove(&next_hop)
+        } else {
+            self.unreachable.insert(next_hop)
+        };
+        if !changed {
+            return;
+        }
+        let affected: Vec<IpNet> = self
+            .loc
+            .iter()
+            .filter(|(_, d)| d.paths.iter().any(|p| p.attrs.next_hop == Some(next_hop)))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in affected {
+            self.decide(p);
+        }
+    }
+
+    /// A session came up: the peer joins its update group and will get the
+    /// full table (then End-of-RIB) at the next [`Rib::flush`].
+    pub fn peer_up(&mut self, id: PeerId, info: PeerInfo) -> Outbound {
+        self.peer_down(id);
+        let ebgp = info.asn != self.config.local_asn;
+        let key = GroupKey {
+            ebgp,
+            next_hop: (ebgp || info.next_hop_self).then_some((
+                info.local_address,
+                info.local_ipv6,
+                info.local_link_local,
+            )),
+            tx: info.tx.into(),
+            families: info.families.clone(),
+        };
+        let group = match self.groups.iter().position(|g| g.key == key && !g.members.is_empty()) {
+            Some(g) => g,
+            None => {
+                let g = Group {
+                    key,
+                    tx: info.tx,
+                    members: Vec::new(),
+                    adj_out: HashMap::new(),
+                };
+                // Reuse an empty slot so indices stay small.
+                match self.groups.iter().position(|g| g.members.is_empty()) {
+                    Some(i) => {
+                        self.groups[i] = g;
+                        i
+                    }
+                    None => {
+                        self.groups.push(g);
+                        self.groups.len() - 1
+                    }
+                }
+            }
+        };
+        let fresh = self.groups[group].members.is_empty();
+        self.groups[group].members.push(id);
+        self.peers.insert(
+            id,
+            PeerState {
+                info,
+                group,
+                received: HashSet::new(),
+                rejected: HashSet::new(),
+                end_of_rib: HashSet::new(),
+            },
+        );
+        if fresh {
+            // Fill the new group's Adj-RIB-Out from the Loc-RIB.
+            let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+            for p in prefixes {
+                let entry = self.export_for_group(group, &p);
+                if let Some(e) = entry {
+                    self.groups[group].adj_out.insert(p, e);
+                }
+            }
+        }
+        // The initial table for this peer, then End-of-RIB per family.
+        let families = self.peers[&id].info.families.clone();
+        let mut out = Outbound::default();
+        let mut msgs = self.table_messages(id, None);
+        let tx = self.groups[group].tx;
+        for af in families {
+            let eor = crate::wire::Message::Update(Update::end_of_rib(af));
+            if let Ok(b) = eor.to_bytes(&tx) {
+                msgs.push(b);
+            }
+        }
+        out.messages.push((id, msgs));
+        out
+    }
+
+    /// Everything a peer's group advertises (that did not come from the peer),
+    /// encoded, optionally for one family only.
+    fn table_messages(&self, id: PeerId, only: Option<AfiSafi>) -> Vec<Vec<u8>> {
+        let Some(state) = self.peers.get(&id) else { return Vec::new() };
+        let g = &self.groups[state.group];
+        let mut by_attrs: HashMap<Arc<Attrs>, Vec<IpNet>> = HashMap::new();
+        for (p, e) in &g.adj_out {
+            if e.source != Some(id) && only.is_none_or(|af| family(p) == af) {
+                by_attrs.entry(e.attrs.clone()).or_default().push(*p);
+            }
+        }
+        let mut msgs = Vec::new();
+        for (attrs, prefixes) in by_attrs {
+            encode_announce(&g.key, &g.tx, &state.info, &attrs, &prefixes, &mut msgs);
+        }
+        msgs
+    }
+
+    /// The peer asked for a family again (route refresh): resend what we advertise.
+    pub fn refresh(&self, id: PeerId, af: AfiSafi) -> Outbound {
+        Outbound {
+            messages: vec![(id, self.table_messages(id, Some(af)))],
+        }
+    }
+
+    /// A session went down: its paths go and its group membership ends.
+    pub fn peer_down(&mut self, id: PeerId) {
+        let Some(state) = self.peers.remove(&id) else { return };
+        let g = &mut self.groups[state.group];
+        g.members.retain(|m| *m != id);
+        if g.members.is_empty() {
+            g.adj_out.clear();
+        }
+        for (prefix, path_id) in state.received {
+            self.remove_path(prefix, Source::Peer(id), path_id);
+        }
+    }
+
+    fn remove_path(&mut self, prefix: IpNet, source: Source, path_id: u32) {
+        let Some(d) = self.loc.get_mut(&prefix) else { return };
+        let before = d.paths.len();
+        d.paths.retain(|p| !(p.source == source && p.path_id == path_id));
+        if d.paths.len() != before {
+            self.decide(prefix);
+        }
+    }
+
+    /// Processes an UPDATE from an Established peer. `treat_as_withdraw` comes
+    /// from RFC 7606 problems found while decoding.
+    pub fn update(&mut self, id: PeerId, update: &Update, treat_as_withdraw: bool) {
+        let Some(state) = self.peers.get_mut(&id) else { return };
+        if let Some(af) = update.as_end_of_rib() {
+            state.end_of_rib.insert(af);
+            return;
+        }
+        let info = state.info.clone();
+        let ebgp = info.asn != self.config.local_asn;
+        for n in update.withdrawn_all() {
+            let key = (n.prefix.trunc(), n.path_id.unwrap_or(0));
+            if let Some(s) = self.peers.get_mut(&id) {
+                s.received.remove(&key);
+                s.rejected.remove(&key);
+            }
+            self.remove_path(key.0, Source::Peer(id), key.1);
+        }
+        let announced: Vec<Nlri> = update.announced().copied().collect();
+        if announced.is_empty() {
+            return;
+        }
+        let mut attrs = Attrs::from_update(&update.attributes, info.rx.four_octet_as);
+        if ebgp {
+            // RFC 7606 §7.5: LOCAL_PREF from an external peer is discarded.
+            attrs.local_pref = None;
+        }
+        let reject = treat_as_withdraw || self.rejects(&info, &attrs);
+        let attrs = self.intern(attrs);
+        for n in announced {
+            let key = (n.prefix.trunc(), n.path_id.unwrap_or(0));
+            if let Some(s) = self.peers.get_mut(&id) {
+                s.received.insert(key);
+                if reject {
+                    s.rejected.insert(key);
+                } else {
+                    s.rejected.remove(&key);
+                }
+            }
+            if reject {
+                self.remove_path(key.0, Source::Peer(id), key.1);
+                continue;
+            }
+            let path = Path {
+                source: Source::Peer(id),
+                path_id: key.1,
+                attrs: attrs.clone(),
+                ebgp,
+                peer_router_id: info.router_id,
+                peer_address: Some(info.address),
+            };
+            let d = self.loc.entry(key.0).or_default();
+            match d.paths.iter_mut().find(|p| p.source == path.source && p.path_id == path.path_id) {
+                Some(p) if Arc::ptr_eq(&p.attrs, &path.attrs) => continue,
+                Some(p) => *p = path,
+                None => d.paths.push(path),
+            }
+            self.decide(key.0);
+        }
+    }
+
+    /// Inbound checks that make a path unusable (RFC 4271 §9.1.2, RFC 4456 §8).
+    fn rejects(&self, info: &PeerInfo, a: &Attrs) -> bool {
+        let ebgp = info.asn != self.config.local_asn;
+        if a.as_path.contains(self.config.local_asn) {
+            return true;
+        }
+        if ebgp && self.config.enforce_first_as && a.as_path.segments.first().and_then(|s| s.asns.first()) != Some(&info.asn)
+        {
+            return true;
+        }
+        if !ebgp && a.originator_id == Some(self.config.router_id) {
+            return true;
+        }
+        a.next_hop.is_none() || a.origin.is_none()
+    }
+
+    /// Replaces the set of locally originated routes.
+    pub fn set_local_routes(&mut self, routes: impl IntoIterator<Item = (IpNet, Attrs)>) {
+        let new: HashMap<IpNet, Attrs> = routes.into_iter().map(|(p, a)| (p.trunc(), a)).collect();
+        let old: Vec<IpNet> = self.local_routes.keys().copied().collect();
+        for p in old {
+            if !new.contains_key(&p) {
+                self.local_routes.remove(&p);
+                self.remove_path(p, Source::Local, 0);
+            }
+        }
+        for (p, a) in new {
+            if self.local_routes.get(&p).is_some_and(|x| **x == a) {
+                continue;
+            }
+            let attrs = self.intern(a);
+            self.local_routes.insert(p, attrs.clone());
+            let path = Path {
+                source: Source::Local,
+                path_id: 0,
+                attrs,
+                ebgp: false,
+                peer_router_id: self.config.router_id,
+                peer_address: None,
+            };
+            let d = self.loc.entry(p).or_default();
+            d.paths.retain(|x| x.source != Source::Local);
+            d.paths.push(path);
+            self.decide(p);
+        }
+    }
+
+    /// Re-runs the decision for a prefix and marks it for export if the best changed.
+    fn decide(&mut self, prefix: IpNet) {
+        let new_best = {
+            let reachable = self.reachable();
+            let Some(d) = self.loc.get(&prefix) else { return };
+            select_best(&d.paths, self.config.decision, &reachable)
+        };
+        if let Some(d) = self.loc.get_mut(&prefix) {
+            d.best = new_best;
+            if d.paths.is_empty() {
+                self.loc.remove(&prefix);
+            }
+        }
+        // Whether the export really changes is settled per group at flush time.
+        self.dirty.insert(prefix);
+    }
+
+    /// The best path of a prefix.
+    pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
+        self.loc.get(prefix).and_then(|d| d.best.map(|i| &d.paths[i]))
+    }
+
+    /// What a group must advertise for a prefix, if anything.
+    fn export_for_group(&self, group: usize, prefix: &IpNet) -> Option<OutEntry> {
+        let best = self.best(prefix)?;
+        let key = &self.groups[group].key;
+        let af = match prefix {
+            IpNet::V4(_) => AfiSafi::IPV4_UNICAST,
+            IpNet::V6(_) => AfiSafi::IPV6_UNICAST,
+        };
+        if !key.families.contains(&af) {
+            return None;
+        }
+        let a = &best.attrs;
+        if a.has_community(Community::NO_ADVERTISE) {
+            return None;
+        }
+        if key.ebgp && (a.has_community(Community::NO_EXPORT) || a.has_community(Community::NO_EXPORT_SUBCONFED)) {
+            return None;
+        }
+        let source_peer = match best.source {
+            Source::Peer(p) => Some(p),
+            Source::Local => None,
+        };
+        // iBGP split horizon: internal routes are not passed to internal peers.
+        if !key.ebgp && !best.ebgp && source_peer.is_some() {
+            return None;
+        }
+        let mut out = (**a).clone();
+        let local = best.source == Source::Local;
+        if key.ebgp {
+            prepend(&mut out.as_path, self.config.local_asn);
+            out.local_pref = None;
+            if !local {
+                // RFC 4271 §5.1.4: a received MED is not passed to another AS.
+                out.med = None;
+            }
+            out.originator_id = None;
+            out.cluster_list.clear();
+        } else {
+            out.local_pref = Some(a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF));
+        }
+        if out.origin.is_none() {
+            out.origin = Some(Origin::Igp);
+        }
+        // The next hop: ours towards external peers, with next-hop-self, and
+        // for our own routes; otherwise unchanged.
+        if let Some((addr, v6, ll)) = key.next_hop.or_else(|| {
+            local.then(|| {
+                let m = self.groups[group].members.first().and_then(|m| self.peers.get(m));
+                m.map(|p| (p.info.local_address, p.info.local_ipv6, p.info.local_link_local))
+            })?
+        }) {
+            match prefix {
+                IpNet::V4(_) => out.next_hop = Some(addr),
+                IpNet::V6(_) => {
+                    out.next_hop = match addr {
+                        IpAddr::V6(a) => Some(IpAddr::V6(a)),
+                        IpAddr::V4(a) => Some(IpAddr::V6(v6.unwrap_or(a.to_ipv6_mapped()))),
+                    };
+                    out.link_local = ll;
+                }
+            }
+        }
+        if !key.ebgp {
+            // Link-local next hops mean nothing beyond the link.
+            if matches!(prefix, IpNet::V6(_)) && key.next_hop.is_none() && !local {
+                out.link_local = None;
+            }
+        }
+        Some(OutEntry {
+            attrs: Arc::new(out),
+            source: source_peer,
+        })
+    }
+
+    /// Computes what changed since the last flush and encodes it per peer.
+    pub fn flush(&mut self) -> Outbound {
+        let dirty: Vec<IpNet> = self.dirty.drain().collect();
+        let mut out = Outbound::default();
+        if dirty.is_empty() {
+            return out;
+        }
+        for g in 0..self.groups.len() {
+            if self.groups[g].members.is_empty() {
+                continue;
+            }
+            // Per prefix: the old and new entry; then per member what it sees.
+            let mut changes: Vec<(IpNet, Option<OutEntry>, Option<OutEntry>)> = Vec::new();
+            for p in &dirty {
+                let new = self.export_for_group(g, p).map(|mut e| {
+                    e.attrs = self.intern_out(e.attrs);
+                    e
+                });
+                let group = &mut self.groups[g];
+                let old = match &new {
+                    Some(n) => group.adj_out.insert(*p, n.clone()),
+                    None => group.adj_out.remove(p),
+                };
+                let same = match (&old, &new) {
+                    (Some(o), Some(n)) => Arc::ptr_eq(&o.attrs, &n.attrs) && o.source == n.source,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    changes.push((*p, old, new));
+                }
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            let group = &self.groups[g];
+            // Members that are the source of some change need their own view;
+            // all others share one encoding.
+            let special: HashSet<PeerId> = changes
+                .iter()
+                .flat_map(|(_, o, n)| [o.as_ref().and_then(|e| e.source), n.as_ref().and_then(|e| e.source)])
+                .flatten()
+                .collect();
+            let mut shared: Option<Vec<Vec<u8>>> = None;
+            for &m in &group.members {
+                let Some(state) = self.peers.get(&m) else { continue };
+                let viewer = special.contains(&m).then_some(m);
+                let msgs = if viewer.is_none() {
+                    shared
+                        .get_or_insert_with(|| encode_changes(&group.key, &group.tx, &state.info, &changes, None))
+                        .clone()
+                } else {
+                    encode_changes(&group.key, &group.tx, &state.info, &changes, viewer)
+                };
+                if !msgs.is_empty() {
+                    out.messages.push((m, msgs));
+                }
+            }
+        }
+        if self.interned.len() > 4096 && self.interned.len() > 2 * self.loc.len() {
+            self.collect_garbage();
+        }
+        out
+    }
+
+    fn intern_out(&mut self, a: Arc<Attrs>) -> Arc<Attrs> {
+        match Arc::try_unwrap(a) {
+            Ok(a) => self.intern(a),
+            Err(a) => a,
+        }
+    }
+
+    /// Prefix counts for a peer and family.
+    pub fn counts(&self, id: PeerId, af: AfiSafi) -> PrefixCounts {
+        let Some(s) = self.peers.get(&id) else {
+            return PrefixCounts::default();
+        };
+        let in_af = |p: &IpNet| match p {
+            IpNet::V4(_) => af == AfiSafi::IPV4_UNICAST,
+            IpNet::V6(_) => af == AfiSafi::IPV6_UNICAST,
+        };
+        let received = s.received.iter().filter(|(p, _)| in_af(p)).count() as u64;
+        let rejected = s.rejected.iter().filter(|(p, _)| in_af(p)).count() as u64;
+        let advertised = self.groups[s.group]
+            .adj_out
+            .iter()
+            .filter(|(p, e)| in_af(p) && e.source != Some(id))
+            .count() as u64;
+        PrefixCounts {
+            received,
+            accepted: received - rejected,
+            advertised,
+        }
+    }
+
+    /// Whether the peer sent End-of-RIB for a family.
+    pub fn end_of_rib_received(&self, id: PeerId, af: AfiSafi) -> bool {
+        self.peers.get(&id).is_some_and(|s| s.end_of_rib.contains(&af))
+    }
+}
+
+fn prepend(path: &mut AsPath, asn: u32) {
+    match path.segments.first_mut() {
+        Some(s) if s.kind == SegmentType::Sequence && s.asns.len() < 255 => s.asns.insert(0, asn),
+        _ => path.segments.insert(
+            0,
+            AsSegment {
+                kind: SegmentType::Sequence,
+                asns: vec![asn],
+            },
+        ),
+    }
+}
+
+/// The attribute list to send for exported attributes (IPv4 next hop in
+/// NEXT_HOP; IPv6 next hops go into MP_REACH_NLRI, built by the packer).
+fn wire_attributes(a: &Attrs, v4: bool, tx: &WireContext) -> Vec<PathAttribute> {
+    let mut v = Vec::with_capacity(8);
+    v.push(PathAttribute::new(AttrValue::Origin(a.origin.unwrap_or(Origin::Igp))));
+    v.push(PathAttribute::new(AttrValue::AsPath(a.as_path.clone())));
+    if v4 && let Some(IpAddr::V4(nh)) = a.next_hop {
+        v.push(PathAttribute::new(AttrValue::NextHop(nh)));
+    }
+    if let Some(m) = a.med {
+        v.push(PathAttribute::new(AttrValue::Med(m)));
+    }
+    if let Some(l) = a.local_pref {
+        v.push(PathAttribute::new(AttrValue::LocalPref(l)));
+    }
+    if a.atomic_aggregate {
+        v.push(PathAttribute::new(AttrValue::AtomicAggregate));
+    }
+    if let Some(g) = a.aggregator {
+        v.push(PathAttribute::new(AttrValue::Aggregator(g)));
+    }
+    if !a.communities.is_empty() {
+        v.push(PathAttribute::new(AttrValue::Communities(a.communities.clone())));
+    }
+    if let Some(o) = a.originator_id {
+        v.push(PathAttribute::new(AttrValue::OriginatorId(o)));
+    }
+    if !a.cluster_list.is_empty() {
+        v.push(PathAttribute::new(AttrValue::ClusterList(a.cluster_list.clone())));
+    }
+    if !a.ext_communities.is_empty() {
+        v.push(PathAttribute::new(AttrValue::ExtendedCommunities(a.ext_communities.clone())));
+    }
+    if !tx.four_octet_as && a.as_path.segments.iter().any(|s| s.asns.iter().any(|&x| x > 0xFFFF)) {
+        // RFC 6793 §4.2.2: towards a 2-octet speaker, the real path rides in AS4_PATH.
+        v.push(PathAttribute::new(AttrValue::As4Path(a.as_path.clone())));
+        if let Some(g) = a.aggregator.filter(|g| g.asn > 0xFFFF) {
+            v.push(PathAttribute::new(AttrValue::As4Aggregator(g)));
+        }
+    }
+    if !a.large_communities.is_empty() {
+        v.push(PathAttribute::new(AttrValue::LargeCommunities(a.large_communities.clone())));
+    }
+    v.extend(a.other.iter().cloned());
+    v
+}
+
+fn family(p: &IpNet) -> AfiSafi {
+    match p {
+        IpNet::V4(_) => AfiSafi::IPV4_UNICAST,
+        IpNet::V6(_) => AfiSafi::IPV6_UNICAST,
+    }
+}
+
+fn encode_announce(
+    _key: &GroupKey,
+    tx: &WireContext,
+    _info: &PeerInfo,
+    attrs: &Attrs,
+    prefixes: &[IpNet],
+    out: &mut Vec<Vec<u8>>,
+) {
+    let packer = UpdatePacker::new(tx);
+    let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = prefixes.iter().partition(|p| matches!(p, IpNet::V4(_)));
+    let nlri = |ps: &[IpNet]| -> Vec<Nlri> {
+        ps.iter()
+            .map(|p| Nlri {
+                path_id: None,
+                prefix: *p,
+            })
+            .collect()
+    };
+    let report = |r: Result<(), EncodeError>| {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot encode an UPDATE; routes not sent");
+        }
+    };
+    if !v4.is_empty() {
+        let wire = wire_attributes(attrs, true, tx);
+        match attrs.next_hop {
+            Some(IpAddr::V6(g)) => {
+                // RFC 8950: IPv4 routes with an IPv6 next hop.
+                let nh = NextHop::Ipv6 {
+                    global: g,
+                    link_local: attrs.link_local,
+                };
+                report(packer.announce(AfiSafi::IPV4_UNICAST, &wire, Some(&nh), &nlri(&v4), out));
+            }
+            _ => report(packer.announce(AfiSafi::IPV4_UNICAST, &wire, None, &nlri(&v4), out)),
+        }
+    }
+    if !v6.is_empty() {
+        let wire = wire_attributes(attrs, false, tx);
+        let global = match attrs.next_hop {
+            Some(IpAddr::V6(g)) => g,
+            Some(IpAddr::V4(a)) => a.to_ipv6_mapped(),
+            None => Ipv6Addr::UNSPECIFIED,
+        };
+        let nh = NextHop::Ipv6 {
+            global,
+            link_local: attrs.link_local,
+        };
+        report(packer.announce(AfiSafi::IPV6_UNICAST, &wire, Some(&nh), &nlri(&v6), out));
+    }
+}
+
+/// Encodes a batch of changes as one member (`viewer`, or any non-source member
+/// when `None`) must see them.
+fn encode_changes(
+    key: &GroupKey,
+    tx: &WireContext,
+    info: &PeerInfo,
+    changes: &[(IpNet, Option<OutEntry>, Option<OutEntry>)],
+    viewer: Option<PeerId>,
+) -> Vec<Vec<u8>> {
+    fn visible(e: &Option<OutEntry>, viewer: Option<PeerId>) -> Option<&OutEntry> {
+        e.as_ref().filter(|e| viewer.is_none() || e.source != viewer)
+    }
+    let mut announce: HashMap<Arc<Attrs>, Vec<IpNet>> = HashMap::new();
+    let mut withdraw: Vec<IpNet> = Vec::new();
+    for (p, old, new) in changes {
+        match (visible(old, viewer), visible(new, viewer)) {
+            (_, Some(n)) => announce.entry(n.attrs.clone()).or_default().push(*p),
+            (Some(_), None) => withdraw.push(*p),
+            (None, None) => {}
+        }
+    }
+    let mut out = Vec::new();
+    let packer = UpdatePacker::new(tx);
+    for af in [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST] {
+        let w: Vec<Nlri> = withdraw
+            .iter()
+            .filter(|p| family(p) == af)
+            .map(|p| Nlri {
+                path_id: None,
+                prefix: *p,
+            })
+            .collect();
+        if !w.is_empty()
+            && let Err(e) = packer.withdraw(af, &w, &mut out)
+        {
+            tracing::error!(error = %e, "cannot encode a withdrawal");
+        }
+    }
+    for (attrs, prefixes) in announce {
+        encode_announce(key, tx, info, &attrs, &prefixes, &mut out);
+    }
+    out
+}

@@ -1,0 +1,629 @@
+//! BGP sessions over TCP: one tokio task per peer drives an [`Fsm`] with real
+//! sockets and timers.
+//!
+//! ```text
+//!  listener task ──Incoming(stream)──►┐
+//!  connect task ──ConnectDone────────►│  peer task ──PeerEvent──► speaker (RIB owner)
+//!  reader task ──Frame / Closed──────►│  (Fsm, timers, socket writes)
+//!  speaker ──PeerCommand::Send(msgs)─►┘
+//! ```
+//!
+//! The peer task owns the machine, the write half of the connection and the
+//! timers; a reader task per connection cuts frames and hands them over; UPDATEs
+//! are decoded here, in the peer's task, so decoding runs in parallel across
+//! peers and the RIB task only sees decoded routes.
+
+pub mod socket;
+pub mod sockopt;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use socket::TransportOptions;
+
+use crate::fsm::{Action, DownReason, Event, Fsm, FsmConfig, Negotiated, State, Timer, resolve_collision};
+use crate::wire::error::{code, subcode};
+use crate::wire::message::frame_len;
+use crate::wire::{AfiSafi, HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN, Message, Notification, Update, WireContext};
+
+/// The BGP port.
+pub const BGP_PORT: u16 = 179;
+
+/// Everything a peer task needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's address.
+    pub address: IpAddr,
+    /// The peer's TCP port.
+    pub port: u16,
+    /// State machine settings.
+    pub fsm: FsmConfig,
+    /// Socket settings.
+    pub transport: TransportOptions,
+    /// Put our own address as next hop towards an internal peer too.
+    pub next_hop_self: bool,
+    /// An IPv6 address of ours to use as next hop for IPv6 routes when the
+    /// session runs over IPv4.
+    pub local_ipv6: Option<Ipv6Addr>,
+}
+
+/// Commands to a peer task.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// A connection from the peer, accepted by the listener.
+    Incoming(TcpStream),
+    /// Encoded UPDATEs to send (ignored unless Established).
+    Send(Vec<Vec<u8>>),
+    /// Ask the peer to resend its routes for a family (route refresh).
+    Refresh(AfiSafi),
+    /// Stop the session (Cease, with a shutdown communication) and end the task.
+    Stop {
+        /// Cease subcode to send.
+        subcode: u8,
+        /// RFC 9003 shutdown communication.
+        message: Option<String>,
+    },
+}
+
+/// What a peer task reports to the speaker.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// The machine changed state.
+    State(State),
+    /// The session is Established.
+    Up {
+        /// What was negotiated.
+        negotiated: Box<Negotiated>,
+        /// Our end of the connection.
+        local: SocketAddr,
+        /// The peer's end.
+        remote: SocketAddr,
+    },
+    /// The session (or attempt) ended.
+    Down {
+        /// Why.
+        reason: DownReason,
+        /// Whether it had been Established.
+        established: bool,
+    },
+    /// A decoded UPDATE.
+    Update {
+        /// The message.
+        update: Update,
+        /// RFC 7606 requires treating its routes as withdrawn.
+        treat_as_withdraw: bool,
+    },
+    /// The peer asked for our routes of a family again.
+    RouteRefresh(AfiSafi),
+    /// The task ended (after a Stop).
+    Stopped,
+}
+
+/// Message counters of a peer, readable without asking the task.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    /// Messages received, by type code (index 1..=5).
+    pub received: [AtomicU64; 6],
+    /// Messages sent, by type code.
+    pub sent: [AtomicU64; 6],
+    /// Times the session left Established.
+    pub flaps: AtomicU64,
+}
+
+impl PeerStats {
+    fn count(arr: &[AtomicU64; 6], ty: u8) {
+        if let Some(c) = arr.get(usize::from(ty)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A running peer task.
+#[derive(Debug)]
+pub struct PeerHandle {
+    /// Commands to the task.
+    pub commands: mpsc::UnboundedSender<PeerCommand>,
+    /// Its counters.
+    pub stats: Arc<PeerStats>,
+    /// The task.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts a peer task. Events go to `events` tagged with `id`.
+pub fn spawn_peer<I: Copy + Send + 'static>(
+    id: I,
+    config: PeerConfig,
+    events: mpsc::UnboundedSender<(I, PeerEvent)>,
+) -> PeerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(PeerStats::default());
+    let task = tokio::spawn(PeerTask::new(id, config, rx, events, stats.clone()).run());
+    PeerHandle {
+        commands: tx,
+        stats,
+        task,
+    }
+}
+
+/// Inputs the task gives itself from helper tasks.
+enum Internal {
+    Connected(u64, std::io::Result<TcpStream>),
+    Frame(u64, Vec<u8>),
+    FrameError(u64, crate::wire::WireError),
+    Closed(u64),
+    /// An incoming connection's first message, read while another connection
+    /// was already opening (collision, RFC 4271 §6.8).
+    CollidingOpen(TcpStream, Vec<u8>),
+}
+
+struct Conn {
+    generation: u64,
+    writer: OwnedWriteHalf,
+    reader: JoinHandle<()>,
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// We initiated it (for collision resolution).
+    outbound: bool,
+}
+
+struct PeerTask<I> {
+    id: I,
+    config: PeerConfig,
+    fsm: Fsm,
+    commands: mpsc::UnboundedReceiver<PeerCommand>,
+    events: mpsc::UnboundedSender<(I, PeerEvent)>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    stats: Arc<PeerStats>,
+    conn: Option<Conn>,
+    connecting: Option<JoinHandle<()>>,
+    generation: u64,
+    timers: HashMap<Timer, Instant>,
+    stopping: bool,
+}
+
+impl<I: Copy + Send + 'static> PeerTask<I> {
+    fn new(
+        id: I,
+        config: PeerConfig,
+        commands: mpsc::UnboundedReceiver<PeerCommand>,
+        events: mpsc::UnboundedSender<(I, PeerEvent)>,
+        stats: Arc<PeerStats>,
+    ) -> Self {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        PeerTask {
+            id,
+            fsm: Fsm::new(config.fsm.clone()),
+            config,
+            commands,
+            events,
+            internal_tx,
+            internal_rx,
+            stats,
+            conn: None,
+            connecting: None,
+            generation: 0,
+            timers: HashMap::new(),
+            stopping: false,
+        }
+    }
+
+    fn emit(&self, e: PeerEvent) {
+        let _ = self.events.send((self.id, e));
+    }
+
+    async fn run(mut self) {
+        self.feed(Event::ManualStart).await;
+        loop {
+            let deadline = self.timers.values().min().copied();
+            tokio::select! {
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                    let now = Instant::now();
+                    let due: Vec<Timer> = self.timers.iter().filter(|(_, d)| **d <= now).map(|(t, _)| *t).collect();
+                    for t in due {
+                        self.timers.remove(&t);
+                        let ev = match t {
+                            Timer::ConnectRetry => Event::ConnectRetryTimerExpires,
+                            Timer::Hold => Event::HoldTimerExpires,
+                            Timer::Keepalive => Event::KeepaliveTimerExpires,
+                            Timer::DelayOpen => Event::DelayOpenTimerExpires,
+                            Timer::IdleHold => Event::IdleHoldTimerExpires,
+                            Timer::Stable => Event::StableTimerExpires,
+                        };
+                        self.feed(ev).await;
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => self.command(c).await,
+                    // The speaker is gone: close politely and end.
+                    None => {
+                        self.feed(Event::ManualStop(None)).await;
+                        break;
+                    }
+                },
+                Some(i) = self.internal_rx.recv() => self.internal(i).await,
+            }
+            if self.stopping {
+                break;
+            }
+        }
+        self.drop_connection();
+        self.emit(PeerEvent::Stopped);
+    }
+
+    async fn command(&mut self, c: PeerCommand) {
+        match c {
+            PeerCommand::Incoming(stream) => self.incoming(stream).await,
+            PeerCommand::Send(msgs) => {
+                if self.fsm.state() == State::Established {
+                    for m in msgs {
+                        if m.len() > HEADER_LEN {
+                            PeerStats::count(&self.stats.sent, m[18]);
+                        }
+                        if !self.write(&m).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            PeerCommand::Refresh(af) => {
+                if self.fsm.negotiated().is_some_and(|n| n.route_refresh) {
+                    let m = Message::RouteRefresh(crate::wire::RouteRefresh::request(af));
+                    self.send_message(&m).await;
+                }
+            }
+            PeerCommand::Stop { subcode: sub, message } => {
+                let acts = if sub == subcode::cease::ADMINISTRATIVE_SHUTDOWN {
+                    self.fsm.handle(Event::ManualStop(message))
+                } else {
+                    // The FSM's automatic stop sends Cease with this subcode.
+                    self.fsm.handle(Event::AutomaticStop(sub))
+                };
+                self.perform(acts).await;
+                self.stopping = true;
+            }
+        }
+    }
+
+    async fn incoming(&mut self, stream: TcpStream) {
+        let state = self.fsm.state();
+        match state {
+            State::Connect | State::Active | State::Idle => {
+                // Take the peer's connection; forget our own attempt.
+                if let Some(c) = self.connecting.take() {
+                    c.abort();
+                }
+                if let Err(e) = self.prepare_accepted(&stream) {
+                    tracing::warn!(peer = %self.config.address, error = %e, "cannot set socket options on accepted connection");
+                }
+                self.adopt(stream, false);
+                self.feed(Event::TcpAccepted).await;
+            }
+            State::OpenSent | State::OpenConfirm => {
+                // Collision: read the newcomer's OPEN to learn the peer's identifier.
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    if let Ok(Ok(frame)) = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut stream)).await {
+                        let _ = tx.send(Internal::CollidingOpen(stream, frame));
+                    }
+                });
+            }
+            State::Established => {
+                // RFC 4271 §6.8: an Established session wins over a newcomer.
+                let mut stream = stream;
+                let n = Message::Notification(Notification::new(code::CEASE, subcode::cease::CONNECTION_COLLISION));
+                if let Ok(b) = n.to_bytes(&WireContext::modern()) {
+                    let _ = stream.write_all(&b).await;
+                }
+            }
+        }
+    }
+
+    fn prepare_accepted(&self, stream: &TcpStream) -> std::io::Result<()> {
+        let v6 = stream.peer_addr()?.ip().to_canonical().is_ipv6();
+        socket::apply(stream, v6, &self.config.transport)
+    }
+
+    fn adopt(&mut self, stream: TcpStream, outbound: bool) {
+        self.drop_connection();
+        self.generation += 1;
+        let generation = self.generation;
+        let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(self.config.address, 0));
+        let remote = stream.peer_addr().unwrap_or_else(|_| SocketAddr::new(self.config.address, 0));
+        let (mut read, writer) = stream.into_split();
+        let tx = self.internal_tx.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1 << 16);
+            let mut chunk = vec![0u8; 1 << 16];
+            let framing = WireContext {
+                extended_message: true,
+                ..WireContext::modern()
+            };
+            loop {
+                // Hand over every complete frame in the buffer.
+                let mut start = 0;
+                loop {
+                    match frame_len(&buf[start..], &framing) {
+                        Ok(Some(n)) => {
+                            let _ = tx.send(Internal::Frame(generation, buf[start..start + n].to_vec()));
+                            start += n;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Internal::FrameError(generation, e));
+                            return;
+                        }
+                    }
+                }
+                buf.drain(..start);
+                match read.read(&mut chunk).await {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Internal::Closed(generation));
+                        return;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        self.conn = Some(Conn {
+            generation,
+            writer,
+            reader,
+            local: SocketAddr::new(local.ip().to_canonical(), local.port()),
+            remote: SocketAddr::new(remote.ip().to_canonical(), remote.port()),
+            outbound,
+        });
+    }
+
+    fn drop_connection(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.reader.abort();
+        }
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
+    }
+
+    async fn internal(&mut self, i: Internal) {
+        match i {
+            Internal::Connected(g, result) if g == self.generation => {
+                self.connecting = None;
+                match result {
+                    Ok(stream) => {
+                        self.adopt(stream, true);
+                        self.feed(Event::TcpConnected).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %self.config.address, error = %e, "connect failed");
+                        self.feed(Event::TcpFailed).await;
+                    }
+                }
+            }
+            Internal::Frame(g, frame) if self.conn.as_ref().is_some_and(|c| c.generation == g) => {
+                self.frame(frame).await;
+            }
+            Internal::FrameError(g, e) if self.conn.as_ref().is_some_and(|c| c.generation == g) => {
+                tracing::warn!(peer = %self.config.address, error = %e, "bad message header");
+                self.feed(Event::MessageError(e)).await;
+            }
+            Internal::Closed(g) if self.conn.as_ref().is_some_and(|c| c.generation == g) => {
+                self.conn = None;
+                self.feed(Event::TcpFailed).await;
+            }
+            Internal::CollidingOpen(stream, frame) => self.collision(stream, frame).await,
+            // Stale results of connections we already gave up.
+            _ => {}
+        }
+    }
+
+    /// RFC 4271 §6.8: keep the connection initiated by the higher BGP identifier.
+    async fn collision(&mut self, stream: TcpStream, frame: Vec<u8>) {
+        let Ok(decoded) = Message::decode(&frame, &WireContext::modern()) else { return };
+        let Message::Open(open) = decoded.message else { return };
+        let existing_outbound = self.conn.as_ref().is_some_and(|c| c.outbound);
+        let keep_existing = match self.fsm.state() {
+            State::OpenSent | State::OpenConfirm => {
+                existing_outbound && resolve_collision(self.config.fsm.router_id, open.bgp_id)
+            }
+            State::Established => true,
+            _ => false,
+        };
+        if keep_existing {
+            let mut stream = stream;
+            let n = Message::Notification(Notification::new(code::CEASE, subcode::cease::CONNECTION_COLLISION));
+            if let Ok(b) = n.to_bytes(&WireContext::modern()) {
+                let _ = stream.write_all(&b).await;
+            }
+            return;
+        }
+        // The newcomer wins: dump the existing connection, start over on the new one.
+        let acts = self.fsm.handle(Event::CollisionDump);
+        self.perform(acts).await;
+        self.fsm = Fsm::new(self.config.fsm.clone());
+        let _ = self.prepare_accepted(&stream);
+        let start = self.fsm.handle(Event::ManualStart);
+        // A fresh machine starts connecting; we already have a connection.
+        self.perform(start.into_iter().filter(|a| !matches!(a, Action::Connect)).collect()).await;
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
+        self.adopt(stream, false);
+        self.feed(Event::TcpAccepted).await;
+        self.frame(frame).await;
+    }
+
+    fn rx_context(&self) -> WireContext {
+        self.fsm.negotiated().map(|n| n.rx).unwrap_or_else(WireContext::modern)
+    }
+
+    fn tx_context(&self) -> WireContext {
+        self.fsm.negotiated().map(|n| n.tx).unwrap_or_else(WireContext::modern)
+    }
+
+    async fn frame(&mut self, frame: Vec<u8>) {
+        if let Some(&ty) = frame.get(18) {
+            PeerStats::count(&self.stats.received, ty);
+        }
+        let decoded = match Message::decode(&frame, &self.rx_context()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(peer = %self.config.address, error = %e, notification = %e.notification, "malformed message");
+                return self.feed(Event::MessageError(e)).await;
+            }
+        };
+        for p in &decoded.problems {
+            tracing::warn!(peer = %self.config.address, problem = %p, "malformed UPDATE");
+        }
+        let treat_as_withdraw = decoded.treat_as_withdraw();
+        match decoded.message {
+            Message::Update(update) if self.fsm.state() == State::Established => {
+                self.emit(PeerEvent::Update {
+                    update,
+                    treat_as_withdraw,
+                });
+                self.feed(Event::UpdateReceived).await;
+            }
+            Message::RouteRefresh(rr) if self.fsm.state() == State::Established => {
+                if rr.subtype == crate::wire::route_refresh::RefreshSubtype::Request {
+                    self.emit(PeerEvent::RouteRefresh(rr.afi_safi));
+                }
+                self.feed(Event::Message(Message::RouteRefresh(rr))).await;
+            }
+            Message::Notification(n) => {
+                tracing::info!(peer = %self.config.address, notification = %n, "peer sent NOTIFICATION");
+                self.feed(Event::Message(Message::Notification(n))).await;
+            }
+            m => self.feed(Event::Message(m)).await,
+        }
+    }
+
+    async fn feed(&mut self, ev: Event) {
+        let before = self.fsm.state();
+        let acts = self.fsm.handle(ev);
+        self.perform(acts).await;
+        let after = self.fsm.state();
+        if before != after {
+            tracing::debug!(peer = %self.config.address, from = %before, to = %after, "state change");
+            self.emit(PeerEvent::State(after));
+        }
+    }
+
+    async fn perform(&mut self, actions: Vec<Action>) {
+        let mut pending = actions;
+        // Sending can fail and feed TcpFailed, whose actions must run too.
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for a in pending {
+                match a {
+                    Action::Connect => self.start_connect(),
+                    Action::Disconnect => {
+                        if let Some(mut c) = self.conn.take() {
+                            let _ = c.writer.shutdown().await;
+                            c.reader.abort();
+                        }
+                        if let Some(c) = self.connecting.take() {
+                            c.abort();
+                        }
+                    }
+                    Action::Send(m) => {
+                        if !self.send_message(&m).await {
+                            next.extend(self.fsm.handle(Event::TcpFailed));
+                        }
+                    }
+                    Action::StartTimer(t, d) => {
+                        self.timers.insert(t, Instant::now() + d);
+                    }
+                    Action::StopTimer(t) => {
+                        self.timers.remove(&t);
+                    }
+                    Action::Established(n) => {
+                        let (local, remote) = match &self.conn {
+                            Some(c) => (c.local, c.remote),
+                            None => continue,
+                        };
+                        tracing::info!(peer = %self.config.address, asn = n.peer_asn, "session established");
+                        self.emit(PeerEvent::Up {
+                            negotiated: n,
+                            local,
+                            remote,
+                        });
+                    }
+                    Action::Down { reason, established } => {
+                        if established {
+                            self.stats.flaps.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(peer = %self.config.address, %reason, "session down");
+                        }
+                        self.emit(PeerEvent::Down { reason, established });
+                    }
+                }
+            }
+            pending = next;
+        }
+    }
+
+    fn start_connect(&mut self) {
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
+        self.generation += 1;
+        let g = self.generation;
+        let peer = SocketAddr::new(self.config.address, self.config.port);
+        let opts = self.config.transport.clone();
+        let tx = self.internal_tx.clone();
+        let timeout = self.config.fsm.connect_retry;
+        self.connecting = Some(tokio::spawn(async move {
+            let r = socket::connect(peer, &opts, timeout).await;
+            let _ = tx.send(Internal::Connected(g, r));
+        }));
+    }
+
+    async fn send_message(&mut self, m: &Message) -> bool {
+        let ctx = self.tx_context();
+        match m.to_bytes(&ctx) {
+            Ok(b) => {
+                PeerStats::count(&self.stats.sent, m.type_code());
+                self.write(&b).await
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.config.address, error = %e, "cannot encode message");
+                true
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        let Some(c) = self.conn.as_mut() else { return false };
+        match c.writer.write_all(bytes).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(peer = %self.config.address, error = %e, "write failed");
+                false
+            }
+        }
+    }
+}
+
+/// Reads one whole BGP message from a stream (used before a reader task exists).
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut header = [0u8; HEADER_LEN];
+    stream.read_exact(&mut header).await?;
+    let len = usize::from(u16::from_be_bytes([header[16], header[17]]));
+    if !(HEADER_LEN..=MAX_EXTENDED_MESSAGE_LEN).contains(&len) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad BGP length"));
+    }
+    let mut frame = header.to_vec();
+    frame.resize(len, 0);
+    stream.read_exact(&mut frame[HEADER_LEN..]).await?;
+    Ok(frame)
+}

@@ -1,0 +1,769 @@
+//! The speaker: one task that owns the RIB and the peer registry, fed by the
+//! peer tasks and the listeners, driven by a typed handle.
+//!
+//! ```text
+//!  Speaker (handle) ──Command──► speaker task ◄──(id, PeerEvent)── peer tasks
+//!  listeners ──Accepted(stream)──►    │  owns Rib, peers, config
+//!                                     └──PeerCommand::Send──► peer tasks
+//! ```
+//!
+//! No lock guards routing state: the task owns it, and queries (peers, routes)
+//! are answered by the task itself between events.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::fsm::{DownReason, FsmConfig, Negotiated, State};
+use crate::rib::{Attrs, DecisionOptions, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source};
+use crate::session::{self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions};
+use crate::wire::attr::Origin;
+use crate::wire::capability::Capability;
+use crate::wire::error::subcode;
+use crate::wire::AfiSafi;
+
+/// Who a neighbour entry matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NeighborAddress {
+    /// One peer at this address.
+    Address(IpAddr),
+    /// Any peer connecting from this range (dynamic neighbours); passive.
+    Range(IpNet),
+}
+
+impl fmt::Display for NeighborAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NeighborAddress::Address(a) => write!(f, "{a}"),
+            NeighborAddress::Range(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// One configured neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighborConfig {
+    /// A name for logs and status (the configuration object's name).
+    pub name: String,
+    /// Address or range.
+    pub address: NeighborAddress,
+    /// TCP port of the peer.
+    pub port: u16,
+    /// The peer's ASN.
+    pub asn: u32,
+    /// Hold time to propose (0 or ≥ 3).
+    pub hold_time: u16,
+    /// Keepalive interval; default a third of the hold time.
+    pub keepalive_time: Option<u16>,
+    /// Only accept connections.
+    pub passive: bool,
+    /// eBGP multihop: TTL for an external peer that is not directly connected.
+    pub ebgp_multihop: Option<u8>,
+    /// GTSM: accept packets that crossed at most this many hops (RFC 5082).
+    pub ttl_security: Option<u8>,
+    /// Source address for outgoing connections.
+    pub source_address: Option<IpAddr>,
+    /// TCP-MD5 password.
+    pub password: Option<String>,
+    /// Time between connection attempts.
+    pub connect_retry: Duration,
+    /// Families to offer.
+    pub families: Vec<AfiSafi>,
+    /// Set ourselves as next hop towards an internal peer.
+    pub next_hop_self: bool,
+}
+
+impl NeighborConfig {
+    /// A neighbour with the usual defaults: hold time 90 s, connect retry 5 s,
+    /// IPv4 and IPv6 unicast.
+    pub fn new(name: impl Into<String>, address: NeighborAddress, asn: u32) -> Self {
+        NeighborConfig {
+            name: name.into(),
+            address,
+            port: BGP_PORT,
+            asn,
+            hold_time: 90,
+            keepalive_time: None,
+            passive: false,
+            ebgp_multihop: None,
+            ttl_security: None,
+            source_address: None,
+            password: None,
+            connect_retry: Duration::from_secs(5),
+            families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
+            next_hop_self: false,
+        }
+    }
+}
+
+/// The whole speaker configuration; [`Speaker::configure`] applies a new one
+/// and resets only what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    /// Our ASN.
+    pub asn: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Where to listen. Empty: do not listen.
+    pub listen: Vec<SocketAddr>,
+    /// Neighbours.
+    pub neighbors: Vec<NeighborConfig>,
+    /// Prefixes we originate.
+    pub originate: Vec<IpNet>,
+    /// An IPv6 address to use as next hop for our IPv6 routes on IPv4 sessions.
+    pub local_ipv6: Option<Ipv6Addr>,
+    /// Decision options.
+    pub decision: DecisionOptions,
+}
+
+impl SpeakerConfig {
+    /// A speaker listening dual-stack on port 179, with no neighbours yet.
+    pub fn new(asn: u32, router_id: Ipv4Addr) -> Self {
+        SpeakerConfig {
+            asn,
+            router_id,
+            listen: vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), BGP_PORT)],
+            neighbors: Vec::new(),
+            originate: Vec::new(),
+            local_ipv6: None,
+            decision: DecisionOptions::default(),
+        }
+    }
+}
+
+/// Errors the speaker reports to its caller.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The speaker task has ended.
+    #[error("the speaker has stopped")]
+    Stopped,
+}
+
+/// A peer's status, for the API and `petrel peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The configuration name.
+    pub name: String,
+    /// The peer's address.
+    pub address: IpAddr,
+    /// Configured ASN.
+    pub asn: u32,
+    /// Session state.
+    pub state: State,
+    /// When the state last changed.
+    pub since: SystemTime,
+    /// Whether it was created from a listen range.
+    pub dynamic: bool,
+    /// Why the last session or attempt ended.
+    pub last_error: Option<String>,
+    /// Negotiated capabilities, by name, while Established.
+    pub capabilities: Vec<String>,
+    /// Negotiated hold time, while Established.
+    pub hold_time: Option<u16>,
+    /// The peer's BGP identifier, while Established.
+    pub peer_router_id: Option<Ipv4Addr>,
+    /// Our address on the session, while Established.
+    pub local_address: Option<SocketAddr>,
+    /// Prefix counts per family.
+    pub prefixes: Vec<(AfiSafi, PrefixCounts)>,
+    /// Messages received and sent.
+    pub messages_received: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Times the session left Established.
+    pub flaps: u64,
+}
+
+/// One path of a route, for the API and `petrel rib`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathView {
+    /// Chosen by the decision process.
+    pub best: bool,
+    /// The peer it came from, or `None` for our own routes.
+    pub from: Option<IpAddr>,
+    /// ADD-PATH identifier.
+    pub path_id: u32,
+    /// The attributes.
+    pub attrs: Attrs,
+}
+
+/// A prefix and its paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// Paths, the best first.
+    pub paths: Vec<PathView>,
+}
+
+/// Which routes to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteFilter {
+    /// Only this family.
+    pub family: Option<AfiSafi>,
+    /// Only this prefix, or the prefixes it contains when `longer` is set.
+    pub prefix: Option<IpNet>,
+    /// Include more-specific prefixes of `prefix`.
+    pub longer: bool,
+}
+
+enum Command {
+    Configure(Box<SpeakerConfig>, oneshot::Sender<Result<(), SpeakerError>>),
+    Peers(oneshot::Sender<Vec<PeerStatus>>),
+    Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The handle to a running speaker.
+#[derive(Debug, Clone)]
+pub struct Speaker {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Speaker {
+    /// Starts a speaker with a configuration (listeners bound before returning).
+    pub async fn start(config: SpeakerConfig) -> Result<Speaker, SpeakerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (acc_tx, acc_rx) = mpsc::unbounded_channel();
+        let mut task = SpeakerTask {
+            rib: Rib::new(rib_config(&config)),
+            config: SpeakerConfig {
+                neighbors: Vec::new(),
+                listen: Vec::new(),
+                originate: Vec::new(),
+                ..config.clone()
+            },
+            peers: HashMap::new(),
+            next_id: 1,
+            events_tx: ev_tx,
+            accepted_tx: acc_tx,
+            listeners: Vec::new(),
+        };
+        task.configure(config).await?;
+        tokio::spawn(task.run(rx, ev_rx, acc_rx));
+        Ok(Speaker { commands: tx })
+    }
+
+    /// Applies a new configuration; only peers whose settings changed are reset.
+    pub async fn configure(&self, config: SpeakerConfig) -> Result<(), SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Configure(Box::new(config), tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)?
+    }
+
+    /// The status of every peer.
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Peers(tx)).map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Routes matching a filter.
+    pub async fn routes(&self, filter: RouteFilter) -> Result<Vec<RouteView>, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Routes(filter, tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Stops every session (Cease / Administrative Shutdown) and the speaker.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn rib_config(c: &SpeakerConfig) -> RibConfig {
+    RibConfig {
+        local_asn: c.asn,
+        router_id: c.router_id,
+        decision: c.decision,
+        enforce_first_as: true,
+    }
+}
+
+struct PeerSlot {
+    config: NeighborConfig,
+    address: IpAddr,
+    dynamic: bool,
+    handle: PeerHandle,
+    state: State,
+    since: SystemTime,
+    last_error: Option<String>,
+    negotiated: Option<Box<Negotiated>>,
+    local: Option<SocketAddr>,
+    /// In the RIB (Established and announced there).
+    in_rib: bool,
+}
+
+struct SpeakerTask {
+    rib: Rib,
+    config: SpeakerConfig,
+    peers: HashMap<PeerId, PeerSlot>,
+    next_id: PeerId,
+    events_tx: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+    accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+    listeners: Vec<(SocketAddr, JoinHandle<()>, std::sync::Arc<TcpListener>)>,
+}
+
+/// Events handled before the outbound queue is flushed: large enough to pack
+/// UPDATEs well under load, small enough to keep propagation prompt.
+const BATCH: usize = 512;
+
+impl SpeakerTask {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
+        mut accepted: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
+    ) {
+        loop {
+            tokio::select! {
+                c = commands.recv() => match c {
+                    None => {
+                        self.shutdown(&mut events).await;
+                        return;
+                    }
+                    Some(Command::Shutdown(done)) => {
+                        self.shutdown(&mut events).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(Command::Configure(cfg, done)) => {
+                        let r = self.configure(*cfg).await;
+                        let _ = done.send(r);
+                    }
+                    Some(Command::Peers(done)) => {
+                        let _ = done.send(self.peer_status());
+                    }
+                    Some(Command::Routes(f, done)) => {
+                        let _ = done.send(self.routes(&f));
+                    }
+                },
+                Some((id, ev)) = events.recv() => {
+                    self.event(id, ev);
+                    // Take what else is queued before computing the outbound side.
+                    for _ in 0..BATCH {
+                        match events.try_recv() {
+                            Ok((id, ev)) => self.event(id, ev),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush();
+                }
+                Some((stream, remote)) = accepted.recv() => self.accept(stream, remote),
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, events: &mut mpsc::UnboundedReceiver<(PeerId, PeerEvent)>) {
+        for (_, h, _) in self.listeners.drain(..) {
+            h.abort();
+        }
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in &ids {
+            self.stop_peer(*id, subcode::cease::ADMINISTRATIVE_SHUTDOWN, Some("petrel is shutting down".into()));
+        }
+        // Give the tasks a moment to send their NOTIFICATIONs.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut left = ids.len();
+        while left > 0 {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some((_, PeerEvent::Stopped))) => left -= 1,
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let out = self.rib.flush();
+        self.dispatch(out);
+    }
+
+    fn dispatch(&self, out: crate::rib::Outbound) {
+        for (id, msgs) in out.messages {
+            if let Some(slot) = self.peers.get(&id) {
+                let _ = slot.handle.commands.send(PeerCommand::Send(msgs));
+            }
+        }
+    }
+
+    fn event(&mut self, id: PeerId, ev: PeerEvent) {
+        match ev {
+            PeerEvent::State(s) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.state = s;
+                    p.since = SystemTime::now();
+                }
+            }
+            PeerEvent::Up {
+                negotiated,
+                local,
+                remote,
+            } => {
+                let Some(p) = self.peers.get_mut(&id) else { return };
+                let info = PeerInfo {
+                    address: remote.ip(),
+                    local_address: local.ip(),
+                    local_ipv6: self.config.local_ipv6,
+                    local_link_local: None,
+                    asn: negotiated.peer_asn,
+                    router_id: negotiated.peer_id,
+                    next_hop_self: p.config.next_hop_self,
+                    families: negotiated.families.clone(),
+                    rx: negotiated.rx,
+                    tx: negotiated.tx,
+                };
+                p.negotiated = Some(negotiated);
+                p.local = Some(local);
+                p.last_error = None;
+                p.in_rib = true;
+                let out = self.rib.peer_up(id, info);
+                self.dispatch(out);
+            }
+            PeerEvent::Down { reason, established } => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.last_error = Some(reason.to_string());
+                    p.negotiated = None;
+                    p.local = None;
+                    p.in_rib = false;
+                    if established && matches!(reason, DownReason::ManualStop) {
+                        p.last_error = Some("stopped by configuration".into());
+                    }
+                }
+                self.rib.peer_down(id);
+                // A dynamic peer exists only while its session does.
+                if self.peers.get(&id).is_some_and(|p| p.dynamic) {
+                    self.stop_peer(id, subcode::cease::PEER_DECONFIGURED, None);
+                }
+            }
+            PeerEvent::Update {
+                update,
+                treat_as_withdraw,
+            } => self.rib.update(id, &update, treat_as_withdraw),
+            PeerEvent::RouteRefresh(af) => {
+                let out = self.rib.refresh(id, af);
+                self.dispatch(out);
+            }
+            PeerEvent::Stopped => {
+                self.rib.peer_down(id);
+            }
+        }
+    }
+
+    fn accept(&mut self, stream: TcpStream, remote: SocketAddr) {
+        let ip = remote.ip().to_canonical();
+        if let Some((_, p)) = self.peers.iter().find(|(_, p)| p.address == ip) {
+            let _ = p.handle.commands.send(PeerCommand::Incoming(stream));
+            return;
+        }
+        let range = self.config.neighbors.iter().find(|n| match n.address {
+            NeighborAddress::Range(r) => r.contains(&ip),
+            NeighborAddress::Address(_) => false,
+        });
+        match range.cloned() {
+            Some(n) => {
+                tracing::info!(peer = %ip, range = %n.address, "dynamic neighbour connected");
+                let id = self.spawn(n, ip, true);
+                if let Some(p) = self.peers.get(&id) {
+                    let _ = p.handle.commands.send(PeerCommand::Incoming(stream));
+                }
+            }
+            None => tracing::info!(peer = %ip, "connection from an address that is not a configured neighbour; closed"),
+        }
+    }
+
+    fn spawn(&mut self, n: NeighborConfig, address: IpAddr, dynamic: bool) -> PeerId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let ebgp = n.asn != self.config.asn;
+        let mut fsm = FsmConfig::new(self.config.asn, self.config.router_id, n.asn);
+        fsm.hold_time = n.hold_time;
+        fsm.keepalive_time = n.keepalive_time;
+        fsm.passive = n.passive || dynamic;
+        fsm.connect_retry = n.connect_retry;
+        fsm.idle_hold_max = Duration::from_secs(60);
+        fsm.capabilities = n
+            .families
+            .iter()
+            .map(|af| Capability::Multiprotocol(*af))
+            .chain([Capability::RouteRefresh, Capability::EnhancedRouteRefresh])
+            .collect();
+        fsm.jitter_seed ^= u64::from(id).rotate_left(17);
+        let transport = TransportOptions {
+            ttl: match (ebgp, n.ebgp_multihop) {
+                (true, None) => Some(1),
+                (true, Some(h)) => Some(h),
+                (false, _) => None,
+            },
+            ttl_security_hops: n.ttl_security,
+            md5_key: n.password.as_ref().map(|p| p.as_bytes().to_vec()),
+            source: n.source_address,
+        };
+        let config = PeerConfig {
+            address,
+            port: n.port,
+            fsm,
+            transport,
+            next_hop_self: n.next_hop_self,
+            local_ipv6: self.config.local_ipv6,
+        };
+        let handle = session::spawn_peer(id, config, self.events_tx.clone());
+        self.peers.insert(
+            id,
+            PeerSlot {
+                config: n,
+                address,
+                dynamic,
+                handle,
+                state: State::Idle,
+                since: SystemTime::now(),
+                last_error: None,
+                negotiated: None,
+                local: None,
+                in_rib: false,
+            },
+        );
+        id
+    }
+
+    fn stop_peer(&mut self, id: PeerId, sub: u8, message: Option<String>) {
+        if let Some(p) = self.peers.remove(&id) {
+            let _ = p.handle.commands.send(PeerCommand::Stop { subcode: sub, message });
+            self.rib.peer_down(id);
+        }
+    }
+
+    async fn configure(&mut self, new: SpeakerConfig) -> Result<(), SpeakerError> {
+        let global_changed = new.asn != self.config.asn
+            || new.router_id != self.config.router_id
+            || new.decision != self.config.decision
+            || new.local_ipv6 != self.config.local_ipv6;
+        if new.listen != self.config.listen {
+            self.rebind(&new.listen)?;
+        }
+        if global_changed {
+            let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+            for id in ids {
+                self.stop_peer(id, subcode::cease::OTHER_CONFIGURATION_CHANGE, None);
+            }
+            self.rib = Rib::new(rib_config(&new));
+        }
+        // Peers: stop removed and changed ones, start new and changed ones.
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let p = &self.peers[&id];
+            let still = new.neighbors.iter().find(|n| n.name == p.config.name);
+            match still {
+                None => self.stop_peer(id, subcode::cease::PEER_DECONFIGURED, None),
+                Some(n) if *n != p.config => {
+                    tracing::info!(peer = %p.address, name = %n.name, "neighbour settings changed; resetting its session");
+                    self.stop_peer(id, subcode::cease::OTHER_CONFIGURATION_CHANGE, None)
+                }
+                Some(_) => {}
+            }
+        }
+        for n in &new.neighbors {
+            if let NeighborAddress::Address(a) = n.address
+                && !self.peers.values().any(|p| p.config.name == n.name && !p.dynamic)
+            {
+                self.spawn(n.clone(), a, false);
+            }
+        }
+        self.install_md5(&new);
+        let local = new
+            .originate
+            .iter()
+            .map(|p| {
+                (
+                    *p,
+                    Attrs {
+                        origin: Some(Origin::Igp),
+                        ..Attrs::default()
+                    },
+                )
+            })
+            .collect::<Vec<_>>();
+        self.config = new;
+        self.rib.set_local_routes(local);
+        self.flush();
+        Ok(())
+    }
+
+    fn rebind(&mut self, addrs: &[SocketAddr]) -> Result<(), SpeakerError> {
+        for (_, h, _) in self.listeners.drain(..) {
+            h.abort();
+        }
+        for addr in addrs {
+            let l = session::socket::listen(*addr).map_err(|source| SpeakerError::Listen { addr: *addr, source })?;
+            let l = std::sync::Arc::new(l);
+            let tx = self.accepted_tx.clone();
+            let l2 = l.clone();
+            let h = tokio::spawn(async move {
+                loop {
+                    match l2.accept().await {
+                        Ok((s, remote)) => {
+                            if tx.send((s, remote)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+            self.listeners.push((*addr, h, l));
+        }
+        Ok(())
+    }
+
+    /// Keys for incoming connections live on the listeners.
+    fn install_md5(&self, config: &SpeakerConfig) {
+        for (addr, _, l) in &self.listeners {
+            for n in &config.neighbors {
+                let range = match n.address {
+                    NeighborAddress::Address(a) => IpNet::from(a),
+                    NeighborAddress::Range(r) => r,
+                };
+                if addr.is_ipv4() != range.addr().is_ipv4() && !addr.ip().is_unspecified() {
+                    continue;
+                }
+                let key = n.password.as_deref().unwrap_or("").as_bytes();
+                if key.is_empty() {
+                    continue;
+                }
+                if let Err(e) = session::socket::listener_md5(l, range, key) {
+                    tracing::warn!(peer = %n.address, listener = %addr, error = %e, "cannot install TCP-MD5 key");
+                }
+            }
+        }
+    }
+
+    fn peer_status(&self) -> Vec<PeerStatus> {
+        let mut v: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(id, p)| {
+                let n = p.negotiated.as_deref();
+                let caps = n
+                    .map(|n| {
+                        let mut c: Vec<String> = n.families.iter().map(|f| f.to_string()).collect();
+                        if n.route_refresh {
+                            c.push("route-refresh".into());
+                        }
+                        if n.enhanced_route_refresh {
+                            c.push("enhanced-route-refresh".into());
+                        }
+                        if n.rx.four_octet_as {
+                            c.push("four-octet-as".into());
+                        }
+                        if n.rx.add_path_ipv4 || n.rx.add_path_ipv6 {
+                            c.push("add-path-receive".into());
+                        }
+                        if n.tx.add_path_ipv4 || n.tx.add_path_ipv6 {
+                            c.push("add-path-send".into());
+                        }
+                        if n.rx.extended_message {
+                            c.push("extended-message".into());
+                        }
+                        if n.peer_graceful_restart.is_some() {
+                            c.push("graceful-restart (peer)".into());
+                        }
+                        c
+                    })
+                    .unwrap_or_default();
+                let families = n.map(|n| n.families.clone()).unwrap_or_default();
+                let sum = |a: &[std::sync::atomic::AtomicU64; 6]| {
+                    a.iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).sum()
+                };
+                PeerStatus {
+                    name: p.config.name.clone(),
+                    address: p.address,
+                    asn: p.config.asn,
+                    state: p.state,
+                    since: p.since,
+                    dynamic: p.dynamic,
+                    last_error: p.last_error.clone(),
+                    capabilities: caps,
+                    hold_time: n.map(|n| n.hold_time),
+                    peer_router_id: n.map(|n| n.peer_id),
+                    local_address: p.local,
+                    prefixes: families.iter().map(|f| (*f, self.rib.counts(*id, *f))).collect(),
+                    messages_received: sum(&p.handle.stats.received),
+                    messages_sent: sum(&p.handle.stats.sent),
+                    flaps: p.handle.stats.flaps.load(std::sync::atomic::Ordering::Relaxed),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.address.cmp(&b.address).then(a.name.cmp(&b.name)));
+        v
+    }
+
+    fn routes(&self, f: &RouteFilter) -> Vec<RouteView> {
+        let mut v: Vec<RouteView> = self
+            .rib
+            .iter()
+            .filter(|(p, _)| {
+                let fam_ok = f.family.is_none_or(|af| match p {
+                    IpNet::V4(_) => af == AfiSafi::IPV4_UNICAST,
+                    IpNet::V6(_) => af == AfiSafi::IPV6_UNICAST,
+                });
+                let pfx_ok = match f.prefix {
+                    None => true,
+                    Some(q) if f.longer => q.contains(*p),
+                    Some(q) => q.trunc() == **p,
+                };
+                fam_ok && pfx_ok
+            })
+            .map(|(p, d)| {
+                let mut paths: Vec<PathView> = d
+                    .paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, path)| PathView {
+                        best: d.best == Some(i),
+                        from: match path.source {
+                            Source::Local => None,
+                            Source::Peer(_) => path.peer_address,
+                        },
+                        path_id: path.path_id,
+                        attrs: (*path.attrs).clone(),
+                    })
+                    .collect();
+                paths.sort_by_key(|p| !p.best);
+                RouteView { prefix: *p, paths }
+            })
+            .collect();
+        v.sort_by_key(|r| r.prefix);
+        v
+    }
+}
+
+impl fmt::Display for PeerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} AS{} {}", self.address, self.asn, self.state)
+    }
+}

@@ -1,0 +1,169 @@
+//! Two petrel speakers in one process, over loopback: sessions come up, routes
+//! flow both ways, a configuration change resets only what changed.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bgpd::fsm::State;
+use bgpd::speaker::{NeighborAddress, NeighborConfig, RouteFilter, Speaker, SpeakerConfig};
+use ipnet::IpNet;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+fn speaker_config(asn: u32, me: &str, port: u16) -> SpeakerConfig {
+    let mut c = SpeakerConfig::new(asn, me.parse().expect("v4"));
+    c.listen = vec![SocketAddr::new(ip(me), port)];
+    c
+}
+
+fn neighbor(name: &str, addr: &str, port: u16, asn: u32, source: &str) -> NeighborConfig {
+    let mut n = NeighborConfig::new(name, NeighborAddress::Address(ip(addr)), asn);
+    n.port = port;
+    n.source_address = Some(ip(source));
+    n.connect_retry = Duration::from_millis(300);
+    n
+}
+
+/// Polls until `f` is true, for at most `secs` seconds.
+async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn has_route(s: &Speaker, prefix: &str) -> bool {
+    let p: IpNet = prefix.parse().expect("prefix");
+    s.routes(RouteFilter {
+        prefix: Some(p),
+        ..Default::default()
+    })
+    .await
+    .expect("routes")
+    .iter()
+    .any(|r| r.paths.iter().any(|p| p.best))
+}
+
+#[tokio::test]
+async fn two_speakers_exchange_routes_and_reconfigure() {
+    let (pa, pb) = (17901, 17902);
+    let mut ca = speaker_config(65001, "127.0.0.1", pa);
+    ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
+    ca.originate = vec!["10.1.0.0/24".parse().expect("p"), "2001:db8:1::/48".parse().expect("p")];
+    let mut cb = speaker_config(65002, "127.0.0.2", pb);
+    cb.neighbors = vec![neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2")];
+    cb.originate = vec!["10.2.0.0/24".parse().expect("p")];
+    let a = Speaker::start(ca.clone()).await.expect("a starts");
+    let b = Speaker::start(cb).await.expect("b starts");
+
+    wait_for(10, "session up", || async {
+        a.peers().await.expect("peers").iter().all(|p| p.state == State::Established)
+    })
+    .await;
+    wait_for(10, "10.1.0.0/24 at b", || has_route(&b, "10.1.0.0/24")).await;
+    wait_for(10, "2001:db8:1::/48 at b", || has_route(&b, "2001:db8:1::/48")).await;
+    wait_for(10, "10.2.0.0/24 at a", || has_route(&a, "10.2.0.0/24")).await;
+
+    // The path b learned: AS path [65001], next hop a's session address.
+    let r = b
+        .routes(RouteFilter {
+            prefix: Some("10.1.0.0/24".parse().expect("p")),
+            ..Default::default()
+        })
+        .await
+        .expect("routes");
+    let best = &r[0].paths[0];
+    assert_eq!(best.attrs.as_path.to_string(), "65001");
+    assert_eq!(best.attrs.next_hop, Some(ip("127.0.0.1")));
+    let peers = b.peers().await.expect("peers");
+    assert!(peers[0].capabilities.iter().any(|c| c == "four-octet-as"), "{:?}", peers[0].capabilities);
+    assert_eq!(peers[0].prefixes.iter().map(|(_, c)| c.received).sum::<u64>(), 2);
+
+    // Withdraw one prefix by configuration: b loses it, the session stays up.
+    let flaps_before = a.peers().await.expect("peers")[0].flaps;
+    ca.originate.retain(|p| p.to_string() != "10.1.0.0/24");
+    a.configure(ca.clone()).await.expect("configure");
+    wait_for(10, "withdrawal at b", || async { !has_route(&b, "10.1.0.0/24").await }).await;
+    assert_eq!(a.peers().await.expect("peers")[0].flaps, flaps_before, "no session reset");
+
+    // Changing the neighbour's hold time resets that session only.
+    ca.neighbors[0].hold_time = 30;
+    a.configure(ca).await.expect("configure");
+    wait_for(10, "session back with hold time 30", || async {
+        a.peers()
+            .await
+            .expect("peers")
+            .iter()
+            .any(|p| p.state == State::Established && p.hold_time == Some(30))
+    })
+    .await;
+
+    a.shutdown().await;
+    wait_for(10, "b sees the shutdown", || async {
+        b.peers().await.expect("peers").iter().all(|p| p.state != State::Established)
+    })
+    .await;
+    let last = b.peers().await.expect("peers")[0].last_error.clone().unwrap_or_default();
+    assert!(last.contains("Administrative Shutdown"), "{last}");
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_asn_is_reported() {
+    let (pa, pb) = (17911, 17912);
+    let mut ca = speaker_config(65001, "127.0.0.3", pa);
+    // a believes b is AS 65099; b is really 65002.
+    ca.neighbors = vec![neighbor("b", "127.0.0.4", pb, 65099, "127.0.0.3")];
+    let mut cb = speaker_config(65002, "127.0.0.4", pb);
+    cb.neighbors = vec![neighbor("a", "127.0.0.3", pa, 65001, "127.0.0.4")];
+    let a = Speaker::start(ca).await.expect("a");
+    let b = Speaker::start(cb).await.expect("b");
+    wait_for(10, "the error", || async {
+        a.peers().await.expect("peers")[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Bad Peer AS"))
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn dynamic_neighbors_from_a_listen_range() {
+    let (pa, pb) = (17921, 17922);
+    let mut ca = speaker_config(65000, "127.0.0.5", pa);
+    let mut range = NeighborConfig::new(
+        "nodes",
+        NeighborAddress::Range("127.0.0.0/24".parse().expect("range")),
+        65000,
+    );
+    range.passive = true;
+    ca.neighbors = vec![range];
+    ca.originate = vec!["10.5.0.0/24".parse().expect("p")];
+    let mut cb = speaker_config(65000, "127.0.0.6", pb);
+    cb.neighbors = vec![neighbor("rr", "127.0.0.5", pa, 65000, "127.0.0.6")];
+    let a = Speaker::start(ca).await.expect("a");
+    let b = Speaker::start(cb).await.expect("b");
+    wait_for(10, "dynamic peer up", || async {
+        a.peers()
+            .await
+            .expect("peers")
+            .iter()
+            .any(|p| p.dynamic && p.state == State::Established && p.address == IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)))
+    })
+    .await;
+    wait_for(10, "route at b", || has_route(&b, "10.5.0.0/24")).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
