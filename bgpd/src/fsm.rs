@@ -674,7 +674,8 @@ impl Fsm {
                     out.push(Action::Established(n.clone()));
                 }
             }
-            Event::Message(Message::Keepalive | Message::Update(_) | Message::RouteRefresh(_)) | Event::UpdateReceived
+            Event::Message(Message::Keepalive | Message::Update(_) | Message::RouteRefresh(_))
+            | Event::UpdateReceived
                 if self.state == Established =>
             {
                 self.restart_hold(out);

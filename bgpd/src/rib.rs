@@ -20,8 +20,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::wire::attr::{
-    self, Aggregator, AsPath, AsSegment, AttrValue, Community, ExtendedCommunity, LargeCommunity, NextHop, Origin,
-    PathAttribute, SegmentType,
+    self, Aggregator, AsPath, AsSegment, AttrValue, Community, ExtendedCommunity, LargeCommunity,
+    NextHop, Origin, PathAttribute, SegmentType,
 };
 use crate::wire::update::UpdatePacker;
 use crate::wire::{AfiSafi, EncodeError, Nlri, Update, WireContext};
@@ -185,7 +185,12 @@ pub struct DecisionOptions {
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
 
 /// Compares two paths; `Less` means `a` is better. Also returns the step that decided.
-pub fn compare(a: &Path, b: &Path, opts: DecisionOptions, reachable: &dyn Fn(&Path) -> bool) -> (Ordering, Step) {
+pub fn compare(
+    a: &Path,
+    b: &Path,
+    opts: DecisionOptions,
+    reachable: &dyn Fn(&Path) -> bool,
+) -> (Ordering, Step) {
     let by = |o: Ordering, s: Step| (o != Ordering::Equal).then_some((o, s));
     let lp = |p: &Path| p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
     let med = |p: &Path| p.attrs.med.unwrap_or(0);
@@ -199,25 +204,51 @@ pub fn compare(a: &Path, b: &Path, opts: DecisionOptions, reachable: &dyn Fn(&Pa
                 Step::Local,
             )
         })
-        .or_else(|| by(a.attrs.as_path.path_length().cmp(&b.attrs.as_path.path_length()), Step::AsPathLength))
+        .or_else(|| {
+            by(
+                a.attrs
+                    .as_path
+                    .path_length()
+                    .cmp(&b.attrs.as_path.path_length()),
+                Step::AsPathLength,
+            )
+        })
         .or_else(|| by(a.attrs.origin.cmp(&b.attrs.origin), Step::Origin))
-        .or_else(|| if med_comparable { by(med(a).cmp(&med(b)), Step::Med) } else { None })
+        .or_else(|| {
+            if med_comparable {
+                by(med(a).cmp(&med(b)), Step::Med)
+            } else {
+                None
+            }
+        })
         .or_else(|| by(b.ebgp.cmp(&a.ebgp), Step::External))
         .or_else(|| by(rid(a).cmp(&rid(b)), Step::RouterId))
-        .or_else(|| by(a.attrs.cluster_list.len().cmp(&b.attrs.cluster_list.len()), Step::ClusterList))
+        .or_else(|| {
+            by(
+                a.attrs.cluster_list.len().cmp(&b.attrs.cluster_list.len()),
+                Step::ClusterList,
+            )
+        })
         .or_else(|| by(a.peer_address.cmp(&b.peer_address), Step::PeerAddress))
         .unwrap_or((a.path_id.cmp(&b.path_id), Step::PathId))
 }
 
 /// Picks the best of `paths` (index), honouring the MED options.
-pub fn select_best(paths: &[Path], opts: DecisionOptions, reachable: &dyn Fn(&Path) -> bool) -> Option<usize> {
-    let better = |i: usize, j: usize| compare(&paths[i], &paths[j], opts, reachable).0 == Ordering::Less;
+pub fn select_best(
+    paths: &[Path],
+    opts: DecisionOptions,
+    reachable: &dyn Fn(&Path) -> bool,
+) -> Option<usize> {
+    let better =
+        |i: usize, j: usize| compare(&paths[i], &paths[j], opts, reachable).0 == Ordering::Less;
     let usable: Vec<usize> = (0..paths.len()).filter(|&i| reachable(&paths[i])).collect();
     if usable.is_empty() {
         return None;
     }
     if !opts.deterministic_med || opts.always_compare_med {
-        return usable.into_iter().reduce(|best, i| if better(i, best) { i } else { best });
+        return usable
+            .into_iter()
+            .reduce(|best, i| if better(i, best) { i } else { best });
     }
     // Deterministic MED: best per neighbouring AS, then the best of those.
     let mut per_as: Vec<(Option<u32>, usize)> = Vec::new();
@@ -229,7 +260,10 @@ pub fn select_best(paths: &[Path], opts: DecisionOptions, reachable: &dyn Fn(&Pa
             None => per_as.push((nas, i)),
         }
     }
-    per_as.into_iter().map(|(_, i)| i).reduce(|best, i| if better(i, best) { i } else { best })
+    per_as
+        .into_iter()
+        .map(|(_, i)| i)
+        .reduce(|best, i| if better(i, best) { i } else { best })
 }
 
 /// A peer as the RIB sees it once its session is Established.
@@ -284,7 +318,12 @@ struct WireContextKey(bool, bool, bool, bool);
 
 impl From<WireContext> for WireContextKey {
     fn from(c: WireContext) -> Self {
-        WireContextKey(c.four_octet_as, c.extended_message, c.add_path_ipv4, c.add_path_ipv6)
+        WireContextKey(
+            c.four_octet_as,
+            c.extended_message,
+            c.add_path_ipv4,
+            c.add_path_ipv6,
+        )
     }
 }
 
@@ -422,7 +461,12 @@ impl Rib {
     }
 
     fn reachable(&self) -> impl Fn(&Path) -> bool + '_ {
-        |p: &Path| p.attrs.next_hop.is_none_or(|nh| !self.unreachable.contains(&nh)) || p.source == Source::Local
+        |p: &Path| {
+            p.attrs
+                .next_hop
+                .is_none_or(|nh| !self.unreachable.contains(&nh))
+                || p.source == Source::Local
+        }
     }
 
     /// Marks a next hop reachable or not (from the kernel's view); affected
@@ -462,7 +506,11 @@ impl Rib {
             tx: info.tx.into(),
             families: info.families.clone(),
         };
-        let group = match self.groups.iter().position(|g| g.key == key && !g.members.is_empty()) {
+        let group = match self
+            .groups
+            .iter()
+            .position(|g| g.key == key && !g.members.is_empty())
+        {
             Some(g) => g,
             None => {
                 let g = Group {
@@ -524,7 +572,9 @@ impl Rib {
     /// Everything a peer's group advertises (that did not come from the peer),
     /// encoded, optionally for one family only.
     fn table_messages(&self, id: PeerId, only: Option<AfiSafi>) -> Vec<Vec<u8>> {
-        let Some(state) = self.peers.get(&id) else { return Vec::new() };
+        let Some(state) = self.peers.get(&id) else {
+            return Vec::new();
+        };
         let g = &self.groups[state.group];
         let mut by_attrs: HashMap<Arc<Attrs>, Vec<IpNet>> = HashMap::new();
         for (p, e) in &g.adj_out {
@@ -548,7 +598,9 @@ impl Rib {
 
     /// A session went down: its paths go and its group membership ends.
     pub fn peer_down(&mut self, id: PeerId) {
-        let Some(state) = self.peers.remove(&id) else { return };
+        let Some(state) = self.peers.remove(&id) else {
+            return;
+        };
         let g = &mut self.groups[state.group];
         g.members.retain(|m| *m != id);
         if g.members.is_empty() {
@@ -560,9 +612,12 @@ impl Rib {
     }
 
     fn remove_path(&mut self, prefix: IpNet, source: Source, path_id: u32) {
-        let Some(d) = self.loc.get_mut(&prefix) else { return };
+        let Some(d) = self.loc.get_mut(&prefix) else {
+            return;
+        };
         let before = d.paths.len();
-        d.paths.retain(|p| !(p.source == source && p.path_id == path_id));
+        d.paths
+            .retain(|p| !(p.source == source && p.path_id == path_id));
         if d.paths.len() != before {
             self.decide(prefix);
         }
@@ -571,7 +626,9 @@ impl Rib {
     /// Processes an UPDATE from an Established peer. `treat_as_withdraw` comes
     /// from RFC 7606 problems found while decoding.
     pub fn update(&mut self, id: PeerId, update: &Update, treat_as_withdraw: bool) {
-        let Some(state) = self.peers.get_mut(&id) else { return };
+        let Some(state) = self.peers.get_mut(&id) else {
+            return;
+        };
         if let Some(af) = update.as_end_of_rib() {
             state.end_of_rib.insert(af);
             return;
@@ -620,7 +677,11 @@ impl Rib {
                 peer_address: Some(info.address),
             };
             let d = self.loc.entry(key.0).or_default();
-            match d.paths.iter_mut().find(|p| p.source == path.source && p.path_id == path.path_id) {
+            match d
+                .paths
+                .iter_mut()
+                .find(|p| p.source == path.source && p.path_id == path.path_id)
+            {
                 Some(p) if Arc::ptr_eq(&p.attrs, &path.attrs) => continue,
                 Some(p) => *p = path,
                 None => d.paths.push(path),
@@ -635,7 +696,9 @@ impl Rib {
         if a.as_path.contains(self.config.local_asn) {
             return true;
         }
-        if ebgp && self.config.enforce_first_as && a.as_path.segments.first().and_then(|s| s.asns.first()) != Some(&info.asn)
+        if ebgp
+            && self.config.enforce_first_as
+            && a.as_path.segments.first().and_then(|s| s.asns.first()) != Some(&info.asn)
         {
             return true;
         }
@@ -680,7 +743,9 @@ impl Rib {
     fn decide(&mut self, prefix: IpNet) {
         let new_best = {
             let reachable = self.reachable();
-            let Some(d) = self.loc.get(&prefix) else { return };
+            let Some(d) = self.loc.get(&prefix) else {
+                return;
+            };
             select_best(&d.paths, self.config.decision, &reachable)
         };
         if let Some(d) = self.loc.get_mut(&prefix) {
@@ -695,7 +760,9 @@ impl Rib {
 
     /// The best path of a prefix.
     pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
-        self.loc.get(prefix).and_then(|d| d.best.map(|i| &d.paths[i]))
+        self.loc
+            .get(prefix)
+            .and_then(|d| d.best.map(|i| &d.paths[i]))
     }
 
     /// What a group must advertise for a prefix, if anything.
@@ -713,7 +780,10 @@ impl Rib {
         if a.has_community(Community::NO_ADVERTISE) {
             return None;
         }
-        if key.ebgp && (a.has_community(Community::NO_EXPORT) || a.has_community(Community::NO_EXPORT_SUBCONFED)) {
+        if key.ebgp
+            && (a.has_community(Community::NO_EXPORT)
+                || a.has_community(Community::NO_EXPORT_SUBCONFED))
+        {
             return None;
         }
         let source_peer = match best.source {
@@ -745,8 +815,17 @@ impl Rib {
         // for our own routes; otherwise unchanged.
         if let Some((addr, v6, ll)) = key.next_hop.or_else(|| {
             local.then(|| {
-                let m = self.groups[group].members.first().and_then(|m| self.peers.get(m));
-                m.map(|p| (p.info.local_address, p.info.local_ipv6, p.info.local_link_local))
+                let m = self.groups[group]
+                    .members
+                    .first()
+                    .and_then(|m| self.peers.get(m));
+                m.map(|p| {
+                    (
+                        p.info.local_address,
+                        p.info.local_ipv6,
+                        p.info.local_link_local,
+                    )
+                })
             })?
         }) {
             match prefix {
@@ -812,16 +891,25 @@ impl Rib {
             // all others share one encoding.
             let special: HashSet<PeerId> = changes
                 .iter()
-                .flat_map(|(_, o, n)| [o.as_ref().and_then(|e| e.source), n.as_ref().and_then(|e| e.source)])
+                .flat_map(|(_, o, n)| {
+                    [
+                        o.as_ref().and_then(|e| e.source),
+                        n.as_ref().and_then(|e| e.source),
+                    ]
+                })
                 .flatten()
                 .collect();
             let mut shared: Option<Vec<Vec<u8>>> = None;
             for &m in &group.members {
-                let Some(state) = self.peers.get(&m) else { continue };
+                let Some(state) = self.peers.get(&m) else {
+                    continue;
+                };
                 let viewer = special.contains(&m).then_some(m);
                 let msgs = if viewer.is_none() {
                     shared
-                        .get_or_insert_with(|| encode_changes(&group.key, &group.tx, &state.info, &changes, None))
+                        .get_or_insert_with(|| {
+                            encode_changes(&group.key, &group.tx, &state.info, &changes, None)
+                        })
                         .clone()
                 } else {
                     encode_changes(&group.key, &group.tx, &state.info, &changes, viewer)
@@ -869,7 +957,9 @@ impl Rib {
 
     /// Whether the peer sent End-of-RIB for a family.
     pub fn end_of_rib_received(&self, id: PeerId, af: AfiSafi) -> bool {
-        self.peers.get(&id).is_some_and(|s| s.end_of_rib.contains(&af))
+        self.peers
+            .get(&id)
+            .is_some_and(|s| s.end_of_rib.contains(&af))
     }
 }
 
@@ -890,7 +980,9 @@ fn prepend(path: &mut AsPath, asn: u32) {
 /// NEXT_HOP; IPv6 next hops go into MP_REACH_NLRI, built by the packer).
 fn wire_attributes(a: &Attrs, v4: bool, tx: &WireContext) -> Vec<PathAttribute> {
     let mut v = Vec::with_capacity(8);
-    v.push(PathAttribute::new(AttrValue::Origin(a.origin.unwrap_or(Origin::Igp))));
+    v.push(PathAttribute::new(AttrValue::Origin(
+        a.origin.unwrap_or(Origin::Igp),
+    )));
     v.push(PathAttribute::new(AttrValue::AsPath(a.as_path.clone())));
     if v4 && let Some(IpAddr::V4(nh)) = a.next_hop {
         v.push(PathAttribute::new(AttrValue::NextHop(nh)));
@@ -908,18 +1000,29 @@ fn wire_attributes(a: &Attrs, v4: bool, tx: &WireContext) -> Vec<PathAttribute> 
         v.push(PathAttribute::new(AttrValue::Aggregator(g)));
     }
     if !a.communities.is_empty() {
-        v.push(PathAttribute::new(AttrValue::Communities(a.communities.clone())));
+        v.push(PathAttribute::new(AttrValue::Communities(
+            a.communities.clone(),
+        )));
     }
     if let Some(o) = a.originator_id {
         v.push(PathAttribute::new(AttrValue::OriginatorId(o)));
     }
     if !a.cluster_list.is_empty() {
-        v.push(PathAttribute::new(AttrValue::ClusterList(a.cluster_list.clone())));
+        v.push(PathAttribute::new(AttrValue::ClusterList(
+            a.cluster_list.clone(),
+        )));
     }
     if !a.ext_communities.is_empty() {
-        v.push(PathAttribute::new(AttrValue::ExtendedCommunities(a.ext_communities.clone())));
+        v.push(PathAttribute::new(AttrValue::ExtendedCommunities(
+            a.ext_communities.clone(),
+        )));
     }
-    if !tx.four_octet_as && a.as_path.segments.iter().any(|s| s.asns.iter().any(|&x| x > 0xFFFF)) {
+    if !tx.four_octet_as
+        && a.as_path
+            .segments
+            .iter()
+            .any(|s| s.asns.iter().any(|&x| x > 0xFFFF))
+    {
         // RFC 6793 §4.2.2: towards a 2-octet speaker, the real path rides in AS4_PATH.
         v.push(PathAttribute::new(AttrValue::As4Path(a.as_path.clone())));
         if let Some(g) = a.aggregator.filter(|g| g.asn > 0xFFFF) {
@@ -927,7 +1030,9 @@ fn wire_attributes(a: &Attrs, v4: bool, tx: &WireContext) -> Vec<PathAttribute> 
         }
     }
     if !a.large_communities.is_empty() {
-        v.push(PathAttribute::new(AttrValue::LargeCommunities(a.large_communities.clone())));
+        v.push(PathAttribute::new(AttrValue::LargeCommunities(
+            a.large_communities.clone(),
+        )));
     }
     v.extend(a.other.iter().cloned());
     v
@@ -949,7 +1054,8 @@ fn encode_announce(
     out: &mut Vec<Vec<u8>>,
 ) {
     let packer = UpdatePacker::new(tx);
-    let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = prefixes.iter().partition(|p| matches!(p, IpNet::V4(_)));
+    let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
+        prefixes.iter().partition(|p| matches!(p, IpNet::V4(_)));
     let nlri = |ps: &[IpNet]| -> Vec<Nlri> {
         ps.iter()
             .map(|p| Nlri {
@@ -1002,7 +1108,8 @@ fn encode_changes(
     viewer: Option<PeerId>,
 ) -> Vec<Vec<u8>> {
     fn visible(e: &Option<OutEntry>, viewer: Option<PeerId>) -> Option<&OutEntry> {
-        e.as_ref().filter(|e| viewer.is_none() || e.source != viewer)
+        e.as_ref()
+            .filter(|e| viewer.is_none() || e.source != viewer)
     }
     let mut announce: HashMap<Arc<Attrs>, Vec<IpNet>> = HashMap::new();
     let mut withdraw: Vec<IpNet> = Vec::new();

@@ -22,11 +22,13 @@ use tokio::task::JoinHandle;
 
 use crate::fsm::{DownReason, FsmConfig, Negotiated, State};
 use crate::rib::{Attrs, DecisionOptions, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source};
-use crate::session::{self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions};
+use crate::session::{
+    self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions,
+};
+use crate::wire::AfiSafi;
 use crate::wire::attr::Origin;
 use crate::wire::capability::Capability;
 use crate::wire::error::subcode;
-use crate::wire::AfiSafi;
 
 /// Who a neighbour entry matches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -222,7 +224,10 @@ pub struct RouteFilter {
 }
 
 enum Command {
-    Configure(Box<SpeakerConfig>, oneshot::Sender<Result<(), SpeakerError>>),
+    Configure(
+        Box<SpeakerConfig>,
+        oneshot::Sender<Result<(), SpeakerError>>,
+    ),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
     Shutdown(oneshot::Sender<()>),
@@ -271,7 +276,9 @@ impl Speaker {
     /// The status of every peer.
     pub async fn peers(&self) -> Result<Vec<PeerStatus>, SpeakerError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Peers(tx)).map_err(|_| SpeakerError::Stopped)?;
+        self.commands
+            .send(Command::Peers(tx))
+            .map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
@@ -382,7 +389,11 @@ impl SpeakerTask {
         }
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in &ids {
-            self.stop_peer(*id, subcode::cease::ADMINISTRATIVE_SHUTDOWN, Some("petrel is shutting down".into()));
+            self.stop_peer(
+                *id,
+                subcode::cease::ADMINISTRATIVE_SHUTDOWN,
+                Some("petrel is shutting down".into()),
+            );
         }
         // Give the tasks a moment to send their NOTIFICATIONs.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -422,7 +433,9 @@ impl SpeakerTask {
                 local,
                 remote,
             } => {
-                let Some(p) = self.peers.get_mut(&id) else { return };
+                let Some(p) = self.peers.get_mut(&id) else {
+                    return;
+                };
                 let info = PeerInfo {
                     address: remote.ip(),
                     local_address: local.ip(),
@@ -442,7 +455,10 @@ impl SpeakerTask {
                 let out = self.rib.peer_up(id, info);
                 self.dispatch(out);
             }
-            PeerEvent::Down { reason, established } => {
+            PeerEvent::Down {
+                reason,
+                established,
+            } => {
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.last_error = Some(reason.to_string());
                     p.negotiated = None;
@@ -490,7 +506,9 @@ impl SpeakerTask {
                     let _ = p.handle.commands.send(PeerCommand::Incoming(stream));
                 }
             }
-            None => tracing::info!(peer = %ip, "connection from an address that is not a configured neighbour; closed"),
+            None => {
+                tracing::info!(peer = %ip, "connection from an address that is not a configured neighbour; closed")
+            }
         }
     }
 
@@ -550,7 +568,10 @@ impl SpeakerTask {
 
     fn stop_peer(&mut self, id: PeerId, sub: u8, message: Option<String>) {
         if let Some(p) = self.peers.remove(&id) {
-            let _ = p.handle.commands.send(PeerCommand::Stop { subcode: sub, message });
+            let _ = p.handle.commands.send(PeerCommand::Stop {
+                subcode: sub,
+                message,
+            });
             self.rib.peer_down(id);
         }
     }
@@ -586,7 +607,10 @@ impl SpeakerTask {
         }
         for n in &new.neighbors {
             if let NeighborAddress::Address(a) = n.address
-                && !self.peers.values().any(|p| p.config.name == n.name && !p.dynamic)
+                && !self
+                    .peers
+                    .values()
+                    .any(|p| p.config.name == n.name && !p.dynamic)
             {
                 self.spawn(n.clone(), a, false);
             }
@@ -616,7 +640,10 @@ impl SpeakerTask {
             h.abort();
         }
         for addr in addrs {
-            let l = session::socket::listen(*addr).map_err(|source| SpeakerError::Listen { addr: *addr, source })?;
+            let l = session::socket::listen(*addr).map_err(|source| SpeakerError::Listen {
+                addr: *addr,
+                source,
+            })?;
             let l = std::sync::Arc::new(l);
             let tx = self.accepted_tx.clone();
             let l2 = l.clone();
@@ -697,7 +724,9 @@ impl SpeakerTask {
                     .unwrap_or_default();
                 let families = n.map(|n| n.families.clone()).unwrap_or_default();
                 let sum = |a: &[std::sync::atomic::AtomicU64; 6]| {
-                    a.iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).sum()
+                    a.iter()
+                        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                        .sum()
                 };
                 PeerStatus {
                     name: p.config.name.clone(),
@@ -711,10 +740,17 @@ impl SpeakerTask {
                     hold_time: n.map(|n| n.hold_time),
                     peer_router_id: n.map(|n| n.peer_id),
                     local_address: p.local,
-                    prefixes: families.iter().map(|f| (*f, self.rib.counts(*id, *f))).collect(),
+                    prefixes: families
+                        .iter()
+                        .map(|f| (*f, self.rib.counts(*id, *f)))
+                        .collect(),
                     messages_received: sum(&p.handle.stats.received),
                     messages_sent: sum(&p.handle.stats.sent),
-                    flaps: p.handle.stats.flaps.load(std::sync::atomic::Ordering::Relaxed),
+                    flaps: p
+                        .handle
+                        .stats
+                        .flaps
+                        .load(std::sync::atomic::Ordering::Relaxed),
                 }
             })
             .collect();

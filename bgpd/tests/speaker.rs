@@ -59,7 +59,10 @@ async fn two_speakers_exchange_routes_and_reconfigure() {
     let (pa, pb) = (17901, 17902);
     let mut ca = speaker_config(65001, "127.0.0.1", pa);
     ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
-    ca.originate = vec!["10.1.0.0/24".parse().expect("p"), "2001:db8:1::/48".parse().expect("p")];
+    ca.originate = vec![
+        "10.1.0.0/24".parse().expect("p"),
+        "2001:db8:1::/48".parse().expect("p"),
+    ];
     let mut cb = speaker_config(65002, "127.0.0.2", pb);
     cb.neighbors = vec![neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2")];
     cb.originate = vec!["10.2.0.0/24".parse().expect("p")];
@@ -67,11 +70,18 @@ async fn two_speakers_exchange_routes_and_reconfigure() {
     let b = Speaker::start(cb).await.expect("b starts");
 
     wait_for(10, "session up", || async {
-        a.peers().await.expect("peers").iter().all(|p| p.state == State::Established)
+        a.peers()
+            .await
+            .expect("peers")
+            .iter()
+            .all(|p| p.state == State::Established)
     })
     .await;
     wait_for(10, "10.1.0.0/24 at b", || has_route(&b, "10.1.0.0/24")).await;
-    wait_for(10, "2001:db8:1::/48 at b", || has_route(&b, "2001:db8:1::/48")).await;
+    wait_for(10, "2001:db8:1::/48 at b", || {
+        has_route(&b, "2001:db8:1::/48")
+    })
+    .await;
     wait_for(10, "10.2.0.0/24 at a", || has_route(&a, "10.2.0.0/24")).await;
 
     // The path b learned: AS path [65001], next hop a's session address.
@@ -86,15 +96,33 @@ async fn two_speakers_exchange_routes_and_reconfigure() {
     assert_eq!(best.attrs.as_path.to_string(), "65001");
     assert_eq!(best.attrs.next_hop, Some(ip("127.0.0.1")));
     let peers = b.peers().await.expect("peers");
-    assert!(peers[0].capabilities.iter().any(|c| c == "four-octet-as"), "{:?}", peers[0].capabilities);
-    assert_eq!(peers[0].prefixes.iter().map(|(_, c)| c.received).sum::<u64>(), 2);
+    assert!(
+        peers[0].capabilities.iter().any(|c| c == "four-octet-as"),
+        "{:?}",
+        peers[0].capabilities
+    );
+    assert_eq!(
+        peers[0]
+            .prefixes
+            .iter()
+            .map(|(_, c)| c.received)
+            .sum::<u64>(),
+        2
+    );
 
     // Withdraw one prefix by configuration: b loses it, the session stays up.
     let flaps_before = a.peers().await.expect("peers")[0].flaps;
     ca.originate.retain(|p| p.to_string() != "10.1.0.0/24");
     a.configure(ca.clone()).await.expect("configure");
-    wait_for(10, "withdrawal at b", || async { !has_route(&b, "10.1.0.0/24").await }).await;
-    assert_eq!(a.peers().await.expect("peers")[0].flaps, flaps_before, "no session reset");
+    wait_for(10, "withdrawal at b", || async {
+        !has_route(&b, "10.1.0.0/24").await
+    })
+    .await;
+    assert_eq!(
+        a.peers().await.expect("peers")[0].flaps,
+        flaps_before,
+        "no session reset"
+    );
 
     // Changing the neighbour's hold time resets that session only.
     ca.neighbors[0].hold_time = 30;
@@ -110,10 +138,17 @@ async fn two_speakers_exchange_routes_and_reconfigure() {
 
     a.shutdown().await;
     wait_for(10, "b sees the shutdown", || async {
-        b.peers().await.expect("peers").iter().all(|p| p.state != State::Established)
+        b.peers()
+            .await
+            .expect("peers")
+            .iter()
+            .all(|p| p.state != State::Established)
     })
     .await;
-    let last = b.peers().await.expect("peers")[0].last_error.clone().unwrap_or_default();
+    let last = b.peers().await.expect("peers")[0]
+        .last_error
+        .clone()
+        .unwrap_or_default();
     assert!(last.contains("Administrative Shutdown"), "{last}");
     b.shutdown().await;
 }
@@ -156,11 +191,11 @@ async fn dynamic_neighbors_from_a_listen_range() {
     let a = Speaker::start(ca).await.expect("a");
     let b = Speaker::start(cb).await.expect("b");
     wait_for(10, "dynamic peer up", || async {
-        a.peers()
-            .await
-            .expect("peers")
-            .iter()
-            .any(|p| p.dynamic && p.state == State::Established && p.address == IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)))
+        a.peers().await.expect("peers").iter().any(|p| {
+            p.dynamic
+                && p.state == State::Established
+                && p.address == IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6))
+        })
     })
     .await;
     wait_for(10, "route at b", || has_route(&b, "10.5.0.0/24")).await;

@@ -31,10 +31,14 @@ use tokio::time::Instant;
 
 pub use socket::TransportOptions;
 
-use crate::fsm::{Action, DownReason, Event, Fsm, FsmConfig, Negotiated, State, Timer, resolve_collision};
+use crate::fsm::{
+    Action, DownReason, Event, Fsm, FsmConfig, Negotiated, State, Timer, resolve_collision,
+};
 use crate::wire::error::{code, subcode};
 use crate::wire::message::frame_len;
-use crate::wire::{AfiSafi, HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN, Message, Notification, Update, WireContext};
+use crate::wire::{
+    AfiSafi, HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN, Message, Notification, Update, WireContext,
+};
 
 /// The BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -282,7 +286,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                     self.send_message(&m).await;
                 }
             }
-            PeerCommand::Stop { subcode: sub, message } => {
+            PeerCommand::Stop {
+                subcode: sub,
+                message,
+            } => {
                 let acts = if sub == subcode::cease::ADMINISTRATIVE_SHUTDOWN {
                     self.fsm.handle(Event::ManualStop(message))
                 } else {
@@ -314,7 +321,9 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 let tx = self.internal_tx.clone();
                 tokio::spawn(async move {
                     let mut stream = stream;
-                    if let Ok(Ok(frame)) = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut stream)).await {
+                    if let Ok(Ok(frame)) =
+                        tokio::time::timeout(Duration::from_secs(30), read_frame(&mut stream)).await
+                    {
                         let _ = tx.send(Internal::CollidingOpen(stream, frame));
                     }
                 });
@@ -322,7 +331,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
             State::Established => {
                 // RFC 4271 §6.8: an Established session wins over a newcomer.
                 let mut stream = stream;
-                let n = Message::Notification(Notification::new(code::CEASE, subcode::cease::CONNECTION_COLLISION));
+                let n = Message::Notification(Notification::new(
+                    code::CEASE,
+                    subcode::cease::CONNECTION_COLLISION,
+                ));
                 if let Ok(b) = n.to_bytes(&WireContext::modern()) {
                     let _ = stream.write_all(&b).await;
                 }
@@ -339,8 +351,12 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         self.drop_connection();
         self.generation += 1;
         let generation = self.generation;
-        let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(self.config.address, 0));
-        let remote = stream.peer_addr().unwrap_or_else(|_| SocketAddr::new(self.config.address, 0));
+        let local = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(self.config.address, 0));
+        let remote = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::new(self.config.address, 0));
         let (mut read, writer) = stream.into_split();
         let tx = self.internal_tx.clone();
         let reader = tokio::spawn(async move {
@@ -356,7 +372,8 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 loop {
                     match frame_len(&buf[start..], &framing) {
                         Ok(Some(n)) => {
-                            let _ = tx.send(Internal::Frame(generation, buf[start..start + n].to_vec()));
+                            let _ = tx
+                                .send(Internal::Frame(generation, buf[start..start + n].to_vec()));
                             start += n;
                         }
                         Ok(None) => break,
@@ -429,8 +446,12 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
 
     /// RFC 4271 §6.8: keep the connection initiated by the higher BGP identifier.
     async fn collision(&mut self, stream: TcpStream, frame: Vec<u8>) {
-        let Ok(decoded) = Message::decode(&frame, &WireContext::modern()) else { return };
-        let Message::Open(open) = decoded.message else { return };
+        let Ok(decoded) = Message::decode(&frame, &WireContext::modern()) else {
+            return;
+        };
+        let Message::Open(open) = decoded.message else {
+            return;
+        };
         let existing_outbound = self.conn.as_ref().is_some_and(|c| c.outbound);
         let keep_existing = match self.fsm.state() {
             State::OpenSent | State::OpenConfirm => {
@@ -441,7 +462,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         };
         if keep_existing {
             let mut stream = stream;
-            let n = Message::Notification(Notification::new(code::CEASE, subcode::cease::CONNECTION_COLLISION));
+            let n = Message::Notification(Notification::new(
+                code::CEASE,
+                subcode::cease::CONNECTION_COLLISION,
+            ));
             if let Ok(b) = n.to_bytes(&WireContext::modern()) {
                 let _ = stream.write_all(&b).await;
             }
@@ -454,7 +478,13 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         let _ = self.prepare_accepted(&stream);
         let start = self.fsm.handle(Event::ManualStart);
         // A fresh machine starts connecting; we already have a connection.
-        self.perform(start.into_iter().filter(|a| !matches!(a, Action::Connect)).collect()).await;
+        self.perform(
+            start
+                .into_iter()
+                .filter(|a| !matches!(a, Action::Connect))
+                .collect(),
+        )
+        .await;
         if let Some(c) = self.connecting.take() {
             c.abort();
         }
@@ -464,11 +494,17 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
     }
 
     fn rx_context(&self) -> WireContext {
-        self.fsm.negotiated().map(|n| n.rx).unwrap_or_else(WireContext::modern)
+        self.fsm
+            .negotiated()
+            .map(|n| n.rx)
+            .unwrap_or_else(WireContext::modern)
     }
 
     fn tx_context(&self) -> WireContext {
-        self.fsm.negotiated().map(|n| n.tx).unwrap_or_else(WireContext::modern)
+        self.fsm
+            .negotiated()
+            .map(|n| n.tx)
+            .unwrap_or_else(WireContext::modern)
     }
 
     async fn frame(&mut self, frame: Vec<u8>) {
@@ -559,12 +595,18 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                             remote,
                         });
                     }
-                    Action::Down { reason, established } => {
+                    Action::Down {
+                        reason,
+                        established,
+                    } => {
                         if established {
                             self.stats.flaps.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(peer = %self.config.address, %reason, "session down");
                         }
-                        self.emit(PeerEvent::Down { reason, established });
+                        self.emit(PeerEvent::Down {
+                            reason,
+                            established,
+                        });
                     }
                 }
             }
@@ -603,7 +645,9 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> bool {
-        let Some(c) = self.conn.as_mut() else { return false };
+        let Some(c) = self.conn.as_mut() else {
+            return false;
+        };
         match c.writer.write_all(bytes).await {
             Ok(()) => true,
             Err(e) => {
@@ -620,7 +664,10 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     stream.read_exact(&mut header).await?;
     let len = usize::from(u16::from_be_bytes([header[16], header[17]]));
     if !(HEADER_LEN..=MAX_EXTENDED_MESSAGE_LEN).contains(&len) {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad BGP length"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bad BGP length",
+        ));
     }
     let mut frame = header.to_vec();
     frame.resize(len, 0);

@@ -32,7 +32,11 @@ pub struct TransportOptions {
 impl TransportOptions {
     /// The TTL to send with: 255 under GTSM, else the configured one.
     fn effective_ttl(&self) -> Option<u8> {
-        if self.ttl_security_hops.is_some() { Some(255) } else { self.ttl }
+        if self.ttl_security_hops.is_some() {
+            Some(255)
+        } else {
+            self.ttl
+        }
     }
 }
 
@@ -53,15 +57,27 @@ pub fn apply(fd: &impl std::os::fd::AsFd, v6: bool, opts: &TransportOptions) -> 
         }
     }
     if let Some(hops) = opts.ttl_security_hops {
-        sockopt::set_min_ttl(&fd.as_fd(), v6, 255u8.saturating_sub(hops).saturating_add(1))?;
+        sockopt::set_min_ttl(
+            &fd.as_fd(),
+            v6,
+            255u8.saturating_sub(hops).saturating_add(1),
+        )?;
     }
     Ok(())
 }
 
 /// Opens a connection to `peer` with the session's options set before the SYN.
-pub async fn connect(peer: SocketAddr, opts: &TransportOptions, timeout: Duration) -> io::Result<TcpStream> {
+pub async fn connect(
+    peer: SocketAddr,
+    opts: &TransportOptions,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let v6 = peer.is_ipv6();
-    let sock = if v6 { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    let sock = if v6 {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
     if let Some(src) = opts.source {
         sock.bind(SocketAddr::new(src, 0))?;
     }
@@ -71,12 +87,21 @@ pub async fn connect(peer: SocketAddr, opts: &TransportOptions, timeout: Duratio
     apply(&sock, v6, opts)?;
     tokio::time::timeout(timeout, sock.connect(peer))
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {peer} timed out")))?
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {peer} timed out"),
+            )
+        })?
 }
 
 /// Binds a listener. An unspecified IPv6 address listens dual-stack.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     if addr.is_ipv6() {

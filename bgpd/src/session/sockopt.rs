@@ -29,13 +29,17 @@ fn sockaddr(ip: IpAddr) -> libc::sockaddr_storage {
     match ip {
         IpAddr::V4(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
         }
         IpAddr::V6(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_addr.s6_addr = a.octets();
         }
@@ -54,16 +58,28 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
             std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Installs (or, with an empty key, removes) the TCP-MD5 key for a peer address,
 /// or for a whole prefix of peers on a listening socket (dynamic neighbours).
-pub fn set_tcp_md5(sock: &impl AsRawFd, peer: IpAddr, prefix_len: Option<u8>, key: &[u8]) -> io::Result<()> {
+pub fn set_tcp_md5(
+    sock: &impl AsRawFd,
+    peer: IpAddr,
+    prefix_len: Option<u8>,
+    key: &[u8],
+) -> io::Result<()> {
     if key.len() > MD5_MAX_KEY_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("TCP-MD5 key is {} octets; Linux accepts at most {MD5_MAX_KEY_LEN}", key.len()),
+            format!(
+                "TCP-MD5 key is {} octets; Linux accepts at most {MD5_MAX_KEY_LEN}",
+                key.len()
+            ),
         ));
     }
     let mut sig = TcpMd5Sig {
@@ -79,7 +95,12 @@ pub fn set_tcp_md5(sock: &impl AsRawFd, peer: IpAddr, prefix_len: Option<u8>, ke
         Some(len) => {
             sig.flags = TCP_MD5SIG_FLAG_PREFIX;
             sig.prefixlen = len;
-            setsockopt(sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_MD5SIG_EXT, &sig)
+            setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_MD5SIG_EXT,
+                &sig,
+            )
         }
         None => setsockopt(sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_MD5SIG, &sig),
     }
@@ -89,7 +110,12 @@ pub fn set_tcp_md5(sock: &impl AsRawFd, peer: IpAddr, prefix_len: Option<u8>, ke
 pub fn set_min_ttl(sock: &impl AsRawFd, v6: bool, min: u8) -> io::Result<()> {
     let v: libc::c_int = min.into();
     if v6 {
-        setsockopt(sock.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, &v)
+        setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MINHOPCOUNT,
+            &v,
+        )
     } else {
         setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MINTTL, &v)
     }

@@ -1,0 +1,615 @@
+//! The decision process and the export rules, on the sans-IO RIB.
+
+use std::cmp::Ordering;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use bgpd::rib::{
+    Attrs, DecisionOptions, Path, PeerId, PeerInfo, Rib, RibConfig, Source, Step, compare,
+    select_best,
+};
+use bgpd::wire::attr::{AsPath, AttrValue, Community, Origin, PathAttribute};
+use bgpd::wire::{AfiSafi, Message, Nlri, Update, WireContext};
+use ipnet::IpNet;
+
+const LOCAL_AS: u32 = 65000;
+
+fn attrs(f: impl FnOnce(&mut Attrs)) -> Arc<Attrs> {
+    let mut a = Attrs {
+        origin: Some(Origin::Igp),
+        as_path: AsPath::sequence(vec![65001]),
+        next_hop: Some("192.0.2.1".parse().expect("ip")),
+        ..Attrs::default()
+    };
+    f(&mut a);
+    Arc::new(a)
+}
+
+fn path(peer: u8, ebgp: bool, a: Arc<Attrs>) -> Path {
+    Path {
+        source: Source::Peer(u32::from(peer)),
+        path_id: 0,
+        attrs: a,
+        ebgp,
+        peer_router_id: Ipv4Addr::new(10, 0, 0, peer),
+        peer_address: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, peer))),
+    }
+}
+
+fn all_reachable(_: &Path) -> bool {
+    true
+}
+
+fn decided_by(a: &Path, b: &Path, opts: DecisionOptions) -> (Ordering, Step) {
+    compare(a, b, opts, &all_reachable)
+}
+
+const OPTS: DecisionOptions = DecisionOptions {
+    always_compare_med: false,
+    deterministic_med: false,
+};
+
+#[test]
+fn each_decision_step_in_rfc_order() {
+    let base = path(1, true, attrs(|_| {}));
+    let lp = path(2, true, attrs(|a| a.local_pref = Some(200)));
+    assert_eq!(
+        decided_by(&lp, &base, OPTS),
+        (Ordering::Less, Step::LocalPref)
+    );
+    let short = path(2, true, attrs(|a| a.as_path = AsPath::default()));
+    assert_eq!(
+        decided_by(&short, &base, OPTS),
+        (Ordering::Less, Step::AsPathLength)
+    );
+    assert_eq!(
+        decided_by(&base, &short, OPTS),
+        (Ordering::Greater, Step::AsPathLength)
+    );
+    // ORIGIN: IGP beats INCOMPLETE.
+    let incomplete = path(2, true, attrs(|a| a.origin = Some(Origin::Incomplete)));
+    assert_eq!(
+        decided_by(&base, &incomplete, OPTS),
+        (Ordering::Less, Step::Origin)
+    );
+    // MED: lower wins between paths from the same neighbouring AS.
+    let med10 = path(2, true, attrs(|a| a.med = Some(10)));
+    let med20 = path(1, true, attrs(|a| a.med = Some(20)));
+    assert_eq!(
+        decided_by(&med10, &med20, OPTS),
+        (Ordering::Less, Step::Med)
+    );
+    // ... but not between different neighbouring ASes, unless always-compare-med.
+    let other_as = path(
+        1,
+        true,
+        attrs(|a| {
+            a.med = Some(5);
+            a.as_path = AsPath::sequence(vec![65002]);
+        }),
+    );
+    assert_eq!(decided_by(&med10, &other_as, OPTS).1, Step::RouterId);
+    let always = DecisionOptions {
+        always_compare_med: true,
+        ..OPTS
+    };
+    assert_eq!(
+        decided_by(&other_as, &med10, always),
+        (Ordering::Less, Step::Med)
+    );
+    // eBGP over iBGP.
+    let ibgp = path(1, false, attrs(|_| {}));
+    assert_eq!(
+        decided_by(&path(2, true, attrs(|_| {})), &ibgp, OPTS),
+        (Ordering::Less, Step::External)
+    );
+    // Router ID, with ORIGINATOR_ID standing in for it.
+    let orig = path(
+        9,
+        false,
+        attrs(|a| a.originator_id = Some(Ipv4Addr::new(10, 0, 0, 0))),
+    );
+    assert_eq!(
+        decided_by(&orig, &ibgp, OPTS),
+        (Ordering::Less, Step::RouterId)
+    );
+    // CLUSTER_LIST length, then peer address.
+    let short = path(
+        1,
+        false,
+        attrs(|a| a.cluster_list = vec![Ipv4Addr::new(1, 1, 1, 1)]),
+    );
+    let long = path(
+        1,
+        false,
+        attrs(|a| a.cluster_list = vec![Ipv4Addr::new(1, 1, 1, 1); 2]),
+    );
+    assert_eq!(
+        decided_by(&short, &long, OPTS),
+        (Ordering::Less, Step::ClusterList)
+    );
+    let mut far = path(1, false, attrs(|_| {}));
+    far.peer_address = Some("192.0.2.200".parse().expect("ip"));
+    assert_eq!(
+        decided_by(&ibgp, &far, OPTS),
+        (Ordering::Less, Step::PeerAddress)
+    );
+    // Local pref above all; locally originated next.
+    let mut local = path(
+        1,
+        false,
+        attrs(|a| a.as_path = AsPath::sequence(vec![1, 2, 3, 4])),
+    );
+    local.source = Source::Local;
+    assert_eq!(
+        decided_by(&local, &base, OPTS),
+        (Ordering::Less, Step::Local)
+    );
+}
+
+#[test]
+fn unreachable_next_hops_are_never_best() {
+    let good = path(
+        2,
+        true,
+        attrs(|a| a.next_hop = Some("192.0.2.2".parse().expect("ip"))),
+    );
+    let better_but_unreachable = path(1, true, attrs(|a| a.local_pref = Some(500)));
+    let reach = |p: &Path| p.attrs.next_hop != Some("192.0.2.1".parse().expect("ip"));
+    let paths = [better_but_unreachable, good];
+    assert_eq!(select_best(&paths, OPTS, &reach), Some(1));
+    assert_eq!(select_best(&paths[..1], OPTS, &reach), None);
+}
+
+#[test]
+fn deterministic_med_does_not_depend_on_arrival_order() {
+    // The classic MED intransitivity: A (AS1, MED 10), B (AS2, MED 5), C (AS1, MED 5),
+    // with router IDs making B beat A and A beat... Pairwise results cycle.
+    let a = path(
+        3,
+        true,
+        attrs(|x| {
+            x.as_path = AsPath::sequence(vec![1]);
+            x.med = Some(10);
+        }),
+    );
+    let b = path(
+        2,
+        true,
+        attrs(|x| {
+            x.as_path = AsPath::sequence(vec![2]);
+            x.med = Some(5);
+        }),
+    );
+    let c = path(
+        4,
+        true,
+        attrs(|x| {
+            x.as_path = AsPath::sequence(vec![1]);
+            x.med = Some(5);
+        }),
+    );
+    let det = DecisionOptions {
+        deterministic_med: true,
+        ..OPTS
+    };
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    let all = [a, b, c];
+    let winners: Vec<u8> = orders
+        .iter()
+        .map(|o| {
+            let v: Vec<Path> = o.iter().map(|&i| all[i].clone()).collect();
+            let best = select_best(&v, det, &all_reachable).expect("a best");
+            v[best].peer_router_id.octets()[3]
+        })
+        .collect();
+    assert!(winners.iter().all(|w| *w == winners[0]), "{winners:?}");
+    // Best of AS1 is C (MED 5, ID 4); against B (ID 2) the router ID decides: B.
+    assert_eq!(winners[0], 2);
+}
+
+// ---- The RIB end to end, with encoded output ----
+
+fn info(addr: &str, asn: u32, local: &str) -> PeerInfo {
+    PeerInfo {
+        address: addr.parse().expect("ip"),
+        local_address: local.parse().expect("ip"),
+        local_ipv6: None,
+        local_link_local: None,
+        asn,
+        router_id: match addr.parse::<IpAddr>().expect("ip") {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => Ipv4Addr::new(9, 9, 9, 9),
+        },
+        next_hop_self: false,
+        families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
+        rx: WireContext::modern(),
+        tx: WireContext::modern(),
+    }
+}
+
+fn rib() -> Rib {
+    Rib::new(RibConfig {
+        local_asn: LOCAL_AS,
+        router_id: Ipv4Addr::new(10, 0, 0, 100),
+        decision: DecisionOptions::default(),
+        enforce_first_as: true,
+    })
+}
+
+fn announce(asns: Vec<u32>, nh: &str, prefixes: &[&str], extra: Vec<AttrValue>) -> Update {
+    let mut attributes = vec![
+        PathAttribute::new(AttrValue::Origin(Origin::Igp)),
+        PathAttribute::new(AttrValue::AsPath(AsPath::sequence(asns))),
+        PathAttribute::new(AttrValue::NextHop(nh.parse().expect("ip"))),
+    ];
+    attributes.extend(extra.into_iter().map(PathAttribute::new));
+    Update {
+        attributes,
+        nlri: prefixes
+            .iter()
+            .map(|p| Nlri::new(p.parse().expect("prefix")))
+            .collect(),
+        ..Update::default()
+    }
+}
+
+/// Decodes everything sent to `peer` into (announced prefixes with attributes, withdrawn prefixes).
+fn sent_to(out: &bgpd::rib::Outbound, peer: PeerId) -> (Vec<(IpNet, Update)>, Vec<IpNet>) {
+    let mut ann = Vec::new();
+    let mut wd = Vec::new();
+    for (id, msgs) in &out.messages {
+        if *id != peer {
+            continue;
+        }
+        for m in msgs {
+            let Message::Update(u) = Message::decode(m, &WireContext::modern())
+                .expect("decodes")
+                .message
+            else {
+                panic!("not an UPDATE")
+            };
+            for n in u.announced() {
+                ann.push((n.prefix, u.clone()));
+            }
+            wd.extend(u.withdrawn_all().map(|n| n.prefix));
+        }
+    }
+    (ann, wd)
+}
+
+fn attr<'a>(u: &'a Update, code: u8) -> Option<&'a AttrValue> {
+    u.attribute(code).map(|a| &a.value)
+}
+
+#[test]
+fn ebgp_route_goes_to_ibgp_and_ebgp_peers_with_the_right_changes() {
+    let mut r = rib();
+    let e1 = 1; // eBGP AS65001
+    let e2 = 2; // eBGP AS65002
+    let i1 = 3; // iBGP
+    let up1 = r.peer_up(e1, info("192.0.2.1", 65001, "192.0.2.100"));
+    assert_eq!(sent_to(&up1, e1).0.len(), 0);
+    r.peer_up(e2, info("198.51.100.2", 65002, "198.51.100.100"));
+    r.peer_up(i1, info("10.0.0.3", LOCAL_AS, "10.0.0.100"));
+    r.update(
+        e1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["203.0.113.0/24"],
+            vec![AttrValue::Med(50), AttrValue::LocalPref(999)],
+        ),
+        false,
+    );
+    let out = r.flush();
+    // Not back to the source.
+    assert!(sent_to(&out, e1).0.is_empty());
+    // eBGP: our AS prepended, our address as next hop, no MED, no LOCAL_PREF.
+    let (ann, _) = sent_to(&out, e2);
+    assert_eq!(ann.len(), 1);
+    let u = &ann[0].1;
+    assert_eq!(
+        attr(u, 2),
+        Some(&AttrValue::AsPath(AsPath::sequence(vec![LOCAL_AS, 65001])))
+    );
+    assert_eq!(
+        attr(u, 3),
+        Some(&AttrValue::NextHop("198.51.100.100".parse().expect("ip")))
+    );
+    assert_eq!(attr(u, 4), None);
+    assert_eq!(attr(u, 5), None);
+    // iBGP: path unchanged, next hop unchanged, LOCAL_PREF 100 (the eBGP one was discarded), MED kept.
+    let (ann, _) = sent_to(&out, i1);
+    let u = &ann[0].1;
+    assert_eq!(
+        attr(u, 2),
+        Some(&AttrValue::AsPath(AsPath::sequence(vec![65001])))
+    );
+    assert_eq!(
+        attr(u, 3),
+        Some(&AttrValue::NextHop("192.0.2.1".parse().expect("ip")))
+    );
+    assert_eq!(attr(u, 5), Some(&AttrValue::LocalPref(100)));
+    assert_eq!(attr(u, 4), Some(&AttrValue::Med(50)));
+
+    // Withdrawal reaches both.
+    let w = Update {
+        withdrawn: vec![Nlri::new("203.0.113.0/24".parse().expect("p"))],
+        ..Update::default()
+    };
+    r.update(e1, &w, false);
+    let out = r.flush();
+    assert_eq!(sent_to(&out, e2).1.len(), 1);
+    assert_eq!(sent_to(&out, i1).1.len(), 1);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn ibgp_routes_are_not_reflected_to_ibgp_peers() {
+    let mut r = rib();
+    r.peer_up(1, info("10.0.0.1", LOCAL_AS, "10.0.0.100"));
+    r.peer_up(2, info("10.0.0.2", LOCAL_AS, "10.0.0.100"));
+    r.peer_up(3, info("192.0.2.3", 65003, "192.0.2.100"));
+    r.update(
+        1,
+        &announce(vec![], "10.0.0.1", &["203.0.113.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    assert!(sent_to(&out, 2).0.is_empty(), "split horizon");
+    assert_eq!(sent_to(&out, 3).0.len(), 1, "but to eBGP");
+}
+
+#[test]
+fn well_known_communities_are_honoured() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("198.51.100.2", 65002, "198.51.100.100"));
+    r.peer_up(3, info("10.0.0.3", LOCAL_AS, "10.0.0.100"));
+    let c = |c| vec![AttrValue::Communities(vec![c])];
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["203.0.113.0/25"],
+            c(Community::NO_EXPORT),
+        ),
+        false,
+    );
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["203.0.113.128/25"],
+            c(Community::NO_ADVERTISE),
+        ),
+        false,
+    );
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["198.18.0.0/24"],
+            c(Community::NO_EXPORT_SUBCONFED),
+        ),
+        false,
+    );
+    let out = r.flush();
+    let to_ebgp: Vec<String> = sent_to(&out, 2)
+        .0
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    let to_ibgp: Vec<String> = sent_to(&out, 3)
+        .0
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert!(to_ebgp.is_empty(), "{to_ebgp:?}");
+    let mut to_ibgp = to_ibgp;
+    to_ibgp.sort();
+    assert_eq!(to_ibgp, vec!["198.18.0.0/24", "203.0.113.0/25"]);
+}
+
+#[test]
+fn loops_and_wrong_first_as_are_rejected_and_counted() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.update(
+        1,
+        &announce(
+            vec![65001, LOCAL_AS],
+            "192.0.2.1",
+            &["203.0.113.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    r.update(
+        1,
+        &announce(vec![65009], "192.0.2.1", &["198.51.100.0/24"], vec![]),
+        false,
+    );
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["192.0.2.0/24"], vec![]),
+        false,
+    );
+    assert_eq!(r.len(), 1);
+    let c = r.counts(1, AfiSafi::IPV4_UNICAST);
+    assert_eq!((c.received, c.accepted), (3, 1));
+    // Treat-as-withdraw removes a path that was there.
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["192.0.2.0/24"], vec![]),
+        true,
+    );
+    assert!(r.is_empty());
+}
+
+#[test]
+fn attributes_are_interned() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    for i in 0..50u8 {
+        let prefixes: Vec<String> = (0..=255u8).map(|j| format!("10.{i}.{j}.0/24")).collect();
+        let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        r.update(
+            1,
+            &announce(vec![65001, 65100], "192.0.2.1", &refs, vec![]),
+            false,
+        );
+    }
+    assert_eq!(r.len(), 50 * 256);
+    assert_eq!(r.attribute_sets(), 1, "12800 routes, one attribute set");
+}
+
+#[test]
+fn new_peer_gets_the_table_then_end_of_rib() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["203.0.113.0/24", "198.51.100.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    r.set_local_routes([(
+        "10.100.0.0/24".parse().expect("p"),
+        Attrs {
+            origin: Some(Origin::Igp),
+            ..Attrs::default()
+        },
+    )]);
+    r.flush();
+    let out = r.peer_up(2, info("198.51.100.2", 65002, "198.51.100.100"));
+    let msgs = &out.messages[0].1;
+    let decoded: Vec<Update> = msgs
+        .iter()
+        .map(|m| {
+            match Message::decode(m, &WireContext::modern())
+                .expect("ok")
+                .message
+            {
+                Message::Update(u) => u,
+                _ => panic!(),
+            }
+        })
+        .collect();
+    let announced: usize = decoded.iter().map(|u| u.announced().count()).sum();
+    assert_eq!(announced, 3);
+    let eors: Vec<AfiSafi> = decoded.iter().filter_map(Update::as_end_of_rib).collect();
+    assert_eq!(eors, vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]);
+    // The EoRs come last.
+    assert!(decoded[decoded.len() - 2].as_end_of_rib().is_some());
+    // Our own route: AS path [65000], next hop our session address.
+    let own = decoded
+        .iter()
+        .find(|u| {
+            u.nlri
+                .iter()
+                .any(|n| n.prefix.to_string() == "10.100.0.0/24")
+        })
+        .expect("own route");
+    assert_eq!(
+        attr(own, 2),
+        Some(&AttrValue::AsPath(AsPath::sequence(vec![LOCAL_AS])))
+    );
+    assert_eq!(
+        attr(own, 3),
+        Some(&AttrValue::NextHop("198.51.100.100".parse().expect("ip")))
+    );
+}
+
+#[test]
+fn peers_with_the_same_treatment_share_one_encoding() {
+    let mut r = rib();
+    // Two eBGP peers on one LAN: same local address, same layout.
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("192.0.2.2", 65002, "192.0.2.100"));
+    r.peer_up(3, info("192.0.2.3", 65003, "192.0.2.100"));
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["203.0.113.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    let to2 = &out.messages.iter().find(|(id, _)| *id == 2).expect("2").1;
+    let to3 = &out.messages.iter().find(|(id, _)| *id == 3).expect("3").1;
+    assert_eq!(to2, to3, "one group, one encoding");
+    assert!(
+        out.messages.iter().all(|(id, _)| *id != 1),
+        "never back to the source"
+    );
+}
+
+#[test]
+fn best_path_switch_withdraws_from_the_new_source() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("192.0.2.2", 65002, "192.0.2.100"));
+    r.update(
+        1,
+        &announce(vec![65001, 65100], "192.0.2.1", &["203.0.113.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    assert_eq!(sent_to(&out, 2).0.len(), 1, "peer 2 learns peer 1's route");
+    // Peer 2 announces a shorter path: it becomes best; peer 2 must not keep
+    // the copy we sent it, and peer 1 now gets peer 2's.
+    r.update(
+        2,
+        &announce(vec![65002], "192.0.2.2", &["203.0.113.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    assert_eq!(
+        sent_to(&out, 2).1,
+        vec!["203.0.113.0/24".parse::<IpNet>().expect("p")]
+    );
+    assert_eq!(sent_to(&out, 1).0.len(), 1);
+}
+
+#[test]
+fn ipv6_routes_carry_an_ipv6_next_hop() {
+    let mut r = rib();
+    let mut i = info("2001:db8::1", 65001, "2001:db8::100");
+    i.router_id = Ipv4Addr::new(10, 0, 0, 1);
+    r.peer_up(1, i);
+    r.peer_up(2, info("2001:db8::2", 65002, "2001:db8::100"));
+    let mut u = announce(vec![65001], "192.0.2.1", &[], vec![]);
+    u.attributes.retain(|a| a.type_code() != 3);
+    u.attributes.push(PathAttribute::new(AttrValue::MpReach(
+        bgpd::wire::attr::MpReach {
+            afi_safi: AfiSafi::IPV6_UNICAST,
+            next_hop: bgpd::wire::attr::NextHop::Ipv6 {
+                global: "2001:db8::1".parse().expect("ip"),
+                link_local: None,
+            },
+            reserved: 0,
+            nlri: bgpd::wire::attr::MpNlri::Prefixes(vec![Nlri::new(
+                "2001:db8:100::/48".parse().expect("p"),
+            )]),
+        },
+    )));
+    r.update(1, &u, false);
+    let out = r.flush();
+    let (ann, _) = sent_to(&out, 2);
+    let mp = ann[0].1.mp_reach().expect("MP_REACH");
+    assert_eq!(mp.next_hop.to_string(), "2001:db8::100");
+}
