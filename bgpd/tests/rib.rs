@@ -285,7 +285,7 @@ fn sent_to(out: &bgpd::rib::Outbound, peer: PeerId) -> (Vec<(IpNet, Update)>, Ve
     (ann, wd)
 }
 
-fn attr<'a>(u: &'a Update, code: u8) -> Option<&'a AttrValue> {
+fn attr(u: &Update, code: u8) -> Option<&AttrValue> {
     u.attribute(code).map(|a| &a.value)
 }
 

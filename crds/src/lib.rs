@@ -1,4 +1,176 @@
-//! petrel's Kubernetes custom resource types (group `petrel.dev`).
+//! petrel's resource types (group `petrel.dev`, version `v1alpha1`).
 //!
-//! Empty for now: the Kubernetes issue fills it with the `CustomResource` types
-//! and the CRD YAML generator.
+//! Today these are the `spec` types the standalone agent reads from YAML files.
+//! The Kubernetes issue adds the `CustomResource` derive, schemas and status;
+//! the field names and meanings here are the ones the CRDs will have.
+//!
+//! Unknown fields are rejected, so a misspelt field is an error that names it
+//! rather than a setting silently ignored.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The API group.
+pub const GROUP: &str = "petrel.dev";
+/// The API version within the group.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of petrel objects.
+pub const API_VERSION: &str = "petrel.dev/v1alpha1";
+
+/// `BGPConfiguration.spec`: the node's BGP identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpConfigurationSpec {
+    /// Our ASN (1..=4294967294). Required.
+    pub as_number: Option<u32>,
+    /// BGP identifier; defaults to the node's IPv4 InternalIP.
+    #[serde(rename = "routerID", default)]
+    pub router_id: Option<Ipv4Addr>,
+    /// Address to listen on; default `::` (dual-stack).
+    pub listen_address: Option<IpAddr>,
+    /// Port to listen on; default 179.
+    pub listen_port: Option<u16>,
+}
+
+/// `BGPPeer.spec`: one neighbour, or a range of dynamic neighbours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpPeerSpec {
+    /// The peer's address. Either this or `listenRange` is required.
+    #[serde(rename = "peerIP", default)]
+    pub peer_ip: Option<IpAddr>,
+    /// Accept sessions from any address in this range (dynamic neighbours).
+    pub listen_range: Option<IpNet>,
+    /// The peer's ASN. Required.
+    pub as_number: Option<u32>,
+    /// The peer's TCP port; default 179.
+    pub port: Option<u16>,
+    /// Hold time to propose: `0` or at least `3s`; default `90s`.
+    pub hold_time: Option<Seconds>,
+    /// Keepalive interval; default a third of the hold time.
+    pub keepalive_time: Option<Seconds>,
+    /// Only accept connections from the peer.
+    pub passive: Option<bool>,
+    /// TTL for an external peer that is not directly connected.
+    pub ebgp_multihop: Option<u8>,
+    /// GTSM (RFC 5082): the most hops the peer may be away.
+    pub ttl_security: Option<u8>,
+    /// Source address for the session.
+    pub source_address: Option<IpAddr>,
+    /// TCP-MD5 password.
+    pub password: Option<PasswordSource>,
+    /// Put our address as next hop towards an internal peer.
+    pub next_hop_self: Option<bool>,
+}
+
+/// Where a password comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordSource {
+    /// A file holding the password (trailing newline ignored).
+    pub file: Option<String>,
+    /// A key of a `v1` Secret.
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// A reference to a key of a Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The key within it.
+    pub key: String,
+}
+
+/// A duration in whole seconds, written as a number (`90`) or in Kubernetes
+/// style (`"90s"`, `"1m30s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Seconds(pub u32);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}s", self.0)
+    }
+}
+
+impl Seconds {
+    /// Parses `90`, `90s`, `2m`, `1m30s`, `1h`.
+    pub fn parse(s: &str) -> Result<Seconds, String> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<u32>() {
+            return Ok(Seconds(n));
+        }
+        let mut total: u64 = 0;
+        let mut num = String::new();
+        for c in s.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let unit = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                _ => {
+                    return Err(format!(
+                        "unknown unit {c:?} in duration {s:?} (use s, m or h)"
+                    ));
+                }
+            };
+            let n: u64 = num
+                .parse()
+                .map_err(|_| format!("missing number before {c:?} in {s:?}"))?;
+            total += n * unit;
+            num.clear();
+        }
+        if !num.is_empty() {
+            return Err(format!("duration {s:?} ends without a unit"));
+        }
+        u32::try_from(total)
+            .map(Seconds)
+            .map_err(|_| format!("duration {s:?} is too long"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Seconds(n)),
+            Raw::Text(t) => Seconds::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_both_styles() {
+        assert_eq!(Seconds::parse("90"), Ok(Seconds(90)));
+        assert_eq!(Seconds::parse("90s"), Ok(Seconds(90)));
+        assert_eq!(Seconds::parse("1m30s"), Ok(Seconds(90)));
+        assert_eq!(Seconds::parse("1h"), Ok(Seconds(3600)));
+        assert!(Seconds::parse("10x").is_err());
+        assert!(Seconds::parse("10m5").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = serde_json::from_value::<BgpPeerSpec>(
+            serde_json::json!({"peerIp": "10.0.0.1", "asNumber": 1}),
+        )
+        .expect_err("misspelt field");
+        assert!(e.to_string().contains("unknown field `peerIp`"), "{e}");
+    }
+}

@@ -1,15 +1,23 @@
-//! `petrel`: the node agent, the controller and the operator's command line.
+//! `petrel`: the node agent and the operator's command line.
 //!
-//! Today it has one subcommand, `petrel decode`, which reads MRT captures with
-//! petrel's own BGP codec; the agent, controller and lab arrive with later issues.
+//! - `petrel agent`: the node agent (standalone, from a directory of YAML objects).
+//! - `petrel peers`, `petrel rib`: what the running agent sees, over its API.
+//! - `petrel decode`: MRT captures through petrel's own BGP codec.
 
+mod agent;
+mod api;
+mod cli;
 mod decode;
 mod json;
+mod planner;
+mod source;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use proto::v1 as pb;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +32,50 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the node agent.
+    Agent {
+        /// Where desired state comes from: `files:DIR` (a directory of YAML objects).
+        #[arg(long)]
+        source: agent::Source,
+        /// This node's name (its Node object's metadata.name).
+        #[arg(long)]
+        node: String,
+        /// The API's unix socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        api_socket: PathBuf,
+        /// How often to check the source for changes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+    },
+    /// List BGP peers and their sessions.
+    Peers {
+        /// The agent's API socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Format,
+    },
+    /// Show the routing table: best paths and alternatives.
+    Rib {
+        /// IPv4 only.
+        #[arg(short = '4', conflicts_with = "ipv6")]
+        ipv4: bool,
+        /// IPv6 only.
+        #[arg(short = '6')]
+        ipv6: bool,
+        /// Only this prefix (or address).
+        prefix: Option<String>,
+        /// With PREFIX: also the more specific prefixes inside it.
+        #[arg(long, requires = "prefix")]
+        longer: bool,
+        /// The agent's API socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Format,
+    },
     /// Decode MRT files (RFC 6396; plain, gzip or bzip2) and print one JSON object per record.
     Decode(DecodeArgs),
 }
@@ -43,16 +95,103 @@ pub struct DecodeArgs {
     summary: bool,
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Decode(args) => match decode::run(&args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("petrel decode: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+    let result = match cli.command {
+        Command::Decode(args) => {
+            return match decode::run(&args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("petrel decode: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Agent {
+            source,
+            node,
+            api_socket,
+            poll_ms,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            runtime().and_then(|rt| {
+                rt.block_on(agent::run(agent::AgentOptions {
+                    source,
+                    node,
+                    api_socket,
+                    poll: Duration::from_millis(poll_ms.max(50)),
+                }))
+            })
+        }
+        Command::Peers { socket, output } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let peers = cli::fetch_peers(&socket).await?;
+                match output {
+                    cli::Format::Table => print!("{}", cli::peers_table(&peers)),
+                    cli::Format::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&cli::peers_json(&peers))?
+                    ),
+                }
+                Ok(())
+            })
+        }),
+        Command::Rib {
+            ipv4,
+            ipv6,
+            prefix,
+            longer,
+            socket,
+            output,
+        } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                if let Some(p) = &prefix {
+                    api::parse_prefix(p).map_err(anyhow::Error::msg)?;
+                }
+                let family = match (ipv4, ipv6) {
+                    (true, _) => pb::Family::Ipv4Unicast,
+                    (_, true) => pb::Family::Ipv6Unicast,
+                    _ => pb::Family::Unspecified,
+                };
+                let routes = cli::fetch_routes(
+                    &socket,
+                    pb::ListRoutesRequest {
+                        family: family as i32,
+                        prefix: prefix.unwrap_or_default(),
+                        longer,
+                    },
+                )
+                .await?;
+                match output {
+                    cli::Format::Table => print!("{}", cli::routes_table(&routes)),
+                    cli::Format::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&cli::routes_json(&routes))?
+                    ),
+                }
+                Ok(())
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("petrel: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

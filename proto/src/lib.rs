@@ -1,4 +1,9 @@
-//! petrel's gRPC API: the `.proto` files and the code generated from them.
+//! petrel's gRPC API: the code generated from `proto/petrel/v1/*.proto`.
 //!
-//! Empty for now: the speaker issue adds the first read-only services and the API
-//! issue the rest.
+//! The `.proto` files are the contract; every field is documented there.
+#![allow(missing_docs, clippy::all)]
+
+/// Version 1 of the API.
+pub mod v1 {
+    tonic::include_proto!("petrel.v1");
+}

@@ -1,0 +1,131 @@
+//! `petrel agent`: the node agent. Reads the source, plans, drives the speaker,
+//! serves the API, and applies changes without a restart.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bgpd::speaker::{Speaker, SpeakerConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api;
+use crate::planner;
+use crate::source;
+
+/// Where desired state comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A directory of YAML objects.
+    Files(PathBuf),
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("files", dir)) if !dir.is_empty() => Ok(Source::Files(PathBuf::from(dir))),
+            _ => Err(format!("unknown source {s:?}: use files:DIR")),
+        }
+    }
+}
+
+/// Settings of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Desired state.
+    pub source: Source,
+    /// This node's name.
+    pub node: String,
+    /// The API's unix socket.
+    pub api_socket: PathBuf,
+    /// How often the source is checked for changes.
+    pub poll: Duration,
+}
+
+/// A cheap fingerprint of a directory's files (names, sizes, contents), so
+/// unchanged files cause no work.
+fn fingerprint(dir: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let mut paths: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            p.hash(&mut h);
+            if let Ok(bytes) = std::fs::read(&p) {
+                bytes.hash(&mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    let Source::Files(dir) = &opts.source;
+    if !dir.is_dir() {
+        bail!("source directory {} does not exist", dir.display());
+    }
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut speaker: Option<Speaker> = None;
+    let mut applied: Option<SpeakerConfig> = None;
+    let mut last_print = None;
+    let mut api_server = None;
+    loop {
+        let print = fingerprint(dir);
+        if last_print != Some(print) {
+            last_print = Some(print);
+            let (snapshot, mut problems) = source::load_dir(dir);
+            let (config, more) = planner::plan(&snapshot, &opts.node);
+            problems.extend(more);
+            for p in &problems {
+                tracing::warn!(problem = %p, "configuration problem");
+            }
+            match (config, &speaker) {
+                (Some(c), None) => match Speaker::start(c.clone()).await {
+                    Ok(s) => {
+                        tracing::info!(asn = c.asn, router_id = %c.router_id, peers = c.neighbors.len(), "speaker started");
+                        api_server = Some(api::serve(&opts.api_socket, s.clone()).await?);
+                        speaker = Some(s);
+                        applied = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the speaker; retrying when the source changes")
+                    }
+                },
+                (Some(c), Some(s)) if applied.as_ref() != Some(&c) => {
+                    match s.configure(c.clone()).await {
+                        Ok(()) => {
+                            tracing::info!(peers = c.neighbors.len(), "configuration applied");
+                            applied = Some(c);
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot apply the configuration"),
+                    }
+                }
+                (None, Some(_)) => {
+                    tracing::warn!(
+                        "no usable BGPConfiguration; keeping the last applied configuration"
+                    );
+                }
+                _ => {}
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(opts.poll) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    if let Some(s) = speaker {
+        s.shutdown().await;
+    }
+    if let Some(server) = api_server {
+        server.abort();
+    }
+    let _ = std::fs::remove_file(&opts.api_socket);
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The gRPC API on the agent's unix socket, and the client the CLI uses.
+//!
+//! Reads are answered by the speaker task between events (it owns the RIB);
+//! no lock is shared with UPDATE processing.
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use bgpd::fsm::State;
+use bgpd::speaker::{PeerStatus, RouteFilter, RouteView, Speaker};
+use bgpd::wire::AfiSafi;
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use proto::v1 as pb;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::{Channel, Endpoint, Server, Uri};
+use tonic::{Request, Response, Status};
+
+/// Default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/petrel/petrel.sock";
+
+/// Serves the API on `path` (mode 0600) until the returned task is aborted.
+pub async fn serve(path: &Path, speaker: Speaker) -> anyhow::Result<JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A socket left by a previous run would make bind fail.
+    let _ = std::fs::remove_file(path);
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    let api = Api { speaker };
+    let incoming = UnixListenerStream::new(listener);
+    let server = Server::builder()
+        .add_service(pb::peer_service_server::PeerServiceServer::new(api.clone()))
+        .add_service(pb::rib_service_server::RibServiceServer::new(api))
+        .serve_with_incoming(incoming);
+    let path = path.to_path_buf();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(socket = %path.display(), error = %e, "API server stopped");
+        }
+    }))
+}
+
+/// Connects to the API socket.
+pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
+    let path: PathBuf = path.to_path_buf();
+    let shown = path.display().to_string();
+    // The URI is not used: the connector always dials the socket.
+    Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| {
+            format!("cannot connect to the petrel API at {shown}; is `petrel agent` running?")
+        })
+}
+
+#[derive(Clone)]
+struct Api {
+    speaker: Speaker,
+}
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("the speaker is not running: {e}"))
+}
+
+#[tonic::async_trait]
+impl pb::peer_service_server::PeerService for Api {
+    type ListPeersStream = Streamed<pb::Peer>;
+
+    async fn list_peers(
+        &self,
+        _: Request<pb::ListPeersRequest>,
+    ) -> Result<Response<Self::ListPeersStream>, Status> {
+        let peers = self.speaker.peers().await.map_err(unavailable)?;
+        let items: Vec<Result<pb::Peer, Status>> =
+            peers.iter().map(|p| Ok(peer_to_pb(p))).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::rib_service_server::RibService for Api {
+    type ListRoutesStream = Streamed<pb::Route>;
+
+    async fn list_routes(
+        &self,
+        req: Request<pb::ListRoutesRequest>,
+    ) -> Result<Response<Self::ListRoutesStream>, Status> {
+        let r = req.into_inner();
+        let family = match pb::Family::try_from(r.family) {
+            Ok(pb::Family::Unspecified) => None,
+            Ok(pb::Family::Ipv4Unicast) => Some(AfiSafi::IPV4_UNICAST),
+            Ok(pb::Family::Ipv6Unicast) => Some(AfiSafi::IPV6_UNICAST),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "family {} is not a known Family value",
+                    r.family
+                )));
+            }
+        };
+        let prefix = if r.prefix.is_empty() {
+            None
+        } else {
+            Some(parse_prefix(&r.prefix).map_err(Status::invalid_argument)?)
+        };
+        let routes = self
+            .speaker
+            .routes(RouteFilter {
+                family,
+                prefix,
+                longer: r.longer,
+            })
+            .await
+            .map_err(unavailable)?;
+        let items: Vec<Result<pb::Route, Status>> =
+            routes.iter().map(|r| Ok(route_to_pb(r))).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+}
+
+/// Parses a prefix, accepting a bare address as a host route.
+pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not a prefix (like 10.0.0.0/24) or an address"))
+}
+
+fn state_to_pb(s: State) -> pb::SessionState {
+    match s {
+        State::Idle => pb::SessionState::Idle,
+        State::Connect => pb::SessionState::Connect,
+        State::Active => pb::SessionState::Active,
+        State::OpenSent => pb::SessionState::OpenSent,
+        State::OpenConfirm => pb::SessionState::OpenConfirm,
+        State::Established => pb::SessionState::Established,
+    }
+}
+
+fn peer_to_pb(p: &PeerStatus) -> pb::Peer {
+    pb::Peer {
+        name: p.name.clone(),
+        address: p.address.to_string(),
+        asn: p.asn,
+        state: state_to_pb(p.state) as i32,
+        state_seconds: SystemTime::now()
+            .duration_since(p.since)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        dynamic: p.dynamic,
+        last_error: p.last_error.clone().unwrap_or_default(),
+        capabilities: p.capabilities.clone(),
+        hold_time: p.hold_time.map(u32::from).unwrap_or(0),
+        peer_router_id: p.peer_router_id.map(|i| i.to_string()).unwrap_or_default(),
+        local_address: p.local_address.map(|a| a.to_string()).unwrap_or_default(),
+        prefixes: p
+            .prefixes
+            .iter()
+            .map(|(af, c)| pb::PrefixCounts {
+                afi_safi: af.to_string(),
+                received: c.received,
+                accepted: c.accepted,
+                advertised: c.advertised,
+            })
+            .collect(),
+        messages_received: p.messages_received,
+        messages_sent: p.messages_sent,
+        flaps: p.flaps,
+    }
+}
+
+fn route_to_pb(r: &RouteView) -> pb::Route {
+    pb::Route {
+        prefix: r.prefix.to_string(),
+        paths: r
+            .paths
+            .iter()
+            .map(|p| {
+                let a = &p.attrs;
+                pb::Path {
+                    best: p.best,
+                    from: p.from.map(|f| f.to_string()).unwrap_or_default(),
+                    path_id: p.path_id,
+                    next_hop: a.next_hop.map(|n| n.to_string()).unwrap_or_default(),
+                    next_hop_link_local: a.link_local.map(|n| n.to_string()).unwrap_or_default(),
+                    as_path: a
+                        .as_path
+                        .segments
+                        .iter()
+                        .map(|s| pb::AsSegment {
+                            r#type: s.kind.name().to_string(),
+                            asns: s.asns.clone(),
+                        })
+                        .collect(),
+                    origin: a.origin.map(|o| o.to_string()).unwrap_or_default(),
+                    med: a.med,
+                    local_pref: a.local_pref,
+                    communities: a.communities.iter().map(ToString::to_string).collect(),
+                    large_communities: a
+                        .large_communities
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    extended_communities: a
+                        .ext_communities
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    originator_id: a.originator_id.map(|o| o.to_string()).unwrap_or_default(),
+                    cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
+                    atomic_aggregate: a.atomic_aggregate,
+                }
+            })
+            .collect(),
+    }
+}

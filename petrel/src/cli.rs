@@ -1,0 +1,232 @@
+//! `petrel peers` and `petrel rib`: the operator's view, over the API.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use proto::v1 as pb;
+use serde_json::{Value, json};
+
+use crate::api;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::SessionState::try_from(s) {
+        Ok(pb::SessionState::Idle) => "Idle",
+        Ok(pb::SessionState::Connect) => "Connect",
+        Ok(pb::SessionState::Active) => "Active",
+        Ok(pb::SessionState::OpenSent) => "OpenSent",
+        Ok(pb::SessionState::OpenConfirm) => "OpenConfirm",
+        Ok(pb::SessionState::Established) => "Established",
+        _ => "unknown",
+    }
+}
+
+/// `1d2h3m4s` style.
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if d > 0 {
+        let _ = write!(out, "{d}d");
+    }
+    if d > 0 || h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if d > 0 || h > 0 || m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    let _ = write!(out, "{s}s");
+    out
+}
+
+/// Fetches every peer.
+pub async fn fetch_peers(socket: &Path) -> anyhow::Result<Vec<pb::Peer>> {
+    let mut client = pb::peer_service_client::PeerServiceClient::new(api::connect(socket).await?);
+    let mut stream = client
+        .list_peers(pb::ListPeersRequest {})
+        .await?
+        .into_inner();
+    let mut peers = Vec::new();
+    while let Some(p) = stream.message().await? {
+        peers.push(p);
+    }
+    Ok(peers)
+}
+
+/// Peers as JSON values.
+pub fn peers_json(peers: &[pb::Peer]) -> Value {
+    Value::Array(
+        peers
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "address": p.address,
+                    "asn": p.asn,
+                    "state": state_name(p.state),
+                    "state_seconds": p.state_seconds,
+                    "dynamic": p.dynamic,
+                    "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
+                    "capabilities": p.capabilities,
+                    "hold_time": (p.hold_time > 0).then_some(p.hold_time),
+                    "peer_router_id": (!p.peer_router_id.is_empty()).then_some(&p.peer_router_id),
+                    "local_address": (!p.local_address.is_empty()).then_some(&p.local_address),
+                    "prefixes": p.prefixes.iter().map(|c| (c.afi_safi.clone(), json!({
+                        "received": c.received, "accepted": c.accepted, "advertised": c.advertised,
+                    }))).collect::<serde_json::Map<String, Value>>(),
+                    "messages_received": p.messages_received,
+                    "messages_sent": p.messages_sent,
+                    "flaps": p.flaps,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Peers as a table.
+pub fn peers_table(peers: &[pb::Peer]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>10}  {:<11}  {:>10}  PREFIXES rcvd/accepted/advertised",
+        "PEER", "ASN", "STATE", "FOR"
+    );
+    for p in peers {
+        let prefixes: Vec<String> = p
+            .prefixes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}/{}/{}",
+                    c.afi_safi, c.received, c.accepted, c.advertised
+                )
+            })
+            .collect();
+        let name = if p.name.is_empty() || p.name == p.address {
+            p.address.clone()
+        } else {
+            format!("{} ({})", p.address, p.name)
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:>10}  {:<11}  {:>10}  {}",
+            name,
+            p.asn,
+            state_name(p.state),
+            duration(p.state_seconds),
+            prefixes.join(", ")
+        );
+        if !p.capabilities.is_empty() {
+            let _ = writeln!(out, "    capabilities: {}", p.capabilities.join(", "));
+        }
+        if !p.last_error.is_empty() {
+            let _ = writeln!(out, "    last error: {}", p.last_error);
+        }
+    }
+    out
+}
+
+/// Fetches routes.
+pub async fn fetch_routes(
+    socket: &Path,
+    req: pb::ListRoutesRequest,
+) -> anyhow::Result<Vec<pb::Route>> {
+    let mut client = pb::rib_service_client::RibServiceClient::new(api::connect(socket).await?);
+    let mut stream = client.list_routes(req).await?.into_inner();
+    let mut routes = Vec::new();
+    while let Some(r) = stream.message().await? {
+        routes.push(r);
+    }
+    Ok(routes)
+}
+
+fn as_path_text(p: &pb::Path) -> String {
+    p.as_path
+        .iter()
+        .map(|s| {
+            let asns: Vec<String> = s.asns.iter().map(u32::to_string).collect();
+            match s.r#type.as_str() {
+                "AS_SET" => format!("{{{}}}", asns.join(" ")),
+                "AS_CONFED_SEQUENCE" => format!("({})", asns.join(" ")),
+                "AS_CONFED_SET" => format!("[{}]", asns.join(" ")),
+                _ => asns.join(" "),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Routes as JSON values.
+pub fn routes_json(routes: &[pb::Route]) -> Value {
+    Value::Array(
+        routes
+            .iter()
+            .map(|r| {
+                json!({
+                    "prefix": r.prefix,
+                    "paths": r.paths.iter().map(|p| json!({
+                        "best": p.best,
+                        "from": if p.from.is_empty() { "local" } else { p.from.as_str() },
+                        "path_id": p.path_id,
+                        "next_hop": (!p.next_hop.is_empty()).then_some(&p.next_hop),
+                        "next_hop_link_local": (!p.next_hop_link_local.is_empty()).then_some(&p.next_hop_link_local),
+                        "as_path": p.as_path.iter().map(|s| json!({"type": s.r#type, "asns": s.asns})).collect::<Vec<_>>(),
+                        "origin": p.origin,
+                        "med": p.med,
+                        "local_pref": p.local_pref,
+                        "communities": p.communities,
+                        "large_communities": p.large_communities,
+                        "extended_communities": p.extended_communities,
+                        "originator_id": (!p.originator_id.is_empty()).then_some(&p.originator_id),
+                        "cluster_list": p.cluster_list,
+                        "atomic_aggregate": p.atomic_aggregate,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Routes as a table: the best path marked `*>`, alternatives `* ` below it.
+pub fn routes_table(routes: &[pb::Route]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "   {:<28} {:<24} {:<18} {:>7} {:>7}  AS PATH",
+        "PREFIX", "NEXT HOP", "FROM", "LOCPRF", "MED"
+    );
+    for r in routes {
+        for (i, p) in r.paths.iter().enumerate() {
+            let mark = if p.best { "*>" } else { "* " };
+            let prefix = if i == 0 { r.prefix.as_str() } else { "" };
+            let origin = match p.origin.as_str() {
+                "IGP" => "i",
+                "EGP" => "e",
+                _ => "?",
+            };
+            let _ = writeln!(
+                out,
+                "{mark} {:<28} {:<24} {:<18} {:>7} {:>7}  {} {}",
+                prefix,
+                if p.next_hop.is_empty() {
+                    "-"
+                } else {
+                    &p.next_hop
+                },
+                if p.from.is_empty() { "local" } else { &p.from },
+                p.local_pref.map(|l| l.to_string()).unwrap_or_default(),
+                p.med.map(|m| m.to_string()).unwrap_or_default(),
+                as_path_text(p),
+                origin
+            );
+        }
+    }
+    out
+}

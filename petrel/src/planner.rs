@@ -1,0 +1,375 @@
+//! The planner: a pure function from a [`Snapshot`] to what the speaker must
+//! do. Level-triggered: it always starts from the whole snapshot, so applying
+//! its output twice changes nothing.
+//!
+//! Today it derives the speaker's identity, its neighbours and the prefixes this
+//! node originates (its pod CIDRs). Invalid objects are reported with the field
+//! that is wrong and left out; the rest is planned.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use bgpd::session::BGP_PORT;
+use bgpd::session::sockopt::MD5_MAX_KEY_LEN;
+use bgpd::speaker::{NeighborAddress, NeighborConfig, SpeakerConfig};
+use crds::{BgpPeerSpec, PasswordSource};
+
+use crate::source::{Named, Problem, Snapshot};
+
+/// The speaker configuration for `node`, and what was wrong on the way.
+/// `None` when there is no usable BGPConfiguration.
+pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let node_obj = snapshot.nodes.iter().find(|n| n.name == node);
+    let config = match snapshot.configurations.as_slice() {
+        [] => {
+            problems.push(Problem {
+                origin: snapshot.base.display().to_string(),
+                object: None,
+                field: None,
+                message: "no BGPConfiguration object: the speaker waits for one".into(),
+            });
+            return (None, problems);
+        }
+        [only] => only,
+        many => {
+            // Several: the one named "default" wins, as in Calico.
+            let chosen = many
+                .iter()
+                .find(|c| c.name == "default")
+                .unwrap_or(&many[0]);
+            for c in many.iter().filter(|c| c.name != chosen.name) {
+                problems.push(Problem {
+                    origin: c.origin.to_string(),
+                    object: Some(format!("BGPConfiguration/{}", c.name)),
+                    field: None,
+                    message: format!("ignored: BGPConfiguration/{} is used", chosen.name),
+                });
+            }
+            chosen
+        }
+    };
+    let bad = |field: &str, message: String| Problem {
+        origin: config.origin.to_string(),
+        object: Some(format!("BGPConfiguration/{}", config.name)),
+        field: Some(field.into()),
+        message,
+    };
+    let asn = match config.spec.as_number {
+        Some(a) if valid_asn(a) => a,
+        Some(a) => {
+            problems.push(bad(
+                "spec.asNumber",
+                format!("{a} is not a usable ASN (1..=4294967294, not 23456)"),
+            ));
+            return (None, problems);
+        }
+        None => {
+            problems.push(bad("spec.asNumber", "is required".into()));
+            return (None, problems);
+        }
+    };
+    let node_v4 = node_obj.and_then(|n| {
+        n.internal_ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        })
+    });
+    let Some(router_id) = config.spec.router_id.or(node_v4) else {
+        problems.push(bad(
+            "spec.routerID",
+            format!("is not set and node {node:?} has no IPv4 InternalIP to take it from"),
+        ));
+        return (None, problems);
+    };
+    if router_id.is_unspecified() {
+        problems.push(bad(
+            "spec.routerID",
+            "0.0.0.0 is not a valid BGP identifier".into(),
+        ));
+        return (None, problems);
+    }
+    let mut out = SpeakerConfig::new(asn, router_id);
+    let listen_ip = config
+        .spec
+        .listen_address
+        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    out.listen = vec![SocketAddr::new(
+        listen_ip,
+        config.spec.listen_port.unwrap_or(BGP_PORT),
+    )];
+    match node_obj {
+        Some(n) => out.originate = n.pod_cidrs.iter().map(|c| c.trunc()).collect(),
+        None => problems.push(Problem {
+            origin: snapshot.base.display().to_string(),
+            object: Some(format!("Node/{node}")),
+            field: None,
+            message: "not found: no pod CIDRs are originated".into(),
+        }),
+    }
+    out.local_ipv6 = node_obj.and_then(|n| {
+        n.internal_ips.iter().find_map(|ip| match ip {
+            IpAddr::V6(a) => Some(*a),
+            IpAddr::V4(_) => None,
+        })
+    });
+    let mut peers: Vec<&Named<BgpPeerSpec>> = snapshot.peers.iter().collect();
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    for p in peers {
+        match neighbor(p, snapshot, asn, router_id) {
+            Ok(n) => out.neighbors.push(n),
+            Err((field, message)) => problems.push(Problem {
+                origin: p.origin.to_string(),
+                object: Some(format!("BGPPeer/{}", p.name)),
+                field: Some(field),
+                message: format!("{message}; this peer is skipped"),
+            }),
+        }
+    }
+    (Some(out), problems)
+}
+
+/// Usable ASNs: not 0, not AS_TRANS, not the last one (RFC 7300).
+fn valid_asn(a: u32) -> bool {
+    a != 0 && a != 23456 && a != u32::MAX
+}
+
+fn neighbor(
+    p: &Named<BgpPeerSpec>,
+    snapshot: &Snapshot,
+    local_asn: u32,
+    router_id: Ipv4Addr,
+) -> Result<NeighborConfig, (String, String)> {
+    let s = &p.spec;
+    let err = |f: &str, m: String| Err((f.to_string(), m));
+    let address = match (s.peer_ip, s.listen_range) {
+        (Some(ip), None) => {
+            if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(router_id) {
+                return err("spec.peerIP", format!("{ip} cannot be a BGP peer"));
+            }
+            NeighborAddress::Address(ip)
+        }
+        (None, Some(range)) => NeighborAddress::Range(range.trunc()),
+        (Some(_), Some(_)) => {
+            return err("spec", "set either peerIP or listenRange, not both".into());
+        }
+        (None, None) => {
+            return err(
+                "spec.peerIP",
+                "is required (or listenRange for dynamic neighbours)".into(),
+            );
+        }
+    };
+    let asn = match s.as_number {
+        Some(a) if valid_asn(a) => a,
+        Some(a) => {
+            return err(
+                "spec.asNumber",
+                format!("{a} is not a usable ASN (1..=4294967294, not 23456)"),
+            );
+        }
+        None => return err("spec.asNumber", "is required".into()),
+    };
+    let mut n = NeighborConfig::new(p.name.clone(), address, asn);
+    if let Some(port) = s.port {
+        if port == 0 {
+            return err("spec.port", "0 is not a port".into());
+        }
+        n.port = port;
+    }
+    if let Some(h) = s.hold_time {
+        if h.0 == 1 || h.0 == 2 || h.0 > 65535 {
+            return err(
+                "spec.holdTime",
+                format!("{h} is not allowed: 0 (no keepalives) or 3s to 65535s"),
+            );
+        }
+        n.hold_time = h.0 as u16;
+    }
+    if let Some(k) = s.keepalive_time {
+        if k.0 == 0 || (n.hold_time > 0 && k.0 > u32::from(n.hold_time) / 3) {
+            return err(
+                "spec.keepaliveTime",
+                format!(
+                    "{k} must be at least 1s and at most a third of the hold time ({}s)",
+                    n.hold_time
+                ),
+            );
+        }
+        n.keepalive_time = Some(k.0 as u16);
+    }
+    n.passive = s.passive.unwrap_or(false) || matches!(n.address, NeighborAddress::Range(_));
+    n.next_hop_self = s.next_hop_self.unwrap_or(false);
+    match (s.ebgp_multihop, s.ttl_security) {
+        (Some(_), Some(_)) => {
+            return err(
+                "spec.ttlSecurity",
+                "cannot be combined with ebgpMultihop (GTSM fixes the TTL at 255)".into(),
+            );
+        }
+        (Some(0), _) => return err("spec.ebgpMultihop", "must be 1 to 255".into()),
+        (Some(h), None) if asn == local_asn => {
+            return err(
+                "spec.ebgpMultihop",
+                format!("{h} given for an internal peer (same ASN)"),
+            );
+        }
+        (_, Some(h)) if h == 0 || h == 255 => {
+            return err("spec.ttlSecurity", "must be 1 to 254 hops".into());
+        }
+        _ => {}
+    }
+    n.ebgp_multihop = s.ebgp_multihop;
+    n.ttl_security = s.ttl_security;
+    n.source_address = s.source_address;
+    if let Some(pw) = &s.password {
+        let secret = password(pw, snapshot)?;
+        if secret.is_empty() || secret.len() > MD5_MAX_KEY_LEN {
+            return err(
+                "spec.password",
+                format!(
+                    "is {} octets; TCP-MD5 keys are 1 to {MD5_MAX_KEY_LEN}",
+                    secret.len()
+                ),
+            );
+        }
+        n.password = Some(secret);
+    }
+    n.connect_retry = Duration::from_secs(5);
+    Ok(n)
+}
+
+fn password(pw: &PasswordSource, snapshot: &Snapshot) -> Result<String, (String, String)> {
+    match (&pw.file, &pw.secret_key_ref) {
+        (Some(f), None) => {
+            let path = snapshot.base.join(f);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                (
+                    "spec.password.file".to_string(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+        }
+        (None, Some(r)) => {
+            let secret = snapshot.secrets.iter().find(|s| s.name == r.name).ok_or((
+                "spec.password.secretKeyRef.name".to_string(),
+                format!("no Secret named {:?}", r.name),
+            ))?;
+            let value = secret.data.get(&r.key).ok_or((
+                "spec.password.secretKeyRef.key".to_string(),
+                format!("Secret {:?} has no key {:?}", r.name, r.key),
+            ))?;
+            String::from_utf8(value.clone()).map_err(|_| {
+                (
+                    "spec.password.secretKeyRef".to_string(),
+                    "the password is not UTF-8".to_string(),
+                )
+            })
+        }
+        _ => Err((
+            "spec.password".into(),
+            "set exactly one of file or secretKeyRef".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::load_text;
+    use std::path::Path;
+
+    fn snapshot(text: &str) -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut p = Vec::new();
+        load_text(Path::new("t.yaml"), text, &mut s, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        s
+    }
+
+    const BASE: &str = r#"
+apiVersion: petrel.dev/v1alpha1
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {asNumber: 65001}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+spec: {podCIDRs: [10.244.1.0/24]}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
+"#;
+
+    #[test]
+    fn router_id_and_pod_cidrs_come_from_the_node() {
+        let (c, p) = plan(&snapshot(BASE), "n1");
+        assert!(p.is_empty(), "{p:?}");
+        let c = c.expect("planned");
+        assert_eq!(c.router_id, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            c.originate,
+            vec!["10.244.1.0/24".parse::<ipnet::IpNet>().expect("p")]
+        );
+        assert_eq!(c.listen[0].port(), 179);
+    }
+
+    #[test]
+    fn invalid_peers_are_skipped_with_the_field_named() {
+        let text = format!(
+            "{BASE}\n---\n{}",
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: ok}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, holdTime: 9s}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: hold}
+spec: {peerIP: 10.0.0.253, asNumber: 65000, holdTime: 2}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: both}
+spec: {peerIP: 10.0.0.252, asNumber: 65000, ebgpMultihop: 2, ttlSecurity: 1}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: secret}
+spec: {peerIP: 10.0.0.251, asNumber: 65000, password: {secretKeyRef: {name: nope, key: k}}}
+"#
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned");
+        assert_eq!(c.neighbors.len(), 1);
+        assert_eq!(c.neighbors[0].hold_time, 9);
+        let fields: Vec<&str> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.ttlSecurity",
+                "spec.holdTime",
+                "spec.password.secretKeyRef.name"
+            ]
+        );
+        assert!(p.iter().all(|p| p.message.contains("skipped")));
+    }
+
+    #[test]
+    fn no_configuration_means_no_speaker() {
+        let (c, p) = plan(&Snapshot::default(), "n1");
+        assert!(c.is_none());
+        assert!(p[0].message.contains("no BGPConfiguration"));
+    }
+
+    #[test]
+    fn missing_router_id_is_reported() {
+        let text = "apiVersion: petrel.dev/v1alpha1\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {asNumber: 65001}\n";
+        let (c, p) = plan(&snapshot(text), "n1");
+        assert!(c.is_none());
+        assert_eq!(
+            p.last().and_then(|p| p.field.as_deref()),
+            Some("spec.routerID")
+        );
+    }
+}

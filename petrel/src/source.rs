@@ -1,0 +1,416 @@
+//! The file source: a directory of Kubernetes-style YAML objects, the same
+//! objects a cluster has (`petrel.dev/v1alpha1` BGPConfiguration and BGPPeer,
+//! core `v1` Node and Secret).
+//!
+//! Every document is parsed on its own: a malformed one is reported (file,
+//! document, field, why) and skipped, and the others still count.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use crds::{API_VERSION, BgpConfigurationSpec, BgpPeerSpec};
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Where an object came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based document number within the file.
+    pub document: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (document {})", self.file.display(), self.document)
+    }
+}
+
+/// An object with its name and origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named<T> {
+    /// `metadata.name`.
+    pub name: String,
+    /// Where it was read.
+    pub origin: Origin,
+    /// The spec.
+    pub spec: T,
+}
+
+/// What petrel needs of a `v1` Node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Node {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.podCIDRs` (or the older `spec.podCIDR`).
+    pub pod_cidrs: Vec<IpNet>,
+    /// `status.addresses` of type InternalIP.
+    pub internal_ips: Vec<IpAddr>,
+}
+
+/// A `v1` Secret's data, decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Secret {
+    /// `metadata.name`.
+    pub name: String,
+    /// `data` (base64-decoded) merged with `stringData`.
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// Everything read from the source at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// BGPConfiguration objects.
+    pub configurations: Vec<Named<BgpConfigurationSpec>>,
+    /// BGPPeer objects.
+    pub peers: Vec<Named<BgpPeerSpec>>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// Secrets.
+    pub secrets: Vec<Secret>,
+    /// The directory, for resolving relative file references.
+    pub base: PathBuf,
+}
+
+/// Something wrong with one object or file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where.
+    pub origin: String,
+    /// Which object (`Kind/name`), if known.
+    pub object: Option<String>,
+    /// Which field (`spec.asNumber`), if one.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(o) = &self.object {
+            write!(f, ": {o}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Reads every `*.yaml` / `*.yml` file of a directory (not recursively).
+pub fn load_dir(dir: &Path) -> (Snapshot, Vec<Problem>) {
+    let mut snap = Snapshot {
+        base: dir.to_path_buf(),
+        ..Snapshot::default()
+    };
+    let mut problems = Vec::new();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect(),
+        Err(e) => {
+            problems.push(Problem {
+                origin: dir.display().to_string(),
+                object: None,
+                field: None,
+                message: format!("cannot read the directory: {e}"),
+            });
+            return (snap, problems);
+        }
+    };
+    files.sort();
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(text) => load_text(&f, &text, &mut snap, &mut problems),
+            Err(e) => problems.push(Problem {
+                origin: f.display().to_string(),
+                object: None,
+                field: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    (snap, problems)
+}
+
+/// Splits a YAML stream into documents at `---` lines, keeping each one's
+/// first line number so errors point into the file.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = vec![(1, String::new())];
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") {
+            docs.push((i + 2, String::new()));
+            continue;
+        }
+        if let Some((_, d)) = docs.last_mut() {
+            d.push_str(line);
+            d.push('\n');
+        }
+    }
+    docs.retain(|(_, d)| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
+/// Parses one file's text into the snapshot.
+pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Vec<Problem>) {
+    for (n, (line, doc)) in documents(text).into_iter().enumerate() {
+        let origin = Origin {
+            file: file.to_path_buf(),
+            document: n + 1,
+        };
+        let problem = |object: Option<String>, field: Option<String>, message: String| Problem {
+            origin: origin.to_string(),
+            object,
+            field,
+            message,
+        };
+        let value: Value = match serde_saphyr::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(problem(
+                    None,
+                    None,
+                    format!("not valid YAML (document starts at line {line}): {e}"),
+                ));
+                continue;
+            }
+        };
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let api = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let object = Some(format!("{kind}/{name}"));
+        if name.is_empty() {
+            problems.push(problem(
+                object,
+                Some("metadata.name".into()),
+                "is required".into(),
+            ));
+            continue;
+        }
+        match (api.as_str(), kind.as_str()) {
+            (API_VERSION, "BGPConfiguration") => match typed::<BgpConfigurationSpec>(&value) {
+                Ok(spec) => snap.configurations.push(Named { name, origin, spec }),
+                Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
+            },
+            (API_VERSION, "BGPPeer") => match typed::<BgpPeerSpec>(&value) {
+                Ok(spec) => snap.peers.push(Named { name, origin, spec }),
+                Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
+            },
+            ("v1", "Node") => match node(&value, name) {
+                Ok(n) => snap.nodes.push(n),
+                Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
+            },
+            ("v1", "Secret") => match secret(&value, name) {
+                Ok(s) => snap.secrets.push(s),
+                Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
+            },
+            (_, "BGPConfiguration" | "BGPPeer") => problems.push(problem(
+                object,
+                Some("apiVersion".into()),
+                format!("is {api:?}; petrel objects are {API_VERSION}"),
+            )),
+            // Services, EndpointSlices and the rest are read by later parts of
+            // the agent; here they are simply not needed.
+            _ => {}
+        }
+    }
+}
+
+/// Deserializes `spec` into `T`, naming the field on error.
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, (String, String)> {
+    let spec = value
+        .get("spec")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "spec".to_string()
+        } else {
+            format!("spec.{path}")
+        };
+        (field, e.into_inner().to_string())
+    })
+}
+
+fn node(v: &Value, name: String) -> Result<Node, (String, String)> {
+    let mut n = Node {
+        name,
+        ..Node::default()
+    };
+    if let Some(labels) = v.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, val) in labels {
+            n.labels
+                .insert(k.clone(), val.as_str().unwrap_or_default().to_string());
+        }
+    }
+    let cidrs: Vec<&Value> = match v.pointer("/spec/podCIDRs").and_then(Value::as_array) {
+        Some(a) => a.iter().collect(),
+        None => v.pointer("/spec/podCIDR").into_iter().collect(),
+    };
+    for (i, c) in cidrs.into_iter().enumerate() {
+        let s = c.as_str().unwrap_or_default();
+        let net: IpNet = s.parse().map_err(|_| {
+            (
+                format!("spec.podCIDRs[{i}]"),
+                format!("{s:?} is not a CIDR"),
+            )
+        })?;
+        n.pod_cidrs.push(net);
+    }
+    if let Some(addrs) = v.pointer("/status/addresses").and_then(Value::as_array) {
+        for (i, a) in addrs.iter().enumerate() {
+            if a.get("type").and_then(Value::as_str) == Some("InternalIP") {
+                let s = a.get("address").and_then(Value::as_str).unwrap_or_default();
+                let ip: IpAddr = s.parse().map_err(|_| {
+                    (
+                        format!("status.addresses[{i}].address"),
+                        format!("{s:?} is not an IP address"),
+                    )
+                })?;
+                n.internal_ips.push(ip);
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn secret(v: &Value, name: String) -> Result<Secret, (String, String)> {
+    let mut s = Secret {
+        name,
+        ..Secret::default()
+    };
+    if let Some(data) = v.get("data").and_then(Value::as_object) {
+        for (k, val) in data {
+            let text = val.as_str().unwrap_or_default();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|e| (format!("data.{k}"), format!("not base64: {e}")))?;
+            s.data.insert(k.clone(), bytes);
+        }
+    }
+    if let Some(data) = v.get("stringData").and_then(Value::as_object) {
+        for (k, val) in data {
+            s.data.insert(
+                k.clone(),
+                val.as_str().unwrap_or_default().as_bytes().to_vec(),
+            );
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> (Snapshot, Vec<Problem>) {
+        let mut snap = Snapshot::default();
+        let mut problems = Vec::new();
+        load_text(Path::new("test.yaml"), text, &mut snap, &mut problems);
+        (snap, problems)
+    }
+
+    #[test]
+    fn reads_every_kind_from_one_file() {
+        let (s, p) = load(
+            r#"
+apiVersion: petrel.dev/v1alpha1
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {asNumber: 65001, routerID: 10.0.0.1}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec:
+  peerIP: 10.0.0.254
+  asNumber: 65000
+  holdTime: 9s
+  password: {secretKeyRef: {name: bgp, key: tor}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {rack: r1}}
+spec: {podCIDRs: [10.244.1.0/24, "fd00:244:1::/64"]}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}, {type: Hostname, address: node-1}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bgp}
+data: {tor: c2VjcmV0}
+"#,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(s.configurations[0].spec.as_number, Some(65001));
+        assert_eq!(s.peers[0].spec.hold_time, Some(crds::Seconds(9)));
+        assert_eq!(s.nodes[0].pod_cidrs.len(), 2);
+        assert_eq!(
+            s.nodes[0].internal_ips,
+            vec!["10.0.0.1".parse::<IpAddr>().expect("ip")]
+        );
+        assert_eq!(s.secrets[0].data["tor"], b"secret");
+    }
+
+    #[test]
+    fn a_bad_document_is_reported_with_its_field_and_the_others_load() {
+        let (s, p) = load(
+            r#"
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: good}
+spec: {peerIP: 10.0.0.1, asNumber: 65000}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: bad}
+spec: {peerIP: 10.0.0.300, asNumber: 65000}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: typo}
+spec: {peerIP: 10.0.0.2, asnumber: 65000}
+---
+this: is: not: yaml
+"#,
+        );
+        assert_eq!(s.peers.len(), 1);
+        assert_eq!(s.peers[0].name, "good");
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert_eq!(p[0].object.as_deref(), Some("BGPPeer/bad"));
+        assert_eq!(p[0].field.as_deref(), Some("spec.peerIP"));
+        assert!(p[0].origin.contains("document 2"));
+        assert!(
+            p[1].message.contains("unknown field `asnumber`"),
+            "{}",
+            p[1]
+        );
+        assert!(p[2].message.contains("not valid YAML"), "{}", p[2]);
+    }
+}
