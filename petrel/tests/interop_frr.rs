@@ -1,0 +1,303 @@
+//! petrel against FRR (Debian's `frr`), each in its own network namespace.
+
+mod common;
+
+use common::{Lab, wait_until};
+use serde_json::Value;
+
+fn petrel_yaml(asn: u32, router_id: &str, node_ips: &[&str], peers: &str) -> String {
+    let addrs: Vec<String> = node_ips
+        .iter()
+        .map(|ip| format!("{{type: InternalIP, address: \"{ip}\"}}"))
+        .collect();
+    format!(
+        r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPConfiguration
+metadata: {{name: default}}
+spec: {{asNumber: {asn}, routerID: {router_id}}}
+---
+apiVersion: v1
+kind: Node
+metadata: {{name: node-1}}
+spec: {{podCIDRs: [10.244.1.0/24, "fd00:244:1::/64"]}}
+status: {{addresses: [{}]}}
+---
+{peers}"#,
+        addrs.join(", ")
+    )
+}
+
+fn frr_has(lab: &Lab, ns: &str, family: &str, prefix: &str) -> Result<Value, String> {
+    let v = lab.vtysh_json(ns, &format!("show bgp {family} unicast {prefix} json"));
+    let paths = v["paths"].as_array().cloned().unwrap_or_default();
+    paths
+        .into_iter()
+        .find(|p| p["bestpath"]["overall"] == true || p["valid"] == true)
+        .ok_or_else(|| format!("FRR has no valid path for {prefix}: {v}"))
+}
+
+fn frr_neighbor(lab: &Lab, ns: &str, addr: &str) -> Value {
+    lab.vtysh_json(ns, &format!("show bgp neighbors {addr} json"))[addr].clone()
+}
+
+#[test]
+fn ebgp_ipv4_transport_md5_four_octet_asn_refresh_and_restart() {
+    let mut lab = Lab::new("fe");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(
+        &p,
+        &f,
+        "eth0",
+        &["10.1.0.1/24", "fd00:1::1/64"],
+        &["10.1.0.2/24", "fd00:1::2/64"],
+    );
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 4200000001
+ bgp router-id 10.1.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.1.0.1 remote-as 65001
+ neighbor 10.1.0.1 password s3cret-key
+ neighbor 10.1.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.20.0.0/24
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor 10.1.0.1 activate
+  network fd00:20::/48
+ exit-address-family
+"#,
+    );
+    let petrel = lab.petrel(
+        &p,
+        "node-1",
+        &petrel_yaml(
+            65001,
+            "10.1.0.1",
+            &["10.1.0.1", "fd00:1::1"],
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec:
+  peerIP: 10.1.0.2
+  asNumber: 4200000001
+  holdTime: 9s
+  password: {secretKeyRef: {name: bgp-auth, key: tor}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bgp-auth}
+stringData: {tor: s3cret-key}
+"#,
+        ),
+    );
+    petrel.wait_established("10.1.0.2", 30);
+
+    // FRR's routes in petrel's RIB, with FRR's 4-octet ASN in the path.
+    let r = petrel.wait_route("10.20.0.0/24", 15);
+    assert_eq!(r["as_path"][0]["asns"][0], 4_200_000_001u64);
+    assert_eq!(r["next_hop"], "10.1.0.2");
+    let r6 = petrel.wait_route("fd00:20::/48", 15);
+    assert_eq!(r6["from"], "10.1.0.2");
+    // petrel's pod CIDRs in FRR's RIB: IPv4 and IPv6, next hops petrel's addresses.
+    wait_until(15, "10.244.1.0/24 at FRR", || {
+        frr_has(&lab, &f, "ipv4", "10.244.1.0/24").map(|_| ())
+    });
+    let path = frr_has(&lab, &f, "ipv4", "10.244.1.0/24").expect("present");
+    assert_eq!(path["aspath"]["string"], "65001");
+    assert_eq!(path["nexthops"][0]["ip"], "10.1.0.1");
+    wait_until(15, "fd00:244:1::/64 at FRR", || {
+        frr_has(&lab, &f, "ipv6", "fd00:244:1::/64").map(|_| ())
+    });
+    let path6 = frr_has(&lab, &f, "ipv6", "fd00:244:1::/64").expect("present");
+    assert_eq!(path6["nexthops"][0]["ip"], "fd00:1::1");
+
+    let peer = petrel.peer("10.1.0.2").expect("peer");
+    let caps: Vec<String> = serde_json::from_value(peer["capabilities"].clone()).expect("caps");
+    assert!(caps.contains(&"four-octet-as".to_string()), "{caps:?}");
+    assert!(caps.contains(&"ipv6-unicast".to_string()), "{caps:?}");
+    assert_eq!(peer["prefixes"]["ipv4-unicast"]["accepted"], 1);
+
+    // FRR asks for a route refresh: petrel sends its table again.
+    let before = frr_neighbor(&lab, &f, "10.1.0.1")["messageStats"]["updatesRecv"]
+        .as_u64()
+        .unwrap_or(0);
+    lab.vtysh(&f, "clear bgp ipv4 unicast 10.1.0.1 soft in");
+    wait_until(10, "the refreshed table", || {
+        let n = frr_neighbor(&lab, &f, "10.1.0.1");
+        let sent = n["messageStats"]["routeRefreshSent"].as_u64().unwrap_or(0);
+        let recv = n["messageStats"]["updatesRecv"].as_u64().unwrap_or(0);
+        (sent >= 1 && recv > before)
+            .then_some(())
+            .ok_or_else(|| format!("routeRefreshSent {sent}, updatesRecv {recv} (was {before})"))
+    });
+    assert!(frr_has(&lab, &f, "ipv4", "10.244.1.0/24").is_ok());
+
+    // FRR's bgpd dies and comes back: petrel notices, withdraws, re-learns.
+    lab.kill(&format!("bgpd-{f}"));
+    wait_until(15, "petrel to drop FRR's routes", || {
+        match petrel.best("10.20.0.0/24") {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    });
+    lab.start_frr_bgpd(&f);
+    petrel.wait_established("10.1.0.2", 30);
+    petrel.wait_route("10.20.0.0/24", 15);
+    wait_until(15, "10.244.1.0/24 at FRR again", || {
+        frr_has(&lab, &f, "ipv4", "10.244.1.0/24").map(|_| ())
+    });
+}
+
+#[test]
+fn ibgp_over_ipv6_transport() {
+    let mut lab = Lab::new("fi");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(
+        &p,
+        &f,
+        "eth0",
+        &["10.2.0.1/24", "fd00:2::1/64"],
+        &["10.2.0.2/24", "fd00:2::2/64"],
+    );
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65001
+ bgp router-id 10.2.0.2
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor fd00:2::1 remote-as 65001
+ neighbor fd00:2::1 timers connect 1
+ address-family ipv4 unicast
+  neighbor fd00:2::1 activate
+  network 10.30.0.0/24
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor fd00:2::1 activate
+  network fd00:30::/48
+ exit-address-family
+"#,
+    );
+    let petrel = lab.petrel(
+        &p,
+        "node-1",
+        &petrel_yaml(
+            65001,
+            "10.2.0.1",
+            &["10.2.0.1", "fd00:2::1"],
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: \"fd00:2::2\", asNumber: 65001}\n",
+        ),
+    );
+    petrel.wait_established("fd00:2::2", 30);
+    let r6 = petrel.wait_route("fd00:30::/48", 15);
+    assert_eq!(r6["local_pref"], 100, "iBGP carries LOCAL_PREF");
+    assert_eq!(r6["as_path"].as_array().map(Vec::len), Some(0));
+    petrel.wait_route("10.30.0.0/24", 15);
+    wait_until(15, "fd00:244:1::/64 at FRR", || {
+        frr_has(&lab, &f, "ipv6", "fd00:244:1::/64").map(|_| ())
+    });
+    let p6 = frr_has(&lab, &f, "ipv6", "fd00:244:1::/64").expect("present");
+    assert_eq!(p6["locPrf"], 100);
+    assert_eq!(p6["nexthops"][0]["ip"], "fd00:2::1");
+    wait_until(15, "10.244.1.0/24 at FRR", || {
+        frr_has(&lab, &f, "ipv4", "10.244.1.0/24").map(|_| ())
+    });
+}
+
+#[test]
+fn wrong_key_and_wrong_asn_fail_cleanly_and_a_fix_applies_live() {
+    let mut lab = Lab::new("fw");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.3.0.1/24"], &["10.3.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.3.0.2
+ no bgp ebgp-requires-policy
+ timers bgp 3 9
+ neighbor 10.3.0.1 remote-as 65001
+ neighbor 10.3.0.1 password right-key
+ neighbor 10.3.0.1 timers connect 1
+"#,
+    );
+    let peer = |asn: u32, key: &str| {
+        petrel_yaml(
+            65001,
+            "10.3.0.1",
+            &["10.3.0.1"],
+            &format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: frr}}\nspec: {{peerIP: 10.3.0.2, asNumber: {asn}, password: {{file: key}}}}\n"
+            ),
+        ) + &format!("# key {key}\n")
+    };
+    let petrel = lab.petrel(&p, "node-1", &peer(65002, "wrong"));
+    std::fs::write(petrel.dir.join("key"), "wrong-key\n").expect("key");
+    // With the wrong key the kernel drops every segment: no session, and the
+    // agent keeps answering.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let st = petrel.peer("10.3.0.2").expect("peer listed");
+    assert_ne!(st["state"], "Established", "{st}");
+
+    // Right key, wrong ASN: FRR's OPEN says 65002, we expect 65099.
+    std::fs::write(petrel.dir.join("key"), "right-key\n").expect("key");
+    petrel.reconfigure(&peer(65099, "right"));
+    wait_until(20, "a Bad Peer AS error", || {
+        let st = petrel.peer("10.3.0.2").ok_or("no peer")?;
+        let e = st["last_error"].as_str().unwrap_or_default().to_string();
+        e.contains("Bad Peer AS")
+            .then_some(())
+            .ok_or(format!("last error {e:?}, state {}", st["state"]))
+    });
+
+    // The fix applies without restarting the agent.
+    petrel.reconfigure(&peer(65002, "right"));
+    petrel.wait_established("10.3.0.2", 30);
+}
+
+#[test]
+fn gtsm_against_frr() {
+    let mut lab = Lab::new("fg");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.4.0.1/24"], &["10.4.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.4.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.4.0.1 remote-as 65001
+ neighbor 10.4.0.1 ttl-security hops 1
+ neighbor 10.4.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.40.0.0/24
+ exit-address-family
+"#,
+    );
+    let petrel = lab.petrel(
+        &p,
+        "node-1",
+        &petrel_yaml(
+            65001,
+            "10.4.0.1",
+            &["10.4.0.1"],
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.4.0.2, asNumber: 65002, ttlSecurity: 1}\n",
+        ),
+    );
+    petrel.wait_established("10.4.0.2", 30);
+    petrel.wait_route("10.40.0.0/24", 15);
+}
