@@ -273,6 +273,9 @@ pub struct PeerInfo {
     pub address: IpAddr,
     /// Our address on the session: the next hop we put in towards it.
     pub local_address: IpAddr,
+    /// An IPv4 address of ours to use as next hop for IPv4 routes when the
+    /// session runs over IPv6.
+    pub local_ipv4: Option<Ipv4Addr>,
     /// An IPv6 address of ours to use as next hop for IPv6 routes when the
     /// session runs over IPv4.
     pub local_ipv6: Option<Ipv6Addr>,
@@ -308,7 +311,7 @@ pub struct PrefixCounts {
 struct GroupKey {
     ebgp: bool,
     /// The next hop we set (external peers or next-hop-self), else `None`.
-    next_hop: Option<(IpAddr, Option<Ipv6Addr>, Option<Ipv6Addr>)>,
+    next_hop: Option<SelfNextHop>,
     tx: WireContextKey,
     families: Vec<AfiSafi>,
 }
@@ -324,6 +327,45 @@ impl From<WireContext> for WireContextKey {
             c.add_path_ipv4,
             c.add_path_ipv6,
         )
+    }
+}
+
+/// The addresses we put as next hop: the session's own, and one of the
+/// other family for routes of that family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SelfNextHop {
+    session: IpAddr,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    link_local: Option<Ipv6Addr>,
+}
+
+impl SelfNextHop {
+    fn of(info: &PeerInfo) -> Self {
+        SelfNextHop {
+            session: info.local_address,
+            ipv4: info.local_ipv4,
+            ipv6: info.local_ipv6,
+            link_local: info.local_link_local,
+        }
+    }
+
+    /// The next hop for an IPv4 route: the session address if it is IPv4,
+    /// else our IPv4 address, else (RFC 8950) the IPv6 session address.
+    fn for_ipv4(&self) -> IpAddr {
+        match self.session {
+            IpAddr::V4(_) => self.session,
+            IpAddr::V6(_) => self.ipv4.map(IpAddr::V4).unwrap_or(self.session),
+        }
+    }
+
+    /// The next hop for an IPv6 route: the session address if it is IPv6,
+    /// else our IPv6 address, else the IPv4-mapped session address.
+    fn for_ipv6(&self) -> Ipv6Addr {
+        match self.session {
+            IpAddr::V6(a) => a,
+            IpAddr::V4(a) => self.ipv6.unwrap_or(a.to_ipv6_mapped()),
+        }
     }
 }
 
@@ -498,11 +540,7 @@ impl Rib {
         let ebgp = info.asn != self.config.local_asn;
         let key = GroupKey {
             ebgp,
-            next_hop: (ebgp || info.next_hop_self).then_some((
-                info.local_address,
-                info.local_ipv6,
-                info.local_link_local,
-            )),
+            next_hop: (ebgp || info.next_hop_self).then(|| SelfNextHop::of(&info)),
             tx: info.tx.into(),
             families: info.families.clone(),
         };
@@ -813,29 +851,18 @@ impl Rib {
         }
         // The next hop: ours towards external peers, with next-hop-self, and
         // for our own routes; otherwise unchanged.
-        if let Some((addr, v6, ll)) = key.next_hop.or_else(|| {
+        let own = key.next_hop.or_else(|| {
             local.then(|| {
-                let m = self.groups[group]
-                    .members
-                    .first()
-                    .and_then(|m| self.peers.get(m));
-                m.map(|p| {
-                    (
-                        p.info.local_address,
-                        p.info.local_ipv6,
-                        p.info.local_link_local,
-                    )
-                })
+                let m = self.groups[group].members.first().and_then(|m| self.peers.get(m));
+                m.map(|p| SelfNextHop::of(&p.info))
             })?
-        }) {
+        });
+        if let Some(nh) = own {
             match prefix {
-                IpNet::V4(_) => out.next_hop = Some(addr),
+                IpNet::V4(_) => out.next_hop = Some(nh.for_ipv4()),
                 IpNet::V6(_) => {
-                    out.next_hop = match addr {
-                        IpAddr::V6(a) => Some(IpAddr::V6(a)),
-                        IpAddr::V4(a) => Some(IpAddr::V6(v6.unwrap_or(a.to_ipv6_mapped()))),
-                    };
-                    out.link_local = ll;
+                    out.next_hop = Some(IpAddr::V6(nh.for_ipv6()));
+                    out.link_local = nh.link_local;
                 }
             }
         }

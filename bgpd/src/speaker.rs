@@ -118,7 +118,9 @@ pub struct SpeakerConfig {
     pub neighbors: Vec<NeighborConfig>,
     /// Prefixes we originate.
     pub originate: Vec<IpNet>,
-    /// An IPv6 address to use as next hop for our IPv6 routes on IPv4 sessions.
+    /// An IPv4 address to use as next hop for IPv4 routes on IPv6 sessions.
+    pub local_ipv4: Option<Ipv4Addr>,
+    /// An IPv6 address to use as next hop for IPv6 routes on IPv4 sessions.
     pub local_ipv6: Option<Ipv6Addr>,
     /// Decision options.
     pub decision: DecisionOptions,
@@ -133,6 +135,7 @@ impl SpeakerConfig {
             listen: vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), BGP_PORT)],
             neighbors: Vec::new(),
             originate: Vec::new(),
+            local_ipv4: None,
             local_ipv6: None,
             decision: DecisionOptions::default(),
         }
@@ -439,6 +442,7 @@ impl SpeakerTask {
                 let info = PeerInfo {
                     address: remote.ip(),
                     local_address: local.ip(),
+                    local_ipv4: self.config.local_ipv4,
                     local_ipv6: self.config.local_ipv6,
                     local_link_local: None,
                     asn: negotiated.peer_asn,
@@ -544,8 +548,6 @@ impl SpeakerTask {
             port: n.port,
             fsm,
             transport,
-            next_hop_self: n.next_hop_self,
-            local_ipv6: self.config.local_ipv6,
         };
         let handle = session::spawn_peer(id, config, self.events_tx.clone());
         self.peers.insert(
@@ -580,7 +582,8 @@ impl SpeakerTask {
         let global_changed = new.asn != self.config.asn
             || new.router_id != self.config.router_id
             || new.decision != self.config.decision
-            || new.local_ipv6 != self.config.local_ipv6;
+            || new.local_ipv6 != self.config.local_ipv6
+            || new.local_ipv4 != self.config.local_ipv4;
         if new.listen != self.config.listen {
             self.rebind(&new.listen)?;
         }

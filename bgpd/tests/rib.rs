@@ -221,6 +221,7 @@ fn info(addr: &str, asn: u32, local: &str) -> PeerInfo {
     PeerInfo {
         address: addr.parse().expect("ip"),
         local_address: local.parse().expect("ip"),
+        local_ipv4: None,
         local_ipv6: None,
         local_link_local: None,
         asn,

@@ -107,6 +107,7 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Prob
             message: "not found: no pod CIDRs are originated".into(),
         }),
     }
+    out.local_ipv4 = node_v4;
     out.local_ipv6 = node_obj.and_then(|n| {
         n.internal_ips.iter().find_map(|ip| match ip {
             IpAddr::V6(a) => Some(*a),

@@ -17,7 +17,7 @@ pub mod socket;
 pub mod sockopt;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,11 +54,6 @@ pub struct PeerConfig {
     pub fsm: FsmConfig,
     /// Socket settings.
     pub transport: TransportOptions,
-    /// Put our own address as next hop towards an internal peer too.
-    pub next_hop_self: bool,
-    /// An IPv6 address of ours to use as next hop for IPv6 routes when the
-    /// session runs over IPv4.
-    pub local_ipv6: Option<Ipv6Addr>,
 }
 
 /// Commands to a peer task.
