@@ -853,7 +853,10 @@ impl Rib {
         // for our own routes; otherwise unchanged.
         let own = key.next_hop.or_else(|| {
             local.then(|| {
-                let m = self.groups[group].members.first().and_then(|m| self.peers.get(m));
+                let m = self.groups[group]
+                    .members
+                    .first()
+                    .and_then(|m| self.peers.get(m));
                 m.map(|p| SelfNextHop::of(&p.info))
             })?
         });

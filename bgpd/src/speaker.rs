@@ -444,7 +444,7 @@ impl SpeakerTask {
                     local_address: local.ip(),
                     local_ipv4: self.config.local_ipv4,
                     local_ipv6: self.config.local_ipv6,
-                    local_link_local: None,
+                    local_link_local: link_local_for(local.ip(), remote.ip()),
                     asn: negotiated.peer_asn,
                     router_id: negotiated.peer_id,
                     next_hop_self: p.config.next_hop_self,
@@ -799,6 +799,34 @@ impl SpeakerTask {
         v.sort_by_key(|r| r.prefix);
         v
     }
+}
+
+/// Our link-local address on the link shared with `peer`, if the session runs
+/// over IPv6 between addresses of one subnet (RFC 2545 §3: then the link-local
+/// next hop is sent too). Read from `/proc/net/if_inet6`, which shows the
+/// addresses of the network namespace we run in.
+fn link_local_for(local: IpAddr, peer: IpAddr) -> Option<Ipv6Addr> {
+    let (IpAddr::V6(local), IpAddr::V6(peer)) = (local, peer) else {
+        return None;
+    };
+    let text = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    let rows: Vec<(Ipv6Addr, u8, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let addr = u128::from_str_radix(f.first()?, 16).ok()?;
+            let plen = u8::from_str_radix(f.get(2)?, 16).ok()?;
+            Some((Ipv6Addr::from(addr), plen, f.get(5)?.to_string()))
+        })
+        .collect();
+    let (_, plen, dev) = rows.iter().find(|(a, _, _)| *a == local)?;
+    let net = ipnet::Ipv6Net::new(local, *plen).ok()?;
+    if !net.contains(&peer) {
+        return None;
+    }
+    rows.iter()
+        .find(|(a, _, d)| d == dev && (a.segments()[0] & 0xffc0) == 0xfe80)
+        .map(|(a, _, _)| *a)
 }
 
 impl fmt::Display for PeerStatus {

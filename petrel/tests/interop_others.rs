@@ -32,7 +32,13 @@ fn bird_ebgp_over_ipv6_transport_with_md5_both_families() {
     let mut lab = Lab::new("be");
     let p = lab.ns("p");
     let b = lab.ns("b");
-    lab.link(&p, &b, "eth0", &["10.5.0.1/24", "fd00:5::1/64"], &["10.5.0.2/24", "fd00:5::2/64"]);
+    lab.link(
+        &p,
+        &b,
+        "eth0",
+        &["10.5.0.1/24", "fd00:5::1/64"],
+        &["10.5.0.2/24", "fd00:5::2/64"],
+    );
     let sock = lab.bird(
         &b,
         r#"router id 10.5.0.2;
@@ -82,6 +88,13 @@ protocol bgp petrel {
                 .ok_or(out)
         });
     }
+    // On a shared link, the IPv6 next hop comes with petrel's link-local address (RFC 2545).
+    let out = lab.birdc(&sock, "show route for fd00:244:1::/64 table master6 all");
+    let nh = out
+        .lines()
+        .find(|l| l.contains("BGP.next_hop"))
+        .unwrap_or_default();
+    assert!(nh.contains("fd00:5::1") && nh.contains("fe80:"), "{out}");
 }
 
 #[test]
@@ -132,7 +145,13 @@ fn gobgp_ebgp_both_families() {
     let mut lab = Lab::new("gb");
     let p = lab.ns("p");
     let g = lab.ns("g");
-    lab.link(&p, &g, "eth0", &["10.7.0.1/24", "fd00:7::1/64"], &["10.7.0.2/24", "fd00:7::2/64"]);
+    lab.link(
+        &p,
+        &g,
+        "eth0",
+        &["10.7.0.1/24", "fd00:7::1/64"],
+        &["10.7.0.2/24", "fd00:7::2/64"],
+    );
     lab.gobgp(
         &g,
         r#"[global.config]
@@ -173,7 +192,9 @@ fn gobgp_ebgp_both_families() {
     for (fam, prefix) in [("ipv4", "10.244.1.0/24"), ("ipv6", "fd00:244:1::/64")] {
         wait_until(15, &format!("{prefix} in GoBGP"), || {
             let out = lab.gobgp_cli(&g, &["global", "rib", "-a", fam]);
-            (out.contains(prefix) && out.contains("65001")).then_some(()).ok_or(out)
+            (out.contains(prefix) && out.contains("65001"))
+                .then_some(())
+                .ok_or(out)
         });
     }
 }
@@ -264,8 +285,132 @@ spec: {peerIP: 10.9.0.2, asNumber: 65020, passive: true}
             .as_object()
             .and_then(|m| m.iter().find(|(k, _)| k.contains("0x63")))
             .ok_or_else(|| format!("no attribute 99 in {attrs}"))?;
-        (generic.0.to_ascii_lowercase().contains("0xe0") && generic.1.to_string().to_ascii_lowercase().contains("0a0b0c0d"))
+        (generic.0.to_ascii_lowercase().contains("0xe0")
+            && generic
+                .1
+                .to_string()
+                .to_ascii_lowercase()
+                .contains("0a0b0c0d"))
+        .then_some(())
+        .ok_or_else(|| format!("attribute 99 arrived as {generic:?}"))
+    });
+}
+
+/// Reads the last UPDATE an ExaBGP JSON dump received for `prefix`.
+fn exabgp_update(file: &std::path::Path, prefix: &str) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let line = text
+        .lines()
+        .filter(|l| l.contains(prefix) && l.contains("\"announce\""))
+        .last()
+        .ok_or_else(|| format!("no announcement of {prefix} yet"))?;
+    serde_json::from_str(line).map_err(|e| e.to_string())
+}
+
+fn exabgp_dumping_peer(
+    dump: &std::path::Path,
+    me: &str,
+    petrel: &str,
+    asn: u32,
+    petrel_asn: u32,
+    extra: &str,
+) -> String {
+    format!(
+        r#"process dump {{
+    run /bin/sh -c "cat >> {}";
+    encoder json;
+}}
+neighbor {petrel} {{
+    router-id {me};
+    local-address {me};
+    local-as {asn};
+    peer-as {petrel_asn};
+    hold-time 9;
+    family {{ ipv4 unicast; }}
+    api {{
+        processes [ dump ];
+        receive {{ parsed; update; }}
+    }}
+    {extra}
+}}
+"#,
+        dump.display()
+    )
+}
+
+#[test]
+fn four_octet_asn_against_a_two_octet_only_peer() {
+    let mut lab = Lab::new("as");
+    let p = lab.ns("p");
+    let old = lab.ns("o");
+    let new = lab.ns("n");
+    lab.link(&p, &old, "eth0", &["10.10.0.1/24"], &["10.10.0.2/24"]);
+    lab.link(&p, &new, "eth1", &["10.11.0.1/24"], &["10.11.0.2/24"]);
+    // A 2-octet-only speaker sees petrel's AS 4200000001 as AS_TRANS (23456).
+    let old_dump = lab.root.join("old.json");
+    lab.exabgp(
+        &old,
+        &exabgp_dumping_peer(
+            &old_dump,
+            "10.10.0.2",
+            "10.10.0.1",
+            65010,
+            23456,
+            "capability { asn4 disable; }\n    static { route 10.81.0.0/24 next-hop 10.10.0.2; }",
+        ),
+    );
+    let new_dump = lab.root.join("new.json");
+    lab.exabgp(
+        &new,
+        &exabgp_dumping_peer(
+            &new_dump,
+            "10.11.0.2",
+            "10.11.0.1",
+            65020,
+            4_200_000_001,
+            "",
+        ),
+    );
+    let petrel = lab.petrel(
+        &p,
+        "node-1",
+        &petrel_yaml(
+            4_200_000_001,
+            "10.10.0.1",
+            &["10.10.0.1"],
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: old}
+spec: {peerIP: 10.10.0.2, asNumber: 65010, passive: true}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: new}
+spec: {peerIP: 10.11.0.2, asNumber: 65020, passive: true}
+"#,
+        ),
+    );
+    petrel.wait_established("10.10.0.2", 40);
+    petrel.wait_established("10.11.0.2", 40);
+    let caps = petrel.peer("10.10.0.2").expect("peer")["capabilities"].to_string();
+    assert!(!caps.contains("four-octet-as"), "{caps}");
+    let r = petrel.wait_route("10.81.0.0/24", 15);
+    assert_eq!(r["as_path"][0]["asns"], serde_json::json!([65010]));
+    // The 4-octet peer gets the real path.
+    wait_until(20, "10.81.0.0/24 at the 4-octet peer", || {
+        let v = exabgp_update(&new_dump, "10.81.0.0/24")?;
+        let path = &v["neighbor"]["message"]["update"]["attribute"]["as-path"];
+        (path.to_string() == "[4200000001,65010]")
             .then_some(())
-            .ok_or_else(|| format!("attribute 99 arrived as {generic:?}"))
+            .ok_or(path.to_string())
+    });
+    // The 2-octet peer gets AS_TRANS in AS_PATH and the real ASN in AS4_PATH;
+    // ExaBGP merges the two (RFC 6793), so without AS4_PATH it would show 23456.
+    wait_until(20, "10.244.1.0/24 at the 2-octet peer", || {
+        let v = exabgp_update(&old_dump, "10.244.1.0/24")?;
+        let path = &v["neighbor"]["message"]["update"]["attribute"]["as-path"];
+        (path.to_string() == "[4200000001]")
+            .then_some(())
+            .ok_or(path.to_string())
     });
 }
