@@ -272,13 +272,7 @@ spec: {peerIP: 10.9.0.2, asNumber: 65020, passive: true}
     petrel.wait_established("10.9.0.2", 40);
     petrel.wait_route("10.80.0.0/24", 15);
     wait_until(20, "the route with attribute 99 at the receiver", || {
-        let text = std::fs::read_to_string(&received).unwrap_or_default();
-        let update = text
-            .lines()
-            .filter(|l| l.contains("10.80.0.0/24") && l.contains("\"announce\""))
-            .last()
-            .ok_or_else(|| format!("no announcement yet: {text}"))?;
-        let v: serde_json::Value = serde_json::from_str(update).map_err(|e| e.to_string())?;
+        let v = exabgp_update(&received, "10.80.0.0/24")?;
         let attrs = &v["neighbor"]["message"]["update"]["attribute"];
         // ExaBGP names generic attributes by code and flags: Partial (0x20) added.
         let generic = attrs
@@ -301,8 +295,8 @@ fn exabgp_update(file: &std::path::Path, prefix: &str) -> Result<serde_json::Val
     let text = std::fs::read_to_string(file).unwrap_or_default();
     let line = text
         .lines()
-        .filter(|l| l.contains(prefix) && l.contains("\"announce\""))
-        .last()
+        .rev()
+        .find(|l| l.contains(prefix) && l.contains("\"announce\""))
         .ok_or_else(|| format!("no announcement of {prefix} yet"))?;
     serde_json::from_str(line).map_err(|e| e.to_string())
 }
@@ -400,7 +394,7 @@ spec: {peerIP: 10.11.0.2, asNumber: 65020, passive: true}
     wait_until(20, "10.81.0.0/24 at the 4-octet peer", || {
         let v = exabgp_update(&new_dump, "10.81.0.0/24")?;
         let path = &v["neighbor"]["message"]["update"]["attribute"]["as-path"];
-        (path.to_string() == "[4200000001,65010]")
+        (*path == serde_json::json!([4_200_000_001u64, 65010]))
             .then_some(())
             .ok_or(path.to_string())
     });
@@ -409,7 +403,7 @@ spec: {peerIP: 10.11.0.2, asNumber: 65020, passive: true}
     wait_until(20, "10.244.1.0/24 at the 2-octet peer", || {
         let v = exabgp_update(&old_dump, "10.244.1.0/24")?;
         let path = &v["neighbor"]["message"]["update"]["attribute"]["as-path"];
-        (path.to_string() == "[4200000001]")
+        (*path == serde_json::json!([4_200_000_001u64]))
             .then_some(())
             .ok_or(path.to_string())
     });
