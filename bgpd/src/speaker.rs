@@ -594,6 +594,8 @@ impl SpeakerTask {
             }
             self.rib = Rib::new(rib_config(&new));
         }
+        // From here on, new peers are built with the new identity.
+        let old = std::mem::replace(&mut self.config, new.clone());
         // Peers: stop removed and changed ones, start new and changed ones.
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
@@ -618,7 +620,7 @@ impl SpeakerTask {
                 self.spawn(n.clone(), a, false);
             }
         }
-        self.install_md5(&new);
+        self.install_md5(&old, &new);
         let local = new
             .originate
             .iter()
@@ -632,7 +634,6 @@ impl SpeakerTask {
                 )
             })
             .collect::<Vec<_>>();
-        self.config = new;
         self.rib.set_local_routes(local);
         self.flush();
         Ok(())
@@ -670,24 +671,37 @@ impl SpeakerTask {
         Ok(())
     }
 
-    /// Keys for incoming connections live on the listeners.
-    fn install_md5(&self, config: &SpeakerConfig) {
+    /// Keys for incoming connections live on the listeners: install the new
+    /// configuration's, and remove those of neighbours that lost theirs.
+    fn install_md5(&self, old: &SpeakerConfig, new: &SpeakerConfig) {
+        let keys = |c: &SpeakerConfig| -> HashMap<IpNet, Vec<u8>> {
+            c.neighbors
+                .iter()
+                .filter_map(|n| {
+                    let range = match n.address {
+                        NeighborAddress::Address(a) => IpNet::from(a),
+                        NeighborAddress::Range(r) => r,
+                    };
+                    let key = n.password.as_ref()?.as_bytes().to_vec();
+                    Some((range, key))
+                })
+                .collect()
+        };
+        let (before, after) = (keys(old), keys(new));
         for (addr, _, l) in &self.listeners {
-            for n in &config.neighbors {
-                let range = match n.address {
-                    NeighborAddress::Address(a) => IpNet::from(a),
-                    NeighborAddress::Range(r) => r,
-                };
-                if addr.is_ipv4() != range.addr().is_ipv4() && !addr.ip().is_unspecified() {
+            let fits =
+                |r: &IpNet| addr.ip().is_unspecified() || addr.is_ipv4() == r.addr().is_ipv4();
+            for (range, key) in after.iter().filter(|(r, _)| fits(r)) {
+                if before.get(range) == Some(key) {
                     continue;
                 }
-                let key = n.password.as_deref().unwrap_or("").as_bytes();
-                if key.is_empty() {
-                    continue;
+                if let Err(e) = session::socket::listener_md5(l, *range, key) {
+                    tracing::warn!(peer = %range, listener = %addr, error = %e, "cannot install TCP-MD5 key");
                 }
-                if let Err(e) = session::socket::listener_md5(l, range, key) {
-                    tracing::warn!(peer = %n.address, listener = %addr, error = %e, "cannot install TCP-MD5 key");
-                }
+            }
+            for range in before.keys().filter(|r| fits(r) && !after.contains_key(r)) {
+                // An empty key deletes the entry; a listener bound afresh has none to delete.
+                let _ = session::socket::listener_md5(l, *range, &[]);
             }
         }
     }
