@@ -202,3 +202,43 @@ async fn dynamic_neighbors_from_a_listen_range() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_identity_restarts_sessions_with_it() {
+    let (pa, pb) = (17931, 17932);
+    let mut ca = speaker_config(65001, "127.0.0.7", pa);
+    ca.neighbors = vec![neighbor("b", "127.0.0.8", pb, 65002, "127.0.0.7")];
+    let mut cb = speaker_config(65002, "127.0.0.8", pb);
+    cb.neighbors = vec![neighbor("a", "127.0.0.7", pa, 65001, "127.0.0.8")];
+    let a = Speaker::start(ca.clone()).await.expect("a");
+    let b = Speaker::start(cb).await.expect("b");
+    let id_seen_by_b = |want: Ipv4Addr| {
+        let b = b.clone();
+        move || {
+            let b = b.clone();
+            async move {
+                b.peers()
+                    .await
+                    .expect("peers")
+                    .iter()
+                    .any(|p| p.state == State::Established && p.peer_router_id == Some(want))
+            }
+        }
+    };
+    wait_for(
+        10,
+        "first session",
+        id_seen_by_b(Ipv4Addr::new(127, 0, 0, 7)),
+    )
+    .await;
+    ca.router_id = Ipv4Addr::new(10, 255, 0, 7);
+    a.configure(ca).await.expect("configure");
+    wait_for(
+        15,
+        "session with the new router ID",
+        id_seen_by_b(Ipv4Addr::new(10, 255, 0, 7)),
+    )
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
