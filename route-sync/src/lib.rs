@@ -1,4 +1,9 @@
 //! Kernel FIB reconciler for petrel.
 //!
-//! Empty for now: the route-sync issue fills it with the rtnetlink reconciler, the
-//! netlink monitor and the tunnel devices. It will never depend on BGP types.
+//! [`route::diff`] compares the complete set of wanted routes with what the
+//! kernel has and yields the changes, touching only routes carrying petrel's
+//! routing protocol number. It knows nothing of BGP.
+
+pub mod route;
+
+pub use route::{Changes, KernelRoute, NextHop, Route, RouteKey, RouteKind, diff};
