@@ -106,11 +106,32 @@ impl Route {
     /// single next hop (the kernel does not keep it).
     pub fn normalize(&mut self) {
         self.prefix = self.prefix.trunc();
+        // The kernel gives IPv6 routes without a priority the metric 1024.
+        if matches!(self.prefix, IpNet::V6(_)) && self.metric == 0 {
+            self.metric = 1024;
+        }
         self.next_hops.sort();
         self.next_hops.dedup();
         if self.next_hops.len() == 1 {
             self.next_hops[0].weight = 1;
         }
+    }
+}
+
+impl Route {
+    /// Whether a route the kernel has is this one: the same content, where an
+    /// interface left unspecified here may be whatever the kernel chose.
+    pub fn satisfied_by(&self, kernel: &Route) -> bool {
+        self.key() == kernel.key()
+            && self.kind == kernel.kind
+            && self.source == kernel.source
+            && self.next_hops.len() == kernel.next_hops.len()
+            && self.next_hops.iter().zip(&kernel.next_hops).all(|(w, k)| {
+                w.gateway == k.gateway
+                    && w.weight == k.weight
+                    && w.onlink == k.onlink
+                    && (w.ifindex.is_none() || w.ifindex == k.ifindex)
+            })
     }
 }
 
@@ -213,7 +234,7 @@ pub fn diff(desired: &[Route], kernel: &[KernelRoute], protocol: u8) -> Changes 
             continue;
         }
         match ours.get(&key) {
-            Some(k) if **k == d => {}
+            Some(k) if d.satisfied_by(k) => {}
             Some(_) => changes.replace.push(d),
             None => changes.add.push(d),
         }

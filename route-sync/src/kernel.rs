@@ -1,0 +1,385 @@
+//! The kernel side: rtnetlink requests for dumping, adding, replacing and
+//! deleting routes, with many requests in flight at once.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop,
+    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType, RouteVia,
+};
+use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
+
+use crate::route::{Changes, KernelRoute, NextHop, Route, RouteKind};
+
+/// Requests in flight at once. The connection task sends one queued request
+/// per poll, so beyond a few dozen more concurrency buys nothing.
+const IN_FLIGHT: usize = 64;
+
+/// Errors talking to the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The netlink socket could not be opened.
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(#[from] std::io::Error),
+    /// A request failed.
+    #[error("{what}: {source}")]
+    Request {
+        /// What was asked.
+        what: String,
+        /// The netlink error.
+        source: rtnetlink::Error,
+    },
+}
+
+/// The errno of a netlink error, if it carries one.
+pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+/// A netlink connection to the kernel's routing tables.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    handle: Handle,
+    protocol: u8,
+}
+
+/// The outcome of applying changes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Routes created.
+    pub added: usize,
+    /// Routes replaced.
+    pub replaced: usize,
+    /// Routes deleted.
+    pub deleted: usize,
+    /// Routes the kernel refused, with its reason.
+    pub failed: Vec<(Route, String)>,
+}
+
+impl Kernel {
+    /// Opens a connection (with strict checking, so dumps can be filtered by the
+    /// kernel) in the network namespace of the calling thread.
+    pub fn connect(protocol: u8) -> Result<Kernel, KernelError> {
+        let (connection, handle, _) = rtnetlink::new_connection_with_strict_check()?;
+        tokio::spawn(connection);
+        Ok(Kernel { handle, protocol })
+    }
+
+    /// The protocol number this connection installs routes with.
+    pub fn protocol(&self) -> u8 {
+        self.protocol
+    }
+
+    /// Every route of both families in `table` (0: all tables), whatever its
+    /// protocol, except the kernel's own local and broadcast routes.
+    pub async fn dump(&self, table: u32) -> Result<Vec<KernelRoute>, KernelError> {
+        let mut out = Vec::new();
+        for v6 in [false, true] {
+            let mut filter = if v6 {
+                RouteMessageBuilder::<Ipv6Addr>::new().build()
+            } else {
+                RouteMessageBuilder::<Ipv4Addr>::new().build()
+            };
+            filter.header.protocol = RouteProtocol::Unspec;
+            filter.header.kind = RouteType::Unspec;
+            filter.header.scope = RouteScope::Universe;
+            if table <= 255 {
+                filter.header.table = table as u8;
+            } else {
+                filter.header.table = RouteHeader::RT_TABLE_UNSPEC;
+                filter.attributes.push(RouteAttribute::Table(table));
+            }
+            let msgs: Vec<RouteMessage> = match self
+                .handle
+                .route()
+                .get(filter)
+                .execute()
+                .try_collect()
+                .await
+            {
+                Ok(m) => m,
+                // A table that does not exist yet holds no routes.
+                Err(e) if errno(&e) == Some(libc::ENOENT) => Vec::new(),
+                Err(source) => {
+                    return Err(KernelError::Request {
+                        what: "dumping routes".into(),
+                        source,
+                    });
+                }
+            };
+            out.extend(msgs.iter().filter_map(from_message));
+        }
+        Ok(out)
+    }
+
+    /// Applies changes with many requests in flight. Failures are collected,
+    /// not fatal: one bad route never blocks the others.
+    pub async fn apply(&self, changes: &Changes) -> Applied {
+        #[derive(Clone, Copy)]
+        enum Op {
+            Add,
+            Replace,
+            Delete,
+        }
+        // Owned data: borrowed items in a stream combinator make the future
+        // not general enough to spawn.
+        let ops: Vec<(Op, Route)> = changes
+            .delete
+            .iter()
+            .map(|r| (Op::Delete, r.clone()))
+            .chain(changes.add.iter().map(|r| (Op::Add, r.clone())))
+            .chain(changes.replace.iter().map(|r| (Op::Replace, r.clone())))
+            .collect();
+        let protocol = self.protocol;
+        let results: Vec<(Op, Route, Result<(), rtnetlink::Error>)> = stream::iter(ops)
+            .map(|(op, r)| {
+                let h = self.handle.clone();
+                let msg = to_message(&r, protocol);
+                async move {
+                    let res = match op {
+                        Op::Add => h.route().add(msg).execute().await,
+                        Op::Replace => h.route().add(msg).replace().execute().await,
+                        Op::Delete => h.route().del(msg).execute().await,
+                    };
+                    (op, r, res)
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        let mut applied = Applied::default();
+        for (op, r, res) in results {
+            match (op, res) {
+                (Op::Add, Ok(())) => applied.added += 1,
+                (Op::Replace, Ok(())) => applied.replaced += 1,
+                (Op::Delete, Ok(())) => applied.deleted += 1,
+                // Already gone: what we wanted.
+                (Op::Delete, Err(e)) if errno(&e) == Some(libc::ESRCH) => applied.deleted += 1,
+                (_, Err(e)) => applied.failed.push((r, describe(&e))),
+            }
+        }
+        applied
+    }
+
+    /// How the kernel would reach `addr`: the gateway (if any) and the output
+    /// interface of the route it would use, and that route's protocol.
+    pub async fn lookup(&self, addr: IpAddr) -> Option<(Option<IpAddr>, Option<u32>, u8)> {
+        let msg = match addr {
+            IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .build(),
+        };
+        let mut s = self.handle.route().get(msg).execute();
+        let m = s.try_next().await.ok()??;
+        if !matches!(m.header.kind, RouteType::Unicast) {
+            return None;
+        }
+        let mut gw = None;
+        let mut oif = None;
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Gateway(g) => gw = address(g),
+                RouteAttribute::Via(RouteVia::Inet6(g)) => gw = Some(IpAddr::V6(*g)),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        Some((gw, oif, u8::from(m.header.protocol)))
+    }
+}
+
+/// A readable reason for a failed request.
+pub fn describe(e: &rtnetlink::Error) -> String {
+    match errno(e) {
+        Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn address(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// Builds the netlink message for a route.
+pub fn to_message(r: &Route, protocol: u8) -> RouteMessage {
+    let kind = match r.kind {
+        RouteKind::Unicast => RouteType::Unicast,
+        RouteKind::Blackhole => RouteType::BlackHole,
+        RouteKind::Unreachable => RouteType::Unreachable,
+    };
+    let single = (r.kind == RouteKind::Unicast && r.next_hops.len() == 1).then(|| &r.next_hops[0]);
+    let multipath: Vec<RouteNextHop> = if r.kind == RouteKind::Unicast && r.next_hops.len() > 1 {
+        r.next_hops
+            .iter()
+            .filter_map(|nh| next_hop(nh, r.prefix))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut m = match r.prefix {
+        IpNet::V4(p) => {
+            let mut b =
+                RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(p.addr(), p.prefix_len());
+            if let Some(nh) = single {
+                if let Some(IpAddr::V4(g)) = nh.gateway {
+                    b = b.gateway(g);
+                }
+                if let Some(i) = nh.ifindex {
+                    b = b.output_interface(i);
+                }
+                if nh.onlink {
+                    b = b.onlink();
+                }
+            }
+            if let Some(IpAddr::V4(s)) = r.source {
+                b = b.pref_source(s);
+            }
+            b.table_id(r.table).priority(r.metric).kind(kind).build()
+        }
+        IpNet::V6(p) => {
+            let mut b =
+                RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(p.addr(), p.prefix_len());
+            if let Some(nh) = single {
+                if let Some(IpAddr::V6(g)) = nh.gateway {
+                    b = b.gateway(g);
+                }
+                if let Some(i) = nh.ifindex {
+                    b = b.output_interface(i);
+                }
+                if nh.onlink {
+                    b = b.onlink();
+                }
+            }
+            if let Some(IpAddr::V6(s)) = r.source {
+                b = b.pref_source(s);
+            }
+            b.table_id(r.table).priority(r.metric).kind(kind).build()
+        }
+    };
+    m.header.protocol = RouteProtocol::from(protocol);
+    if !multipath.is_empty() {
+        m.attributes.push(RouteAttribute::MultiPath(multipath));
+    }
+    // An IPv4 route with an IPv6 gateway (RFC 5549 style) needs RTA_VIA.
+    if let (
+        IpNet::V4(_),
+        Some(NextHop {
+            gateway: Some(IpAddr::V6(g)),
+            ..
+        }),
+    ) = (r.prefix, single)
+    {
+        m.attributes.push(RouteAttribute::Via(RouteVia::Inet6(*g)));
+    }
+    m
+}
+
+fn next_hop(nh: &NextHop, prefix: IpNet) -> Option<RouteNextHop> {
+    let mut b = if matches!(prefix, IpNet::V4(_)) {
+        RouteNextHopBuilder::new_ipv4()
+    } else {
+        RouteNextHopBuilder::new_ipv6()
+    };
+    if let Some(i) = nh.ifindex {
+        b = b.interface(i);
+    }
+    if let Some(g) = nh.gateway {
+        b = b.via(g).ok()?;
+    }
+    // The kernel stores weight - 1 ("hops").
+    b = b.weight(u8::try_from(nh.weight.clamp(1, 256) - 1).unwrap_or(255));
+    if nh.onlink {
+        b = b.onlink();
+    }
+    Some(b.build())
+}
+
+/// Reads a route from a netlink message; `None` for the kernel's local,
+/// broadcast and multicast routes.
+pub fn from_message(m: &RouteMessage) -> Option<KernelRoute> {
+    let kind = match m.header.kind {
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        RouteType::Unreachable => RouteKind::Unreachable,
+        _ => return None,
+    };
+    let len = m.header.destination_prefix_length;
+    let v6 = m.header.address_family == netlink_packet_route::AddressFamily::Inet6;
+    let mut dst: Option<IpAddr> = None;
+    let mut table = u32::from(m.header.table);
+    let mut gateway = None;
+    let mut oif = None;
+    let mut metric = 0;
+    let mut source = None;
+    let mut multipath = Vec::new();
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = address(d),
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Gateway(g) => gateway = address(g),
+            RouteAttribute::Via(RouteVia::Inet6(g)) => gateway = Some(IpAddr::V6(*g)),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::PrefSource(s) => source = address(s),
+            RouteAttribute::MultiPath(nhs) => {
+                for nh in nhs {
+                    let g = nh.attributes.iter().find_map(|a| match a {
+                        netlink_packet_route::route::RouteAttribute::Gateway(g) => address(g),
+                        netlink_packet_route::route::RouteAttribute::Via(RouteVia::Inet6(g)) => {
+                            Some(IpAddr::V6(*g))
+                        }
+                        _ => None,
+                    });
+                    multipath.push(NextHop {
+                        gateway: g,
+                        ifindex: (nh.interface_index != 0).then_some(nh.interface_index),
+                        weight: u16::from(nh.hops) + 1,
+                        onlink: nh.flags.contains(RouteNextHopFlags::Onlink),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    let addr = dst.unwrap_or(if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    });
+    let prefix = IpNet::new(addr, len).ok()?;
+    let next_hops = match kind {
+        RouteKind::Unicast if !multipath.is_empty() => multipath,
+        RouteKind::Unicast => vec![NextHop {
+            gateway,
+            ifindex: oif,
+            weight: 1,
+            onlink: m.header.flags.contains(RouteFlags::Onlink),
+        }],
+        _ => Vec::new(),
+    };
+    let mut route = Route {
+        prefix,
+        table,
+        kind,
+        next_hops,
+        metric,
+        source,
+    };
+    route.normalize();
+    Some(KernelRoute {
+        route,
+        protocol: u8::from(m.header.protocol),
+    })
+}

@@ -1,0 +1,293 @@
+//! The reconciler task: keeps the kernel equal to the wanted routes, repairs
+//! drift it sees on the netlink monitor, and touches nothing that is not ours.
+//!
+//! ```text
+//!  desired (watch) ──► reconciler task ──rtnetlink──► kernel
+//!  monitor socket ───►   │  targeted repair of our routes,
+//!                        │  full re-sync after link/address events or overruns
+//!                        └──► Report (watch): installed, failed, conflicts
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::MulticastGroup;
+use rtnetlink::packet_core::NetlinkPayload;
+use tokio::sync::watch;
+
+use crate::kernel::{Kernel, KernelError, from_message};
+use crate::route::{Changes, KernelRoute, Route, RouteKey, diff};
+
+/// What the reconciler last did, for status and for the speaker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Our routes found in the kernel at start (they survived a restart: the
+    /// forwarding state was preserved, the graceful restart F bit).
+    pub adopted: usize,
+    /// Whether the first full sync has happened (the initial table is in).
+    pub synced: bool,
+    /// Routes wanted and installed.
+    pub installed: usize,
+    /// Routes the kernel refused, with the reason.
+    pub failed: Vec<(Route, String)>,
+    /// Wanted routes held back because another protocol owns the prefix.
+    pub conflicts: Vec<(Route, KernelRoute)>,
+    /// Routes changed by someone else and put back.
+    pub repaired: u64,
+    /// Full syncs done.
+    pub syncs: u64,
+}
+
+/// Settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The table to manage.
+    pub table: u32,
+    /// Our protocol number.
+    pub protocol: u8,
+    /// How long to wait after a link or address change before re-syncing, so
+    /// a burst of events costs one sync.
+    pub settle: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            table: crate::route::MAIN_TABLE,
+            protocol: crate::route::DEFAULT_PROTOCOL,
+            settle: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Handle to a running reconciler.
+#[derive(Debug)]
+pub struct Reconciler {
+    opts: Options,
+    desired: watch::Sender<Vec<Route>>,
+    report: watch::Receiver<Report>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reconciler {
+    /// Starts the reconciler in the calling thread's network namespace. It
+    /// first dumps the kernel and adopts our routes without touching them; the
+    /// first [`Reconciler::set`] then applies only the difference.
+    pub async fn start(opts: Options) -> Result<Reconciler, KernelError> {
+        let kernel = Kernel::connect(opts.protocol)?;
+        // A separate socket for notifications: a socket that sends requests does
+        // not see the notifications of its own changes.
+        let (conn, _h, events) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Link,
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
+            MulticastGroup::Ipv4Route,
+            MulticastGroup::Ipv6Route,
+        ])?;
+        tokio::spawn(conn);
+        let existing = kernel.dump(opts.table).await?;
+        let adopted = existing
+            .iter()
+            .filter(|k| k.protocol == opts.protocol)
+            .count();
+        let (desired_tx, desired_rx) = watch::channel(Vec::new());
+        let (report_tx, report_rx) = watch::channel(Report {
+            adopted,
+            ..Report::default()
+        });
+        let task = tokio::spawn(run(kernel, opts, desired_rx, report_tx, events));
+        Ok(Reconciler {
+            opts,
+            desired: desired_tx,
+            report: report_rx,
+            task,
+        })
+    }
+
+    /// Sets the complete set of wanted routes (their table is the reconciler's).
+    pub fn set(&self, routes: Vec<Route>) {
+        let _ = self.desired.send(routes);
+    }
+
+    /// The latest report.
+    pub fn report(&self) -> Report {
+        self.report.borrow().clone()
+    }
+
+    /// A receiver that sees every new report.
+    pub fn subscribe(&self) -> watch::Receiver<Report> {
+        self.report.clone()
+    }
+
+    /// Stops the task. Routes stay in the kernel (so forwarding continues while
+    /// the agent restarts) unless `flush` is set.
+    pub async fn stop(self, flush: bool) -> Result<(), KernelError> {
+        self.task.abort();
+        if flush {
+            let kernel = Kernel::connect(self.opts.protocol)?;
+            let ours: Vec<Route> = kernel
+                .dump(self.opts.table)
+                .await?
+                .into_iter()
+                .filter(|k| k.protocol == kernel.protocol())
+                .map(|k| k.route)
+                .collect();
+            kernel
+                .apply(&Changes {
+                    delete: ours,
+                    ..Changes::default()
+                })
+                .await;
+        }
+        Ok(())
+    }
+}
+
+type Events = futures::channel::mpsc::UnboundedReceiver<(
+    rtnetlink::packet_core::NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+async fn run(
+    kernel: Kernel,
+    opts: Options,
+    mut desired_rx: watch::Receiver<Vec<Route>>,
+    report_tx: watch::Sender<Report>,
+    mut events: Events,
+) {
+    let mut desired: HashMap<RouteKey, Route> = HashMap::new();
+    let mut report = report_tx.borrow().clone();
+    let mut resync_at: Option<tokio::time::Instant> = None;
+    // Nothing is applied until the first desired set arrives: until then the
+    // adopted routes keep forwarding untouched.
+    let mut started = false;
+    loop {
+        tokio::select! {
+            changed = desired_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let routes = desired_rx.borrow_and_update().clone();
+                desired = routes
+                    .into_iter()
+                    .map(|mut r| {
+                        // The reconciler owns one table: every route goes there.
+                        r.table = opts.table;
+                        r.normalize();
+                        (r.key(), r)
+                    })
+                    .collect();
+                started = true;
+                full_sync(&kernel, &opts, &desired, &mut report).await;
+                let _ = report_tx.send(report.clone());
+            }
+            ev = events.next() => {
+                let Some((msg, _)) = ev else { return };
+                if !started {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => {
+                        if let Some(k) = from_message(&m) {
+                            repair(&kernel, &opts, &desired, &k, false, &mut report).await;
+                        }
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(m)) => {
+                        if let Some(k) = from_message(&m) {
+                            repair(&kernel, &opts, &desired, &k, true, &mut report).await;
+                        }
+                    }
+                    NetlinkPayload::InnerMessage(
+                        RouteNetlinkMessage::NewLink(_)
+                        | RouteNetlinkMessage::DelLink(_)
+                        | RouteNetlinkMessage::NewAddress(_)
+                        | RouteNetlinkMessage::DelAddress(_),
+                    )
+                    | NetlinkPayload::Overrun(_) => {
+                        // Links and addresses change what can be installed:
+                        // re-sync once things settle.
+                        resync_at.get_or_insert_with(|| tokio::time::Instant::now() + opts.settle);
+                    }
+                    _ => {}
+                }
+                let _ = report_tx.send(report.clone());
+            }
+            _ = async { tokio::time::sleep_until(resync_at.unwrap_or_else(tokio::time::Instant::now)).await }, if resync_at.is_some() => {
+                resync_at = None;
+                full_sync(&kernel, &opts, &desired, &mut report).await;
+                let _ = report_tx.send(report.clone());
+            }
+        }
+    }
+}
+
+async fn full_sync(
+    kernel: &Kernel,
+    opts: &Options,
+    desired: &HashMap<RouteKey, Route>,
+    report: &mut Report,
+) {
+    let existing = match kernel.dump(opts.table).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the kernel's routes");
+            return;
+        }
+    };
+    let wanted: Vec<Route> = desired.values().cloned().collect();
+    let changes = diff(&wanted, &existing, opts.protocol);
+    let applied = kernel.apply(&changes).await;
+    for (r, why) in &applied.failed {
+        tracing::warn!(route = %r, reason = %why, "kernel refused a route");
+    }
+    for (r, k) in &changes.conflicts {
+        tracing::warn!(route = %r, holder = %k.route, protocol = k.protocol, "prefix held by another protocol; not installed");
+    }
+    report.installed = desired.len() - changes.conflicts.len() - applied.failed.len();
+    report.failed = applied.failed;
+    report.conflicts = changes.conflicts;
+    report.synced = true;
+    report.syncs += 1;
+}
+
+/// Reacts to one route notification: our routes must match what we want.
+async fn repair(
+    kernel: &Kernel,
+    opts: &Options,
+    desired: &HashMap<RouteKey, Route>,
+    seen: &KernelRoute,
+    deleted: bool,
+    report: &mut Report,
+) {
+    let r = &seen.route;
+    if r.table != opts.table {
+        return;
+    }
+    let key = r.key();
+    let want = desired.get(&key);
+    let mut changes = Changes::default();
+    if seen.protocol != opts.protocol {
+        // Someone else's route: only interesting if it now blocks ours, which
+        // the next full sync reports.
+        return;
+    }
+    match (deleted, want) {
+        // Replace rather than add: a stale notification may arrive after a
+        // later sync already put the route back.
+        (true, Some(w)) => changes.replace.push(w.clone()),
+        (false, Some(w)) if !w.satisfied_by(r) => changes.replace.push(w.clone()),
+        (false, None) => changes.delete.push(r.clone()),
+        _ => return,
+    }
+    tracing::info!(route = %r, deleted, "route changed by someone else; restoring");
+    let applied = kernel.apply(&changes).await;
+    if applied.failed.is_empty() {
+        report.repaired += 1;
+    } else {
+        for (r, why) in &applied.failed {
+            tracing::warn!(route = %r, reason = %why, "cannot restore a route");
+        }
+    }
+}

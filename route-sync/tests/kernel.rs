@@ -1,0 +1,401 @@
+//! route-sync against a real kernel, each test in a fresh network namespace
+//! that is removed afterwards, also on failure.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use route_sync::{NextHop, Options, Reconciler, Route};
+use serde_json::Value;
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A namespace with a veth pair: v0 192.0.2.1/24 + 2001:db8::1/64, v1 .2 / ::2.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!(
+            "rs{}{}",
+            std::process::id() % 100000,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        let n = ns.0.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+        ]);
+        ip(&["-n", n, "addr", "add", "192.0.2.1/24", "dev", "v0"]);
+        ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            "2001:db8::1/64",
+            "dev",
+            "v0",
+            "nodad",
+        ]);
+        ip(&["-n", n, "link", "set", "v0", "up"]);
+        ip(&["-n", n, "link", "set", "v1", "up"]);
+        ns
+    }
+
+    /// Runs an async body on a thread that lives in this namespace.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+    ) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("netns file");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(f())
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
+    /// `ip -j route show ...` parsed.
+    fn routes(&self, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec!["-n", &self.0, "-j"];
+        let v6 = extra.first() == Some(&"-6");
+        if v6 {
+            args.push("-6");
+        }
+        args.extend(["route", "show"]);
+        args.extend(extra.iter().skip(usize::from(v6)));
+        serde_json::from_str(&ip(&args)).unwrap_or_default()
+    }
+
+    fn has(&self, dst: &str, extra: &[&str]) -> Option<Value> {
+        self.routes(extra).into_iter().find(|r| r["dst"] == dst)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn p(s: &str) -> IpNet {
+    s.parse().expect("prefix")
+}
+
+fn a(s: &str) -> IpAddr {
+    s.parse().expect("addr")
+}
+
+fn wait(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn desired() -> Vec<Route> {
+    vec![
+        Route::unicast(p("10.1.0.0/24"), vec![NextHop::via(a("192.0.2.2"))]),
+        Route::unicast(
+            p("10.2.0.0/24"),
+            vec![
+                NextHop {
+                    weight: 1,
+                    ..NextHop::via(a("192.0.2.2"))
+                },
+                NextHop {
+                    weight: 3,
+                    ..NextHop::via(a("192.0.2.3"))
+                },
+            ],
+        ),
+        Route::blackhole(p("10.244.1.0/24")),
+        Route::unicast(p("2001:db8:100::/48"), vec![NextHop::via(a("2001:db8::2"))]),
+        Route::blackhole(p("fd00:244:1::/64")),
+        Route::unicast(p("10.99.0.0/24"), vec![NextHop::via(a("192.0.2.2"))]),
+    ]
+}
+
+#[test]
+fn installs_ecmp_blackhole_ipv6_and_leaves_foreign_routes_alone() {
+    let ns = Netns::new();
+    // A route of another protocol on a prefix we also want, and one we do not.
+    ip(&[
+        "-n",
+        &ns.0,
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        "192.0.2.9",
+        "proto",
+        "static",
+    ]);
+    ip(&[
+        "-n",
+        &ns.0,
+        "route",
+        "add",
+        "10.98.0.0/24",
+        "via",
+        "192.0.2.9",
+        "proto",
+        "static",
+    ]);
+    let report = ns.run(|| {
+        Box::pin(async {
+            let r = Reconciler::start(Options::default()).await.expect("start");
+            r.set(desired());
+            let mut sub = r.subscribe();
+            while !sub.borrow_and_update().synced {
+                sub.changed().await.expect("report");
+            }
+            let report = r.report();
+            r.stop(false).await.expect("stop");
+            report
+        })
+    });
+    assert_eq!(report.installed, 5, "{report:?}");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.conflicts.len(), 1);
+    assert_eq!(report.conflicts[0].0.prefix, p("10.99.0.0/24"));
+
+    let ours = ns.routes(&["proto", "201"]);
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    let single = ns
+        .has("10.1.0.0/24", &["proto", "201"])
+        .expect("10.1.0.0/24");
+    assert_eq!(single["gateway"], "192.0.2.2");
+    let ecmp = ns
+        .has("10.2.0.0/24", &["proto", "201"])
+        .expect("ECMP route");
+    let hops = ecmp["nexthops"].as_array().expect("nexthops");
+    assert_eq!(hops.len(), 2);
+    assert_eq!(hops[1]["weight"], 3);
+    assert_eq!(
+        ns.has("10.244.1.0/24", &["proto", "201"])
+            .expect("blackhole")["type"],
+        "blackhole"
+    );
+    assert!(
+        ns.has("2001:db8:100::/48", &["-6", "proto", "201"])
+            .is_some()
+    );
+    assert_eq!(
+        ns.has("fd00:244:1::/64", &["-6", "proto", "201"])
+            .expect("v6 blackhole")["type"],
+        "blackhole"
+    );
+    // The foreign routes are exactly as they were.
+    assert_eq!(
+        ns.has("10.99.0.0/24", &[]).expect("foreign")["gateway"],
+        "192.0.2.9"
+    );
+    assert!(ns.has("10.98.0.0/24", &[]).is_some());
+}
+
+#[test]
+fn changes_replace_and_remove_only_what_differs_in_another_table() {
+    let ns = Netns::new();
+    ns.run(|| {
+        Box::pin(async {
+            let opts = Options {
+                table: 100,
+                ..Options::default()
+            };
+            let r = Reconciler::start(opts).await.expect("start");
+            let mut sub = r.subscribe();
+            r.set(desired());
+            while !sub.borrow_and_update().synced {
+                sub.changed().await.expect("report");
+            }
+            let mut next = desired();
+            next.remove(2); // drop the IPv4 blackhole
+            next[0] = Route::unicast(p("10.1.0.0/24"), vec![NextHop::via(a("192.0.2.5"))]);
+            let syncs = sub.borrow().syncs;
+            r.set(next);
+            while sub.borrow_and_update().syncs == syncs {
+                sub.changed().await.expect("report");
+            }
+            r.stop(false).await.expect("stop");
+        })
+    });
+    assert!(ns.has("10.244.1.0/24", &["table", "100"]).is_none());
+    assert_eq!(
+        ns.has("10.1.0.0/24", &["table", "100"]).expect("replaced")["gateway"],
+        "192.0.2.5"
+    );
+    assert!(
+        ns.has("10.1.0.0/24", &[]).is_none(),
+        "nothing in the main table"
+    );
+}
+
+#[test]
+fn drift_is_repaired_within_a_second() {
+    let ns = Netns::new();
+    let name = ns.0.clone();
+    ns.run(move || {
+        Box::pin(async move {
+            let r = Reconciler::start(Options::default()).await.expect("start");
+            let mut sub = r.subscribe();
+            r.set(desired());
+            while !sub.borrow_and_update().synced {
+                sub.changed().await.expect("report");
+            }
+            // Someone deletes one of our routes and changes another.
+            ip(&["-n", &name, "route", "del", "10.1.0.0/24", "proto", "201"]);
+            ip(&[
+                "-n",
+                &name,
+                "route",
+                "replace",
+                "10.244.1.0/24",
+                "via",
+                "192.0.2.7",
+                "proto",
+                "201",
+            ]);
+            let start = Instant::now();
+            loop {
+                let routes: Vec<Value> = serde_json::from_str(&ip(&[
+                    "-n", &name, "-j", "route", "show", "proto", "201",
+                ]))
+                .unwrap_or_default();
+                let back = routes.iter().any(|r| r["dst"] == "10.1.0.0/24");
+                let fixed = routes
+                    .iter()
+                    .any(|r| r["dst"] == "10.244.1.0/24" && r["type"] == "blackhole");
+                if back && fixed {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(1),
+                    "not repaired within a second: {routes:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(r.report().repaired >= 2);
+            r.stop(false).await.expect("stop");
+        })
+    });
+}
+
+/// `ip monitor route` in the namespace, collecting what it prints.
+struct RouteMonitor(Child, std::path::PathBuf);
+
+impl RouteMonitor {
+    fn start(ns: &Netns) -> RouteMonitor {
+        let path = std::env::temp_dir().join(format!("route-sync-monitor-{}", ns.0));
+        let file = std::fs::File::create(&path).expect("file");
+        let child = Command::new("ip")
+            .args(["-n", &ns.0, "monitor", "route"])
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ip monitor");
+        RouteMonitor(child, path)
+    }
+
+    fn output(&mut self) -> String {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+#[test]
+fn restart_adopts_routes_without_churn_and_flush_removes_them() {
+    let ns = Netns::new();
+    // First run: install, then stop without flushing (as on SIGTERM or kill -9).
+    ns.run(|| {
+        Box::pin(async {
+            let r = Reconciler::start(Options::default()).await.expect("start");
+            let mut sub = r.subscribe();
+            r.set(desired());
+            while !sub.borrow_and_update().synced {
+                sub.changed().await.expect("report");
+            }
+            r.stop(false).await.expect("stop");
+        })
+    });
+    assert_eq!(ns.routes(&["proto", "201"]).len(), 4);
+    // Second run: watch the kernel while the new reconciler adopts and syncs.
+    let mut monitor = RouteMonitor::start(&ns);
+    std::thread::sleep(Duration::from_millis(200));
+    let adopted = ns.run(|| {
+        Box::pin(async {
+            let r = Reconciler::start(Options::default()).await.expect("start");
+            let adopted = r.report().adopted;
+            let mut sub = r.subscribe();
+            r.set(desired());
+            while !sub.borrow_and_update().synced {
+                sub.changed().await.expect("report");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            r.stop(false).await.expect("stop");
+            adopted
+        })
+    });
+    let events = monitor.output();
+    assert_eq!(adopted, 6, "4 IPv4 and 2 IPv6 routes of ours were there");
+    assert!(
+        events.trim().is_empty(),
+        "the restart changed routes:\n{events}"
+    );
+    // A stop with flush removes ours, and only ours.
+    ip(&[
+        "-n",
+        &ns.0,
+        "route",
+        "add",
+        "10.98.0.0/24",
+        "via",
+        "192.0.2.9",
+        "proto",
+        "static",
+    ]);
+    ns.run(|| {
+        Box::pin(async {
+            let r = Reconciler::start(Options::default()).await.expect("start");
+            r.stop(true).await.expect("stop");
+        })
+    });
+    assert!(ns.routes(&["proto", "201"]).is_empty());
+    assert!(ns.routes(&["-6", "proto", "201"]).is_empty());
+    assert!(ns.has("10.98.0.0/24", &[]).is_some());
+    wait(1, "nothing", || true);
+}
