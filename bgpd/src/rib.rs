@@ -405,6 +405,15 @@ pub struct Dest {
     pub best: Option<usize>,
 }
 
+/// A change for the forwarding table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FibChange {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// The next hops to forward to, or `None` to remove the prefix.
+    pub next_hops: Option<Vec<IpAddr>>,
+}
+
 /// Encoded messages for one peer, in order.
 #[derive(Debug, Default)]
 pub struct Outbound {
@@ -434,6 +443,8 @@ pub struct Rib {
     loc: HashMap<IpNet, Dest>,
     interned: HashSet<Arc<Attrs>>,
     dirty: HashSet<IpNet>,
+    /// Prefixes whose best path may have changed since [`Rib::fib_changes`].
+    fib_dirty: HashSet<IpNet>,
     unreachable: HashSet<IpAddr>,
     local_routes: HashMap<IpNet, Arc<Attrs>>,
 }
@@ -448,6 +459,7 @@ impl Rib {
             loc: HashMap::new(),
             interned: HashSet::new(),
             dirty: HashSet::new(),
+            fib_dirty: HashSet::new(),
             unreachable: HashSet::new(),
             local_routes: HashMap::new(),
         }
@@ -888,6 +900,7 @@ impl Rib {
         if dirty.is_empty() {
             return out;
         }
+        self.fib_dirty.extend(dirty.iter().copied());
         for g in 0..self.groups.len() {
             if self.groups[g].members.is_empty() {
                 continue;
@@ -960,6 +973,23 @@ impl Rib {
             Ok(a) => self.intern(a),
             Err(a) => a,
         }
+    }
+
+    /// What the forwarding table needs to learn since the last call: for each
+    /// prefix whose best path may have changed, where to forward now (`None`:
+    /// nothing to install, the prefix is gone or only originated here).
+    pub fn fib_changes(&mut self) -> Vec<FibChange> {
+        let dirty: Vec<IpNet> = self.fib_dirty.drain().collect();
+        dirty
+            .into_iter()
+            .map(|prefix| {
+                let next_hops = self.best(&prefix).and_then(|b| match b.source {
+                    Source::Local => None,
+                    Source::Peer(_) => b.attrs.next_hop.map(|nh| vec![nh]),
+                });
+                FibChange { prefix, next_hops }
+            })
+            .collect()
     }
 
     /// Prefix counts for a peer and family.

@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::fsm::{DownReason, FsmConfig, Negotiated, State};
-use crate::rib::{Attrs, DecisionOptions, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source};
+use crate::rib::{
+    Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source,
+};
 use crate::session::{
     self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions,
 };
@@ -233,6 +235,8 @@ enum Command {
     ),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
+    SubscribeFib(mpsc::UnboundedSender<Vec<FibChange>>),
+    NextHopReachable(IpAddr, bool),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -261,6 +265,7 @@ impl Speaker {
             events_tx: ev_tx,
             accepted_tx: acc_tx,
             listeners: Vec::new(),
+            fib: None,
         };
         task.configure(config).await?;
         tokio::spawn(task.run(rx, ev_rx, acc_rx));
@@ -292,6 +297,29 @@ impl Speaker {
             .send(Command::Routes(filter, tx))
             .map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Receives, in batches, every change of the best paths the forwarding
+    /// table must follow; the first batch holds the whole current table. One
+    /// subscriber at a time.
+    pub fn subscribe_fib(&self) -> Result<mpsc::UnboundedReceiver<Vec<FibChange>>, SpeakerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.commands
+            .send(Command::SubscribeFib(tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Tells the decision process whether a next hop can be reached (from the
+    /// kernel's view); paths through unreachable next hops are never best.
+    pub fn set_next_hop_reachable(
+        &self,
+        next_hop: IpAddr,
+        reachable: bool,
+    ) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::NextHopReachable(next_hop, reachable))
+            .map_err(|_| SpeakerError::Stopped)
     }
 
     /// Stops every session (Cease / Administrative Shutdown) and the speaker.
@@ -334,6 +362,8 @@ struct SpeakerTask {
     events_tx: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
     accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
     listeners: Vec<(SocketAddr, JoinHandle<()>, std::sync::Arc<TcpListener>)>,
+    /// Where best-path changes go (the route-sync side), if anyone listens.
+    fib: Option<mpsc::UnboundedSender<Vec<FibChange>>>,
 }
 
 /// Events handled before the outbound queue is flushed: large enough to pack
@@ -362,6 +392,29 @@ impl SpeakerTask {
                     Some(Command::Configure(cfg, done)) => {
                         let r = self.configure(*cfg).await;
                         let _ = done.send(r);
+                    }
+                    Some(Command::SubscribeFib(tx)) => {
+                        let all: Vec<FibChange> = self
+                            .rib
+                            .iter()
+                            .map(|(p, _)| *p)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .filter_map(|prefix| {
+                                let b = self.rib.best(&prefix)?;
+                                match b.source {
+                                    Source::Local => None,
+                                    Source::Peer(_) => Some(FibChange { prefix, next_hops: b.attrs.next_hop.map(|n| vec![n]) }),
+                                }
+                            })
+                            .collect();
+                        let _ = self.rib.fib_changes();
+                        let _ = tx.send(all);
+                        self.fib = Some(tx);
+                    }
+                    Some(Command::NextHopReachable(nh, ok)) => {
+                        self.rib.set_next_hop_reachable(nh, ok);
+                        self.flush();
                     }
                     Some(Command::Peers(done)) => {
                         let _ = done.send(self.peer_status());
@@ -413,6 +466,12 @@ impl SpeakerTask {
     fn flush(&mut self) {
         let out = self.rib.flush();
         self.dispatch(out);
+        if let Some(fib) = &self.fib {
+            let changes = self.rib.fib_changes();
+            if !changes.is_empty() && fib.send(changes).is_err() {
+                self.fib = None;
+            }
+        }
     }
 
     fn dispatch(&self, out: crate::rib::Outbound) {

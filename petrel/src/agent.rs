@@ -43,6 +43,10 @@ pub struct AgentOptions {
     pub api_socket: PathBuf,
     /// How often the source is checked for changes.
     pub poll: Duration,
+    /// Program the kernel FIB (`None`: leave the kernel alone).
+    pub fib: Option<crate::fib::FibOptions>,
+    /// Remove petrel's routes from the kernel on exit.
+    pub flush_routes_on_exit: bool,
 }
 
 /// A cheap fingerprint of a directory's files (names, sizes, contents), so
@@ -70,6 +74,30 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    // Adopt the kernel's routes before anything else runs, so what survived a
+    // restart keeps forwarding untouched until the new desired set is known.
+    let reconciler = match &opts.fib {
+        Some(f) => Some(
+            route_sync::Reconciler::start(route_sync::Options {
+                table: f.table,
+                protocol: f.protocol,
+                ..route_sync::Options::default()
+            })
+            .await
+            .context(
+                "cannot program the kernel's routes (needs CAP_NET_ADMIN; --no-fib runs without)",
+            )?,
+        ),
+        None => None,
+    };
+    if let Some(r) = &reconciler {
+        let adopted = r.report().adopted;
+        tracing::info!(adopted, "kernel routes found from a previous run");
+    }
+    let mut reconciler = reconciler;
+    let (fib_tx, fib_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut fib_rx = Some(fib_rx);
+    let mut fib_task = None;
     let mut speaker: Option<Speaker> = None;
     let mut applied: Option<SpeakerConfig> = None;
     let mut last_print = None;
@@ -89,6 +117,13 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                     Ok(s) => {
                         tracing::info!(asn = c.asn, router_id = %c.router_id, peers = c.neighbors.len(), "speaker started");
                         api_server = Some(api::serve(&opts.api_socket, s.clone()).await?);
+                        if let (Some(r), Some(f), Some(rx)) =
+                            (reconciler.take(), &opts.fib, fib_rx.take())
+                        {
+                            fib_task =
+                                Some(tokio::spawn(crate::fib::run(s.clone(), r, f.clone(), rx)));
+                        }
+                        let _ = fib_tx.send(crate::fib::FibInput::Originated(c.originate.clone()));
                         speaker = Some(s);
                         applied = Some(c);
                     }
@@ -125,6 +160,22 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     if let Some(server) = api_server {
         server.abort();
+    }
+    if let Some(t) = fib_task {
+        t.abort();
+    }
+    if opts.flush_routes_on_exit
+        && let Some(f) = &opts.fib
+    {
+        // The reconciler went with its task; a fresh one removes our routes.
+        let r = route_sync::Reconciler::start(route_sync::Options {
+            table: f.table,
+            protocol: f.protocol,
+            ..route_sync::Options::default()
+        })
+        .await?;
+        r.stop(true).await?;
+        tracing::info!("petrel's kernel routes removed");
     }
     let _ = std::fs::remove_file(&opts.api_socket);
     Ok(())

@@ -8,6 +8,7 @@ mod agent;
 mod api;
 mod cli;
 mod decode;
+mod fib;
 mod json;
 mod planner;
 mod source;
@@ -46,6 +47,23 @@ enum Command {
         /// How often to check the source for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
+        /// Leave the kernel's routing tables alone (no FIB programming).
+        #[arg(long)]
+        no_fib: bool,
+        /// The routing table petrel's routes go into.
+        #[arg(long, default_value_t = route_sync::route::MAIN_TABLE)]
+        route_table: u32,
+        /// The routing protocol number petrel's routes carry.
+        #[arg(long, default_value_t = route_sync::route::DEFAULT_PROTOCOL)]
+        route_protocol: u8,
+        /// Seconds after start before routes that are no longer wanted are
+        /// removed (routes that survived a restart keep forwarding meanwhile).
+        #[arg(long, default_value_t = 10)]
+        fib_initial_delay: u64,
+        /// Remove petrel's routes from the kernel on exit (by default they stay,
+        /// so forwarding continues while the agent restarts).
+        #[arg(long)]
+        flush_routes_on_exit: bool,
     },
     /// List BGP peers and their sessions.
     Peers {
@@ -119,6 +137,11 @@ fn main() -> ExitCode {
             node,
             api_socket,
             poll_ms,
+            no_fib,
+            route_table,
+            route_protocol,
+            fib_initial_delay,
+            flush_routes_on_exit,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -134,6 +157,12 @@ fn main() -> ExitCode {
                     node,
                     api_socket,
                     poll: Duration::from_millis(poll_ms.max(50)),
+                    fib: (!no_fib).then(|| fib::FibOptions {
+                        table: route_table,
+                        protocol: route_protocol,
+                        initial_delay: Duration::from_secs(fib_initial_delay),
+                    }),
+                    flush_routes_on_exit,
                 }))
             })
         }

@@ -117,6 +117,27 @@ stringData: {tor: s3cret-key}
     let path6 = frr_has(&lab, &f, "ipv6", "fd00:244:1::/64").expect("present");
     assert_eq!(path6["nexthops"][0]["ip"], "fd00:1::1");
 
+    // Learned routes reach petrel's kernel FIB; its pod CIDRs get blackholes.
+    wait_until(10, "FRR's routes in the kernel", || {
+        let v4 = petrel
+            .kernel_route("10.20.0.0/24")
+            .ok_or("no 10.20.0.0/24")?;
+        let v6 = petrel
+            .kernel_route("fd00:20::/48")
+            .ok_or("no fd00:20::/48")?;
+        (v4["gateway"] == "10.1.0.2" && v6["gateway"] == "fd00:1::2")
+            .then_some(())
+            .ok_or(format!("{v4} {v6}"))
+    });
+    assert_eq!(
+        petrel.kernel_route("10.244.1.0/24").expect("blackhole")["type"],
+        "blackhole"
+    );
+    assert_eq!(
+        petrel.kernel_route("fd00:244:1::/64").expect("blackhole")["type"],
+        "blackhole"
+    );
+
     let peer = petrel.peer("10.1.0.2").expect("peer");
     let caps: Vec<String> = serde_json::from_value(peer["capabilities"].clone()).expect("caps");
     assert!(caps.contains(&"four-octet-as".to_string()), "{caps:?}");
@@ -300,4 +321,69 @@ router bgp 65002
     );
     petrel.wait_established("10.4.0.2", 30);
     petrel.wait_route("10.40.0.0/24", 15);
+}
+
+#[test]
+fn agent_restart_keeps_kernel_routes_without_churn() {
+    let mut lab = Lab::new("fr");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.12.0.1/24"], &["10.12.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.12.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.12.0.1 remote-as 65001
+ neighbor 10.12.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.120.0.0/24
+  network 10.121.0.0/24
+ exit-address-family
+"#,
+    );
+    let yaml = petrel_yaml(
+        65001,
+        "10.12.0.1",
+        &["10.12.0.1"],
+        "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.12.0.2, asNumber: 65002}\n",
+    );
+    let petrel = lab.petrel(&p, "node-1", &yaml);
+    petrel.wait_established("10.12.0.2", 30);
+    wait_until(10, "routes in the kernel", || {
+        (petrel.kernel_routes().len() == 4)
+            .then_some(())
+            .ok_or(format!("{:?}", petrel.kernel_routes()))
+    });
+    // Past the initial sync, so the restart below has the same work to do.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let before = petrel.kernel_routes();
+
+    // Watch the namespace's routes from now on.
+    let watch = lab.root.join("monitor.txt");
+    lab.spawn(&p, "monitor", "ip", &["monitor", "route"], &watch);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    // kill -9: no chance to clean up. The routes stay and keep forwarding.
+    lab.kill(&format!("petrel-{p}"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(petrel.kernel_routes(), before, "routes survive the agent");
+
+    // Start again: the session comes back, the initial sync passes, and the
+    // kernel saw no route deleted, added or replaced.
+    let petrel = lab.petrel(&p, "node-1", &yaml);
+    petrel.wait_established("10.12.0.2", 30);
+    petrel.wait_route("10.120.0.0/24", 15);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    lab.kill("monitor");
+    let events = std::fs::read_to_string(&watch).unwrap_or_default();
+    assert!(
+        events.trim().is_empty(),
+        "the restart touched kernel routes:\n{events}"
+    );
+    assert_eq!(petrel.kernel_routes(), before);
 }

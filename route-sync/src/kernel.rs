@@ -169,7 +169,7 @@ impl Kernel {
     /// How the kernel would reach `addr`: the gateway (if any) and the output
     /// interface of the route it would use, and that route's protocol.
     pub async fn lookup(&self, addr: IpAddr) -> Option<(Option<IpAddr>, Option<u32>, u8)> {
-        let msg = match addr {
+        let mut msg = match addr {
             IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
                 .destination_prefix(a, 32)
                 .build(),
@@ -177,6 +177,15 @@ impl Kernel {
                 .destination_prefix(a, 128)
                 .build(),
         };
+        // With strict checking the kernel refuses a lookup whose header names a
+        // table, protocol, scope or type (EINVAL), as `ip route get` knows.
+        msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        msg.header.protocol = RouteProtocol::Unspec;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unspec;
+        // Ask for the matching FIB entry itself (`ip route get fibmatch`), so
+        // its protocol and gateways are the route's, not a synthesized result.
+        msg.header.flags |= RouteFlags::FibMatch;
         let mut s = self.handle.route().get(msg).execute();
         let m = s.try_next().await.ok()??;
         if !matches!(m.header.kind, RouteType::Unicast) {
@@ -189,6 +198,17 @@ impl Kernel {
                 RouteAttribute::Gateway(g) => gw = address(g),
                 RouteAttribute::Via(RouteVia::Inet6(g)) => gw = Some(IpAddr::V6(*g)),
                 RouteAttribute::Oif(i) => oif = Some(*i),
+                // An ECMP route: any of its ways out will do for resolution.
+                RouteAttribute::MultiPath(nhs) if gw.is_none() => {
+                    if let Some(nh) = nhs.first() {
+                        oif = Some(nh.interface_index);
+                        gw = nh.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Gateway(g) => address(g),
+                            RouteAttribute::Via(RouteVia::Inet6(g)) => Some(IpAddr::V6(*g)),
+                            _ => None,
+                        });
+                    }
+                }
                 _ => {}
             }
         }

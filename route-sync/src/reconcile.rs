@@ -15,7 +15,7 @@ use futures::StreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::MulticastGroup;
 use rtnetlink::packet_core::NetlinkPayload;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::kernel::{Kernel, KernelError, from_message};
 use crate::route::{Changes, KernelRoute, Route, RouteKey, diff};
@@ -62,11 +62,22 @@ impl Default for Options {
     }
 }
 
+/// Changes to the wanted routes.
+#[derive(Debug)]
+enum Desired {
+    /// The complete set: anything of ours not in it goes.
+    Set(Vec<Route>),
+    /// Add or change these.
+    Upsert(Vec<Route>),
+    /// Remove these.
+    Remove(Vec<crate::route::RouteKey>),
+}
+
 /// Handle to a running reconciler.
 #[derive(Debug)]
 pub struct Reconciler {
     opts: Options,
-    desired: watch::Sender<Vec<Route>>,
+    commands: mpsc::UnboundedSender<Desired>,
     report: watch::Receiver<Report>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -92,23 +103,40 @@ impl Reconciler {
             .iter()
             .filter(|k| k.protocol == opts.protocol)
             .count();
-        let (desired_tx, desired_rx) = watch::channel(Vec::new());
+        let (desired_tx, desired_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = watch::channel(Report {
             adopted,
             ..Report::default()
         });
-        let task = tokio::spawn(run(kernel, opts, desired_rx, report_tx, events));
+        let known: HashMap<RouteKey, Route> = existing
+            .into_iter()
+            .filter(|k| k.protocol == opts.protocol)
+            .map(|k| (k.route.key(), k.route))
+            .collect();
+        let task = tokio::spawn(run(kernel, opts, desired_rx, report_tx, events, known));
         Ok(Reconciler {
             opts,
-            desired: desired_tx,
+            commands: desired_tx,
             report: report_rx,
             task,
         })
     }
 
     /// Sets the complete set of wanted routes (their table is the reconciler's).
+    /// Until the first call, routes found at start are left alone, so a
+    /// restarted agent does not flap routes before it knows what it wants.
     pub fn set(&self, routes: Vec<Route>) {
-        let _ = self.desired.send(routes);
+        let _ = self.commands.send(Desired::Set(routes));
+    }
+
+    /// Adds or changes some wanted routes, applied at once.
+    pub fn upsert(&self, routes: Vec<Route>) {
+        let _ = self.commands.send(Desired::Upsert(routes));
+    }
+
+    /// Removes some wanted routes, applied at once.
+    pub fn remove(&self, keys: Vec<crate::route::RouteKey>) {
+        let _ = self.commands.send(Desired::Remove(keys));
     }
 
     /// The latest report.
@@ -153,9 +181,13 @@ type Events = futures::channel::mpsc::UnboundedReceiver<(
 async fn run(
     kernel: Kernel,
     opts: Options,
-    mut desired_rx: watch::Receiver<Vec<Route>>,
+    mut desired_rx: mpsc::UnboundedReceiver<Desired>,
     report_tx: watch::Sender<Report>,
     mut events: Events,
+    // Our routes as the kernel has them, from the start dump and the monitor:
+    // changes already in place are not sent again, so a restarted agent
+    // re-announcing what survived causes no kernel events at all.
+    mut known: HashMap<RouteKey, Route>,
 ) {
     let mut desired: HashMap<RouteKey, Route> = HashMap::new();
     let mut report = report_tx.borrow().clone();
@@ -165,38 +197,67 @@ async fn run(
     let mut started = false;
     loop {
         tokio::select! {
-            changed = desired_rx.changed() => {
-                if changed.is_err() {
-                    return;
+            cmd = desired_rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                let own = |mut r: Route| {
+                    // The reconciler owns one table: every route goes there.
+                    r.table = opts.table;
+                    r.normalize();
+                    r
+                };
+                match cmd {
+                    Desired::Set(routes) => {
+                        desired = routes.into_iter().map(own).map(|r| (r.key(), r)).collect();
+                        started = true;
+                        full_sync(&kernel, &opts, &desired, &mut known, &mut report).await;
+                    }
+                    Desired::Upsert(routes) => {
+                        let mut changes = Changes::default();
+                        for r in routes.into_iter().map(own) {
+                            // Replace creates or updates alike.
+                            if !known.get(&r.key()).is_some_and(|k| r.satisfied_by(k)) {
+                                changes.replace.push(r.clone());
+                            }
+                            desired.insert(r.key(), r);
+                        }
+                        apply_delta(&kernel, &changes, desired.len(), &mut report).await;
+                    }
+                    Desired::Remove(keys) => {
+                        let mut changes = Changes::default();
+                        for mut k in keys {
+                            k.table = opts.table;
+                            if let Some(r) = desired.remove(&k)
+                                && known.contains_key(&k)
+                            {
+                                changes.delete.push(r);
+                            }
+                        }
+                        apply_delta(&kernel, &changes, desired.len(), &mut report).await;
+                    }
                 }
-                let routes = desired_rx.borrow_and_update().clone();
-                desired = routes
-                    .into_iter()
-                    .map(|mut r| {
-                        // The reconciler owns one table: every route goes there.
-                        r.table = opts.table;
-                        r.normalize();
-                        (r.key(), r)
-                    })
-                    .collect();
-                started = true;
-                full_sync(&kernel, &opts, &desired, &mut report).await;
                 let _ = report_tx.send(report.clone());
             }
             ev = events.next() => {
                 let Some((msg, _)) = ev else { return };
-                if !started {
-                    continue;
-                }
                 match msg.payload {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => {
                         if let Some(k) = from_message(&m) {
-                            repair(&kernel, &opts, &desired, &k, false, &mut report).await;
+                            if k.protocol == opts.protocol && k.route.table == opts.table {
+                                known.insert(k.route.key(), k.route.clone());
+                            }
+                            if started {
+                                repair(&kernel, &opts, &desired, &k, false, &mut report).await;
+                            }
                         }
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(m)) => {
                         if let Some(k) = from_message(&m) {
-                            repair(&kernel, &opts, &desired, &k, true, &mut report).await;
+                            if k.protocol == opts.protocol && k.route.table == opts.table {
+                                known.remove(&k.route.key());
+                            }
+                            if started {
+                                repair(&kernel, &opts, &desired, &k, true, &mut report).await;
+                            }
                         }
                     }
                     NetlinkPayload::InnerMessage(
@@ -208,7 +269,9 @@ async fn run(
                     | NetlinkPayload::Overrun(_) => {
                         // Links and addresses change what can be installed:
                         // re-sync once things settle.
-                        resync_at.get_or_insert_with(|| tokio::time::Instant::now() + opts.settle);
+                        if started {
+                            resync_at.get_or_insert_with(|| tokio::time::Instant::now() + opts.settle);
+                        }
                     }
                     _ => {}
                 }
@@ -216,17 +279,35 @@ async fn run(
             }
             _ = async { tokio::time::sleep_until(resync_at.unwrap_or_else(tokio::time::Instant::now)).await }, if resync_at.is_some() => {
                 resync_at = None;
-                full_sync(&kernel, &opts, &desired, &mut report).await;
+                full_sync(&kernel, &opts, &desired, &mut known, &mut report).await;
                 let _ = report_tx.send(report.clone());
             }
         }
     }
 }
 
+async fn apply_delta(kernel: &Kernel, changes: &Changes, wanted: usize, report: &mut Report) {
+    let applied = kernel.apply(changes).await;
+    for (r, why) in &applied.failed {
+        tracing::warn!(route = %r, reason = %why, "kernel refused a route");
+    }
+    // Keep the failure list current: drop entries this delta settled.
+    report.failed.retain(|(r, _)| {
+        !changes
+            .replace
+            .iter()
+            .chain(&changes.delete)
+            .any(|c| c.key() == r.key())
+    });
+    report.failed.extend(applied.failed);
+    report.installed = wanted.saturating_sub(report.failed.len() + report.conflicts.len());
+}
+
 async fn full_sync(
     kernel: &Kernel,
     opts: &Options,
     desired: &HashMap<RouteKey, Route>,
+    known: &mut HashMap<RouteKey, Route>,
     report: &mut Report,
 ) {
     let existing = match kernel.dump(opts.table).await {
@@ -239,6 +320,16 @@ async fn full_sync(
     let wanted: Vec<Route> = desired.values().cloned().collect();
     let changes = diff(&wanted, &existing, opts.protocol);
     let applied = kernel.apply(&changes).await;
+    known.clear();
+    known.extend(
+        existing
+            .into_iter()
+            .filter(|k| k.protocol == opts.protocol)
+            .map(|k| (k.route.key(), k.route)),
+    );
+    for r in changes.delete.iter() {
+        known.remove(&r.key());
+    }
     for (r, why) in &applied.failed {
         tracing::warn!(route = %r, reason = %why, "kernel refused a route");
     }

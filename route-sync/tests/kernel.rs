@@ -399,3 +399,36 @@ fn restart_adopts_routes_without_churn_and_flush_removes_them() {
     assert!(ns.has("10.98.0.0/24", &[]).is_some());
     wait(1, "nothing", || true);
 }
+
+#[test]
+fn lookups_resolve_connected_and_recursive_next_hops() {
+    let ns = Netns::new();
+    ip(&[
+        "-n",
+        &ns.0,
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        "192.0.2.2",
+        "proto",
+        "static",
+    ]);
+    let (connected, recursive, none) = ns.run(|| {
+        Box::pin(async {
+            let k = route_sync::Kernel::connect(201).expect("netlink");
+            (
+                k.lookup(a("192.0.2.2")).await,
+                k.lookup(a("198.51.100.7")).await,
+                k.lookup(a("203.0.113.1")).await,
+            )
+        })
+    });
+    let (gw, oif, _) = connected.expect("connected next hop resolves");
+    assert_eq!(gw, None, "directly connected: no gateway");
+    assert!(oif.is_some());
+    let (gw, _, proto) = recursive.expect("recursive next hop resolves");
+    assert_eq!(gw, Some(a("192.0.2.2")));
+    assert_eq!(proto, 4, "through the static route");
+    assert!(none.is_none(), "no default route: unreachable");
+}

@@ -135,6 +135,26 @@ impl Petrel {
         std::fs::rename(&tmp, self.dir.join("petrel.yaml")).expect("replace config");
     }
 
+    /// `ip -j route show proto 201` (both families) in the agent's namespace.
+    pub fn kernel_routes(&self) -> Vec<Value> {
+        let mut all = Vec::new();
+        for fam in ["-4", "-6"] {
+            let o = Command::new("ip")
+                .args(["-n", &self.ns, "-j", fam, "route", "show", "proto", "201"])
+                .output()
+                .expect("ip route");
+            if let Ok(Value::Array(v)) = serde_json::from_slice(&o.stdout) {
+                all.extend(v);
+            }
+        }
+        all
+    }
+
+    /// The kernel route petrel installed for `dst`, if any.
+    pub fn kernel_route(&self, dst: &str) -> Option<Value> {
+        self.kernel_routes().into_iter().find(|r| r["dst"] == dst)
+    }
+
     /// The end of the agent's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -1,0 +1,217 @@
+//! Connects the speaker's best paths to the kernel: every best path learned
+//! from a peer becomes a route (its next hop resolved through the kernel's own
+//! routes), every prefix this node originates becomes a blackhole, and
+//! route-sync makes the kernel match.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bgpd::rib::FibChange;
+use bgpd::speaker::Speaker;
+use ipnet::IpNet;
+use route_sync::{Kernel, NextHop, Reconciler, Route, RouteKey};
+use tokio::sync::mpsc;
+
+/// Settings of the FIB side.
+#[derive(Debug, Clone)]
+pub struct FibOptions {
+    /// The table routes go into.
+    pub table: u32,
+    /// Our routing protocol number.
+    pub protocol: u8,
+    /// How long after start the first complete sync waits, so routes that
+    /// survived a restart are not removed before the peers sent them again.
+    pub initial_delay: Duration,
+}
+
+/// Updates for the FIB task from the agent.
+#[derive(Debug)]
+pub enum FibInput {
+    /// The prefixes this node originates (each gets a blackhole).
+    Originated(Vec<IpNet>),
+}
+
+/// How the kernel reaches a BGP next hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resolution {
+    /// Install via this next hop.
+    Via(NextHop),
+    /// The next hop is one of our own addresses: never install.
+    Local,
+    /// No route to it.
+    Unreachable,
+}
+
+/// Runs until the speaker goes away.
+pub async fn run(
+    speaker: Speaker,
+    reconciler: Reconciler,
+    opts: FibOptions,
+    mut inputs: mpsc::UnboundedReceiver<FibInput>,
+) -> anyhow::Result<()> {
+    let kernel = Kernel::connect(opts.protocol)?;
+    let mut best = speaker.subscribe_fib()?;
+    let mut learned: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
+    let mut originated: HashSet<IpNet> = HashSet::new();
+    let mut resolved: HashMap<IpAddr, Resolution> = HashMap::new();
+    let mut full_sync_at = Some(tokio::time::Instant::now() + opts.initial_delay);
+    let mut recheck = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            batch = best.recv() => {
+                let Some(batch) = batch else { return Ok(()) };
+                let mut upserts = Vec::new();
+                let mut removals = Vec::new();
+                for FibChange { prefix, next_hops } in batch {
+                    match next_hops {
+                        Some(nhs) => {
+                            learned.insert(prefix, nhs.clone());
+                            match route_for(&kernel, &speaker, &mut resolved, &originated, prefix, &nhs).await {
+                                Some(r) => upserts.push(r),
+                                None => removals.push(key(prefix, opts.table)),
+                            }
+                        }
+                        None => {
+                            learned.remove(&prefix);
+                            if !originated.contains(&prefix) {
+                                removals.push(key(prefix, opts.table));
+                            }
+                        }
+                    }
+                }
+                if !upserts.is_empty() {
+                    reconciler.upsert(upserts);
+                }
+                if !removals.is_empty() {
+                    reconciler.remove(removals);
+                }
+            }
+            input = inputs.recv() => match input {
+                Some(FibInput::Originated(prefixes)) => {
+                    let new: HashSet<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
+                    let gone: Vec<RouteKey> = originated.difference(&new).map(|p| key(*p, opts.table)).collect();
+                    let added: Vec<Route> = new.difference(&originated).map(|p| Route::blackhole(*p)).collect();
+                    originated = new;
+                    if !gone.is_empty() {
+                        reconciler.remove(gone);
+                    }
+                    if !added.is_empty() {
+                        reconciler.upsert(added);
+                    }
+                }
+                None => return Ok(()),
+            },
+            _ = recheck.tick() => {
+                // Links and routes change under us: resolve every next hop again
+                // and re-install the routes whose way out moved.
+                let mut changed = HashSet::new();
+                for (nh, old) in resolved.iter_mut() {
+                    let now = resolve(&kernel, *nh).await;
+                    if now != *old {
+                        let _ = speaker.set_next_hop_reachable(*nh, now != Resolution::Unreachable);
+                        *old = now;
+                        changed.insert(*nh);
+                    }
+                }
+                if !changed.is_empty() {
+                    let mut upserts = Vec::new();
+                    let mut removals = Vec::new();
+                    for (prefix, nhs) in &learned {
+                        if nhs.iter().any(|n| changed.contains(n)) {
+                            match route_for(&kernel, &speaker, &mut resolved, &originated, *prefix, nhs).await {
+                                Some(r) => upserts.push(r),
+                                None => removals.push(key(*prefix, opts.table)),
+                            }
+                        }
+                    }
+                    reconciler.upsert(upserts);
+                    reconciler.remove(removals);
+                }
+            }
+            _ = async { tokio::time::sleep_until(full_sync_at.unwrap_or_else(tokio::time::Instant::now)).await }, if full_sync_at.is_some() => {
+                full_sync_at = None;
+                let mut all: Vec<Route> = originated.iter().map(|p| Route::blackhole(*p)).collect();
+                for (prefix, nhs) in &learned {
+                    if let Some(r) = route_for(&kernel, &speaker, &mut resolved, &originated, *prefix, nhs).await {
+                        all.push(r);
+                    }
+                }
+                tracing::info!(routes = all.len(), "initial FIB sync");
+                reconciler.set(all);
+            }
+        }
+    }
+}
+
+fn key(prefix: IpNet, table: u32) -> RouteKey {
+    let mut r = Route::blackhole(prefix);
+    r.table = table;
+    r.normalize();
+    r.key()
+}
+
+/// The kernel route for a learned prefix, or `None` if it must not be installed.
+async fn route_for(
+    kernel: &Kernel,
+    speaker: &Speaker,
+    cache: &mut HashMap<IpAddr, Resolution>,
+    originated: &HashSet<IpNet>,
+    prefix: IpNet,
+    next_hops: &[IpAddr],
+) -> Option<Route> {
+    if originated.contains(&prefix.trunc()) {
+        // Our own block: its blackhole stays, whoever else announces it.
+        return None;
+    }
+    let mut hops = Vec::new();
+    for nh in next_hops {
+        let res = match cache.get(nh) {
+            Some(r) => r.clone(),
+            None => {
+                let r = resolve(kernel, *nh).await;
+                if r == Resolution::Unreachable {
+                    let _ = speaker.set_next_hop_reachable(*nh, false);
+                }
+                cache.insert(*nh, r.clone());
+                r
+            }
+        };
+        if let Resolution::Via(h) = res {
+            hops.push(h);
+        }
+    }
+    (!hops.is_empty()).then(|| Route::unicast(prefix, hops))
+}
+
+/// Resolves a BGP next hop through the kernel's routes (the kernel recurses
+/// for us): directly connected next hops are used as they are; others through
+/// the gateway of the route that covers them.
+async fn resolve(kernel: &Kernel, nh: IpAddr) -> Resolution {
+    if is_local(nh) {
+        return Resolution::Local;
+    }
+    match kernel.lookup(nh).await {
+        None => Resolution::Unreachable,
+        // Through one of our own BGP routes would be a loop of recursion.
+        Some((_, _, proto)) if proto == kernel.protocol() => Resolution::Unreachable,
+        Some((Some(gw), oif, _)) => Resolution::Via(NextHop {
+            gateway: Some(gw),
+            ifindex: oif,
+            weight: 1,
+            onlink: false,
+        }),
+        Some((None, oif, _)) => Resolution::Via(NextHop {
+            gateway: Some(nh),
+            ifindex: oif,
+            weight: 1,
+            onlink: false,
+        }),
+    }
+}
+
+/// Whether an address is assigned to this host (network namespace).
+fn is_local(addr: IpAddr) -> bool {
+    // Binding a socket to an address succeeds only for local addresses.
+    std::net::UdpSocket::bind((addr, 0)).is_ok()
+}
