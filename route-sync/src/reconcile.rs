@@ -266,12 +266,12 @@ async fn run(
                         | RouteNetlinkMessage::NewAddress(_)
                         | RouteNetlinkMessage::DelAddress(_),
                     )
-                    | NetlinkPayload::Overrun(_) => {
+                    | NetlinkPayload::Overrun(_)
+                        if started =>
+                    {
                         // Links and addresses change what can be installed:
                         // re-sync once things settle.
-                        if started {
-                            resync_at.get_or_insert_with(|| tokio::time::Instant::now() + opts.settle);
-                        }
+                        resync_at.get_or_insert_with(|| tokio::time::Instant::now() + opts.settle);
                     }
                     _ => {}
                 }
