@@ -20,7 +20,9 @@ impl Netns {
         run(&["netns", "add", name]);
         for args in [
             vec!["-n", name, "link", "set", "lo", "up"],
-            vec!["-n", name, "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+            vec![
+                "-n", name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+            ],
             vec!["-n", name, "addr", "add", "192.0.2.1/24", "dev", "v0"],
             vec!["-n", name, "link", "set", "v0", "up"],
             vec!["-n", name, "link", "set", "v1", "up"],
@@ -47,7 +49,11 @@ impl Drop for Netns {
 
 fn run(args: &[&str]) {
     let o = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// N distinct /24s out of 10.0.0.0/8 and 11.0.0.0/8 ... (65,536 per /8).
@@ -92,18 +98,34 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100_000, 1_000_000]);
-    println!("{:>9}  {:>12} {:>12} {:>7}   {:>12} {:>12} {:>7}", "routes", "ip add", "petrel add", "ratio", "ip del", "petrel del", "ratio");
+    println!(
+        "{:>9}  {:>12} {:>12} {:>7}   {:>12} {:>12} {:>7}",
+        "routes", "ip add", "petrel add", "ratio", "ip del", "petrel del", "ratio"
+    );
     for n in sizes {
         let nets = prefixes(n);
         let ns = Netns::new("petrel-fib-bench");
-        let ip_add = ip_batch(&ns, nets.iter().map(|p| format!("route add {p} via 192.0.2.2 proto 201")));
+        let ip_add = ip_batch(
+            &ns,
+            nets.iter()
+                .map(|p| format!("route add {p} via 192.0.2.2 proto 201")),
+        );
         assert_eq!(ns.count(), n);
-        let ip_del = ip_batch(&ns, nets.iter().map(|p| format!("route del {p} via 192.0.2.2 proto 201")));
+        let ip_del = ip_batch(
+            &ns,
+            nets.iter()
+                .map(|p| format!("route del {p} via 192.0.2.2 proto 201")),
+        );
         assert_eq!(ns.count(), 0);
 
         let routes: Vec<Route> = nets
             .iter()
-            .map(|p| Route::unicast(IpNet::V4(*p), vec![NextHop::via(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)))]))
+            .map(|p| {
+                Route::unicast(
+                    IpNet::V4(*p),
+                    vec![NextHop::via(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)))],
+                )
+            })
             .collect();
         let (add, del) = in_netns(&ns.0, move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -120,7 +142,11 @@ fn main() {
                     })
                     .await;
                 let add = t.elapsed();
-                assert!(a.failed.is_empty(), "{:?}", &a.failed[..a.failed.len().min(3)]);
+                assert!(
+                    a.failed.is_empty(),
+                    "{:?}",
+                    &a.failed[..a.failed.len().min(3)]
+                );
                 let t = Instant::now();
                 let d = k
                     .apply(&Changes {

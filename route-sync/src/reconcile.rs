@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, watch};
 use crate::kernel::{Kernel, KernelError, from_message};
 use crate::route::{Changes, KernelRoute, Route, RouteKey, diff};
 
+/// Receive buffer asked for on the monitor socket.
+const MONITOR_BUFFER: i32 = 32 << 20;
+
 /// What the reconciler last did, for status and for the speaker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -90,13 +93,19 @@ impl Reconciler {
         let kernel = Kernel::connect(opts.protocol)?;
         // A separate socket for notifications: a socket that sends requests does
         // not see the notifications of its own changes.
-        let (conn, _h, events) = rtnetlink::new_multicast_connection(&[
+        let (mut conn, _h, events) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Link,
             MulticastGroup::Ipv4Ifaddr,
             MulticastGroup::Ipv6Ifaddr,
             MulticastGroup::Ipv4Route,
             MulticastGroup::Ipv6Route,
         ])?;
+        // Our own bulk changes come back as notifications; a large buffer keeps
+        // most of them (the kernel caps it at net.core.rmem_max). What is lost
+        // shows as an overrun and costs one full re-sync once things are quiet.
+        if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(MONITOR_BUFFER) {
+            tracing::debug!(error = %e, "cannot enlarge the netlink monitor buffer");
+        }
         tokio::spawn(conn);
         let existing = kernel.dump(opts.table).await?;
         let adopted = existing
@@ -271,7 +280,10 @@ async fn run(
                     {
                         // Links and addresses change what can be installed:
                         // re-sync once things settle.
-                        resync_at.get_or_insert_with(|| tokio::time::Instant::now() + opts.settle);
+                        // Each trigger pushes the re-sync back, so a burst
+                        // (our own bulk install overrunning the monitor) costs
+                        // one re-sync after it, not one per overrun.
+                        resync_at = Some(tokio::time::Instant::now() + opts.settle);
                     }
                     _ => {}
                 }
