@@ -57,8 +57,22 @@ pub async fn run(
     let mut resolved: HashMap<IpAddr, Resolution> = HashMap::new();
     let mut full_sync_at = Some(tokio::time::Instant::now() + opts.initial_delay);
     let mut recheck = tokio::time::interval(Duration::from_secs(5));
+    // The reconciler re-syncs after link and address changes; next hops are
+    // re-resolved right then too, not only on the periodic check.
+    let mut report = reconciler.subscribe();
+    let mut syncs = report.borrow().syncs;
     loop {
         tokio::select! {
+            changed = report.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let now = report.borrow_and_update().syncs;
+                if now != syncs {
+                    syncs = now;
+                    recheck.reset_immediately();
+                }
+            }
             batch = best.recv() => {
                 let Some(batch) = batch else { return Ok(()) };
                 let mut upserts = Vec::new();

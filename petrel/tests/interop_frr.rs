@@ -387,3 +387,74 @@ router bgp 65002
     );
     assert_eq!(petrel.kernel_routes(), before);
 }
+
+#[test]
+fn unreachable_next_hop_waits_for_a_route_then_resolves_recursively() {
+    let mut lab = Lab::new("fn");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.13.0.1/24"], &["10.13.0.2/24"]);
+    // FRR sends its route with a third-party next hop petrel cannot reach yet.
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+route-map far permit 10
+ set ip next-hop 198.51.100.1
+router bgp 65002
+ bgp router-id 10.13.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.13.0.1 remote-as 65001
+ neighbor 10.13.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.130.0.0/24
+  neighbor 10.13.0.1 route-map far out
+ exit-address-family
+"#,
+    );
+    let petrel = lab.petrel(
+        &p,
+        "node-1",
+        &petrel_yaml(
+            65001,
+            "10.13.0.1",
+            &["10.13.0.1"],
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.13.0.2, asNumber: 65002}\n",
+        ),
+    );
+    petrel.wait_established("10.13.0.2", 30);
+    // The path is known but not usable: not best, not in the kernel.
+    wait_until(15, "the path with the far next hop", || {
+        let rib = petrel.rib(&["10.130.0.0/24"]);
+        let path = &rib[0]["paths"][0];
+        (path["next_hop"] == "198.51.100.1" && path["best"] == false)
+            .then_some(())
+            .ok_or(rib.to_string())
+    });
+    assert!(petrel.kernel_route("10.130.0.0/24").is_none());
+    // An IGP (here a static route) makes the next hop reachable: the route is
+    // installed through the gateway that reaches it.
+    common::run(
+        "ip",
+        &[
+            "-n",
+            &p,
+            "route",
+            "add",
+            "198.51.100.0/24",
+            "via",
+            "10.13.0.2",
+        ],
+    );
+    wait_until(15, "the route through the recursive next hop", || {
+        let r = petrel
+            .kernel_route("10.130.0.0/24")
+            .ok_or("not installed yet")?;
+        (r["gateway"] == "10.13.0.2")
+            .then_some(())
+            .ok_or(r.to_string())
+    });
+    assert!(petrel.best("10.130.0.0/24").is_some());
+}
