@@ -432,3 +432,38 @@ fn lookups_resolve_connected_and_recursive_next_hops() {
     assert_eq!(proto, 4, "through the static route");
     assert!(none.is_none(), "no default route: unreachable");
 }
+
+#[test]
+fn one_bad_route_fails_alone_in_a_batch() {
+    let ns = Netns::new();
+    let applied = ns.run(|| {
+        Box::pin(async {
+            let k = route_sync::Kernel::connect(201).expect("netlink");
+            let mut add: Vec<Route> = (0..300u32)
+                .map(|i| {
+                    let net = format!("10.{}.{}.0/24", 50 + i / 256, i % 256);
+                    Route::unicast(p(&net), vec![NextHop::via(a("192.0.2.2"))])
+                })
+                .collect();
+            // Not reachable from any connected subnet: the kernel says ENETUNREACH.
+            add.insert(
+                150,
+                Route::unicast(p("10.99.99.0/24"), vec![NextHop::via(a("203.0.113.1"))]),
+            );
+            k.apply(&route_sync::Changes {
+                add,
+                ..Default::default()
+            })
+            .await
+        })
+    });
+    assert_eq!(applied.added, 300);
+    assert_eq!(applied.failed.len(), 1);
+    assert_eq!(applied.failed[0].0.prefix, p("10.99.99.0/24"));
+    assert!(
+        applied.failed[0].1.contains("unreachable"),
+        "{}",
+        applied.failed[0].1
+    );
+    assert_eq!(ns.routes(&["proto", "201"]).len(), 300);
+}
