@@ -42,6 +42,10 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
 pub struct Kernel {
     handle: Handle,
     protocol: u8,
+    /// The socket route changes go out on (see [`Kernel::apply`]).
+    batch: std::sync::Arc<std::sync::Mutex<rtnetlink::sys::Socket>>,
+    /// Its port id: the kernel stamps it on the notifications of our changes.
+    batch_port: u32,
 }
 
 /// The outcome of applying changes.
@@ -63,7 +67,19 @@ impl Kernel {
     pub fn connect(protocol: u8) -> Result<Kernel, KernelError> {
         let (connection, handle, _) = rtnetlink::new_connection_with_strict_check()?;
         tokio::spawn(connection);
-        Ok(Kernel { handle, protocol })
+        let (batch, batch_port) = batch_socket()?;
+        Ok(Kernel {
+            handle,
+            protocol,
+            batch: std::sync::Arc::new(std::sync::Mutex::new(batch)),
+            batch_port,
+        })
+    }
+
+    /// The port id route changes are sent from; notifications carrying it were
+    /// caused by this connection.
+    pub fn batch_port(&self) -> u32 {
+        self.batch_port
     }
 
     /// The protocol number this connection installs routes with.
@@ -131,21 +147,15 @@ impl Kernel {
         if ops.is_empty() {
             return Applied::default();
         }
-        // The socket is opened here, in the caller's network namespace; the
-        // blocking work then runs on a pool thread.
-        let socket = match batch_socket() {
-            Ok(s) => s,
-            Err(e) => {
-                let why = format!("cannot open a netlink socket: {e}");
-                return Applied {
-                    failed: ops.into_iter().map(|(_, r)| (r, why.clone())).collect(),
-                    ..Applied::default()
-                };
-            }
-        };
+        // Blocking socket work runs on a pool thread; the socket was opened in
+        // the caller's network namespace.
+        let socket = self.batch.clone();
         let protocol = self.protocol;
         let joined = tokio::task::spawn_blocking(move || {
-            let results = send_batched(&socket, &ops, protocol);
+            let results = match socket.lock() {
+                Ok(s) => send_batched(&s, &ops, protocol),
+                Err(_) => vec![Err(libc::EIO); ops.len()],
+            };
             (ops, results)
         })
         .await;
@@ -228,14 +238,14 @@ enum Op {
 /// Bytes of requests per datagram.
 const BATCH_BYTES: usize = 64 * 1024;
 
-fn batch_socket() -> std::io::Result<rtnetlink::sys::Socket> {
+fn batch_socket() -> std::io::Result<(rtnetlink::sys::Socket, u32)> {
     let mut s = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)?;
-    s.bind_auto()?;
+    let port = s.bind_auto()?.port_number();
     s.connect(&rtnetlink::sys::SocketAddr::new(0, 0))?;
     // Errors without the echoed request: smaller.
     s.set_cap_ack(true)?;
     let _ = s.set_rx_buf_sz(4 << 20);
-    Ok(s)
+    Ok((s, port))
 }
 
 /// Sends every operation and returns, in order, its result (an errno on failure).

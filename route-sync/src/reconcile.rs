@@ -11,11 +11,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::MulticastGroup;
 use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::sys::AsyncSocket;
+use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use tokio::sync::{mpsc, watch};
 
 use crate::kernel::{Kernel, KernelError, from_message};
@@ -92,22 +90,26 @@ impl Reconciler {
     /// first [`Reconciler::set`] then applies only the difference.
     pub async fn start(opts: Options) -> Result<Reconciler, KernelError> {
         let kernel = Kernel::connect(opts.protocol)?;
-        // A separate socket for notifications: a socket that sends requests does
-        // not see the notifications of its own changes.
-        let (mut conn, _h, events) = rtnetlink::new_multicast_connection(&[
-            MulticastGroup::Link,
-            MulticastGroup::Ipv4Ifaddr,
-            MulticastGroup::Ipv6Ifaddr,
-            MulticastGroup::Ipv4Route,
-            MulticastGroup::Ipv6Route,
-        ])?;
-        // Our own bulk changes come back as notifications; a large buffer keeps
-        // most of them (the kernel caps it at net.core.rmem_max). What is lost
-        // shows as an overrun and costs one full re-sync once things are quiet.
-        if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(MONITOR_BUFFER) {
+        // A raw socket for notifications. Our own changes come back on it
+        // too; their header carries our batch socket's port id, so they are
+        // skipped before any parsing. A large buffer keeps bursts (the kernel
+        // caps it at net.core.rmem_max); what is lost anyway shows as ENOBUFS
+        // and costs one full re-sync once things are quiet.
+        let mut monitor = TokioSocket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)?;
+        {
+            use rtnetlink::constants::*;
+            let groups = RTMGRP_LINK
+                | RTMGRP_IPV4_IFADDR
+                | RTMGRP_IPV6_IFADDR
+                | RTMGRP_IPV4_ROUTE
+                | RTMGRP_IPV6_ROUTE;
+            monitor
+                .socket_mut()
+                .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
+        }
+        if let Err(e) = monitor.socket_mut().set_rx_buf_sz(MONITOR_BUFFER) {
             tracing::debug!(error = %e, "cannot enlarge the netlink monitor buffer");
         }
-        tokio::spawn(conn);
         let existing = kernel.dump(opts.table).await?;
         let adopted = existing
             .iter()
@@ -123,7 +125,7 @@ impl Reconciler {
             .filter(|k| k.protocol == opts.protocol)
             .map(|k| (k.route.key(), k.route))
             .collect();
-        let task = tokio::spawn(run(kernel, opts, desired_rx, report_tx, events, known));
+        let task = tokio::spawn(run(kernel, opts, desired_rx, report_tx, monitor, known));
         Ok(Reconciler {
             opts,
             commands: desired_tx,
@@ -183,17 +185,55 @@ impl Reconciler {
     }
 }
 
-type Events = futures::channel::mpsc::UnboundedReceiver<(
-    rtnetlink::packet_core::NetlinkMessage<RouteNetlinkMessage>,
-    rtnetlink::sys::SocketAddr,
-)>;
+/// What one notification means for the reconciler.
+enum Notice {
+    /// A route appeared or changed (`false`) or went away (`true`).
+    Route(KernelRoute, bool),
+    /// A link or address changed.
+    Topology,
+}
+
+/// Reads the notifications of one datagram, skipping our own.
+fn notices(buf: &[u8], own_port: u32, out: &mut Vec<Notice>) {
+    use rtnetlink::packet_core::NetlinkMessage;
+    let mut off = 0;
+    while off + 16 <= buf.len() {
+        let h = &buf[off..];
+        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let pid = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
+        if len < 16 || off + len > buf.len() {
+            return;
+        }
+        if pid != own_port
+            && let Ok(msg) =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len])
+        {
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => {
+                    out.extend(from_message(&m).map(|k| Notice::Route(k, false)));
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(m)) => {
+                    out.extend(from_message(&m).map(|k| Notice::Route(k, true)));
+                }
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewLink(_)
+                    | RouteNetlinkMessage::DelLink(_)
+                    | RouteNetlinkMessage::NewAddress(_)
+                    | RouteNetlinkMessage::DelAddress(_),
+                ) => out.push(Notice::Topology),
+                _ => {}
+            }
+        }
+        off += (len + 3) & !3;
+    }
+}
 
 async fn run(
     kernel: Kernel,
     opts: Options,
     mut desired_rx: mpsc::UnboundedReceiver<Desired>,
     report_tx: watch::Sender<Report>,
-    mut events: Events,
+    monitor: TokioSocket,
     // Our routes as the kernel has them, from the start dump and the monitor:
     // changes already in place are not sent again, so a restarted agent
     // re-announcing what survived causes no kernel events at all.
@@ -201,6 +241,7 @@ async fn run(
 ) {
     let mut desired: HashMap<RouteKey, Route> = HashMap::new();
     let mut report = report_tx.borrow().clone();
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut resync_at: Option<tokio::time::Instant> = None;
     // Nothing is applied until the first desired set arrives: until then the
     // adopted routes keep forwarding untouched.
@@ -230,7 +271,7 @@ async fn run(
                             }
                             desired.insert(r.key(), r);
                         }
-                        apply_delta(&kernel, &changes, desired.len(), &mut report).await;
+                        apply_delta(&kernel, &changes, desired.len(), &mut known, &mut report).await;
                     }
                     Desired::Remove(keys) => {
                         let mut changes = Changes::default();
@@ -242,51 +283,41 @@ async fn run(
                                 changes.delete.push(r);
                             }
                         }
-                        apply_delta(&kernel, &changes, desired.len(), &mut report).await;
+                        apply_delta(&kernel, &changes, desired.len(), &mut known, &mut report).await;
                     }
                 }
                 let _ = report_tx.send(report.clone());
             }
-            ev = events.next() => {
-                let Some((msg, _)) = ev else { return };
-                match msg.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) => {
-                        if let Some(k) = from_message(&m) {
+            got = monitor.recv(&mut buf) => {
+                let mut found = Vec::new();
+                match got {
+                    Ok(()) => notices(&buf, kernel.batch_port(), &mut found),
+                    // ENOBUFS: notifications were lost; only a full look tells what changed.
+                    Err(_) => found.push(Notice::Topology),
+                }
+                buf.clear();
+                for n in found {
+                    match n {
+                        Notice::Route(k, deleted) => {
                             if k.protocol == opts.protocol && k.route.table == opts.table {
-                                known.insert(k.route.key(), k.route.clone());
+                                if deleted {
+                                    known.remove(&k.route.key());
+                                } else {
+                                    known.insert(k.route.key(), k.route.clone());
+                                }
                             }
                             if started {
-                                repair(&kernel, &opts, &desired, &k, false, &mut report).await;
+                                repair(&kernel, &opts, &desired, &k, deleted, &mut known, &mut report).await;
                             }
                         }
-                    }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(m)) => {
-                        if let Some(k) = from_message(&m) {
-                            if k.protocol == opts.protocol && k.route.table == opts.table {
-                                known.remove(&k.route.key());
-                            }
-                            if started {
-                                repair(&kernel, &opts, &desired, &k, true, &mut report).await;
-                            }
+                        Notice::Topology if started => {
+                            // Links and addresses change what can be installed:
+                            // re-sync once things settle. Each trigger pushes
+                            // the re-sync back, so a burst costs one.
+                            resync_at = Some(tokio::time::Instant::now() + opts.settle);
                         }
+                        Notice::Topology => {}
                     }
-                    NetlinkPayload::InnerMessage(
-                        RouteNetlinkMessage::NewLink(_)
-                        | RouteNetlinkMessage::DelLink(_)
-                        | RouteNetlinkMessage::NewAddress(_)
-                        | RouteNetlinkMessage::DelAddress(_),
-                    )
-                    | NetlinkPayload::Overrun(_)
-                        if started =>
-                    {
-                        // Links and addresses change what can be installed:
-                        // re-sync once things settle.
-                        // Each trigger pushes the re-sync back, so a burst
-                        // (our own bulk install overrunning the monitor) costs
-                        // one re-sync after it, not one per overrun.
-                        resync_at = Some(tokio::time::Instant::now() + opts.settle);
-                    }
-                    _ => {}
                 }
                 let _ = report_tx.send(report.clone());
             }
@@ -299,8 +330,36 @@ async fn run(
     }
 }
 
-async fn apply_delta(kernel: &Kernel, changes: &Changes, wanted: usize, report: &mut Report) {
+/// Records in `known` what a successful apply put in or took out (our own
+/// notifications are not read, so this is how `known` learns of our changes).
+fn remember(
+    known: &mut HashMap<RouteKey, Route>,
+    changes: &Changes,
+    applied: &crate::kernel::Applied,
+) {
+    let failed: std::collections::HashSet<RouteKey> =
+        applied.failed.iter().map(|(r, _)| r.key()).collect();
+    for r in changes.add.iter().chain(&changes.replace) {
+        if !failed.contains(&r.key()) {
+            known.insert(r.key(), r.clone());
+        }
+    }
+    for r in &changes.delete {
+        if !failed.contains(&r.key()) {
+            known.remove(&r.key());
+        }
+    }
+}
+
+async fn apply_delta(
+    kernel: &Kernel,
+    changes: &Changes,
+    wanted: usize,
+    known: &mut HashMap<RouteKey, Route>,
+    report: &mut Report,
+) {
     let applied = kernel.apply(changes).await;
+    remember(known, changes, &applied);
     for (r, why) in &applied.failed {
         tracing::warn!(route = %r, reason = %why, "kernel refused a route");
     }
@@ -340,9 +399,7 @@ async fn full_sync(
             .filter(|k| k.protocol == opts.protocol)
             .map(|k| (k.route.key(), k.route)),
     );
-    for r in changes.delete.iter() {
-        known.remove(&r.key());
-    }
+    remember(known, &changes, &applied);
     for (r, why) in &applied.failed {
         tracing::warn!(route = %r, reason = %why, "kernel refused a route");
     }
@@ -363,6 +420,7 @@ async fn repair(
     desired: &HashMap<RouteKey, Route>,
     seen: &KernelRoute,
     deleted: bool,
+    known: &mut HashMap<RouteKey, Route>,
     report: &mut Report,
 ) {
     let r = &seen.route;
@@ -387,6 +445,7 @@ async fn repair(
     }
     tracing::info!(route = %r, deleted, "route changed by someone else; restoring");
     let applied = kernel.apply(&changes).await;
+    remember(known, &changes, &applied);
     if applied.failed.is_empty() {
         report.repaired += 1;
     } else {
