@@ -20,4 +20,4 @@ pub mod route;
 
 pub use kernel::{Applied, Kernel, KernelError};
 pub use reconcile::{Options, Reconciler, Report};
-pub use route::{Changes, KernelRoute, NextHop, Route, RouteKey, RouteKind, diff};
+pub use route::{Changes, KernelRoute, NextHop, Route, RouteKey, RouteKind, diff, diff_maps};

@@ -17,7 +17,7 @@ use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use tokio::sync::{mpsc, watch};
 
 use crate::kernel::{Kernel, KernelError, from_message};
-use crate::route::{Changes, KernelRoute, Route, RouteKey, diff};
+use crate::route::{Changes, KernelRoute, Route, RouteKey, diff_maps};
 
 /// Receive buffer asked for on the monitor socket.
 const MONITOR_BUFFER: i32 = 32 << 20;
@@ -120,12 +120,19 @@ impl Reconciler {
             adopted,
             ..Report::default()
         });
+        let foreign: HashMap<(u32, ipnet::IpNet), KernelRoute> = existing
+            .iter()
+            .filter(|k| k.protocol != opts.protocol)
+            .map(|k| ((k.route.table, k.route.prefix), k.clone()))
+            .collect();
         let known: HashMap<RouteKey, Route> = existing
             .into_iter()
             .filter(|k| k.protocol == opts.protocol)
             .map(|k| (k.route.key(), k.route))
             .collect();
-        let task = tokio::spawn(run(kernel, opts, desired_rx, report_tx, monitor, known));
+        let task = tokio::spawn(run(
+            kernel, opts, desired_rx, report_tx, monitor, known, foreign,
+        ));
         Ok(Reconciler {
             opts,
             commands: desired_tx,
@@ -238,6 +245,8 @@ async fn run(
     // changes already in place are not sent again, so a restarted agent
     // re-announcing what survived causes no kernel events at all.
     mut known: HashMap<RouteKey, Route>,
+    // Other protocols' routes in our table, which our wanted routes must not fight.
+    mut foreign: HashMap<(u32, ipnet::IpNet), KernelRoute>,
 ) {
     let mut desired: HashMap<RouteKey, Route> = HashMap::new();
     let mut report = report_tx.borrow().clone();
@@ -260,7 +269,10 @@ async fn run(
                     Desired::Set(routes) => {
                         desired = routes.into_iter().map(own).map(|r| (r.key(), r)).collect();
                         started = true;
-                        full_sync(&kernel, &opts, &desired, &mut known, &mut report).await;
+                        // What the kernel has is known (start dump, our own
+                        // changes, others' notifications): no dump needed.
+                        let changes = diff_maps(&desired, &known, &foreign);
+                        settle(&kernel, &changes, desired.len(), &mut known, &mut report).await;
                     }
                     Desired::Upsert(routes) => {
                         let mut changes = Changes::default();
@@ -299,11 +311,21 @@ async fn run(
                 for n in found {
                     match n {
                         Notice::Route(k, deleted) => {
-                            if k.protocol == opts.protocol && k.route.table == opts.table {
-                                if deleted {
-                                    known.remove(&k.route.key());
-                                } else {
-                                    known.insert(k.route.key(), k.route.clone());
+                            if k.route.table == opts.table {
+                                let ours = k.protocol == opts.protocol;
+                                match (ours, deleted) {
+                                    (true, true) => {
+                                        known.remove(&k.route.key());
+                                    }
+                                    (true, false) => {
+                                        known.insert(k.route.key(), k.route.clone());
+                                    }
+                                    (false, true) => {
+                                        foreign.remove(&(k.route.table, k.route.prefix));
+                                    }
+                                    (false, false) => {
+                                        foreign.insert((k.route.table, k.route.prefix), k.clone());
+                                    }
                                 }
                             }
                             if started {
@@ -323,7 +345,7 @@ async fn run(
             }
             _ = async { tokio::time::sleep_until(resync_at.unwrap_or_else(tokio::time::Instant::now)).await }, if resync_at.is_some() => {
                 resync_at = None;
-                full_sync(&kernel, &opts, &desired, &mut known, &mut report).await;
+                full_sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut report).await;
                 let _ = report_tx.send(report.clone());
             }
         }
@@ -380,6 +402,7 @@ async fn full_sync(
     opts: &Options,
     desired: &HashMap<RouteKey, Route>,
     known: &mut HashMap<RouteKey, Route>,
+    foreign: &mut HashMap<(u32, ipnet::IpNet), KernelRoute>,
     report: &mut Report,
 ) {
     let existing = match kernel.dump(opts.table).await {
@@ -389,26 +412,38 @@ async fn full_sync(
             return;
         }
     };
-    let wanted: Vec<Route> = desired.values().cloned().collect();
-    let changes = diff(&wanted, &existing, opts.protocol);
-    let applied = kernel.apply(&changes).await;
     known.clear();
-    known.extend(
-        existing
-            .into_iter()
-            .filter(|k| k.protocol == opts.protocol)
-            .map(|k| (k.route.key(), k.route)),
-    );
-    remember(known, &changes, &applied);
+    foreign.clear();
+    for k in existing {
+        if k.protocol == opts.protocol {
+            known.insert(k.route.key(), k.route);
+        } else {
+            foreign.insert((k.route.table, k.route.prefix), k);
+        }
+    }
+    let changes = diff_maps(desired, known, foreign);
+    settle(kernel, &changes, desired.len(), known, report).await;
+}
+
+/// Applies a complete diff and records the outcome.
+async fn settle(
+    kernel: &Kernel,
+    changes: &Changes,
+    wanted: usize,
+    known: &mut HashMap<RouteKey, Route>,
+    report: &mut Report,
+) {
+    let applied = kernel.apply(changes).await;
+    remember(known, changes, &applied);
     for (r, why) in &applied.failed {
         tracing::warn!(route = %r, reason = %why, "kernel refused a route");
     }
     for (r, k) in &changes.conflicts {
         tracing::warn!(route = %r, holder = %k.route, protocol = k.protocol, "prefix held by another protocol; not installed");
     }
-    report.installed = desired.len() - changes.conflicts.len() - applied.failed.len();
+    report.installed = wanted - changes.conflicts.len() - applied.failed.len();
     report.failed = applied.failed;
-    report.conflicts = changes.conflicts;
+    report.conflicts = changes.conflicts.clone();
     report.synced = true;
     report.syncs += 1;
 }

@@ -211,41 +211,52 @@ impl Changes {
 /// never touched; where one holds a wanted route's prefix and table, the wanted
 /// route is reported as a conflict instead of installed.
 pub fn diff(desired: &[Route], kernel: &[KernelRoute], protocol: u8) -> Changes {
-    let mut ours: HashMap<RouteKey, &Route> = HashMap::new();
-    let mut foreign: HashMap<(u32, IpNet), &KernelRoute> = HashMap::new();
+    let mut ours: HashMap<RouteKey, Route> = HashMap::new();
+    let mut foreign: HashMap<(u32, IpNet), KernelRoute> = HashMap::new();
     for k in kernel {
         if k.protocol == protocol {
-            ours.insert(k.route.key(), &k.route);
+            ours.insert(k.route.key(), k.route.clone());
         } else {
-            foreign.insert((k.route.table, k.route.prefix), k);
+            foreign.insert((k.route.table, k.route.prefix), k.clone());
         }
     }
-    let mut changes = Changes::default();
-    let mut wanted_keys = std::collections::HashSet::new();
+    let mut wanted: HashMap<RouteKey, Route> = HashMap::with_capacity(desired.len());
     for d in desired {
         let mut d = d.clone();
         d.normalize();
-        let key = d.key();
-        if !wanted_keys.insert(key) {
-            continue;
-        }
+        wanted.entry(d.key()).or_insert(d);
+    }
+    diff_maps(&wanted, &ours, &foreign)
+}
+
+/// [`diff`] over maps the caller keeps anyway: `desired` normalized and keyed,
+/// `ours` the kernel's routes of our protocol, `foreign` the others by table
+/// and prefix.
+pub fn diff_maps(
+    desired: &HashMap<RouteKey, Route>,
+    ours: &HashMap<RouteKey, Route>,
+    foreign: &HashMap<(u32, IpNet), KernelRoute>,
+) -> Changes {
+    let mut changes = Changes::default();
+    for (key, d) in desired {
         if let Some(f) = foreign.get(&(d.table, d.prefix)) {
-            changes.conflicts.push((d, (*f).clone()));
+            changes.conflicts.push((d.clone(), f.clone()));
             continue;
         }
-        match ours.get(&key) {
+        match ours.get(key) {
             Some(k) if d.satisfied_by(k) => {}
-            Some(_) => changes.replace.push(d),
-            None => changes.add.push(d),
+            Some(_) => changes.replace.push(d.clone()),
+            None => changes.add.push(d.clone()),
         }
     }
     for (key, r) in ours {
-        let keep = wanted_keys.contains(&key) && !foreign.contains_key(&(key.table, key.prefix));
+        let keep = desired.contains_key(key) && !foreign.contains_key(&(key.table, key.prefix));
         if !keep {
             changes.delete.push(r.clone());
         }
     }
     changes.delete.sort_by_key(|r| r.key());
+    changes.conflicts.sort_by_key(|(r, _)| r.key());
     changes
 }
 
