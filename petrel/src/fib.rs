@@ -145,14 +145,10 @@ pub async fn run(
             }
             _ = async { tokio::time::sleep_until(full_sync_at.unwrap_or_else(tokio::time::Instant::now)).await }, if full_sync_at.is_some() => {
                 full_sync_at = None;
-                let mut all: Vec<Route> = originated.iter().map(|p| Route::blackhole(*p)).collect();
-                for (prefix, nhs) in &learned {
-                    if let Some(r) = route_for(&kernel, &speaker, &mut resolved, &originated, *prefix, nhs).await {
-                        all.push(r);
-                    }
-                }
-                tracing::info!(routes = all.len(), "initial FIB sync");
-                reconciler.set(all);
+                // Everything learned so far was handed over as it came; what is
+                // not among it (stale routes from before a restart) goes now.
+                tracing::info!(routes = learned.len() + originated.len(), "initial FIB sync");
+                reconciler.complete();
             }
         }
     }

@@ -73,6 +73,8 @@ enum Desired {
     Upsert(Vec<Route>),
     /// Remove these.
     Remove(Vec<crate::route::RouteKey>),
+    /// What upserts and removals built is now the complete set.
+    Complete,
 }
 
 /// Handle to a running reconciler.
@@ -146,6 +148,13 @@ impl Reconciler {
     /// restarted agent does not flap routes before it knows what it wants.
     pub fn set(&self, routes: Vec<Route>) {
         let _ = self.commands.send(Desired::Set(routes));
+    }
+
+    /// Declares that the routes given so far (by [`Reconciler::upsert`] and
+    /// [`Reconciler::remove`]) are the complete set: anything else of ours goes,
+    /// as after [`Reconciler::set`], without handing over the whole set again.
+    pub fn complete(&self) {
+        let _ = self.commands.send(Desired::Complete);
     }
 
     /// Adds or changes some wanted routes, applied at once.
@@ -271,6 +280,11 @@ async fn run(
                         started = true;
                         // What the kernel has is known (start dump, our own
                         // changes, others' notifications): no dump needed.
+                        let changes = diff_maps(&desired, &known, &foreign);
+                        settle(&kernel, &changes, desired.len(), &mut known, &mut report).await;
+                    }
+                    Desired::Complete => {
+                        started = true;
                         let changes = diff_maps(&desired, &known, &foreign);
                         settle(&kernel, &changes, desired.len(), &mut known, &mut report).await;
                     }
