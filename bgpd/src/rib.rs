@@ -523,6 +523,11 @@ impl Rib {
         }
     }
 
+    /// Next hops currently marked unreachable.
+    pub fn unreachable_next_hops(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.unreachable.iter().copied()
+    }
+
     /// Marks a next hop reachable or not (from the kernel's view); affected
     /// prefixes are re-decided.
     pub fn set_next_hop_reachable(&mut self, next_hop: IpAddr, reachable: bool) {

@@ -352,6 +352,8 @@ struct PeerSlot {
     local: Option<SocketAddr>,
     /// In the RIB (Established and announced there).
     in_rib: bool,
+    /// The peer task's number for the current session.
+    session: u64,
 }
 
 struct SpeakerTask {
@@ -477,7 +479,10 @@ impl SpeakerTask {
     fn dispatch(&self, out: crate::rib::Outbound) {
         for (id, msgs) in out.messages {
             if let Some(slot) = self.peers.get(&id) {
-                let _ = slot.handle.commands.send(PeerCommand::Send(msgs));
+                let _ = slot.handle.commands.send(PeerCommand::Send {
+                    session: slot.session,
+                    messages: msgs,
+                });
             }
         }
     }
@@ -491,6 +496,7 @@ impl SpeakerTask {
                 }
             }
             PeerEvent::Up {
+                session,
                 negotiated,
                 local,
                 remote,
@@ -498,6 +504,7 @@ impl SpeakerTask {
                 let Some(p) = self.peers.get_mut(&id) else {
                     return;
                 };
+                p.session = session;
                 let info = PeerInfo {
                     address: remote.ip(),
                     local_address: local.ip(),
@@ -532,8 +539,11 @@ impl SpeakerTask {
                     }
                 }
                 self.rib.peer_down(id);
-                // A dynamic peer exists only while its session does.
-                if self.peers.get(&id).is_some_and(|p| p.dynamic) {
+                // A dynamic peer exists only while its session does (a lost
+                // collision is not the end: the other connection carries on).
+                if !matches!(reason, DownReason::Collision)
+                    && self.peers.get(&id).is_some_and(|p| p.dynamic)
+                {
                     self.stop_peer(id, subcode::cease::PEER_DECONFIGURED, None);
                 }
             }
@@ -622,6 +632,7 @@ impl SpeakerTask {
                 negotiated: None,
                 local: None,
                 in_rib: false,
+                session: 0,
             },
         );
         id
@@ -643,15 +654,37 @@ impl SpeakerTask {
             || new.decision != self.config.decision
             || new.local_ipv6 != self.config.local_ipv6
             || new.local_ipv4 != self.config.local_ipv4;
-        if new.listen != self.config.listen {
-            self.rebind(&new.listen)?;
-        }
+        let fresh = if new.listen != self.config.listen {
+            self.rebind(&new.listen).await?
+        } else {
+            Vec::new()
+        };
         if global_changed {
             let ids: Vec<PeerId> = self.peers.keys().copied().collect();
             for id in ids {
                 self.stop_peer(id, subcode::cease::OTHER_CONFIGURATION_CHANGE, None);
             }
+            // The new RIB starts empty: tell the FIB side every old prefix is
+            // gone (what is learned again comes back), and keep what is known
+            // about next-hop reachability.
+            let gone: Vec<FibChange> = self
+                .rib
+                .iter()
+                .map(|(p, _)| FibChange {
+                    prefix: *p,
+                    next_hops: None,
+                })
+                .collect();
+            if let Some(fib) = &self.fib
+                && !gone.is_empty()
+            {
+                let _ = fib.send(gone);
+            }
+            let unreachable: Vec<IpAddr> = self.rib.unreachable_next_hops().collect();
             self.rib = Rib::new(rib_config(&new));
+            for nh in unreachable {
+                self.rib.set_next_hop_reachable(nh, false);
+            }
         }
         // From here on, new peers are built with the new identity.
         let old = std::mem::replace(&mut self.config, new.clone());
@@ -679,7 +712,7 @@ impl SpeakerTask {
                 self.spawn(n.clone(), a, false);
             }
         }
-        self.install_md5(&old, &new);
+        self.install_md5(&old, &new, &fresh);
         let local = new
             .originate
             .iter()
@@ -698,11 +731,26 @@ impl SpeakerTask {
         Ok(())
     }
 
-    fn rebind(&mut self, addrs: &[SocketAddr]) -> Result<(), SpeakerError> {
-        for (_, h, _) in self.listeners.drain(..) {
-            h.abort();
+    /// Makes the listeners match `addrs`: unchanged ones are kept (re-binding
+    /// them could race their own closing), others closed or opened. Returns the
+    /// addresses bound afresh, which need every TCP-MD5 key.
+    async fn rebind(&mut self, addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, SpeakerError> {
+        let mut kept = Vec::new();
+        for (addr, h, l) in std::mem::take(&mut self.listeners) {
+            if addrs.contains(&addr) {
+                kept.push((addr, h, l));
+            } else {
+                h.abort();
+                // Wait until the task (and its hold on the socket) is gone.
+                let _ = h.await;
+            }
         }
+        self.listeners = kept;
+        let mut fresh = Vec::new();
         for addr in addrs {
+            if self.listeners.iter().any(|(a, _, _)| a == addr) {
+                continue;
+            }
             let l = session::socket::listen(*addr).map_err(|source| SpeakerError::Listen {
                 addr: *addr,
                 source,
@@ -726,13 +774,14 @@ impl SpeakerTask {
                 }
             });
             self.listeners.push((*addr, h, l));
+            fresh.push(*addr);
         }
-        Ok(())
+        Ok(fresh)
     }
 
     /// Keys for incoming connections live on the listeners: install the new
     /// configuration's, and remove those of neighbours that lost theirs.
-    fn install_md5(&self, old: &SpeakerConfig, new: &SpeakerConfig) {
+    fn install_md5(&self, old: &SpeakerConfig, new: &SpeakerConfig, fresh: &[SocketAddr]) {
         let keys = |c: &SpeakerConfig| -> HashMap<IpNet, Vec<u8>> {
             c.neighbors
                 .iter()
@@ -751,7 +800,7 @@ impl SpeakerTask {
             let fits =
                 |r: &IpNet| addr.ip().is_unspecified() || addr.is_ipv4() == r.addr().is_ipv4();
             for (range, key) in after.iter().filter(|(r, _)| fits(r)) {
-                if before.get(range) == Some(key) {
+                if before.get(range) == Some(key) && !fresh.contains(addr) {
                     continue;
                 }
                 if let Err(e) = session::socket::listener_md5(l, *range, key) {

@@ -135,6 +135,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                     match s.configure(c.clone()).await {
                         Ok(()) => {
                             tracing::info!(peers = c.neighbors.len(), "configuration applied");
+                            let _ =
+                                fib_tx.send(crate::fib::FibInput::Originated(c.originate.clone()));
                             applied = Some(c);
                         }
                         Err(e) => tracing::error!(error = %e, "cannot apply the configuration"),

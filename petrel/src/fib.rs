@@ -81,7 +81,11 @@ pub async fn run(
                     match next_hops {
                         Some(nhs) => {
                             learned.insert(prefix, nhs.clone());
-                            match route_for(&kernel, &speaker, &mut resolved, &originated, prefix, &nhs).await {
+                            if originated.contains(&prefix) {
+                                // Our own block: its blackhole stays, whoever else announces it.
+                                continue;
+                            }
+                            match route_for(&kernel, &speaker, &mut resolved, prefix, &nhs).await {
                                 Some(r) => upserts.push(r),
                                 None => removals.push(key(prefix, opts.table)),
                             }
@@ -104,14 +108,25 @@ pub async fn run(
             input = inputs.recv() => match input {
                 Some(FibInput::Originated(prefixes)) => {
                     let new: HashSet<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
-                    let gone: Vec<RouteKey> = originated.difference(&new).map(|p| key(*p, opts.table)).collect();
-                    let added: Vec<Route> = new.difference(&originated).map(|p| Route::blackhole(*p)).collect();
+                    let mut gone = Vec::new();
+                    let mut upserts: Vec<Route> = new.difference(&originated).map(|p| Route::blackhole(*p)).collect();
+                    for p in originated.difference(&new) {
+                        // No longer ours: what BGP knows of it (if anything) takes over.
+                        let learned_route = match learned.get(p) {
+                            Some(nhs) => route_for(&kernel, &speaker, &mut resolved, *p, nhs).await,
+                            None => None,
+                        };
+                        match learned_route {
+                            Some(r) => upserts.push(r),
+                            None => gone.push(key(*p, opts.table)),
+                        }
+                    }
                     originated = new;
                     if !gone.is_empty() {
                         reconciler.remove(gone);
                     }
-                    if !added.is_empty() {
-                        reconciler.upsert(added);
+                    if !upserts.is_empty() {
+                        reconciler.upsert(upserts);
                     }
                 }
                 None => return Ok(()),
@@ -132,8 +147,8 @@ pub async fn run(
                     let mut upserts = Vec::new();
                     let mut removals = Vec::new();
                     for (prefix, nhs) in &learned {
-                        if nhs.iter().any(|n| changed.contains(n)) {
-                            match route_for(&kernel, &speaker, &mut resolved, &originated, *prefix, nhs).await {
+                        if !originated.contains(prefix) && nhs.iter().any(|n| changed.contains(n)) {
+                            match route_for(&kernel, &speaker, &mut resolved, *prefix, nhs).await {
                                 Some(r) => upserts.push(r),
                                 None => removals.push(key(*prefix, opts.table)),
                             }
@@ -161,19 +176,14 @@ fn key(prefix: IpNet, table: u32) -> RouteKey {
     r.key()
 }
 
-/// The kernel route for a learned prefix, or `None` if it must not be installed.
+/// The kernel route for a learned prefix, or `None` if no next hop is usable.
 async fn route_for(
     kernel: &Kernel,
     speaker: &Speaker,
     cache: &mut HashMap<IpAddr, Resolution>,
-    originated: &HashSet<IpNet>,
     prefix: IpNet,
     next_hops: &[IpAddr],
 ) -> Option<Route> {
-    if originated.contains(&prefix.trunc()) {
-        // Our own block: its blackhole stays, whoever else announces it.
-        return None;
-    }
     let mut hops = Vec::new();
     for nh in next_hops {
         let res = match cache.get(nh) {

@@ -46,6 +46,9 @@ pub struct Kernel {
     batch: std::sync::Arc<std::sync::Mutex<rtnetlink::sys::Socket>>,
     /// Its port id: the kernel stamps it on the notifications of our changes.
     batch_port: u32,
+    /// Next sequence number, so answers left from an earlier call (after a
+    /// receive error) are never taken for this call's.
+    next_seq: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// The outcome of applying changes.
@@ -73,6 +76,7 @@ impl Kernel {
             protocol,
             batch: std::sync::Arc::new(std::sync::Mutex::new(batch)),
             batch_port,
+            next_seq: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(1)),
         })
     }
 
@@ -151,16 +155,36 @@ impl Kernel {
         // the caller's network namespace.
         let socket = self.batch.clone();
         let protocol = self.protocol;
+        // Each request, and each datagram's barrier, gets a number of its own.
+        let base = self.next_seq.fetch_add(
+            2 * ops.len() as u32 + 1,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let joined = tokio::task::spawn_blocking(move || {
             let results = match socket.lock() {
-                Ok(s) => send_batched(&s, &ops, protocol),
+                Ok(s) => send_batched(&s, &ops, protocol, base),
                 Err(_) => vec![Err(libc::EIO); ops.len()],
             };
             (ops, results)
         })
         .await;
-        let Ok((ops, results)) = joined else {
-            return Applied::default();
+        let (ops, results) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                // The blocking task died: nothing is known to have happened.
+                let why = format!("netlink worker failed: {e}");
+                let failed = changes
+                    .delete
+                    .iter()
+                    .chain(&changes.add)
+                    .chain(&changes.replace)
+                    .map(|r| (r.clone(), why.clone()))
+                    .collect();
+                return Applied {
+                    failed,
+                    ..Applied::default()
+                };
+            }
         };
         let mut applied = Applied::default();
         for ((op, r), res) in ops.into_iter().zip(results) {
@@ -259,6 +283,7 @@ fn send_batched(
     sock: &rtnetlink::sys::Socket,
     ops: &[(Op, Route)],
     protocol: u8,
+    base: u32,
 ) -> Vec<Result<(), i32>> {
     use netlink_packet_route::RouteNetlinkMessage;
     use rtnetlink::packet_core::{
@@ -291,7 +316,7 @@ fn send_batched(
             };
             let mut msg = NetlinkMessage::from(payload);
             msg.header.flags = flags;
-            msg.header.sequence_number = i as u32;
+            msg.header.sequence_number = base.wrapping_add(i as u32);
             msg.finalize();
             let start = buf.len();
             buf.resize(start + msg.buffer_len(), 0);
@@ -299,7 +324,7 @@ fn send_batched(
             i += 1;
         }
         // The barrier: a no-op that is acked after everything before it.
-        let barrier = u32::MAX - (first as u32 % 1024);
+        let barrier = base.wrapping_add((ops.len() + first) as u32);
         buf.extend_from_slice(&16u32.to_ne_bytes());
         buf.extend_from_slice(&NLMSG_NOOP.to_ne_bytes());
         buf.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
@@ -341,7 +366,7 @@ fn send_batched(
                     if seq == barrier {
                         break 'wait;
                     }
-                    let idx = seq as usize;
+                    let idx = seq.wrapping_sub(base) as usize;
                     if (first..i).contains(&idx) && code != 0 {
                         results[idx] = Err(-code);
                     }

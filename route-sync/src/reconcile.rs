@@ -260,6 +260,7 @@ async fn run(
     let mut desired: HashMap<RouteKey, Route> = HashMap::new();
     let mut report = report_tx.borrow().clone();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut owed = false;
     let mut resync_at: Option<tokio::time::Instant> = None;
     // Nothing is applied until the first desired set arrives: until then the
     // adopted routes keep forwarding untouched.
@@ -278,21 +279,23 @@ async fn run(
                     Desired::Set(routes) => {
                         desired = routes.into_iter().map(own).map(|r| (r.key(), r)).collect();
                         started = true;
-                        // What the kernel has is known (start dump, our own
-                        // changes, others' notifications): no dump needed.
-                        let changes = diff_maps(&desired, &known, &foreign);
-                        settle(&kernel, &changes, desired.len(), &mut known, &mut report).await;
+                        sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
                     }
                     Desired::Complete => {
                         started = true;
-                        let changes = diff_maps(&desired, &known, &foreign);
-                        settle(&kernel, &changes, desired.len(), &mut known, &mut report).await;
+                        sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
                     }
                     Desired::Upsert(routes) => {
                         let mut changes = Changes::default();
                         for r in routes.into_iter().map(own) {
-                            // Replace creates or updates alike.
-                            if !known.get(&r.key()).is_some_and(|k| r.satisfied_by(k)) {
+                            if let Some(f) = foreign.get(&(r.table, r.prefix)) {
+                                // NLM_F_REPLACE would overwrite another protocol's
+                                // route with the same key: report, do not fight.
+                                tracing::warn!(route = %r, holder = %f.route, protocol = f.protocol, "prefix held by another protocol; not installed");
+                                report.conflicts.retain(|(c, _)| c.key() != r.key());
+                                report.conflicts.push((r.clone(), f.clone()));
+                            } else if !known.get(&r.key()).is_some_and(|k| r.satisfied_by(k)) {
+                                // Replace creates or updates alike.
                                 changes.replace.push(r.clone());
                             }
                             desired.insert(r.key(), r);
@@ -303,10 +306,11 @@ async fn run(
                         let mut changes = Changes::default();
                         for mut k in keys {
                             k.table = opts.table;
-                            if let Some(r) = desired.remove(&k)
-                                && known.contains_key(&k)
-                            {
-                                changes.delete.push(r);
+                            // Delete what the kernel has (it matches the request
+                            // against the route's contents), not what we wanted.
+                            desired.remove(&k);
+                            if let Some(r) = known.get(&k) {
+                                changes.delete.push(r.clone());
                             }
                         }
                         apply_delta(&kernel, &changes, desired.len(), &mut known, &mut report).await;
@@ -352,7 +356,9 @@ async fn run(
                             // the re-sync back, so a burst costs one.
                             resync_at = Some(tokio::time::Instant::now() + opts.settle);
                         }
-                        Notice::Topology => {}
+                        // Before the first complete set nothing is applied, but
+                        // what is known may be stale: the first sync looks again.
+                        Notice::Topology => owed = true,
                     }
                 }
                 let _ = report_tx.send(report.clone());
@@ -439,6 +445,27 @@ async fn full_sync(
     settle(kernel, &changes, desired.len(), known, report).await;
 }
 
+/// Makes the kernel equal to the complete set: from what is known (start dump,
+/// our own changes, others' notifications) without a dump, unless notifications
+/// may have been lost, in which case the kernel is read again.
+#[allow(clippy::too_many_arguments)]
+async fn sync(
+    kernel: &Kernel,
+    opts: &Options,
+    desired: &HashMap<RouteKey, Route>,
+    known: &mut HashMap<RouteKey, Route>,
+    foreign: &mut HashMap<(u32, ipnet::IpNet), KernelRoute>,
+    owed: &mut bool,
+    report: &mut Report,
+) {
+    if std::mem::take(owed) {
+        full_sync(kernel, opts, desired, known, foreign, report).await;
+    } else {
+        let changes = diff_maps(desired, known, foreign);
+        settle(kernel, &changes, desired.len(), known, report).await;
+    }
+}
+
 /// Applies a complete diff and records the outcome.
 async fn settle(
     kernel: &Kernel,
@@ -455,7 +482,7 @@ async fn settle(
     for (r, k) in &changes.conflicts {
         tracing::warn!(route = %r, holder = %k.route, protocol = k.protocol, "prefix held by another protocol; not installed");
     }
-    report.installed = wanted - changes.conflicts.len() - applied.failed.len();
+    report.installed = wanted.saturating_sub(changes.conflicts.len() + applied.failed.len());
     report.failed = applied.failed;
     report.conflicts = changes.conflicts.clone();
     report.synced = true;

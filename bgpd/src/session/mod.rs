@@ -61,8 +61,15 @@ pub struct PeerConfig {
 pub enum PeerCommand {
     /// A connection from the peer, accepted by the listener.
     Incoming(TcpStream),
-    /// Encoded UPDATEs to send (ignored unless Established).
-    Send(Vec<Vec<u8>>),
+    /// Encoded UPDATEs for one session (ignored unless that session is the
+    /// current one and Established: messages computed for a session that went
+    /// down must not reach its successor).
+    Send {
+        /// The session they were computed for ([`PeerEvent::Up`]).
+        session: u64,
+        /// The messages.
+        messages: Vec<Vec<u8>>,
+    },
     /// Ask the peer to resend its routes for a family (route refresh).
     Refresh(AfiSafi),
     /// Stop the session (Cease, with a shutdown communication) and end the task.
@@ -81,6 +88,8 @@ pub enum PeerEvent {
     State(State),
     /// The session is Established.
     Up {
+        /// This session's number, to tag what is sent on it.
+        session: u64,
         /// What was negotiated.
         negotiated: Box<Negotiated>,
         /// Our end of the connection.
@@ -189,6 +198,8 @@ struct PeerTask<I> {
     generation: u64,
     timers: HashMap<Timer, Instant>,
     stopping: bool,
+    /// Number of the current (or last) Established session.
+    session: u64,
 }
 
 impl<I: Copy + Send + 'static> PeerTask<I> {
@@ -214,6 +225,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
             generation: 0,
             timers: HashMap::new(),
             stopping: false,
+            session: 0,
         }
     }
 
@@ -263,9 +275,9 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
     async fn command(&mut self, c: PeerCommand) {
         match c {
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
-            PeerCommand::Send(msgs) => {
-                if self.fsm.state() == State::Established {
-                    for m in msgs {
+            PeerCommand::Send { session, messages } => {
+                if self.fsm.state() == State::Established && session == self.session {
+                    for m in messages {
                         if m.len() > HEADER_LEN {
                             PeerStats::count(&self.stats.sent, m[18]);
                         }
@@ -276,7 +288,9 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 }
             }
             PeerCommand::Refresh(af) => {
-                if self.fsm.negotiated().is_some_and(|n| n.route_refresh) {
+                if self.fsm.state() == State::Established
+                    && self.fsm.negotiated().is_some_and(|n| n.route_refresh)
+                {
                     let m = Message::RouteRefresh(crate::wire::RouteRefresh::request(af));
                     self.send_message(&m).await;
                 }
@@ -584,7 +598,9 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                             None => continue,
                         };
                         tracing::info!(peer = %self.config.address, asn = n.peer_asn, "session established");
+                        self.session += 1;
                         self.emit(PeerEvent::Up {
+                            session: self.session,
                             negotiated: n,
                             local,
                             remote,

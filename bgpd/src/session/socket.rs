@@ -44,6 +44,9 @@ impl TransportOptions {
 pub fn apply(fd: &impl std::os::fd::AsFd, v6: bool, opts: &TransportOptions) -> io::Result<()> {
     let sock = SockRef::from(fd);
     sock.set_tcp_nodelay(true)?;
+    // Unacknowledged data this long means the peer is gone; do not wait for the
+    // kernel's default of about 15 minutes.
+    sock.set_tcp_user_timeout(Some(std::time::Duration::from_secs(60)))?;
     if v6 {
         sock.set_tclass_v6(DSCP_CS6)?;
     } else {
