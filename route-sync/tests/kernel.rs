@@ -467,3 +467,52 @@ fn one_bad_route_fails_alone_in_a_batch() {
     );
     assert_eq!(ns.routes(&["proto", "201"]).len(), 300);
 }
+
+#[test]
+fn upserts_never_overwrite_another_protocols_route() {
+    let ns = Netns::new();
+    ip(&[
+        "-n",
+        &ns.0,
+        "route",
+        "add",
+        "10.77.0.0/24",
+        "via",
+        "192.0.2.9",
+        "proto",
+        "static",
+    ]);
+    let report = ns.run(|| {
+        Box::pin(async {
+            let r = Reconciler::start(Options::default()).await.expect("start");
+            let mut sub = r.subscribe();
+            r.set(vec![Route::blackhole(p("10.244.9.0/24"))]);
+            while !sub.borrow_and_update().synced {
+                sub.changed().await.expect("report");
+            }
+            // The same key (table, prefix, metric) as the static route.
+            r.upsert(vec![Route::unicast(
+                p("10.77.0.0/24"),
+                vec![NextHop::via(a("192.0.2.2"))],
+            )]);
+            r.remove(vec![Route::blackhole(p("10.244.9.0/24")).key()]);
+            let syncs = sub.borrow().syncs;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while sub.borrow().conflicts.is_empty() && Instant::now() < deadline {
+                let _ = tokio::time::timeout(Duration::from_millis(100), sub.changed()).await;
+            }
+            let report = r.report();
+            assert_eq!(report.syncs, syncs);
+            r.stop(false).await.expect("stop");
+            report
+        })
+    });
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    let still = ns.has("10.77.0.0/24", &[]).expect("the static route");
+    assert_eq!(still["gateway"], "192.0.2.9");
+    assert_eq!(still["protocol"], "static");
+    assert!(
+        ns.has("10.244.9.0/24", &[]).is_none(),
+        "the removal went through"
+    );
+}
