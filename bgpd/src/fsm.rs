@@ -352,6 +352,18 @@ impl Fsm {
         }
     }
 
+    /// A new machine for another connection to the same peer, in Idle, that
+    /// keeps what this one learned: the capabilities the peer refused and the
+    /// failure count of the backoff.
+    pub fn successor(&self) -> Fsm {
+        let mut f = Fsm::new(self.config.clone());
+        f.suppressed = self.suppressed.clone();
+        f.no_capabilities = self.no_capabilities;
+        f.failures = self.failures;
+        f.jitter = self.jitter.clone();
+        f
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state

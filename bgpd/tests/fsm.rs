@@ -582,3 +582,26 @@ fn a_backing_off_machine_takes_the_peers_connection() {
     assert!(a.contains(&Action::StopTimer(Timer::IdleHold)));
     assert_eq!(fsm.state(), State::OpenSent);
 }
+
+#[test]
+fn a_successor_keeps_what_the_peer_refused() {
+    let mut cfg = config();
+    cfg.capabilities.push(Capability::ExtendedMessage);
+    let mut fsm = Fsm::new(cfg);
+    fsm.handle(Event::ManualStart);
+    fsm.handle(Event::TcpConnected);
+    let refusal = Notification {
+        code: code::OPEN_MESSAGE,
+        subcode: subcode::open::UNSUPPORTED_CAPABILITY,
+        data: vec![6, 0],
+    };
+    fsm.handle(Event::Message(Message::Notification(refusal)));
+    let next = fsm.successor();
+    assert_eq!(next.state(), State::Idle);
+    assert!(
+        !next
+            .local_open()
+            .capabilities()
+            .any(|c| matches!(c, Capability::ExtendedMessage))
+    );
+}

@@ -483,7 +483,8 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         // The newcomer wins: dump the existing connection, start over on the new one.
         let acts = self.fsm.handle(Event::CollisionDump);
         self.perform(acts).await;
-        self.fsm = Fsm::new(self.config.fsm.clone());
+        self.fsm = self.fsm.successor();
+        self.timers.clear();
         let _ = self.prepare_accepted(&stream);
         let start = self.fsm.handle(Event::ManualStart);
         // A fresh machine starts connecting; we already have a connection.
