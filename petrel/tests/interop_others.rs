@@ -3,29 +3,7 @@
 
 mod common;
 
-use common::{Lab, wait_until};
-
-fn petrel_yaml(asn: u32, router_id: &str, node_ips: &[&str], peers: &str) -> String {
-    let addrs: Vec<String> = node_ips
-        .iter()
-        .map(|ip| format!("{{type: InternalIP, address: \"{ip}\"}}"))
-        .collect();
-    format!(
-        r#"apiVersion: petrel.dev/v1alpha1
-kind: BGPConfiguration
-metadata: {{name: default}}
-spec: {{asNumber: {asn}, routerID: {router_id}}}
----
-apiVersion: v1
-kind: Node
-metadata: {{name: node-1}}
-spec: {{podCIDRs: [10.244.1.0/24, "fd00:244:1::/64"]}}
-status: {{addresses: [{}]}}
----
-{peers}"#,
-        addrs.join(", ")
-    )
-}
+use common::{Lab, petrel_yaml, wait_until};
 
 #[test]
 fn bird_ebgp_over_ipv6_transport_with_md5_both_families() {

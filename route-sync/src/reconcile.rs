@@ -393,6 +393,20 @@ fn remember(
     }
 }
 
+/// Applies changes, records them in `known` and logs what the kernel refused.
+async fn apply_logged(
+    kernel: &Kernel,
+    changes: &Changes,
+    known: &mut HashMap<RouteKey, Route>,
+) -> crate::kernel::Applied {
+    let applied = kernel.apply(changes).await;
+    remember(known, changes, &applied);
+    for (r, why) in &applied.failed {
+        tracing::warn!(route = %r, reason = %why, "kernel refused a route");
+    }
+    applied
+}
+
 async fn apply_delta(
     kernel: &Kernel,
     changes: &Changes,
@@ -400,11 +414,7 @@ async fn apply_delta(
     known: &mut HashMap<RouteKey, Route>,
     report: &mut Report,
 ) {
-    let applied = kernel.apply(changes).await;
-    remember(known, changes, &applied);
-    for (r, why) in &applied.failed {
-        tracing::warn!(route = %r, reason = %why, "kernel refused a route");
-    }
+    let applied = apply_logged(kernel, changes, known).await;
     // Keep the failure list current: drop entries this delta settled.
     report.failed.retain(|(r, _)| {
         !changes
@@ -474,11 +484,7 @@ async fn settle(
     known: &mut HashMap<RouteKey, Route>,
     report: &mut Report,
 ) {
-    let applied = kernel.apply(changes).await;
-    remember(known, changes, &applied);
-    for (r, why) in &applied.failed {
-        tracing::warn!(route = %r, reason = %why, "kernel refused a route");
-    }
+    let applied = apply_logged(kernel, changes, known).await;
     for (r, k) in &changes.conflicts {
         tracing::warn!(route = %r, holder = %k.route, protocol = k.protocol, "prefix held by another protocol; not installed");
     }

@@ -337,17 +337,8 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                     }
                 });
             }
-            State::Established => {
-                // RFC 4271 §6.8: an Established session wins over a newcomer.
-                let mut stream = stream;
-                let n = Message::Notification(Notification::new(
-                    code::CEASE,
-                    subcode::cease::CONNECTION_COLLISION,
-                ));
-                if let Ok(b) = n.to_bytes(&WireContext::modern()) {
-                    let _ = stream.write_all(&b).await;
-                }
-            }
+            // RFC 4271 §6.8: an Established session wins over a newcomer.
+            State::Established => refuse_colliding(stream).await,
         }
     }
 
@@ -470,14 +461,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
             _ => false,
         };
         if keep_existing {
-            let mut stream = stream;
-            let n = Message::Notification(Notification::new(
-                code::CEASE,
-                subcode::cease::CONNECTION_COLLISION,
-            ));
-            if let Ok(b) = n.to_bytes(&WireContext::modern()) {
-                let _ = stream.write_all(&b).await;
-            }
+            refuse_colliding(stream).await;
             return;
         }
         // The newcomer wins: dump the existing connection, start over on the new one.
@@ -667,6 +651,17 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 false
             }
         }
+    }
+}
+
+/// Closes a connection that lost collision resolution, telling the peer why.
+async fn refuse_colliding(mut stream: TcpStream) {
+    let n = Message::Notification(Notification::new(
+        code::CEASE,
+        subcode::cease::CONNECTION_COLLISION,
+    ));
+    if let Ok(b) = n.to_bytes(&WireContext::modern()) {
+        let _ = stream.write_all(&b).await;
     }
 }
 

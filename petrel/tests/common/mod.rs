@@ -41,6 +41,30 @@ pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> Result<(), Strin
     panic!("timed out after {secs}s waiting for {what}: {last}");
 }
 
+/// The YAML objects of one node: its BGPConfiguration, its Node (pod CIDRs
+/// 10.244.1.0/24 and fd00:244:1::/64, the given InternalIPs) and `peers`.
+pub fn petrel_yaml(asn: u32, router_id: &str, node_ips: &[&str], peers: &str) -> String {
+    let addrs: Vec<String> = node_ips
+        .iter()
+        .map(|ip| format!("{{type: InternalIP, address: \"{ip}\"}}"))
+        .collect();
+    format!(
+        r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPConfiguration
+metadata: {{name: default}}
+spec: {{asNumber: {asn}, routerID: {router_id}}}
+---
+apiVersion: v1
+kind: Node
+metadata: {{name: node-1}}
+spec: {{podCIDRs: [10.244.1.0/24, "fd00:244:1::/64"]}}
+status: {{addresses: [{}]}}
+---
+{peers}"#,
+        addrs.join(", ")
+    )
+}
+
 /// A running petrel agent.
 pub struct Petrel {
     /// Its API socket.
