@@ -206,26 +206,7 @@ fn exabgp_unknown_transitive_attribute_is_passed_on_with_partial_bit() {
     let received = lab.root.join("received.json");
     lab.exabgp(
         &r,
-        &format!(
-            r#"process dump {{
-    run /bin/sh -c "cat >> {}";
-    encoder json;
-}}
-neighbor 10.9.0.1 {{
-    router-id 10.9.0.2;
-    local-address 10.9.0.2;
-    local-as 65020;
-    peer-as 65001;
-    hold-time 9;
-    family {{ ipv4 unicast; }}
-    api {{
-        processes [ dump ];
-        receive {{ parsed; update; }}
-    }}
-}}
-"#,
-            received.display()
-        ),
+        &exabgp_dumping_peer(&received, "10.9.0.2", "10.9.0.1", 65020, 65001, ""),
     );
     let petrel = lab.petrel(
         &p,
