@@ -383,17 +383,61 @@ struct Group {
     tx: WireContext,
     members: Vec<PeerId>,
     adj_out: HashMap<IpNet, OutEntry>,
+    /// Entries per family, and per family for each source peer (which does not
+    /// get them): advertised counts without a scan.
+    count: [u64; 2],
+    by_source: HashMap<PeerId, [u64; 2]>,
 }
 
 #[derive(Debug)]
 struct PeerState {
     info: PeerInfo,
     group: usize,
-    /// Prefixes (and path ids) the peer announced to us, accepted or not.
-    received: HashSet<(IpNet, u32)>,
-    /// Of those, the ones rejected (loops, bad first AS).
-    rejected: HashSet<(IpNet, u32)>,
+    /// Prefixes (and path ids) the peer announced to us, with whether each was
+    /// rejected (loops, bad first AS).
+    received: HashMap<(IpNet, u32), bool>,
+    /// Received and rejected counts per family (IPv4, IPv6), kept as they
+    /// change so status reads cost nothing.
+    received_count: [u64; 2],
+    rejected_count: [u64; 2],
     end_of_rib: HashSet<AfiSafi>,
+}
+
+/// 0 for IPv4, 1 for IPv6: the index of per-family counters.
+fn af_index(p: &IpNet) -> usize {
+    usize::from(matches!(p, IpNet::V6(_)))
+}
+
+impl Group {
+    /// Sets what the group advertises for a prefix, keeping the counters.
+    fn put(&mut self, prefix: IpNet, entry: Option<OutEntry>) -> Option<OutEntry> {
+        let i = af_index(&prefix);
+        if let Some(e) = &entry {
+            self.count[i] += 1;
+            if let Some(src) = e.source {
+                self.by_source.entry(src).or_default()[i] += 1;
+            }
+        }
+        let old = match entry {
+            Some(e) => self.adj_out.insert(prefix, e),
+            None => self.adj_out.remove(&prefix),
+        };
+        if let Some(o) = &old {
+            self.count[i] -= 1;
+            if let Some(src) = o.source
+                && let Some(c) = self.by_source.get_mut(&src)
+            {
+                c[i] -= 1;
+            }
+        }
+        old
+    }
+
+    fn clear(&mut self) {
+        self.adj_out.clear();
+        self.count = [0; 2];
+        self.by_source.clear();
+    }
 }
 
 /// Per-prefix state: every candidate and the chosen one.
@@ -573,6 +617,8 @@ impl Rib {
                     tx: info.tx,
                     members: Vec::new(),
                     adj_out: HashMap::new(),
+                    count: [0; 2],
+                    by_source: HashMap::new(),
                 };
                 // Reuse an empty slot so indices stay small.
                 match self.groups.iter().position(|g| g.members.is_empty()) {
@@ -594,8 +640,9 @@ impl Rib {
             PeerState {
                 info,
                 group,
-                received: HashSet::new(),
-                rejected: HashSet::new(),
+                received: HashMap::new(),
+                received_count: [0; 2],
+                rejected_count: [0; 2],
                 end_of_rib: HashSet::new(),
             },
         );
@@ -605,7 +652,7 @@ impl Rib {
             for p in prefixes {
                 let entry = self.export_for_group(group, &p);
                 if let Some(e) = entry {
-                    self.groups[group].adj_out.insert(p, e);
+                    self.groups[group].put(p, Some(e));
                 }
             }
         }
@@ -659,9 +706,9 @@ impl Rib {
         let g = &mut self.groups[state.group];
         g.members.retain(|m| *m != id);
         if g.members.is_empty() {
-            g.adj_out.clear();
+            g.clear();
         }
-        for (prefix, path_id) in state.received {
+        for (prefix, path_id) in state.received.into_keys() {
             self.remove_path(prefix, Source::Peer(id), path_id);
         }
     }
@@ -692,9 +739,14 @@ impl Rib {
         let ebgp = info.asn != self.config.local_asn;
         for n in update.withdrawn_all() {
             let key = (n.prefix.trunc(), n.path_id.unwrap_or(0));
-            if let Some(s) = self.peers.get_mut(&id) {
-                s.received.remove(&key);
-                s.rejected.remove(&key);
+            if let Some(s) = self.peers.get_mut(&id)
+                && let Some(was_rejected) = s.received.remove(&key)
+            {
+                let i = af_index(&key.0);
+                s.received_count[i] -= 1;
+                if was_rejected {
+                    s.rejected_count[i] -= 1;
+                }
             }
             self.remove_path(key.0, Source::Peer(id), key.1);
         }
@@ -712,11 +764,14 @@ impl Rib {
         for n in announced {
             let key = (n.prefix.trunc(), n.path_id.unwrap_or(0));
             if let Some(s) = self.peers.get_mut(&id) {
-                s.received.insert(key);
+                let i = af_index(&key.0);
+                match s.received.insert(key, reject) {
+                    None => s.received_count[i] += 1,
+                    Some(true) => s.rejected_count[i] -= 1,
+                    Some(false) => {}
+                }
                 if reject {
-                    s.rejected.insert(key);
-                } else {
-                    s.rejected.remove(&key);
+                    s.rejected_count[i] += 1;
                 }
             }
             if reject {
@@ -918,10 +973,7 @@ impl Rib {
                     e
                 });
                 let group = &mut self.groups[g];
-                let old = match &new {
-                    Some(n) => group.adj_out.insert(*p, n.clone()),
-                    None => group.adj_out.remove(p),
-                };
+                let old = group.put(*p, new.clone());
                 let same = match (&old, &new) {
                     (Some(o), Some(n)) => Arc::ptr_eq(&o.attrs, &n.attrs) && o.source == n.source,
                     (None, None) => true,
@@ -1002,17 +1054,16 @@ impl Rib {
         let Some(s) = self.peers.get(&id) else {
             return PrefixCounts::default();
         };
-        let in_af = |p: &IpNet| match p {
-            IpNet::V4(_) => af == AfiSafi::IPV4_UNICAST,
-            IpNet::V6(_) => af == AfiSafi::IPV6_UNICAST,
+        let i = match af {
+            AfiSafi::IPV4_UNICAST => 0,
+            AfiSafi::IPV6_UNICAST => 1,
+            _ => return PrefixCounts::default(),
         };
-        let received = s.received.iter().filter(|(p, _)| in_af(p)).count() as u64;
-        let rejected = s.rejected.iter().filter(|(p, _)| in_af(p)).count() as u64;
-        let advertised = self.groups[s.group]
-            .adj_out
-            .iter()
-            .filter(|(p, e)| in_af(p) && e.source != Some(id))
-            .count() as u64;
+        let received = s.received_count[i];
+        let rejected = s.rejected_count[i];
+        let g = &self.groups[s.group];
+        let own = g.by_source.get(&id).map_or(0, |c| c[i]);
+        let advertised = g.count[i] - own;
         PrefixCounts {
             received,
             accepted: received - rejected,
