@@ -23,6 +23,9 @@ pub struct FibOptions {
     /// How long after start the first complete sync waits, so routes that
     /// survived a restart are not removed before the peers sent them again.
     pub initial_delay: Duration,
+    /// Install next hops that no route reaches as `onlink` through this
+    /// interface (for fabrics that hand out next hops beyond the node's subnets).
+    pub onlink_interface: Option<String>,
 }
 
 /// Updates for the FIB task from the agent.
@@ -51,6 +54,15 @@ pub async fn run(
     mut inputs: mpsc::UnboundedReceiver<FibInput>,
 ) -> anyhow::Result<()> {
     let kernel = Kernel::connect(opts.protocol)?;
+    let onlink = match &opts.onlink_interface {
+        Some(name) => Some(
+            kernel
+                .ifindex(name)
+                .await
+                .ok_or_else(|| anyhow::anyhow!("--onlink-interface {name}: no such interface"))?,
+        ),
+        None => None,
+    };
     let mut best = speaker.subscribe_fib()?;
     let mut learned: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
     let mut originated: HashSet<IpNet> = HashSet::new();
@@ -85,7 +97,7 @@ pub async fn run(
                                 // Our own block: its blackhole stays, whoever else announces it.
                                 continue;
                             }
-                            match route_for(&kernel, &speaker, &mut resolved, prefix, &nhs).await {
+                            match route_for(&kernel, onlink, &speaker, &mut resolved, prefix, &nhs).await {
                                 Some(r) => upserts.push(r),
                                 None => removals.push(key(prefix, opts.table)),
                             }
@@ -113,7 +125,7 @@ pub async fn run(
                     for p in originated.difference(&new) {
                         // No longer ours: what BGP knows of it (if anything) takes over.
                         let learned_route = match learned.get(p) {
-                            Some(nhs) => route_for(&kernel, &speaker, &mut resolved, *p, nhs).await,
+                            Some(nhs) => route_for(&kernel, onlink, &speaker, &mut resolved, *p, nhs).await,
                             None => None,
                         };
                         match learned_route {
@@ -136,7 +148,7 @@ pub async fn run(
                 // and re-install the routes whose way out moved.
                 let mut changed = HashSet::new();
                 for (nh, old) in resolved.iter_mut() {
-                    let now = resolve(&kernel, *nh).await;
+                    let now = resolve(&kernel, *nh, onlink).await;
                     if now != *old {
                         let _ = speaker.set_next_hop_reachable(*nh, now != Resolution::Unreachable);
                         *old = now;
@@ -148,7 +160,7 @@ pub async fn run(
                     let mut removals = Vec::new();
                     for (prefix, nhs) in &learned {
                         if !originated.contains(prefix) && nhs.iter().any(|n| changed.contains(n)) {
-                            match route_for(&kernel, &speaker, &mut resolved, *prefix, nhs).await {
+                            match route_for(&kernel, onlink, &speaker, &mut resolved, *prefix, nhs).await {
                                 Some(r) => upserts.push(r),
                                 None => removals.push(key(*prefix, opts.table)),
                             }
@@ -179,6 +191,7 @@ fn key(prefix: IpNet, table: u32) -> RouteKey {
 /// The kernel route for a learned prefix, or `None` if no next hop is usable.
 async fn route_for(
     kernel: &Kernel,
+    onlink: Option<u32>,
     speaker: &Speaker,
     cache: &mut HashMap<IpAddr, Resolution>,
     prefix: IpNet,
@@ -189,7 +202,7 @@ async fn route_for(
         let res = match cache.get(nh) {
             Some(r) => r.clone(),
             None => {
-                let r = resolve(kernel, *nh).await;
+                let r = resolve(kernel, *nh, onlink).await;
                 if r == Resolution::Unreachable {
                     let _ = speaker.set_next_hop_reachable(*nh, false);
                 }
@@ -206,15 +219,25 @@ async fn route_for(
 
 /// Resolves a BGP next hop through the kernel's routes (the kernel recurses
 /// for us): directly connected next hops are used as they are; others through
-/// the gateway of the route that covers them.
-async fn resolve(kernel: &Kernel, nh: IpAddr) -> Resolution {
+/// the gateway of the route that covers them; with an onlink interface,
+/// unreachable ones are sent out of it directly.
+async fn resolve(kernel: &Kernel, nh: IpAddr, onlink: Option<u32>) -> Resolution {
     if is_local(nh) {
         return Resolution::Local;
     }
-    match kernel.lookup(nh).await {
+    let unreachable = || match onlink {
+        Some(ifindex) => Resolution::Via(NextHop {
+            gateway: Some(nh),
+            ifindex: Some(ifindex),
+            weight: 1,
+            onlink: true,
+        }),
         None => Resolution::Unreachable,
+    };
+    match kernel.lookup(nh).await {
+        None => unreachable(),
         // Through one of our own BGP routes would be a loop of recursion.
-        Some((_, _, proto)) if proto == kernel.protocol() => Resolution::Unreachable,
+        Some((_, _, proto)) if proto == kernel.protocol() => unreachable(),
         Some((Some(gw), oif, _)) => Resolution::Via(NextHop {
             gateway: Some(gw),
             ifindex: oif,

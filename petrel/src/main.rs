@@ -64,6 +64,10 @@ enum Command {
         /// so forwarding continues while the agent restarts).
         #[arg(long)]
         flush_routes_on_exit: bool,
+        /// Install next hops that no kernel route reaches as `onlink` out of
+        /// this interface, instead of leaving their routes out.
+        #[arg(long)]
+        onlink_interface: Option<String>,
     },
     /// List BGP peers and their sessions.
     Peers {
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
             route_protocol,
             fib_initial_delay,
             flush_routes_on_exit,
+            onlink_interface,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
                         table: route_table,
                         protocol: route_protocol,
                         initial_delay: Duration::from_secs(fib_initial_delay),
+                        onlink_interface,
                     }),
                     flush_routes_on_exit,
                 }))

@@ -436,3 +436,53 @@ router bgp 65002
     });
     assert!(petrel.best("10.130.0.0/24").is_some());
 }
+
+#[test]
+fn an_onlink_interface_carries_next_hops_no_route_reaches() {
+    let mut lab = Lab::new("fo");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.14.0.1/24"], &["10.14.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+route-map far permit 10
+ set ip next-hop 198.51.100.1
+router bgp 65002
+ bgp router-id 10.14.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.14.0.1 remote-as 65001
+ neighbor 10.14.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.140.0.0/24
+  neighbor 10.14.0.1 route-map far out
+ exit-address-family
+"#,
+    );
+    let petrel = lab.petrel_with(
+        &p,
+        "node-1",
+        &petrel_yaml(
+            65001,
+            "10.14.0.1",
+            &["10.14.0.1"],
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.14.0.2, asNumber: 65002}\n",
+        ),
+        &["--onlink-interface", "eth0"],
+    );
+    petrel.wait_established("10.14.0.2", 30);
+    wait_until(15, "the onlink route", || {
+        let r = petrel
+            .kernel_route("10.140.0.0/24")
+            .ok_or_else(|| format!("not installed; rib {}", petrel.rib(&[])))?;
+        let onlink = r["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "onlink"));
+        (r["gateway"] == "198.51.100.1" && r["dev"] == "eth0" && onlink)
+            .then_some(())
+            .ok_or(r.to_string())
+    });
+}

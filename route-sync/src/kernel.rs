@@ -202,6 +202,17 @@ impl Kernel {
         applied
     }
 
+    /// The index of a network interface, by name.
+    pub async fn ifindex(&self, name: &str) -> Option<u32> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        links.try_next().await.ok()?.map(|l| l.header.index)
+    }
+
     /// How the kernel would reach `addr`: the gateway (if any) and the output
     /// interface of the route it would use, and that route's protocol.
     pub async fn lookup(&self, addr: IpAddr) -> Option<(Option<IpAddr>, Option<u32>, u8)> {

@@ -310,6 +310,11 @@ impl Lab {
 
     /// Starts `petrel agent` in `ns` with one YAML file.
     pub fn petrel(&mut self, ns: &str, node: &str, yaml: &str) -> Petrel {
+        self.petrel_with(ns, node, yaml, &[])
+    }
+
+    /// Starts `petrel agent` in `ns` with one YAML file and extra arguments.
+    pub fn petrel_with(&mut self, ns: &str, node: &str, yaml: &str, extra: &[&str]) -> Petrel {
         let dir = self.root.join(format!("petrel-{ns}"));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("petrel.yaml"), yaml).expect("config");
@@ -317,21 +322,26 @@ impl Lab {
         let log = self.root.join(format!("petrel-{ns}.log"));
         let src = format!("files:{}", dir.display());
         let sock = socket.display().to_string();
+        // A short initial hold, so tests see the first complete sync too.
+        let mut args = vec![
+            "agent",
+            "--source",
+            &src,
+            "--node",
+            node,
+            "--api-socket",
+            &sock,
+            "--poll-ms",
+            "200",
+            "--fib-initial-delay",
+            "2",
+        ];
+        args.extend_from_slice(extra);
         self.spawn(
             ns,
             &format!("petrel-{ns}"),
             env!("CARGO_BIN_EXE_petrel"),
-            &[
-                "agent",
-                "--source",
-                &src,
-                "--node",
-                node,
-                "--api-socket",
-                &sock,
-                "--poll-ms",
-                "200",
-            ],
+            &args,
             &log,
         );
         Petrel {
