@@ -269,53 +269,55 @@ async fn run(
         tokio::select! {
             cmd = desired_rx.recv() => {
                 let Some(cmd) = cmd else { return };
-                let own = |mut r: Route| {
-                    // The reconciler owns one table: every route goes there.
-                    r.table = opts.table;
-                    r.normalize();
-                    r
-                };
-                match cmd {
-                    Desired::Set(routes) => {
-                        desired = routes.into_iter().map(own).map(|r| (r.key(), r)).collect();
-                        started = true;
-                        sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
-                    }
-                    Desired::Complete => {
-                        started = true;
-                        sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
-                    }
-                    Desired::Upsert(routes) => {
-                        let mut changes = Changes::default();
-                        for r in routes.into_iter().map(own) {
-                            if let Some(f) = foreign.get(&(r.table, r.prefix)) {
-                                // NLM_F_REPLACE would overwrite another protocol's
-                                // route with the same key: report, do not fight.
-                                tracing::warn!(route = %r, holder = %f.route, protocol = f.protocol, "prefix held by another protocol; not installed");
-                                report.conflicts.retain(|(c, _)| c.key() != r.key());
-                                report.conflicts.push((r.clone(), f.clone()));
-                            } else if !known.get(&r.key()).is_some_and(|k| r.satisfied_by(k)) {
-                                // Replace creates or updates alike.
-                                changes.replace.push(r.clone());
-                            }
-                            desired.insert(r.key(), r);
-                        }
-                        apply_delta(&kernel, &changes, desired.len(), &mut known, &mut report).await;
-                    }
-                    Desired::Remove(keys) => {
-                        let mut changes = Changes::default();
-                        for mut k in keys {
-                            k.table = opts.table;
-                            // Delete what the kernel has (it matches the request
-                            // against the route's contents), not what we wanted.
-                            desired.remove(&k);
-                            if let Some(r) = known.get(&k) {
-                                changes.delete.push(r.clone());
-                            }
-                        }
-                        apply_delta(&kernel, &changes, desired.len(), &mut known, &mut report).await;
+                // Take whatever else is queued too: one kernel round for many
+                // small deltas, and a route changed twice is sent once.
+                let mut cmds = vec![cmd];
+                while cmds.len() < 1024 {
+                    match desired_rx.try_recv() {
+                        Ok(c) => cmds.push(c),
+                        Err(_) => break,
                     }
                 }
+                // Per key: Some(route) to install, None to delete.
+                let mut pending: HashMap<RouteKey, Option<Route>> = HashMap::new();
+                for cmd in cmds {
+                    match cmd {
+                        Desired::Set(routes) => {
+                            flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
+                            desired = routes.into_iter().map(|r| own(&opts, r)).map(|r| (r.key(), r)).collect();
+                            started = true;
+                            sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
+                        }
+                        Desired::Complete => {
+                            flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
+                            started = true;
+                            sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
+                        }
+                        Desired::Upsert(routes) => {
+                            for r in routes.into_iter().map(|r| own(&opts, r)) {
+                                if let Some(f) = foreign.get(&(r.table, r.prefix)) {
+                                    // NLM_F_REPLACE would overwrite another protocol's
+                                    // route with the same key: report, do not fight.
+                                    tracing::warn!(route = %r, holder = %f.route, protocol = f.protocol, "prefix held by another protocol; not installed");
+                                    report.conflicts.retain(|(c, _)| c.key() != r.key());
+                                    report.conflicts.push((r.clone(), f.clone()));
+                                    pending.remove(&r.key());
+                                } else {
+                                    pending.insert(r.key(), Some(r.clone()));
+                                }
+                                desired.insert(r.key(), r);
+                            }
+                        }
+                        Desired::Remove(keys) => {
+                            for mut k in keys {
+                                k.table = opts.table;
+                                desired.remove(&k);
+                                pending.insert(k, None);
+                            }
+                        }
+                    }
+                }
+                flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
                 let _ = report_tx.send(report.clone());
             }
             got = monitor.recv(&mut buf) => {
@@ -405,6 +407,42 @@ async fn apply_logged(
         tracing::warn!(route = %r, reason = %why, "kernel refused a route");
     }
     applied
+}
+
+/// The reconciler owns one table: every route goes there, normalized.
+fn own(opts: &Options, mut r: Route) -> Route {
+    r.table = opts.table;
+    r.normalize();
+    r
+}
+
+/// Applies the coalesced deltas: installs what the kernel does not have yet,
+/// deletes what it has (by its own contents, which the kernel matches against).
+async fn flush_pending(
+    kernel: &Kernel,
+    pending: &mut HashMap<RouteKey, Option<Route>>,
+    desired: &HashMap<RouteKey, Route>,
+    known: &mut HashMap<RouteKey, Route>,
+    report: &mut Report,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut changes = Changes::default();
+    for (key, op) in pending.drain() {
+        match op {
+            Some(r) if !known.get(&key).is_some_and(|k| r.satisfied_by(k)) => {
+                changes.replace.push(r)
+            }
+            Some(_) => {}
+            None => {
+                if let Some(k) = known.get(&key) {
+                    changes.delete.push(k.clone());
+                }
+            }
+        }
+    }
+    apply_delta(kernel, &changes, desired.len(), known, report).await;
 }
 
 async fn apply_delta(
