@@ -486,3 +486,51 @@ router bgp 65002
             .ok_or(r.to_string())
     });
 }
+
+#[test]
+fn sigterm_keeps_routes_unless_asked_to_flush() {
+    let mut lab = Lab::new("ft");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.15.0.1/24"], &["10.15.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.15.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.15.0.1 remote-as 65001
+ neighbor 10.15.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.150.0.0/24
+ exit-address-family
+"#,
+    );
+    let yaml = petrel_yaml(
+        65001,
+        "10.15.0.1",
+        &["10.15.0.1"],
+        "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.15.0.2, asNumber: 65002}\n",
+    );
+    for (extra, stays) in [(&[][..], true), (&["--flush-routes-on-exit"][..], false)] {
+        let petrel = lab.petrel_with(&p, "node-1", &yaml, extra);
+        petrel.wait_established("10.15.0.2", 30);
+        wait_until(10, "the learned route in the kernel", || {
+            petrel
+                .kernel_route("10.150.0.0/24")
+                .map(|_| ())
+                .ok_or("not yet".into())
+        });
+        lab.terminate(&format!("petrel-{p}"));
+        let left = petrel.kernel_routes().len();
+        if stays {
+            // Learned route plus the two pod CIDR blackholes keep forwarding.
+            assert_eq!(left, 3, "{:?}", petrel.kernel_routes());
+        } else {
+            assert_eq!(left, 0, "{:?}", petrel.kernel_routes());
+        }
+    }
+}
