@@ -3,6 +3,8 @@
 #   bench/run-table.sh N REPS [extra run.py options...]
 # Needs root, a release build (cargo build --release -p petrel) and the
 # harness in ../shared/bench beside the checkout (or $PETREL_SHARED_DIR/bench).
+# PETREL_BIN runs another build (a profiling one, say); PETREL_WRAP prefixes
+# the agent command (e.g. "perf record -o \$wd/perf.data").
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -10,7 +12,7 @@ harness="${PETREL_SHARED_DIR:-$top/../shared}/bench"
 n=${1:-100000}
 reps=${2:-1}
 shift $(( $# > 2 ? 2 : $# ))
-petrel="$top/target/release/petrel"
+petrel="${PETREL_BIN:-$top/target/release/petrel}"
 [ -x "$petrel" ] || { echo "build first: cargo build --release -p petrel" >&2; exit 1; }
 count="$petrel peers -o json --socket \$wd/petrel.sock | python3 -c 'import json,sys; print(sum(p[\"prefixes\"].get(\"ipv4-unicast\",{}).get(\"accepted\",0) for p in json.load(sys.stdin)))'"
 out="${PETREL_BENCH_OUT:-/tmp/petrel-bench/results.jsonl}"
@@ -18,7 +20,7 @@ mkdir -p "$(dirname "$out")"
 cd "$harness"
 exec python3 run.py table --dut custom --n "$n" --reps "$reps" \
   --opt custom_name=petrel \
-  --opt "custom_start=$petrel agent --source files:\$wd --node dut --api-socket \$wd/petrel.sock --poll-ms 500" \
+  --opt "custom_start=${PETREL_WRAP:-}${PETREL_WRAP:+ }$petrel agent --source files:\$wd --node dut --api-socket \$wd/petrel.sock --poll-ms 500" \
   --opt "custom_config=$here/petrel.yaml.tmpl" \
   --opt "custom_neighbor=$here/petrel-neighbor.yaml.tmpl" \
   --opt custom_config_name=petrel.yaml \

@@ -12,8 +12,8 @@
 //! one encoding of every change. The only per-peer difference is that a route is
 //! never sent back to the peer it came from.
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -403,6 +403,13 @@ struct PeerState {
     end_of_rib: HashSet<AfiSafi>,
 }
 
+/// Exported attribute sets computed in one pass over a group, keyed by the
+/// best path's attribute set (its address), whether the route is our own and
+/// the family: a million prefixes sharing a few sets cost a few
+/// transformations, and equal exports share one `Arc` (so comparing old and
+/// new exports is a pointer comparison).
+type ExportMemo = HashMap<(usize, bool, bool), (Arc<Attrs>, Arc<Attrs>)>;
+
 /// 0 for IPv4, 1 for IPv6: the index of per-family counters.
 fn af_index(p: &IpNet) -> usize {
     usize::from(matches!(p, IpNet::V6(_)))
@@ -649,8 +656,9 @@ impl Rib {
         if fresh {
             // Fill the new group's Adj-RIB-Out from the Loc-RIB.
             let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+            let mut memo = ExportMemo::new();
             for p in prefixes {
-                let entry = self.export_for_group(group, &p);
+                let entry = self.export_for_group(group, &p, &mut memo);
                 if let Some(e) = entry {
                     self.groups[group].put(p, Some(e));
                 }
@@ -875,8 +883,41 @@ impl Rib {
             .and_then(|d| d.best.map(|i| &d.paths[i]))
     }
 
-    /// What a group must advertise for a prefix, if anything.
-    fn export_for_group(&self, group: usize, prefix: &IpNet) -> Option<OutEntry> {
+    /// What a group must advertise for a prefix, if anything. Exported
+    /// attribute sets are interned and remembered in `memo` for the pass.
+    fn export_for_group(
+        &mut self,
+        group: usize,
+        prefix: &IpNet,
+        memo: &mut ExportMemo,
+    ) -> Option<OutEntry> {
+        let (a, local, source) = self.export_source(group, prefix)?;
+        let key = (
+            Arc::as_ptr(&a) as usize,
+            local,
+            matches!(prefix, IpNet::V6(_)),
+        );
+        let attrs = match memo.get(&key) {
+            Some((_, out)) => out.clone(),
+            None => {
+                let out = self.exported_attrs(group, prefix, &a, local);
+                let out = self.intern(out);
+                // The memo holds the source set too, so its address (the
+                // key) cannot be reused by another set during the pass.
+                memo.insert(key, (a, out.clone()));
+                out
+            }
+        };
+        Some(OutEntry { attrs, source })
+    }
+
+    /// The best path's attributes if a group gets the prefix at all, whether
+    /// the route is our own, and the peer it came from.
+    fn export_source(
+        &self,
+        group: usize,
+        prefix: &IpNet,
+    ) -> Option<(Arc<Attrs>, bool, Option<PeerId>)> {
         let best = self.best(prefix)?;
         let key = &self.groups[group].key;
         let af = match prefix {
@@ -904,8 +945,13 @@ impl Rib {
         if !key.ebgp && !best.ebgp && source_peer.is_some() {
             return None;
         }
-        let mut out = (**a).clone();
-        let local = best.source == Source::Local;
+        Some((a.clone(), best.source == Source::Local, source_peer))
+    }
+
+    /// The attributes a group is sent for a best path with attributes `a`.
+    fn exported_attrs(&self, group: usize, prefix: &IpNet, a: &Attrs, local: bool) -> Attrs {
+        let key = &self.groups[group].key;
+        let mut out = a.clone();
         if key.ebgp {
             prepend(&mut out.as_path, self.config.local_asn);
             out.local_pref = None;
@@ -947,10 +993,7 @@ impl Rib {
                 out.link_local = None;
             }
         }
-        Some(OutEntry {
-            attrs: Arc::new(out),
-            source: source_peer,
-        })
+        out
     }
 
     /// Computes what changed since the last flush and encodes it per peer.
@@ -965,13 +1008,11 @@ impl Rib {
             if self.groups[g].members.is_empty() {
                 continue;
             }
+            let mut memo = ExportMemo::new();
             // Per prefix: the old and new entry; then per member what it sees.
             let mut changes: Vec<(IpNet, Option<OutEntry>, Option<OutEntry>)> = Vec::new();
             for p in &dirty {
-                let new = self.export_for_group(g, p).map(|mut e| {
-                    e.attrs = self.intern_out(e.attrs);
-                    e
-                });
+                let new = self.export_for_group(g, p, &mut memo);
                 let group = &mut self.groups[g];
                 let old = group.put(*p, new.clone());
                 let same = match (&old, &new) {
@@ -1023,13 +1064,6 @@ impl Rib {
             self.collect_garbage();
         }
         out
-    }
-
-    fn intern_out(&mut self, a: Arc<Attrs>) -> Arc<Attrs> {
-        match Arc::try_unwrap(a) {
-            Ok(a) => self.intern(a),
-            Err(a) => a,
-        }
     }
 
     /// What the forwarding table needs to learn since the last call: for each

@@ -477,6 +477,39 @@ fn attributes_are_interned() {
 }
 
 #[test]
+fn exported_attributes_are_shared_across_prefixes() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("198.51.100.2", 65002, "198.51.100.100"));
+    for i in 0..50u8 {
+        let prefixes: Vec<String> = (0..=255u8).map(|j| format!("10.{i}.{j}.0/24")).collect();
+        let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        r.update(
+            1,
+            &announce(vec![65001, 65100], "192.0.2.1", &refs, vec![]),
+            false,
+        );
+    }
+    r.flush();
+    // Each eBGP peer is its own group here (each gets its own next hop).
+    assert_eq!(r.attribute_sets(), 3, "the received set and one per group");
+    // A peer in a new group (iBGP) gets its Adj-RIB-Out filled from the Loc-RIB
+    // at once: one more set, not one per prefix.
+    let out = r.peer_up(3, info("192.0.2.3", LOCAL_AS, "192.0.2.100"));
+    assert_eq!(r.attribute_sets(), 4);
+    let (announced, _) = sent_to(&out, 3);
+    assert_eq!(announced.len(), 50 * 256);
+    // And a change to nothing that peer sees sends it nothing again.
+    r.update(
+        1,
+        &announce(vec![65001, 65100], "192.0.2.1", &["10.0.0.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    assert!(sent_to(&out, 3).0.is_empty(), "an unchanged export is not re-sent");
+}
+
+#[test]
 fn new_peer_gets_the_table_then_end_of_rib() {
     let mut r = rib();
     r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));

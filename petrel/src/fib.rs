@@ -3,7 +3,7 @@
 //! routes), every prefix this node originates becomes a blackhole, and
 //! route-sync makes the kernel match.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::IpAddr;
 use std::time::Duration;
 

@@ -14,6 +14,7 @@
 //! 201 petrel
 //! ```
 
+pub mod filter;
 pub mod kernel;
 pub mod reconcile;
 pub mod route;

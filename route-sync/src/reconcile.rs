@@ -8,7 +8,7 @@
 //!                        └──► Report (watch): installed, failed, conflicts
 //! ```
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::time::Duration;
 
 use netlink_packet_route::RouteNetlinkMessage;
@@ -92,11 +92,12 @@ impl Reconciler {
     /// first [`Reconciler::set`] then applies only the difference.
     pub async fn start(opts: Options) -> Result<Reconciler, KernelError> {
         let kernel = Kernel::connect(opts.protocol)?;
-        // A raw socket for notifications. Our own changes come back on it
-        // too; their header carries our batch socket's port id, so they are
-        // skipped before any parsing. A large buffer keeps bursts (the kernel
-        // caps it at net.core.rmem_max); what is lost anyway shows as ENOBUFS
-        // and costs one full re-sync once things are quiet.
+        // A raw socket for notifications. Our own changes would come back on
+        // it too; their header carries our batch socket's port id, so a socket
+        // filter drops them in the kernel (and the reader skips any left). A
+        // large buffer keeps bursts (the kernel caps it at net.core.rmem_max);
+        // what is lost anyway shows as ENOBUFS and costs one full re-sync once
+        // things are quiet.
         let mut monitor = TokioSocket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)?;
         {
             use rtnetlink::constants::*;
@@ -108,6 +109,13 @@ impl Reconciler {
             monitor
                 .socket_mut()
                 .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
+        }
+        if let Err(e) =
+            crate::filter::drop_own_notifications(monitor.socket_mut(), kernel.batch_port())
+        {
+            // Still correct without it (own notifications are skipped when
+            // read), only slower and more prone to overruns.
+            tracing::warn!(error = %e, "cannot attach the netlink monitor filter");
         }
         if let Err(e) = monitor.socket_mut().set_rx_buf_sz(MONITOR_BUFFER) {
             tracing::debug!(error = %e, "cannot enlarge the netlink monitor buffer");
@@ -205,8 +213,13 @@ impl Reconciler {
 enum Notice {
     /// A route appeared or changed (`false`) or went away (`true`).
     Route(KernelRoute, bool),
-    /// A link or address changed.
-    Topology,
+    /// Something that can remove routes without a notification happened (a
+    /// link went down or away, an address went, notifications were lost):
+    /// only a dump tells what the kernel still has.
+    Loss,
+    /// A link came up or an address appeared: routes the kernel refused
+    /// before may go in now.
+    Gain,
 }
 
 /// Reads the notifications of one datagram, skipping our own.
@@ -231,12 +244,17 @@ fn notices(buf: &[u8], own_port: u32, out: &mut Vec<Notice>) {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(m)) => {
                     out.extend(from_message(&m).map(|k| Notice::Route(k, true)));
                 }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    use netlink_packet_route::link::LinkFlags;
+                    let up = l.header.flags.contains(LinkFlags::Up | LinkFlags::LowerUp);
+                    out.push(if up { Notice::Gain } else { Notice::Loss });
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(_)) => {
+                    out.push(Notice::Gain)
+                }
                 NetlinkPayload::InnerMessage(
-                    RouteNetlinkMessage::NewLink(_)
-                    | RouteNetlinkMessage::DelLink(_)
-                    | RouteNetlinkMessage::NewAddress(_)
-                    | RouteNetlinkMessage::DelAddress(_),
-                ) => out.push(Notice::Topology),
+                    RouteNetlinkMessage::DelLink(_) | RouteNetlinkMessage::DelAddress(_),
+                ) => out.push(Notice::Loss),
                 _ => {}
             }
         }
@@ -261,7 +279,10 @@ async fn run(
     let mut report = report_tx.borrow().clone();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut owed = false;
+    // When to re-sync after topology changes, and whether the kernel must be
+    // read again first.
     let mut resync_at: Option<tokio::time::Instant> = None;
+    let mut resync_dump = false;
     // Nothing is applied until the first desired set arrives: until then the
     // adopted routes keep forwarding untouched.
     let mut started = false;
@@ -325,7 +346,7 @@ async fn run(
                 match got {
                     Ok(()) => notices(&buf, kernel.batch_port(), &mut found),
                     // ENOBUFS: notifications were lost; only a full look tells what changed.
-                    Err(_) => found.push(Notice::Topology),
+                    Err(_) => found.push(Notice::Loss),
                 }
                 buf.clear();
                 for n in found {
@@ -352,22 +373,30 @@ async fn run(
                                 repair(&kernel, &opts, &desired, &k, deleted, &mut known, &mut report).await;
                             }
                         }
-                        Notice::Topology if started => {
-                            // Links and addresses change what can be installed:
-                            // re-sync once things settle. Each trigger pushes
-                            // the re-sync back, so a burst costs one.
+                        Notice::Loss | Notice::Gain if started => {
+                            // Re-sync once things settle. Each trigger pushes
+                            // the re-sync back, so a burst costs one; only a
+                            // loss costs a dump of the table.
+                            resync_dump |= matches!(n, Notice::Loss);
+                            tracing::debug!(dump = resync_dump, "topology changed; re-sync scheduled");
                             resync_at = Some(tokio::time::Instant::now() + opts.settle);
                         }
                         // Before the first complete set nothing is applied, but
                         // what is known may be stale: the first sync looks again.
-                        Notice::Topology => owed = true,
+                        // (What appeared needs nothing: that sync retries all.)
+                        Notice::Loss => {
+                            tracing::debug!("link or address lost before the first sync; it will read the kernel");
+                            owed = true;
+                        }
+                        Notice::Gain => {}
                     }
                 }
                 let _ = report_tx.send(report.clone());
             }
             _ = async { tokio::time::sleep_until(resync_at.unwrap_or_else(tokio::time::Instant::now)).await }, if resync_at.is_some() => {
                 resync_at = None;
-                full_sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut report).await;
+                let mut dump = std::mem::take(&mut resync_dump);
+                sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut dump, &mut report).await;
                 let _ = report_tx.send(report.clone());
             }
         }
@@ -381,8 +410,7 @@ fn remember(
     changes: &Changes,
     applied: &crate::kernel::Applied,
 ) {
-    let failed: std::collections::HashSet<RouteKey> =
-        applied.failed.iter().map(|(r, _)| r.key()).collect();
+    let failed: foldhash::HashSet<RouteKey> = applied.failed.iter().map(|(r, _)| r.key()).collect();
     for r in changes.add.iter().chain(&changes.replace) {
         if !failed.contains(&r.key()) {
             known.insert(r.key(), r.clone());

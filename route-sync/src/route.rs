@@ -1,7 +1,7 @@
 //! Routes as route-sync sees them, and the pure diff between the routes
 //! wanted and the routes the kernel has.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::net::IpAddr;
 

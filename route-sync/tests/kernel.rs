@@ -516,3 +516,88 @@ fn upserts_never_overwrite_another_protocols_route() {
         "the removal went through"
     );
 }
+
+/// The port ids of the notifications queued on a netlink socket.
+fn queued_ports(socket: &rtnetlink::sys::Socket) -> Vec<u32> {
+    let mut ports = Vec::new();
+    socket.set_non_blocking(true).expect("non-blocking");
+    for _ in 0..1000 {
+        let Ok((buf, _)) = socket.recv_from_full() else {
+            break;
+        };
+        let mut off = 0;
+        while off + 16 <= buf.len() {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4")) as usize;
+            ports.push(u32::from_ne_bytes(
+                buf[off + 12..off + 16].try_into().expect("4"),
+            ));
+            if len < 16 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+    }
+    ports
+}
+
+#[test]
+fn the_monitor_filter_drops_only_our_own_notifications() {
+    use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+    let ns = Netns::new();
+    let name = ns.0.clone();
+    let (ours, plain, filtered) = ns.run(move || {
+        Box::pin(async move {
+            let k = route_sync::Kernel::connect(201).expect("netlink");
+            let listen = || {
+                let mut s = Socket::new(NETLINK_ROUTE).expect("socket");
+                s.bind(&SocketAddr::new(0, rtnetlink::constants::RTMGRP_IPV4_ROUTE))
+                    .expect("bind");
+                s
+            };
+            let plain = listen();
+            let filtered = listen();
+            route_sync::filter::drop_own_notifications(&filtered, k.batch_port())
+                .expect("attach filter");
+            let add: Vec<Route> = (0..50u32)
+                .map(|i| Route::blackhole(p(&format!("10.77.{i}.0/24"))))
+                .collect();
+            let applied = k
+                .apply(&route_sync::Changes {
+                    add,
+                    ..Default::default()
+                })
+                .await;
+            assert_eq!(applied.added, 50);
+            // Someone else's change, whose notification must still arrive.
+            ip(&[
+                "-n",
+                &name,
+                "route",
+                "add",
+                "198.51.100.0/24",
+                "dev",
+                "v0",
+                "proto",
+                "static",
+            ]);
+            (
+                k.batch_port(),
+                queued_ports(&plain),
+                queued_ports(&filtered),
+            )
+        })
+    });
+    // Without the filter our 50 notifications are queued (the control).
+    assert_eq!(
+        plain.iter().filter(|&&p| p == ours).count(),
+        50,
+        "{plain:?}"
+    );
+    assert!(plain.iter().any(|&p| p != ours), "{plain:?}");
+    assert!(!filtered.contains(&ours), "{filtered:?}");
+    assert_eq!(
+        filtered.len(),
+        plain.len() - 50,
+        "{filtered:?} vs {plain:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Socket options the standard library and socket2 do not offer: TCP-MD5
-//! (RFC 2385) and GTSM's minimum TTL (RFC 5082). The only unsafe code in petrel
-//! lives here, each block a single `setsockopt` on a struct we lay out ourselves.
+//! (RFC 2385) and GTSM's minimum TTL (RFC 5082). Most of petrel's unsafe code
+//! lives here (the rest is route-sync's netlink socket filter), each block a
+//! single `setsockopt` on a struct we lay out ourselves.
 #![allow(unsafe_code)]
 
 use std::io;
