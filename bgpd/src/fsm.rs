@@ -374,6 +374,12 @@ impl Fsm {
         &self.config
     }
 
+    /// Replaces the capabilities offered in the next OPEN (the current
+    /// session, if any, keeps what it negotiated).
+    pub fn set_capabilities(&mut self, capabilities: Vec<Capability>) {
+        self.config.capabilities = capabilities;
+    }
+
     /// What was negotiated, while Established.
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_deref()

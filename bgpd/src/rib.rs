@@ -401,6 +401,12 @@ struct PeerState {
     received_count: [u64; 2],
     rejected_count: [u64; 2],
     end_of_rib: HashSet<AfiSafi>,
+    /// Whether the session is Established (false: kept only for its stale
+    /// paths during a graceful restart).
+    up: bool,
+    /// Received entries kept over a graceful restart that the peer has not
+    /// announced again since (RFC 4724 §4.2).
+    stale: HashSet<(IpNet, u32)>,
 }
 
 /// Exported attribute sets computed in one pass over a group, keyed by the
@@ -498,6 +504,9 @@ pub struct Rib {
     fib_dirty: HashSet<IpNet>,
     unreachable: HashSet<IpAddr>,
     local_routes: HashMap<IpNet, Arc<Attrs>>,
+    /// Route selection deferred after our own restart (RFC 4724 §4.1):
+    /// nothing is advertised and nothing reaches the FIB until it ends.
+    deferring: bool,
 }
 
 impl Rib {
@@ -513,6 +522,7 @@ impl Rib {
             fib_dirty: HashSet::new(),
             unreachable: HashSet::new(),
             local_routes: HashMap::new(),
+            deferring: false,
         }
     }
 
@@ -604,7 +614,15 @@ impl Rib {
     /// A session came up: the peer joins its update group and will get the
     /// full table (then End-of-RIB) at the next [`Rib::flush`].
     pub fn peer_up(&mut self, id: PeerId, info: PeerInfo) -> Outbound {
-        self.peer_down(id);
+        // A peer back from a graceful restart keeps its stale entries until
+        // it announces them again or sends End-of-RIB.
+        let kept = match self.peers.get(&id) {
+            Some(s) if !s.up => self.peers.remove(&id),
+            _ => {
+                self.peer_down(id);
+                None
+            }
+        };
         let ebgp = info.asn != self.config.local_asn;
         let key = GroupKey {
             ebgp,
@@ -642,17 +660,27 @@ impl Rib {
         };
         let fresh = self.groups[group].members.is_empty();
         self.groups[group].members.push(id);
-        self.peers.insert(
-            id,
-            PeerState {
-                info,
-                group,
-                received: HashMap::new(),
-                received_count: [0; 2],
-                rejected_count: [0; 2],
-                end_of_rib: HashSet::new(),
-            },
-        );
+        let mut state = PeerState {
+            info,
+            group,
+            received: HashMap::new(),
+            received_count: [0; 2],
+            rejected_count: [0; 2],
+            end_of_rib: HashSet::new(),
+            up: true,
+            stale: HashSet::new(),
+        };
+        if let Some(k) = kept {
+            state.received = k.received;
+            state.received_count = k.received_count;
+            state.rejected_count = k.rejected_count;
+            state.stale = k.stale;
+        }
+        self.peers.insert(id, state);
+        if self.deferring {
+            // Everything goes out when the deferral ends (Rib::end_deferral).
+            return Outbound::default();
+        }
         if fresh {
             // Fill the new group's Adj-RIB-Out from the Loc-RIB.
             let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
@@ -664,19 +692,73 @@ impl Rib {
                 }
             }
         }
-        // The initial table for this peer, then End-of-RIB per family.
-        let families = self.peers[&id].info.families.clone();
-        let mut out = Outbound::default();
+        Outbound {
+            messages: vec![(id, self.initial_table(id))],
+        }
+    }
+
+    /// A peer's initial table, then End-of-RIB per family.
+    fn initial_table(&self, id: PeerId) -> Vec<Vec<u8>> {
+        let Some(state) = self.peers.get(&id) else {
+            return Vec::new();
+        };
         let mut msgs = self.table_messages(id, None);
-        let tx = self.groups[group].tx;
-        for af in families {
-            let eor = crate::wire::Message::Update(Update::end_of_rib(af));
+        let tx = self.groups[state.group].tx;
+        for af in &state.info.families {
+            let eor = crate::wire::Message::Update(Update::end_of_rib(*af));
             if let Ok(b) = eor.to_bytes(&tx) {
                 msgs.push(b);
             }
         }
-        out.messages.push((id, msgs));
-        out
+        msgs
+    }
+
+    /// Starts deferring route selection (RFC 4724 §4.1, after our own
+    /// restart): paths are taken in and decided, but nothing is advertised and
+    /// the FIB hears nothing until [`Rib::end_deferral`].
+    pub fn defer(&mut self) {
+        self.deferring = true;
+    }
+
+    /// Whether route selection is deferred.
+    pub fn deferring(&self) -> bool {
+        self.deferring
+    }
+
+    /// Ends the deferral: every Established peer gets its full table and
+    /// End-of-RIB, and the FIB every prefix decided meanwhile.
+    pub fn end_deferral(&mut self) -> Outbound {
+        if !std::mem::take(&mut self.deferring) {
+            return Outbound::default();
+        }
+        let dirty: Vec<IpNet> = self.dirty.drain().collect();
+        self.fib_dirty.extend(dirty);
+        let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+        for g in 0..self.groups.len() {
+            self.groups[g].clear();
+            if self.groups[g].members.is_empty() {
+                continue;
+            }
+            let mut memo = ExportMemo::new();
+            for p in &prefixes {
+                if let Some(e) = self.export_for_group(g, p, &mut memo) {
+                    self.groups[g].put(*p, Some(e));
+                }
+            }
+        }
+        let mut ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.up)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        Outbound {
+            messages: ids
+                .into_iter()
+                .map(|id| (id, self.initial_table(id)))
+                .collect(),
+        }
     }
 
     /// Everything a peer's group advertises (that did not come from the peer),
@@ -701,6 +783,9 @@ impl Rib {
 
     /// The peer asked for a family again (route refresh): resend what we advertise.
     pub fn refresh(&self, id: PeerId, af: AfiSafi) -> Outbound {
+        if self.deferring {
+            return Outbound::default();
+        }
         Outbound {
             messages: vec![(id, self.table_messages(id, Some(af)))],
         }
@@ -719,6 +804,93 @@ impl Rib {
         for (prefix, path_id) in state.received.into_keys() {
             self.remove_path(prefix, Source::Peer(id), path_id);
         }
+    }
+
+    /// A session with a peer that negotiated graceful restart went down
+    /// without a NOTIFICATION (RFC 4724 §4.2): its paths in `families` stay,
+    /// marked stale, and keep forwarding until the peer announces them again,
+    /// sends End-of-RIB, or [`Rib::drop_stale`] runs (restart or stale timer).
+    /// Its other paths go at once. Returns how many entries were kept.
+    pub fn peer_down_graceful(&mut self, id: PeerId, families: &[AfiSafi]) -> usize {
+        let Some(state) = self.peers.get_mut(&id) else {
+            return 0;
+        };
+        let group = state.group;
+        let was_up = std::mem::replace(&mut state.up, false);
+        state.end_of_rib.clear();
+        let mut gone = Vec::new();
+        for (key, rejected) in &state.received {
+            // Rejected entries carry no path: nothing to keep forwarding.
+            if families.contains(&family(&key.0)) && !rejected {
+                state.stale.insert(*key);
+            } else {
+                gone.push(*key);
+            }
+        }
+        let kept = state.stale.len();
+        if was_up {
+            let g = &mut self.groups[group];
+            g.members.retain(|m| *m != id);
+            if g.members.is_empty() {
+                g.clear();
+            }
+        }
+        for key in gone {
+            self.forget(id, key);
+        }
+        if kept == 0 {
+            self.peers.remove(&id);
+        }
+        kept
+    }
+
+    /// Removes a peer's stale entries (of one family, or all): End-of-RIB
+    /// came, or the restart or stale timer ran out. Returns how many went.
+    pub fn drop_stale(&mut self, id: PeerId, only: Option<AfiSafi>) -> usize {
+        let Some(state) = self.peers.get_mut(&id) else {
+            return 0;
+        };
+        let gone: Vec<(IpNet, u32)> = state
+            .stale
+            .iter()
+            .filter(|k| only.is_none_or(|af| family(&k.0) == af))
+            .copied()
+            .collect();
+        for key in &gone {
+            state.stale.remove(key);
+        }
+        let done = !state.up && state.stale.is_empty();
+        for key in &gone {
+            self.forget(id, *key);
+        }
+        if done {
+            self.peers.remove(&id);
+        }
+        gone.len()
+    }
+
+    /// How many stale entries a peer has.
+    pub fn stale_count(&self, id: PeerId) -> usize {
+        self.peers.get(&id).map_or(0, |s| s.stale.len())
+    }
+
+    /// Whether a peer's session is down with its paths kept stale.
+    pub fn is_restarting(&self, id: PeerId) -> bool {
+        self.peers.get(&id).is_some_and(|s| !s.up)
+    }
+
+    /// Drops one received entry of a peer and its path.
+    fn forget(&mut self, id: PeerId, key: (IpNet, u32)) {
+        if let Some(s) = self.peers.get_mut(&id)
+            && let Some(was_rejected) = s.received.remove(&key)
+        {
+            let i = af_index(&key.0);
+            s.received_count[i] -= 1;
+            if was_rejected {
+                s.rejected_count[i] -= 1;
+            }
+        }
+        self.remove_path(key.0, Source::Peer(id), key.1);
     }
 
     fn remove_path(&mut self, prefix: IpNet, source: Source, path_id: u32) {
@@ -741,22 +913,19 @@ impl Rib {
         };
         if let Some(af) = update.as_end_of_rib() {
             state.end_of_rib.insert(af);
+            // What the peer did not announce again before End-of-RIB is gone.
+            self.drop_stale(id, Some(af));
             return;
         }
         let info = state.info.clone();
         let ebgp = info.asn != self.config.local_asn;
+        let restarting = !state.stale.is_empty();
         for n in update.withdrawn_all() {
             let key = (n.prefix.trunc(), n.path_id.unwrap_or(0));
-            if let Some(s) = self.peers.get_mut(&id)
-                && let Some(was_rejected) = s.received.remove(&key)
-            {
-                let i = af_index(&key.0);
-                s.received_count[i] -= 1;
-                if was_rejected {
-                    s.rejected_count[i] -= 1;
-                }
+            if restarting && let Some(s) = self.peers.get_mut(&id) {
+                s.stale.remove(&key);
             }
-            self.remove_path(key.0, Source::Peer(id), key.1);
+            self.forget(id, key);
         }
         let announced: Vec<Nlri> = update.announced().copied().collect();
         if announced.is_empty() {
@@ -772,6 +941,9 @@ impl Rib {
         for n in announced {
             let key = (n.prefix.trunc(), n.path_id.unwrap_or(0));
             if let Some(s) = self.peers.get_mut(&id) {
+                if restarting {
+                    s.stale.remove(&key);
+                }
                 let i = af_index(&key.0);
                 match s.received.insert(key, reject) {
                     None => s.received_count[i] += 1,
@@ -998,8 +1170,11 @@ impl Rib {
 
     /// Computes what changed since the last flush and encodes it per peer.
     pub fn flush(&mut self) -> Outbound {
-        let dirty: Vec<IpNet> = self.dirty.drain().collect();
         let mut out = Outbound::default();
+        if self.deferring {
+            return out;
+        }
+        let dirty: Vec<IpNet> = self.dirty.drain().collect();
         if dirty.is_empty() {
             return out;
         }
@@ -1070,6 +1245,9 @@ impl Rib {
     /// prefix whose best path may have changed, where to forward now (`None`:
     /// nothing to install, the prefix is gone or only originated here).
     pub fn fib_changes(&mut self) -> Vec<FibChange> {
+        if self.deferring {
+            return Vec::new();
+        }
         let dirty: Vec<IpNet> = self.fib_dirty.drain().collect();
         dirty
             .into_iter()

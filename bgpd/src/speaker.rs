@@ -29,7 +29,7 @@ use crate::session::{
 };
 use crate::wire::AfiSafi;
 use crate::wire::attr::Origin;
-use crate::wire::capability::Capability;
+use crate::wire::capability::{Capability, GrFamily, GracefulRestart};
 use crate::wire::error::subcode;
 
 /// Who a neighbour entry matches.
@@ -126,6 +126,49 @@ pub struct SpeakerConfig {
     pub local_ipv6: Option<Ipv6Addr>,
     /// Decision options.
     pub decision: DecisionOptions,
+    /// Graceful restart, both roles.
+    pub graceful_restart: GracefulRestartConfig,
+}
+
+/// Graceful restart settings (RFC 4724).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestartConfig {
+    /// Advertise the capability, and keep the routes of peers that advertise
+    /// it while they restart (the helper role).
+    pub enabled: bool,
+    /// The Restart Time we advertise: how long peers keep our routes after
+    /// our session drops, waiting for us to come back (at most 4095 s).
+    pub restart_time: u16,
+    /// How long the stale routes of a peer that came back wait for its
+    /// End-of-RIB before they go.
+    pub stale_routes_time: Duration,
+    /// After our own restart, the longest route selection waits for every
+    /// peer's End-of-RIB; it also bounds the initial convergence the FIB
+    /// waits for before it removes routes nobody announced again.
+    pub selection_deferral: Duration,
+}
+
+impl Default for GracefulRestartConfig {
+    fn default() -> Self {
+        GracefulRestartConfig {
+            enabled: true,
+            restart_time: 120,
+            stale_routes_time: Duration::from_secs(360),
+            selection_deferral: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the speaker is told at start about the previous run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestartState {
+    /// This is a restart: a previous instance ran and its forwarding state is
+    /// known (the R bit is advertised and route selection is deferred until
+    /// the peers sent their tables).
+    pub restarted: bool,
+    /// The forwarding state survived the restart (the kernel kept our
+    /// routes): the F bit of every family.
+    pub forwarding_preserved: bool,
 }
 
 impl SpeakerConfig {
@@ -140,6 +183,7 @@ impl SpeakerConfig {
             local_ipv4: None,
             local_ipv6: None,
             decision: DecisionOptions::default(),
+            graceful_restart: GracefulRestartConfig::default(),
         }
     }
 }
@@ -193,6 +237,9 @@ pub struct PeerStatus {
     pub messages_sent: u64,
     /// Times the session left Established.
     pub flaps: u64,
+    /// Routes kept from the peer's previous session while it restarts
+    /// (graceful restart helper), not yet announced again.
+    pub stale_routes: usize,
 }
 
 /// One path of a route, for the API and `petrel rib`.
@@ -228,6 +275,17 @@ pub struct RouteFilter {
     pub longer: bool,
 }
 
+/// What the forwarding side hears from the speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FibEvent {
+    /// Best-path changes, in order.
+    Changes(Vec<FibChange>),
+    /// The initial convergence is over: every configured peer is up and sent
+    /// its table (End-of-RIB), or the selection deferral ran out. Routes not
+    /// announced again by now are not coming back.
+    Converged,
+}
+
 enum Command {
     Configure(
         Box<SpeakerConfig>,
@@ -235,7 +293,7 @@ enum Command {
     ),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
-    SubscribeFib(mpsc::UnboundedSender<Vec<FibChange>>),
+    SubscribeFib(mpsc::UnboundedSender<FibEvent>),
     NextHopReachable(IpAddr, bool),
     Shutdown(oneshot::Sender<()>),
 }
@@ -249,6 +307,16 @@ pub struct Speaker {
 impl Speaker {
     /// Starts a speaker with a configuration (listeners bound before returning).
     pub async fn start(config: SpeakerConfig) -> Result<Speaker, SpeakerError> {
+        Self::start_with(config, RestartState::default()).await
+    }
+
+    /// Starts a speaker that knows whether it restarted: after a restart with
+    /// graceful restart enabled it advertises the R bit and defers route
+    /// selection until its peers sent their tables (RFC 4724 §4.1).
+    pub async fn start_with(
+        config: SpeakerConfig,
+        restart: RestartState,
+    ) -> Result<Speaker, SpeakerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (acc_tx, acc_rx) = mpsc::unbounded_channel();
@@ -266,8 +334,24 @@ impl Speaker {
             accepted_tx: acc_tx,
             listeners: Vec::new(),
             fib: None,
+            restart,
+            deferral_until: None,
+            converged: false,
+            stale_timers: HashMap::new(),
         };
+        if restart.restarted && config.graceful_restart.enabled {
+            task.rib.defer();
+            task.deferral_until =
+                Some(tokio::time::Instant::now() + config.graceful_restart.selection_deferral);
+            tracing::info!(
+                deferral = ?config.graceful_restart.selection_deferral,
+                forwarding_preserved = restart.forwarding_preserved,
+                "restarted: route selection deferred until the peers sent their tables"
+            );
+        }
         task.configure(config).await?;
+        // With no configured peer there is nothing to wait for.
+        task.after_events();
         tokio::spawn(task.run(rx, ev_rx, acc_rx));
         Ok(Speaker { commands: tx })
     }
@@ -300,9 +384,10 @@ impl Speaker {
     }
 
     /// Receives, in batches, every change of the best paths the forwarding
-    /// table must follow; the first batch holds the whole current table. One
-    /// subscriber at a time.
-    pub fn subscribe_fib(&self) -> Result<mpsc::UnboundedReceiver<Vec<FibChange>>, SpeakerError> {
+    /// table must follow; the first batch holds the whole current table, and
+    /// [`FibEvent::Converged`] follows once the initial convergence is over.
+    /// One subscriber at a time.
+    pub fn subscribe_fib(&self) -> Result<mpsc::UnboundedReceiver<FibEvent>, SpeakerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.commands
             .send(Command::SubscribeFib(tx))
@@ -365,7 +450,17 @@ struct SpeakerTask {
     accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
     listeners: Vec<(SocketAddr, JoinHandle<()>, std::sync::Arc<TcpListener>)>,
     /// Where best-path changes go (the route-sync side), if anyone listens.
-    fib: Option<mpsc::UnboundedSender<Vec<FibChange>>>,
+    fib: Option<mpsc::UnboundedSender<FibEvent>>,
+    /// What we know of the previous run.
+    restart: RestartState,
+    /// While route selection is deferred after our restart, its latest end.
+    deferral_until: Option<tokio::time::Instant>,
+    /// Every configured peer has sent its whole table once (the FIB may now
+    /// remove what nobody announced again).
+    converged: bool,
+    /// Peers whose stale routes we keep (graceful restart helper), and when
+    /// they go if the peer neither returns nor sends End-of-RIB.
+    stale_timers: HashMap<PeerId, tokio::time::Instant>,
 }
 
 /// Events handled before the outbound queue is flushed: large enough to pack
@@ -393,9 +488,13 @@ impl SpeakerTask {
                     }
                     Some(Command::Configure(cfg, done)) => {
                         let r = self.configure(*cfg).await;
+                        self.after_events();
                         let _ = done.send(r);
                     }
                     Some(Command::SubscribeFib(tx)) => {
+                        // While selection is deferred the FIB hears nothing:
+                        // everything comes when the deferral ends.
+                        let deferring = self.rib.deferring();
                         let all: Vec<FibChange> = self
                             .rib
                             .iter()
@@ -403,6 +502,9 @@ impl SpeakerTask {
                             .collect::<Vec<_>>()
                             .into_iter()
                             .filter_map(|prefix| {
+                                if deferring {
+                                    return None;
+                                }
                                 let b = self.rib.best(&prefix)?;
                                 match b.source {
                                     Source::Local => None,
@@ -411,7 +513,10 @@ impl SpeakerTask {
                             })
                             .collect();
                         let _ = self.rib.fib_changes();
-                        let _ = tx.send(all);
+                        let _ = tx.send(FibEvent::Changes(all));
+                        if self.converged {
+                            let _ = tx.send(FibEvent::Converged);
+                        }
                         self.fib = Some(tx);
                     }
                     Some(Command::NextHopReachable(nh, ok)) => {
@@ -435,10 +540,124 @@ impl SpeakerTask {
                         }
                     }
                     self.flush();
+                    self.after_events();
                 }
                 Some((stream, remote)) = accepted.recv() => self.accept(stream, remote),
+                _ = sleep_until_earliest(self.deferral_until, self.stale_timers.values().min().copied()) => {
+                    let now = tokio::time::Instant::now();
+                    if self.deferral_until.is_some_and(|t| t <= now) {
+                        tracing::info!("selection deferral timer expired before every peer sent its table");
+                        self.end_deferral();
+                    }
+                    let due: Vec<PeerId> = self.stale_timers.iter().filter(|(_, t)| **t <= now).map(|(id, _)| *id).collect();
+                    for id in due {
+                        self.stale_timers.remove(&id);
+                        let n = self.rib.drop_stale(id, None);
+                        tracing::info!(peer = ?self.peers.get(&id).map(|p| p.address), routes = n, "graceful restart: the peer's stale routes timed out");
+                    }
+                    self.flush();
+                }
             }
         }
+    }
+
+    /// Bookkeeping after a batch of peer events: stale timers of peers whose
+    /// End-of-RIB swept their stale routes, the end of a deferral, and the
+    /// initial convergence.
+    fn after_events(&mut self) {
+        self.stale_timers
+            .retain(|id, _| self.rib.stale_count(*id) > 0);
+        if self.deferral_until.is_some() && self.configured_peers_ready(true) {
+            tracing::info!("deferral over: every graceful restart peer sent its table");
+            self.end_deferral();
+        }
+        if !self.converged && self.configured_peers_ready(false) {
+            tracing::info!("initial convergence: every configured peer sent its table");
+            self.end_deferral();
+            // The FIB hears this batch's changes before it hears that the
+            // tables are complete.
+            self.flush();
+            self.converged = true;
+            if let Some(fib) = &self.fib
+                && fib.send(FibEvent::Converged).is_err()
+            {
+                self.fib = None;
+            }
+        }
+    }
+
+    /// Whether every configured peer is Established and has sent End-of-RIB
+    /// for every family. For the selection deferral (`deferral`), peers that
+    /// did not offer graceful restart or are restarting themselves (R bit) are
+    /// not waited for once up (RFC 4724 §4.1); for the FIB's convergence they
+    /// are, since routes they have not sent yet must not be removed.
+    fn configured_peers_ready(&self, deferral: bool) -> bool {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.dynamic)
+            .all(|(id, p)| {
+                let Some(n) = p.negotiated.as_deref() else {
+                    return false;
+                };
+                let exempt = match &n.peer_graceful_restart {
+                    Some(gr) => gr.restart_state(),
+                    None => true,
+                };
+                (deferral && exempt)
+                    || n.families
+                        .iter()
+                        .all(|af| self.rib.end_of_rib_received(*id, *af))
+            })
+    }
+
+    /// Ends a deferred route selection (tables and End-of-RIB go out, the FIB
+    /// hears the best paths) and stops offering the R bit.
+    fn end_deferral(&mut self) {
+        self.deferral_until = None;
+        if self.rib.deferring() {
+            let out = self.rib.end_deferral();
+            self.dispatch(out);
+            self.flush();
+        }
+        if self.restart.restarted {
+            self.restart.restarted = false;
+            for p in self.peers.values() {
+                let caps = self.capabilities(&p.config);
+                let _ = p.handle.commands.send(PeerCommand::SetCapabilities(caps));
+            }
+        }
+    }
+
+    /// The capabilities offered to a neighbour.
+    fn capabilities(&self, n: &NeighborConfig) -> Vec<Capability> {
+        let gr = &self.config.graceful_restart;
+        n.families
+            .iter()
+            .map(|af| Capability::Multiprotocol(*af))
+            .chain([Capability::RouteRefresh, Capability::EnhancedRouteRefresh])
+            .chain(gr.enabled.then(|| {
+                Capability::GracefulRestart(GracefulRestart {
+                    flags: if self.restart.restarted {
+                        GracefulRestart::RESTART_STATE
+                    } else {
+                        0
+                    },
+                    restart_time: gr.restart_time.min(4095),
+                    families: n
+                        .families
+                        .iter()
+                        .map(|af| GrFamily {
+                            afi_safi: *af,
+                            flags: if self.restart.forwarding_preserved {
+                                GrFamily::FORWARDING_PRESERVED
+                            } else {
+                                0
+                            },
+                        })
+                        .collect(),
+                })
+            }))
+            .collect()
     }
 
     async fn shutdown(&mut self, events: &mut mpsc::UnboundedReceiver<(PeerId, PeerEvent)>) {
@@ -470,7 +689,7 @@ impl SpeakerTask {
         self.dispatch(out);
         if let Some(fib) = &self.fib {
             let changes = self.rib.fib_changes();
-            if !changes.is_empty() && fib.send(changes).is_err() {
+            if !changes.is_empty() && fib.send(FibEvent::Changes(changes)).is_err() {
                 self.fib = None;
             }
         }
@@ -518,19 +737,72 @@ impl SpeakerTask {
                     rx: negotiated.rx,
                     tx: negotiated.tx,
                 };
+                if let Some(gr) = &negotiated.peer_graceful_restart {
+                    tracing::debug!(
+                        peer = %remote.ip(),
+                        restarting = gr.restart_state(),
+                        restart_time = gr.restart_time,
+                        families = ?gr.families,
+                        "the peer offers graceful restart"
+                    );
+                }
+                if self.rib.is_restarting(id) {
+                    // Back from a restart: families whose forwarding state it
+                    // did not keep (no F bit) lose their stale routes now; the
+                    // others wait for End-of-RIB, bounded by the stale timer.
+                    let kept: Vec<AfiSafi> = negotiated
+                        .peer_graceful_restart
+                        .iter()
+                        .flat_map(|gr| gr.families.iter())
+                        .filter(|f| f.forwarding_preserved())
+                        .map(|f| f.afi_safi)
+                        .filter(|af| negotiated.families.contains(af))
+                        .collect();
+                    for af in [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST] {
+                        if !kept.contains(&af) {
+                            self.rib.drop_stale(id, Some(af));
+                        }
+                    }
+                    tracing::info!(peer = %remote.ip(), stale = self.rib.stale_count(id), "graceful restart: peer back; stale routes wait for its End-of-RIB");
+                }
                 p.negotiated = Some(negotiated);
                 p.local = Some(local);
                 p.last_error = None;
                 p.in_rib = true;
                 let out = self.rib.peer_up(id, info);
                 self.dispatch(out);
+                if self.rib.stale_count(id) > 0 {
+                    let t = tokio::time::Instant::now()
+                        + self.config.graceful_restart.stale_routes_time;
+                    self.stale_timers.insert(id, t);
+                } else {
+                    self.stale_timers.remove(&id);
+                }
             }
             PeerEvent::Down {
                 reason,
                 established,
             } => {
+                let mut graceful = None;
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.last_error = Some(reason.to_string());
+                    // RFC 4724 §4.2: a session that ends without a
+                    // NOTIFICATION, with a peer that offered graceful restart,
+                    // keeps the peer's routes while it restarts.
+                    if self.config.graceful_restart.enabled
+                        && established
+                        && matches!(reason, DownReason::ConnectionLost)
+                        && let Some(n) = p.negotiated.as_deref()
+                        && let Some(gr) = &n.peer_graceful_restart
+                    {
+                        let families: Vec<AfiSafi> = gr
+                            .families
+                            .iter()
+                            .map(|f| f.afi_safi)
+                            .filter(|af| n.families.contains(af))
+                            .collect();
+                        graceful = Some((families, gr.restart_time));
+                    }
                     p.negotiated = None;
                     p.local = None;
                     p.in_rib = false;
@@ -538,7 +810,21 @@ impl SpeakerTask {
                         p.last_error = Some("stopped by configuration".into());
                     }
                 }
-                self.rib.peer_down(id);
+                match graceful {
+                    Some((families, restart_time)) if restart_time > 0 => {
+                        let kept = self.rib.peer_down_graceful(id, &families);
+                        if kept > 0 {
+                            let t = tokio::time::Instant::now()
+                                + Duration::from_secs(restart_time.into());
+                            self.stale_timers.insert(id, t);
+                        }
+                        tracing::info!(peer = ?self.peers.get(&id).map(|p| p.address), routes = kept, restart_time, "graceful restart: keeping the peer's routes while it restarts");
+                    }
+                    _ => {
+                        self.stale_timers.remove(&id);
+                        self.rib.peer_down(id);
+                    }
+                }
                 // A dynamic peer exists only while its session does (a lost
                 // collision is not the end: the other connection carries on).
                 if !matches!(reason, DownReason::Collision)
@@ -556,6 +842,7 @@ impl SpeakerTask {
                 self.dispatch(out);
             }
             PeerEvent::Stopped => {
+                self.stale_timers.remove(&id);
                 self.rib.peer_down(id);
             }
         }
@@ -595,12 +882,7 @@ impl SpeakerTask {
         fsm.passive = n.passive || dynamic;
         fsm.connect_retry = n.connect_retry;
         fsm.idle_hold_max = Duration::from_secs(60);
-        fsm.capabilities = n
-            .families
-            .iter()
-            .map(|af| Capability::Multiprotocol(*af))
-            .chain([Capability::RouteRefresh, Capability::EnhancedRouteRefresh])
-            .collect();
+        fsm.capabilities = self.capabilities(&n);
         fsm.jitter_seed ^= u64::from(id).rotate_left(17);
         let transport = TransportOptions {
             ttl: match (ebgp, n.ebgp_multihop) {
@@ -644,6 +926,7 @@ impl SpeakerTask {
                 subcode: sub,
                 message,
             });
+            self.stale_timers.remove(&id);
             self.rib.peer_down(id);
         }
     }
@@ -678,16 +961,27 @@ impl SpeakerTask {
             if let Some(fib) = &self.fib
                 && !gone.is_empty()
             {
-                let _ = fib.send(gone);
+                let _ = fib.send(FibEvent::Changes(gone));
             }
             let unreachable: Vec<IpAddr> = self.rib.unreachable_next_hops().collect();
+            let deferring = self.rib.deferring();
             self.rib = Rib::new(rib_config(&new));
+            if deferring {
+                self.rib.defer();
+            }
             for nh in unreachable {
                 self.rib.set_next_hop_reachable(nh, false);
             }
         }
         // From here on, new peers are built with the new identity.
         let old = std::mem::replace(&mut self.config, new.clone());
+        if old.graceful_restart != new.graceful_restart {
+            // Offered from the next session on; established ones keep theirs.
+            for p in self.peers.values() {
+                let caps = self.capabilities(&p.config);
+                let _ = p.handle.commands.send(PeerCommand::SetCapabilities(caps));
+            }
+        }
         // Peers: stop removed and changed ones, start new and changed ones.
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
@@ -842,7 +1136,11 @@ impl SpeakerTask {
                             c.push("extended-message".into());
                         }
                         if n.peer_graceful_restart.is_some() {
-                            c.push("graceful-restart (peer)".into());
+                            c.push(if self.config.graceful_restart.enabled {
+                                "graceful-restart".into()
+                            } else {
+                                "graceful-restart (peer)".into()
+                            });
                         }
                         c
                     })
@@ -876,6 +1174,7 @@ impl SpeakerTask {
                         .stats
                         .flaps
                         .load(std::sync::atomic::Ordering::Relaxed),
+                    stale_routes: self.rib.stale_count(*id),
                 }
             })
             .collect();
@@ -954,5 +1253,13 @@ fn link_local_for(local: IpAddr, peer: IpAddr) -> Option<Ipv6Addr> {
 impl fmt::Display for PeerStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} AS{} {}", self.address, self.asn, self.state)
+    }
+}
+
+/// Sleeps until the earliest of two optional deadlines; forever if neither.
+async fn sleep_until_earliest(a: Option<tokio::time::Instant>, b: Option<tokio::time::Instant>) {
+    match a.into_iter().chain(b).min() {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }

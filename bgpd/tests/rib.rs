@@ -506,7 +506,10 @@ fn exported_attributes_are_shared_across_prefixes() {
         false,
     );
     let out = r.flush();
-    assert!(sent_to(&out, 3).0.is_empty(), "an unchanged export is not re-sent");
+    assert!(
+        sent_to(&out, 3).0.is_empty(),
+        "an unchanged export is not re-sent"
+    );
 }
 
 #[test]
@@ -646,4 +649,177 @@ fn ipv6_routes_carry_an_ipv6_next_hop() {
     let (ann, _) = sent_to(&out, 2);
     let mp = ann[0].1.mp_reach().expect("MP_REACH");
     assert_eq!(mp.next_hop.to_string(), "2001:db8::100");
+}
+
+// ---- Graceful restart (RFC 4724) ----
+
+fn prefixes(r: &Rib) -> Vec<String> {
+    let mut v: Vec<String> = r.iter().map(|(p, _)| p.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn decoded(msgs: &[Vec<u8>]) -> Vec<Update> {
+    msgs.iter()
+        .map(|m| {
+            match Message::decode(m, &WireContext::modern())
+                .expect("ok")
+                .message
+            {
+                Message::Update(u) => u,
+                _ => panic!("not an UPDATE"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_restarting_peer_keeps_its_paths_stale_until_end_of_rib() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["10.1.0.0/24", "10.2.0.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    let mut v6 = announce(vec![65001], "192.0.2.1", &[], vec![]);
+    v6.attributes.retain(|a| a.type_code() != 3);
+    v6.attributes.push(PathAttribute::new(AttrValue::MpReach(
+        bgpd::wire::attr::MpReach {
+            afi_safi: AfiSafi::IPV6_UNICAST,
+            next_hop: bgpd::wire::attr::NextHop::Ipv6 {
+                global: "2001:db8::1".parse().expect("ip"),
+                link_local: None,
+            },
+            reserved: 0,
+            nlri: bgpd::wire::attr::MpNlri::Prefixes(vec![Nlri::new(
+                "2001:db8:1::/48".parse().expect("p"),
+            )]),
+        },
+    )));
+    r.update(1, &v6, false);
+    r.flush();
+    r.fib_changes();
+    assert_eq!(r.len(), 3);
+
+    // The session drops; the peer preserved IPv4 only: IPv6 goes at once.
+    let kept = r.peer_down_graceful(1, &[AfiSafi::IPV4_UNICAST]);
+    assert_eq!(kept, 2);
+    assert!(r.is_restarting(1));
+    assert_eq!(prefixes(&r), ["10.1.0.0/24", "10.2.0.0/24"]);
+    let out = r.flush();
+    assert!(out.messages.is_empty(), "nobody else to tell");
+    let fib = r.fib_changes();
+    assert_eq!(fib.len(), 1, "only the IPv6 route left the FIB: {fib:?}");
+    assert_eq!(fib[0].next_hops, None);
+
+    // Back: it announces one of the two again, then End-of-RIB.
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    assert!(!r.is_restarting(1));
+    assert_eq!(r.stale_count(1), 2);
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["10.1.0.0/24"], vec![]),
+        false,
+    );
+    assert_eq!(r.stale_count(1), 1);
+    r.flush();
+    assert!(
+        r.fib_changes().iter().all(|c| c.next_hops.is_some()),
+        "re-announcing a kept path changes nothing in the FIB"
+    );
+    r.update(1, &Update::end_of_rib(AfiSafi::IPV4_UNICAST), false);
+    assert_eq!(r.stale_count(1), 0);
+    assert_eq!(prefixes(&r), ["10.1.0.0/24"]);
+    let counts = r.counts(1, AfiSafi::IPV4_UNICAST);
+    assert_eq!(counts.received, 1, "{counts:?}");
+}
+
+#[test]
+fn stale_paths_go_when_the_restart_timer_runs_out() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("198.51.100.2", 65002, "198.51.100.100"));
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["10.1.0.0/24"], vec![]),
+        false,
+    );
+    r.flush();
+    r.peer_down_graceful(1, &[AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]);
+    // Peer 2 keeps hearing the stale route: no withdrawal.
+    let out = r.flush();
+    assert!(sent_to(&out, 2).1.is_empty());
+    assert_eq!(r.drop_stale(1, None), 1);
+    assert!(!r.is_restarting(1), "nothing left of the peer");
+    assert_eq!(r.len(), 0);
+    let out = r.flush();
+    assert_eq!(sent_to(&out, 2).1, vec![p("10.1.0.0/24")]);
+}
+
+#[test]
+fn deferred_selection_sends_nothing_until_it_ends() {
+    let mut r = rib();
+    r.defer();
+    assert!(r.deferring());
+    let out = r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    assert!(out.messages.is_empty(), "no table and no End-of-RIB yet");
+    let out = r.peer_up(2, info("198.51.100.2", 65002, "198.51.100.100"));
+    assert!(out.messages.is_empty());
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["10.1.0.0/24"], vec![]),
+        false,
+    );
+    r.update(
+        2,
+        &announce(vec![65002], "198.51.100.2", &["10.2.0.0/24"], vec![]),
+        false,
+    );
+    assert!(r.flush().messages.is_empty());
+    assert!(r.fib_changes().is_empty());
+    assert!(r.refresh(1, AfiSafi::IPV4_UNICAST).messages.is_empty());
+
+    let out = r.end_deferral();
+    assert!(!r.deferring());
+    for (peer, other) in [(1, "10.2.0.0/24"), (2, "10.1.0.0/24")] {
+        let msgs = &out
+            .messages
+            .iter()
+            .find(|(id, _)| *id == peer)
+            .expect("a table")
+            .1;
+        let u = decoded(msgs);
+        let announced: Vec<IpNet> = u
+            .iter()
+            .flat_map(|u| u.announced().map(|n| n.prefix))
+            .collect();
+        assert_eq!(
+            announced,
+            vec![p(other)],
+            "peer {peer} gets the other's route"
+        );
+        let eors: Vec<AfiSafi> = u.iter().filter_map(Update::as_end_of_rib).collect();
+        assert_eq!(eors, vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]);
+    }
+    let mut fib: Vec<IpNet> = r.fib_changes().into_iter().map(|c| c.prefix).collect();
+    fib.sort();
+    assert_eq!(fib, vec![p("10.1.0.0/24"), p("10.2.0.0/24")]);
+    // From now on, changes flow as usual.
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["10.3.0.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    assert_eq!(sent_to(&out, 2).0.len(), 1);
+}
+
+fn p(s: &str) -> IpNet {
+    s.parse().expect("prefix")
 }

@@ -33,6 +33,25 @@ pub struct BgpConfigurationSpec {
     pub listen_address: Option<IpAddr>,
     /// Port to listen on; default 179.
     pub listen_port: Option<u16>,
+    /// Graceful restart (RFC 4724); on by default.
+    pub graceful_restart: Option<GracefulRestartSpec>,
+}
+
+/// `BGPConfiguration.spec.gracefulRestart`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GracefulRestartSpec {
+    /// Advertise graceful restart and keep restarting peers' routes; default true.
+    pub enabled: Option<bool>,
+    /// How long peers keep our routes while we restart (the advertised
+    /// Restart Time, at most `4095s`); default `120s`.
+    pub restart_time: Option<Seconds>,
+    /// How long a peer that came back from a restart has to send End-of-RIB
+    /// before its stale routes go; default `360s`.
+    pub stale_routes_time: Option<Seconds>,
+    /// After our own restart, the longest wait for every peer's End-of-RIB
+    /// before best paths are chosen, advertised and installed; default `120s`.
+    pub selection_deferral_time: Option<Seconds>,
 }
 
 /// `BGPPeer.spec`: one neighbour, or a range of dynamic neighbours.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bgpd::speaker::{Speaker, SpeakerConfig};
+use bgpd::speaker::{RestartState, Speaker, SpeakerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::api;
@@ -90,9 +90,14 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Our routes in the kernel mean a previous run: this is a restart, and its
+    // forwarding state survived (the graceful restart R and F bits).
+    let mut restart = RestartState::default();
     if let Some(r) = &reconciler {
         let adopted = r.report().adopted;
         tracing::info!(adopted, "kernel routes found from a previous run");
+        restart.restarted = adopted > 0;
+        restart.forwarding_preserved = adopted > 0;
     }
     let mut reconciler = reconciler;
     let (fib_tx, fib_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -113,7 +118,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 tracing::warn!(problem = %p, "configuration problem");
             }
             match (config, &speaker) {
-                (Some(c), None) => match Speaker::start(c.clone()).await {
+                (Some(c), None) => match Speaker::start_with(c.clone(), restart).await {
                     Ok(s) => {
                         tracing::info!(asn = c.asn, router_id = %c.router_id, peers = c.neighbors.len(), "speaker started");
                         api_server = Some(api::serve(&opts.api_socket, s.clone()).await?);

@@ -180,6 +180,7 @@ fn peer_to_pb(p: &PeerStatus) -> pb::Peer {
         messages_received: p.messages_received,
         messages_sent: p.messages_sent,
         flaps: p.flaps,
+        stale_routes: p.stale_routes as u64,
     }
 }
 

@@ -84,6 +84,7 @@ pub fn peers_json(peers: &[pb::Peer]) -> Value {
                     "messages_received": p.messages_received,
                     "messages_sent": p.messages_sent,
                     "flaps": p.flaps,
+                    "stale_routes": p.stale_routes,
                 })
             })
             .collect(),

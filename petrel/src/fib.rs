@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bgpd::rib::FibChange;
-use bgpd::speaker::Speaker;
+use bgpd::speaker::{FibEvent, Speaker};
 use ipnet::IpNet;
 use route_sync::{Kernel, NextHop, Reconciler, Route, RouteKey};
 use tokio::sync::mpsc;
@@ -20,8 +20,9 @@ pub struct FibOptions {
     pub table: u32,
     /// Our routing protocol number.
     pub protocol: u8,
-    /// How long after start the first complete sync waits, so routes that
-    /// survived a restart are not removed before the peers sent them again.
+    /// The longest the first complete sync waits after start, so routes that
+    /// survived a restart are not removed before the peers sent them again;
+    /// it happens sooner once the speaker reports the initial convergence.
     pub initial_delay: Duration,
     /// Install next hops that no route reaches as `onlink` through this
     /// interface (for fabrics that hand out next hops beyond the node's subnets).
@@ -85,8 +86,20 @@ pub async fn run(
                     recheck.reset_immediately();
                 }
             }
-            batch = best.recv() => {
-                let Some(batch) = batch else { return Ok(()) };
+            event = best.recv() => {
+                let batch = match event {
+                    None => return Ok(()),
+                    Some(FibEvent::Changes(batch)) => batch,
+                    Some(FibEvent::Converged) => {
+                        // Every peer sent its table: what was not announced
+                        // again (stale routes from before a restart) goes now.
+                        if full_sync_at.take().is_some() {
+                            tracing::info!(routes = learned.len() + originated.len(), "initial FIB sync after convergence");
+                            reconciler.complete();
+                        }
+                        continue;
+                    }
+                };
                 let mut upserts = Vec::new();
                 let mut removals = Vec::new();
                 for FibChange { prefix, next_hops } in batch {
@@ -174,7 +187,7 @@ pub async fn run(
                 full_sync_at = None;
                 // Everything learned so far was handed over as it came; what is
                 // not among it (stale routes from before a restart) goes now.
-                tracing::info!(routes = learned.len() + originated.len(), "initial FIB sync");
+                tracing::info!(routes = learned.len() + originated.len(), "initial FIB sync (convergence not reported in time)");
                 reconciler.complete();
             }
         }

@@ -56,9 +56,11 @@ enum Command {
         /// The routing protocol number petrel's routes carry.
         #[arg(long, default_value_t = route_sync::route::DEFAULT_PROTOCOL)]
         route_protocol: u8,
-        /// Seconds after start before routes that are no longer wanted are
-        /// removed (routes that survived a restart keep forwarding meanwhile).
-        #[arg(long, default_value_t = 10)]
+        /// The longest wait, in seconds after start, before routes nobody
+        /// announced again are removed from the kernel (routes that survived a
+        /// restart keep forwarding meanwhile). They go sooner, as soon as every
+        /// configured peer has sent its table (End-of-RIB).
+        #[arg(long, default_value_t = 120)]
         fib_initial_delay: u64,
         /// Remove petrel's routes from the kernel on exit (by default they stay,
         /// so forwarding continues while the agent restarts).

@@ -98,6 +98,26 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Prob
         listen_ip,
         config.spec.listen_port.unwrap_or(BGP_PORT),
     )];
+    if let Some(gr) = &config.spec.graceful_restart {
+        let d = &mut out.graceful_restart;
+        d.enabled = gr.enabled.unwrap_or(true);
+        match gr.restart_time {
+            Some(t) if t.0 > 4095 => problems.push(bad(
+                "spec.gracefulRestart.restartTime",
+                format!("{t} is more than the 4095s the capability can carry; using 4095s"),
+            )),
+            _ => {}
+        }
+        if let Some(t) = gr.restart_time {
+            d.restart_time = t.0.min(4095) as u16;
+        }
+        if let Some(t) = gr.stale_routes_time {
+            d.stale_routes_time = Duration::from_secs(t.0.into());
+        }
+        if let Some(t) = gr.selection_deferral_time {
+            d.selection_deferral = Duration::from_secs(t.0.into());
+        }
+    }
     match node_obj {
         Some(n) => out.originate = n.pod_cidrs.iter().map(|c| c.trunc()).collect(),
         None => problems.push(Problem {
@@ -313,6 +333,39 @@ status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
             vec!["10.244.1.0/24".parse::<ipnet::IpNet>().expect("p")]
         );
         assert_eq!(c.listen[0].port(), 179);
+    }
+
+    #[test]
+    fn graceful_restart_settings_with_defaults_and_the_4095s_limit() {
+        let (c, p) = plan(&snapshot(BASE), "n1");
+        assert!(p.is_empty(), "{p:?}");
+        let gr = c.expect("planned").graceful_restart;
+        assert!(gr.enabled);
+        assert_eq!(gr.restart_time, 120);
+        assert_eq!(gr.stale_routes_time, Duration::from_secs(360));
+        assert_eq!(gr.selection_deferral, Duration::from_secs(120));
+
+        let text = BASE.replace(
+            "spec: {asNumber: 65001}",
+            "spec: {asNumber: 65001, gracefulRestart: {restartTime: 2h, staleRoutesTime: 1m, selectionDeferralTime: 30s}}",
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            p[0].field.as_deref(),
+            Some("spec.gracefulRestart.restartTime")
+        );
+        let gr = c.expect("planned").graceful_restart;
+        assert_eq!(gr.restart_time, 4095);
+        assert_eq!(gr.stale_routes_time, Duration::from_secs(60));
+        assert_eq!(gr.selection_deferral, Duration::from_secs(30));
+
+        let off = BASE.replace(
+            "spec: {asNumber: 65001}",
+            "spec: {asNumber: 65001, gracefulRestart: {enabled: false}}",
+        );
+        let (c, _) = plan(&snapshot(&off), "n1");
+        assert!(!c.expect("planned").graceful_restart.enabled);
     }
 
     #[test]

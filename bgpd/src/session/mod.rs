@@ -72,6 +72,9 @@ pub enum PeerCommand {
     },
     /// Ask the peer to resend its routes for a family (route refresh).
     Refresh(AfiSafi),
+    /// Offer these capabilities from the next OPEN on (the graceful restart
+    /// R bit is cleared this way once the restart is over).
+    SetCapabilities(Vec<crate::wire::capability::Capability>),
     /// Stop the session (Cease, with a shutdown communication) and end the task.
     Stop {
         /// Cease subcode to send.
@@ -295,6 +298,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                     self.send_message(&m).await;
                 }
             }
+            PeerCommand::SetCapabilities(caps) => self.fsm.set_capabilities(caps),
             PeerCommand::Stop {
                 subcode: sub,
                 message,

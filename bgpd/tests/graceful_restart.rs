@@ -1,0 +1,202 @@
+//! Graceful restart (RFC 4724) between two petrel speakers over loopback. The
+//! restarting one runs on a runtime of its own, so it can crash the way a
+//! killed process does: its sockets close and no NOTIFICATION is sent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bgpd::fsm::State;
+use bgpd::speaker::{
+    NeighborAddress, NeighborConfig, PeerStatus, RestartState, RouteFilter, Speaker, SpeakerConfig,
+};
+use ipnet::IpNet;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+fn config(
+    asn: u32,
+    me: &str,
+    port: u16,
+    peer: &str,
+    peer_port: u16,
+    peer_asn: u32,
+) -> SpeakerConfig {
+    let mut c = SpeakerConfig::new(asn, me.parse().expect("v4"));
+    c.listen = vec![SocketAddr::new(ip(me), port)];
+    let mut n = NeighborConfig::new("peer", NeighborAddress::Address(ip(peer)), peer_asn);
+    n.port = peer_port;
+    n.source_address = Some(ip(me));
+    n.connect_retry = Duration::from_millis(300);
+    c.neighbors = vec![n];
+    c
+}
+
+/// A speaker on its own runtime and thread pool.
+struct Crashable {
+    rt: Option<tokio::runtime::Runtime>,
+    speaker: Speaker,
+}
+
+impl Crashable {
+    async fn start(config: SpeakerConfig, restart: RestartState) -> Crashable {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let speaker = rt
+            .spawn(Speaker::start_with(config, restart))
+            .await
+            .expect("joins")
+            .expect("starts");
+        Crashable {
+            rt: Some(rt),
+            speaker,
+        }
+    }
+
+    /// Drops every task at once: connections close without a NOTIFICATION.
+    fn crash(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Crashable {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn has_route(s: &Speaker, prefix: &str) -> bool {
+    let p: IpNet = prefix.parse().expect("prefix");
+    s.routes(RouteFilter {
+        prefix: Some(p),
+        ..Default::default()
+    })
+    .await
+    .expect("routes")
+    .iter()
+    .any(|r| r.paths.iter().any(|p| p.best))
+}
+
+async fn peer(s: &Speaker) -> PeerStatus {
+    s.peers().await.expect("peers").remove(0)
+}
+
+#[tokio::test]
+async fn a_helper_keeps_routes_until_the_restarted_peer_sends_end_of_rib() {
+    let (pa, pb) = (17941, 17942);
+    let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
+    ca.graceful_restart.restart_time = 30;
+    ca.originate = vec![
+        "10.1.0.0/24".parse().expect("p"),
+        "10.11.0.0/24".parse().expect("p"),
+    ];
+    let cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
+    let a = Crashable::start(ca.clone(), RestartState::default()).await;
+    let b = Speaker::start(cb).await.expect("b starts");
+    wait_for(10, "10.11.0.0/24 at b", || has_route(&b, "10.11.0.0/24")).await;
+    assert!(
+        peer(&b)
+            .await
+            .capabilities
+            .iter()
+            .any(|c| c == "graceful-restart"),
+        "{:?}",
+        peer(&b).await.capabilities
+    );
+
+    a.crash();
+    wait_for(10, "b to see the session drop", || async {
+        peer(&b).await.state != State::Established
+    })
+    .await;
+    // Kept, marked stale, while a restarts.
+    assert!(has_route(&b, "10.1.0.0/24").await);
+    assert!(has_route(&b, "10.11.0.0/24").await);
+    assert_eq!(peer(&b).await.stale_routes, 2);
+
+    // a comes back, having kept its forwarding state, announcing one of the two.
+    ca.originate = vec!["10.1.0.0/24".parse().expect("p")];
+    let a2 = Crashable::start(
+        ca,
+        RestartState {
+            restarted: true,
+            forwarding_preserved: true,
+        },
+    )
+    .await;
+    wait_for(15, "the stale route to go with a's End-of-RIB", || async {
+        !has_route(&b, "10.11.0.0/24").await
+    })
+    .await;
+    assert!(
+        has_route(&b, "10.1.0.0/24").await,
+        "the re-announced route stays"
+    );
+    assert_eq!(peer(&b).await.stale_routes, 0);
+    // a deferred its selection until b's End-of-RIB, then took b's view in.
+    assert_eq!(peer(&a2.speaker).await.state, State::Established);
+}
+
+#[tokio::test]
+async fn stale_routes_go_when_the_peer_does_not_return_in_its_restart_time() {
+    let (pa, pb) = (17951, 17952);
+    let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
+    ca.graceful_restart.restart_time = 2;
+    ca.originate = vec!["10.1.0.0/24".parse().expect("p")];
+    let cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
+    let a = Crashable::start(ca, RestartState::default()).await;
+    let b = Speaker::start(cb).await.expect("b starts");
+    wait_for(10, "10.1.0.0/24 at b", || has_route(&b, "10.1.0.0/24")).await;
+    a.crash();
+    wait_for(10, "b to see the session drop", || async {
+        peer(&b).await.state != State::Established
+    })
+    .await;
+    assert_eq!(peer(&b).await.stale_routes, 1);
+    wait_for(10, "the restart time to run out", || async {
+        !has_route(&b, "10.1.0.0/24").await
+    })
+    .await;
+    assert_eq!(peer(&b).await.stale_routes, 0);
+}
+
+#[tokio::test]
+async fn a_notification_ends_the_session_without_keeping_routes() {
+    let (pa, pb) = (17961, 17962);
+    let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
+    ca.originate = vec!["10.1.0.0/24".parse().expect("p")];
+    let cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
+    let a = Crashable::start(ca, RestartState::default()).await;
+    let b = Speaker::start(cb).await.expect("b starts");
+    wait_for(10, "10.1.0.0/24 at b", || has_route(&b, "10.1.0.0/24")).await;
+    // Cease / Administrative Shutdown: not a restart (no RFC 8538 N bit).
+    a.speaker.shutdown().await;
+    wait_for(10, "the route to go at once", || async {
+        !has_route(&b, "10.1.0.0/24").await
+    })
+    .await;
+    assert_eq!(peer(&b).await.stale_routes, 0);
+}

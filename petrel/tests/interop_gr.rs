@@ -1,0 +1,223 @@
+//! Graceful restart against real FRR and BIRD 2, both roles: petrel restarts
+//! while they keep its routes, and FRR restarts while petrel keeps FRR's
+//! routes in its RIB and in the kernel.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Lab, petrel_yaml, wait_until};
+
+/// FRR's view of one prefix: present, and whether its path is stale.
+fn frr_route(lab: &Lab, ns: &str, prefix: &str) -> Option<bool> {
+    let v = lab.vtysh_json(ns, &format!("show bgp ipv4 unicast {prefix} json"));
+    let paths = v["paths"].as_array()?;
+    let first = paths.first()?;
+    Some(first["stale"].as_bool().unwrap_or(false))
+}
+
+fn bird_has(lab: &Lab, sock: &std::path::Path, prefix: &str) -> bool {
+    lab.birdc(sock, &format!("show route for {prefix} table master4"))
+        .contains(prefix)
+}
+
+#[test]
+fn petrel_restarts_while_frr_and_bird_keep_forwarding_to_it() {
+    let mut lab = Lab::new("gp");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    let b = lab.ns("b");
+    lab.link(&p, &f, "eth0", &["10.13.0.1/24"], &["10.13.0.2/24"]);
+    lab.link(&p, &b, "eth1", &["10.14.0.1/24"], &["10.14.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.13.0.2
+ no bgp ebgp-requires-policy
+ bgp graceful-restart
+ timers bgp 3 9
+ neighbor 10.13.0.1 remote-as 65001
+ neighbor 10.13.0.1 timers connect 1
+"#,
+    );
+    let sock = lab.bird(
+        &b,
+        r#"router id 10.14.0.2;
+protocol device { }
+protocol bgp petrel {
+  local 10.14.0.2 as 65003;
+  neighbor 10.14.0.1 as 65001;
+  hold time 9;
+  keepalive time 3;
+  connect delay time 1;
+  connect retry time 1;
+  error wait time 1, 5;
+  graceful restart aware;
+  ipv4 { import all; export none; };
+}
+"#,
+    );
+    let yaml = petrel_yaml(
+        65001,
+        "10.13.0.1",
+        &["10.13.0.1"],
+        "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.13.0.2, asNumber: 65002}\n---\napiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: bird}\nspec: {peerIP: 10.14.0.2, asNumber: 65003}\n",
+    );
+    let petrel = lab.petrel(&p, "node-1", &yaml);
+    petrel.wait_established("10.13.0.2", 30);
+    petrel.wait_established("10.14.0.2", 30);
+    wait_until(15, "the pod CIDR at FRR and BIRD", || {
+        match (
+            frr_route(&lab, &f, "10.244.1.0/24"),
+            bird_has(&lab, &sock, "10.244.1.0/24"),
+        ) {
+            (Some(false), true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let n = lab.vtysh_json(&f, "show bgp neighbors 10.13.0.1 json");
+    let gr = &n["10.13.0.1"]["gracefulRestartInfo"];
+    assert!(gr.is_object(), "FRR sees no graceful restart: {n}");
+
+    // kill -9: the sessions drop without a NOTIFICATION.
+    lab.kill(&format!("petrel-{p}"));
+    let down = Instant::now();
+    let mut stale_seen = false;
+    let mut restarted = None;
+    let mut polls = 0;
+    // Throughout the restart, both keep the route; FRR marks it stale until
+    // petrel's End-of-RIB.
+    loop {
+        polls += 1;
+        let frr = frr_route(&lab, &f, "10.244.1.0/24");
+        let bird = bird_has(&lab, &sock, "10.244.1.0/24");
+        assert!(
+            frr.is_some() && bird,
+            "petrel's route vanished {:?} after the kill: FRR {frr:?}, BIRD {bird}",
+            down.elapsed()
+        );
+        stale_seen |= frr == Some(true);
+        if restarted.is_none() && down.elapsed() > Duration::from_secs(3) {
+            restarted = Some(lab.petrel(&p, "node-1", &yaml));
+        }
+        if let Some(pt) = &restarted
+            && frr == Some(false)
+            && pt
+                .peer("10.13.0.2")
+                .is_some_and(|v| v["state"] == "Established")
+            && pt
+                .peer("10.14.0.2")
+                .is_some_and(|v| v["state"] == "Established")
+        {
+            break;
+        }
+        assert!(
+            down.elapsed() < Duration::from_secs(60) && polls < 1000,
+            "petrel did not come back in time"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        stale_seen,
+        "FRR never marked the route stale while petrel was down"
+    );
+    let pt = restarted.expect("restarted");
+    let log = std::fs::read_to_string(&pt.log).unwrap_or_default();
+    assert!(
+        log.contains("route selection deferred"),
+        "the second run did not know it restarted:\n{log}"
+    );
+    // And once BIRD's End-of-RIB is in too, the FIB's initial sync runs.
+    wait_until(15, "the initial convergence", || {
+        let log = std::fs::read_to_string(&pt.log).unwrap_or_default();
+        log.contains("initial convergence: every configured peer sent its table")
+            .then_some(())
+            .ok_or(log)
+    });
+}
+
+#[test]
+fn frr_restarts_while_petrel_keeps_its_routes_in_the_kernel() {
+    let mut lab = Lab::new("gf");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.15.0.1/24"], &["10.15.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.15.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ bgp graceful-restart
+ bgp graceful-restart preserve-fw-state
+ bgp graceful-restart restart-time 60
+ timers bgp 3 9
+ neighbor 10.15.0.1 remote-as 65001
+ neighbor 10.15.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.150.0.0/24
+  network 10.151.0.0/24
+ exit-address-family
+"#,
+    );
+    let yaml = petrel_yaml(
+        65001,
+        "10.15.0.1",
+        &["10.15.0.1"],
+        "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.15.0.2, asNumber: 65002}\n",
+    );
+    let petrel = lab.petrel(&p, "node-1", &yaml);
+    petrel.wait_established("10.15.0.2", 30);
+    wait_until(15, "FRR's routes in the kernel", || {
+        match (
+            petrel.kernel_route("10.150.0.0/24"),
+            petrel.kernel_route("10.151.0.0/24"),
+        ) {
+            (Some(_), Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let watch = lab.root.join("monitor.txt");
+    lab.spawn(&p, "monitor", "ip", &["monitor", "route"], &watch);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // FRR's bgpd dies (zebra stays): petrel keeps its routes, stale.
+    lab.kill(&format!("bgpd-{f}"));
+    wait_until(15, "petrel to see the session drop", || {
+        match petrel.peer("10.15.0.2") {
+            Some(v) if v["state"] != "Established" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let v = petrel.peer("10.15.0.2").expect("peer");
+    assert_eq!(v["stale_routes"], 2, "{v}");
+    assert!(petrel.best("10.150.0.0/24").is_some());
+    assert!(petrel.kernel_route("10.150.0.0/24").is_some());
+
+    // Back: FRR announces its routes again and sends End-of-RIB.
+    std::thread::sleep(Duration::from_secs(2));
+    lab.start_frr_bgpd(&f);
+    petrel.wait_established("10.15.0.2", 30);
+    wait_until(
+        15,
+        "the stale routes to be announced again",
+        || match petrel.peer("10.15.0.2") {
+            Some(v) if v["stale_routes"] == 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert!(petrel.best("10.150.0.0/24").is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    lab.kill("monitor");
+    let events = std::fs::read_to_string(&watch).unwrap_or_default();
+    assert!(
+        !events.contains("Deleted"),
+        "FRR's restart removed kernel routes:\n{events}"
+    );
+    assert!(petrel.kernel_route("10.150.0.0/24").is_some());
+    assert!(petrel.kernel_route("10.151.0.0/24").is_some());
+}
