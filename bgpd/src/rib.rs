@@ -287,6 +287,8 @@ pub struct PeerInfo {
     pub router_id: Ipv4Addr,
     /// Always put our own address as next hop (also towards internal peers).
     pub next_hop_self: bool,
+    /// We are the route reflector of this internal peer (RFC 4456).
+    pub rr_client: bool,
     /// Families negotiated.
     pub families: Vec<AfiSafi>,
     /// Layout of what we receive.
@@ -310,6 +312,8 @@ pub struct PrefixCounts {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct GroupKey {
     ebgp: bool,
+    /// Route reflector clients get routes from other internal peers.
+    rr_client: bool,
     /// The next hop we set (external peers or next-hop-self), else `None`.
     next_hop: Option<SelfNextHop>,
     tx: WireContextKey,
@@ -411,10 +415,23 @@ struct PeerState {
 
 /// Exported attribute sets computed in one pass over a group, keyed by the
 /// best path's attribute set (its address), whether the route is our own and
-/// the family: a million prefixes sharing a few sets cost a few
+/// the family, and for reflected routes the ORIGINATOR_ID to set: a million
+/// prefixes sharing a few sets cost a few
 /// transformations, and equal exports share one `Arc` (so comparing old and
 /// new exports is a pointer comparison).
-type ExportMemo = HashMap<(usize, bool, bool), (Arc<Attrs>, Arc<Attrs>)>;
+type ExportMemo = HashMap<(usize, bool, bool, Option<Ipv4Addr>), (Arc<Attrs>, Arc<Attrs>)>;
+
+/// What a group's export of a prefix starts from.
+struct ExportSource {
+    /// The best path's attributes.
+    attrs: Arc<Attrs>,
+    /// The route is our own.
+    local: bool,
+    /// The peer it came from.
+    source: Option<PeerId>,
+    /// For a reflected route, the ORIGINATOR_ID it carries out.
+    reflected: Option<Ipv4Addr>,
+}
 
 /// 0 for IPv4, 1 for IPv6: the index of per-family counters.
 fn af_index(p: &IpNet) -> usize {
@@ -489,6 +506,11 @@ pub struct RibConfig {
     pub decision: DecisionOptions,
     /// Reject paths from external peers whose first ASN is not the peer's.
     pub enforce_first_as: bool,
+    /// Our route reflection cluster ID (RFC 4456), usually the router ID.
+    pub cluster_id: Ipv4Addr,
+    /// The most next hops a route gets in the FIB: paths equal to the best
+    /// one down to the router-ID tie-break form its multipath set.
+    pub maximum_paths: usize,
 }
 
 /// The RIBs.
@@ -626,6 +648,7 @@ impl Rib {
         let ebgp = info.asn != self.config.local_asn;
         let key = GroupKey {
             ebgp,
+            rr_client: !ebgp && info.rr_client,
             next_hop: (ebgp || info.next_hop_self).then(|| SelfNextHop::of(&info)),
             tx: info.tx.into(),
             families: info.families.clone(),
@@ -992,7 +1015,11 @@ impl Rib {
         {
             return true;
         }
-        if !ebgp && a.originator_id == Some(self.config.router_id) {
+        if !ebgp
+            && (a.originator_id == Some(self.config.router_id)
+                || a.cluster_list.contains(&self.config.cluster_id))
+        {
+            // Our own route reflected back, or a reflection loop (RFC 4456 §8).
             return true;
         }
         a.next_hop.is_none() || a.origin.is_none()
@@ -1063,16 +1090,22 @@ impl Rib {
         prefix: &IpNet,
         memo: &mut ExportMemo,
     ) -> Option<OutEntry> {
-        let (a, local, source) = self.export_source(group, prefix)?;
+        let ExportSource {
+            attrs: a,
+            local,
+            source,
+            reflected,
+        } = self.export_source(group, prefix)?;
         let key = (
             Arc::as_ptr(&a) as usize,
             local,
             matches!(prefix, IpNet::V6(_)),
+            reflected,
         );
         let attrs = match memo.get(&key) {
             Some((_, out)) => out.clone(),
             None => {
-                let out = self.exported_attrs(group, prefix, &a, local);
+                let out = self.exported_attrs(group, prefix, &a, local, reflected);
                 let out = self.intern(out);
                 // The memo holds the source set too, so its address (the
                 // key) cannot be reused by another set during the pass.
@@ -1083,13 +1116,8 @@ impl Rib {
         Some(OutEntry { attrs, source })
     }
 
-    /// The best path's attributes if a group gets the prefix at all, whether
-    /// the route is our own, and the peer it came from.
-    fn export_source(
-        &self,
-        group: usize,
-        prefix: &IpNet,
-    ) -> Option<(Arc<Attrs>, bool, Option<PeerId>)> {
+    /// Where a group's export of a prefix starts from, if it gets it at all.
+    fn export_source(&self, group: usize, prefix: &IpNet) -> Option<ExportSource> {
         let best = self.best(prefix)?;
         let key = &self.groups[group].key;
         let af = match prefix {
@@ -1113,17 +1141,43 @@ impl Rib {
             Source::Peer(p) => Some(p),
             Source::Local => None,
         };
-        // iBGP split horizon: internal routes are not passed to internal peers.
-        if !key.ebgp && !best.ebgp && source_peer.is_some() {
-            return None;
+        // Internal routes reach internal peers only by reflection (RFC 4456
+        // §6): a client's routes go to every internal peer, a non-client's to
+        // clients only.
+        let mut reflected = None;
+        if !key.ebgp
+            && !best.ebgp
+            && let Some(src) = source_peer
+        {
+            let from_client = self.peers.get(&src).is_some_and(|s| s.info.rr_client);
+            if !(from_client || key.rr_client) {
+                return None;
+            }
+            reflected = Some(a.originator_id.unwrap_or(best.peer_router_id));
         }
-        Some((a.clone(), best.source == Source::Local, source_peer))
+        Some(ExportSource {
+            attrs: a.clone(),
+            local: best.source == Source::Local,
+            source: source_peer,
+            reflected,
+        })
     }
 
     /// The attributes a group is sent for a best path with attributes `a`.
-    fn exported_attrs(&self, group: usize, prefix: &IpNet, a: &Attrs, local: bool) -> Attrs {
+    fn exported_attrs(
+        &self,
+        group: usize,
+        prefix: &IpNet,
+        a: &Attrs,
+        local: bool,
+        reflected: Option<Ipv4Addr>,
+    ) -> Attrs {
         let key = &self.groups[group].key;
         let mut out = a.clone();
+        if let Some(originator) = reflected {
+            out.originator_id = Some(originator);
+            out.cluster_list.insert(0, self.config.cluster_id);
+        }
         if key.ebgp {
             prepend(&mut out.as_path, self.config.local_asn);
             out.local_pref = None;
@@ -1252,13 +1306,48 @@ impl Rib {
         dirty
             .into_iter()
             .map(|prefix| {
-                let next_hops = self.best(&prefix).and_then(|b| match b.source {
-                    Source::Local => None,
-                    Source::Peer(_) => b.attrs.next_hop.map(|nh| vec![nh]),
-                });
+                let next_hops = self.fib_next_hops(&prefix);
                 FibChange { prefix, next_hops }
             })
             .collect()
+    }
+
+    /// Where the FIB forwards a prefix: the next hops of its multipath set
+    /// (the best path and the paths equal to it down to the router-ID
+    /// tie-break: same LOCAL_PREF, AS_PATH length, ORIGIN, MED, eBGP or iBGP),
+    /// at most `maximum_paths`, sorted. `None` for prefixes only we originate.
+    pub fn fib_next_hops(&self, prefix: &IpNet) -> Option<Vec<IpAddr>> {
+        let d = self.loc.get(prefix)?;
+        let bi = d.best?;
+        let best = &d.paths[bi];
+        if best.source == Source::Local {
+            return None;
+        }
+        let mut hops = vec![best.attrs.next_hop?];
+        if self.config.maximum_paths > 1 && d.paths.len() > 1 {
+            let reachable = self.reachable();
+            for (i, p) in d.paths.iter().enumerate() {
+                if hops.len() >= self.config.maximum_paths {
+                    break;
+                }
+                if i == bi || p.source == Source::Local || !reachable(p) {
+                    continue;
+                }
+                let (_, step) = compare(best, p, self.config.decision, &reachable);
+                let equal = matches!(
+                    step,
+                    Step::RouterId | Step::ClusterList | Step::PeerAddress | Step::PathId
+                );
+                if let Some(nh) = p.attrs.next_hop
+                    && equal
+                    && !hops.contains(&nh)
+                {
+                    hops.push(nh);
+                }
+            }
+            hops.sort();
+        }
+        Some(hops)
     }
 
     /// Prefix counts for a peer and family.

@@ -81,6 +81,8 @@ pub struct NeighborConfig {
     pub families: Vec<AfiSafi>,
     /// Set ourselves as next hop towards an internal peer.
     pub next_hop_self: bool,
+    /// Reflect routes to this internal peer (we are its route reflector).
+    pub route_reflector_client: bool,
 }
 
 impl NeighborConfig {
@@ -102,6 +104,7 @@ impl NeighborConfig {
             connect_retry: Duration::from_secs(5),
             families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
             next_hop_self: false,
+            route_reflector_client: false,
         }
     }
 }
@@ -128,6 +131,10 @@ pub struct SpeakerConfig {
     pub decision: DecisionOptions,
     /// Graceful restart, both roles.
     pub graceful_restart: GracefulRestartConfig,
+    /// Route reflection cluster ID; default the router ID.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// The most next hops of a route installed in the FIB (ECMP); default 8.
+    pub maximum_paths: usize,
 }
 
 /// Graceful restart settings (RFC 4724).
@@ -184,6 +191,8 @@ impl SpeakerConfig {
             local_ipv6: None,
             decision: DecisionOptions::default(),
             graceful_restart: GracefulRestartConfig::default(),
+            cluster_id: None,
+            maximum_paths: 8,
         }
     }
 }
@@ -422,6 +431,8 @@ fn rib_config(c: &SpeakerConfig) -> RibConfig {
         router_id: c.router_id,
         decision: c.decision,
         enforce_first_as: true,
+        cluster_id: c.cluster_id.unwrap_or(c.router_id),
+        maximum_paths: c.maximum_paths.max(1),
     }
 }
 
@@ -505,11 +516,8 @@ impl SpeakerTask {
                                 if deferring {
                                     return None;
                                 }
-                                let b = self.rib.best(&prefix)?;
-                                match b.source {
-                                    Source::Local => None,
-                                    Source::Peer(_) => Some(FibChange { prefix, next_hops: b.attrs.next_hop.map(|n| vec![n]) }),
-                                }
+                                let next_hops = self.rib.fib_next_hops(&prefix)?;
+                                Some(FibChange { prefix, next_hops: Some(next_hops) })
                             })
                             .collect();
                         let _ = self.rib.fib_changes();
@@ -733,6 +741,7 @@ impl SpeakerTask {
                     asn: negotiated.peer_asn,
                     router_id: negotiated.peer_id,
                     next_hop_self: p.config.next_hop_self,
+                    rr_client: p.config.route_reflector_client,
                     families: negotiated.families.clone(),
                     rx: negotiated.rx,
                     tx: negotiated.tx,
@@ -935,6 +944,8 @@ impl SpeakerTask {
         let global_changed = new.asn != self.config.asn
             || new.router_id != self.config.router_id
             || new.decision != self.config.decision
+            || new.cluster_id != self.config.cluster_id
+            || new.maximum_paths != self.config.maximum_paths
             || new.local_ipv6 != self.config.local_ipv6
             || new.local_ipv4 != self.config.local_ipv4;
         let fresh = if new.listen != self.config.listen {

@@ -230,6 +230,7 @@ fn info(addr: &str, asn: u32, local: &str) -> PeerInfo {
             IpAddr::V6(_) => Ipv4Addr::new(9, 9, 9, 9),
         },
         next_hop_self: false,
+        rr_client: false,
         families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
         rx: WireContext::modern(),
         tx: WireContext::modern(),
@@ -242,6 +243,8 @@ fn rib() -> Rib {
         router_id: Ipv4Addr::new(10, 0, 0, 100),
         decision: DecisionOptions::default(),
         enforce_first_as: true,
+        cluster_id: Ipv4Addr::new(10, 0, 0, 100),
+        maximum_paths: 8,
     })
 }
 
@@ -822,4 +825,157 @@ fn deferred_selection_sends_nothing_until_it_ends() {
 
 fn p(s: &str) -> IpNet {
     s.parse().expect("prefix")
+}
+
+// ---- Route reflection (RFC 4456) and ECMP ----
+
+fn client(addr: &str) -> PeerInfo {
+    let mut i = info(addr, LOCAL_AS, "192.0.2.100");
+    i.rr_client = true;
+    i
+}
+
+#[test]
+fn a_reflector_follows_the_rfc_4456_rules_and_stamps_the_path() {
+    let mut r = rib();
+    r.peer_up(1, client("192.0.2.1"));
+    r.peer_up(2, client("192.0.2.2"));
+    r.peer_up(3, info("192.0.2.3", LOCAL_AS, "192.0.2.100"));
+    r.peer_up(5, info("192.0.2.5", LOCAL_AS, "192.0.2.100"));
+    r.peer_up(4, info("198.51.100.4", 65004, "198.51.100.100"));
+
+    // From a client: to every other internal peer and to external ones.
+    r.update(
+        1,
+        &announce(vec![], "192.0.2.1", &["10.1.0.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    for peer in [2, 3, 5] {
+        let (ann, _) = sent_to(&out, peer);
+        assert_eq!(ann.len(), 1, "peer {peer}");
+        let u = &ann[0].1;
+        assert_eq!(
+            attr(u, 9),
+            Some(&AttrValue::OriginatorId(Ipv4Addr::new(192, 0, 2, 1))),
+            "ORIGINATOR_ID is the client's router ID"
+        );
+        assert_eq!(
+            attr(u, 10),
+            Some(&AttrValue::ClusterList(vec![Ipv4Addr::new(10, 0, 0, 100)])),
+            "our cluster ID leads the CLUSTER_LIST"
+        );
+        assert_eq!(
+            attr(u, 3),
+            Some(&AttrValue::NextHop(Ipv4Addr::new(192, 0, 2, 1))),
+            "the next hop is left alone"
+        );
+    }
+    let (ann, _) = sent_to(&out, 4);
+    assert_eq!(ann.len(), 1);
+    assert!(attr(&ann[0].1, 9).is_none() && attr(&ann[0].1, 10).is_none());
+    assert!(sent_to(&out, 1).0.is_empty(), "never back to the source");
+
+    // From a non-client: to clients (and external peers) only.
+    r.update(
+        3,
+        &announce(vec![], "192.0.2.3", &["10.3.0.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    assert_eq!(sent_to(&out, 1).0.len(), 1);
+    assert_eq!(sent_to(&out, 2).0.len(), 1);
+    assert!(sent_to(&out, 5).0.is_empty(), "non-client to non-client");
+    assert_eq!(sent_to(&out, 4).0.len(), 1);
+
+    // Our cluster ID already in the list: a reflection loop, rejected.
+    r.update(
+        2,
+        &announce(
+            vec![],
+            "192.0.2.2",
+            &["10.2.0.0/24"],
+            vec![AttrValue::ClusterList(vec![Ipv4Addr::new(10, 0, 0, 100)])],
+        ),
+        false,
+    );
+    assert!(r.get(&"10.2.0.0/24".parse().expect("p")).is_none());
+    assert_eq!(r.counts(2, AfiSafi::IPV4_UNICAST).received, 1);
+    assert_eq!(r.counts(2, AfiSafi::IPV4_UNICAST).accepted, 0);
+}
+
+#[test]
+fn equal_paths_form_a_multipath_set_up_to_maximum_paths() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("192.0.2.2", 65002, "192.0.2.100"));
+    r.peer_up(3, info("192.0.2.3", 65003, "192.0.2.100"));
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["10.9.0.0/24"], vec![]),
+        false,
+    );
+    r.update(
+        2,
+        &announce(vec![65002], "192.0.2.2", &["10.9.0.0/24"], vec![]),
+        false,
+    );
+    // A longer AS path is not equal.
+    r.update(
+        3,
+        &announce(vec![65003, 65100], "192.0.2.3", &["10.9.0.0/24"], vec![]),
+        false,
+    );
+    let p: IpNet = "10.9.0.0/24".parse().expect("p");
+    assert_eq!(
+        r.fib_next_hops(&p),
+        Some(vec![ip("192.0.2.1"), ip("192.0.2.2")])
+    );
+    r.flush();
+    let fib = r.fib_changes();
+    assert_eq!(
+        fib[0].next_hops,
+        Some(vec![ip("192.0.2.1"), ip("192.0.2.2")])
+    );
+
+    // A higher MED from the same neighbouring AS is not equal either.
+    r.update(
+        2,
+        &announce(
+            vec![65001],
+            "192.0.2.2",
+            &["10.8.0.0/24"],
+            vec![AttrValue::Med(50)],
+        ),
+        false,
+    );
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["10.8.0.0/24"], vec![]),
+        false,
+    );
+    let p8: IpNet = "10.8.0.0/24".parse().expect("p");
+    assert_eq!(r.fib_next_hops(&p8), Some(vec![ip("192.0.2.1")]));
+
+    let mut one = Rib::new(RibConfig {
+        maximum_paths: 1,
+        ..*r.config()
+    });
+    one.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    one.peer_up(2, info("192.0.2.2", 65002, "192.0.2.100"));
+    one.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["10.9.0.0/24"], vec![]),
+        false,
+    );
+    one.update(
+        2,
+        &announce(vec![65002], "192.0.2.2", &["10.9.0.0/24"], vec![]),
+        false,
+    );
+    assert_eq!(one.fib_next_hops(&p).map(|v| v.len()), Some(1));
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
 }

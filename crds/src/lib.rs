@@ -35,6 +35,13 @@ pub struct BgpConfigurationSpec {
     pub listen_port: Option<u16>,
     /// Graceful restart (RFC 4724); on by default.
     pub graceful_restart: Option<GracefulRestartSpec>,
+    /// Cluster ID when reflecting routes; default the router ID.
+    #[serde(rename = "routeReflectorClusterID", default)]
+    pub route_reflector_cluster_id: Option<Ipv4Addr>,
+    /// The most next hops (ECMP) a learned route is installed with: paths
+    /// equal to the best one in LOCAL_PREF, AS_PATH length, ORIGIN, MED and
+    /// eBGP/iBGP; 1 to 256, default 8.
+    pub maximum_paths: Option<u32>,
 }
 
 /// `BGPConfiguration.spec.gracefulRestart`.
@@ -83,6 +90,10 @@ pub struct BgpPeerSpec {
     pub password: Option<PasswordSource>,
     /// Put our address as next hop towards an internal peer.
     pub next_hop_self: Option<bool>,
+    /// We are this internal peer's route reflector (RFC 4456): it gets the
+    /// routes of our other internal peers, and its routes go to all of them.
+    /// With `listenRange`, every node that connects from the range is a client.
+    pub route_reflector_client: Option<bool>,
 }
 
 /// Where a password comes from.

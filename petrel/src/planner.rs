@@ -98,6 +98,24 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Prob
         listen_ip,
         config.spec.listen_port.unwrap_or(BGP_PORT),
     )];
+    if let Some(id) = config.spec.route_reflector_cluster_id {
+        if id.is_unspecified() {
+            problems.push(bad(
+                "spec.routeReflectorClusterID",
+                "0.0.0.0 is not a cluster ID; using the router ID".into(),
+            ));
+        } else {
+            out.cluster_id = Some(id);
+        }
+    }
+    match config.spec.maximum_paths {
+        Some(m) if (1..=256).contains(&m) => out.maximum_paths = m as usize,
+        Some(m) => problems.push(bad(
+            "spec.maximumPaths",
+            format!("{m} is not 1 to 256; using 8"),
+        )),
+        None => {}
+    }
     if let Some(gr) = &config.spec.graceful_restart {
         let d = &mut out.graceful_restart;
         d.enabled = gr.enabled.unwrap_or(true);
@@ -221,6 +239,15 @@ fn neighbor(
     }
     n.passive = s.passive.unwrap_or(false) || matches!(n.address, NeighborAddress::Range(_));
     n.next_hop_self = s.next_hop_self.unwrap_or(false);
+    n.route_reflector_client = s.route_reflector_client.unwrap_or(false);
+    if n.route_reflector_client && asn != local_asn {
+        return err(
+            "spec.routeReflectorClient",
+            format!(
+                "applies to internal peers only; this peer's ASN {asn} is not ours ({local_asn})"
+            ),
+        );
+    }
     match (s.ebgp_multihop, s.ttl_security) {
         (Some(_), Some(_)) => {
             return err(
@@ -366,6 +393,39 @@ status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
         );
         let (c, _) = plan(&snapshot(&off), "n1");
         assert!(!c.expect("planned").graceful_restart.enabled);
+    }
+
+    #[test]
+    fn reflection_and_multipath_settings() {
+        let text = format!(
+            "{}\n---\n{}",
+            BASE.replace(
+                "spec: {asNumber: 65001}",
+                "spec: {asNumber: 65001, routeReflectorClusterID: 10.255.0.1, maximumPaths: 300}",
+            ),
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: client}
+spec: {listenRange: 10.0.0.0/24, asNumber: 65001, routeReflectorClient: true}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, routeReflectorClient: true}
+"#
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned");
+        assert_eq!(c.cluster_id, Some(Ipv4Addr::new(10, 255, 0, 1)));
+        assert_eq!(c.maximum_paths, 8, "out of range: the default stays");
+        let fields: Vec<&str> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            ["spec.maximumPaths", "spec.routeReflectorClient"],
+            "{p:?}"
+        );
+        assert_eq!(c.neighbors.len(), 1);
+        assert!(c.neighbors[0].route_reflector_client);
     }
 
     #[test]
