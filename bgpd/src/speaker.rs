@@ -83,6 +83,31 @@ pub struct NeighborConfig {
     pub next_hop_self: bool,
     /// Reflect routes to this internal peer (we are its route reflector).
     pub route_reflector_client: bool,
+    /// Limits on the prefixes accepted from the peer, per family.
+    pub max_prefixes: Vec<MaxPrefixes>,
+}
+
+/// A limit on the prefixes accepted from a peer in one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPrefixes {
+    /// The family.
+    pub family: AfiSafi,
+    /// The most accepted prefixes.
+    pub limit: u64,
+    /// Warn once the count reaches this percentage of the limit.
+    pub warning_percent: u8,
+    /// What to do beyond the limit.
+    pub action: MaxPrefixesAction,
+}
+
+/// What happens when a peer sends more prefixes than allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxPrefixesAction {
+    /// Log a warning and keep the session.
+    Log,
+    /// End the session with Cease / Maximum Number of Prefixes Reached and
+    /// start it again after this long.
+    Restart(Duration),
 }
 
 impl NeighborConfig {
@@ -105,6 +130,7 @@ impl NeighborConfig {
             families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
             next_hop_self: false,
             route_reflector_client: false,
+            max_prefixes: Vec::new(),
         }
     }
 }
@@ -450,6 +476,9 @@ struct PeerSlot {
     in_rib: bool,
     /// The peer task's number for the current session.
     session: u64,
+    /// Families whose prefix limit (or warning threshold) this session
+    /// already reported, so each is logged once per session.
+    limit_warned: Vec<(AfiSafi, bool)>,
 }
 
 struct SpeakerTask {
@@ -564,6 +593,47 @@ impl SpeakerTask {
                         tracing::info!(peer = ?self.peers.get(&id).map(|p| p.address), routes = n, "graceful restart: the peer's stale routes timed out");
                     }
                     self.flush();
+                }
+            }
+        }
+    }
+
+    /// Enforces a peer's prefix limits (checked after each of its UPDATEs).
+    fn check_prefix_limits(&mut self, id: PeerId) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.config.max_prefixes.is_empty() || !p.in_rib {
+            return;
+        }
+        for m in &p.config.max_prefixes {
+            let accepted = self.rib.counts(id, m.family).accepted;
+            let over = accepted > m.limit;
+            let warn_at = m.limit * u64::from(m.warning_percent) / 100;
+            if !over && accepted < warn_at {
+                continue;
+            }
+            if p.limit_warned.contains(&(m.family, over)) {
+                continue;
+            }
+            p.limit_warned.push((m.family, over));
+            if !over {
+                tracing::warn!(peer = %p.address, family = %m.family, accepted, limit = m.limit, "prefix count reached the warning threshold");
+                continue;
+            }
+            match m.action {
+                MaxPrefixesAction::Log => {
+                    tracing::warn!(peer = %p.address, family = %m.family, accepted, limit = m.limit, "prefix limit exceeded (action: log)");
+                }
+                MaxPrefixesAction::Restart(after) => {
+                    tracing::warn!(peer = %p.address, family = %m.family, accepted, limit = m.limit, restart_after = ?after, "prefix limit exceeded: ending the session");
+                    // No further check until the session is gone.
+                    p.in_rib = false;
+                    let _ = p.handle.commands.send(PeerCommand::Reset {
+                        subcode: subcode::cease::MAX_PREFIXES,
+                        restart_after: Some(after),
+                    });
+                    return;
                 }
             }
         }
@@ -778,6 +848,7 @@ impl SpeakerTask {
                 p.local = Some(local);
                 p.last_error = None;
                 p.in_rib = true;
+                p.limit_warned.clear();
                 let out = self.rib.peer_up(id, info);
                 self.dispatch(out);
                 if self.rib.stale_count(id) > 0 {
@@ -845,7 +916,10 @@ impl SpeakerTask {
             PeerEvent::Update {
                 update,
                 treat_as_withdraw,
-            } => self.rib.update(id, &update, treat_as_withdraw),
+            } => {
+                self.rib.update(id, &update, treat_as_withdraw);
+                self.check_prefix_limits(id);
+            }
             PeerEvent::RouteRefresh(af) => {
                 let out = self.rib.refresh(id, af);
                 self.dispatch(out);
@@ -924,6 +998,7 @@ impl SpeakerTask {
                 local: None,
                 in_rib: false,
                 session: 0,
+                limit_warned: Vec::new(),
             },
         );
         id

@@ -242,3 +242,60 @@ async fn a_new_identity_restarts_sessions_with_it() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_over_its_prefix_limit_is_reset_and_comes_back() {
+    use bgpd::speaker::{MaxPrefixes, MaxPrefixesAction};
+    use bgpd::wire::AfiSafi;
+    let (pa, pb) = (17971, 17972);
+    let mut ca = speaker_config(65001, "127.0.0.1", pa);
+    ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
+    ca.originate = (0..5)
+        .map(|i| format!("10.{i}.0.0/24").parse().expect("p"))
+        .collect();
+    let mut cb = speaker_config(65002, "127.0.0.2", pb);
+    let mut n = neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2");
+    n.max_prefixes = vec![MaxPrefixes {
+        family: AfiSafi::IPV4_UNICAST,
+        limit: 3,
+        warning_percent: 75,
+        action: MaxPrefixesAction::Restart(Duration::from_millis(500)),
+    }];
+    cb.neighbors = vec![n.clone()];
+    let a = Speaker::start(ca).await.expect("a");
+    let b = Speaker::start(cb.clone()).await.expect("b");
+    wait_for(10, "b to end the session over the limit", || async {
+        b.peers().await.expect("peers")[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Maximum Number of Prefixes"))
+    })
+    .await;
+    // a hears why.
+    let pa_status = a.peers().await.expect("peers").remove(0);
+    assert!(
+        pa_status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Maximum Number of Prefixes")),
+        "{pa_status:?}"
+    );
+    // After the delay the session is tried again (and, still over, reset again).
+    wait_for(10, "a second session", || async {
+        b.peers().await.expect("peers")[0].flaps >= 2
+    })
+    .await;
+
+    // With the log action the session stays, with all five prefixes.
+    n.max_prefixes[0].action = MaxPrefixesAction::Log;
+    cb.neighbors = vec![n];
+    b.configure(cb).await.expect("configure");
+    wait_for(10, "all five accepted", || async {
+        let p = b.peers().await.expect("peers").remove(0);
+        p.state == State::Established
+            && p.prefixes.iter().map(|(_, c)| c.accepted).sum::<u64>() == 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.peers().await.expect("peers")[0].state, State::Established);
+}

@@ -94,6 +94,42 @@ pub struct BgpPeerSpec {
     /// routes of our other internal peers, and its routes go to all of them.
     /// With `listenRange`, every node that connects from the range is a client.
     pub route_reflector_client: Option<bool>,
+    /// Limits on the prefixes accepted from the peer, per family.
+    pub max_prefixes: Option<MaxPrefixesSpec>,
+}
+
+/// `BGPPeer.spec.maxPrefixes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaxPrefixesSpec {
+    /// IPv4 unicast.
+    pub ipv4: Option<MaxPrefixSpec>,
+    /// IPv6 unicast.
+    pub ipv6: Option<MaxPrefixSpec>,
+}
+
+/// One family's prefix limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaxPrefixSpec {
+    /// The most prefixes accepted. Required.
+    pub limit: Option<u32>,
+    /// Warn at this percentage of the limit; default 75.
+    pub warning_percent: Option<u8>,
+    /// `Restart` (default): Cease / Maximum Number of Prefixes Reached, then
+    /// a new session after `restartAfter`; `Log`: only warn.
+    pub action: Option<MaxPrefixAction>,
+    /// How long the session stays down with `Restart`; default `60s`.
+    pub restart_after: Option<Seconds>,
+}
+
+/// What happens beyond a prefix limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MaxPrefixAction {
+    /// Only warn.
+    Log,
+    /// End the session and start again later.
+    Restart,
 }
 
 /// Where a password comes from.

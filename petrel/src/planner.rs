@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use bgpd::session::BGP_PORT;
 use bgpd::session::sockopt::MD5_MAX_KEY_LEN;
-use bgpd::speaker::{NeighborAddress, NeighborConfig, SpeakerConfig};
-use crds::{BgpPeerSpec, PasswordSource};
+use bgpd::speaker::{
+    MaxPrefixes, MaxPrefixesAction, NeighborAddress, NeighborConfig, SpeakerConfig,
+};
+use bgpd::wire::AfiSafi;
+use crds::{BgpPeerSpec, MaxPrefixAction, PasswordSource, Seconds};
 
 use crate::source::{Named, Problem, Snapshot};
 
@@ -240,6 +243,42 @@ fn neighbor(
     n.passive = s.passive.unwrap_or(false) || matches!(n.address, NeighborAddress::Range(_));
     n.next_hop_self = s.next_hop_self.unwrap_or(false);
     n.route_reflector_client = s.route_reflector_client.unwrap_or(false);
+    if let Some(mp) = &s.max_prefixes {
+        for (name, family, spec) in [
+            ("ipv4", AfiSafi::IPV4_UNICAST, &mp.ipv4),
+            ("ipv6", AfiSafi::IPV6_UNICAST, &mp.ipv6),
+        ] {
+            let Some(spec) = spec else { continue };
+            let field = |f: &str| format!("spec.maxPrefixes.{name}.{f}");
+            let limit = match spec.limit {
+                Some(l) if l > 0 => l,
+                Some(_) => return err(&field("limit"), "must be at least 1".into()),
+                None => return err(&field("limit"), "is required".into()),
+            };
+            let warning_percent = spec.warning_percent.unwrap_or(75);
+            if !(1..=100).contains(&warning_percent) {
+                return err(
+                    &field("warningPercent"),
+                    format!("{warning_percent} is not 1 to 100"),
+                );
+            }
+            let restart_after = spec.restart_after.unwrap_or(Seconds(60));
+            if restart_after.0 == 0 {
+                return err(&field("restartAfter"), "must be at least 1s".into());
+            }
+            n.max_prefixes.push(MaxPrefixes {
+                family,
+                limit: limit.into(),
+                warning_percent,
+                action: match spec.action.unwrap_or(MaxPrefixAction::Restart) {
+                    MaxPrefixAction::Log => MaxPrefixesAction::Log,
+                    MaxPrefixAction::Restart => {
+                        MaxPrefixesAction::Restart(Duration::from_secs(restart_after.0.into()))
+                    }
+                },
+            });
+        }
+    }
     if n.route_reflector_client && asn != local_asn {
         return err(
             "spec.routeReflectorClient",
@@ -426,6 +465,38 @@ spec: {peerIP: 10.0.0.254, asNumber: 65000, routeReflectorClient: true}
         );
         assert_eq!(c.neighbors.len(), 1);
         assert!(c.neighbors[0].route_reflector_client);
+    }
+
+    #[test]
+    fn prefix_limits_per_family_with_defaults_and_errors_named() {
+        let text = format!(
+            "{BASE}\n---\n{}",
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: ok}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, maxPrefixes: {ipv4: {limit: 100}, ipv6: {limit: 10, action: Log}}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: nolimit}
+spec: {peerIP: 10.0.0.253, asNumber: 65000, maxPrefixes: {ipv4: {warningPercent: 50}}}
+"#
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned");
+        assert_eq!(c.neighbors.len(), 1);
+        let mp = &c.neighbors[0].max_prefixes;
+        assert_eq!(mp.len(), 2);
+        assert_eq!(mp[0].limit, 100);
+        assert_eq!(mp[0].warning_percent, 75);
+        assert_eq!(
+            mp[0].action,
+            MaxPrefixesAction::Restart(Duration::from_secs(60))
+        );
+        assert_eq!(mp[1].family, AfiSafi::IPV6_UNICAST);
+        assert_eq!(mp[1].action, MaxPrefixesAction::Log);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field.as_deref(), Some("spec.maxPrefixes.ipv4.limit"));
     }
 
     #[test]

@@ -534,3 +534,80 @@ router bgp 65002
         }
     }
 }
+
+#[test]
+fn a_peer_over_its_prefix_limit_is_reset_with_the_right_cease() {
+    let mut lab = Lab::new("fm");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.18.0.1/24"], &["10.18.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.18.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.18.0.1 remote-as 65001
+ neighbor 10.18.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.180.0.0/24
+  network 10.181.0.0/24
+  network 10.182.0.0/24
+  network 10.183.0.0/24
+ exit-address-family
+"#,
+    );
+    let peer = |action: &str| {
+        format!(
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: frr}}\nspec: {{peerIP: 10.18.0.2, asNumber: 65002, maxPrefixes: {{ipv4: {{limit: 3, action: {action}, restartAfter: 2s}}}}}}\n"
+        )
+    };
+    let petrel = lab.petrel(
+        &p,
+        "node-1",
+        &petrel_yaml(65001, "10.18.0.1", &["10.18.0.1"], &peer("Restart")),
+    );
+    wait_until(30, "petrel to end the session over the limit", || {
+        let v = petrel.peer("10.18.0.2").unwrap_or_default();
+        v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Maximum Number of Prefixes"))
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+    // FRR received the Cease with subcode 1.
+    wait_until(10, "FRR to report the NOTIFICATION", || {
+        let n = frr_neighbor(&lab, &f, "10.18.0.1");
+        let reset = n["lastResetDueTo"].as_str().unwrap_or_default();
+        let code = n["lastErrorCodeSubcode"].as_str().unwrap_or_default();
+        (reset == "BGP Notification received" && code == "0601")
+            .then_some(())
+            .ok_or(n.to_string())
+    });
+    // Two seconds later petrel tries again.
+    wait_until(20, "a second session", || {
+        let v = petrel.peer("10.18.0.2").unwrap_or_default();
+        (v["flaps"].as_u64().unwrap_or(0) >= 2)
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+
+    // With the log action the session stays up with all four prefixes.
+    petrel.reconfigure(&petrel_yaml(
+        65001,
+        "10.18.0.1",
+        &["10.18.0.1"],
+        &peer("Log"),
+    ));
+    wait_until(30, "all four accepted, session up", || {
+        let v = petrel.peer("10.18.0.2").unwrap_or_default();
+        (v["state"] == "Established" && v["prefixes"]["ipv4-unicast"]["accepted"] == 4)
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+    let log = std::fs::read_to_string(&petrel.log).unwrap_or_default();
+    assert!(log.contains("prefix limit exceeded (action: log)"), "{log}");
+}

@@ -72,6 +72,15 @@ pub enum PeerCommand {
     },
     /// Ask the peer to resend its routes for a family (route refresh).
     Refresh(AfiSafi),
+    /// End the session with a Cease of this subcode (automatic stop) and stay
+    /// down for `restart_after` before connecting (or listening) again;
+    /// `None`: stay down until stopped or replaced.
+    Reset {
+        /// Cease subcode to send.
+        subcode: u8,
+        /// How long to stay down.
+        restart_after: Option<std::time::Duration>,
+    },
     /// Offer these capabilities from the next OPEN on (the graceful restart
     /// R bit is cleared this way once the restart is over).
     SetCapabilities(Vec<crate::wire::capability::Capability>),
@@ -201,6 +210,8 @@ struct PeerTask<I> {
     generation: u64,
     timers: HashMap<Timer, Instant>,
     stopping: bool,
+    /// After a [`PeerCommand::Reset`], when to start again.
+    restart_at: Option<Instant>,
     /// Number of the current (or last) Established session.
     session: u64,
 }
@@ -228,6 +239,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
             generation: 0,
             timers: HashMap::new(),
             stopping: false,
+            restart_at: None,
             session: 0,
         }
     }
@@ -266,6 +278,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                     }
                 },
                 Some(i) = self.internal_rx.recv() => self.internal(i).await,
+                _ = async { tokio::time::sleep_until(self.restart_at.unwrap_or_else(Instant::now)).await }, if self.restart_at.is_some() => {
+                    self.restart_at = None;
+                    self.feed(Event::ManualStart).await;
+                }
             }
             if self.stopping {
                 break;
@@ -316,6 +332,14 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 }
             }
             PeerCommand::SetCapabilities(caps) => self.fsm.set_capabilities(caps),
+            PeerCommand::Reset {
+                subcode: sub,
+                restart_after,
+            } => {
+                let acts = self.fsm.handle(Event::AutomaticStop(sub));
+                self.perform(acts).await;
+                self.restart_at = restart_after.map(|d| Instant::now() + d);
+            }
             PeerCommand::Stop {
                 subcode: sub,
                 message,
