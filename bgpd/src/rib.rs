@@ -289,6 +289,9 @@ pub struct PeerInfo {
     pub next_hop_self: bool,
     /// We are the route reflector of this internal peer (RFC 4456).
     pub rr_client: bool,
+    /// ADD-PATH send (RFC 7911): how many paths per prefix to send in the
+    /// families where the peer agreed to receive several (`usize::MAX`: all).
+    pub add_path_send: Option<usize>,
     /// Families negotiated.
     pub families: Vec<AfiSafi>,
     /// Layout of what we receive.
@@ -314,6 +317,8 @@ struct GroupKey {
     ebgp: bool,
     /// Route reflector clients get routes from other internal peers.
     rr_client: bool,
+    /// Paths per prefix in ADD-PATH families (`None`: the best path only).
+    add_path_send: Option<usize>,
     /// The next hop we set (external peers or next-hop-self), else `None`.
     next_hop: Option<SelfNextHop>,
     tx: WireContextKey,
@@ -387,10 +392,34 @@ struct Group {
     tx: WireContext,
     members: Vec<PeerId>,
     adj_out: HashMap<IpNet, OutEntry>,
-    /// Entries per family, and per family for each source peer (which does not
-    /// get them): advertised counts without a scan.
+    /// ADD-PATH groups: every path advertised per prefix, by our path ID.
+    adj_paths: HashMap<IpNet, Vec<(u32, OutEntry)>>,
+    /// Prefixes advertised per family, and per family the prefixes whose
+    /// every path comes from one source peer (which does not get them):
+    /// advertised counts without a scan.
     count: [u64; 2],
     by_source: HashMap<PeerId, [u64; 2]>,
+}
+
+/// A prefix and one of our path IDs (0 without ADD-PATH).
+type PathKey = (IpNet, u32);
+
+/// A change of what a group advertises: one path (ID 0 without ADD-PATH).
+#[derive(Debug, Clone)]
+struct Change {
+    prefix: IpNet,
+    path_id: u32,
+    old: Option<OutEntry>,
+    new: Option<OutEntry>,
+}
+
+/// The peer all of a prefix's advertised paths come from, if one.
+fn sole_source(entries: &[(u32, OutEntry)]) -> Option<PeerId> {
+    let first = entries.first()?.1.source?;
+    entries
+        .iter()
+        .all(|(_, e)| e.source == Some(first))
+        .then_some(first)
 }
 
 #[derive(Debug)]
@@ -463,8 +492,59 @@ impl Group {
         old
     }
 
+    /// Sets the paths an ADD-PATH group advertises for a prefix, keeping the
+    /// counters, and records what changed.
+    fn put_paths(&mut self, prefix: IpNet, new: Vec<(u32, OutEntry)>, changes: &mut Vec<Change>) {
+        let i = af_index(&prefix);
+        let old = if new.is_empty() {
+            self.adj_paths.remove(&prefix).unwrap_or_default()
+        } else {
+            self.adj_paths
+                .insert(prefix, new.clone())
+                .unwrap_or_default()
+        };
+        for (entries, sign) in [(&old, -1i64), (&new, 1)] {
+            if entries.is_empty() {
+                continue;
+            }
+            let apply = |c: &mut u64| *c = c.wrapping_add_signed(sign);
+            apply(&mut self.count[i]);
+            if let Some(src) = sole_source(entries) {
+                apply(&mut self.by_source.entry(src).or_default()[i]);
+            }
+        }
+        for (id, o) in &old {
+            match new.iter().find(|(n, _)| n == id) {
+                Some((_, n)) if Arc::ptr_eq(&o.attrs, &n.attrs) && o.source == n.source => {}
+                Some((_, n)) => changes.push(Change {
+                    prefix,
+                    path_id: *id,
+                    old: Some(o.clone()),
+                    new: Some(n.clone()),
+                }),
+                None => changes.push(Change {
+                    prefix,
+                    path_id: *id,
+                    old: Some(o.clone()),
+                    new: None,
+                }),
+            }
+        }
+        for (id, n) in &new {
+            if !old.iter().any(|(o, _)| o == id) {
+                changes.push(Change {
+                    prefix,
+                    path_id: *id,
+                    old: None,
+                    new: Some(n.clone()),
+                });
+            }
+        }
+    }
+
     fn clear(&mut self) {
         self.adj_out.clear();
+        self.adj_paths.clear();
         self.count = [0; 2];
         self.by_source.clear();
     }
@@ -529,6 +609,9 @@ pub struct Rib {
     /// Route selection deferred after our own restart (RFC 4724 §4.1):
     /// nothing is advertised and nothing reaches the FIB until it ends.
     deferring: bool,
+    /// Our ADD-PATH path IDs, one per path source (a peer and the ID it
+    /// sent the path with, or us): stable, so a path keeps its ID.
+    out_path_ids: HashMap<(Source, u32), u32>,
 }
 
 impl Rib {
@@ -545,6 +628,7 @@ impl Rib {
             unreachable: HashSet::new(),
             local_routes: HashMap::new(),
             deferring: false,
+            out_path_ids: HashMap::new(),
         }
     }
 
@@ -649,6 +733,9 @@ impl Rib {
         let key = GroupKey {
             ebgp,
             rr_client: !ebgp && info.rr_client,
+            add_path_send: info
+                .add_path_send
+                .filter(|_| info.tx.add_path_ipv4 || info.tx.add_path_ipv6),
             next_hop: (ebgp || info.next_hop_self).then(|| SelfNextHop::of(&info)),
             tx: info.tx.into(),
             families: info.families.clone(),
@@ -665,6 +752,7 @@ impl Rib {
                     tx: info.tx,
                     members: Vec::new(),
                     adj_out: HashMap::new(),
+                    adj_paths: HashMap::new(),
                     count: [0; 2],
                     by_source: HashMap::new(),
                 };
@@ -707,13 +795,7 @@ impl Rib {
         if fresh {
             // Fill the new group's Adj-RIB-Out from the Loc-RIB.
             let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
-            let mut memo = ExportMemo::new();
-            for p in prefixes {
-                let entry = self.export_for_group(group, &p, &mut memo);
-                if let Some(e) = entry {
-                    self.groups[group].put(p, Some(e));
-                }
-            }
+            self.update_group(group, &prefixes);
         }
         Outbound {
             messages: vec![(id, self.initial_table(id))],
@@ -759,14 +841,8 @@ impl Rib {
         let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
         for g in 0..self.groups.len() {
             self.groups[g].clear();
-            if self.groups[g].members.is_empty() {
-                continue;
-            }
-            let mut memo = ExportMemo::new();
-            for p in &prefixes {
-                if let Some(e) = self.export_for_group(g, p, &mut memo) {
-                    self.groups[g].put(*p, Some(e));
-                }
+            if !self.groups[g].members.is_empty() {
+                self.update_group(g, &prefixes);
             }
         }
         let mut ids: Vec<PeerId> = self
@@ -791,10 +867,22 @@ impl Rib {
             return Vec::new();
         };
         let g = &self.groups[state.group];
-        let mut by_attrs: HashMap<Arc<Attrs>, Vec<IpNet>> = HashMap::new();
+        let mut by_attrs: HashMap<Arc<Attrs>, Vec<(IpNet, u32)>> = HashMap::new();
+        let wanted =
+            |p: &IpNet, e: &OutEntry| e.source != Some(id) && only.is_none_or(|af| family(p) == af);
         for (p, e) in &g.adj_out {
-            if e.source != Some(id) && only.is_none_or(|af| family(p) == af) {
-                by_attrs.entry(e.attrs.clone()).or_default().push(*p);
+            if wanted(p, e) {
+                by_attrs.entry(e.attrs.clone()).or_default().push((*p, 0));
+            }
+        }
+        for (p, paths) in &g.adj_paths {
+            for (path_id, e) in paths {
+                if wanted(p, e) {
+                    by_attrs
+                        .entry(e.attrs.clone())
+                        .or_default()
+                        .push((*p, *path_id));
+                }
             }
         }
         let mut msgs = Vec::new();
@@ -1090,12 +1178,24 @@ impl Rib {
         prefix: &IpNet,
         memo: &mut ExportMemo,
     ) -> Option<OutEntry> {
+        let best = self.best(prefix)?.clone();
+        self.export_path(group, prefix, &best, memo)
+    }
+
+    /// What a group is sent for one path of a prefix, if anything.
+    fn export_path(
+        &mut self,
+        group: usize,
+        prefix: &IpNet,
+        path: &Path,
+        memo: &mut ExportMemo,
+    ) -> Option<OutEntry> {
         let ExportSource {
             attrs: a,
             local,
             source,
             reflected,
-        } = self.export_source(group, prefix)?;
+        } = self.export_source(group, prefix, path)?;
         let key = (
             Arc::as_ptr(&a) as usize,
             local,
@@ -1117,8 +1217,7 @@ impl Rib {
     }
 
     /// Where a group's export of a prefix starts from, if it gets it at all.
-    fn export_source(&self, group: usize, prefix: &IpNet) -> Option<ExportSource> {
-        let best = self.best(prefix)?;
+    fn export_source(&self, group: usize, prefix: &IpNet, best: &Path) -> Option<ExportSource> {
         let key = &self.groups[group].key;
         let af = match prefix {
             IpNet::V4(_) => AfiSafi::IPV4_UNICAST,
@@ -1222,6 +1321,92 @@ impl Rib {
         out
     }
 
+    /// Brings a group's Adj-RIB-Out up to date for some prefixes and returns
+    /// what changed.
+    fn update_group(&mut self, g: usize, prefixes: &[IpNet]) -> Vec<Change> {
+        let mut memo = ExportMemo::new();
+        let mut changes = Vec::new();
+        if let Some(limit) = self.groups[g].key.add_path_send {
+            for p in prefixes {
+                let new = self.export_paths(g, p, limit, &mut memo);
+                self.groups[g].put_paths(*p, new, &mut changes);
+            }
+            return changes;
+        }
+        for p in prefixes {
+            let new = self.export_for_group(g, p, &mut memo);
+            let old = self.groups[g].put(*p, new.clone());
+            let same = match (&old, &new) {
+                (Some(o), Some(n)) => Arc::ptr_eq(&o.attrs, &n.attrs) && o.source == n.source,
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                changes.push(Change {
+                    prefix: *p,
+                    path_id: 0,
+                    old,
+                    new,
+                });
+            }
+        }
+        changes
+    }
+
+    /// The paths an ADD-PATH group gets for a prefix, best first, each with
+    /// our path ID: up to `limit` in families where the peers receive
+    /// several, else the best one.
+    fn export_paths(
+        &mut self,
+        g: usize,
+        prefix: &IpNet,
+        limit: usize,
+        memo: &mut ExportMemo,
+    ) -> Vec<(u32, OutEntry)> {
+        let Some(d) = self.loc.get(prefix) else {
+            return Vec::new();
+        };
+        let limit = if self.groups[g].tx.add_path(family(prefix)) {
+            limit
+        } else {
+            1
+        };
+        let mut order: Vec<usize> = {
+            let reachable = self.reachable();
+            (0..d.paths.len())
+                .filter(|&i| reachable(&d.paths[i]))
+                .collect()
+        };
+        if let Some(best) = d.best {
+            // The best path first, then the rest in decision order.
+            let opts = self.config.decision;
+            let reachable = self.reachable();
+            order.sort_by(|&a, &b| {
+                (b == best)
+                    .cmp(&(a == best))
+                    .then_with(|| compare(&d.paths[a], &d.paths[b], opts, &reachable).0)
+            });
+        }
+        let paths: Vec<Path> = order.iter().map(|&i| d.paths[i].clone()).collect();
+        let mut out = Vec::new();
+        for path in &paths {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(e) = self.export_path(g, prefix, path, memo) {
+                let id = self.out_path_id(path.source, path.path_id);
+                out.push((id, e));
+            }
+        }
+        out
+    }
+
+    /// Our ADD-PATH ID for paths from a source.
+    fn out_path_id(&mut self, source: Source, path_id: u32) -> u32 {
+        let next = self.out_path_ids.len() as u32 + 1;
+        *self.out_path_ids.entry((source, path_id)).or_insert(next)
+    }
+
     /// Computes what changed since the last flush and encodes it per peer.
     pub fn flush(&mut self) -> Outbound {
         let mut out = Outbound::default();
@@ -1237,22 +1422,7 @@ impl Rib {
             if self.groups[g].members.is_empty() {
                 continue;
             }
-            let mut memo = ExportMemo::new();
-            // Per prefix: the old and new entry; then per member what it sees.
-            let mut changes: Vec<(IpNet, Option<OutEntry>, Option<OutEntry>)> = Vec::new();
-            for p in &dirty {
-                let new = self.export_for_group(g, p, &mut memo);
-                let group = &mut self.groups[g];
-                let old = group.put(*p, new.clone());
-                let same = match (&old, &new) {
-                    (Some(o), Some(n)) => Arc::ptr_eq(&o.attrs, &n.attrs) && o.source == n.source,
-                    (None, None) => true,
-                    _ => false,
-                };
-                if !same {
-                    changes.push((*p, old, new));
-                }
-            }
+            let changes = self.update_group(g, &dirty);
             if changes.is_empty() {
                 continue;
             }
@@ -1261,10 +1431,10 @@ impl Rib {
             // all others share one encoding.
             let special: HashSet<PeerId> = changes
                 .iter()
-                .flat_map(|(_, o, n)| {
+                .flat_map(|c| {
                     [
-                        o.as_ref().and_then(|e| e.source),
-                        n.as_ref().and_then(|e| e.source),
+                        c.old.as_ref().and_then(|e| e.source),
+                        c.new.as_ref().and_then(|e| e.source),
                     ]
                 })
                 .flatten()
@@ -1462,24 +1632,29 @@ fn family(p: &IpNet) -> AfiSafi {
     }
 }
 
+/// An NLRI as a peer with this layout reads it: with our path ID in ADD-PATH
+/// families.
+fn out_nlri(tx: &WireContext, prefix: IpNet, path_id: u32) -> Nlri {
+    Nlri {
+        path_id: tx.add_path(family(&prefix)).then_some(path_id),
+        prefix,
+    }
+}
+
 fn encode_announce(
     _key: &GroupKey,
     tx: &WireContext,
     _info: &PeerInfo,
     attrs: &Attrs,
-    prefixes: &[IpNet],
+    prefixes: &[(IpNet, u32)],
     out: &mut Vec<Vec<u8>>,
 ) {
     let packer = UpdatePacker::new(tx);
-    let (v4, v6): (Vec<IpNet>, Vec<IpNet>) =
-        prefixes.iter().partition(|p| matches!(p, IpNet::V4(_)));
-    let nlri = |ps: &[IpNet]| -> Vec<Nlri> {
-        ps.iter()
-            .map(|p| Nlri {
-                path_id: None,
-                prefix: *p,
-            })
-            .collect()
+    let (v4, v6): (Vec<PathKey>, Vec<PathKey>) = prefixes
+        .iter()
+        .partition(|(p, _)| matches!(p, IpNet::V4(_)));
+    let nlri = |ps: &[(IpNet, u32)]| -> Vec<Nlri> {
+        ps.iter().map(|(p, id)| out_nlri(tx, *p, *id)).collect()
     };
     let report = |r: Result<(), EncodeError>| {
         if let Err(e) = r {
@@ -1521,19 +1696,22 @@ fn encode_changes(
     key: &GroupKey,
     tx: &WireContext,
     info: &PeerInfo,
-    changes: &[(IpNet, Option<OutEntry>, Option<OutEntry>)],
+    changes: &[Change],
     viewer: Option<PeerId>,
 ) -> Vec<Vec<u8>> {
     fn visible(e: &Option<OutEntry>, viewer: Option<PeerId>) -> Option<&OutEntry> {
         e.as_ref()
             .filter(|e| viewer.is_none() || e.source != viewer)
     }
-    let mut announce: HashMap<Arc<Attrs>, Vec<IpNet>> = HashMap::new();
-    let mut withdraw: Vec<IpNet> = Vec::new();
-    for (p, old, new) in changes {
-        match (visible(old, viewer), visible(new, viewer)) {
-            (_, Some(n)) => announce.entry(n.attrs.clone()).or_default().push(*p),
-            (Some(_), None) => withdraw.push(*p),
+    let mut announce: HashMap<Arc<Attrs>, Vec<(IpNet, u32)>> = HashMap::new();
+    let mut withdraw: Vec<(IpNet, u32)> = Vec::new();
+    for c in changes {
+        match (visible(&c.old, viewer), visible(&c.new, viewer)) {
+            (_, Some(n)) => announce
+                .entry(n.attrs.clone())
+                .or_default()
+                .push((c.prefix, c.path_id)),
+            (Some(_), None) => withdraw.push((c.prefix, c.path_id)),
             (None, None) => {}
         }
     }
@@ -1542,11 +1720,8 @@ fn encode_changes(
     for af in [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST] {
         let w: Vec<Nlri> = withdraw
             .iter()
-            .filter(|p| family(p) == af)
-            .map(|p| Nlri {
-                path_id: None,
-                prefix: *p,
-            })
+            .filter(|(p, _)| family(p) == af)
+            .map(|(p, id)| out_nlri(tx, *p, *id))
             .collect();
         if !w.is_empty()
             && let Err(e) = packer.withdraw(af, &w, &mut out)

@@ -85,6 +85,18 @@ pub struct NeighborConfig {
     pub route_reflector_client: bool,
     /// Limits on the prefixes accepted from the peer, per family.
     pub max_prefixes: Vec<MaxPrefixes>,
+    /// ADD-PATH (RFC 7911) in the families offered.
+    pub add_paths: AddPaths,
+}
+
+/// ADD-PATH settings of a neighbour (RFC 7911).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddPaths {
+    /// Accept several paths per prefix from the peer.
+    pub receive: bool,
+    /// Send up to this many paths per prefix (`usize::MAX`: all of them)
+    /// where the peer accepts several.
+    pub send: Option<usize>,
 }
 
 /// A limit on the prefixes accepted from a peer in one family.
@@ -131,6 +143,7 @@ impl NeighborConfig {
             next_hop_self: false,
             route_reflector_client: false,
             max_prefixes: Vec::new(),
+            add_paths: AddPaths::default(),
         }
     }
 }
@@ -713,6 +726,7 @@ impl SpeakerTask {
             .iter()
             .map(|af| Capability::Multiprotocol(*af))
             .chain([Capability::RouteRefresh, Capability::EnhancedRouteRefresh])
+            .chain(add_path_capability(n))
             .chain(gr.enabled.then(|| {
                 Capability::GracefulRestart(GracefulRestart {
                     flags: if self.restart.restarted {
@@ -812,6 +826,7 @@ impl SpeakerTask {
                     router_id: negotiated.peer_id,
                     next_hop_self: p.config.next_hop_self,
                     rr_client: p.config.route_reflector_client,
+                    add_path_send: p.config.add_paths.send,
                     families: negotiated.families.clone(),
                     rx: negotiated.rx,
                     tx: negotiated.tx,
@@ -1348,4 +1363,28 @@ async fn sleep_until_earliest(a: Option<tokio::time::Instant>, b: Option<tokio::
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// The ADD-PATH capability for a neighbour, if it asks for ADD-PATH at all.
+fn add_path_capability(n: &NeighborConfig) -> Option<Capability> {
+    use crate::wire::capability::AddPathFamily;
+    let mut bits = 0;
+    if n.add_paths.receive {
+        bits |= AddPathFamily::RECEIVE;
+    }
+    if n.add_paths.send.is_some() {
+        bits |= AddPathFamily::SEND;
+    }
+    (bits != 0).then(|| {
+        Capability::AddPath(
+            n.families
+                .iter()
+                .filter(|af| **af == AfiSafi::IPV4_UNICAST || **af == AfiSafi::IPV6_UNICAST)
+                .map(|af| AddPathFamily {
+                    afi_safi: *af,
+                    send_receive: bits,
+                })
+                .collect(),
+        )
+    })
 }

@@ -231,6 +231,7 @@ fn info(addr: &str, asn: u32, local: &str) -> PeerInfo {
         },
         next_hop_self: false,
         rr_client: false,
+        add_path_send: None,
         families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
         rx: WireContext::modern(),
         tx: WireContext::modern(),
@@ -978,4 +979,88 @@ fn equal_paths_form_a_multipath_set_up_to_maximum_paths() {
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
+}
+
+// ---- ADD-PATH send (RFC 7911) ----
+
+#[test]
+fn add_path_send_gives_a_client_every_path_with_stable_ids() {
+    let mut r = rib();
+    r.peer_up(1, client("192.0.2.1"));
+    r.peer_up(2, client("192.0.2.2"));
+    let mut c = client("192.0.2.3");
+    c.tx.add_path_ipv4 = true;
+    c.add_path_send = Some(usize::MAX);
+    r.peer_up(3, c);
+    for (peer, nh) in [(1, "192.0.2.1"), (2, "192.0.2.2")] {
+        r.update(
+            peer,
+            &announce(vec![], nh, &["10.99.0.1/32"], vec![]),
+            false,
+        );
+    }
+    let out = r.flush();
+    let mut ctx = WireContext::modern();
+    ctx.add_path_ipv4 = true;
+    let decode = |out: &bgpd::rib::Outbound, peer: PeerId| -> Vec<(Option<u32>, Update)> {
+        let mut v = Vec::new();
+        for (id, msgs) in &out.messages {
+            if *id != peer {
+                continue;
+            }
+            for m in msgs {
+                if let Message::Update(u) = Message::decode(m, &ctx).expect("decodes").message {
+                    for n in u.announced() {
+                        v.push((n.path_id, u.clone()));
+                    }
+                    for n in u.withdrawn_all() {
+                        v.push((n.path_id, Update::default()));
+                    }
+                }
+            }
+        }
+        v
+    };
+    let got = decode(&out, 3);
+    assert_eq!(got.len(), 2, "both paths: {got:?}");
+    let mut ids: Vec<u32> = got.iter().filter_map(|(id, _)| *id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "distinct path IDs");
+    let mut hops: Vec<String> = got
+        .iter()
+        .filter_map(|(_, u)| match attr(u, 3) {
+            Some(AttrValue::NextHop(a)) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    hops.sort();
+    assert_eq!(hops, ["192.0.2.1", "192.0.2.2"]);
+    // Peers without ADD-PATH get the best path only (from 1, the lower
+    // ORIGINATOR_ID): 2 gets it, 1 gets nothing, not even 2's path.
+    assert_eq!(sent_to(&out, 2).0.len(), 1);
+    assert!(sent_to(&out, 1).0.is_empty());
+    assert_eq!(r.counts(3, AfiSafi::IPV4_UNICAST).advertised, 1);
+
+    // One source withdraws: the client loses that path only, by its ID.
+    let from_1 = got
+        .iter()
+        .find(|(_, u)| attr(u, 3) == Some(&AttrValue::NextHop(Ipv4Addr::new(192, 0, 2, 1))))
+        .and_then(|(id, _)| *id)
+        .expect("path from 1");
+    let wd = Update {
+        withdrawn: vec![Nlri::new("10.99.0.1/32".parse().expect("p"))],
+        ..Update::default()
+    };
+    r.update(1, &wd, false);
+    let out = r.flush();
+    let got = decode(&out, 3);
+    assert_eq!(got, vec![(Some(from_1), Update::default())], "{got:?}");
+    // Peer 2's path keeps its ID: re-announcing it changes nothing.
+    r.update(
+        2,
+        &announce(vec![], "192.0.2.2", &["10.99.0.1/32"], vec![]),
+        false,
+    );
+    assert!(decode(&r.flush(), 3).is_empty());
 }

@@ -96,6 +96,28 @@ pub struct BgpPeerSpec {
     pub route_reflector_client: Option<bool>,
     /// Limits on the prefixes accepted from the peer, per family.
     pub max_prefixes: Option<MaxPrefixesSpec>,
+    /// ADD-PATH (RFC 7911): several paths per prefix.
+    pub add_paths: Option<AddPathsSpec>,
+}
+
+/// `BGPPeer.spec.addPaths`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddPathsSpec {
+    /// Accept several paths per prefix from the peer; default false.
+    pub receive: Option<bool>,
+    /// Send several paths per prefix: a number (1 to 255) or `all`.
+    pub send: Option<AddPathSendSpec>,
+}
+
+/// How many paths to send: a count or `all`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AddPathSendSpec {
+    /// At most this many.
+    Count(u32),
+    /// A keyword; only `all` is valid.
+    Keyword(String),
 }
 
 /// `BGPPeer.spec.maxPrefixes`.

@@ -15,7 +15,7 @@ use bgpd::speaker::{
     MaxPrefixes, MaxPrefixesAction, NeighborAddress, NeighborConfig, SpeakerConfig,
 };
 use bgpd::wire::AfiSafi;
-use crds::{BgpPeerSpec, MaxPrefixAction, PasswordSource, Seconds};
+use crds::{AddPathSendSpec, BgpPeerSpec, MaxPrefixAction, PasswordSource, Seconds};
 
 use crate::source::{Named, Problem, Snapshot};
 
@@ -243,6 +243,24 @@ fn neighbor(
     n.passive = s.passive.unwrap_or(false) || matches!(n.address, NeighborAddress::Range(_));
     n.next_hop_self = s.next_hop_self.unwrap_or(false);
     n.route_reflector_client = s.route_reflector_client.unwrap_or(false);
+    if let Some(ap) = &s.add_paths {
+        n.add_paths.receive = ap.receive.unwrap_or(false);
+        n.add_paths.send = match &ap.send {
+            None => None,
+            Some(AddPathSendSpec::Count(c)) if (1..=255).contains(c) => Some(*c as usize),
+            Some(AddPathSendSpec::Keyword(k)) if k == "all" => Some(usize::MAX),
+            Some(other) => {
+                let given = match other {
+                    AddPathSendSpec::Count(c) => c.to_string(),
+                    AddPathSendSpec::Keyword(k) => format!("{k:?}"),
+                };
+                return err(
+                    "spec.addPaths.send",
+                    format!("{given} is not a number of paths (1 to 255) or \"all\""),
+                );
+            }
+        };
+    }
     if let Some(mp) = &s.max_prefixes {
         for (name, family, spec) in [
             ("ipv4", AfiSafi::IPV4_UNICAST, &mp.ipv4),
@@ -497,6 +515,29 @@ spec: {peerIP: 10.0.0.253, asNumber: 65000, maxPrefixes: {ipv4: {warningPercent:
         assert_eq!(mp[1].action, MaxPrefixesAction::Log);
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].field.as_deref(), Some("spec.maxPrefixes.ipv4.limit"));
+    }
+
+    #[test]
+    fn add_paths_take_a_count_or_all() {
+        let peer = |name: &str, ip: &str, send: &str| {
+            format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: {name}}}\nspec: {{peerIP: {ip}, asNumber: 65001, addPaths: {{receive: true, send: {send}}}}}\n"
+            )
+        };
+        let text = format!(
+            "{BASE}\n---\n{}---\n{}---\n{}",
+            peer("a", "10.0.0.2", "all"),
+            peer("b", "10.0.0.3", "2"),
+            peer("c", "10.0.0.4", "most"),
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned");
+        let sends: Vec<Option<usize>> = c.neighbors.iter().map(|n| n.add_paths.send).collect();
+        assert_eq!(sends, vec![Some(usize::MAX), Some(2)]);
+        assert!(c.neighbors.iter().all(|n| n.add_paths.receive));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field.as_deref(), Some("spec.addPaths.send"));
+        assert!(p[0].message.contains("\"most\""), "{}", p[0].message);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! petrel as a route reflector (RFC 4456) for FRR and BIRD 2 clients, one of
-//! them a dynamic neighbour from a listen range, and ECMP for a prefix both
-//! clients announce.
+//! them a dynamic neighbour from a listen range; ECMP for a prefix both
+//! clients announce; and ADD-PATH send to a third client (FRR), which gets
+//! both paths and installs ECMP itself.
 
 mod common;
 
@@ -12,13 +13,40 @@ fn petrel_reflects_between_clients_and_installs_ecmp() {
     let p = lab.ns("p");
     let f = lab.ns("f");
     let b = lab.ns("b");
+    let c = lab.ns("c");
     lab.link(&p, &f, "eth0", &["10.16.0.1/24"], &["10.16.0.2/24"]);
     lab.link(&p, &b, "eth1", &["10.17.0.1/24"], &["10.17.0.2/24"]);
+    lab.link(&p, &c, "eth2", &["10.19.0.1/24"], &["10.19.0.2/24"]);
+    // The clients reach each other's next hops through petrel's namespace
+    // (kernel routes, which zebra resolves BGP next hops through).
+    for (ns, via, dsts) in [
+        (&f, "10.16.0.1", ["10.17.0.0/24", "10.19.0.0/24"]),
+        (&c, "10.19.0.1", ["10.16.0.0/24", "10.17.0.0/24"]),
+    ] {
+        for dst in dsts {
+            common::run("ip", &["-n", ns, "route", "add", dst, "via", via]);
+        }
+    }
+    // The ADD-PATH client: FRR takes several paths (its receive side is on
+    // by default) and installs up to four iBGP paths.
+    lab.frr(
+        &c,
+        r#"frr defaults traditional
+hostname frr-c
+router bgp 65000
+ bgp router-id 10.19.0.2
+ timers bgp 3 9
+ neighbor 10.19.0.1 remote-as 65000
+ neighbor 10.19.0.1 timers connect 1
+ address-family ipv4 unicast
+  maximum-paths ibgp 4
+ exit-address-family
+"#,
+    );
     lab.frr(
         &f,
         r#"frr defaults traditional
 hostname frr
-ip route 10.17.0.0/24 10.16.0.1
 router bgp 65000
  bgp router-id 10.16.0.2
  no bgp network import-check
@@ -68,6 +96,11 @@ apiVersion: petrel.dev/v1alpha1
 kind: BGPPeer
 metadata: {name: nodes}
 spec: {listenRange: 10.17.0.0/24, asNumber: 65000, routeReflectorClient: true}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: frr-c}
+spec: {peerIP: 10.19.0.2, asNumber: 65000, routeReflectorClient: true, addPaths: {send: all}}
 "#;
     let petrel = lab.petrel(&p, "node-1", yaml);
     petrel.wait_established("10.16.0.2", 30);
@@ -124,5 +157,37 @@ spec: {listenRange: 10.17.0.0/24, asNumber: 65000, routeReflectorClient: true}
             }
             None => Err(format!("{:?}", petrel.kernel_routes())),
         }
+    });
+
+    // The ADD-PATH client gets both paths for the prefix and installs both.
+    wait_until(20, "both paths at the ADD-PATH client", || {
+        let v = lab.vtysh_json(&c, "show bgp ipv4 unicast 10.99.0.1/32 json");
+        let mut hops: Vec<String> = v["paths"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["nexthops"][0]["ip"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        hops.sort();
+        (hops == ["10.16.0.2", "10.17.0.2"])
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+    let n = lab.vtysh_json(&c, "show bgp neighbors 10.19.0.1 json");
+    assert!(
+        n.to_string().contains("addPath"),
+        "ADD-PATH not negotiated: {n}"
+    );
+    // FRR takes both as one multipath set (in its kernel they collapse into
+    // one gateway here, since both next hops resolve through petrel).
+    wait_until(20, "a multipath set at the client", || {
+        let v = lab.vtysh_json(&c, "show bgp ipv4 unicast 10.99.0.1/32 json");
+        let multipath = v["paths"]
+            .as_array()
+            .map(|a| a.iter().filter(|p| p["multipath"] == true).count())
+            .unwrap_or(0);
+        (multipath == 2).then_some(()).ok_or(v.to_string())
     });
 }
