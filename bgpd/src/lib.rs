@@ -10,6 +10,7 @@
 
 pub mod fsm;
 pub mod mrt;
+pub mod policy;
 pub mod rib;
 pub mod session;
 pub mod speaker;

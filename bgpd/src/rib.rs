@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::policy::{Policy, Verdict};
 use crate::wire::attr::{
     self, Aggregator, AsPath, AsSegment, AttrValue, Community, ExtendedCommunity, LargeCommunity,
     NextHop, Origin, PathAttribute, SegmentType,
@@ -292,6 +293,14 @@ pub struct PeerInfo {
     /// ADD-PATH send (RFC 7911): how many paths per prefix to send in the
     /// families where the peer agreed to receive several (`usize::MAX`: all).
     pub add_path_send: Option<usize>,
+    /// Runs on what the peer sends, before the decision process.
+    pub import_policy: Option<Arc<Policy>>,
+    /// Runs on what the peer is sent.
+    pub export_policy: Option<Arc<Policy>>,
+    /// An external peer gets routes learned from other external peers even
+    /// when no export rule accepted them (false: only when one did, so a node
+    /// does not become a transit between its upstreams).
+    pub transit: bool,
     /// Families negotiated.
     pub families: Vec<AfiSafi>,
     /// Layout of what we receive.
@@ -319,6 +328,8 @@ struct GroupKey {
     rr_client: bool,
     /// Paths per prefix in ADD-PATH families (`None`: the best path only).
     add_path_send: Option<usize>,
+    export_policy: Option<Arc<Policy>>,
+    transit: bool,
     /// The next hop we set (external peers or next-hop-self), else `None`.
     next_hop: Option<SelfNextHop>,
     tx: WireContextKey,
@@ -440,6 +451,9 @@ struct PeerState {
     /// Received entries kept over a graceful restart that the peer has not
     /// announced again since (RFC 4724 §4.2).
     stale: HashSet<(IpNet, u32)>,
+    /// While the peer has an import policy: what it sent, before the policy
+    /// (the Adj-RIB-In), so a new policy applies without asking it again.
+    adj_in: HashMap<(IpNet, u32), Arc<Attrs>>,
 }
 
 /// Exported attribute sets computed in one pass over a group, keyed by the
@@ -729,6 +743,43 @@ impl Rib {
                 None
             }
         };
+        let (group, fresh) = self.join_group(id, &info);
+        let mut state = PeerState {
+            info,
+            group,
+            received: HashMap::new(),
+            received_count: [0; 2],
+            rejected_count: [0; 2],
+            end_of_rib: HashSet::new(),
+            up: true,
+            stale: HashSet::new(),
+            adj_in: HashMap::new(),
+        };
+        if let Some(k) = kept {
+            state.received = k.received;
+            state.received_count = k.received_count;
+            state.rejected_count = k.rejected_count;
+            state.stale = k.stale;
+            state.adj_in = k.adj_in;
+        }
+        self.peers.insert(id, state);
+        if self.deferring {
+            // Everything goes out when the deferral ends (Rib::end_deferral).
+            return Outbound::default();
+        }
+        if fresh {
+            // Fill the new group's Adj-RIB-Out from the Loc-RIB.
+            let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+            self.update_group(group, &prefixes);
+        }
+        Outbound {
+            messages: vec![(id, self.initial_table(id))],
+        }
+    }
+
+    /// Adds a peer to the update group for its treatment (creating one if
+    /// needed); returns the group and whether it is new (empty).
+    fn join_group(&mut self, id: PeerId, info: &PeerInfo) -> (usize, bool) {
         let ebgp = info.asn != self.config.local_asn;
         let key = GroupKey {
             ebgp,
@@ -736,7 +787,9 @@ impl Rib {
             add_path_send: info
                 .add_path_send
                 .filter(|_| info.tx.add_path_ipv4 || info.tx.add_path_ipv6),
-            next_hop: (ebgp || info.next_hop_self).then(|| SelfNextHop::of(&info)),
+            export_policy: info.export_policy.clone(),
+            transit: info.transit,
+            next_hop: (ebgp || info.next_hop_self).then(|| SelfNextHop::of(info)),
             tx: info.tx.into(),
             families: info.families.clone(),
         };
@@ -771,35 +824,7 @@ impl Rib {
         };
         let fresh = self.groups[group].members.is_empty();
         self.groups[group].members.push(id);
-        let mut state = PeerState {
-            info,
-            group,
-            received: HashMap::new(),
-            received_count: [0; 2],
-            rejected_count: [0; 2],
-            end_of_rib: HashSet::new(),
-            up: true,
-            stale: HashSet::new(),
-        };
-        if let Some(k) = kept {
-            state.received = k.received;
-            state.received_count = k.received_count;
-            state.rejected_count = k.rejected_count;
-            state.stale = k.stale;
-        }
-        self.peers.insert(id, state);
-        if self.deferring {
-            // Everything goes out when the deferral ends (Rib::end_deferral).
-            return Outbound::default();
-        }
-        if fresh {
-            // Fill the new group's Adj-RIB-Out from the Loc-RIB.
-            let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
-            self.update_group(group, &prefixes);
-        }
-        Outbound {
-            messages: vec![(id, self.initial_table(id))],
-        }
+        (group, fresh)
     }
 
     /// A peer's initial table, then End-of-RIB per family.
@@ -992,6 +1017,9 @@ impl Rib {
 
     /// Drops one received entry of a peer and its path.
     fn forget(&mut self, id: PeerId, key: (IpNet, u32)) {
+        if let Some(s) = self.peers.get_mut(&id) {
+            s.adj_in.remove(&key);
+        }
         if let Some(s) = self.peers.get_mut(&id)
             && let Some(was_rejected) = s.received.remove(&key)
         {
@@ -1051,44 +1079,226 @@ impl Rib {
         let attrs = self.intern(attrs);
         for n in announced {
             let key = (n.prefix.trunc(), n.path_id.unwrap_or(0));
-            if let Some(s) = self.peers.get_mut(&id) {
-                if restarting {
-                    s.stale.remove(&key);
+            if restarting && let Some(s) = self.peers.get_mut(&id) {
+                s.stale.remove(&key);
+            }
+            let accepted = if reject {
+                None
+            } else if let Some(policy) = &info.import_policy {
+                if let Some(s) = self.peers.get_mut(&id) {
+                    s.adj_in.insert(key, attrs.clone());
                 }
-                let i = af_index(&key.0);
-                match s.received.insert(key, reject) {
-                    None => s.received_count[i] += 1,
-                    Some(true) => s.rejected_count[i] -= 1,
-                    Some(false) => {}
-                }
-                if reject {
-                    s.rejected_count[i] += 1;
-                }
+                self.import(policy, key.0, &attrs)
+            } else {
+                Some(attrs.clone())
+            };
+            self.set_received(id, &info, key, accepted);
+        }
+    }
+
+    /// Runs an import policy on a route: its attributes, or `None` if rejected.
+    fn import(&mut self, policy: &Policy, prefix: IpNet, attrs: &Arc<Attrs>) -> Option<Arc<Attrs>> {
+        let ev = policy.evaluate(&prefix, attrs, self.config.local_asn);
+        match (ev.verdict, ev.attrs) {
+            (Verdict::Rejected, _) => None,
+            (_, Some(changed)) => Some(self.intern(changed)),
+            (_, None) => Some(attrs.clone()),
+        }
+    }
+
+    /// Records what a peer sent for one key (`None`: rejected) and updates
+    /// the candidate paths.
+    fn set_received(
+        &mut self,
+        id: PeerId,
+        info: &PeerInfo,
+        key: (IpNet, u32),
+        attrs: Option<Arc<Attrs>>,
+    ) {
+        let reject = attrs.is_none();
+        if let Some(s) = self.peers.get_mut(&id) {
+            let i = af_index(&key.0);
+            match s.received.insert(key, reject) {
+                None => s.received_count[i] += 1,
+                Some(true) => s.rejected_count[i] -= 1,
+                Some(false) => {}
             }
             if reject {
-                self.remove_path(key.0, Source::Peer(id), key.1);
-                continue;
+                s.rejected_count[i] += 1;
             }
-            let path = Path {
-                source: Source::Peer(id),
-                path_id: key.1,
-                attrs: attrs.clone(),
-                ebgp,
-                peer_router_id: info.router_id,
-                peer_address: Some(info.address),
-            };
-            let d = self.loc.entry(key.0).or_default();
-            match d
-                .paths
-                .iter_mut()
-                .find(|p| p.source == path.source && p.path_id == path.path_id)
-            {
-                Some(p) if Arc::ptr_eq(&p.attrs, &path.attrs) => continue,
-                Some(p) => *p = path,
-                None => d.paths.push(path),
-            }
-            self.decide(key.0);
         }
+        let Some(attrs) = attrs else {
+            self.remove_path(key.0, Source::Peer(id), key.1);
+            return;
+        };
+        let path = Path {
+            source: Source::Peer(id),
+            path_id: key.1,
+            attrs,
+            ebgp: info.asn != self.config.local_asn,
+            peer_router_id: info.router_id,
+            peer_address: Some(info.address),
+        };
+        let d = self.loc.entry(key.0).or_default();
+        match d
+            .paths
+            .iter_mut()
+            .find(|p| p.source == path.source && p.path_id == path.path_id)
+        {
+            Some(p) if Arc::ptr_eq(&p.attrs, &path.attrs) => return,
+            Some(p) => *p = path,
+            None => d.paths.push(path),
+        }
+        self.decide(key.0);
+    }
+
+    /// Changes a peer's policies, live: a new import policy runs on what the
+    /// peer sent (kept, so the peer is not asked again); a new export policy
+    /// moves the peer to another update group, and the returned messages
+    /// bring it from what it had to what it gets now. The session stays up.
+    pub fn set_policies(
+        &mut self,
+        id: PeerId,
+        import: Option<Arc<Policy>>,
+        export: Option<Arc<Policy>>,
+    ) -> Outbound {
+        let Some(state) = self.peers.get_mut(&id) else {
+            return Outbound::default();
+        };
+        if state.info.import_policy != import {
+            if state.info.import_policy.is_none() {
+                // No policy ran so far: what the peer sent is what we have.
+                let keys: Vec<(IpNet, u32)> = state
+                    .received
+                    .iter()
+                    .filter(|(_, rejected)| !**rejected)
+                    .map(|(k, _)| *k)
+                    .collect();
+                let mut kept = Vec::with_capacity(keys.len());
+                for k in keys {
+                    if let Some(p) = self.loc.get(&k.0).and_then(|d| {
+                        d.paths
+                            .iter()
+                            .find(|p| p.source == Source::Peer(id) && p.path_id == k.1)
+                    }) {
+                        kept.push((k, p.attrs.clone()));
+                    }
+                }
+                if let Some(s) = self.peers.get_mut(&id) {
+                    s.adj_in.extend(kept);
+                }
+            }
+            let Some(state) = self.peers.get_mut(&id) else {
+                return Outbound::default();
+            };
+            state.info.import_policy = import.clone();
+            let info = state.info.clone();
+            let entries: Vec<((IpNet, u32), Arc<Attrs>)> =
+                state.adj_in.iter().map(|(k, a)| (*k, a.clone())).collect();
+            if import.is_none()
+                && let Some(s) = self.peers.get_mut(&id)
+            {
+                s.adj_in.clear();
+            }
+            for (key, raw) in entries {
+                let accepted = match &import {
+                    Some(p) => self.import(p, key.0, &raw),
+                    None => Some(raw),
+                };
+                self.set_received(id, &info, key, accepted);
+            }
+        }
+        let same_export = self
+            .peers
+            .get(&id)
+            .is_some_and(|s| s.info.export_policy == export);
+        if same_export {
+            return Outbound::default();
+        }
+        if let Some(s) = self.peers.get_mut(&id) {
+            s.info.export_policy = export;
+        }
+        self.regroup(id)
+    }
+
+    /// Moves a peer to the update group its (changed) treatment calls for,
+    /// and returns the messages that take it from the old group's view to the
+    /// new one's: announcements, changes and withdrawals, nothing else.
+    fn regroup(&mut self, id: PeerId) -> Outbound {
+        let Some(state) = self.peers.get(&id) else {
+            return Outbound::default();
+        };
+        if !state.up || self.deferring {
+            return Outbound::default();
+        }
+        let old_group = state.group;
+        let before = self.view(old_group, id);
+        let info = state.info.clone();
+        let g = &mut self.groups[old_group];
+        g.members.retain(|m| *m != id);
+        if g.members.is_empty() {
+            g.clear();
+        }
+        // Join the group of the new treatment (a new one is filled).
+        let (group, fresh) = self.join_group(id, &info);
+        if let Some(s) = self.peers.get_mut(&id) {
+            s.group = group;
+        }
+        if fresh {
+            let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+            self.update_group(group, &prefixes);
+        }
+        let Some(state) = self.peers.get(&id) else {
+            return Outbound::default();
+        };
+        let after = self.view(group, id);
+        let mut changes = Vec::new();
+        for (k, old) in &before {
+            let new = after.get(k);
+            let same = new.is_some_and(|n| Arc::ptr_eq(&n.attrs, &old.attrs));
+            if !same {
+                changes.push(Change {
+                    prefix: k.0,
+                    path_id: k.1,
+                    old: Some(old.clone()),
+                    new: new.cloned(),
+                });
+            }
+        }
+        for (k, new) in &after {
+            if !before.contains_key(k) {
+                changes.push(Change {
+                    prefix: k.0,
+                    path_id: k.1,
+                    old: None,
+                    new: Some(new.clone()),
+                });
+            }
+        }
+        let g = &self.groups[group];
+        let msgs = encode_changes(&g.key, &g.tx, &state.info, &changes, Some(id));
+        Outbound {
+            messages: vec![(id, msgs)],
+        }
+    }
+
+    /// What a group sends one of its members, by prefix and path ID.
+    fn view(&self, group: usize, viewer: PeerId) -> HashMap<PathKey, OutEntry> {
+        let g = &self.groups[group];
+        let mut v = HashMap::new();
+        for (p, e) in &g.adj_out {
+            if e.source != Some(viewer) {
+                v.insert((*p, 0), e.clone());
+            }
+        }
+        for (p, paths) in &g.adj_paths {
+            for (path_id, e) in paths {
+                if e.source != Some(viewer) {
+                    v.insert((*p, *path_id), e.clone());
+                }
+            }
+        }
+        v
     }
 
     /// Inbound checks that make a path unusable (RFC 4271 §9.1.2, RFC 4456 §8).
@@ -1213,7 +1423,45 @@ impl Rib {
                 out
             }
         };
+        // Routes from one external peer to another only when a rule says so.
+        let g = &self.groups[group].key;
+        let transit = g.ebgp && path.ebgp && source.is_some() && !g.transit;
+        let Some(policy) = g.export_policy.clone() else {
+            return (!transit).then_some(OutEntry { attrs, source });
+        };
+        let ev = policy.evaluate(prefix, &attrs, self.config.local_asn);
+        match ev.verdict {
+            Verdict::Rejected => return None,
+            Verdict::Default if transit => return None,
+            _ => {}
+        }
+        let mut changed = ev.attrs;
+        if ev.next_hop_self
+            && let Some(nh) = self.group_next_hop(group)
+        {
+            let a = changed.get_or_insert_with(|| (*attrs).clone());
+            match prefix {
+                IpNet::V4(_) => a.next_hop = Some(nh.for_ipv4()),
+                IpNet::V6(_) => {
+                    a.next_hop = Some(IpAddr::V6(nh.for_ipv6()));
+                    a.link_local = nh.link_local;
+                }
+            }
+        }
+        let attrs = match changed {
+            Some(c) => self.intern(c),
+            None => attrs,
+        };
         Some(OutEntry { attrs, source })
+    }
+
+    /// Our next hop towards a group's members.
+    fn group_next_hop(&self, group: usize) -> Option<SelfNextHop> {
+        let g = &self.groups[group];
+        g.key.next_hop.or_else(|| {
+            let m = g.members.first().and_then(|m| self.peers.get(m))?;
+            Some(SelfNextHop::of(&m.info))
+        })
     }
 
     /// Where a group's export of a prefix starts from, if it gets it at all.
@@ -1550,7 +1798,8 @@ impl Rib {
     }
 }
 
-fn prepend(path: &mut AsPath, asn: u32) {
+/// Puts an ASN at the front of a path.
+pub(crate) fn prepend(path: &mut AsPath, asn: u32) {
     match path.segments.first_mut() {
         Some(s) if s.kind == SegmentType::Sequence && s.asns.len() < 255 => s.asns.insert(0, asn),
         _ => path.segments.insert(

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::fsm::{DownReason, FsmConfig, Negotiated, State};
+use crate::policy::Policy;
 use crate::rib::{
     Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source,
 };
@@ -87,6 +88,25 @@ pub struct NeighborConfig {
     pub max_prefixes: Vec<MaxPrefixes>,
     /// ADD-PATH (RFC 7911) in the families offered.
     pub add_paths: AddPaths,
+    /// Runs on what the peer sends. Changing it keeps the session.
+    pub import_policy: Option<std::sync::Arc<Policy>>,
+    /// Runs on what the peer is sent; routes from one external peer reach
+    /// another only when a rule of it accepts them. Changing it keeps the
+    /// session.
+    pub export_policy: Option<std::sync::Arc<Policy>>,
+}
+
+impl NeighborConfig {
+    /// Whether two configurations differ in more than their policies (which
+    /// apply without a session reset).
+    fn differs_beyond_policies(&self, other: &NeighborConfig) -> bool {
+        let strip = |n: &NeighborConfig| NeighborConfig {
+            import_policy: None,
+            export_policy: None,
+            ..n.clone()
+        };
+        strip(self) != strip(other)
+    }
 }
 
 /// ADD-PATH settings of a neighbour (RFC 7911).
@@ -144,6 +164,8 @@ impl NeighborConfig {
             route_reflector_client: false,
             max_prefixes: Vec::new(),
             add_paths: AddPaths::default(),
+            import_policy: None,
+            export_policy: None,
         }
     }
 }
@@ -827,6 +849,9 @@ impl SpeakerTask {
                     next_hop_self: p.config.next_hop_self,
                     rr_client: p.config.route_reflector_client,
                     add_path_send: p.config.add_paths.send,
+                    import_policy: p.config.import_policy.clone(),
+                    export_policy: p.config.export_policy.clone(),
+                    transit: false,
                     families: negotiated.families.clone(),
                     rx: negotiated.rx,
                     tx: negotiated.tx,
@@ -1090,9 +1115,19 @@ impl SpeakerTask {
             let still = new.neighbors.iter().find(|n| n.name == p.config.name);
             match still {
                 None => self.stop_peer(id, subcode::cease::PEER_DECONFIGURED, None),
-                Some(n) if *n != p.config => {
+                Some(n) if n.differs_beyond_policies(&p.config) => {
                     tracing::info!(peer = %p.address, name = %n.name, "neighbour settings changed; resetting its session");
                     self.stop_peer(id, subcode::cease::OTHER_CONFIGURATION_CHANGE, None)
+                }
+                Some(n) if *n != p.config => {
+                    // Only the policies: applied live, the session stays.
+                    tracing::info!(peer = %p.address, name = %n.name, "policies changed; applying them without a reset");
+                    let (import, export) = (n.import_policy.clone(), n.export_policy.clone());
+                    if let Some(slot) = self.peers.get_mut(&id) {
+                        slot.config = n.clone();
+                    }
+                    let out = self.rib.set_policies(id, import, export);
+                    self.dispatch(out);
                 }
                 Some(_) => {}
             }

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use bgpd::policy::{Action, Match, Policy, Rule};
 use bgpd::rib::{
     Attrs, DecisionOptions, Path, PeerId, PeerInfo, Rib, RibConfig, Source, Step, compare,
     select_best,
@@ -232,6 +233,11 @@ fn info(addr: &str, asn: u32, local: &str) -> PeerInfo {
         next_hop_self: false,
         rr_client: false,
         add_path_send: None,
+        import_policy: None,
+        export_policy: None,
+        // These tests are about the protocol's rules; the no-transit default
+        // has its own test.
+        transit: true,
         families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
         rx: WireContext::modern(),
         tx: WireContext::modern(),
@@ -1063,4 +1069,162 @@ fn add_path_send_gives_a_client_every_path_with_stable_ids() {
         false,
     );
     assert!(decode(&r.flush(), 3).is_empty());
+}
+
+// ---- Policy ----
+
+fn policy(rules: Vec<Rule>) -> Option<Arc<Policy>> {
+    Some(Arc::new(Policy {
+        name: "test".into(),
+        rules,
+    }))
+}
+
+fn within(net: &str, le: u8) -> Match {
+    Match::Prefix {
+        net: net.parse().expect("net"),
+        ge: None,
+        le: Some(le),
+    }
+}
+
+#[test]
+fn import_policy_changes_and_rejects_and_a_new_one_applies_live() {
+    let mut r = rib();
+    let mut i = info("192.0.2.1", 65001, "192.0.2.100");
+    i.import_policy = policy(vec![
+        Rule {
+            matches: vec![within("10.1.0.0/16", 24)],
+            actions: vec![Action::SetLocalPref(300), Action::Accept],
+        },
+        Rule {
+            matches: vec![within("10.2.0.0/16", 24)],
+            actions: vec![Action::Reject],
+        },
+    ]);
+    r.peer_up(1, i);
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["10.1.1.0/24", "10.2.1.0/24", "10.3.1.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    let best = r
+        .best(&"10.1.1.0/24".parse().expect("p"))
+        .expect("accepted");
+    assert_eq!(best.attrs.local_pref, Some(300));
+    assert!(
+        r.best(&"10.2.1.0/24".parse().expect("p")).is_none(),
+        "rejected"
+    );
+    let lp3 = r.best(&"10.3.1.0/24".parse().expect("p")).expect("default");
+    assert_eq!(lp3.attrs.local_pref, None, "untouched by the default");
+    let c = r.counts(1, AfiSafi::IPV4_UNICAST);
+    assert_eq!((c.received, c.accepted), (3, 2));
+
+    // A new policy, without the peer sending anything again: 10.2 comes
+    // back, 10.1 loses its LOCAL_PREF, 10.3 goes.
+    r.set_policies(
+        1,
+        policy(vec![Rule {
+            matches: vec![within("10.3.0.0/16", 24)],
+            actions: vec![Action::Reject],
+        }]),
+        None,
+    );
+    assert!(r.best(&"10.2.1.0/24".parse().expect("p")).is_some());
+    assert_eq!(
+        r.best(&"10.1.1.0/24".parse().expect("p"))
+            .expect("p")
+            .attrs
+            .local_pref,
+        None
+    );
+    assert!(r.best(&"10.3.1.0/24".parse().expect("p")).is_none());
+    // And with no policy at all, everything the peer sent.
+    r.set_policies(1, None, None);
+    assert_eq!(r.len(), 3);
+    assert_eq!(r.counts(1, AfiSafi::IPV4_UNICAST).accepted, 3);
+}
+
+#[test]
+fn no_transit_by_default_unless_an_export_rule_accepts() {
+    let mut r = rib();
+    let mut up = info("192.0.2.1", 65001, "192.0.2.100");
+    up.transit = false;
+    let mut down = info("198.51.100.2", 65002, "198.51.100.100");
+    down.transit = false;
+    let ibgp = {
+        let mut i = info("192.0.2.3", LOCAL_AS, "192.0.2.100");
+        i.transit = false;
+        i
+    };
+    r.peer_up(1, up);
+    r.peer_up(2, down);
+    r.peer_up(3, ibgp);
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["10.1.0.0/24", "10.9.0.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    r.set_local_routes([(
+        "10.100.0.0/24".parse().expect("p"),
+        Attrs {
+            origin: Some(Origin::Igp),
+            ..Attrs::default()
+        },
+    )]);
+    let out = r.flush();
+    let to_2: Vec<IpNet> = sent_to(&out, 2).0.into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        to_2,
+        vec![p("10.100.0.0/24")],
+        "our own route only, no transit"
+    );
+    assert_eq!(sent_to(&out, 3).0.len(), 3, "internal peers get everything");
+
+    // An export rule accepting 10.1.0.0/24 (with a MED and a prepend) lets
+    // that one through, live: peer 2 gets exactly it.
+    let out = r.set_policies(
+        2,
+        None,
+        policy(vec![Rule {
+            matches: vec![Match::Prefix {
+                net: p("10.1.0.0/24"),
+                ge: None,
+                le: None,
+            }],
+            actions: vec![
+                Action::SetMed(7),
+                Action::Prepend {
+                    asn: None,
+                    count: 2,
+                },
+                Action::Accept,
+            ],
+        }]),
+    );
+    let (ann, wd) = sent_to(&out, 2);
+    assert!(wd.is_empty());
+    assert_eq!(ann.len(), 1, "{ann:?}");
+    assert_eq!(ann[0].0, p("10.1.0.0/24"));
+    assert_eq!(attr(&ann[0].1, 4), Some(&AttrValue::Med(7)));
+    match attr(&ann[0].1, 2) {
+        Some(AttrValue::AsPath(path)) => {
+            assert_eq!(path.to_string(), "65000 65000 65000 65001")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Taking the policy away withdraws it again.
+    let out = r.set_policies(2, None, None);
+    assert_eq!(sent_to(&out, 2).1, vec![p("10.1.0.0/24")]);
 }

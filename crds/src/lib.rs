@@ -98,6 +98,125 @@ pub struct BgpPeerSpec {
     pub max_prefixes: Option<MaxPrefixesSpec>,
     /// ADD-PATH (RFC 7911): several paths per prefix.
     pub add_paths: Option<AddPathsSpec>,
+    /// BGPFilter names, applied in order: their import rules to what the
+    /// peer sends, their export rules to what it is sent. Routes learned from
+    /// one external peer reach another only when an export rule accepts them.
+    pub filters: Option<Vec<String>>,
+}
+
+/// `BGPFilter.spec`: ordered rules for routes received (`import`) and sent
+/// (`export`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpFilterSpec {
+    /// Rules for what peers send.
+    pub import: Option<Vec<FilterRuleSpec>>,
+    /// Rules for what peers are sent.
+    pub export: Option<Vec<FilterRuleSpec>>,
+}
+
+/// One rule: when every condition in `match` holds, `set` changes the route
+/// and `action` decides it (`Continue`, the default, goes on to the next rule).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterRuleSpec {
+    /// Conditions, all of which must hold; none: every route.
+    #[serde(rename = "match")]
+    pub matches: Option<FilterMatchSpec>,
+    /// Changes.
+    pub set: Option<FilterSetSpec>,
+    /// `Accept`, `Reject` or `Continue` (default).
+    pub action: Option<FilterAction>,
+}
+
+/// Conditions of a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterMatchSpec {
+    /// The prefix lies within `cidr`, with a length from `ge` to `le`
+    /// (neither: exactly `cidr`'s length).
+    pub prefix: Option<PrefixMatchSpec>,
+    /// `ipv4` or `ipv6`.
+    pub family: Option<String>,
+    /// A community the route carries, `ASN:VALUE`.
+    pub community: Option<String>,
+    /// A large community the route carries, `ASN:DATA1:DATA2`.
+    pub large_community: Option<String>,
+    /// An ASN anywhere in the AS path.
+    pub as_path_contains: Option<u32>,
+    /// The ASN the route originated in.
+    #[serde(rename = "originAS", default)]
+    pub origin_as: Option<u32>,
+    /// Bounds on the AS path length.
+    pub as_path_length: Option<LengthSpec>,
+    /// The next hop lies within this CIDR.
+    pub next_hop: Option<IpNet>,
+}
+
+/// `match.prefix`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrefixMatchSpec {
+    /// The covering CIDR. Required.
+    pub cidr: Option<IpNet>,
+    /// Shortest length matched.
+    pub ge: Option<u8>,
+    /// Longest length matched.
+    pub le: Option<u8>,
+}
+
+/// `match.asPathLength`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LengthSpec {
+    /// At least.
+    pub min: Option<u32>,
+    /// At most.
+    pub max: Option<u32>,
+}
+
+/// Changes a rule makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterSetSpec {
+    /// LOCAL_PREF.
+    pub local_pref: Option<u32>,
+    /// MULTI_EXIT_DISC.
+    #[serde(rename = "med", default)]
+    pub med: Option<u32>,
+    /// Communities to add, `ASN:VALUE`.
+    pub add_communities: Option<Vec<String>>,
+    /// Communities to remove.
+    pub remove_communities: Option<Vec<String>>,
+    /// Large communities to add, `ASN:DATA1:DATA2`.
+    pub add_large_communities: Option<Vec<String>>,
+    /// Large communities to remove.
+    pub remove_large_communities: Option<Vec<String>>,
+    /// Prepend our ASN (or `asn`) `count` times.
+    pub prepend: Option<PrependSpec>,
+    /// Export only: our own address as next hop.
+    pub next_hop_self: Option<bool>,
+}
+
+/// `set.prepend`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrependSpec {
+    /// The ASN; default ours.
+    pub asn: Option<u32>,
+    /// How often (1 to 10). Required.
+    pub count: Option<u8>,
+}
+
+/// What a rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FilterAction {
+    /// Take the route; stop.
+    Accept,
+    /// Drop the route; stop.
+    Reject,
+    /// Go on to the next rule.
+    Continue,
 }
 
 /// `BGPPeer.spec.addPaths`.

@@ -15,7 +15,14 @@ use bgpd::speaker::{
     MaxPrefixes, MaxPrefixesAction, NeighborAddress, NeighborConfig, SpeakerConfig,
 };
 use bgpd::wire::AfiSafi;
-use crds::{AddPathSendSpec, BgpPeerSpec, MaxPrefixAction, PasswordSource, Seconds};
+use std::sync::Arc;
+
+use bgpd::policy::{Action as PolicyAction, Match, Policy, Rule};
+use bgpd::wire::attr::{Community, LargeCommunity};
+use crds::{
+    AddPathSendSpec, BgpPeerSpec, FilterAction, FilterRuleSpec, MaxPrefixAction, PasswordSource,
+    Seconds,
+};
 
 use crate::source::{Named, Problem, Snapshot};
 
@@ -243,6 +250,12 @@ fn neighbor(
     n.passive = s.passive.unwrap_or(false) || matches!(n.address, NeighborAddress::Range(_));
     n.next_hop_self = s.next_hop_self.unwrap_or(false);
     n.route_reflector_client = s.route_reflector_client.unwrap_or(false);
+    if let Some(names) = &s.filters {
+        let (import, export) =
+            policies(names, snapshot).map_err(|m| ("spec.filters".to_string(), m))?;
+        n.import_policy = import;
+        n.export_policy = export;
+    }
     if let Some(ap) = &s.add_paths {
         n.add_paths.receive = ap.receive.unwrap_or(false);
         n.add_paths.send = match &ap.send {
@@ -377,6 +390,214 @@ fn password(pw: &PasswordSource, snapshot: &Snapshot) -> Result<String, (String,
             "set exactly one of file or secretKeyRef".into(),
         )),
     }
+}
+
+/// The import and export policies of a peer's filters, in order.
+#[allow(clippy::type_complexity)]
+fn policies(
+    names: &[String],
+    snapshot: &Snapshot,
+) -> Result<(Option<Arc<Policy>>, Option<Arc<Policy>>), String> {
+    let mut import = Vec::new();
+    let mut export = Vec::new();
+    for name in names {
+        let Some(f) = snapshot.filters.iter().find(|f| f.name == *name) else {
+            return Err(format!("BGPFilter {name:?} does not exist"));
+        };
+        for (dir, rules, out) in [
+            ("import", &f.spec.import, &mut import),
+            ("export", &f.spec.export, &mut export),
+        ] {
+            for (i, r) in rules.iter().flatten().enumerate() {
+                let rule = rule(r).map_err(|(field, m)| {
+                    format!("BGPFilter {name:?}: spec.{dir}[{i}].{field}: {m}")
+                })?;
+                out.push(rule);
+            }
+        }
+    }
+    let make = |rules: Vec<Rule>| {
+        (!rules.is_empty()).then(|| {
+            Arc::new(Policy {
+                name: names.join(","),
+                rules,
+            })
+        })
+    };
+    Ok((make(import), make(export)))
+}
+
+fn community(s: &str) -> Result<Community, String> {
+    match s {
+        "no-export" => return Ok(Community::NO_EXPORT),
+        "no-advertise" => return Ok(Community::NO_ADVERTISE),
+        _ => {}
+    }
+    let (a, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not ASN:VALUE"))?;
+    let a: u16 = a
+        .parse()
+        .map_err(|_| format!("{s:?}: {a:?} is not 0 to 65535"))?;
+    let v: u16 = v
+        .parse()
+        .map_err(|_| format!("{s:?}: {v:?} is not 0 to 65535"))?;
+    Ok(Community((u32::from(a) << 16) | u32::from(v)))
+}
+
+fn large_community(s: &str) -> Result<LargeCommunity, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let n = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("{s:?}: {x:?} is not a 32-bit number"))
+    };
+    match parts.as_slice() {
+        [a, b, c] => Ok(LargeCommunity {
+            global_admin: n(a)?,
+            local_data1: n(b)?,
+            local_data2: n(c)?,
+        }),
+        _ => Err(format!("{s:?} is not ASN:DATA1:DATA2")),
+    }
+}
+
+/// One filter rule as policy, or the field that is wrong and why.
+fn rule(r: &FilterRuleSpec) -> Result<Rule, (String, String)> {
+    let bad = |f: &str, m: String| (f.to_string(), m);
+    let mut out = Rule::default();
+    if let Some(m) = &r.matches {
+        if let Some(p) = &m.prefix {
+            let cidr = p
+                .cidr
+                .ok_or_else(|| bad("match.prefix.cidr", "is required".into()))?
+                .trunc();
+            let max = cidr.max_prefix_len();
+            let lo = p.ge.unwrap_or(cidr.prefix_len());
+            let hi = p.le.unwrap_or(if p.ge.is_some() {
+                max
+            } else {
+                cidr.prefix_len()
+            });
+            if lo < cidr.prefix_len() || hi > max || lo > hi {
+                return Err(bad(
+                    "match.prefix",
+                    format!(
+                        "ge {lo} / le {hi} do not fit {cidr} (need {} <= ge <= le <= {max})",
+                        cidr.prefix_len()
+                    ),
+                ));
+            }
+            out.matches.push(Match::Prefix {
+                net: cidr,
+                ge: p.ge,
+                le: p.le,
+            });
+        }
+        if let Some(f) = &m.family {
+            out.matches.push(Match::Family(match f.as_str() {
+                "ipv4" => AfiSafi::IPV4_UNICAST,
+                "ipv6" => AfiSafi::IPV6_UNICAST,
+                other => {
+                    return Err(bad(
+                        "match.family",
+                        format!("{other:?} is not ipv4 or ipv6"),
+                    ));
+                }
+            }));
+        }
+        if let Some(c) = &m.community {
+            out.matches.push(Match::Community(
+                community(c).map_err(|e| bad("match.community", e))?,
+            ));
+        }
+        if let Some(c) = &m.large_community {
+            out.matches.push(Match::LargeCommunity(
+                large_community(c).map_err(|e| bad("match.largeCommunity", e))?,
+            ));
+        }
+        if let Some(a) = m.as_path_contains {
+            out.matches.push(Match::AsPathContains(a));
+        }
+        if let Some(a) = m.origin_as {
+            out.matches.push(Match::OriginAs(a));
+        }
+        if let Some(l) = &m.as_path_length {
+            if let (Some(lo), Some(hi)) = (l.min, l.max)
+                && lo > hi
+            {
+                return Err(bad(
+                    "match.asPathLength",
+                    format!("min {lo} is above max {hi}"),
+                ));
+            }
+            out.matches.push(Match::AsPathLength {
+                min: l.min,
+                max: l.max,
+            });
+        }
+        if let Some(nh) = m.next_hop {
+            out.matches.push(Match::NextHop(nh.trunc()));
+        }
+    }
+    if let Some(set) = &r.set {
+        if let Some(v) = set.local_pref {
+            out.actions.push(PolicyAction::SetLocalPref(v));
+        }
+        if let Some(v) = set.med {
+            out.actions.push(PolicyAction::SetMed(v));
+        }
+        let communities =
+            |field: &str, v: &Option<Vec<String>>| -> Result<Vec<Community>, (String, String)> {
+                v.iter()
+                    .flatten()
+                    .map(|c| community(c).map_err(|e| bad(field, e)))
+                    .collect()
+            };
+        let larges = |field: &str,
+                      v: &Option<Vec<String>>|
+         -> Result<Vec<LargeCommunity>, (String, String)> {
+            v.iter()
+                .flatten()
+                .map(|c| large_community(c).map_err(|e| bad(field, e)))
+                .collect()
+        };
+        let add = communities("set.addCommunities", &set.add_communities)?;
+        if !add.is_empty() {
+            out.actions.push(PolicyAction::AddCommunities(add));
+        }
+        let remove = communities("set.removeCommunities", &set.remove_communities)?;
+        if !remove.is_empty() {
+            out.actions.push(PolicyAction::RemoveCommunities(remove));
+        }
+        let add = larges("set.addLargeCommunities", &set.add_large_communities)?;
+        if !add.is_empty() {
+            out.actions.push(PolicyAction::AddLargeCommunities(add));
+        }
+        let remove = larges("set.removeLargeCommunities", &set.remove_large_communities)?;
+        if !remove.is_empty() {
+            out.actions
+                .push(PolicyAction::RemoveLargeCommunities(remove));
+        }
+        if let Some(p) = &set.prepend {
+            let count = p
+                .count
+                .ok_or_else(|| bad("set.prepend.count", "is required".into()))?;
+            if !(1..=10).contains(&count) {
+                return Err(bad("set.prepend.count", format!("{count} is not 1 to 10")));
+            }
+            out.actions
+                .push(PolicyAction::Prepend { asn: p.asn, count });
+        }
+        if set.next_hop_self == Some(true) {
+            out.actions.push(PolicyAction::NextHopSelf);
+        }
+    }
+    match r.action.unwrap_or(FilterAction::Continue) {
+        FilterAction::Accept => out.actions.push(PolicyAction::Accept),
+        FilterAction::Reject => out.actions.push(PolicyAction::Reject),
+        FilterAction::Continue => {}
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -538,6 +759,69 @@ spec: {peerIP: 10.0.0.253, asNumber: 65000, maxPrefixes: {ipv4: {warningPercent:
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].field.as_deref(), Some("spec.addPaths.send"));
         assert!(p[0].message.contains("\"most\""), "{}", p[0].message);
+    }
+
+    #[test]
+    fn filters_become_policies_and_mistakes_are_named() {
+        let text = format!(
+            "{BASE}\n---\n{}",
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPFilter
+metadata: {name: f1}
+spec:
+  import:
+  - match: {prefix: {cidr: 10.0.0.0/8, le: 24}, community: "65000:1"}
+    set: {localPref: 200}
+    action: Accept
+  export:
+  - match: {originAS: 65010}
+    action: Reject
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPFilter
+metadata: {name: bad}
+spec:
+  export:
+  - match: {community: "65000:x"}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: ok}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, filters: [f1]}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: missing}
+spec: {peerIP: 10.0.0.253, asNumber: 65000, filters: [nope]}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: broken}
+spec: {peerIP: 10.0.0.252, asNumber: 65000, filters: [f1, bad]}
+"#
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned");
+        assert_eq!(c.neighbors.len(), 1);
+        let n = &c.neighbors[0];
+        let import = n.import_policy.as_ref().expect("import");
+        assert_eq!(import.rules.len(), 1);
+        assert_eq!(import.rules[0].matches.len(), 2);
+        assert_eq!(
+            import.rules[0].actions,
+            vec![PolicyAction::SetLocalPref(200), PolicyAction::Accept]
+        );
+        assert_eq!(
+            n.export_policy.as_ref().expect("export").rules[0].matches,
+            vec![Match::OriginAs(65010)]
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        // Peers are planned in name order: broken, then missing.
+        assert!(
+            p[0].message.contains("spec.export[0].match.community"),
+            "{p:?}"
+        );
+        assert!(p[1].message.contains("\"nope\" does not exist"), "{p:?}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use crds::{API_VERSION, BgpConfigurationSpec, BgpPeerSpec};
+use crds::{API_VERSION, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub configurations: Vec<Named<BgpConfigurationSpec>>,
     /// BGPPeer objects.
     pub peers: Vec<Named<BgpPeerSpec>>,
+    /// BGPFilter objects.
+    pub filters: Vec<Named<BgpFilterSpec>>,
     /// Nodes.
     pub nodes: Vec<Node>,
     /// Secrets.
@@ -222,6 +224,10 @@ pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Ve
                 Ok(spec) => snap.peers.push(Named { name, origin, spec }),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
+            (API_VERSION, "BGPFilter") => match typed::<BgpFilterSpec>(&value) {
+                Ok(spec) => snap.filters.push(Named { name, origin, spec }),
+                Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
+            },
             ("v1", "Node") => match node(&value, name) {
                 Ok(n) => snap.nodes.push(n),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
@@ -230,7 +236,7 @@ pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Ve
                 Ok(s) => snap.secrets.push(s),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            (_, "BGPConfiguration" | "BGPPeer") => problems.push(problem(
+            (_, "BGPConfiguration" | "BGPPeer" | "BGPFilter") => problems.push(problem(
                 object,
                 Some("apiVersion".into()),
                 format!("is {api:?}; petrel objects are {API_VERSION}"),

@@ -611,3 +611,94 @@ router bgp 65002
     let log = std::fs::read_to_string(&petrel.log).unwrap_or_default();
     assert!(log.contains("prefix limit exceeded (action: log)"), "{log}");
 }
+
+#[test]
+fn filters_change_routes_both_ways_without_a_session_reset() {
+    let mut lab = Lab::new("fp");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.21.0.1/24"], &["10.21.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.21.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.21.0.1 remote-as 65001
+ neighbor 10.21.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.30.0.0/24
+  network 10.31.0.0/24
+ exit-address-family
+"#,
+    );
+    let yaml = |reject: &str, prepend: &str| {
+        petrel_yaml(
+            65001,
+            "10.21.0.1",
+            &["10.21.0.1"],
+            &format!(
+                r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {{name: frr}}
+spec: {{peerIP: 10.21.0.2, asNumber: 65002, filters: [tor]}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPFilter
+metadata: {{name: tor}}
+spec:
+  import:
+  - match: {{prefix: {{cidr: {reject}}}}}
+    action: Reject
+  - set: {{localPref: 150}}
+  export:
+  - match: {{prefix: {{cidr: 10.244.0.0/16, le: 24}}}}
+    set: {{addCommunities: ["65001:100"]{prepend}}}
+    action: Accept
+"#
+            ),
+        )
+    };
+    let petrel = lab.petrel(&p, "node-1", &yaml("10.31.0.0/24", ", prepend: {count: 2}"));
+    petrel.wait_established("10.21.0.2", 30);
+    let r = petrel.wait_route("10.30.0.0/24", 15);
+    assert_eq!(r["local_pref"], 150, "{r}");
+    assert!(petrel.best("10.31.0.0/24").is_none(), "rejected on import");
+    wait_until(
+        15,
+        "the pod CIDR at FRR, prepended, with the community",
+        || {
+            let path = frr_has(&lab, &f, "ipv4", "10.244.1.0/24")?;
+            (path["aspath"]["string"] == "65001 65001 65001"
+                && path["community"]["string"] == "65001:100")
+                .then_some(())
+                .ok_or(path.to_string())
+        },
+    );
+
+    // New rules, same session: what FRR sent is re-filtered from what petrel
+    // kept, and FRR gets the route again without the prepend.
+    petrel.reconfigure(&yaml("10.30.0.0/24", ""));
+    wait_until(
+        15,
+        "10.31.0.0/24 accepted and 10.30.0.0/24 gone",
+        || match (petrel.best("10.31.0.0/24"), petrel.best("10.30.0.0/24")) {
+            (Some(_), None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    wait_until(15, "the pod CIDR at FRR without the prepend", || {
+        let path = frr_has(&lab, &f, "ipv4", "10.244.1.0/24")?;
+        (path["aspath"]["string"] == "65001" && path["community"]["string"] == "65001:100")
+            .then_some(())
+            .ok_or(path.to_string())
+    });
+    let peer = petrel.peer("10.21.0.2").expect("peer");
+    assert_eq!(peer["flaps"], 0, "{peer}");
+    assert_eq!(peer["state"], "Established");
+    let n = frr_neighbor(&lab, &f, "10.21.0.1");
+    assert_eq!(n["connectionsEstablished"], 1, "{n}");
+}

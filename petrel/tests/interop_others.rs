@@ -223,7 +223,13 @@ spec: {peerIP: 10.8.0.2, asNumber: 65010, passive: true}
 apiVersion: petrel.dev/v1alpha1
 kind: BGPPeer
 metadata: {name: receiver}
-spec: {peerIP: 10.9.0.2, asNumber: 65020, passive: true}
+spec: {peerIP: 10.9.0.2, asNumber: 65020, passive: true, filters: [transit]}
+---
+# Routes from one external peer reach another only when a filter says so.
+apiVersion: petrel.dev/v1alpha1
+kind: BGPFilter
+metadata: {name: transit}
+spec: {export: [{action: Accept}]}
 "#,
         ),
     );
@@ -339,7 +345,12 @@ spec: {peerIP: 10.10.0.2, asNumber: 65010, passive: true}
 apiVersion: petrel.dev/v1alpha1
 kind: BGPPeer
 metadata: {name: new}
-spec: {peerIP: 10.11.0.2, asNumber: 65020, passive: true}
+spec: {peerIP: 10.11.0.2, asNumber: 65020, passive: true, filters: [transit]}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPFilter
+metadata: {name: transit}
+spec: {export: [{action: Accept}]}
 "#,
         ),
     );
