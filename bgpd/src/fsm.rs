@@ -21,7 +21,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::wire::capability::{Capability, GracefulRestart};
+use crate::wire::capability::{Capability, GracefulRestart, LlgrFamily};
 use crate::wire::error::{code, subcode};
 use crate::wire::open::Open;
 use crate::wire::{AS_TRANS, AfiSafi, Message, Notification, WireContext, WireError};
@@ -260,6 +260,9 @@ pub struct Negotiated {
     pub enhanced_route_refresh: bool,
     /// The peer's Graceful Restart capability, if it sent one.
     pub peer_graceful_restart: Option<GracefulRestart>,
+    /// The families of the peer's Long-Lived Graceful Restart capability
+    /// (RFC 9494), if it sent one.
+    pub peer_long_lived: Option<Vec<LlgrFamily>>,
     /// Layout of messages we receive.
     pub rx: WireContext,
     /// Layout of messages we send.
@@ -842,6 +845,10 @@ impl Fsm {
             || remote.capabilities().any(|c| c.code() == 128);
         let enhanced_route_refresh = has(remote, |c| matches!(c, Capability::EnhancedRouteRefresh))
             && has(local, |c| matches!(c, Capability::EnhancedRouteRefresh));
+        let peer_long_lived = remote.capabilities().find_map(|c| match c {
+            Capability::LongLivedGracefulRestart(f) => Some(f.clone()),
+            _ => None,
+        });
         let peer_graceful_restart = remote.capabilities().find_map(|c| match c {
             Capability::GracefulRestart(gr) => Some(gr.clone()),
             _ => None,
@@ -862,6 +869,7 @@ impl Fsm {
             route_refresh,
             enhanced_route_refresh,
             peer_graceful_restart,
+            peer_long_lived,
             rx,
             tx,
             local_open: local.clone(),

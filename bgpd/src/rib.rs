@@ -150,6 +150,8 @@ pub struct Path {
 pub enum Step {
     /// The other next hop is unreachable.
     NextHopUnreachable,
+    /// The other path is long-lived stale (RFC 9494 §4.5: least preferred).
+    LongLivedStale,
     /// Higher LOCAL_PREF.
     LocalPref,
     /// Locally originated.
@@ -197,7 +199,9 @@ pub fn compare(
     let med = |p: &Path| p.attrs.med.unwrap_or(0);
     let rid = |p: &Path| p.attrs.originator_id.unwrap_or(p.peer_router_id);
     let med_comparable = opts.always_compare_med || a.attrs.neighbor_as() == b.attrs.neighbor_as();
+    let llgr = |p: &Path| p.attrs.has_community(Community::LLGR_STALE);
     by(reachable(b).cmp(&reachable(a)), Step::NextHopUnreachable)
+        .or_else(|| by(llgr(a).cmp(&llgr(b)), Step::LongLivedStale))
         .or_else(|| by(lp(b).cmp(&lp(a)), Step::LocalPref))
         .or_else(|| {
             by(
@@ -297,6 +301,9 @@ pub struct PeerInfo {
     pub import_policy: Option<Arc<Policy>>,
     /// Runs on what the peer is sent.
     pub export_policy: Option<Arc<Policy>>,
+    /// Long-lived graceful restart (RFC 9494) was negotiated: the peer may be
+    /// sent routes that are long-lived stale (with LLGR_STALE); others are not.
+    pub long_lived: bool,
     /// An external peer gets routes learned from other external peers even
     /// when no export rule accepted them (false: only when one did, so a node
     /// does not become a transit between its upstreams).
@@ -330,6 +337,7 @@ struct GroupKey {
     add_path_send: Option<usize>,
     export_policy: Option<Arc<Policy>>,
     transit: bool,
+    long_lived: bool,
     /// The next hop we set (external peers or next-hop-self), else `None`.
     next_hop: Option<SelfNextHop>,
     tx: WireContextKey,
@@ -789,6 +797,7 @@ impl Rib {
                 .filter(|_| info.tx.add_path_ipv4 || info.tx.add_path_ipv6),
             export_policy: info.export_policy.clone(),
             transit: info.transit,
+            long_lived: info.long_lived,
             next_hop: (ebgp || info.next_hop_self).then(|| SelfNextHop::of(info)),
             tx: info.tx.into(),
             families: info.families.clone(),
@@ -1003,6 +1012,61 @@ impl Rib {
             self.peers.remove(&id);
         }
         gone.len()
+    }
+
+    /// The restart timer of a peer that negotiated long-lived graceful restart
+    /// ran out (RFC 9494 §4.2): its stale paths in `families` turn long-lived
+    /// stale: they carry LLGR_STALE, are least preferred, and go only to peers
+    /// that negotiated LLGR. Paths marked NO_LLGR, and stale paths of other
+    /// families, go now. Returns how many stay.
+    pub fn enter_long_lived_stale(&mut self, id: PeerId, families: &[AfiSafi]) -> usize {
+        let Some(state) = self.peers.get(&id) else {
+            return 0;
+        };
+        let keys: Vec<(IpNet, u32)> = state.stale.iter().copied().collect();
+        let mut kept = 0;
+        for key in keys {
+            let current = self.loc.get(&key.0).and_then(|d| {
+                d.paths
+                    .iter()
+                    .find(|p| p.source == Source::Peer(id) && p.path_id == key.1)
+                    .map(|p| p.attrs.clone())
+            });
+            let Some(a) = current else {
+                continue;
+            };
+            if !families.contains(&family(&key.0)) || a.has_community(Community::NO_LLGR) {
+                if let Some(s) = self.peers.get_mut(&id) {
+                    s.stale.remove(&key);
+                }
+                self.forget(id, key);
+                continue;
+            }
+            kept += 1;
+            if a.has_community(Community::LLGR_STALE) {
+                continue;
+            }
+            let mut marked = (*a).clone();
+            marked.communities.push(Community::LLGR_STALE);
+            let marked = self.intern(marked);
+            if let Some(p) = self.loc.get_mut(&key.0).and_then(|d| {
+                d.paths
+                    .iter_mut()
+                    .find(|p| p.source == Source::Peer(id) && p.path_id == key.1)
+            }) {
+                p.attrs = marked;
+            }
+            self.decide(key.0);
+        }
+        if kept == 0
+            && self
+                .peers
+                .get(&id)
+                .is_some_and(|s| !s.up && s.stale.is_empty())
+        {
+            self.peers.remove(&id);
+        }
+        kept
     }
 
     /// How many stale entries a peer has.
@@ -1476,6 +1540,10 @@ impl Rib {
         }
         let a = &best.attrs;
         if a.has_community(Community::NO_ADVERTISE) {
+            return None;
+        }
+        // Long-lived stale routes only to peers that know what they are.
+        if !key.long_lived && a.has_community(Community::LLGR_STALE) {
             return None;
         }
         if key.ebgp

@@ -30,7 +30,7 @@ use crate::session::{
 };
 use crate::wire::AfiSafi;
 use crate::wire::attr::Origin;
-use crate::wire::capability::{Capability, GrFamily, GracefulRestart};
+use crate::wire::capability::{Capability, GrFamily, GracefulRestart, LlgrFamily};
 use crate::wire::error::subcode;
 
 /// Who a neighbour entry matches.
@@ -214,6 +214,10 @@ pub struct GracefulRestartConfig {
     /// peer's End-of-RIB; it also bounds the initial convergence the FIB
     /// waits for before it removes routes nobody announced again.
     pub selection_deferral: Duration,
+    /// Long-lived graceful restart (RFC 9494): how long a restarting peer's
+    /// routes stay, as least preferred, after its restart time (at most this
+    /// and what the peer asks for). Zero: LLGR is not offered.
+    pub long_lived_stale_time: Duration,
 }
 
 impl Default for GracefulRestartConfig {
@@ -223,6 +227,7 @@ impl Default for GracefulRestartConfig {
             restart_time: 120,
             stale_routes_time: Duration::from_secs(360),
             selection_deferral: Duration::from_secs(120),
+            long_lived_stale_time: Duration::ZERO,
         }
     }
 }
@@ -408,6 +413,7 @@ impl Speaker {
             deferral_until: None,
             converged: false,
             stale_timers: HashMap::new(),
+            pending_llgr: HashMap::new(),
         };
         if restart.restarted && config.graceful_restart.enabled {
             task.rib.defer();
@@ -536,6 +542,9 @@ struct SpeakerTask {
     /// Peers whose stale routes we keep (graceful restart helper), and when
     /// they go if the peer neither returns nor sends End-of-RIB.
     stale_timers: HashMap<PeerId, tokio::time::Instant>,
+    /// Peers whose stale routes turn long-lived stale when their restart
+    /// timer runs out: the families and how long they then stay.
+    pending_llgr: HashMap<PeerId, (Vec<AfiSafi>, Duration)>,
 }
 
 /// Events handled before the outbound queue is flushed: large enough to pack
@@ -624,8 +633,17 @@ impl SpeakerTask {
                     let due: Vec<PeerId> = self.stale_timers.iter().filter(|(_, t)| **t <= now).map(|(id, _)| *id).collect();
                     for id in due {
                         self.stale_timers.remove(&id);
+                        let peer = self.peers.get(&id).map(|p| p.address);
+                        if let Some((families, stale_time)) = self.pending_llgr.remove(&id) {
+                            let kept = self.rib.enter_long_lived_stale(id, &families);
+                            if kept > 0 {
+                                self.stale_timers.insert(id, now + stale_time);
+                            }
+                            tracing::info!(?peer, routes = kept, ?stale_time, "long-lived graceful restart: the peer's routes are now long-lived stale");
+                            continue;
+                        }
                         let n = self.rib.drop_stale(id, None);
-                        tracing::info!(peer = ?self.peers.get(&id).map(|p| p.address), routes = n, "graceful restart: the peer's stale routes timed out");
+                        tracing::info!(?peer, routes = n, "graceful restart: the peer's stale routes timed out");
                     }
                     self.flush();
                 }
@@ -749,6 +767,25 @@ impl SpeakerTask {
             .map(|af| Capability::Multiprotocol(*af))
             .chain([Capability::RouteRefresh, Capability::EnhancedRouteRefresh])
             .chain(add_path_capability(n))
+            .chain(
+                (gr.enabled && !gr.long_lived_stale_time.is_zero()).then(|| {
+                    let stale = gr.long_lived_stale_time.as_secs().min(0xFF_FFFF) as u32;
+                    Capability::LongLivedGracefulRestart(
+                        n.families
+                            .iter()
+                            .map(|af| LlgrFamily {
+                                afi_safi: *af,
+                                flags: if self.restart.forwarding_preserved {
+                                    GrFamily::FORWARDING_PRESERVED
+                                } else {
+                                    0
+                                },
+                                stale_time: stale,
+                            })
+                            .collect(),
+                    )
+                }),
+            )
             .chain(gr.enabled.then(|| {
                 Capability::GracefulRestart(GracefulRestart {
                     flags: if self.restart.restarted {
@@ -852,6 +889,8 @@ impl SpeakerTask {
                     import_policy: p.config.import_policy.clone(),
                     export_policy: p.config.export_policy.clone(),
                     transit: false,
+                    long_lived: !self.config.graceful_restart.long_lived_stale_time.is_zero()
+                        && negotiated.peer_long_lived.is_some(),
                     families: negotiated.families.clone(),
                     rx: negotiated.rx,
                     tx: negotiated.tx,
@@ -869,14 +908,22 @@ impl SpeakerTask {
                     // Back from a restart: families whose forwarding state it
                     // did not keep (no F bit) lose their stale routes now; the
                     // others wait for End-of-RIB, bounded by the stale timer.
+                    let llgr_kept = negotiated
+                        .peer_long_lived
+                        .iter()
+                        .flatten()
+                        .filter(|f| f.flags & GrFamily::FORWARDING_PRESERVED != 0)
+                        .map(|f| f.afi_safi);
                     let kept: Vec<AfiSafi> = negotiated
                         .peer_graceful_restart
                         .iter()
                         .flat_map(|gr| gr.families.iter())
                         .filter(|f| f.forwarding_preserved())
                         .map(|f| f.afi_safi)
+                        .chain(llgr_kept)
                         .filter(|af| negotiated.families.contains(af))
                         .collect();
+                    self.pending_llgr.remove(&id);
                     for af in [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST] {
                         if !kept.contains(&af) {
                             self.rib.drop_stale(id, Some(af));
@@ -921,7 +968,25 @@ impl SpeakerTask {
                             .map(|f| f.afi_safi)
                             .filter(|af| n.families.contains(af))
                             .collect();
-                        graceful = Some((families, gr.restart_time));
+                        let llgr = n
+                            .peer_long_lived
+                            .as_ref()
+                            .filter(|_| {
+                                !self.config.graceful_restart.long_lived_stale_time.is_zero()
+                            })
+                            .map(|fams| {
+                                let families: Vec<AfiSafi> = fams
+                                    .iter()
+                                    .map(|f| f.afi_safi)
+                                    .filter(|af| n.families.contains(af))
+                                    .collect();
+                                let asked = fams.iter().map(|f| f.stale_time).max().unwrap_or(0);
+                                let time = Duration::from_secs(asked.into())
+                                    .min(self.config.graceful_restart.long_lived_stale_time);
+                                (families, time)
+                            })
+                            .filter(|(f, t)| !f.is_empty() && !t.is_zero());
+                        graceful = Some((families, gr.restart_time, llgr));
                     }
                     p.negotiated = None;
                     p.local = None;
@@ -930,13 +995,37 @@ impl SpeakerTask {
                         p.last_error = Some("stopped by configuration".into());
                     }
                 }
+                self.pending_llgr.remove(&id);
                 match graceful {
-                    Some((families, restart_time)) if restart_time > 0 => {
-                        let kept = self.rib.peer_down_graceful(id, &families);
-                        if kept > 0 {
-                            let t = tokio::time::Instant::now()
-                                + Duration::from_secs(restart_time.into());
-                            self.stale_timers.insert(id, t);
+                    Some((mut families, restart_time, llgr))
+                        if restart_time > 0 || llgr.is_some() =>
+                    {
+                        if let Some((f, _)) = &llgr {
+                            for af in f {
+                                if !families.contains(af) {
+                                    families.push(*af);
+                                }
+                            }
+                        }
+                        let mut kept = self.rib.peer_down_graceful(id, &families);
+                        let now = tokio::time::Instant::now();
+                        match llgr {
+                            // No restart time: straight to the long-lived phase.
+                            Some((f, t)) if restart_time == 0 => {
+                                kept = self.rib.enter_long_lived_stale(id, &f);
+                                if kept > 0 {
+                                    self.stale_timers.insert(id, now + t);
+                                }
+                            }
+                            llgr => {
+                                if kept > 0 {
+                                    self.stale_timers
+                                        .insert(id, now + Duration::from_secs(restart_time.into()));
+                                    if let Some(l) = llgr {
+                                        self.pending_llgr.insert(id, l);
+                                    }
+                                }
+                            }
                         }
                         tracing::info!(peer = ?self.peers.get(&id).map(|p| p.address), routes = kept, restart_time, "graceful restart: keeping the peer's routes while it restarts");
                     }
@@ -966,6 +1055,7 @@ impl SpeakerTask {
             }
             PeerEvent::Stopped => {
                 self.stale_timers.remove(&id);
+                self.pending_llgr.remove(&id);
                 self.rib.peer_down(id);
             }
         }
@@ -1051,6 +1141,7 @@ impl SpeakerTask {
                 message,
             });
             self.stale_timers.remove(&id);
+            self.pending_llgr.remove(&id);
             self.rib.peer_down(id);
         }
     }
@@ -1276,6 +1367,15 @@ impl SpeakerTask {
                                 "graceful-restart".into()
                             } else {
                                 "graceful-restart (peer)".into()
+                            });
+                        }
+                        if n.peer_long_lived.is_some() {
+                            let ours = self.config.graceful_restart.enabled
+                                && !self.config.graceful_restart.long_lived_stale_time.is_zero();
+                            c.push(if ours {
+                                "long-lived-graceful-restart".into()
+                            } else {
+                                "long-lived-graceful-restart (peer)".into()
                             });
                         }
                         c

@@ -200,3 +200,51 @@ async fn a_notification_ends_the_session_without_keeping_routes() {
     .await;
     assert_eq!(peer(&b).await.stale_routes, 0);
 }
+
+#[tokio::test]
+async fn long_lived_stale_routes_outlast_the_restart_time_marked_and_least_preferred() {
+    let (pa, pb) = (17981, 17982);
+    let llgr = Duration::from_secs(60);
+    let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
+    ca.graceful_restart.restart_time = 1;
+    ca.graceful_restart.long_lived_stale_time = llgr;
+    ca.originate = vec!["10.1.0.0/24".parse().expect("p")];
+    let mut cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
+    cb.graceful_restart.long_lived_stale_time = llgr;
+    let a = Crashable::start(ca, RestartState::default()).await;
+    let b = Speaker::start(cb).await.expect("b starts");
+    wait_for(10, "10.1.0.0/24 at b", || has_route(&b, "10.1.0.0/24")).await;
+    assert!(
+        peer(&b)
+            .await
+            .capabilities
+            .iter()
+            .any(|c| c == "long-lived-graceful-restart"),
+        "{:?}",
+        peer(&b).await.capabilities
+    );
+    a.crash();
+    // After the one-second restart time the route stays, marked LLGR_STALE.
+    let stale = || async {
+        b.routes(RouteFilter {
+            prefix: Some("10.1.0.0/24".parse().expect("p")),
+            ..Default::default()
+        })
+        .await
+        .expect("routes")
+        .first()
+        .and_then(|r| r.paths.first().cloned())
+        .is_some_and(|p| {
+            p.attrs
+                .communities
+                .contains(&bgpd::wire::attr::Community::LLGR_STALE)
+        })
+    };
+    wait_for(10, "the route to turn long-lived stale", stale).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        has_route(&b, "10.1.0.0/24").await,
+        "still there after the restart time"
+    );
+    assert_eq!(peer(&b).await.stale_routes, 1);
+}

@@ -238,6 +238,7 @@ fn info(addr: &str, asn: u32, local: &str) -> PeerInfo {
         // These tests are about the protocol's rules; the no-transit default
         // has its own test.
         transit: true,
+        long_lived: false,
         families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
         rx: WireContext::modern(),
         tx: WireContext::modern(),
@@ -1227,4 +1228,79 @@ fn no_transit_by_default_unless_an_export_rule_accepts() {
     // Taking the policy away withdraws it again.
     let out = r.set_policies(2, None, None);
     assert_eq!(sent_to(&out, 2).1, vec![p("10.1.0.0/24")]);
+}
+
+// ---- Long-lived graceful restart (RFC 9494) ----
+
+#[test]
+fn long_lived_stale_paths_are_least_preferred_and_kept_from_non_llgr_peers() {
+    let mut r = rib();
+    // Peer 1 would win on AS path length; peer 2 is the fallback.
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("192.0.2.2", 65002, "192.0.2.100"));
+    let mut llgr_peer = info("198.51.100.3", 65003, "198.51.100.100");
+    llgr_peer.long_lived = true;
+    r.peer_up(3, llgr_peer);
+    r.peer_up(4, info("203.0.113.4", 65004, "203.0.113.100"));
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["10.1.0.0/24", "10.7.0.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["10.2.0.0/24"],
+            vec![AttrValue::Communities(vec![Community::NO_LLGR])],
+        ),
+        false,
+    );
+    r.update(
+        2,
+        &announce(vec![65002, 65100], "192.0.2.2", &["10.1.0.0/24"], vec![]),
+        false,
+    );
+    r.flush();
+    let p1: IpNet = p("10.1.0.0/24");
+    assert_eq!(
+        r.best(&p1).expect("best").peer_address,
+        Some(ip("192.0.2.1"))
+    );
+
+    r.peer_down_graceful(1, &[AfiSafi::IPV4_UNICAST]);
+    assert_eq!(r.stale_count(1), 3);
+    let kept = r.enter_long_lived_stale(1, &[AfiSafi::IPV4_UNICAST]);
+    assert_eq!(kept, 2, "the NO_LLGR route goes");
+    assert!(r.best(&p("10.2.0.0/24")).is_none());
+    // Least preferred: peer 2's longer path wins now.
+    assert_eq!(
+        r.best(&p1).expect("best").peer_address,
+        Some(ip("192.0.2.2"))
+    );
+    // 10.7 has only the long-lived stale path: kept, marked, and sent only to
+    // the peer that negotiated LLGR.
+    let stale = r.best(&p("10.7.0.0/24")).expect("kept");
+    assert!(stale.attrs.has_community(Community::LLGR_STALE));
+    let out = r.flush();
+    let (to_3, _) = sent_to(&out, 3);
+    let marked = to_3
+        .iter()
+        .find(|(q, _)| *q == p("10.7.0.0/24"))
+        .expect("sent to 3");
+    match attr(&marked.1, 8) {
+        Some(AttrValue::Communities(c)) => assert!(c.contains(&Community::LLGR_STALE)),
+        other => panic!("{other:?}"),
+    }
+    let (_, wd_4) = sent_to(&out, 4);
+    assert!(
+        wd_4.contains(&p("10.7.0.0/24")),
+        "withdrawn from a non-LLGR peer"
+    );
 }

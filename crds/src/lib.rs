@@ -59,6 +59,10 @@ pub struct GracefulRestartSpec {
     /// After our own restart, the longest wait for every peer's End-of-RIB
     /// before best paths are chosen, advertised and installed; default `120s`.
     pub selection_deferral_time: Option<Seconds>,
+    /// Long-lived graceful restart (RFC 9494): how long a restarting peer's
+    /// routes stay, least preferred, after its restart time (at most this and
+    /// what the peer asks for); `0` (the default) does not offer it.
+    pub long_lived_stale_time: Option<Seconds>,
 }
 
 /// `BGPPeer.spec`: one neighbour, or a range of dynamic neighbours.

@@ -145,6 +145,16 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Prob
         if let Some(t) = gr.selection_deferral_time {
             d.selection_deferral = Duration::from_secs(t.0.into());
         }
+        match gr.long_lived_stale_time {
+            Some(t) if t.0 > 0xFF_FFFF => problems.push(bad(
+                "spec.gracefulRestart.longLivedStaleTime",
+                format!(
+                    "{t} is more than the 16777215s the capability can carry; LLGR is not offered"
+                ),
+            )),
+            Some(t) => d.long_lived_stale_time = Duration::from_secs(t.0.into()),
+            None => {}
+        }
     }
     match node_obj {
         Some(n) => out.originate = n.pod_cidrs.iter().map(|c| c.trunc()).collect(),

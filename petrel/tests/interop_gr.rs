@@ -221,3 +221,60 @@ router bgp 65002
     assert!(petrel.kernel_route("10.150.0.0/24").is_some());
     assert!(petrel.kernel_route("10.151.0.0/24").is_some());
 }
+
+#[test]
+fn frr_routes_turn_long_lived_stale_after_its_restart_time() {
+    let mut lab = Lab::new("gl");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.22.0.1/24"], &["10.22.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.22.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ bgp graceful-restart
+ bgp graceful-restart preserve-fw-state
+ bgp graceful-restart restart-time 1
+ bgp long-lived-graceful-restart stale-time 60
+ timers bgp 3 9
+ neighbor 10.22.0.1 remote-as 65002
+ neighbor 10.22.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.220.0.0/24
+ exit-address-family
+"#,
+    );
+    let yaml = petrel_yaml(
+        65002,
+        "10.22.0.1",
+        &["10.22.0.1"],
+        "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.22.0.2, asNumber: 65002}\n",
+    )
+    .replace(
+        "spec: {asNumber: 65002, routerID: 10.22.0.1}",
+        "spec: {asNumber: 65002, routerID: 10.22.0.1, gracefulRestart: {longLivedStaleTime: 30s}}",
+    );
+    let petrel = lab.petrel(&p, "node-1", &yaml);
+    petrel.wait_established("10.22.0.2", 30);
+    petrel.wait_route("10.220.0.0/24", 15);
+    let caps = petrel.peer("10.22.0.2").expect("peer")["capabilities"].to_string();
+    assert!(caps.contains("\"long-lived-graceful-restart\""), "{caps}");
+
+    lab.kill(&format!("bgpd-{f}"));
+    wait_until(15, "the route to turn long-lived stale", || {
+        let r = petrel.best("10.220.0.0/24").ok_or("gone")?;
+        r["communities"]
+            .to_string()
+            .contains("65535:6")
+            .then_some(())
+            .ok_or(r.to_string())
+    });
+    // Well past FRR's one-second restart time, still routed.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(petrel.best("10.220.0.0/24").is_some());
+    assert!(petrel.kernel_route("10.220.0.0/24").is_some());
+}
