@@ -119,6 +119,78 @@ protocol bgp petrel {
 }
 
 #[test]
+fn bird_routes_pass_petrel_filters_both_ways() {
+    let mut lab = Lab::new("bf");
+    let p = lab.ns("p");
+    let b = lab.ns("b");
+    lab.link(&p, &b, "eth0", &["10.23.0.1/24"], &["10.23.0.2/24"]);
+    let sock = lab.bird(
+        &b,
+        r#"router id 10.23.0.2;
+protocol device { }
+protocol static s4 { ipv4; route 10.230.0.0/24 blackhole; route 10.231.0.0/24 blackhole; }
+protocol bgp petrel {
+  local 10.23.0.2 as 65023;
+  neighbor 10.23.0.1 as 65001;
+  hold time 9;
+  keepalive time 3;
+  connect delay time 1;
+  connect retry time 1;
+  ipv4 { import all; export all; };
+}
+"#,
+    );
+    let petrel = lab.petrel(
+        &p,
+        "node-1",
+        &petrel_yaml(
+            65001,
+            "10.23.0.1",
+            &["10.23.0.1"],
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: bird}
+spec: {peerIP: 10.23.0.2, asNumber: 65023, filters: [edge]}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPFilter
+metadata: {name: edge}
+spec:
+  import:
+  - match: {prefix: {cidr: 10.231.0.0/24}}
+    action: Reject
+  - match: {originAS: 65023}
+    set: {localPref: 250, addCommunities: ["65001:23"]}
+  export:
+  - match: {prefix: {cidr: 10.244.0.0/16, le: 24}}
+    set: {med: 42, addLargeCommunities: ["65001:1:2"]}
+    action: Accept
+  - action: Reject
+"#,
+        ),
+    );
+    petrel.wait_established("10.23.0.2", 30);
+    let r = petrel.wait_route("10.230.0.0/24", 15);
+    assert_eq!(r["local_pref"], 250, "{r}");
+    assert!(r["communities"].to_string().contains("65001:23"), "{r}");
+    assert!(petrel.best("10.231.0.0/24").is_none(), "rejected on import");
+    wait_until(
+        15,
+        "the pod CIDR in BIRD with the MED and large community",
+        || {
+            let out = lab.birdc(&sock, "show route for 10.244.1.0/24 all");
+            (out.contains("BGP.med: 42") && out.contains("(65001, 1, 2)"))
+                .then_some(())
+                .ok_or(out)
+        },
+    );
+    // The IPv6 pod CIDR matches no accept rule: the final reject keeps it.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let out = lab.birdc(&sock, "show route for fd00:244:1::/64 all");
+    assert!(!out.contains("fd00:244:1::/64"), "{out}");
+}
+
+#[test]
 fn gobgp_ebgp_both_families() {
     let mut lab = Lab::new("gb");
     let p = lab.ns("p");

@@ -34,11 +34,13 @@ fn petrel_reflects_between_clients_and_installs_ecmp() {
         r#"frr defaults traditional
 hostname frr-c
 router bgp 65000
+ no bgp network import-check
  bgp router-id 10.19.0.2
  timers bgp 3 9
  neighbor 10.19.0.1 remote-as 65000
  neighbor 10.19.0.1 timers connect 1
  address-family ipv4 unicast
+  network 10.98.0.1/32
   maximum-paths ibgp 4
  exit-address-family
 "#,
@@ -55,6 +57,7 @@ router bgp 65000
  neighbor 10.16.0.1 timers connect 1
  address-family ipv4 unicast
   network 10.60.0.0/24
+  network 10.98.0.1/32
   network 10.99.0.1/32
  exit-address-family
 "#,
@@ -72,7 +75,7 @@ protocol bgp petrel {
   connect delay time 1;
   connect retry time 1;
   error wait time 1, 5;
-  ipv4 { import all; export filter { if proto = "static1" then accept; reject; }; next hop self; };
+  ipv4 { import all; export filter { if proto = "static1" then accept; reject; }; next hop self; add paths rx; };
 }
 "#,
     );
@@ -95,7 +98,7 @@ spec: {peerIP: 10.16.0.2, asNumber: 65000, routeReflectorClient: true}
 apiVersion: petrel.dev/v1alpha1
 kind: BGPPeer
 metadata: {name: nodes}
-spec: {listenRange: 10.17.0.0/24, asNumber: 65000, routeReflectorClient: true}
+spec: {listenRange: 10.17.0.0/24, asNumber: 65000, routeReflectorClient: true, addPaths: {send: all}}
 ---
 apiVersion: petrel.dev/v1alpha1
 kind: BGPPeer
@@ -189,5 +192,15 @@ spec: {peerIP: 10.19.0.2, asNumber: 65000, routeReflectorClient: true, addPaths:
             .map(|a| a.iter().filter(|p| p["multipath"] == true).count())
             .unwrap_or(0);
         (multipath == 2).then_some(()).ok_or(v.to_string())
+    });
+
+    // BIRD takes several paths too (add paths rx): FRR's and frr-c's for
+    // 10.98.0.1/32, each with its own ORIGINATOR_ID.
+    wait_until(20, "two paths for 10.98.0.1/32 in BIRD", || {
+        let out = lab.birdc(&sock, "show route for 10.98.0.1/32 table master4 all");
+        (out.contains("BGP.originator_id: 10.16.0.2")
+            && out.contains("BGP.originator_id: 10.19.0.2"))
+        .then_some(())
+        .ok_or(out)
     });
 }
