@@ -182,20 +182,26 @@ impl Policy {
                 continue;
             }
             for action in &rule.actions {
+                let verdict = match action {
+                    Action::Accept => Some(Verdict::Accepted),
+                    Action::Reject => Some(Verdict::Rejected),
+                    _ => None,
+                };
+                if let Some(verdict) = verdict {
+                    return Evaluation {
+                        verdict,
+                        attrs: changed.filter(|c| c != attrs),
+                        next_hop_self,
+                    };
+                }
+                if *action == Action::NextHopSelf {
+                    next_hop_self = true;
+                    continue;
+                }
+                // Copied only when something is about to change.
                 let a = changed.get_or_insert_with(|| attrs.clone());
                 match action {
-                    Action::Accept | Action::Reject => {
-                        let verdict = if *action == Action::Accept {
-                            Verdict::Accepted
-                        } else {
-                            Verdict::Rejected
-                        };
-                        return Evaluation {
-                            verdict,
-                            attrs: changed.filter(|c| c != attrs),
-                            next_hop_self,
-                        };
-                    }
+                    Action::Accept | Action::Reject | Action::NextHopSelf => {}
                     Action::SetLocalPref(v) => a.local_pref = Some(*v),
                     Action::SetMed(v) => a.med = Some(*v),
                     Action::AddCommunities(cs) => {
@@ -222,7 +228,6 @@ impl Policy {
                             crate::rib::prepend(&mut a.as_path, asn);
                         }
                     }
-                    Action::NextHopSelf => next_hop_self = true,
                 }
             }
         }

@@ -775,18 +775,18 @@ impl Rib {
             // Everything goes out when the deferral ends (Rib::end_deferral).
             return Outbound::default();
         }
+        let mut out = Outbound::default();
         if fresh {
-            // Fill the new group's Adj-RIB-Out from the Loc-RIB.
-            let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
-            self.update_group(group, &prefixes);
+            out = self.fill_group(group, id);
         }
-        Outbound {
-            messages: vec![(id, self.initial_table(id))],
-        }
+        out.messages.push((id, self.initial_table(id)));
+        out
     }
 
     /// Adds a peer to the update group for its treatment (creating one if
-    /// needed); returns the group and whether it is new (empty).
+    /// needed); returns the group and whether its Adj-RIB-Out must be filled
+    /// from the Loc-RIB: a new group, or one that had a single member (which
+    /// keeps nothing that came from that member).
     fn join_group(&mut self, id: PeerId, info: &PeerInfo) -> (usize, bool) {
         let ebgp = info.asn != self.config.local_asn;
         let key = GroupKey {
@@ -831,9 +831,32 @@ impl Rib {
                 }
             }
         };
-        let fresh = self.groups[group].members.is_empty();
+        let fill = self.groups[group].members.len() <= 1;
         self.groups[group].members.push(id);
-        (group, fresh)
+        (group, fill)
+    }
+
+    /// Fills a group's Adj-RIB-Out from the Loc-RIB after `joiner` joined
+    /// it: a new group, or one whose single member kept nothing of its own.
+    /// Whatever this changes for the members already there (prefixes the
+    /// last flush has not seen yet) is returned for them.
+    fn fill_group(&mut self, group: usize, joiner: PeerId) -> Outbound {
+        let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+        let changes = self.update_group(group, &prefixes);
+        let mut out = Outbound::default();
+        if changes.is_empty() {
+            return out;
+        }
+        let g = &self.groups[group];
+        for &m in g.members.iter().filter(|m| **m != joiner) {
+            if let Some(state) = self.peers.get(&m) {
+                let msgs = encode_changes(&g.key, &g.tx, &state.info, &changes, Some(m));
+                if !msgs.is_empty() {
+                    out.messages.push((m, msgs));
+                }
+            }
+        }
+        out
     }
 
     /// A peer's initial table, then End-of-RIB per family.
@@ -1308,9 +1331,9 @@ impl Rib {
         if let Some(s) = self.peers.get_mut(&id) {
             s.group = group;
         }
+        let mut out = Outbound::default();
         if fresh {
-            let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
-            self.update_group(group, &prefixes);
+            out = self.fill_group(group, id);
         }
         let Some(state) = self.peers.get(&id) else {
             return Outbound::default();
@@ -1341,9 +1364,8 @@ impl Rib {
         }
         let g = &self.groups[group];
         let msgs = encode_changes(&g.key, &g.tx, &state.info, &changes, Some(id));
-        Outbound {
-            messages: vec![(id, msgs)],
-        }
+        out.messages.push((id, msgs));
+        out
     }
 
     /// What a group sends one of its members, by prefix and path ID.
@@ -1642,15 +1664,24 @@ impl Rib {
     fn update_group(&mut self, g: usize, prefixes: &[IpNet]) -> Vec<Change> {
         let mut memo = ExportMemo::new();
         let mut changes = Vec::new();
+        // A group of one (most external peers: each has its own next hop)
+        // does not keep what came from that one peer: it is never sent back.
+        // A second member joining refills the group (`join_group`).
+        let sole = match self.groups[g].members.as_slice() {
+            [m] => Some(*m),
+            _ => None,
+        };
+        let wanted = |e: &OutEntry| sole.is_none() || e.source != sole;
         if let Some(limit) = self.groups[g].key.add_path_send {
             for p in prefixes {
-                let new = self.export_paths(g, p, limit, &mut memo);
+                let mut new = self.export_paths(g, p, limit, &mut memo);
+                new.retain(|(_, e)| wanted(e));
                 self.groups[g].put_paths(*p, new, &mut changes);
             }
             return changes;
         }
         for p in prefixes {
-            let new = self.export_for_group(g, p, &mut memo);
+            let new = self.export_for_group(g, p, &mut memo).filter(|e| wanted(e));
             let old = self.groups[g].put(*p, new.clone());
             let same = match (&old, &new) {
                 (Some(o), Some(n)) => Arc::ptr_eq(&o.attrs, &n.attrs) && o.source == n.source,
