@@ -2,29 +2,12 @@
 # Runs the shared harness' `table` scenario with petrel as the DUT.
 #   bench/run-table.sh N REPS [extra run.py options...]
 # Needs root, a release build (cargo build --release -p petrel) and the
-# harness in ../shared/bench beside the checkout (or $PETREL_SHARED_DIR/bench).
-# PETREL_BIN runs another build (a profiling one, say); PETREL_WRAP prefixes
-# the agent command (e.g. "perf record -o \$wd/perf.data").
+# harness in ../shared/bench beside the checkout; see common.sh for the
+# environment variables.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(dirname "$here")
-harness="${PETREL_SHARED_DIR:-$top/../shared}/bench"
 n=${1:-100000}
 reps=${2:-1}
 shift $(( $# > 2 ? 2 : $# ))
-petrel="${PETREL_BIN:-$top/target/release/petrel}"
-[ -x "$petrel" ] || { echo "build first: cargo build --release -p petrel" >&2; exit 1; }
-count="$petrel peers -o json --socket \$wd/petrel.sock | python3 -c 'import json,sys; print(sum(p[\"prefixes\"].get(\"ipv4-unicast\",{}).get(\"accepted\",0) for p in json.load(sys.stdin)))'"
-out="${PETREL_BENCH_OUT:-/tmp/petrel-bench/results.jsonl}"
-mkdir -p "$(dirname "$out")"
+. "$(dirname "$0")/common.sh"
 cd "$harness"
-exec python3 run.py table --dut custom --n "$n" --reps "$reps" \
-  --opt custom_name=petrel \
-  --opt "custom_start=${PETREL_WRAP:-}${PETREL_WRAP:+ }$petrel agent --source files:\$wd --node dut --api-socket \$wd/petrel.sock --poll-ms 500" \
-  --opt "custom_config=$here/petrel.yaml.tmpl" \
-  --opt "custom_neighbor=$here/petrel-neighbor.yaml.tmpl" \
-  --opt custom_config_name=petrel.yaml \
-  --opt "custom_rib_cmd=$count" \
-  --opt custom_fib_proto=201 \
-  --out "$out" \
-  "$@"
+exec python3 run.py table --dut custom --n "$n" --reps "$reps" "${petrel_opts[@]}" "$@"

@@ -9,7 +9,9 @@ use bgpd::fsm::State;
 use bgpd::speaker::{
     NeighborAddress, NeighborConfig, PeerStatus, RestartState, RouteFilter, Speaker, SpeakerConfig,
 };
-use ipnet::IpNet;
+
+mod live;
+use live::{has_route, wait_for};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -71,33 +73,6 @@ impl Drop for Crashable {
             rt.shutdown_background();
         }
     }
-}
-
-async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-async fn has_route(s: &Speaker, prefix: &str) -> bool {
-    let p: IpNet = prefix.parse().expect("prefix");
-    s.routes(RouteFilter {
-        prefix: Some(p),
-        ..Default::default()
-    })
-    .await
-    .expect("routes")
-    .iter()
-    .any(|r| r.paths.iter().any(|p| p.best))
 }
 
 async fn peer(s: &Speaker) -> PeerStatus {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bgpd::fsm::State;
 use bgpd::speaker::{NeighborAddress, NeighborConfig, RouteFilter, Speaker, SpeakerConfig};
-use ipnet::IpNet;
+
+mod live;
+use live::{has_route, wait_for};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -24,34 +26,6 @@ fn neighbor(name: &str, addr: &str, port: u16, asn: u32, source: &str) -> Neighb
     n.source_address = Some(ip(source));
     n.connect_retry = Duration::from_millis(300);
     n
-}
-
-/// Polls until `f` is true, for at most `secs` seconds.
-async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-async fn has_route(s: &Speaker, prefix: &str) -> bool {
-    let p: IpNet = prefix.parse().expect("prefix");
-    s.routes(RouteFilter {
-        prefix: Some(p),
-        ..Default::default()
-    })
-    .await
-    .expect("routes")
-    .iter()
-    .any(|r| r.paths.iter().any(|p| p.best))
 }
 
 #[tokio::test]

@@ -1,0 +1,24 @@
+# Sourced by run-table.sh and run-rr.sh: where the harness and petrel are, and
+# the harness' `custom` adapter options that run petrel as the DUT.
+# PETREL_BIN runs another build (a profiling one, say); PETREL_WRAP prefixes
+# the agent command (e.g. "perf record -o /tmp/petrel.perf");
+# PETREL_SHARED_DIR points at the shared folder; PETREL_BENCH_OUT is where
+# results go.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(dirname "$here")
+harness="${PETREL_SHARED_DIR:-$top/../shared}/bench"
+petrel="${PETREL_BIN:-$top/target/release/petrel}"
+[ -x "$petrel" ] || { echo "build first: cargo build --release -p petrel" >&2; exit 1; }
+count="$petrel peers -o json --socket \$wd/petrel.sock | python3 -c 'import json,sys; print(sum(p[\"prefixes\"].get(\"ipv4-unicast\",{}).get(\"accepted\",0) for p in json.load(sys.stdin)))'"
+out="${PETREL_BENCH_OUT:-/tmp/petrel-bench/results.jsonl}"
+mkdir -p "$(dirname "$out")"
+petrel_opts=(
+  --opt custom_name=petrel
+  --opt "custom_start=${PETREL_WRAP:-}${PETREL_WRAP:+ }$petrel agent --source files:\$wd --node dut --api-socket \$wd/petrel.sock --poll-ms 500"
+  --opt "custom_config=$here/petrel.yaml.tmpl"
+  --opt "custom_neighbor=$here/petrel-neighbor.yaml.tmpl"
+  --opt custom_config_name=petrel.yaml
+  --opt "custom_rib_cmd=$count"
+  --opt custom_fib_proto=201
+  --out "$out"
+)
