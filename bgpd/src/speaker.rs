@@ -310,6 +310,10 @@ pub struct PeerStatus {
     pub messages_received: u64,
     /// Messages sent.
     pub messages_sent: u64,
+    /// Messages received, by type code (index 1 OPEN .. 5 ROUTE-REFRESH).
+    pub received_by_type: [u64; 6],
+    /// Messages sent, by type code.
+    pub sent_by_type: [u64; 6],
     /// Times the session left Established.
     pub flaps: u64,
     /// Routes kept from the peer's previous session while it restarts
@@ -337,6 +341,21 @@ pub struct RouteView {
     pub prefix: IpNet,
     /// Paths, the best first.
     pub paths: Vec<PathView>,
+}
+
+/// Counts for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpeakerSummary {
+    /// Prefixes in the Loc-RIB.
+    pub prefixes: usize,
+    /// Candidate paths over all prefixes.
+    pub paths: usize,
+    /// Distinct attribute sets stored.
+    pub attribute_sets: usize,
+    /// Every configured peer has sent its table once.
+    pub converged: bool,
+    /// Route selection is deferred after a restart.
+    pub deferring: bool,
 }
 
 /// Which routes to list.
@@ -368,6 +387,7 @@ enum Command {
     ),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
+    Summary(oneshot::Sender<SpeakerSummary>),
     SubscribeFib(mpsc::UnboundedSender<FibEvent>),
     NextHopReachable(IpAddr, bool),
     Shutdown(oneshot::Sender<()>),
@@ -455,6 +475,15 @@ impl Speaker {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Routes(filter, tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Counts for status and metrics.
+    pub async fn summary(&self) -> Result<SpeakerSummary, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Summary(tx))
             .map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
@@ -609,6 +638,15 @@ impl SpeakerTask {
                     }
                     Some(Command::Routes(f, done)) => {
                         let _ = done.send(self.routes(&f));
+                    }
+                    Some(Command::Summary(done)) => {
+                        let _ = done.send(SpeakerSummary {
+                            prefixes: self.rib.len(),
+                            paths: self.rib.iter().map(|(_, d)| d.paths.len()).sum(),
+                            attribute_sets: self.rib.attribute_sets(),
+                            converged: self.converged,
+                            deferring: self.rib.deferring(),
+                        });
                     }
                 },
                 Some((id, ev)) = events.recv() => {
@@ -1405,6 +1443,8 @@ impl SpeakerTask {
                         .collect(),
                     messages_received: sum(&p.handle.stats.received),
                     messages_sent: sum(&p.handle.stats.sent),
+                    received_by_type: by_type(&p.handle.stats.received),
+                    sent_by_type: by_type(&p.handle.stats.sent),
                     flaps: p
                         .handle
                         .stats
@@ -1522,4 +1562,8 @@ fn add_path_capability(n: &NeighborConfig) -> Option<Capability> {
                 .collect(),
         )
     })
+}
+
+fn by_type(a: &[std::sync::atomic::AtomicU64; 6]) -> [u64; 6] {
+    std::array::from_fn(|i| a[i].load(std::sync::atomic::Ordering::Relaxed))
 }

@@ -47,6 +47,8 @@ pub struct AgentOptions {
     pub fib: Option<crate::fib::FibOptions>,
     /// Remove petrel's routes from the kernel on exit.
     pub flush_routes_on_exit: bool,
+    /// Where to serve metrics and health (`None`: nowhere).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A cheap fingerprint of a directory's files (names, sizes, contents), so
@@ -99,6 +101,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         restart.restarted = adopted > 0;
         restart.forwarding_preserved = adopted > 0;
     }
+    let fib_report = reconciler.as_ref().map(route_sync::Reconciler::subscribe);
+    let mut metrics_server = None;
     let mut reconciler = reconciler;
     let (fib_tx, fib_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut fib_rx = Some(fib_rx);
@@ -122,6 +126,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                     Ok(s) => {
                         tracing::info!(asn = c.asn, router_id = %c.router_id, peers = c.neighbors.len(), "speaker started");
                         api_server = Some(api::serve(&opts.api_socket, s.clone()).await?);
+                        if let Some(addr) = opts.metrics {
+                            metrics_server = Some(
+                                crate::metrics::serve(addr, s.clone(), fib_report.clone()).await?,
+                            );
+                        }
                         if let (Some(r), Some(f), Some(rx)) =
                             (reconciler.take(), &opts.fib, fib_rx.take())
                         {
@@ -166,6 +175,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         s.shutdown().await;
     }
     if let Some(server) = api_server {
+        server.abort();
+    }
+    if let Some(server) = metrics_server {
         server.abort();
     }
     if let Some(t) = fib_task {

@@ -10,6 +10,7 @@ mod cli;
 mod decode;
 mod fib;
 mod json;
+mod metrics;
 mod planner;
 mod source;
 
@@ -70,6 +71,9 @@ enum Command {
         /// this interface, instead of leaving their routes out.
         #[arg(long)]
         onlink_interface: Option<String>,
+        /// Where to serve /metrics, /healthz and /readyz (`off`: nowhere).
+        #[arg(long, default_value = metrics::DEFAULT_ADDRESS, value_parser = parse_metrics_address)]
+        metrics_address: MetricsAddress,
     },
     /// List BGP peers and their sessions.
     Peers {
@@ -125,6 +129,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// `--metrics-address`: an address, or `off`.
+#[derive(Debug, Clone)]
+struct MetricsAddress(Option<std::net::SocketAddr>);
+
+fn parse_metrics_address(s: &str) -> Result<MetricsAddress, String> {
+    if s == "off" {
+        return Ok(MetricsAddress(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddress(Some(a)))
+        .map_err(|e| format!("{s:?} is not ADDRESS:PORT or off: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -149,6 +166,7 @@ fn main() -> ExitCode {
             fib_initial_delay,
             flush_routes_on_exit,
             onlink_interface,
+            metrics_address,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -171,6 +189,7 @@ fn main() -> ExitCode {
                         onlink_interface,
                     }),
                     flush_routes_on_exit,
+                    metrics: metrics_address.0,
                 }))
             })
         }

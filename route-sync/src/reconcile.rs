@@ -23,7 +23,7 @@ use crate::route::{Changes, KernelRoute, Route, RouteKey, diff_maps};
 const MONITOR_BUFFER: i32 = 32 << 20;
 
 /// What the reconciler last did, for status and for the speaker.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
     /// Our routes found in the kernel at start (they survived a restart: the
     /// forwarding state was preserved, the graceful restart F bit).
@@ -40,6 +40,10 @@ pub struct Report {
     pub repaired: u64,
     /// Full syncs done.
     pub syncs: u64,
+    /// Rounds of changes sent to the kernel.
+    pub applies: u64,
+    /// Time spent in them, in seconds.
+    pub apply_seconds: f64,
 }
 
 /// Settings.
@@ -428,8 +432,12 @@ async fn apply_logged(
     kernel: &Kernel,
     changes: &Changes,
     known: &mut HashMap<RouteKey, Route>,
+    report: &mut Report,
 ) -> crate::kernel::Applied {
+    let started = std::time::Instant::now();
     let applied = kernel.apply(changes).await;
+    report.applies += 1;
+    report.apply_seconds += started.elapsed().as_secs_f64();
     remember(known, changes, &applied);
     for (r, why) in &applied.failed {
         tracing::warn!(route = %r, reason = %why, "kernel refused a route");
@@ -480,7 +488,7 @@ async fn apply_delta(
     known: &mut HashMap<RouteKey, Route>,
     report: &mut Report,
 ) {
-    let applied = apply_logged(kernel, changes, known).await;
+    let applied = apply_logged(kernel, changes, known, report).await;
     // Keep the failure list current: drop entries this delta settled.
     report.failed.retain(|(r, _)| {
         !changes
@@ -550,7 +558,7 @@ async fn settle(
     known: &mut HashMap<RouteKey, Route>,
     report: &mut Report,
 ) {
-    let applied = apply_logged(kernel, changes, known).await;
+    let applied = apply_logged(kernel, changes, known, report).await;
     for (r, k) in &changes.conflicts {
         tracing::warn!(route = %r, holder = %k.route, protocol = k.protocol, "prefix held by another protocol; not installed");
     }

@@ -1,0 +1,323 @@
+//! `/metrics` (Prometheus text format), `/healthz` and `/readyz`.
+//!
+//! Every scrape asks the speaker for its peers and counts (it answers between
+//! events, so a scrape never holds up UPDATE processing) and reads route-sync's
+//! latest report, then builds a fresh registry: a peer that is gone leaves no
+//! stale series behind.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use bgpd::fsm::State as SessionState;
+use bgpd::speaker::{PeerStatus, Speaker, SpeakerSummary};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use route_sync::Report;
+use tokio::sync::watch;
+
+/// The default listen address of `--metrics-address`.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9479";
+
+/// How long a scrape waits for the speaker.
+const SPEAKER_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+struct Ctx {
+    speaker: Speaker,
+    /// route-sync's report; `None` when the agent leaves the kernel alone.
+    fib: Option<watch::Receiver<Report>>,
+}
+
+/// Serves the endpoints on `addr` until the task is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    speaker: Speaker,
+    fib: Option<watch::Receiver<Report>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--metrics-address {addr}: {e}"))?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Ctx { speaker, fib });
+    tracing::info!(%addr, "metrics on /metrics, /healthz, /readyz");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    }))
+}
+
+async fn snapshot(ctx: &Ctx) -> Option<(Vec<PeerStatus>, SpeakerSummary)> {
+    let peers = tokio::time::timeout(SPEAKER_TIMEOUT, ctx.speaker.peers()).await;
+    let summary = tokio::time::timeout(SPEAKER_TIMEOUT, ctx.speaker.summary()).await;
+    match (peers, summary) {
+        (Ok(Ok(p)), Ok(Ok(s))) => Some((p, s)),
+        _ => None,
+    }
+}
+
+/// Alive: the speaker task answers.
+async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
+    match snapshot(&ctx).await {
+        Some(_) => (StatusCode::OK, "ok\n"),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the speaker does not answer\n",
+        ),
+    }
+}
+
+/// Ready once the initial table is installed: route-sync's first complete
+/// sync (after the peers' End-of-RIB or the initial delay), or, without the
+/// FIB, once every configured peer sent its table.
+async fn readyz(State(ctx): State<Ctx>) -> (StatusCode, String) {
+    let Some((_, summary)) = snapshot(&ctx).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the speaker does not answer\n".into(),
+        );
+    };
+    let (ready, why) = match &ctx.fib {
+        Some(r) => {
+            let r = r.borrow();
+            (
+                r.synced,
+                format!(
+                    "initial FIB sync done: {}; routes installed: {}\n",
+                    r.synced, r.installed
+                ),
+            )
+        }
+        None => (
+            summary.converged,
+            format!("peers converged: {}\n", summary.converged),
+        ),
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, why)
+}
+
+async fn metrics(
+    State(ctx): State<Ctx>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    const TYPE: (&str, &str) = (
+        "content-type",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    );
+    let Some((peers, summary)) = snapshot(&ctx).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [TYPE],
+            "# the speaker does not answer\n".into(),
+        );
+    };
+    let report = ctx.fib.as_ref().map(|r| r.borrow().clone());
+    let mut text = String::new();
+    match encode(&mut text, &registry(&peers, &summary, report.as_ref())) {
+        Ok(()) => (StatusCode::OK, [TYPE], text),
+        Err(e) => {
+            let mut msg = String::new();
+            let _ = writeln!(msg, "# cannot encode the metrics: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, [TYPE], msg)
+        }
+    }
+}
+
+/// Message type names by code, for the `type` label.
+const MESSAGE_TYPES: [(usize, &str); 5] = [
+    (1, "open"),
+    (2, "update"),
+    (3, "notification"),
+    (4, "keepalive"),
+    (5, "route_refresh"),
+];
+
+fn state_number(s: SessionState) -> i64 {
+    match s {
+        SessionState::Idle => 1,
+        SessionState::Connect => 2,
+        SessionState::Active => 3,
+        SessionState::OpenSent => 4,
+        SessionState::OpenConfirm => 5,
+        SessionState::Established => 6,
+    }
+}
+
+type Labels = Vec<(String, String)>;
+type Gauges = Family<Labels, Gauge>;
+type Counters = Family<Labels, Counter>;
+
+/// The whole registry for one scrape.
+fn registry(peers: &[PeerStatus], summary: &SpeakerSummary, fib: Option<&Report>) -> Registry {
+    let mut reg = Registry::with_prefix("petrel");
+    let state = Gauges::default();
+    let up = Gauges::default();
+    let uptime = Gauges::default();
+    let flaps = Counters::default();
+    let received = Counters::default();
+    let sent = Counters::default();
+    let prefixes = Gauges::default();
+    let stale = Gauges::default();
+    let last_error = Gauges::default();
+    let now = SystemTime::now();
+    for p in peers {
+        let peer = vec![
+            ("peer".to_string(), p.address.to_string()),
+            ("name".to_string(), p.name.clone()),
+        ];
+        state.get_or_create(&peer).set(state_number(p.state));
+        let established = p.state == SessionState::Established;
+        up.get_or_create(&peer).set(i64::from(established));
+        let secs = if established {
+            now.duration_since(p.since).unwrap_or_default().as_secs() as i64
+        } else {
+            0
+        };
+        uptime.get_or_create(&peer).set(secs);
+        flaps.get_or_create(&peer).inc_by(p.flaps);
+        for (code, name) in MESSAGE_TYPES {
+            let mut l = peer.clone();
+            l.push(("type".into(), name.into()));
+            received.get_or_create(&l).inc_by(p.received_by_type[code]);
+            sent.get_or_create(&l).inc_by(p.sent_by_type[code]);
+        }
+        for (af, c) in &p.prefixes {
+            for (kind, v) in [
+                ("received", c.received),
+                ("accepted", c.accepted),
+                ("advertised", c.advertised),
+            ] {
+                let mut l = peer.clone();
+                l.push(("afi_safi".into(), af.to_string()));
+                l.push(("kind".into(), kind.into()));
+                prefixes.get_or_create(&l).set(v as i64);
+            }
+        }
+        stale.get_or_create(&peer).set(p.stale_routes as i64);
+        if let Some(e) = &p.last_error {
+            let mut l = peer.clone();
+            l.push(("error".into(), e.clone()));
+            last_error.get_or_create(&l).set(1);
+        }
+    }
+    reg.register(
+        "bgp_peer_state",
+        "Session state: 1 Idle, 2 Connect, 3 Active, 4 OpenSent, 5 OpenConfirm, 6 Established",
+        state,
+    );
+    reg.register("bgp_peer_up", "1 while the session is Established", up);
+    reg.register(
+        "bgp_peer_established_seconds",
+        "How long the session has been Established (0 when it is not)",
+        uptime,
+    );
+    reg.register(
+        "bgp_peer_flaps",
+        "Times the session left Established",
+        flaps,
+    );
+    reg.register(
+        "bgp_messages_received",
+        "BGP messages received, by type",
+        received,
+    );
+    reg.register("bgp_messages_sent", "BGP messages sent, by type", sent);
+    reg.register(
+        "bgp_prefixes",
+        "Prefixes per peer and family: received, accepted (after loop checks and import filters), advertised",
+        prefixes,
+    );
+    reg.register(
+        "bgp_peer_stale_routes",
+        "Routes kept from a restarting peer (graceful restart) not announced again yet",
+        stale,
+    );
+    reg.register(
+        "bgp_peer_last_error_info",
+        "Why the last session or attempt ended (1, with the reason as a label)",
+        last_error,
+    );
+    reg.register(
+        "rib_prefixes",
+        "Prefixes in the Loc-RIB",
+        ConstGauge::new(summary.prefixes as i64),
+    );
+    reg.register(
+        "rib_paths",
+        "Candidate paths over all prefixes",
+        ConstGauge::new(summary.paths as i64),
+    );
+    reg.register(
+        "rib_attribute_sets",
+        "Distinct path attribute sets stored",
+        ConstGauge::new(summary.attribute_sets as i64),
+    );
+    reg.register(
+        "bgp_converged",
+        "1 once every configured peer has sent its table (End-of-RIB)",
+        ConstGauge::new(i64::from(summary.converged)),
+    );
+    if let Some(r) = fib {
+        reg.register(
+            "fib_routes_installed",
+            "Wanted routes the kernel has",
+            ConstGauge::new(r.installed as i64),
+        );
+        reg.register(
+            "fib_routes_failed",
+            "Wanted routes the kernel refused (see the log for why)",
+            ConstGauge::new(r.failed.len() as i64),
+        );
+        reg.register(
+            "fib_route_conflicts",
+            "Wanted routes held back because another protocol owns the prefix",
+            ConstGauge::new(r.conflicts.len() as i64),
+        );
+        reg.register(
+            "fib_routes_adopted",
+            "petrel's routes found in the kernel at start",
+            ConstGauge::new(r.adopted as i64),
+        );
+        reg.register(
+            "fib_synced",
+            "1 once the first complete sync is done (the initial table is installed)",
+            ConstGauge::new(i64::from(r.synced)),
+        );
+        reg.register(
+            "fib_repairs",
+            "Routes changed by someone else and put back",
+            ConstCounter::new(r.repaired),
+        );
+        reg.register(
+            "fib_syncs",
+            "Complete syncs against the kernel",
+            ConstCounter::new(r.syncs),
+        );
+        reg.register(
+            "fib_reconcile_rounds",
+            "Rounds of route changes sent to the kernel",
+            ConstCounter::new(r.applies),
+        );
+        reg.register(
+            "fib_reconcile_seconds",
+            "Time spent sending route changes to the kernel",
+            ConstCounter::new(r.apply_seconds),
+        );
+    }
+    reg
+}
