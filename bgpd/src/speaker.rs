@@ -277,6 +277,34 @@ pub enum SpeakerError {
     /// The speaker task has ended.
     #[error("the speaker has stopped")]
     Stopped,
+    /// No peer has this address or name.
+    #[error("no peer {0:?} (give its address or its BGPPeer name)")]
+    NoSuchPeer(String),
+    /// A name that several (dynamic) peers share.
+    #[error("{0:?} names {1} peers; give the address of one")]
+    Ambiguous(String, usize),
+    /// The operation needs an Established session.
+    #[error("the session with {0} is not Established")]
+    NotEstablished(IpAddr),
+    /// Soft reset inbound needs route refresh, or import rules (whose kept
+    /// Adj-RIB-In makes it local).
+    #[error(
+        "{0} supports no route refresh, so it cannot be asked for its routes again; use a hard reset"
+    )]
+    NoRouteRefresh(IpAddr),
+}
+
+/// How to reset a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetKind {
+    /// Cease / Administrative Reset; the session comes back by itself.
+    Hard,
+    /// Ask the peer to send its routes again (route refresh).
+    SoftIn,
+    /// Send the peer our routes again.
+    SoftOut,
+    /// Both soft directions.
+    SoftBoth,
 }
 
 /// A peer's status, for the API and `petrel peers`.
@@ -319,6 +347,8 @@ pub struct PeerStatus {
     /// Routes kept from the peer's previous session while it restarts
     /// (graceful restart helper), not yet announced again.
     pub stale_routes: usize,
+    /// Disabled through the API: stays down until enabled.
+    pub disabled: bool,
 }
 
 /// One path of a route, for the API and `petrel rib`.
@@ -380,6 +410,14 @@ pub enum FibEvent {
     Converged,
 }
 
+/// An operator's action on one peer.
+#[derive(Debug, Clone)]
+enum PeerControl {
+    Reset(ResetKind),
+    Disable(Option<String>),
+    Enable,
+}
+
 enum Command {
     Configure(
         Box<SpeakerConfig>,
@@ -388,6 +426,11 @@ enum Command {
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
     Summary(oneshot::Sender<SpeakerSummary>),
+    Control(
+        String,
+        PeerControl,
+        oneshot::Sender<Result<(), SpeakerError>>,
+    ),
     SubscribeFib(mpsc::UnboundedSender<FibEvent>),
     NextHopReachable(IpAddr, bool),
     Shutdown(oneshot::Sender<()>),
@@ -479,6 +522,36 @@ impl Speaker {
         rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
+    async fn control(&self, peer: &str, what: PeerControl) -> Result<(), SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Control(peer.to_string(), what, tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)?
+    }
+
+    /// Resets a peer's session (`peer`: its address, or its name when that
+    /// names one peer).
+    pub async fn reset_peer(&self, peer: &str, kind: ResetKind) -> Result<(), SpeakerError> {
+        self.control(peer, PeerControl::Reset(kind)).await
+    }
+
+    /// Takes a peer's session down (Cease / Administrative Shutdown with an
+    /// optional RFC 8203 message) and keeps it down until enabled again. A
+    /// configuration reload does not enable it.
+    pub async fn disable_peer(
+        &self,
+        peer: &str,
+        message: Option<String>,
+    ) -> Result<(), SpeakerError> {
+        self.control(peer, PeerControl::Disable(message)).await
+    }
+
+    /// Lets a disabled peer connect again.
+    pub async fn enable_peer(&self, peer: &str) -> Result<(), SpeakerError> {
+        self.control(peer, PeerControl::Enable).await
+    }
+
     /// Counts for status and metrics.
     pub async fn summary(&self) -> Result<SpeakerSummary, SpeakerError> {
         let (tx, rx) = oneshot::channel();
@@ -549,6 +622,8 @@ struct PeerSlot {
     /// Families whose prefix limit (or warning threshold) this session
     /// already reported, so each is logged once per session.
     limit_warned: Vec<(AfiSafi, bool)>,
+    /// Disabled through the API.
+    disabled: bool,
 }
 
 struct SpeakerTask {
@@ -639,6 +714,11 @@ impl SpeakerTask {
                     Some(Command::Routes(f, done)) => {
                         let _ = done.send(self.routes(&f));
                     }
+                    Some(Command::Control(peer, what, done)) => {
+                        let r = self.control(&peer, what);
+                        self.flush();
+                        let _ = done.send(r);
+                    }
                     Some(Command::Summary(done)) => {
                         let _ = done.send(SpeakerSummary {
                             prefixes: self.rib.len(),
@@ -687,6 +767,79 @@ impl SpeakerTask {
                 }
             }
         }
+    }
+
+    /// Finds a peer by address or by a name that only it has.
+    fn find_peer(&self, peer: &str) -> Result<PeerId, SpeakerError> {
+        if let Ok(addr) = peer.parse::<IpAddr>() {
+            return self
+                .peers
+                .iter()
+                .find(|(_, p)| p.address == addr.to_canonical())
+                .map(|(id, _)| *id)
+                .ok_or_else(|| SpeakerError::NoSuchPeer(peer.into()));
+        }
+        let named: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.config.name == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        match named.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(SpeakerError::NoSuchPeer(peer.into())),
+            many => Err(SpeakerError::Ambiguous(peer.into(), many.len())),
+        }
+    }
+
+    /// Carries out an operator's action on a peer.
+    fn control(&mut self, peer: &str, what: PeerControl) -> Result<(), SpeakerError> {
+        let id = self.find_peer(peer)?;
+        let Some(p) = self.peers.get_mut(&id) else {
+            return Err(SpeakerError::NoSuchPeer(peer.into()));
+        };
+        let address = p.address;
+        match what {
+            PeerControl::Disable(message) => {
+                tracing::info!(peer = %address, ?message, "disabled through the API");
+                p.disabled = true;
+                let _ = p.handle.commands.send(PeerCommand::Disable(message));
+            }
+            PeerControl::Enable => {
+                tracing::info!(peer = %address, "enabled through the API");
+                p.disabled = false;
+                let _ = p.handle.commands.send(PeerCommand::Enable);
+            }
+            PeerControl::Reset(ResetKind::Hard) => {
+                tracing::info!(peer = %address, "hard reset through the API");
+                let _ = p.handle.commands.send(PeerCommand::Reset {
+                    subcode: subcode::cease::ADMINISTRATIVE_RESET,
+                    restart_after: Some(Duration::from_secs(1)),
+                });
+            }
+            PeerControl::Reset(kind) => {
+                let Some(n) = p.negotiated.as_deref().filter(|_| p.in_rib) else {
+                    return Err(SpeakerError::NotEstablished(address));
+                };
+                let families = n.families.clone();
+                if matches!(kind, ResetKind::SoftIn | ResetKind::SoftBoth) {
+                    if !n.route_refresh {
+                        return Err(SpeakerError::NoRouteRefresh(address));
+                    }
+                    for af in &families {
+                        let _ = p.handle.commands.send(PeerCommand::Refresh(*af));
+                    }
+                }
+                if matches!(kind, ResetKind::SoftOut | ResetKind::SoftBoth) {
+                    for af in families {
+                        let out = self.rib.refresh(id, af);
+                        self.dispatch(out);
+                    }
+                }
+                tracing::info!(peer = %address, ?kind, "soft reset through the API");
+            }
+        }
+        Ok(())
     }
 
     /// Enforces a peer's prefix limits (checked after each of its UPDATEs).
@@ -1029,8 +1182,12 @@ impl SpeakerTask {
                     p.negotiated = None;
                     p.local = None;
                     p.in_rib = false;
-                    if established && matches!(reason, DownReason::ManualStop) {
-                        p.last_error = Some("stopped by configuration".into());
+                    if matches!(reason, DownReason::ManualStop) {
+                        p.last_error = Some(if p.disabled {
+                            "disabled through the API".into()
+                        } else {
+                            "stopped by configuration".into()
+                        });
                     }
                 }
                 self.pending_llgr.remove(&id);
@@ -1167,6 +1324,7 @@ impl SpeakerTask {
                 in_rib: false,
                 session: 0,
                 limit_warned: Vec::new(),
+                disabled: false,
             },
         );
         id
@@ -1237,6 +1395,13 @@ impl SpeakerTask {
                 let _ = p.handle.commands.send(PeerCommand::SetCapabilities(caps));
             }
         }
+        // Peers disabled through the API stay disabled across a reset.
+        let disabled: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.disabled && !p.dynamic)
+            .map(|p| p.config.name.clone())
+            .collect();
         // Peers: stop removed and changed ones, start new and changed ones.
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
@@ -1268,7 +1433,13 @@ impl SpeakerTask {
                     .values()
                     .any(|p| p.config.name == n.name && !p.dynamic)
             {
-                self.spawn(n.clone(), a, false);
+                let id = self.spawn(n.clone(), a, false);
+                if disabled.contains(&n.name)
+                    && let Some(p) = self.peers.get_mut(&id)
+                {
+                    p.disabled = true;
+                    let _ = p.handle.commands.send(PeerCommand::Disable(None));
+                }
             }
         }
         self.install_md5(&old, &new, &fresh);
@@ -1451,6 +1622,7 @@ impl SpeakerTask {
                         .flaps
                         .load(std::sync::atomic::Ordering::Relaxed),
                     stale_routes: self.rib.stale_count(*id),
+                    disabled: p.disabled,
                 }
             })
             .collect();

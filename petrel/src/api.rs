@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use bgpd::fsm::State;
-use bgpd::speaker::{PeerStatus, RouteFilter, RouteView, Speaker};
+use bgpd::speaker::{PeerStatus, ResetKind, RouteFilter, RouteView, Speaker, SpeakerError};
 use bgpd::wire::AfiSafi;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
@@ -90,6 +90,105 @@ impl pb::peer_service_server::PeerService for Api {
         let items: Vec<Result<pb::Peer, Status>> =
             peers.iter().map(|p| Ok(peer_to_pb(p))).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn get_peer(&self, req: Request<pb::PeerRef>) -> Result<Response<pb::Peer>, Status> {
+        let want = peer_ref(Some(req.into_inner()))?;
+        let peers = self.speaker.peers().await.map_err(unavailable)?;
+        let found: Vec<&PeerStatus> = match want.parse::<IpAddr>() {
+            Ok(a) => peers
+                .iter()
+                .filter(|p| p.address == a.to_canonical())
+                .collect(),
+            Err(_) => peers.iter().filter(|p| p.name == want).collect(),
+        };
+        match found.as_slice() {
+            [p] => Ok(Response::new(peer_to_pb(p))),
+            [] => Err(Status::not_found(format!(
+                "no peer {want:?} (give its address or its BGPPeer name)"
+            ))),
+            many => Err(Status::failed_precondition(format!(
+                "{want:?} names {} peers; give the address of one",
+                many.len()
+            ))),
+        }
+    }
+
+    async fn reset_peer(
+        &self,
+        req: Request<pb::ResetPeerRequest>,
+    ) -> Result<Response<pb::ResetPeerResponse>, Status> {
+        let r = req.into_inner();
+        let peer = peer_ref(r.peer)?;
+        let kind = match pb::ResetKind::try_from(r.kind) {
+            Ok(pb::ResetKind::Hard) => ResetKind::Hard,
+            Ok(pb::ResetKind::SoftIn) => ResetKind::SoftIn,
+            Ok(pb::ResetKind::SoftOut) => ResetKind::SoftOut,
+            Ok(pb::ResetKind::SoftBoth) => ResetKind::SoftBoth,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "kind: say HARD, SOFT_IN, SOFT_OUT or SOFT_BOTH",
+                ));
+            }
+        };
+        self.speaker
+            .reset_peer(&peer, kind)
+            .await
+            .map_err(control_status)?;
+        Ok(Response::new(pb::ResetPeerResponse {}))
+    }
+
+    async fn disable_peer(
+        &self,
+        req: Request<pb::DisablePeerRequest>,
+    ) -> Result<Response<pb::DisablePeerResponse>, Status> {
+        let r = req.into_inner();
+        let peer = peer_ref(r.peer)?;
+        if r.message.len() > 255 {
+            return Err(Status::invalid_argument(format!(
+                "message: {} octets; RFC 8203 allows at most 255",
+                r.message.len()
+            )));
+        }
+        let message = (!r.message.is_empty()).then_some(r.message);
+        self.speaker
+            .disable_peer(&peer, message)
+            .await
+            .map_err(control_status)?;
+        Ok(Response::new(pb::DisablePeerResponse {}))
+    }
+
+    async fn enable_peer(
+        &self,
+        req: Request<pb::PeerRef>,
+    ) -> Result<Response<pb::EnablePeerResponse>, Status> {
+        let peer = peer_ref(Some(req.into_inner()))?;
+        self.speaker
+            .enable_peer(&peer)
+            .await
+            .map_err(control_status)?;
+        Ok(Response::new(pb::EnablePeerResponse {}))
+    }
+}
+
+/// The peer a request names.
+fn peer_ref(r: Option<pb::PeerRef>) -> Result<String, Status> {
+    match r {
+        Some(r) if !r.peer.is_empty() => Ok(r.peer),
+        _ => Err(Status::invalid_argument(
+            "peer: give the peer's address or BGPPeer name",
+        )),
+    }
+}
+
+/// The gRPC status for a failed peer operation.
+fn control_status(e: SpeakerError) -> Status {
+    match e {
+        SpeakerError::NoSuchPeer(_) => Status::not_found(e.to_string()),
+        SpeakerError::Ambiguous(..)
+        | SpeakerError::NotEstablished(_)
+        | SpeakerError::NoRouteRefresh(_) => Status::failed_precondition(e.to_string()),
+        SpeakerError::Stopped | SpeakerError::Listen { .. } => unavailable(e),
     }
 }
 
@@ -181,6 +280,7 @@ fn peer_to_pb(p: &PeerStatus) -> pb::Peer {
         messages_sent: p.messages_sent,
         flaps: p.flaps,
         stale_routes: p.stale_routes as u64,
+        disabled: p.disabled,
     }
 }
 

@@ -60,6 +60,93 @@ pub async fn fetch_peers(socket: &Path) -> anyhow::Result<Vec<pb::Peer>> {
     Ok(peers)
 }
 
+/// What `petrel peer` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum PeerAction {
+    /// Show one peer (`-o json` for everything).
+    Show {
+        /// The peer's address or BGPPeer name.
+        peer: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Reset the session: hard by default (it comes back by itself).
+    Reset {
+        /// The peer's address or BGPPeer name.
+        peer: String,
+        /// A soft reset instead: ask for the peer's routes again (`in`), send
+        /// ours again (`out`), or both.
+        #[arg(long, value_parser = ["in", "out", "both"])]
+        soft: Option<String>,
+    },
+    /// Take the session down and keep it down (Cease / Administrative Shutdown).
+    Disable {
+        /// The peer's address or BGPPeer name.
+        peer: String,
+        /// Shutdown communication for the peer's operators (RFC 8203).
+        #[arg(long, short)]
+        message: Option<String>,
+    },
+    /// Let a disabled peer connect again.
+    Enable {
+        /// The peer's address or BGPPeer name.
+        peer: String,
+    },
+}
+
+/// Runs `petrel peer ...`. API refusals come back as errors with the
+/// server's message (exit status 1).
+pub async fn peer_action(socket: &Path, action: PeerAction) -> anyhow::Result<()> {
+    let mut client = pb::peer_service_client::PeerServiceClient::new(api::connect(socket).await?);
+    let refused = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    let peer_ref = |peer: &str| pb::PeerRef { peer: peer.into() };
+    match action {
+        PeerAction::Show { peer, output } => {
+            let p = client
+                .get_peer(peer_ref(&peer))
+                .await
+                .map_err(refused)?
+                .into_inner();
+            match output {
+                Format::Table => print!("{}", peers_table(std::slice::from_ref(&p))),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&peers_json(std::slice::from_ref(&p))[0])?
+                ),
+            }
+        }
+        PeerAction::Reset { peer, soft } => {
+            let kind = match soft.as_deref() {
+                None => pb::ResetKind::Hard,
+                Some("in") => pb::ResetKind::SoftIn,
+                Some("out") => pb::ResetKind::SoftOut,
+                _ => pb::ResetKind::SoftBoth,
+            };
+            client
+                .reset_peer(pb::ResetPeerRequest {
+                    peer: Some(peer_ref(&peer)),
+                    kind: kind.into(),
+                })
+                .await
+                .map_err(refused)?;
+        }
+        PeerAction::Disable { peer, message } => {
+            client
+                .disable_peer(pb::DisablePeerRequest {
+                    peer: Some(peer_ref(&peer)),
+                    message: message.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?;
+        }
+        PeerAction::Enable { peer } => {
+            client.enable_peer(peer_ref(&peer)).await.map_err(refused)?;
+        }
+    }
+    Ok(())
+}
+
 /// Peers as JSON values.
 pub fn peers_json(peers: &[pb::Peer]) -> Value {
     Value::Array(
@@ -85,6 +172,7 @@ pub fn peers_json(peers: &[pb::Peer]) -> Value {
                     "messages_sent": p.messages_sent,
                     "flaps": p.flaps,
                     "stale_routes": p.stale_routes,
+                    "disabled": p.disabled,
                 })
             })
             .collect(),

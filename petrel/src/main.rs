@@ -84,6 +84,14 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: cli::Format,
     },
+    /// Act on one peer: show it, reset, disable or enable its session.
+    Peer {
+        /// The agent's API socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET, global = true)]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: cli::PeerAction,
+    },
     /// Show the routing table: best paths and alternatives.
     Rib {
         /// IPv4 only.
@@ -192,6 +200,9 @@ fn main() -> ExitCode {
                     metrics: metrics_address.0,
                 }))
             })
+        }
+        Command::Peer { socket, action } => {
+            runtime().and_then(|rt| rt.block_on(cli::peer_action(&socket, action)))
         }
         Command::Peers { socket, output } => runtime().and_then(|rt| {
             rt.block_on(async {

@@ -702,3 +702,108 @@ spec:
     let n = frr_neighbor(&lab, &f, "10.21.0.1");
     assert_eq!(n["connectionsEstablished"], 1, "{n}");
 }
+
+#[test]
+fn peers_are_reset_disabled_and_enabled_through_the_api() {
+    let mut lab = Lab::new("fc");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.25.0.1/24"], &["10.25.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.25.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ timers bgp 3 9
+ neighbor 10.25.0.1 remote-as 65001
+ neighbor 10.25.0.1 timers connect 1
+ address-family ipv4 unicast
+  network 10.250.0.0/24
+ exit-address-family
+"#,
+    );
+    let petrel = lab.petrel(
+        &p,
+        "node-1",
+        &petrel_yaml(
+            65001,
+            "10.25.0.1",
+            &["10.25.0.1"],
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.25.0.2, asNumber: 65002}\n",
+        ),
+    );
+    petrel.wait_established("10.25.0.2", 30);
+    petrel.wait_route("10.250.0.0/24", 15);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+            .arg("peer")
+            .args(args)
+            .arg("--socket")
+            .arg(&petrel.socket)
+            .output()
+            .expect("petrel runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // By name or address.
+    let (code, out, err) = cli(&["show", "frr", "-o", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["address"], "10.25.0.2");
+    let (code, _, err) = cli(&["show", "10.9.9.9"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no peer \"10.9.9.9\""), "{err}");
+
+    // Soft in: FRR is asked for a route refresh; soft out: it gets our table again.
+    let stats = || frr_neighbor(&lab, &f, "10.25.0.1")["messageStats"].clone();
+    let before = stats();
+    assert_eq!(cli(&["reset", "frr", "--soft", "both"]).0, Some(0));
+    wait_until(10, "a route refresh and our table again at FRR", || {
+        let now = stats();
+        (now["routeRefreshRecv"].as_u64() > before["routeRefreshRecv"].as_u64()
+            && now["updatesRecv"].as_u64() > before["updatesRecv"].as_u64())
+        .then_some(())
+        .ok_or(now.to_string())
+    });
+    assert_eq!(petrel.peer("10.25.0.2").expect("peer")["flaps"], 0);
+
+    // Hard: the session drops and comes back by itself.
+    assert_eq!(cli(&["reset", "10.25.0.2"]).0, Some(0));
+    wait_until(20, "the session back after a hard reset", || {
+        let v = petrel.peer("10.25.0.2").unwrap_or_default();
+        let n = frr_neighbor(&lab, &f, "10.25.0.1");
+        (v["flaps"] == 1 && v["state"] == "Established" && n["connectionsEstablished"] == 2)
+            .then_some(())
+            .ok_or(format!("{v}\n{n}"))
+    });
+
+    // Disable, with a shutdown message FRR shows; it stays down.
+    let (code, _, err) = cli(&["disable", "frr", "-m", "maintenance until 18:00"]);
+    assert_eq!(code, Some(0), "{err}");
+    wait_until(10, "FRR to see the shutdown message", || {
+        let n = frr_neighbor(&lab, &f, "10.25.0.1");
+        n.to_string()
+            .contains("maintenance until 18:00")
+            .then_some(())
+            .ok_or(n.to_string())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let v = petrel.peer("10.25.0.2").expect("peer");
+    assert_eq!(v["state"], "Idle", "{v}");
+    assert_eq!(v["disabled"], true);
+    assert!(petrel.best("10.250.0.0/24").is_none());
+    // A soft reset of a disabled peer is refused with a reason.
+    let (code, _, err) = cli(&["reset", "frr", "--soft", "in"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not Established"), "{err}");
+
+    assert_eq!(cli(&["enable", "frr"]).0, Some(0));
+    petrel.wait_established("10.25.0.2", 30);
+    petrel.wait_route("10.250.0.0/24", 15);
+}

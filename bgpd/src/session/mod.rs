@@ -81,6 +81,11 @@ pub enum PeerCommand {
         /// How long to stay down.
         restart_after: Option<std::time::Duration>,
     },
+    /// Stop the session (Cease / Administrative Shutdown with an RFC 8203
+    /// message) and stay down until [`PeerCommand::Enable`]; the task stays.
+    Disable(Option<String>),
+    /// Start again after [`PeerCommand::Disable`].
+    Enable,
     /// Offer these capabilities from the next OPEN on (the graceful restart
     /// R bit is cleared this way once the restart is over).
     SetCapabilities(Vec<crate::wire::capability::Capability>),
@@ -332,12 +337,22 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 }
             }
             PeerCommand::SetCapabilities(caps) => self.fsm.set_capabilities(caps),
+            PeerCommand::Disable(message) => {
+                self.feed(Event::ManualStop(message)).await;
+                self.restart_at = None;
+            }
+            PeerCommand::Enable => {
+                self.restart_at = None;
+                if self.fsm.state() == State::Idle {
+                    self.feed(Event::ManualStart).await;
+                }
+            }
             PeerCommand::Reset {
                 subcode: sub,
                 restart_after,
             } => {
-                let acts = self.fsm.handle(Event::AutomaticStop(sub));
-                self.perform(acts).await;
+                // Through `feed`, so the state change reaches the speaker.
+                self.feed(Event::AutomaticStop(sub)).await;
                 self.restart_at = restart_after.map(|d| Instant::now() + d);
             }
             PeerCommand::Stop {
