@@ -472,6 +472,61 @@ struct PeerState {
 /// new exports is a pointer comparison).
 type ExportMemo = HashMap<(usize, bool, bool, Option<Ipv4Addr>), (Arc<Attrs>, Arc<Attrs>)>;
 
+/// Why a peer is not sent a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSent {
+    /// There is no usable path.
+    NoRoute,
+    /// The route came from this peer.
+    ItsOwn,
+    /// The family is not negotiated with the peer.
+    Family,
+    /// The route carries NO_ADVERTISE.
+    NoAdvertise,
+    /// NO_EXPORT or NO_EXPORT_SUBCONFED, and the peer is external.
+    NoExport,
+    /// Internal route, internal peer, and neither is a reflector client.
+    NotReflected,
+    /// Long-lived stale, and the peer did not negotiate LLGR.
+    LongLivedStale,
+    /// An export rule rejected it.
+    ExportFilter,
+    /// Learned from an external peer, the peer is external, and no export
+    /// rule accepted it (no transit).
+    NoTransit,
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotSent::NoRoute => "no usable path",
+            NotSent::ItsOwn => "the route came from this peer",
+            NotSent::Family => "the family is not negotiated with this peer",
+            NotSent::NoAdvertise => "the route carries NO_ADVERTISE",
+            NotSent::NoExport => "NO_EXPORT towards an external peer",
+            NotSent::NotReflected => {
+                "internal route to an internal peer, and neither is a reflector client"
+            }
+            NotSent::LongLivedStale => "long-lived stale, and the peer did not negotiate LLGR",
+            NotSent::ExportFilter => "rejected by an export rule",
+            NotSent::NoTransit => {
+                "from one external peer to another, and no export rule accepted it"
+            }
+        })
+    }
+}
+
+/// Why each candidate path of a prefix won or lost, and what each peer is sent.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// Every candidate, best first, with the decision step that put it below
+    /// the best one (`None` for the best; `Some(NextHopUnreachable)` for
+    /// unusable ones), and whether it is in the multipath set.
+    pub candidates: Vec<(Path, Option<Step>, bool)>,
+    /// Per Established peer: sent, or why not.
+    pub peers: Vec<(PeerId, Result<(), NotSent>)>,
+}
+
 /// What a group's export of a prefix starts from.
 struct ExportSource {
     /// The best path's attributes.
@@ -1475,17 +1530,17 @@ impl Rib {
         memo: &mut ExportMemo,
     ) -> Option<OutEntry> {
         let best = self.best(prefix)?.clone();
-        self.export_path(group, prefix, &best, memo)
+        self.export_path(group, prefix, &best, memo).ok()
     }
 
-    /// What a group is sent for one path of a prefix, if anything.
+    /// What a group is sent for one path of a prefix, or why nothing.
     fn export_path(
         &mut self,
         group: usize,
         prefix: &IpNet,
         path: &Path,
         memo: &mut ExportMemo,
-    ) -> Option<OutEntry> {
+    ) -> Result<OutEntry, NotSent> {
         let ExportSource {
             attrs: a,
             local,
@@ -1513,12 +1568,16 @@ impl Rib {
         let g = &self.groups[group].key;
         let transit = g.ebgp && path.ebgp && source.is_some() && !g.transit;
         let Some(policy) = g.export_policy.clone() else {
-            return (!transit).then_some(OutEntry { attrs, source });
+            return if transit {
+                Err(NotSent::NoTransit)
+            } else {
+                Ok(OutEntry { attrs, source })
+            };
         };
         let ev = policy.evaluate(prefix, &attrs, self.config.local_asn);
         match ev.verdict {
-            Verdict::Rejected => return None,
-            Verdict::Default if transit => return None,
+            Verdict::Rejected => return Err(NotSent::ExportFilter),
+            Verdict::Default if transit => return Err(NotSent::NoTransit),
             _ => {}
         }
         let mut changed = ev.attrs;
@@ -1538,7 +1597,7 @@ impl Rib {
             Some(c) => self.intern(c),
             None => attrs,
         };
-        Some(OutEntry { attrs, source })
+        Ok(OutEntry { attrs, source })
     }
 
     /// Our next hop towards a group's members.
@@ -1551,28 +1610,33 @@ impl Rib {
     }
 
     /// Where a group's export of a prefix starts from, if it gets it at all.
-    fn export_source(&self, group: usize, prefix: &IpNet, best: &Path) -> Option<ExportSource> {
+    fn export_source(
+        &self,
+        group: usize,
+        prefix: &IpNet,
+        best: &Path,
+    ) -> Result<ExportSource, NotSent> {
         let key = &self.groups[group].key;
         let af = match prefix {
             IpNet::V4(_) => AfiSafi::IPV4_UNICAST,
             IpNet::V6(_) => AfiSafi::IPV6_UNICAST,
         };
         if !key.families.contains(&af) {
-            return None;
+            return Err(NotSent::Family);
         }
         let a = &best.attrs;
         if a.has_community(Community::NO_ADVERTISE) {
-            return None;
+            return Err(NotSent::NoAdvertise);
         }
         // Long-lived stale routes only to peers that know what they are.
         if !key.long_lived && a.has_community(Community::LLGR_STALE) {
-            return None;
+            return Err(NotSent::LongLivedStale);
         }
         if key.ebgp
             && (a.has_community(Community::NO_EXPORT)
                 || a.has_community(Community::NO_EXPORT_SUBCONFED))
         {
-            return None;
+            return Err(NotSent::NoExport);
         }
         let source_peer = match best.source {
             Source::Peer(p) => Some(p),
@@ -1588,11 +1652,11 @@ impl Rib {
         {
             let from_client = self.peers.get(&src).is_some_and(|s| s.info.rr_client);
             if !(from_client || key.rr_client) {
-                return None;
+                return Err(NotSent::NotReflected);
             }
             reflected = Some(a.originator_id.unwrap_or(best.peer_router_id));
         }
-        Some(ExportSource {
+        Ok(ExportSource {
             attrs: a.clone(),
             local: best.source == Source::Local,
             source: source_peer,
@@ -1740,7 +1804,7 @@ impl Rib {
             if out.len() >= limit {
                 break;
             }
-            if let Some(e) = self.export_path(g, prefix, path, memo) {
+            if let Ok(e) = self.export_path(g, prefix, path, memo) {
                 let id = self.out_path_id(path.source, path.path_id);
                 out.push((id, e));
             }
@@ -1827,6 +1891,56 @@ impl Rib {
                 FibChange { prefix, next_hops }
             })
             .collect()
+    }
+
+    /// Explains a prefix: every candidate path and why it won or lost, and per
+    /// Established peer whether the best path is sent to it, or why not.
+    pub fn explain(&mut self, prefix: &IpNet) -> Option<Explanation> {
+        let d = self.loc.get(prefix)?;
+        let best = d.best.map(|i| d.paths[i].clone());
+        let multipath = self.fib_next_hops(prefix).unwrap_or_default();
+        let reachable = self.reachable();
+        let mut candidates: Vec<(Path, Option<Step>, bool)> = d
+            .paths
+            .iter()
+            .map(|p| {
+                let step = match &best {
+                    Some(b) if b.source == p.source && b.path_id == p.path_id => None,
+                    Some(b) => Some(compare(b, p, self.config.decision, &reachable).1),
+                    None => Some(Step::NextHopUnreachable),
+                };
+                let in_set = step.is_none_or(|s| {
+                    matches!(
+                        s,
+                        Step::RouterId | Step::ClusterList | Step::PeerAddress | Step::PathId
+                    )
+                }) && p.attrs.next_hop.is_some_and(|nh| multipath.contains(&nh));
+                (p.clone(), step, in_set)
+            })
+            .collect();
+        candidates.sort_by_key(|(_, step, _)| step.is_some());
+        drop(reachable);
+        let mut ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.up)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let mut peers = Vec::with_capacity(ids.len());
+        let mut memo = ExportMemo::new();
+        for id in ids {
+            let verdict = match &best {
+                None => Err(NotSent::NoRoute),
+                Some(b) if b.source == Source::Peer(id) => Err(NotSent::ItsOwn),
+                Some(b) => {
+                    let g = self.peers[&id].group;
+                    self.export_path(g, prefix, b, &mut memo).map(|_| ())
+                }
+            };
+            peers.push((id, verdict));
+        }
+        Some(Explanation { candidates, peers })
     }
 
     /// Where the FIB forwards a prefix: the next hops of its multipath set

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use crate::fsm::{DownReason, FsmConfig, Negotiated, State};
 use crate::policy::Policy;
 use crate::rib::{
-    Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source,
+    Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source, Step,
 };
 use crate::session::{
     self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions,
@@ -373,6 +373,29 @@ pub struct RouteView {
     pub paths: Vec<PathView>,
 }
 
+/// Why a prefix's paths won or lost, and who is sent the best one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteExplanation {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// Every candidate, best first.
+    pub candidates: Vec<CandidateView>,
+    /// Per Established peer: its address and name, and `None` if it is sent
+    /// the best path, else why not.
+    pub peers: Vec<(IpAddr, String, Option<String>)>,
+}
+
+/// One candidate path of an explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateView {
+    /// The path.
+    pub path: PathView,
+    /// Why it is not the best (`None` for the best).
+    pub lost_because: Option<String>,
+    /// It is in the multipath (ECMP) set installed in the FIB.
+    pub multipath: bool,
+}
+
 /// Counts for status and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpeakerSummary {
@@ -426,6 +449,7 @@ enum Command {
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
     Summary(oneshot::Sender<SpeakerSummary>),
+    Explain(IpNet, oneshot::Sender<Option<RouteExplanation>>),
     Control(
         String,
         PeerControl,
@@ -550,6 +574,16 @@ impl Speaker {
     /// Lets a disabled peer connect again.
     pub async fn enable_peer(&self, peer: &str) -> Result<(), SpeakerError> {
         self.control(peer, PeerControl::Enable).await
+    }
+
+    /// Explains a prefix (exactly this prefix): `None` if the RIB has no
+    /// path for it.
+    pub async fn explain(&self, prefix: IpNet) -> Result<Option<RouteExplanation>, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Explain(prefix.trunc(), tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
     }
 
     /// Counts for status and metrics.
@@ -719,6 +753,9 @@ impl SpeakerTask {
                         self.flush();
                         let _ = done.send(r);
                     }
+                    Some(Command::Explain(prefix, done)) => {
+                        let _ = done.send(self.explain(&prefix));
+                    }
                     Some(Command::Summary(done)) => {
                         let _ = done.send(SpeakerSummary {
                             prefixes: self.rib.len(),
@@ -767,6 +804,58 @@ impl SpeakerTask {
                 }
             }
         }
+    }
+
+    fn explain(&mut self, prefix: &IpNet) -> Option<RouteExplanation> {
+        let e = self.rib.explain(prefix)?;
+        let why = |s: Step| match s {
+            Step::NextHopUnreachable => "its next hop is unreachable",
+            Step::LongLivedStale => "it is long-lived stale (least preferred)",
+            Step::LocalPref => "lower LOCAL_PREF",
+            Step::Local => "the best is originated here",
+            Step::AsPathLength => "longer AS_PATH",
+            Step::Origin => "worse ORIGIN",
+            Step::Med => "higher MED",
+            Step::External => "internal, and the best is external",
+            Step::RouterId => "higher router ID (or ORIGINATOR_ID)",
+            Step::ClusterList => "longer CLUSTER_LIST",
+            Step::PeerAddress => "higher peer address",
+            Step::PathId => "higher path ID",
+        };
+        let candidates = e
+            .candidates
+            .into_iter()
+            .map(|(p, step, multipath)| CandidateView {
+                path: PathView {
+                    best: step.is_none(),
+                    from: match p.source {
+                        Source::Local => None,
+                        Source::Peer(_) => p.peer_address,
+                    },
+                    path_id: p.path_id,
+                    attrs: (*p.attrs).clone(),
+                },
+                lost_because: step.map(|s| why(s).to_string()),
+                multipath,
+            })
+            .collect();
+        let peers = e
+            .peers
+            .into_iter()
+            .filter_map(|(id, verdict)| {
+                let slot = self.peers.get(&id)?;
+                Some((
+                    slot.address,
+                    slot.config.name.clone(),
+                    verdict.err().map(|n| n.to_string()),
+                ))
+            })
+            .collect();
+        Some(RouteExplanation {
+            prefix: *prefix,
+            candidates,
+            peers,
+        })
     }
 
     /// Finds a peer by address or by a name that only it has.

@@ -230,6 +230,53 @@ impl pb::rib_service_server::RibService for Api {
             routes.iter().map(|r| Ok(route_to_pb(r))).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
+
+    async fn explain_route(
+        &self,
+        req: Request<pb::ExplainRouteRequest>,
+    ) -> Result<Response<pb::RouteExplanation>, Status> {
+        Ok(Response::new(self.explain(&req.into_inner().prefix).await?))
+    }
+}
+
+impl Api {
+    async fn explain(&self, prefix: &str) -> Result<pb::RouteExplanation, Status> {
+        let p = parse_prefix(prefix).map_err(Status::invalid_argument)?;
+        let e = self
+            .speaker
+            .explain(p)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Status::not_found(format!("no path for {p} in the RIB")))?;
+        let paths = RouteView {
+            prefix: e.prefix,
+            paths: e.candidates.iter().map(|c| c.path.clone()).collect(),
+        };
+        let pb_paths = route_to_pb(&paths).paths;
+        Ok(pb::RouteExplanation {
+            prefix: e.prefix.to_string(),
+            candidates: e
+                .candidates
+                .iter()
+                .zip(pb_paths)
+                .map(|(c, path)| pb::Candidate {
+                    path: Some(path),
+                    lost_because: c.lost_because.clone().unwrap_or_default(),
+                    multipath: c.multipath,
+                })
+                .collect(),
+            peers: e
+                .peers
+                .iter()
+                .map(|(addr, name, why)| pb::Advertisement {
+                    peer: addr.to_string(),
+                    name: name.clone(),
+                    sent: why.is_none(),
+                    why_not: why.clone().unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
 }
 
 /// Parses a prefix, accepting a bare address as a host route.

@@ -283,6 +283,75 @@ pub fn routes_json(routes: &[pb::Route]) -> Value {
     )
 }
 
+/// Runs `petrel explain PREFIX`.
+pub async fn explain(socket: &Path, prefix: &str, output: Format) -> anyhow::Result<()> {
+    let mut client = pb::rib_service_client::RibServiceClient::new(api::connect(socket).await?);
+    let e = client
+        .explain_route(pb::ExplainRouteRequest {
+            prefix: prefix.into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let paths: Vec<pb::Path> = e.candidates.iter().filter_map(|c| c.path.clone()).collect();
+    let route = pb::Route {
+        prefix: e.prefix.clone(),
+        paths,
+    };
+    match output {
+        Format::Json => {
+            let mut v = routes_json(std::slice::from_ref(&route));
+            if let Some(paths) = v[0]["paths"].as_array_mut() {
+                for (p, c) in paths.iter_mut().zip(&e.candidates) {
+                    p["lost_because"] =
+                        json!((!c.lost_because.is_empty()).then_some(&c.lost_because));
+                    p["multipath"] = json!(c.multipath);
+                }
+            }
+            v[0]["peers"] = json!(
+                e.peers
+                    .iter()
+                    .map(|a| json!({
+                        "peer": a.peer, "name": a.name, "sent": a.sent,
+                        "why_not": (!a.why_not.is_empty()).then_some(&a.why_not),
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            println!("{}", serde_json::to_string_pretty(&v[0])?);
+        }
+        Format::Table => {
+            let mut out = String::new();
+            let _ = writeln!(out, "{}", e.prefix);
+            for c in &e.candidates {
+                let Some(p) = &c.path else { continue };
+                let from = if p.from.is_empty() { "local" } else { &p.from };
+                let verdict = if c.lost_because.is_empty() {
+                    "best".to_string()
+                } else {
+                    format!("lost: {}", c.lost_because)
+                };
+                let mp = if c.multipath { ", multipath" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "  from {from:<24} via {:<24} {verdict}{mp}",
+                    p.next_hop
+                );
+            }
+            let _ = writeln!(out, "sent to:");
+            for a in &e.peers {
+                let what = if a.sent {
+                    "yes".to_string()
+                } else {
+                    format!("no: {}", a.why_not)
+                };
+                let _ = writeln!(out, "  {:<24} {:<16} {what}", a.peer, a.name);
+            }
+            print!("{out}");
+        }
+    }
+    Ok(())
+}
+
 /// Routes as a table: the best path marked `*>`, alternatives `* ` below it.
 pub fn routes_table(routes: &[pb::Route]) -> String {
     let mut out = String::new();

@@ -112,6 +112,18 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: cli::Format,
     },
+    /// Explain one prefix: every candidate path and why it won or lost, and
+    /// which peers are sent the best path, or why not.
+    Explain {
+        /// The prefix (or an address, for a host route).
+        prefix: String,
+        /// The agent's API socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Format,
+    },
     /// Decode MRT files (RFC 6396; plain, gzip or bzip2) and print one JSON object per record.
     Decode(DecodeArgs),
 }
@@ -201,6 +213,11 @@ fn main() -> ExitCode {
                 }))
             })
         }
+        Command::Explain {
+            prefix,
+            socket,
+            output,
+        } => runtime().and_then(|rt| rt.block_on(cli::explain(&socket, &prefix, output))),
         Command::Peer { socket, action } => {
             runtime().and_then(|rt| rt.block_on(cli::peer_action(&socket, action)))
         }

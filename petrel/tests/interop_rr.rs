@@ -203,4 +203,43 @@ spec: {peerIP: 10.19.0.2, asNumber: 65000, routeReflectorClient: true, addPaths:
         .then_some(())
         .ok_or(out)
     });
+
+    // `petrel explain` says why each path won or lost and who gets the best.
+    let explain = |prefix: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+            .args(["explain", prefix, "-o", "json", "--socket"])
+            .arg(&petrel.socket)
+            .output()
+            .expect("petrel runs")
+    };
+    let out = explain("10.99.0.1/32");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let paths = v["paths"].as_array().expect("paths");
+    assert_eq!(paths.len(), 2, "{v}");
+    assert_eq!(paths[0]["best"], true);
+    assert!(paths.iter().all(|p| p["multipath"] == true), "{v}");
+    assert_eq!(
+        paths[1]["lost_because"], "higher router ID (or ORIGINATOR_ID)",
+        "{v}"
+    );
+    let best_from = paths[0]["from"].as_str().expect("from").to_string();
+    for peer in v["peers"].as_array().expect("peers") {
+        if peer["peer"] == best_from.as_str() {
+            assert_eq!(peer["why_not"], "the route came from this peer", "{v}");
+        } else {
+            assert_eq!(peer["sent"], true, "{v}");
+        }
+    }
+    let out = explain("10.123.0.0/24");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no path for 10.123.0.0/24"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
