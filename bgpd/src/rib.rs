@@ -1225,6 +1225,11 @@ impl Rib {
                 s.stale.remove(&key);
             }
             let accepted = if reject {
+                // What the peer sent now replaces what it sent before, also
+                // in the kept Adj-RIB-In: a new policy must not revive it.
+                if let Some(s) = self.peers.get_mut(&id) {
+                    s.adj_in.remove(&key);
+                }
                 None
             } else if let Some(policy) = &info.import_policy {
                 if let Some(s) = self.peers.get_mut(&id) {
@@ -1335,8 +1340,14 @@ impl Rib {
             };
             state.info.import_policy = import.clone();
             let info = state.info.clone();
-            let entries: Vec<((IpNet, u32), Arc<Attrs>)> =
-                state.adj_in.iter().map(|(k, a)| (*k, a.clone())).collect();
+            // Stale entries (a restarting peer's) keep their state until the
+            // peer announces them again or they are swept.
+            let entries: Vec<((IpNet, u32), Arc<Attrs>)> = state
+                .adj_in
+                .iter()
+                .filter(|(k, _)| !state.stale.contains(k))
+                .map(|(k, a)| (*k, a.clone()))
+                .collect();
             if import.is_none()
                 && let Some(s) = self.peers.get_mut(&id)
             {
@@ -1370,10 +1381,24 @@ impl Rib {
         let Some(state) = self.peers.get(&id) else {
             return Outbound::default();
         };
-        if !state.up || self.deferring {
+        if !state.up {
             return Outbound::default();
         }
         let old_group = state.group;
+        if self.deferring {
+            // Nothing was sent yet; the deferral's end fills every group.
+            let info = state.info.clone();
+            let g = &mut self.groups[old_group];
+            g.members.retain(|m| *m != id);
+            if g.members.is_empty() {
+                g.clear();
+            }
+            let (group, _) = self.join_group(id, &info);
+            if let Some(s) = self.peers.get_mut(&id) {
+                s.group = group;
+            }
+            return Outbound::default();
+        }
         let before = self.view(old_group, id);
         let info = state.info.clone();
         let g = &mut self.groups[old_group];
@@ -1566,6 +1591,7 @@ impl Rib {
         };
         // Routes from one external peer to another only when a rule says so.
         let g = &self.groups[group].key;
+        let g_ebgp = g.ebgp;
         let transit = g.ebgp && path.ebgp && source.is_some() && !g.transit;
         let Some(policy) = g.export_policy.clone() else {
             return if transit {
@@ -1592,6 +1618,12 @@ impl Rib {
                     a.link_local = nh.link_local;
                 }
             }
+        }
+        if let Some(c) = changed.as_mut()
+            && g_ebgp
+        {
+            // RFC 4271 §5.1.5: never to an external peer, whatever a rule set.
+            c.local_pref = None;
         }
         let attrs = match changed {
             Some(c) => self.intern(c),
@@ -1788,16 +1820,28 @@ impl Rib {
                 .filter(|&i| reachable(&d.paths[i]))
                 .collect()
         };
-        if let Some(best) = d.best {
-            // The best path first, then the rest in decision order.
-            let opts = self.config.decision;
-            let reachable = self.reachable();
-            order.sort_by(|&a, &b| {
-                (b == best)
-                    .cmp(&(a == best))
-                    .then_with(|| compare(&d.paths[a], &d.paths[b], opts, &reachable).0)
-            });
-        }
+        // The best path first, then the rest by a total order that follows
+        // the decision steps (`compare` itself is not transitive: MED counts
+        // only within one neighbouring AS, and sorting needs a total order).
+        let best = d.best;
+        order.sort_by_cached_key(|&i| {
+            let p = &d.paths[i];
+            let a = &p.attrs;
+            (
+                Some(i) != best,
+                a.has_community(Community::LLGR_STALE),
+                std::cmp::Reverse(a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)),
+                p.source != Source::Local,
+                a.as_path.path_length(),
+                a.origin,
+                a.med.unwrap_or(0),
+                !p.ebgp,
+                a.originator_id.unwrap_or(p.peer_router_id),
+                a.cluster_list.len(),
+                p.peer_address,
+                p.path_id,
+            )
+        });
         let paths: Vec<Path> = order.iter().map(|&i| d.paths[i].clone()).collect();
         let mut out = Vec::new();
         for path in &paths {
@@ -1805,7 +1849,15 @@ impl Rib {
                 break;
             }
             if let Ok(e) = self.export_path(g, prefix, path, memo) {
-                let id = self.out_path_id(path.source, path.path_id);
+                // Without ADD-PATH in this family there is one path and no
+                // ID on the wire: keep it under 0, so a new best path
+                // replaces the old one instead of a withdrawal and an
+                // announcement.
+                let id = if limit == 1 && !self.groups[g].tx.add_path(family(prefix)) {
+                    0
+                } else {
+                    self.out_path_id(path.source, path.path_id)
+                };
                 out.push((id, e));
             }
         }

@@ -286,6 +286,14 @@ pub enum SpeakerError {
     /// The operation needs an Established session.
     #[error("the session with {0} is not Established")]
     NotEstablished(IpAddr),
+    /// The peer is disabled; enable it first.
+    #[error("{0} is disabled; enable it first")]
+    Disabled(IpAddr),
+    /// Peers from a listen range come and go with their sessions.
+    #[error(
+        "{0} is a dynamic peer (from a listen range); it cannot be disabled on its own, only its range removed"
+    )]
+    Dynamic(IpAddr),
     /// Soft reset inbound needs route refresh, or import rules (whose kept
     /// Adj-RIB-In makes it local).
     #[error(
@@ -889,6 +897,12 @@ impl SpeakerTask {
         };
         let address = p.address;
         match what {
+            PeerControl::Disable(_) if p.dynamic => {
+                return Err(SpeakerError::Dynamic(address));
+            }
+            PeerControl::Reset(_) if p.disabled => {
+                return Err(SpeakerError::Disabled(address));
+            }
             PeerControl::Disable(message) => {
                 tracing::info!(peer = %address, ?message, "disabled through the API");
                 p.disabled = true;
@@ -1279,8 +1293,11 @@ impl SpeakerTask {
                         });
                     }
                 }
-                self.pending_llgr.remove(&id);
                 match graceful {
+                    // An attempt that never got Established (a collision, an
+                    // OPEN refused) changes nothing in the RIB: above all, a
+                    // restarting peer's stale routes and timers stay.
+                    _ if !established => {}
                     Some((mut families, restart_time, llgr))
                         if restart_time > 0 || llgr.is_some() =>
                     {
@@ -1291,6 +1308,7 @@ impl SpeakerTask {
                                 }
                             }
                         }
+                        self.pending_llgr.remove(&id);
                         let mut kept = self.rib.peer_down_graceful(id, &families);
                         let now = tokio::time::Instant::now();
                         match llgr {
@@ -1315,6 +1333,7 @@ impl SpeakerTask {
                     }
                     _ => {
                         self.stale_timers.remove(&id);
+                        self.pending_llgr.remove(&id);
                         self.rib.peer_down(id);
                     }
                 }

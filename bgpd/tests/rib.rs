@@ -1344,3 +1344,65 @@ fn a_group_of_one_keeps_nothing_of_its_own_and_refills_when_joined() {
     assert_eq!(r.counts(3, AfiSafi::IPV4_UNICAST).advertised, 2);
     assert_eq!(r.counts(1, AfiSafi::IPV4_UNICAST).advertised, 1);
 }
+
+#[test]
+fn a_rejected_announcement_is_not_revived_by_a_new_import_policy() {
+    let mut r = rib();
+    let mut i = info("192.0.2.1", 65001, "192.0.2.100");
+    i.import_policy = policy(vec![Rule {
+        matches: vec![],
+        actions: vec![Action::SetMed(1)],
+    }]);
+    r.peer_up(1, i);
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["10.1.0.0/24"], vec![]),
+        false,
+    );
+    assert!(r.best(&p("10.1.0.0/24")).is_some());
+    // The peer replaces it with a looped path: rejected.
+    r.update(
+        1,
+        &announce(vec![65001, LOCAL_AS], "192.0.2.1", &["10.1.0.0/24"], vec![]),
+        false,
+    );
+    assert!(r.best(&p("10.1.0.0/24")).is_none());
+    r.set_policies(1, None, None);
+    assert!(
+        r.best(&p("10.1.0.0/24")).is_none(),
+        "the old announcement must stay replaced"
+    );
+}
+
+#[test]
+fn a_family_without_add_path_in_an_add_path_group_replaces_its_one_path() {
+    let mut r = rib();
+    r.peer_up(1, client("192.0.2.1"));
+    r.peer_up(2, client("192.0.2.2"));
+    let mut c = client("192.0.2.3");
+    // ADD-PATH for IPv6 only; IPv4 routes go the classic way.
+    c.tx.add_path_ipv6 = true;
+    c.add_path_send = Some(usize::MAX);
+    r.peer_up(3, c);
+    r.update(
+        2,
+        &announce(vec![], "192.0.2.2", &["10.5.0.0/24"], vec![]),
+        false,
+    );
+    r.flush();
+    // A better path from another source: one announcement, no withdrawal.
+    r.update(
+        1,
+        &announce(
+            vec![],
+            "192.0.2.1",
+            &["10.5.0.0/24"],
+            vec![AttrValue::LocalPref(200)],
+        ),
+        false,
+    );
+    let out = r.flush();
+    let (ann, wd) = sent_to(&out, 3);
+    assert_eq!(ann.len(), 1);
+    assert!(wd.is_empty(), "{wd:?}");
+}

@@ -187,6 +187,8 @@ fn control_status(e: SpeakerError) -> Status {
         SpeakerError::NoSuchPeer(_) => Status::not_found(e.to_string()),
         SpeakerError::Ambiguous(..)
         | SpeakerError::NotEstablished(_)
+        | SpeakerError::Disabled(_)
+        | SpeakerError::Dynamic(_)
         | SpeakerError::NoRouteRefresh(_) => Status::failed_precondition(e.to_string()),
         SpeakerError::Stopped | SpeakerError::Listen { .. } => unavailable(e),
     }

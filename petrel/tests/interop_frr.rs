@@ -801,7 +801,7 @@ router bgp 65002
     // A soft reset of a disabled peer is refused with a reason.
     let (code, _, err) = cli(&["reset", "frr", "--soft", "in"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("not Established"), "{err}");
+    assert!(err.contains("is disabled; enable it first"), "{err}");
 
     assert_eq!(cli(&["enable", "frr"]).0, Some(0));
     petrel.wait_established("10.25.0.2", 30);
