@@ -914,6 +914,18 @@ impl Rib {
         out
     }
 
+    /// The peers with an Established session, in id order.
+    fn established_peers(&self) -> Vec<PeerId> {
+        let mut ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.up)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// A peer's initial table, then End-of-RIB per family.
     fn initial_table(&self, id: PeerId) -> Vec<Vec<u8>> {
         let Some(state) = self.peers.get(&id) else {
@@ -957,13 +969,7 @@ impl Rib {
                 self.update_group(g, &prefixes);
             }
         }
-        let mut ids: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, s)| s.up)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
+        let ids = self.established_peers();
         Outbound {
             messages: ids
                 .into_iter()
@@ -1385,21 +1391,9 @@ impl Rib {
             return Outbound::default();
         }
         let old_group = state.group;
-        if self.deferring {
-            // Nothing was sent yet; the deferral's end fills every group.
-            let info = state.info.clone();
-            let g = &mut self.groups[old_group];
-            g.members.retain(|m| *m != id);
-            if g.members.is_empty() {
-                g.clear();
-            }
-            let (group, _) = self.join_group(id, &info);
-            if let Some(s) = self.peers.get_mut(&id) {
-                s.group = group;
-            }
-            return Outbound::default();
-        }
-        let before = self.view(old_group, id);
+        // While selection is deferred nothing was sent yet: only the
+        // membership moves, and the deferral's end fills every group.
+        let before = (!self.deferring).then(|| self.view(old_group, id));
         let info = state.info.clone();
         let g = &mut self.groups[old_group];
         g.members.retain(|m| *m != id);
@@ -1411,6 +1405,9 @@ impl Rib {
         if let Some(s) = self.peers.get_mut(&id) {
             s.group = group;
         }
+        let Some(before) = before else {
+            return Outbound::default();
+        };
         let mut out = Outbound::default();
         if fresh {
             out = self.fill_group(group, id);
@@ -1972,13 +1969,7 @@ impl Rib {
             .collect();
         candidates.sort_by_key(|(_, step, _)| step.is_some());
         drop(reachable);
-        let mut ids: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, s)| s.up)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
+        let ids = self.established_peers();
         let mut peers = Vec::with_capacity(ids.len());
         let mut memo = ExportMemo::new();
         for id in ids {
