@@ -689,6 +689,9 @@ pub struct Rib {
     /// Our ADD-PATH path IDs, one per path source (a peer and the ID it
     /// sent the path with, or us): stable, so a path keeps its ID.
     out_path_ids: HashMap<(Source, u32), u32>,
+    /// The next ADD-PATH ID to hand out (never reused while it could still
+    /// name a path somewhere).
+    next_out_path_id: u32,
 }
 
 impl Rib {
@@ -706,6 +709,7 @@ impl Rib {
             local_routes: HashMap::new(),
             deferring: false,
             out_path_ids: HashMap::new(),
+            next_out_path_id: 1,
         }
     }
 
@@ -1033,6 +1037,9 @@ impl Rib {
         for (prefix, path_id) in state.received.into_keys() {
             self.remove_path(prefix, Source::Peer(id), path_id);
         }
+        // Its paths are gone: their ADD-PATH IDs need not be remembered
+        // (fresh IDs are never reused, so nothing can be confused).
+        self.out_path_ids.retain(|(s, _), _| *s != Source::Peer(id));
     }
 
     /// A session with a peer that negotiated graceful restart went down
@@ -1863,8 +1870,14 @@ impl Rib {
 
     /// Our ADD-PATH ID for paths from a source.
     fn out_path_id(&mut self, source: Source, path_id: u32) -> u32 {
-        let next = self.out_path_ids.len() as u32 + 1;
-        *self.out_path_ids.entry((source, path_id)).or_insert(next)
+        if let Some(id) = self.out_path_ids.get(&(source, path_id)) {
+            return *id;
+        }
+        let id = self.next_out_path_id;
+        // 0 means "no ADD-PATH" in the groups; skip it when wrapping.
+        self.next_out_path_id = self.next_out_path_id.checked_add(1).unwrap_or(1);
+        self.out_path_ids.insert((source, path_id), id);
+        id
     }
 
     /// Computes what changed since the last flush and encodes it per peer.
@@ -2036,9 +2049,14 @@ impl Rib {
         };
         let received = s.received_count[i];
         let rejected = s.rejected_count[i];
-        let g = &self.groups[s.group];
-        let own = g.by_source.get(&id).map_or(0, |c| c[i]);
-        let advertised = g.count[i] - own;
+        // A peer that is down (restarting) is in no group: it is sent nothing.
+        let advertised = if s.up {
+            let g = &self.groups[s.group];
+            let own = g.by_source.get(&id).map_or(0, |c| c[i]);
+            g.count[i].saturating_sub(own)
+        } else {
+            0
+        };
         PrefixCounts {
             received,
             accepted: received - rejected,

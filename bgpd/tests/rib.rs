@@ -1276,6 +1276,11 @@ fn long_lived_stale_paths_are_least_preferred_and_kept_from_non_llgr_peers() {
 
     r.peer_down_graceful(1, &[AfiSafi::IPV4_UNICAST]);
     assert_eq!(r.stale_count(1), 3);
+    assert_eq!(
+        r.counts(1, AfiSafi::IPV4_UNICAST).advertised,
+        0,
+        "a restarting peer is sent nothing"
+    );
     let kept = r.enter_long_lived_stale(1, &[AfiSafi::IPV4_UNICAST]);
     assert_eq!(kept, 2, "the NO_LLGR route goes");
     assert!(r.best(&p("10.2.0.0/24")).is_none());
