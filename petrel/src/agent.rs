@@ -102,7 +102,13 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         restart.forwarding_preserved = adopted > 0;
     }
     let fib_report = reconciler.as_ref().map(route_sync::Reconciler::subscribe);
-    let mut metrics_server = None;
+    // Health and metrics from the start: alive (and not ready) even before a
+    // usable configuration starts the speaker.
+    let (speaker_tx, speaker_rx) = tokio::sync::watch::channel(None);
+    let metrics_server = match opts.metrics {
+        Some(addr) => Some(crate::metrics::serve(addr, speaker_rx, fib_report.clone()).await?),
+        None => None,
+    };
     let mut reconciler = reconciler;
     let (fib_tx, fib_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut fib_rx = Some(fib_rx);
@@ -126,11 +132,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                     Ok(s) => {
                         tracing::info!(asn = c.asn, router_id = %c.router_id, peers = c.neighbors.len(), "speaker started");
                         api_server = Some(api::serve(&opts.api_socket, s.clone()).await?);
-                        if let Some(addr) = opts.metrics {
-                            metrics_server = Some(
-                                crate::metrics::serve(addr, s.clone(), fib_report.clone()).await?,
-                            );
-                        }
+                        speaker_tx.send_replace(Some(s.clone()));
                         if let (Some(r), Some(f), Some(rx)) =
                             (reconciler.take(), &opts.fib, fib_rx.take())
                         {

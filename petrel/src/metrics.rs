@@ -1,9 +1,10 @@
 //! `/metrics` (Prometheus text format), `/healthz` and `/readyz`.
 //!
-//! Every scrape asks the speaker for its peers and counts (it answers between
-//! events, so a scrape never holds up UPDATE processing) and reads route-sync's
-//! latest report, then builds a fresh registry: a peer that is gone leaves no
-//! stale series behind.
+//! Served from the agent's start. Every scrape asks the speaker (once a
+//! usable configuration has started it) for its peers and counts (it answers
+//! between events, so a scrape never holds up UPDATE processing) and reads
+//! route-sync's latest report, then builds a fresh registry: a peer that is
+//! gone leaves no stale series behind.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -31,7 +32,8 @@ const SPEAKER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 struct Ctx {
-    speaker: Speaker,
+    /// The speaker, once a usable configuration has started it.
+    speaker: watch::Receiver<Option<Speaker>>,
     /// route-sync's report; `None` when the agent leaves the kernel alone.
     fib: Option<watch::Receiver<Report>>,
 }
@@ -39,7 +41,7 @@ struct Ctx {
 /// Serves the endpoints on `addr` until the task is aborted.
 pub async fn serve(
     addr: SocketAddr,
-    speaker: Speaker,
+    speaker: watch::Receiver<Option<Speaker>>,
     fib: Option<watch::Receiver<Report>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -58,20 +60,26 @@ pub async fn serve(
     }))
 }
 
-async fn snapshot(ctx: &Ctx) -> Option<(Vec<PeerStatus>, SpeakerSummary)> {
-    let peers = tokio::time::timeout(SPEAKER_TIMEOUT, ctx.speaker.peers()).await;
-    let summary = tokio::time::timeout(SPEAKER_TIMEOUT, ctx.speaker.summary()).await;
+/// What the speaker says: `Ok(None)` before it started, `Err` if it does
+/// not answer.
+async fn snapshot(ctx: &Ctx) -> Result<Option<(Vec<PeerStatus>, SpeakerSummary)>, ()> {
+    let Some(speaker) = ctx.speaker.borrow().clone() else {
+        return Ok(None);
+    };
+    let peers = tokio::time::timeout(SPEAKER_TIMEOUT, speaker.peers()).await;
+    let summary = tokio::time::timeout(SPEAKER_TIMEOUT, speaker.summary()).await;
     match (peers, summary) {
-        (Ok(Ok(p)), Ok(Ok(s))) => Some((p, s)),
-        _ => None,
+        (Ok(Ok(p)), Ok(Ok(s))) => Ok(Some((p, s))),
+        _ => Err(()),
     }
 }
 
-/// Alive: the speaker task answers.
+/// Alive: the speaker task answers, or none has started yet.
 async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
     match snapshot(&ctx).await {
-        Some(_) => (StatusCode::OK, "ok\n"),
-        None => (
+        Ok(Some(_)) => (StatusCode::OK, "ok\n"),
+        Ok(None) => (StatusCode::OK, "ok (no usable configuration yet)\n"),
+        Err(()) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the speaker does not answer\n",
         ),
@@ -82,11 +90,20 @@ async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
 /// sync (after the peers' End-of-RIB or the initial delay), or, without the
 /// FIB, once every configured peer sent its table.
 async fn readyz(State(ctx): State<Ctx>) -> (StatusCode, String) {
-    let Some((_, summary)) = snapshot(&ctx).await else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the speaker does not answer\n".into(),
-        );
+    let summary = match snapshot(&ctx).await {
+        Ok(Some((_, s))) => s,
+        Ok(None) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no usable BGPConfiguration yet (see the agent's log)\n".into(),
+            );
+        }
+        Err(()) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the speaker does not answer\n".into(),
+            );
+        }
     };
     let (ready, why) = match &ctx.fib {
         Some(r) => {
@@ -119,12 +136,17 @@ async fn metrics(
         "content-type",
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
     );
-    let Some((peers, summary)) = snapshot(&ctx).await else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [TYPE],
-            "# the speaker does not answer\n".into(),
-        );
+    let (peers, summary) = match snapshot(&ctx).await {
+        Ok(Some(s)) => s,
+        // Not started yet: no peers, an empty RIB.
+        Ok(None) => (Vec::new(), SpeakerSummary::default()),
+        Err(()) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [TYPE],
+                "# the speaker does not answer\n".into(),
+            );
+        }
     };
     let report = ctx.fib.as_ref().map(|r| r.borrow().clone());
     let mut text = String::new();

@@ -48,16 +48,28 @@ router bgp 65002
  exit-address-family
 "#,
     );
+    let yaml = petrel_yaml(
+        65001,
+        "10.24.0.1",
+        &["10.24.0.1"],
+        "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.24.0.2, asNumber: 65002}\n",
+    );
+    // No BGPConfiguration yet: alive, not ready, and it says why.
     let petrel = lab.petrel(
         &p,
         "node-1",
-        &petrel_yaml(
-            65001,
-            "10.24.0.1",
-            &["10.24.0.1"],
-            "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.24.0.2, asNumber: 65002}\n",
-        ),
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n",
     );
+    wait_until(10, "the health endpoint", || {
+        let (code, body) = get(&p, "/healthz");
+        (code == 200 && body.contains("no usable configuration"))
+            .then_some(())
+            .ok_or(format!("{code} {body}"))
+    });
+    let (code, body) = get(&p, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no usable BGPConfiguration"), "{body}");
+    petrel.reconfigure(&yaml);
     petrel.wait_established("10.24.0.2", 30);
     petrel.wait_route("10.240.0.0/24", 15);
     assert_eq!(get(&p, "/healthz").0, 200);
