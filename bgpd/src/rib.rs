@@ -174,6 +174,37 @@ pub enum Step {
     PathId,
 }
 
+impl Step {
+    /// Whether two paths that first differ at this step are equal enough to
+    /// share a multipath (ECMP) set: the tie-breaks after eBGP/iBGP.
+    pub fn ties_for_multipath(self) -> bool {
+        matches!(
+            self,
+            Step::RouterId | Step::ClusterList | Step::PeerAddress | Step::PathId
+        )
+    }
+}
+
+/// Why a path lost to the best one, in words (`petrel explain`).
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::NextHopUnreachable => "its next hop is unreachable",
+            Step::LongLivedStale => "it is long-lived stale (least preferred)",
+            Step::LocalPref => "lower LOCAL_PREF",
+            Step::Local => "the best is originated here",
+            Step::AsPathLength => "longer AS_PATH",
+            Step::Origin => "worse ORIGIN",
+            Step::Med => "higher MED",
+            Step::External => "internal, and the best is external",
+            Step::RouterId => "higher router ID (or ORIGINATOR_ID)",
+            Step::ClusterList => "longer CLUSTER_LIST",
+            Step::PeerAddress => "higher peer address",
+            Step::PathId => "higher path ID",
+        })
+    }
+}
+
 /// Options of the decision process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecisionOptions {
@@ -1971,12 +2002,8 @@ impl Rib {
                     Some(b) => Some(compare(b, p, self.config.decision, &reachable).1),
                     None => Some(Step::NextHopUnreachable),
                 };
-                let in_set = step.is_none_or(|s| {
-                    matches!(
-                        s,
-                        Step::RouterId | Step::ClusterList | Step::PeerAddress | Step::PathId
-                    )
-                }) && p.attrs.next_hop.is_some_and(|nh| multipath.contains(&nh));
+                let in_set = step.is_none_or(Step::ties_for_multipath)
+                    && p.attrs.next_hop.is_some_and(|nh| multipath.contains(&nh));
                 (p.clone(), step, in_set)
             })
             .collect();
@@ -2021,10 +2048,7 @@ impl Rib {
                     continue;
                 }
                 let (_, step) = compare(best, p, self.config.decision, &reachable);
-                let equal = matches!(
-                    step,
-                    Step::RouterId | Step::ClusterList | Step::PeerAddress | Step::PathId
-                );
+                let equal = step.ties_for_multipath();
                 if let Some(nh) = p.attrs.next_hop
                     && equal
                     && !hops.contains(&nh)

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use crate::fsm::{DownReason, FsmConfig, Negotiated, State};
 use crate::policy::Policy;
 use crate::rib::{
-    Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source, Step,
+    Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source,
 };
 use crate::session::{
     self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions,
@@ -724,21 +724,17 @@ impl SpeakerTask {
                     Some(Command::SubscribeFib(tx)) => {
                         // While selection is deferred the FIB hears nothing:
                         // everything comes when the deferral ends.
-                        let deferring = self.rib.deferring();
-                        let all: Vec<FibChange> = self
-                            .rib
-                            .iter()
-                            .map(|(p, _)| *p)
-                            .collect::<Vec<_>>()
-                            .into_iter()
-                            .filter_map(|prefix| {
-                                if deferring {
-                                    return None;
-                                }
-                                let next_hops = self.rib.fib_next_hops(&prefix)?;
-                                Some(FibChange { prefix, next_hops: Some(next_hops) })
-                            })
-                            .collect();
+                        let all: Vec<FibChange> = if self.rib.deferring() {
+                            Vec::new()
+                        } else {
+                            self.rib
+                                .iter()
+                                .filter_map(|(prefix, _)| {
+                                    let next_hops = self.rib.fib_next_hops(prefix)?;
+                                    Some(FibChange { prefix: *prefix, next_hops: Some(next_hops) })
+                                })
+                                .collect()
+                        };
                         let _ = self.rib.fib_changes();
                         let _ = tx.send(FibEvent::Changes(all));
                         if self.converged {
@@ -816,20 +812,6 @@ impl SpeakerTask {
 
     fn explain(&mut self, prefix: &IpNet) -> Option<RouteExplanation> {
         let e = self.rib.explain(prefix)?;
-        let why = |s: Step| match s {
-            Step::NextHopUnreachable => "its next hop is unreachable",
-            Step::LongLivedStale => "it is long-lived stale (least preferred)",
-            Step::LocalPref => "lower LOCAL_PREF",
-            Step::Local => "the best is originated here",
-            Step::AsPathLength => "longer AS_PATH",
-            Step::Origin => "worse ORIGIN",
-            Step::Med => "higher MED",
-            Step::External => "internal, and the best is external",
-            Step::RouterId => "higher router ID (or ORIGINATOR_ID)",
-            Step::ClusterList => "longer CLUSTER_LIST",
-            Step::PeerAddress => "higher peer address",
-            Step::PathId => "higher path ID",
-        };
         let candidates = e
             .candidates
             .into_iter()
@@ -843,7 +825,7 @@ impl SpeakerTask {
                     path_id: p.path_id,
                     attrs: (*p.attrs).clone(),
                 },
-                lost_because: step.map(|s| why(s).to_string()),
+                lost_because: step.map(|s| s.to_string()),
                 multipath,
             })
             .collect();
