@@ -10,6 +10,7 @@ mod cli;
 mod decode;
 mod fib;
 mod json;
+mod lab;
 mod metrics;
 mod planner;
 mod source;
@@ -124,6 +125,12 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: cli::Format,
     },
+    /// A whole cluster's routing on this machine, in network namespaces:
+    /// `petrel lab up`, `status`, `down` (see docs/lab.md).
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
     /// Decode MRT files (RFC 6396; plain, gzip or bzip2) and print one JSON object per record.
     Decode(DecodeArgs),
 }
@@ -175,6 +182,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Lab { command } => lab::run(command),
         Command::Agent {
             source,
             node,
