@@ -2,7 +2,11 @@
 //! build needs no system package.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["petrel/v1/peer.proto", "petrel/v1/rib.proto"];
+    let protos = [
+        "petrel/v1/agent.proto",
+        "petrel/v1/peer.proto",
+        "petrel/v1/rib.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

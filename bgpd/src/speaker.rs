@@ -29,7 +29,7 @@ use crate::session::{
     self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions,
 };
 use crate::wire::AfiSafi;
-use crate::wire::attr::Origin;
+use crate::wire::attr::{Community, LargeCommunity, Origin};
 use crate::wire::capability::{Capability, GrFamily, GracefulRestart, LlgrFamily};
 use crate::wire::error::subcode;
 
@@ -182,8 +182,8 @@ pub struct SpeakerConfig {
     pub listen: Vec<SocketAddr>,
     /// Neighbours.
     pub neighbors: Vec<NeighborConfig>,
-    /// Prefixes we originate.
-    pub originate: Vec<IpNet>,
+    /// Routes we originate.
+    pub originate: Vec<LocalRoute>,
     /// An IPv4 address to use as next hop for IPv4 routes on IPv6 sessions.
     pub local_ipv4: Option<Ipv4Addr>,
     /// An IPv6 address to use as next hop for IPv6 routes on IPv4 sessions.
@@ -196,6 +196,51 @@ pub struct SpeakerConfig {
     pub cluster_id: Option<Ipv4Addr>,
     /// The most next hops of a route installed in the FIB (ECMP); default 8.
     pub maximum_paths: usize,
+}
+
+/// A route this speaker originates (ORIGIN IGP, our next hop), with the
+/// attributes every peer is sent it with; per-peer differences are export
+/// policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LocalRoute {
+    /// The prefix (host bits are cleared).
+    pub prefix: IpNet,
+    /// Communities to attach.
+    pub communities: Vec<Community>,
+    /// Large communities to attach.
+    pub large_communities: Vec<LargeCommunity>,
+    /// LOCAL_PREF (sent to internal peers only).
+    pub local_pref: Option<u32>,
+}
+
+impl From<IpNet> for LocalRoute {
+    fn from(prefix: IpNet) -> Self {
+        LocalRoute {
+            prefix,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+            local_pref: None,
+        }
+    }
+}
+
+impl LocalRoute {
+    /// The path attributes of the route as the RIB holds it.
+    fn attrs(&self) -> Attrs {
+        let mut communities = self.communities.clone();
+        communities.sort();
+        communities.dedup();
+        let mut large_communities = self.large_communities.clone();
+        large_communities.sort();
+        large_communities.dedup();
+        Attrs {
+            origin: Some(Origin::Igp),
+            local_pref: self.local_pref,
+            communities,
+            large_communities,
+            ..Attrs::default()
+        }
+    }
 }
 
 /// Graceful restart settings (RFC 4724).
@@ -1536,15 +1581,7 @@ impl SpeakerTask {
         let local = new
             .originate
             .iter()
-            .map(|p| {
-                (
-                    *p,
-                    Attrs {
-                        origin: Some(Origin::Igp),
-                        ..Attrs::default()
-                    },
-                )
-            })
+            .map(|r| (r.prefix, r.attrs()))
             .collect::<Vec<_>>();
         self.rib.set_local_routes(local);
         self.flush();

@@ -11,7 +11,7 @@ use bgpd::speaker::{
 };
 
 mod live;
-use live::{has_route, wait_for};
+use live::{has_route, local, wait_for};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -84,10 +84,7 @@ async fn a_helper_keeps_routes_until_the_restarted_peer_sends_end_of_rib() {
     let (pa, pb) = (17941, 17942);
     let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
     ca.graceful_restart.restart_time = 30;
-    ca.originate = vec![
-        "10.1.0.0/24".parse().expect("p"),
-        "10.11.0.0/24".parse().expect("p"),
-    ];
+    ca.originate = vec![local("10.1.0.0/24"), local("10.11.0.0/24")];
     let cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
     let a = Crashable::start(ca.clone(), RestartState::default()).await;
     let b = Speaker::start(cb).await.expect("b starts");
@@ -113,7 +110,7 @@ async fn a_helper_keeps_routes_until_the_restarted_peer_sends_end_of_rib() {
     assert_eq!(peer(&b).await.stale_routes, 2);
 
     // a comes back, having kept its forwarding state, announcing one of the two.
-    ca.originate = vec!["10.1.0.0/24".parse().expect("p")];
+    ca.originate = vec![local("10.1.0.0/24")];
     let a2 = Crashable::start(
         ca,
         RestartState {
@@ -140,7 +137,7 @@ async fn stale_routes_go_when_the_peer_does_not_return_in_its_restart_time() {
     let (pa, pb) = (17951, 17952);
     let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
     ca.graceful_restart.restart_time = 2;
-    ca.originate = vec!["10.1.0.0/24".parse().expect("p")];
+    ca.originate = vec![local("10.1.0.0/24")];
     let cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
     let a = Crashable::start(ca, RestartState::default()).await;
     let b = Speaker::start(cb).await.expect("b starts");
@@ -162,7 +159,7 @@ async fn stale_routes_go_when_the_peer_does_not_return_in_its_restart_time() {
 async fn a_notification_ends_the_session_without_keeping_routes() {
     let (pa, pb) = (17961, 17962);
     let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
-    ca.originate = vec!["10.1.0.0/24".parse().expect("p")];
+    ca.originate = vec![local("10.1.0.0/24")];
     let cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
     let a = Crashable::start(ca, RestartState::default()).await;
     let b = Speaker::start(cb).await.expect("b starts");
@@ -183,7 +180,7 @@ async fn long_lived_stale_routes_outlast_the_restart_time_marked_and_least_prefe
     let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
     ca.graceful_restart.restart_time = 1;
     ca.graceful_restart.long_lived_stale_time = llgr;
-    ca.originate = vec!["10.1.0.0/24".parse().expect("p")];
+    ca.originate = vec![local("10.1.0.0/24")];
     let mut cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
     cb.graceful_restart.long_lived_stale_time = llgr;
     let a = Crashable::start(ca, RestartState::default()).await;

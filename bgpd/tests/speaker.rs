@@ -8,7 +8,7 @@ use bgpd::fsm::State;
 use bgpd::speaker::{NeighborAddress, NeighborConfig, RouteFilter, Speaker, SpeakerConfig};
 
 mod live;
-use live::{has_route, wait_for};
+use live::{has_route, local, wait_for};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -33,13 +33,10 @@ async fn two_speakers_exchange_routes_and_reconfigure() {
     let (pa, pb) = (17901, 17902);
     let mut ca = speaker_config(65001, "127.0.0.1", pa);
     ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
-    ca.originate = vec![
-        "10.1.0.0/24".parse().expect("p"),
-        "2001:db8:1::/48".parse().expect("p"),
-    ];
+    ca.originate = vec![local("10.1.0.0/24"), local("2001:db8:1::/48")];
     let mut cb = speaker_config(65002, "127.0.0.2", pb);
     cb.neighbors = vec![neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2")];
-    cb.originate = vec!["10.2.0.0/24".parse().expect("p")];
+    cb.originate = vec![local("10.2.0.0/24")];
     let a = Speaker::start(ca.clone()).await.expect("a starts");
     let b = Speaker::start(cb).await.expect("b starts");
 
@@ -86,7 +83,8 @@ async fn two_speakers_exchange_routes_and_reconfigure() {
 
     // Withdraw one prefix by configuration: b loses it, the session stays up.
     let flaps_before = a.peers().await.expect("peers")[0].flaps;
-    ca.originate.retain(|p| p.to_string() != "10.1.0.0/24");
+    ca.originate
+        .retain(|r| r.prefix.to_string() != "10.1.0.0/24");
     a.configure(ca.clone()).await.expect("configure");
     wait_for(10, "withdrawal at b", || async {
         !has_route(&b, "10.1.0.0/24").await
@@ -159,7 +157,7 @@ async fn dynamic_neighbors_from_a_listen_range() {
     );
     range.passive = true;
     ca.neighbors = vec![range];
-    ca.originate = vec!["10.5.0.0/24".parse().expect("p")];
+    ca.originate = vec![local("10.5.0.0/24")];
     let mut cb = speaker_config(65000, "127.0.0.6", pb);
     cb.neighbors = vec![neighbor("rr", "127.0.0.5", pa, 65000, "127.0.0.6")];
     let a = Speaker::start(ca).await.expect("a");
@@ -225,7 +223,7 @@ async fn a_peer_over_its_prefix_limit_is_reset_and_comes_back() {
     let mut ca = speaker_config(65001, "127.0.0.1", pa);
     ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
     ca.originate = (0..5)
-        .map(|i| format!("10.{i}.0.0/24").parse().expect("p"))
+        .map(|i| local(&format!("10.{i}.0.0/24")))
         .collect();
     let mut cb = speaker_config(65002, "127.0.0.2", pb);
     let mut n = neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2");

@@ -1,6 +1,7 @@
 //! petrel's resource types (group `petrel.dev`, version `v1alpha1`).
 //!
-//! Today these are the `spec` types the standalone agent reads from YAML files.
+//! Today these are the `spec` types the standalone agent reads from YAML files
+//! (`BGPConfiguration`, `BGPPeer`, `BGPFilter`, `BGPAdvertisement`).
 //! The Kubernetes issue adds the `CustomResource` derive, schemas and status;
 //! the field names and meanings here are the ones the CRDs will have.
 //!
@@ -19,6 +20,9 @@ pub const GROUP: &str = "petrel.dev";
 pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` of petrel objects.
 pub const API_VERSION: &str = "petrel.dev/v1alpha1";
+/// Node annotation giving that node its own ASN (instead of
+/// `BGPConfiguration.spec.asNumber`), for designs with an AS per node.
+pub const AS_NUMBER_ANNOTATION: &str = "petrel.dev/as-number";
 
 /// `BGPConfiguration.spec`: the node's BGP identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +46,146 @@ pub struct BgpConfigurationSpec {
     /// equal to the best one in LOCAL_PREF, AS_PATH length, ORIGIN, MED and
     /// eBGP/iBGP; 1 to 256, default 8.
     pub maximum_paths: Option<u32>,
+    /// Every node peers over iBGP with every other node (their first
+    /// InternalIP of the session's family); default true. Switch it off when
+    /// nodes peer with route reflectors or ToR switches instead.
+    pub node_to_node_mesh_enabled: Option<bool>,
+    /// Service ClusterIP ranges to advertise: each range from every node, and
+    /// a host route for each Service with `internalTrafficPolicy: Local` from
+    /// the nodes that have a ready endpoint of it.
+    #[serde(rename = "serviceClusterIPs", default)]
+    pub service_cluster_ips: Option<Vec<CidrSpec>>,
+    /// Service `spec.externalIPs` ranges to advertise: each range from every
+    /// node, and a host route for each external IP of a Service with
+    /// `externalTrafficPolicy: Local` from the nodes with a ready endpoint.
+    #[serde(rename = "serviceExternalIPs", default)]
+    pub service_external_ips: Option<Vec<CidrSpec>>,
+    /// LoadBalancer ingress ranges: a host route for each LoadBalancer IP in
+    /// them, from every node (`externalTrafficPolicy: Cluster`) or from the
+    /// nodes with a ready endpoint (`Local`).
+    #[serde(rename = "serviceLoadBalancerIPs", default)]
+    pub service_load_balancer_ips: Option<Vec<CidrSpec>>,
+}
+
+/// One entry of a list of ranges (`{cidr: 10.96.0.0/16}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CidrSpec {
+    /// The range.
+    pub cidr: IpNet,
+}
+
+/// A Kubernetes label selector (`metav1.LabelSelector`): every `matchLabels`
+/// pair and every expression must hold; an empty selector selects everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Labels that must be present with these values.
+    pub match_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Further conditions.
+    pub match_expressions: Option<Vec<LabelSelectorRequirement>>,
+}
+
+/// One condition of a [`LabelSelector`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    /// The label.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: SelectorOperator,
+    /// The values for `In` and `NotIn`.
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// The operator of a [`LabelSelectorRequirement`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SelectorOperator {
+    /// The label has one of the values.
+    In,
+    /// The label is absent or has none of the values.
+    NotIn,
+    /// The label is present.
+    Exists,
+    /// The label is absent.
+    DoesNotExist,
+}
+
+impl LabelSelector {
+    /// Whether `labels` satisfy the selector.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        let pairs = self
+            .match_labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| labels.get(k) == Some(v));
+        pairs
+            && self.match_expressions.iter().flatten().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator {
+                    SelectorOperator::In => value.is_some_and(|v| r.values.contains(v)),
+                    SelectorOperator::NotIn => !value.is_some_and(|v| r.values.contains(v)),
+                    SelectorOperator::Exists => value.is_some(),
+                    SelectorOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+
+    /// Problems a selector has that Kubernetes would refuse.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, r) in self.match_expressions.iter().flatten().enumerate() {
+            match r.operator {
+                SelectorOperator::In | SelectorOperator::NotIn if r.values.is_empty() => {
+                    return Err(format!(
+                        "matchExpressions[{i}]: {:?} needs at least one value",
+                        r.operator
+                    ));
+                }
+                SelectorOperator::Exists | SelectorOperator::DoesNotExist
+                    if !r.values.is_empty() =>
+                {
+                    return Err(format!(
+                        "matchExpressions[{i}]: {:?} takes no values",
+                        r.operator
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `BGPAdvertisement.spec` (MetalLB's semantics): how the Service IPs it
+/// selects are advertised. A Service IP that no advertisement selects is
+/// advertised to every peer with no extra attributes; once one selects it,
+/// the advertisements that select it decide to which peers it goes, and with
+/// what.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpAdvertisementSpec {
+    /// Services whose labels match any of these; none: every Service.
+    pub service_selectors: Option<Vec<LabelSelector>>,
+    /// Service IPs within any of these ranges; none: every range.
+    pub cidrs: Option<Vec<IpNet>>,
+    /// BGPPeer names to advertise to; none: every peer.
+    pub peers: Option<Vec<String>>,
+    /// Nodes whose labels match any of these advertise; none: every node.
+    pub node_selectors: Option<Vec<LabelSelector>>,
+    /// Communities to attach, `ASN:VALUE` or a well-known name (`no-export`,
+    /// `no-advertise`).
+    pub communities: Option<Vec<String>>,
+    /// Large communities to attach, `ASN:DATA1:DATA2`.
+    pub large_communities: Option<Vec<String>>,
+    /// LOCAL_PREF towards internal peers.
+    pub local_pref: Option<u32>,
+    /// Advertise the IPv4 range of this length that covers each IP instead
+    /// of the /32 (0 to 32; default 32).
+    pub aggregation_length: Option<u8>,
+    /// The same for IPv6 (0 to 128; default 128).
+    #[serde(rename = "aggregationLengthV6", default)]
+    pub aggregation_length_v6: Option<u8>,
 }
 
 /// `BGPConfiguration.spec.gracefulRestart`.
@@ -106,6 +250,8 @@ pub struct BgpPeerSpec {
     /// peer sends, their export rules to what it is sent. Routes learned from
     /// one external peer reach another only when an export rule accepts them.
     pub filters: Option<Vec<String>>,
+    /// Only nodes whose labels match peer with this peer; none: every node.
+    pub node_selector: Option<LabelSelector>,
 }
 
 /// `BGPFilter.spec`: ordered rules for routes received (`import`) and sent
@@ -383,5 +529,39 @@ mod tests {
         )
         .expect_err("misspelt field");
         assert!(e.to_string().contains("unknown field `peerIp`"), "{e}");
+    }
+
+    #[test]
+    fn label_selectors_match_as_kubernetes_does() {
+        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"rack": "r1"},
+            "matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a", "b"]},
+                {"key": "spot", "operator": "DoesNotExist"},
+                {"key": "tier", "operator": "NotIn", "values": ["edge"]}
+            ]
+        }))
+        .expect("selector");
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert!(sel.matches(&labels(&[("rack", "r1"), ("zone", "a")])));
+        assert!(!sel.matches(&labels(&[("rack", "r2"), ("zone", "a")])));
+        assert!(!sel.matches(&labels(&[("rack", "r1"), ("zone", "c")])));
+        assert!(!sel.matches(&labels(&[("rack", "r1"), ("zone", "a"), ("spot", "")])));
+        assert!(!sel.matches(&labels(&[("rack", "r1"), ("zone", "a"), ("tier", "edge")])));
+        assert!(LabelSelector::default().matches(&labels(&[])));
+        let bad: LabelSelector = serde_json::from_value(
+            serde_json::json!({"matchExpressions": [{"key": "k", "operator": "In"}]}),
+        )
+        .expect("parses");
+        assert!(
+            bad.validate()
+                .expect_err("no values")
+                .contains("matchExpressions[0]")
+        );
     }
 }

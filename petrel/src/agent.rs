@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bgpd::speaker::{RestartState, Speaker, SpeakerConfig};
+use bgpd::speaker::{RestartState, Speaker};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::api;
@@ -114,9 +114,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let mut fib_rx = Some(fib_rx);
     let mut fib_task = None;
     let mut speaker: Option<Speaker> = None;
-    let mut applied: Option<SpeakerConfig> = None;
+    let mut applied: Option<planner::Plan> = None;
     let mut last_print = None;
     let mut api_server = None;
+    // What the planner decided about each prefix, for `petrel status`.
+    let (view_tx, view_rx) = tokio::sync::watch::channel(api::AgentView::default());
     loop {
         let print = fingerprint(dir);
         if last_print != Some(print) {
@@ -127,11 +129,20 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             for p in &problems {
                 tracing::warn!(problem = %p, "configuration problem");
             }
+            if let Some(p) = &config {
+                view_tx.send_replace(api::AgentView {
+                    node: opts.node.clone(),
+                    asn: p.speaker.asn,
+                    router_id: Some(p.speaker.router_id),
+                    intents: p.intents.clone(),
+                });
+            }
             match (config, &speaker) {
-                (Some(c), None) => match Speaker::start_with(c.clone(), restart).await {
+                (Some(c), None) => match Speaker::start_with(c.speaker.clone(), restart).await {
                     Ok(s) => {
-                        tracing::info!(asn = c.asn, router_id = %c.router_id, peers = c.neighbors.len(), "speaker started");
-                        api_server = Some(api::serve(&opts.api_socket, s.clone()).await?);
+                        tracing::info!(asn = c.speaker.asn, router_id = %c.speaker.router_id, peers = c.speaker.neighbors.len(), "speaker started");
+                        api_server =
+                            Some(api::serve(&opts.api_socket, s.clone(), view_rx.clone()).await?);
                         speaker_tx.send_replace(Some(s.clone()));
                         if let (Some(r), Some(f), Some(rx)) =
                             (reconciler.take(), &opts.fib, fib_rx.take())
@@ -139,7 +150,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                             fib_task =
                                 Some(tokio::spawn(crate::fib::run(s.clone(), r, f.clone(), rx)));
                         }
-                        let _ = fib_tx.send(crate::fib::FibInput::Originated(c.originate.clone()));
+                        let _ = fib_tx.send(crate::fib::FibInput::Blackholes(c.blackholes.clone()));
                         speaker = Some(s);
                         applied = Some(c);
                     }
@@ -148,11 +159,21 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                     }
                 },
                 (Some(c), Some(s)) if applied.as_ref() != Some(&c) => {
-                    match s.configure(c.clone()).await {
+                    let same_speaker = applied.as_ref().map(|a| &a.speaker) == Some(&c.speaker);
+                    let outcome = if same_speaker {
+                        Ok(())
+                    } else {
+                        s.configure(c.speaker.clone()).await
+                    };
+                    match outcome {
                         Ok(()) => {
-                            tracing::info!(peers = c.neighbors.len(), "configuration applied");
+                            tracing::info!(
+                                peers = c.speaker.neighbors.len(),
+                                routes = c.speaker.originate.len(),
+                                "configuration applied"
+                            );
                             let _ =
-                                fib_tx.send(crate::fib::FibInput::Originated(c.originate.clone()));
+                                fib_tx.send(crate::fib::FibInput::Blackholes(c.blackholes.clone()));
                             applied = Some(c);
                         }
                         Err(e) => tracing::error!(error = %e, "cannot apply the configuration"),

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use bgpd::fsm::State;
@@ -16,7 +16,10 @@ use bgpd::wire::AfiSafi;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use proto::v1 as pb;
+
+use crate::planner::advertise::{Intent, IntentKind};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -26,8 +29,26 @@ use tonic::{Request, Response, Status};
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/petrel/petrel.sock";
 
+/// What the agent publishes for `AgentService.GetStatus`, refreshed on every
+/// plan.
+#[derive(Debug, Clone, Default)]
+pub struct AgentView {
+    /// This node's name.
+    pub node: String,
+    /// Our ASN.
+    pub asn: u32,
+    /// Our BGP identifier.
+    pub router_id: Option<std::net::Ipv4Addr>,
+    /// Every prefix considered, with the planner's verdict.
+    pub intents: Vec<Intent>,
+}
+
 /// Serves the API on `path` (mode 0600) until the returned task is aborted.
-pub async fn serve(path: &Path, speaker: Speaker) -> anyhow::Result<JoinHandle<()>> {
+pub async fn serve(
+    path: &Path,
+    speaker: Speaker,
+    view: watch::Receiver<AgentView>,
+) -> anyhow::Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -37,11 +58,16 @@ pub async fn serve(path: &Path, speaker: Speaker) -> anyhow::Result<JoinHandle<(
         UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
-    let api = Api { speaker };
+    let api = Api {
+        speaker,
+        view,
+        started: Instant::now(),
+    };
     let incoming = UnixListenerStream::new(listener);
     let server = Server::builder()
         .add_service(pb::peer_service_server::PeerServiceServer::new(api.clone()))
-        .add_service(pb::rib_service_server::RibServiceServer::new(api))
+        .add_service(pb::rib_service_server::RibServiceServer::new(api.clone()))
+        .add_service(pb::agent_service_server::AgentServiceServer::new(api))
         .serve_with_incoming(incoming);
     let path = path.to_path_buf();
     Ok(tokio::spawn(async move {
@@ -70,6 +96,8 @@ pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
 #[derive(Clone)]
 struct Api {
     speaker: Speaker,
+    view: watch::Receiver<AgentView>,
+    started: Instant,
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -168,6 +196,111 @@ impl pb::peer_service_server::PeerService for Api {
             .await
             .map_err(control_status)?;
         Ok(Response::new(pb::EnablePeerResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for Api {
+    async fn get_status(
+        &self,
+        _: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::Status>, Status> {
+        let view = self.view.borrow().clone();
+        let peers = self.speaker.peers().await.map_err(unavailable)?;
+        let summary = self.speaker.summary().await.map_err(unavailable)?;
+        let mut intents = Vec::with_capacity(view.intents.len());
+        for i in &view.intents {
+            let mut out = pb::Intent {
+                prefix: i.prefix.to_string(),
+                kind: intent_kind_to_pb(i.kind) as i32,
+                service: i.service.clone().unwrap_or_default(),
+                advertised: i.advertised,
+                reason: i.reason.clone(),
+                peers: Vec::new(),
+                limited_to: i.peers.clone().unwrap_or_default(),
+            };
+            if i.advertised {
+                out.peers = self.sent_to(i.prefix, &peers).await?;
+            }
+            intents.push(out);
+        }
+        Ok(Response::new(pb::Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node: view.node,
+            asn: view.asn,
+            router_id: view.router_id.map(|r| r.to_string()).unwrap_or_default(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            peers_configured: peers.len() as u32,
+            peers_established: peers
+                .iter()
+                .filter(|p| p.state == State::Established)
+                .count() as u32,
+            rib_prefixes: summary.prefixes as u64,
+            peers: peers.iter().map(peer_to_pb).collect(),
+            intents,
+        }))
+    }
+
+    async fn health(
+        &self,
+        _: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        // The API is served once the speaker runs; it answering is readiness.
+        Ok(Response::new(match self.speaker.summary().await {
+            Ok(s) if s.deferring => pb::HealthResponse {
+                ready: true,
+                detail: "route selection deferred after a restart (graceful restart)".into(),
+            },
+            Ok(_) => pb::HealthResponse {
+                ready: true,
+                detail: String::new(),
+            },
+            Err(e) => pb::HealthResponse {
+                ready: false,
+                detail: e.to_string(),
+            },
+        }))
+    }
+}
+
+impl Api {
+    /// Per peer, whether it is sent our route for `prefix`, or why not.
+    async fn sent_to(
+        &self,
+        prefix: IpNet,
+        peers: &[PeerStatus],
+    ) -> Result<Vec<pb::Advertisement>, Status> {
+        let explained = self.speaker.explain(prefix).await.map_err(unavailable)?;
+        let per_peer = explained.map(|e| e.peers).unwrap_or_default();
+        Ok(peers
+            .iter()
+            .map(|p| {
+                let found = per_peer.iter().find(|(a, _, _)| *a == p.address);
+                let (sent, why_not) = match found {
+                    Some((_, _, None)) => (true, String::new()),
+                    Some((_, _, Some(why))) => (false, why.clone()),
+                    None if p.disabled => (false, "the peer is disabled".into()),
+                    None => (false, format!("the session is {:?}", p.state)),
+                };
+                pb::Advertisement {
+                    peer: p.address.to_string(),
+                    name: p.name.clone(),
+                    sent,
+                    why_not,
+                }
+            })
+            .collect())
+    }
+}
+
+fn intent_kind_to_pb(k: IntentKind) -> pb::IntentKind {
+    match k {
+        IntentKind::PodCidr => pb::IntentKind::PodCidr,
+        IntentKind::ClusterIpRange => pb::IntentKind::ClusterIpRange,
+        IntentKind::ExternalIpRange => pb::IntentKind::ExternalIpRange,
+        IntentKind::ClusterIp => pb::IntentKind::ClusterIp,
+        IntentKind::ExternalIp => pb::IntentKind::ExternalIp,
+        IntentKind::LoadBalancerIp => pb::IntentKind::LoadBalancerIp,
     }
 }
 

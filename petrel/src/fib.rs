@@ -32,8 +32,10 @@ pub struct FibOptions {
 /// Updates for the FIB task from the agent.
 #[derive(Debug)]
 pub enum FibInput {
-    /// The prefixes this node originates (each gets a blackhole).
-    Originated(Vec<IpNet>),
+    /// The prefixes that get a blackhole (this node's pod CIDRs). Other
+    /// routes we originate (Service IPs) are served by the node itself and
+    /// need none.
+    Blackholes(Vec<IpNet>),
 }
 
 /// How the kernel reaches a BGP next hop.
@@ -66,7 +68,7 @@ pub async fn run(
     };
     let mut best = speaker.subscribe_fib()?;
     let mut learned: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
-    let mut originated: HashSet<IpNet> = HashSet::new();
+    let mut blackholed: HashSet<IpNet> = HashSet::new();
     let mut resolved: HashMap<IpAddr, Resolution> = HashMap::new();
     let mut full_sync_at = Some(tokio::time::Instant::now() + opts.initial_delay);
     let mut recheck = tokio::time::interval(Duration::from_secs(5));
@@ -94,7 +96,7 @@ pub async fn run(
                         // Every peer sent its table: what was not announced
                         // again (stale routes from before a restart) goes now.
                         if full_sync_at.take().is_some() {
-                            tracing::info!(routes = learned.len() + originated.len(), "initial FIB sync after convergence");
+                            tracing::info!(routes = learned.len() + blackholed.len(), "initial FIB sync after convergence");
                             reconciler.complete();
                         }
                         continue;
@@ -106,7 +108,7 @@ pub async fn run(
                     match next_hops {
                         Some(nhs) => {
                             learned.insert(prefix, nhs.clone());
-                            if originated.contains(&prefix) {
+                            if blackholed.contains(&prefix) {
                                 // Our own block: its blackhole stays, whoever else announces it.
                                 continue;
                             }
@@ -117,7 +119,7 @@ pub async fn run(
                         }
                         None => {
                             learned.remove(&prefix);
-                            if !originated.contains(&prefix) {
+                            if !blackholed.contains(&prefix) {
                                 removals.push(key(prefix, opts.table));
                             }
                         }
@@ -131,11 +133,11 @@ pub async fn run(
                 }
             }
             input = inputs.recv() => match input {
-                Some(FibInput::Originated(prefixes)) => {
+                Some(FibInput::Blackholes(prefixes)) => {
                     let new: HashSet<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
                     let mut gone = Vec::new();
-                    let mut upserts: Vec<Route> = new.difference(&originated).map(|p| Route::blackhole(*p)).collect();
-                    for p in originated.difference(&new) {
+                    let mut upserts: Vec<Route> = new.difference(&blackholed).map(|p| Route::blackhole(*p)).collect();
+                    for p in blackholed.difference(&new) {
                         // No longer ours: what BGP knows of it (if anything) takes over.
                         let learned_route = match learned.get(p) {
                             Some(nhs) => route_for(&kernel, onlink, &speaker, &mut resolved, *p, nhs).await,
@@ -146,7 +148,7 @@ pub async fn run(
                             None => gone.push(key(*p, opts.table)),
                         }
                     }
-                    originated = new;
+                    blackholed = new;
                     if !gone.is_empty() {
                         reconciler.remove(gone);
                     }
@@ -172,7 +174,7 @@ pub async fn run(
                     let mut upserts = Vec::new();
                     let mut removals = Vec::new();
                     for (prefix, nhs) in &learned {
-                        if !originated.contains(prefix) && nhs.iter().any(|n| changed.contains(n)) {
+                        if !blackholed.contains(prefix) && nhs.iter().any(|n| changed.contains(n)) {
                             match route_for(&kernel, onlink, &speaker, &mut resolved, *prefix, nhs).await {
                                 Some(r) => upserts.push(r),
                                 None => removals.push(key(*prefix, opts.table)),
@@ -187,7 +189,7 @@ pub async fn run(
                 full_sync_at = None;
                 // Everything learned so far was handed over as it came; what is
                 // not among it (stale routes from before a restart) goes now.
-                tracing::info!(routes = learned.len() + originated.len(), "initial FIB sync (convergence not reported in time)");
+                tracing::info!(routes = learned.len() + blackholed.len(), "initial FIB sync (convergence not reported in time)");
                 reconciler.complete();
             }
         }

@@ -76,6 +76,16 @@ enum Command {
         #[arg(long, default_value = metrics::DEFAULT_ADDRESS, value_parser = parse_metrics_address)]
         metrics_address: MetricsAddress,
     },
+    /// This node's identity, peers, and every prefix it should advertise:
+    /// whether it does, to which peers, and if not, why.
+    Status {
+        /// The agent's API socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Format,
+    },
     /// List BGP peers and their sessions.
     Peers {
         /// The agent's API socket.
@@ -226,6 +236,19 @@ fn main() -> ExitCode {
             socket,
             output,
         } => runtime().and_then(|rt| rt.block_on(cli::explain(&socket, &prefix, output))),
+        Command::Status { socket, output } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let status = cli::fetch_status(&socket).await?;
+                match output {
+                    cli::Format::Table => print!("{}", cli::status_table(&status)),
+                    cli::Format::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&cli::status_json(&status))?
+                    ),
+                }
+                Ok(())
+            })
+        }),
         Command::Peer { socket, action } => {
             runtime().and_then(|rt| rt.block_on(cli::peer_action(&socket, action)))
         }

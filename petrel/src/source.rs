@@ -1,6 +1,7 @@
 //! The file source: a directory of Kubernetes-style YAML objects, the same
-//! objects a cluster has (`petrel.dev/v1alpha1` BGPConfiguration and BGPPeer,
-//! core `v1` Node and Secret).
+//! objects a cluster has (`petrel.dev/v1alpha1` BGPConfiguration, BGPPeer,
+//! BGPFilter and BGPAdvertisement; core `v1` Node, Service and Secret;
+//! `discovery.k8s.io/v1` EndpointSlice).
 //!
 //! Every document is parsed on its own: a malformed one is reported (file,
 //! document, field, why) and skipped, and the others still count.
@@ -11,7 +12,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use crds::{API_VERSION, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec};
+use crds::{
+    API_VERSION, AS_NUMBER_ANNOTATION, BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec,
+    BgpPeerSpec,
+};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -53,6 +57,74 @@ pub struct Node {
     pub pod_cidrs: Vec<IpNet>,
     /// `status.addresses` of type InternalIP.
     pub internal_ips: Vec<IpAddr>,
+    /// The node's own ASN, from the `petrel.dev/as-number` annotation.
+    pub as_number: Option<u32>,
+}
+
+/// `spec.externalTrafficPolicy` / `internalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficPolicy {
+    /// Any node forwards to any endpoint (the default).
+    #[default]
+    Cluster,
+    /// Only nodes with a local endpoint take traffic.
+    Local,
+}
+
+/// What petrel needs of a `v1` Service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Service {
+    /// `metadata.namespace` (`default` when absent).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.type`.
+    pub service_type: String,
+    /// `spec.clusterIPs` (or `spec.clusterIP`); `None` addresses dropped.
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip`.
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.externalTrafficPolicy`.
+    pub external_traffic_policy: TrafficPolicy,
+    /// `spec.internalTrafficPolicy`.
+    pub internal_traffic_policy: TrafficPolicy,
+}
+
+impl Service {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One endpoint of an [`EndpointSlice`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// Its addresses.
+    pub addresses: Vec<IpAddr>,
+    /// `conditions.ready`; absent counts as ready, as Kubernetes says.
+    pub ready: bool,
+    /// `nodeName`.
+    pub node_name: Option<String>,
+}
+
+/// What petrel needs of a `discovery.k8s.io/v1` EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointSlice {
+    /// `metadata.namespace` (`default` when absent).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The Service it belongs to (label `kubernetes.io/service-name`).
+    pub service: Option<String>,
+    /// `addressType`: `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    /// The endpoints.
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// A `v1` Secret's data, decoded.
@@ -73,8 +145,14 @@ pub struct Snapshot {
     pub peers: Vec<Named<BgpPeerSpec>>,
     /// BGPFilter objects.
     pub filters: Vec<Named<BgpFilterSpec>>,
+    /// BGPAdvertisement objects.
+    pub advertisements: Vec<Named<BgpAdvertisementSpec>>,
     /// Nodes.
     pub nodes: Vec<Node>,
+    /// Services.
+    pub services: Vec<Service>,
+    /// EndpointSlices.
+    pub endpoint_slices: Vec<EndpointSlice>,
     /// Secrets.
     pub secrets: Vec<Secret>,
     /// The directory, for resolving relative file references.
@@ -228,6 +306,18 @@ pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Ve
                 Ok(spec) => snap.filters.push(Named { name, origin, spec }),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
+            (API_VERSION, "BGPAdvertisement") => match typed::<BgpAdvertisementSpec>(&value) {
+                Ok(spec) => snap.advertisements.push(Named { name, origin, spec }),
+                Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
+            },
+            ("v1", "Service") => match service(&value, name) {
+                Ok(sv) => snap.services.push(sv),
+                Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
+            },
+            ("discovery.k8s.io/v1", "EndpointSlice") => match endpoint_slice(&value, name) {
+                Ok(es) => snap.endpoint_slices.push(es),
+                Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
+            },
             ("v1", "Node") => match node(&value, name) {
                 Ok(n) => snap.nodes.push(n),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
@@ -236,13 +326,18 @@ pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Ve
                 Ok(s) => snap.secrets.push(s),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            (_, "BGPConfiguration" | "BGPPeer" | "BGPFilter") => problems.push(problem(
+            (_, "BGPConfiguration" | "BGPPeer" | "BGPFilter" | "BGPAdvertisement") => problems
+                .push(problem(
+                    object,
+                    Some("apiVersion".into()),
+                    format!("is {api:?}; petrel objects are {API_VERSION}"),
+                )),
+            (_, "EndpointSlice") => problems.push(problem(
                 object,
                 Some("apiVersion".into()),
-                format!("is {api:?}; petrel objects are {API_VERSION}"),
+                format!("is {api:?}; EndpointSlices are read as discovery.k8s.io/v1"),
             )),
-            // Services, EndpointSlices and the rest are read by later parts of
-            // the agent; here they are simply not needed.
+            // Pods, Deployments and the rest carry nothing petrel routes.
             _ => {}
         }
     }
@@ -270,11 +365,14 @@ fn node(v: &Value, name: String) -> Result<Node, (String, String)> {
         name,
         ..Node::default()
     };
-    if let Some(labels) = v.pointer("/metadata/labels").and_then(Value::as_object) {
-        for (k, val) in labels {
-            n.labels
-                .insert(k.clone(), val.as_str().unwrap_or_default().to_string());
-        }
+    n.labels = string_map(v, "/metadata/labels");
+    if let Some(a) = string_map(v, "/metadata/annotations").get(AS_NUMBER_ANNOTATION) {
+        n.as_number = Some(a.trim().parse().map_err(|_| {
+            (
+                format!("metadata.annotations.{AS_NUMBER_ANNOTATION}"),
+                format!("{a:?} is not an ASN"),
+            )
+        })?);
     }
     let cidrs: Vec<&Value> = match v.pointer("/spec/podCIDRs").and_then(Value::as_array) {
         Some(a) => a.iter().collect(),
@@ -305,6 +403,182 @@ fn node(v: &Value, name: String) -> Result<Node, (String, String)> {
         }
     }
     Ok(n)
+}
+
+/// Labels (or annotations) at `pointer`, values as strings.
+fn string_map(v: &Value, pointer: &str) -> BTreeMap<String, String> {
+    v.pointer(pointer)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, val)| {
+                    let text = match val {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), text)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The IP addresses of a list of strings at `pointer`, naming the bad one.
+fn ip_list(v: &Value, pointer: &str, field: &str) -> Result<Vec<IpAddr>, (String, String)> {
+    let mut out = Vec::new();
+    for (i, a) in v
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let s = a.as_str().unwrap_or_default();
+        // A headless Service's clusterIP is the word None.
+        if s == "None" || s.is_empty() {
+            continue;
+        }
+        out.push(s.parse().map_err(|_| {
+            (
+                format!("{field}[{i}]"),
+                format!("{s:?} is not an IP address"),
+            )
+        })?);
+    }
+    Ok(out)
+}
+
+fn traffic_policy(
+    v: &Value,
+    pointer: &str,
+    field: &str,
+) -> Result<TrafficPolicy, (String, String)> {
+    match v.pointer(pointer).and_then(Value::as_str) {
+        None | Some("Cluster") => Ok(TrafficPolicy::Cluster),
+        Some("Local") => Ok(TrafficPolicy::Local),
+        Some(other) => Err((
+            field.to_string(),
+            format!("{other:?} is not Cluster or Local"),
+        )),
+    }
+}
+
+fn namespace(v: &Value) -> String {
+    v.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+        .to_string()
+}
+
+fn service(v: &Value, name: String) -> Result<Service, (String, String)> {
+    let mut cluster_ips = ip_list(v, "/spec/clusterIPs", "spec.clusterIPs")?;
+    if cluster_ips.is_empty()
+        && let Some(s) = v.pointer("/spec/clusterIP").and_then(Value::as_str)
+        && s != "None"
+        && !s.is_empty()
+    {
+        cluster_ips.push(s.parse().map_err(|_| {
+            (
+                "spec.clusterIP".to_string(),
+                format!("{s:?} is not an IP address"),
+            )
+        })?);
+    }
+    let mut load_balancer_ips = Vec::new();
+    for (i, ing) in v
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        // Ingress points given only as hostnames have nothing to route.
+        if let Some(s) = ing.get("ip").and_then(Value::as_str) {
+            load_balancer_ips.push(s.parse().map_err(|_| {
+                (
+                    format!("status.loadBalancer.ingress[{i}].ip"),
+                    format!("{s:?} is not an IP address"),
+                )
+            })?);
+        }
+    }
+    Ok(Service {
+        namespace: namespace(v),
+        name,
+        labels: string_map(v, "/metadata/labels"),
+        service_type: v
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string(),
+        cluster_ips,
+        external_ips: ip_list(v, "/spec/externalIPs", "spec.externalIPs")?,
+        load_balancer_ips,
+        external_traffic_policy: traffic_policy(
+            v,
+            "/spec/externalTrafficPolicy",
+            "spec.externalTrafficPolicy",
+        )?,
+        internal_traffic_policy: traffic_policy(
+            v,
+            "/spec/internalTrafficPolicy",
+            "spec.internalTrafficPolicy",
+        )?,
+    })
+}
+
+fn endpoint_slice(v: &Value, name: String) -> Result<EndpointSlice, (String, String)> {
+    let address_type = v
+        .get("addressType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if !matches!(address_type.as_str(), "IPv4" | "IPv6" | "FQDN") {
+        return Err((
+            "addressType".into(),
+            format!("{address_type:?} is not IPv4, IPv6 or FQDN"),
+        ));
+    }
+    let mut endpoints = Vec::new();
+    for (i, e) in v
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let addresses = if address_type == "FQDN" {
+            Vec::new()
+        } else {
+            ip_list(e, "/addresses", &format!("endpoints[{i}].addresses"))?
+        };
+        let ready = match e.pointer("/conditions/ready") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err((
+                    format!("endpoints[{i}].conditions.ready"),
+                    format!("{other} is not true or false"),
+                ));
+            }
+        };
+        endpoints.push(Endpoint {
+            addresses,
+            ready,
+            node_name: e
+                .get("nodeName")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        });
+    }
+    Ok(EndpointSlice {
+        namespace: namespace(v),
+        name,
+        service: string_map(v, "/metadata/labels").remove("kubernetes.io/service-name"),
+        address_type,
+        endpoints,
+    })
 }
 
 fn secret(v: &Value, name: String) -> Result<Secret, (String, String)> {
@@ -418,5 +692,67 @@ this: is: not: yaml
             p[1]
         );
         assert!(p[2].message.contains("not valid YAML"), "{}", p[2]);
+    }
+
+    #[test]
+    fn services_and_endpoint_slices_are_read_and_their_mistakes_named() {
+        let (s, p) = load(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, labels: {app: web}}
+spec: {type: LoadBalancer, clusterIP: None, externalIPs: [192.0.2.1], externalTrafficPolicy: Local}
+status: {loadBalancer: {ingress: [{ip: "2001:db8::10"}, {hostname: x.example}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: prod, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+endpoints:
+  - {addresses: ["2001:db8::5"], nodeName: n1}
+  - {addresses: ["2001:db8::6"], conditions: {ready: false}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bad-policy}
+spec: {externalTrafficPolicy: Nearby}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bad-ip}
+status: {loadBalancer: {ingress: [{ip: 10.0.0.300}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bad-type}
+addressType: IPv5
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n9, annotations: {petrel.dev/as-number: "sixty"}}
+"#,
+        );
+        assert_eq!(s.services.len(), 1);
+        let web = &s.services[0];
+        assert_eq!(web.key(), "default/web");
+        assert!(web.cluster_ips.is_empty(), "headless");
+        assert_eq!(web.load_balancer_ips.len(), 1);
+        assert_eq!(web.external_traffic_policy, TrafficPolicy::Local);
+        let slice = &s.endpoint_slices[0];
+        assert_eq!(slice.service.as_deref(), Some("web"));
+        assert_eq!(slice.namespace, "prod");
+        assert!(slice.endpoints[0].ready, "absent means ready");
+        assert!(!slice.endpoints[1].ready);
+        let fields: Vec<_> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.externalTrafficPolicy",
+                "status.loadBalancer.ingress[0].ip",
+                "addressType",
+                "metadata.annotations.petrel.dev/as-number",
+            ],
+            "{p:#?}"
+        );
     }
 }

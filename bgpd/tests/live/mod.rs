@@ -3,10 +3,15 @@
 
 use std::time::Duration;
 
-use bgpd::speaker::{RouteFilter, Speaker};
+use bgpd::speaker::{LocalRoute, RouteFilter, Speaker};
 use ipnet::IpNet;
 
 /// Polls until `f` is true, for at most `secs` seconds.
+/// A route to originate, with no extra attributes.
+pub fn local(prefix: &str) -> LocalRoute {
+    LocalRoute::from(prefix.parse::<IpNet>().expect("prefix"))
+}
+
 pub async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
 where
     F: FnMut() -> Fut,

@@ -2,9 +2,14 @@
 //! do. Level-triggered: it always starts from the whole snapshot, so applying
 //! its output twice changes nothing.
 //!
-//! Today it derives the speaker's identity, its neighbours and the prefixes this
-//! node originates (its pod CIDRs). Invalid objects are reported with the field
-//! that is wrong and left out; the rest is planned.
+//! It derives the speaker's identity, its neighbours (configured BGPPeers
+//! that select this node, and the node-to-node mesh), the prefixes this node
+//! originates (its pod CIDRs, and Service IPs: [`advertise`]) with the export
+//! rules BGPAdvertisements imply, and the blackholes to install. Invalid
+//! objects are reported with the field that is wrong and left out; the rest is
+//! planned.
+
+pub mod advertise;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -25,10 +30,27 @@ use crds::{
 };
 
 use crate::source::{Named, Problem, Snapshot};
+use advertise::Intent;
+use ipnet::IpNet;
 
-/// The speaker configuration for `node`, and what was wrong on the way.
-/// `None` when there is no usable BGPConfiguration.
-pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Problem>) {
+/// Everything the agent does for one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The speaker's configuration: identity, neighbours, originated routes.
+    pub speaker: SpeakerConfig,
+    /// Prefixes that get a blackhole route (the pod CIDRs: traffic for a pod
+    /// address nobody has ends here instead of bouncing off the default).
+    pub blackholes: Vec<IpNet>,
+    /// Every prefix this node considered advertising, with the verdict.
+    pub intents: Vec<Intent>,
+}
+
+/// The prefix of mesh neighbours' names, followed by the node's name.
+pub const MESH_PREFIX: &str = "node-mesh-";
+
+/// The plan for `node`, and what was wrong on the way. `None` when there is
+/// no usable BGPConfiguration.
+pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
     let mut problems = Vec::new();
     let node_obj = snapshot.nodes.iter().find(|n| n.name == node);
     let config = match snapshot.configurations.as_slice() {
@@ -65,7 +87,19 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Prob
         field: Some(field.into()),
         message,
     };
-    let asn = match config.spec.as_number {
+    let node_asn = node_obj.and_then(|n| n.as_number);
+    if let Some(a) = node_asn.filter(|a| !valid_asn(*a)) {
+        problems.push(Problem {
+            origin: snapshot.base.display().to_string(),
+            object: Some(format!("Node/{node}")),
+            field: Some(format!(
+                "metadata.annotations.{}",
+                crds::AS_NUMBER_ANNOTATION
+            )),
+            message: format!("{a} is not a usable ASN; using spec.asNumber"),
+        });
+    }
+    let asn = match node_asn.filter(|a| valid_asn(*a)).or(config.spec.as_number) {
         Some(a) if valid_asn(a) => a,
         Some(a) => {
             problems.push(bad(
@@ -156,14 +190,13 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Prob
             None => {}
         }
     }
-    match node_obj {
-        Some(n) => out.originate = n.pod_cidrs.iter().map(|c| c.trunc()).collect(),
-        None => problems.push(Problem {
+    if node_obj.is_none() {
+        problems.push(Problem {
             origin: snapshot.base.display().to_string(),
             object: Some(format!("Node/{node}")),
             field: None,
-            message: "not found: no pod CIDRs are originated".into(),
-        }),
+            message: "not found: no pod CIDRs are originated, no mesh, no local endpoints".into(),
+        });
     }
     out.local_ipv4 = node_v4;
     out.local_ipv6 = node_obj.and_then(|n| {
@@ -175,6 +208,21 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Prob
     let mut peers: Vec<&Named<BgpPeerSpec>> = snapshot.peers.iter().collect();
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     for p in peers {
+        if let Some(sel) = &p.spec.node_selector {
+            if let Err(e) = sel.validate() {
+                problems.push(Problem {
+                    origin: p.origin.to_string(),
+                    object: Some(format!("BGPPeer/{}", p.name)),
+                    field: Some("spec.nodeSelector".into()),
+                    message: format!("{e}; this peer is skipped"),
+                });
+                continue;
+            }
+            // Not this node's peer: nothing to report.
+            if !node_obj.is_some_and(|n| sel.matches(&n.labels)) {
+                continue;
+            }
+        }
         match neighbor(p, snapshot, asn, router_id) {
             Ok(n) => out.neighbors.push(n),
             Err((field, message)) => problems.push(Problem {
@@ -185,7 +233,79 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<SpeakerConfig>, Vec<Prob
             }),
         }
     }
-    (Some(out), problems)
+    if config.spec.node_to_node_mesh_enabled.unwrap_or(true)
+        && let Some(me) = node_obj
+    {
+        out.neighbors
+            .extend(mesh(snapshot, me, config.spec.as_number));
+    }
+    let names: Vec<String> = out.neighbors.iter().map(|n| n.name.clone()).collect();
+    let ads = advertise::plan(snapshot, config, node, node_obj, &names, &mut problems);
+    out.originate = ads.routes;
+    for n in &mut out.neighbors {
+        let Some(rules) = ads.export_rules.get(&n.name) else {
+            continue;
+        };
+        // Advertisement rules run first: they only add attributes or reject
+        // our own Service routes; the peer's filters then decide as before.
+        let mut all = rules.clone();
+        let mut name = "advertisements".to_string();
+        if let Some(p) = &n.export_policy {
+            all.extend(p.rules.iter().cloned());
+            name = format!("{name},{}", p.name);
+        }
+        n.export_policy = Some(Arc::new(Policy { name, rules: all }));
+    }
+    let blackholes = node_obj
+        .map(|n| n.pod_cidrs.iter().map(|c| c.trunc()).collect())
+        .unwrap_or_default();
+    (
+        Some(Plan {
+            speaker: out,
+            blackholes,
+            intents: ads.intents,
+        }),
+        problems,
+    )
+}
+
+/// The node-to-node mesh: an iBGP session (eBGP where nodes have ASNs of
+/// their own) with every other node, over the first InternalIP of a family
+/// both have, IPv4 first.
+fn mesh(
+    snapshot: &Snapshot,
+    me: &crate::source::Node,
+    cluster_asn: Option<u32>,
+) -> Vec<NeighborConfig> {
+    let mut others: Vec<&crate::source::Node> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.name != me.name)
+        .collect();
+    others.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::new();
+    for other in others {
+        let pick = |v4: bool| -> Option<(IpAddr, IpAddr)> {
+            let mine = me.internal_ips.iter().find(|ip| ip.is_ipv4() == v4)?;
+            let theirs = other.internal_ips.iter().find(|ip| ip.is_ipv4() == v4)?;
+            Some((*mine, *theirs))
+        };
+        let Some((source, address)) = pick(true).or_else(|| pick(false)) else {
+            continue;
+        };
+        let Some(peer_asn) = other.as_number.filter(|a| valid_asn(*a)).or(cluster_asn) else {
+            continue;
+        };
+        let mut n = NeighborConfig::new(
+            format!("{MESH_PREFIX}{}", other.name),
+            NeighborAddress::Address(address),
+            peer_asn,
+        );
+        n.source_address = Some(source);
+        n.connect_retry = Duration::from_secs(5);
+        out.push(n);
+    }
+    out
 }
 
 /// Usable ASNs: not 0, not AS_TRANS, not the last one (RFC 7300).
@@ -437,7 +557,7 @@ fn policies(
     Ok((make(import), make(export)))
 }
 
-fn community(s: &str) -> Result<Community, String> {
+pub(crate) fn community(s: &str) -> Result<Community, String> {
     match s {
         "no-export" => return Ok(Community::NO_EXPORT),
         "no-advertise" => return Ok(Community::NO_ADVERTISE),
@@ -455,7 +575,7 @@ fn community(s: &str) -> Result<Community, String> {
     Ok(Community((u32::from(a) << 16) | u32::from(v)))
 }
 
-fn large_community(s: &str) -> Result<LargeCommunity, String> {
+pub(crate) fn large_community(s: &str) -> Result<LargeCommunity, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let n = |x: &str| {
         x.parse::<u32>()
@@ -641,11 +761,13 @@ status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
     fn router_id_and_pod_cidrs_come_from_the_node() {
         let (c, p) = plan(&snapshot(BASE), "n1");
         assert!(p.is_empty(), "{p:?}");
-        let c = c.expect("planned");
+        let c = c.expect("planned").speaker;
         assert_eq!(c.router_id, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(
             c.originate,
-            vec!["10.244.1.0/24".parse::<ipnet::IpNet>().expect("p")]
+            vec![bgpd::speaker::LocalRoute::from(
+                "10.244.1.0/24".parse::<ipnet::IpNet>().expect("p")
+            )]
         );
         assert_eq!(c.listen[0].port(), 179);
     }
@@ -654,7 +776,7 @@ status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
     fn graceful_restart_settings_with_defaults_and_the_4095s_limit() {
         let (c, p) = plan(&snapshot(BASE), "n1");
         assert!(p.is_empty(), "{p:?}");
-        let gr = c.expect("planned").graceful_restart;
+        let gr = c.expect("planned").speaker.graceful_restart;
         assert!(gr.enabled);
         assert_eq!(gr.restart_time, 120);
         assert_eq!(gr.stale_routes_time, Duration::from_secs(360));
@@ -670,7 +792,7 @@ status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
             p[0].field.as_deref(),
             Some("spec.gracefulRestart.restartTime")
         );
-        let gr = c.expect("planned").graceful_restart;
+        let gr = c.expect("planned").speaker.graceful_restart;
         assert_eq!(gr.restart_time, 4095);
         assert_eq!(gr.stale_routes_time, Duration::from_secs(60));
         assert_eq!(gr.selection_deferral, Duration::from_secs(30));
@@ -680,7 +802,7 @@ status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
             "spec: {asNumber: 65001, gracefulRestart: {enabled: false}}",
         );
         let (c, _) = plan(&snapshot(&off), "n1");
-        assert!(!c.expect("planned").graceful_restart.enabled);
+        assert!(!c.expect("planned").speaker.graceful_restart.enabled);
     }
 
     #[test]
@@ -703,7 +825,7 @@ spec: {peerIP: 10.0.0.254, asNumber: 65000, routeReflectorClient: true}
 "#
         );
         let (c, p) = plan(&snapshot(&text), "n1");
-        let c = c.expect("planned");
+        let c = c.expect("planned").speaker;
         assert_eq!(c.cluster_id, Some(Ipv4Addr::new(10, 255, 0, 1)));
         assert_eq!(c.maximum_paths, 8, "out of range: the default stays");
         let fields: Vec<&str> = p.iter().filter_map(|p| p.field.as_deref()).collect();
@@ -732,7 +854,7 @@ spec: {peerIP: 10.0.0.253, asNumber: 65000, maxPrefixes: {ipv4: {warningPercent:
 "#
         );
         let (c, p) = plan(&snapshot(&text), "n1");
-        let c = c.expect("planned");
+        let c = c.expect("planned").speaker;
         assert_eq!(c.neighbors.len(), 1);
         let mp = &c.neighbors[0].max_prefixes;
         assert_eq!(mp.len(), 2);
@@ -762,7 +884,7 @@ spec: {peerIP: 10.0.0.253, asNumber: 65000, maxPrefixes: {ipv4: {warningPercent:
             peer("c", "10.0.0.4", "most"),
         );
         let (c, p) = plan(&snapshot(&text), "n1");
-        let c = c.expect("planned");
+        let c = c.expect("planned").speaker;
         let sends: Vec<Option<usize>> = c.neighbors.iter().map(|n| n.add_paths.send).collect();
         assert_eq!(sends, vec![Some(usize::MAX), Some(2)]);
         assert!(c.neighbors.iter().all(|n| n.add_paths.receive));
@@ -811,7 +933,7 @@ spec: {peerIP: 10.0.0.252, asNumber: 65000, filters: [f1, bad]}
 "#
         );
         let (c, p) = plan(&snapshot(&text), "n1");
-        let c = c.expect("planned");
+        let c = c.expect("planned").speaker;
         assert_eq!(c.neighbors.len(), 1);
         let n = &c.neighbors[0];
         let import = n.import_policy.as_ref().expect("import");
@@ -860,7 +982,7 @@ spec: {peerIP: 10.0.0.251, asNumber: 65000, password: {secretKeyRef: {name: nope
 "#
         );
         let (c, p) = plan(&snapshot(&text), "n1");
-        let c = c.expect("planned");
+        let c = c.expect("planned").speaker;
         assert_eq!(c.neighbors.len(), 1);
         assert_eq!(c.neighbors[0].hold_time, 9);
         let fields: Vec<&str> = p.iter().filter_map(|p| p.field.as_deref()).collect();
