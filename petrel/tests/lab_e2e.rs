@@ -1,0 +1,455 @@
+//! `petrel lab` end to end: the real binary builds labs from `labs/*.yaml`
+//! (FRR or a petrel route reflector, three nodes with agents, pods, a
+//! LoadBalancer Service) and the tests check what a user would: pings between
+//! pods, the router's routes to the VIP, endpoint moves, Service deletion and
+//! an agent's restart. Each test has a lab of its own, named after the test
+//! and our pid, and removed by a guard even when the test fails.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const VIP: &str = "198.51.100.10";
+const CLUSTER_IP: &str = "10.96.0.10";
+
+/// The pods of tor.yaml and rr.yaml: (node, pod index, address).
+const PODS: [(&str, u8, &str); 6] = [
+    ("node-1", 1, "10.244.1.2"),
+    ("node-1", 2, "10.244.1.3"),
+    ("node-2", 1, "10.244.2.2"),
+    ("node-2", 2, "10.244.2.3"),
+    ("node-3", 1, "10.244.3.2"),
+    ("node-3", 2, "10.244.3.3"),
+];
+
+fn petrel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("petrel runs")
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A running lab; `petrel lab down` when dropped.
+struct Lab {
+    name: String,
+    /// The router's (switch) namespace.
+    router_ns: String,
+}
+
+impl Lab {
+    /// `petrel lab up labs/<topology>.yaml --name <short unique name>`.
+    fn up(topology: &str, tag: &str) -> Lab {
+        assert!(
+            is_root(),
+            "lab tests need root (network namespaces); run them as CI does, via .ci/run"
+        );
+        let name = format!("{tag}{}", std::process::id() % 100_000);
+        let router = if topology == "rr" { "rr" } else { "tor" };
+        // The guard first: a failed `up` leaves nothing behind either.
+        let lab = Lab {
+            router_ns: format!("{name}-{router}"),
+            name,
+        };
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../labs")
+            .join(format!("{topology}.yaml"));
+        let out = petrel(&[
+            "lab",
+            "up",
+            &file.display().to_string(),
+            "--name",
+            &lab.name,
+            "--timeout",
+            "60",
+        ]);
+        assert!(
+            out.status.success(),
+            "lab up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    fn pod_ns(&self, node: &str, i: u8) -> String {
+        format!("{}-{node}-pod{i}", self.name)
+    }
+
+    /// The directory every agent reads.
+    fn cluster_dir(&self) -> PathBuf {
+        PathBuf::from("/run/petrel-lab")
+            .join(&self.name)
+            .join("cluster")
+    }
+
+    /// Replaces (or adds) one of the cluster's files the way the lab does:
+    /// a temporary file renamed over it, so agents never read half of it.
+    fn write_object(&self, file: &str, yaml: &str) {
+        let tmp = self.cluster_dir().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write object");
+        std::fs::rename(&tmp, self.cluster_dir().join(file)).expect("replace object");
+    }
+
+    /// `vtysh -N <router ns> -c CMD` parsed as JSON.
+    fn vtysh_json(&self, cmd: &str) -> Value {
+        let o = Command::new("vtysh")
+            .args(["-N", &self.router_ns, "-c", cmd])
+            .output()
+            .expect("vtysh");
+        serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+    }
+
+    /// The next hops of FRR's selected, installed route for `prefix` (empty: none).
+    fn frr_next_hops(&self, prefix: &str) -> BTreeSet<String> {
+        let v = self.vtysh_json(&format!("show ip route {prefix} json"));
+        let mut hops = BTreeSet::new();
+        for route in v[prefix].as_array().into_iter().flatten() {
+            if route["selected"] != true || route["protocol"] != "bgp" {
+                continue;
+            }
+            for nh in route["nexthops"].as_array().into_iter().flatten() {
+                if nh["active"] == true
+                    && let Some(ip) = nh["ip"].as_str()
+                {
+                    hops.insert(ip.to_string());
+                }
+            }
+        }
+        hops
+    }
+
+    /// The gateways of the kernel route for `dst` in the router's namespace.
+    fn kernel_next_hops(&self, dst: &str) -> BTreeSet<String> {
+        let o = Command::new("ip")
+            .args(["-n", &self.router_ns, "-j", "route", "show", dst])
+            .output()
+            .expect("ip route");
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        let mut hops = BTreeSet::new();
+        for r in v.as_array().into_iter().flatten() {
+            if r["dst"] != dst {
+                continue;
+            }
+            if let Some(gw) = r["gateway"].as_str() {
+                hops.insert(gw.to_string());
+            }
+            for nh in r["nexthops"].as_array().into_iter().flatten() {
+                if let Some(gw) = nh["gateway"].as_str() {
+                    hops.insert(gw.to_string());
+                }
+            }
+        }
+        hops
+    }
+
+    /// Pings every pod from every other one (one ping each, once more on a
+    /// miss); panics with the pairs that failed.
+    fn assert_pods_reach_each_other(&self) {
+        let mut pairs = Vec::new();
+        for (n1, i1, _) in PODS {
+            for (n2, i2, ip2) in PODS {
+                if (n1, i1) != (n2, i2) {
+                    pairs.push((self.pod_ns(n1, i1), ip2.to_string()));
+                }
+            }
+        }
+        let mut failed = ping_all(&pairs);
+        if !failed.is_empty() {
+            failed = ping_all(&failed);
+        }
+        assert!(failed.is_empty(), "these pods do not reach: {failed:?}");
+    }
+
+    fn log(&self, file: &str) -> String {
+        std::fs::read_to_string(PathBuf::from("/run/petrel-lab").join(&self.name).join(file))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = petrel(&["lab", "down", "--name", &self.name]);
+    }
+}
+
+/// Starts `ping -c1 -W1` for every (namespace, address) pair at once; returns
+/// the pairs that got no answer.
+fn ping_all(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    let children: Vec<_> = pairs
+        .iter()
+        .map(|(ns, ip)| {
+            Command::new("ip")
+                .args(["netns", "exec", ns, "ping", "-c1", "-W1", "-q", ip])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect();
+    pairs
+        .iter()
+        .zip(children)
+        .filter_map(|(pair, c)| match c {
+            Ok(mut c) => match c.wait() {
+                Ok(s) if s.success() => None,
+                _ => Some(pair.clone()),
+            },
+            Err(_) => Some(pair.clone()),
+        })
+        .collect()
+}
+
+fn ping_once(ns: &str, ip: &str) -> bool {
+    ping_all(&[(ns.to_string(), ip.to_string())]).is_empty()
+}
+
+/// Polls `f` every `every` for at most `limit`; panics with `what` and the
+/// last value otherwise.
+fn wait_until<T: std::fmt::Debug>(
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?} waiting for {what}: {e}")
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
+fn set(ips: &[&str]) -> BTreeSet<String> {
+    ips.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits until FRR's next hops for `prefix` are exactly `want`.
+fn wait_frr(lab: &Lab, prefix: &str, want: &BTreeSet<String>, limit: Duration) {
+    wait_until(
+        limit,
+        Duration::from_millis(100),
+        &format!("FRR's next hops for {prefix} to be {want:?}"),
+        || {
+            let got = lab.frr_next_hops(prefix);
+            if &got == want {
+                Ok(())
+            } else {
+                Err(format!("they are {got:?}"))
+            }
+        },
+    );
+}
+
+/// The lab's EndpointSlice of `web` with the first pod of each node as endpoint.
+fn web_slice(nodes: &[(&str, &str)]) -> String {
+    let mut y = String::from(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-lab, namespace: default, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{port: 80, protocol: TCP}]\nendpoints:\n",
+    );
+    for (node, ip) in nodes {
+        y.push_str(&format!(
+            "  - {{addresses: [{ip}], conditions: {{ready: true}}, nodeName: {node}}}\n"
+        ));
+    }
+    y
+}
+
+#[test]
+fn every_pod_reaches_every_other_pod() {
+    let lab = Lab::up("tor", "lp");
+    lab.assert_pods_reach_each_other();
+}
+
+#[test]
+fn the_vip_is_ecmp_over_the_nodes_with_endpoints() {
+    let lab = Lab::up("tor", "lv");
+    let prefix = format!("{VIP}/32");
+    // Sessions are up when `up` returns; the Service's routes follow at once.
+    wait_frr(
+        &lab,
+        &prefix,
+        &set(&["192.168.100.11", "192.168.100.12"]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        ping_once(&lab.router_ns, VIP),
+        "the ToR cannot ping the VIP"
+    );
+}
+
+#[test]
+fn moved_endpoints_move_the_vip_within_a_second() {
+    let lab = Lab::up("tor", "lm");
+    let prefix = format!("{VIP}/32");
+    wait_frr(
+        &lab,
+        &prefix,
+        &set(&["192.168.100.11", "192.168.100.12"]),
+        Duration::from_secs(10),
+    );
+    let want = set(&["192.168.100.12", "192.168.100.13"]);
+    let start = Instant::now();
+    lab.write_object(
+        "endpointslice-web.yaml",
+        &web_slice(&[("node-2", "10.244.2.2"), ("node-3", "10.244.3.2")]),
+    );
+    // Polled every 50 ms for at most 5 s; the bound asserted is 1 s.
+    let mut last = BTreeSet::new();
+    let mut elapsed = None;
+    while start.elapsed() < Duration::from_secs(5) {
+        last = lab.frr_next_hops(&prefix);
+        if last == want {
+            elapsed = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = elapsed.unwrap_or_else(|| {
+        panic!(
+            "FRR's next hops for {prefix} stayed {last:?}, not {want:?}; node-3's log:\n{}",
+            lab.log("node-3.log")
+        )
+    });
+    eprintln!("endpoint move reached FRR in {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "the move took {elapsed:?} to reach FRR"
+    );
+    assert!(
+        ping_once(&lab.router_ns, VIP),
+        "the ToR cannot ping the VIP"
+    );
+}
+
+#[test]
+fn deleting_the_service_withdraws_its_routes() {
+    let lab = Lab::up("tor", "ld");
+    let vip = format!("{VIP}/32");
+    let cluster_ip = format!("{CLUSTER_IP}/32");
+    wait_frr(
+        &lab,
+        &vip,
+        &set(&["192.168.100.11", "192.168.100.12"]),
+        Duration::from_secs(10),
+    );
+    for file in ["service-web.yaml", "endpointslice-web.yaml"] {
+        std::fs::remove_file(lab.cluster_dir().join(file)).expect("remove object");
+    }
+    let none = BTreeSet::new();
+    wait_frr(&lab, &vip, &none, Duration::from_secs(10));
+    wait_frr(&lab, &cluster_ip, &none, Duration::from_secs(10));
+    // The pods' routes are untouched.
+    let pods = lab.vtysh_json("show ip route bgp json");
+    for cidr in ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"] {
+        assert!(pods.get(cidr).is_some(), "{cidr} is gone too: {pods}");
+    }
+}
+
+#[test]
+fn an_agent_killed_and_restarted_costs_the_other_nodes_no_packet() {
+    let lab = Lab::up("tor", "lr");
+    // 100 pings 50 ms apart, from node-1's pod to node-2's, while node-3's agent is killed and restarted.
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pod_ns("node-1", 1),
+            "ping",
+            "-i",
+            "0.05",
+            "-c",
+            "100",
+            "-W",
+            "1",
+            "-q",
+            "10.244.2.2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = petrel(&["lab", "restart", "node-3", "--kill", "--name", &lab.name]);
+    assert!(
+        out.status.success(),
+        "lab restart failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ping.wait_with_output().expect("ping ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("100 received") && text.contains(" 0% packet loss"),
+        "packets were lost during the restart:\n{text}"
+    );
+    // node-3 is back: its pods answer, its session is up again.
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        "node-3's pods to answer again",
+        || {
+            let pairs = [
+                (lab.pod_ns("node-1", 1), "10.244.3.2".to_string()),
+                (lab.pod_ns("node-2", 1), "10.244.3.3".to_string()),
+            ];
+            let failed = ping_all(&pairs);
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{failed:?}"))
+            }
+        },
+    );
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        "FRR's session with node-3",
+        || {
+            let v = lab.vtysh_json("show bgp neighbors 192.168.100.13 json");
+            match v["192.168.100.13"]["bgpState"].as_str() {
+                Some("Established") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+}
+
+#[test]
+fn a_petrel_route_reflector_connects_the_pods_and_has_the_vip_as_ecmp() {
+    let lab = Lab::up("rr", "lq");
+    lab.assert_pods_reach_each_other();
+    let want = set(&["192.168.100.11", "192.168.100.12"]);
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the reflector's kernel route to the VIP over node-1 and node-2",
+        || {
+            let got = lab.kernel_next_hops(VIP);
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("its next hops are {got:?}"))
+            }
+        },
+    );
+    assert!(
+        ping_once(&lab.router_ns, VIP),
+        "the reflector cannot ping the VIP"
+    );
+}
