@@ -4,6 +4,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,6 +12,7 @@ use bgpd::speaker::{RestartState, Speaker};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::api;
+use crate::managed::ManagedHandle;
 use crate::planner;
 use crate::source;
 
@@ -119,30 +121,55 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let mut api_server = None;
     // What the planner decided about each prefix, for `petrel status`.
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::AgentView::default());
+    // Peers and routes added through the API, merged into every plan.
+    let (managed, mut managed_rx) = ManagedHandle::new();
+    let mut planned: Option<(Arc<source::Snapshot>, planner::Plan)> = None;
+    let mut managed_changed = false;
     loop {
         let print = fingerprint(dir);
+        let mut dirty = std::mem::take(&mut managed_changed);
         if last_print != Some(print) {
             last_print = Some(print);
+            dirty = true;
             let (snapshot, mut problems) = source::load_dir(dir);
             let (config, more) = planner::plan(&snapshot, &opts.node);
             problems.extend(more);
             for p in &problems {
                 tracing::warn!(problem = %p, "configuration problem");
             }
-            if let Some(p) = &config {
-                view_tx.send_replace(api::AgentView {
-                    node: opts.node.clone(),
-                    asn: p.speaker.asn,
-                    router_id: Some(p.speaker.router_id),
-                    intents: p.intents.clone(),
-                });
+            match config {
+                Some(c) => planned = Some((Arc::new(snapshot), c)),
+                None if speaker.is_some() => tracing::warn!(
+                    "no usable BGPConfiguration; keeping the last applied configuration"
+                ),
+                None => {}
             }
-            match (config, &speaker) {
-                (Some(c), None) => match Speaker::start_with(c.speaker.clone(), restart).await {
+        }
+        if dirty && let Some((snapshot, plan)) = &planned {
+            let mut c = plan.clone();
+            for p in crate::managed::merge(&mut c, &managed.snapshot(), snapshot) {
+                tracing::warn!(problem = %p, "API object not used");
+            }
+            view_tx.send_replace(api::AgentView {
+                node: opts.node.clone(),
+                asn: c.speaker.asn,
+                router_id: Some(c.speaker.router_id),
+                intents: c.intents.clone(),
+                snapshot: snapshot.clone(),
+            });
+            match &speaker {
+                None => match Speaker::start_with(c.speaker.clone(), restart).await {
                     Ok(s) => {
                         tracing::info!(asn = c.speaker.asn, router_id = %c.speaker.router_id, peers = c.speaker.neighbors.len(), "speaker started");
-                        api_server =
-                            Some(api::serve(&opts.api_socket, s.clone(), view_rx.clone()).await?);
+                        api_server = Some(
+                            api::serve(
+                                &opts.api_socket,
+                                s.clone(),
+                                view_rx.clone(),
+                                managed.clone(),
+                            )
+                            .await?,
+                        );
                         speaker_tx.send_replace(Some(s.clone()));
                         if let (Some(r), Some(f), Some(rx)) =
                             (reconciler.take(), &opts.fib, fib_rx.take())
@@ -158,7 +185,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                         tracing::error!(error = %e, "cannot start the speaker; retrying when the source changes")
                     }
                 },
-                (Some(c), Some(s)) if applied.as_ref() != Some(&c) => {
+                Some(s) if applied.as_ref() != Some(&c) => {
                     let same_speaker = applied.as_ref().map(|a| &a.speaker) == Some(&c.speaker);
                     let outcome = if same_speaker {
                         Ok(())
@@ -179,16 +206,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                         Err(e) => tracing::error!(error = %e, "cannot apply the configuration"),
                     }
                 }
-                (None, Some(_)) => {
-                    tracing::warn!(
-                        "no usable BGPConfiguration; keeping the last applied configuration"
-                    );
-                }
-                _ => {}
+                Some(_) => {}
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(opts.poll) => {}
+            r = managed_rx.changed() => managed_changed = r.is_ok(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use proto::v1 as pb;
 
+use crate::managed::{ManagedHandle, ManagedPeer};
 use crate::planner::advertise::{Intent, IntentKind};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -41,6 +42,9 @@ pub struct AgentView {
     pub router_id: Option<std::net::Ipv4Addr>,
     /// Every prefix considered, with the planner's verdict.
     pub intents: Vec<Intent>,
+    /// The objects the plan came from (API peers are checked against them:
+    /// filters and Secrets they name).
+    pub snapshot: std::sync::Arc<crate::source::Snapshot>,
 }
 
 /// Serves the API on `path` (mode 0600) until the returned task is aborted.
@@ -48,6 +52,7 @@ pub async fn serve(
     path: &Path,
     speaker: Speaker,
     view: watch::Receiver<AgentView>,
+    managed: ManagedHandle,
 ) -> anyhow::Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -61,6 +66,7 @@ pub async fn serve(
     let api = Api {
         speaker,
         view,
+        managed,
         started: Instant::now(),
     };
     let incoming = UnixListenerStream::new(listener);
@@ -97,6 +103,7 @@ pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
 struct Api {
     speaker: Speaker,
     view: watch::Receiver<AgentView>,
+    managed: ManagedHandle,
     started: Instant,
 }
 
@@ -196,6 +203,193 @@ impl pb::peer_service_server::PeerService for Api {
             .await
             .map_err(control_status)?;
         Ok(Response::new(pb::EnablePeerResponse {}))
+    }
+
+    async fn add_peer(
+        &self,
+        req: Request<pb::AddPeerRequest>,
+    ) -> Result<Response<pb::AddPeerResponse>, Status> {
+        let (name, spec) = self.checked_peer(req.into_inner())?;
+        let peers = self.speaker.peers().await.map_err(unavailable)?;
+        if let Some(p) = peers
+            .iter()
+            .find(|p| p.name == name || Some(p.address) == spec.spec.peer_ip)
+        {
+            return Err(Status::already_exists(format!(
+                "peer {} ({}) exists; choose another name and address, or UpdatePeer",
+                p.name, p.address
+            )));
+        }
+        {
+            let mut m = self.managed.lock();
+            if m.peers.contains_key(&name) {
+                return Err(Status::already_exists(format!(
+                    "the API already has a peer named {name:?}; use UpdatePeer"
+                )));
+            }
+            m.peers.insert(name, spec);
+        }
+        self.managed.notify();
+        Ok(Response::new(pb::AddPeerResponse {}))
+    }
+
+    async fn update_peer(
+        &self,
+        req: Request<pb::AddPeerRequest>,
+    ) -> Result<Response<pb::AddPeerResponse>, Status> {
+        let (name, spec) = self.checked_peer(req.into_inner())?;
+        {
+            let mut m = self.managed.lock();
+            match m.peers.get_mut(&name) {
+                Some(old) => *old = spec,
+                None => return Err(self.not_managed(&name, "AddPeer it first")),
+            }
+        }
+        self.managed.notify();
+        Ok(Response::new(pb::AddPeerResponse {}))
+    }
+
+    async fn delete_peer(
+        &self,
+        req: Request<pb::PeerRef>,
+    ) -> Result<Response<pb::DeletePeerResponse>, Status> {
+        let want = peer_ref(Some(req.into_inner()))?;
+        {
+            let mut m = self.managed.lock();
+            let key = m
+                .peers
+                .iter()
+                .find(|(n, s)| {
+                    **n == want
+                        || want
+                            .parse::<IpAddr>()
+                            .is_ok_and(|a| s.spec.peer_ip == Some(a.to_canonical()))
+                })
+                .map(|(n, _)| n.clone());
+            match key {
+                Some(k) => m.peers.remove(&k),
+                None => return Err(self.not_managed(&want, "nothing to delete")),
+            };
+        }
+        self.managed.notify();
+        Ok(Response::new(pb::DeletePeerResponse {}))
+    }
+}
+
+impl Api {
+    /// A PeerSpec as a BGPPeer spec, checked the way the planner checks a
+    /// BGPPeer (so the same mistakes get the same words), with the field
+    /// named as the API calls it.
+    fn checked_peer(&self, r: pb::AddPeerRequest) -> Result<(String, ManagedPeer), Status> {
+        let p = r
+            .peer
+            .ok_or_else(|| Status::invalid_argument("peer: give the peer's settings"))?;
+        if p.name.is_empty() {
+            return Err(Status::invalid_argument("peer.name: give the peer a name"));
+        }
+        let address: IpAddr = p.address.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "peer.address: {:?} is not an IP address",
+                p.address
+            ))
+        })?;
+        let source_address = if p.source_address.is_empty() {
+            None
+        } else {
+            Some(p.source_address.parse::<IpAddr>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "peer.source_address: {:?} is not an IP address",
+                    p.source_address
+                ))
+            })?)
+        };
+        let port = match p.port {
+            0 => None,
+            n => Some(u16::try_from(n).map_err(|_| {
+                Status::invalid_argument(format!("peer.port: {n} is not a TCP port"))
+            })?),
+        };
+        let multihop = match p.ebgp_multihop {
+            0 => None,
+            n => Some(u8::try_from(n).map_err(|_| {
+                Status::invalid_argument(format!("peer.ebgp_multihop: {n} is not 1 to 255"))
+            })?),
+        };
+        let spec = crds::BgpPeerSpec {
+            peer_ip: Some(address.to_canonical()),
+            as_number: (p.asn != 0).then_some(p.asn),
+            port,
+            hold_time: p.hold_time_seconds.map(crds::Seconds),
+            keepalive_time: p.keepalive_seconds.map(crds::Seconds),
+            passive: Some(p.passive),
+            ebgp_multihop: multihop,
+            source_address,
+            password: None,
+            next_hop_self: Some(p.next_hop_self),
+            route_reflector_client: Some(p.route_reflector_client),
+            filters: (!p.filters.is_empty()).then_some(p.filters),
+            ..crds::BgpPeerSpec::default()
+        };
+        let view = self.view.borrow().clone();
+        let router_id = view.router_id.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        let named = crate::source::Named {
+            name: p.name.clone(),
+            origin: crate::source::Origin {
+                file: "api".into(),
+                document: 0,
+            },
+            spec: spec.clone(),
+        };
+        crate::planner::neighbor(&named, &view.snapshot, view.asn, router_id).map_err(
+            |(field, message)| {
+                Status::invalid_argument(format!("peer.{}: {message}", api_field(&field)))
+            },
+        )?;
+        if p.password.len() > bgpd::session::sockopt::MD5_MAX_KEY_LEN {
+            return Err(Status::invalid_argument(format!(
+                "peer.password: {} octets; TCP-MD5 keys are at most {}",
+                p.password.len(),
+                bgpd::session::sockopt::MD5_MAX_KEY_LEN
+            )));
+        }
+        let password = (!p.password.is_empty()).then_some(p.password);
+        Ok((p.name, ManagedPeer { spec, password }))
+    }
+
+    /// NOT_FOUND, or FAILED_PRECONDITION for a peer that the configuration
+    /// declares (the API cannot change those).
+    fn not_managed(&self, want: &str, hint: &str) -> Status {
+        let snapshot = self.view.borrow().snapshot.clone();
+        match snapshot.peers.iter().find(|p| {
+            p.name == want
+                || want
+                    .parse::<IpAddr>()
+                    .is_ok_and(|a| p.spec.peer_ip == Some(a))
+        }) {
+            Some(p) => Status::failed_precondition(format!(
+                "{want:?} is BGPPeer/{} from the configuration ({}); change it there",
+                p.name, p.origin
+            )),
+            None => Status::not_found(format!(
+                "no peer {want:?} was added through the API; {hint}"
+            )),
+        }
+    }
+}
+
+/// The API's name for a BGPPeer spec field in a planner message.
+fn api_field(field: &str) -> &str {
+    match field {
+        "spec.peerIP" => "address",
+        "spec.asNumber" => "asn",
+        "spec.port" => "port",
+        "spec.holdTime" => "hold_time_seconds",
+        "spec.keepaliveTime" => "keepalive_seconds",
+        "spec.ebgpMultihop" => "ebgp_multihop",
+        "spec.password" => "password",
+        "spec.filters" => "filters",
+        "spec.routeReflectorClient" => "route_reflector_client",
+        other => other.strip_prefix("spec.").unwrap_or(other),
     }
 }
 
@@ -301,6 +495,7 @@ fn intent_kind_to_pb(k: IntentKind) -> pb::IntentKind {
         IntentKind::ClusterIp => pb::IntentKind::ClusterIp,
         IntentKind::ExternalIp => pb::IntentKind::ExternalIp,
         IntentKind::LoadBalancerIp => pb::IntentKind::LoadBalancerIp,
+        IntentKind::ApiPath => pb::IntentKind::ApiPath,
     }
 }
 
@@ -371,6 +566,89 @@ impl pb::rib_service_server::RibService for Api {
         req: Request<pb::ExplainRouteRequest>,
     ) -> Result<Response<pb::RouteExplanation>, Status> {
         Ok(Response::new(self.explain(&req.into_inner().prefix).await?))
+    }
+
+    async fn add_path(
+        &self,
+        req: Request<pb::AddPathRequest>,
+    ) -> Result<Response<pb::AddPathResponse>, Status> {
+        let r = req.into_inner();
+        if r.client.is_empty() {
+            return Err(Status::invalid_argument(
+                "client: name the client (DeletePath uses the same name)",
+            ));
+        }
+        let prefix = parse_prefix(&r.prefix)
+            .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?
+            .trunc();
+        let mut route = bgpd::speaker::LocalRoute::from(prefix);
+        for (i, c) in r.communities.iter().enumerate() {
+            route.communities.push(
+                crate::planner::community(c)
+                    .map_err(|e| Status::invalid_argument(format!("communities[{i}]: {e}")))?,
+            );
+        }
+        for (i, c) in r.large_communities.iter().enumerate() {
+            route.large_communities.push(
+                crate::planner::large_community(c).map_err(|e| {
+                    Status::invalid_argument(format!("large_communities[{i}]: {e}"))
+                })?,
+            );
+        }
+        route.local_pref = r.local_pref;
+        self.managed
+            .lock()
+            .paths
+            .entry(r.client)
+            .or_default()
+            .insert(prefix, route);
+        self.managed.notify();
+        Ok(Response::new(pb::AddPathResponse {}))
+    }
+
+    async fn delete_path(
+        &self,
+        req: Request<pb::DeletePathRequest>,
+    ) -> Result<Response<pb::DeletePathResponse>, Status> {
+        let r = req.into_inner();
+        let prefix = if r.prefix.is_empty() {
+            None
+        } else {
+            Some(
+                parse_prefix(&r.prefix)
+                    .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?
+                    .trunc(),
+            )
+        };
+        let withdrawn = {
+            let mut m = self.managed.lock();
+            let Some(routes) = m.paths.get_mut(&r.client) else {
+                return Err(Status::not_found(format!(
+                    "client {:?} has added no routes",
+                    r.client
+                )));
+            };
+            let n = match prefix {
+                None => std::mem::take(routes).len(),
+                Some(p) => match routes.remove(&p) {
+                    Some(_) => 1,
+                    None => {
+                        return Err(Status::not_found(format!(
+                            "client {:?} has not added {p}",
+                            r.client
+                        )));
+                    }
+                },
+            };
+            if routes.is_empty() {
+                m.paths.remove(&r.client);
+            }
+            n
+        };
+        self.managed.notify();
+        Ok(Response::new(pb::DeletePathResponse {
+            withdrawn: withdrawn as u32,
+        }))
     }
 }
 

@@ -93,6 +93,157 @@ pub enum PeerAction {
         /// The peer's address or BGPPeer name.
         peer: String,
     },
+    /// Add a peer through the API, kept apart from the configuration (a
+    /// reload never removes it; an agent restart does).
+    Add(PeerSettings),
+    /// Change a peer added with `peer add`.
+    Update(PeerSettings),
+    /// Remove a peer added with `peer add`.
+    Del {
+        /// Its name or address.
+        peer: String,
+    },
+}
+
+/// The settings of `petrel peer add|update`.
+#[derive(Debug, clap::Args)]
+pub struct PeerSettings {
+    /// A name, unique among peers.
+    pub name: String,
+    /// The peer's address.
+    #[arg(long)]
+    pub address: String,
+    /// The peer's ASN.
+    #[arg(long)]
+    pub asn: u32,
+    /// The peer's TCP port (default 179).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Hold time in seconds (default 90).
+    #[arg(long)]
+    pub hold_time: Option<u32>,
+    /// Keepalive interval in seconds (default a third of the hold time).
+    #[arg(long)]
+    pub keepalive: Option<u32>,
+    /// Only accept connections from the peer.
+    #[arg(long)]
+    pub passive: bool,
+    /// TTL for an external peer that is not directly connected.
+    #[arg(long)]
+    pub ebgp_multihop: Option<u8>,
+    /// Source address of the session.
+    #[arg(long)]
+    pub source_address: Option<String>,
+    /// TCP-MD5 password.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Our address as next hop towards an internal peer.
+    #[arg(long)]
+    pub next_hop_self: bool,
+    /// Reflect routes to this internal peer (route reflector client).
+    #[arg(long)]
+    pub rr_client: bool,
+    /// BGPFilter names from the configuration, in order (repeatable).
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+}
+
+impl PeerSettings {
+    fn to_pb(&self) -> pb::AddPeerRequest {
+        pb::AddPeerRequest {
+            peer: Some(pb::PeerSpec {
+                name: self.name.clone(),
+                address: self.address.clone(),
+                asn: self.asn,
+                port: self.port.map(u32::from).unwrap_or(0),
+                hold_time_seconds: self.hold_time,
+                keepalive_seconds: self.keepalive,
+                passive: self.passive,
+                ebgp_multihop: self.ebgp_multihop.map(u32::from).unwrap_or(0),
+                source_address: self.source_address.clone().unwrap_or_default(),
+                password: self.password.clone().unwrap_or_default(),
+                next_hop_self: self.next_hop_self,
+                route_reflector_client: self.rr_client,
+                filters: self.filters.clone(),
+            }),
+        }
+    }
+}
+
+/// What `petrel route` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum RouteAction {
+    /// Originate a route (kept per client, apart from the configuration).
+    Add {
+        /// The prefix (or an address, for a host route).
+        prefix: String,
+        /// Who owns the route; `route del` with the same client withdraws it.
+        #[arg(long, default_value = "cli")]
+        client: String,
+        /// A community, `ASN:VALUE` or no-export / no-advertise (repeatable).
+        #[arg(long = "community")]
+        communities: Vec<String>,
+        /// A large community, `ASN:DATA1:DATA2` (repeatable).
+        #[arg(long = "large-community")]
+        large_communities: Vec<String>,
+        /// LOCAL_PREF towards internal peers.
+        #[arg(long)]
+        local_pref: Option<u32>,
+    },
+    /// Withdraw a route added with `route add`, or all of a client's.
+    Del {
+        /// The prefix; omit it with `--all`.
+        #[arg(required_unless_present = "all")]
+        prefix: Option<String>,
+        /// Every route of the client.
+        #[arg(long, conflicts_with = "prefix")]
+        all: bool,
+        /// The client that added it.
+        #[arg(long, default_value = "cli")]
+        client: String,
+    },
+}
+
+/// Runs `petrel route ...`.
+pub async fn route_action(socket: &Path, action: RouteAction) -> anyhow::Result<()> {
+    let mut client = pb::rib_service_client::RibServiceClient::new(api::connect(socket).await?);
+    let refused = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    match action {
+        RouteAction::Add {
+            prefix,
+            client: owner,
+            communities,
+            large_communities,
+            local_pref,
+        } => {
+            client
+                .add_path(pb::AddPathRequest {
+                    client: owner,
+                    prefix,
+                    communities,
+                    large_communities,
+                    local_pref,
+                })
+                .await
+                .map_err(refused)?;
+        }
+        RouteAction::Del {
+            prefix,
+            all: _,
+            client: owner,
+        } => {
+            let r = client
+                .delete_path(pb::DeletePathRequest {
+                    client: owner,
+                    prefix: prefix.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!("{} route(s) withdrawn", r.withdrawn);
+        }
+    }
+    Ok(())
 }
 
 /// Runs `petrel peer ...`. API refusals come back as errors with the
@@ -142,6 +293,18 @@ pub async fn peer_action(socket: &Path, action: PeerAction) -> anyhow::Result<()
         }
         PeerAction::Enable { peer } => {
             client.enable_peer(peer_ref(&peer)).await.map_err(refused)?;
+        }
+        PeerAction::Add(settings) => {
+            client.add_peer(settings.to_pb()).await.map_err(refused)?;
+        }
+        PeerAction::Update(settings) => {
+            client
+                .update_peer(settings.to_pb())
+                .await
+                .map_err(refused)?;
+        }
+        PeerAction::Del { peer } => {
+            client.delete_peer(peer_ref(&peer)).await.map_err(refused)?;
         }
     }
     Ok(())
@@ -406,6 +569,7 @@ fn intent_kind_name(k: i32) -> &'static str {
         Ok(pb::IntentKind::ClusterIp) => "ClusterIP",
         Ok(pb::IntentKind::ExternalIp) => "external IP",
         Ok(pb::IntentKind::LoadBalancerIp) => "LoadBalancer IP",
+        Ok(pb::IntentKind::ApiPath) => "API path",
         _ => "unknown",
     }
 }

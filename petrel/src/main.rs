@@ -11,6 +11,7 @@ mod decode;
 mod fib;
 mod json;
 mod lab;
+mod managed;
 mod metrics;
 mod planner;
 mod source;
@@ -102,6 +103,14 @@ enum Command {
         socket: PathBuf,
         #[command(subcommand)]
         action: cli::PeerAction,
+    },
+    /// Originate or withdraw routes through the API.
+    Route {
+        /// The agent's API socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET, global = true)]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: cli::RouteAction,
     },
     /// Show the routing table: best paths and alternatives.
     Rib {
@@ -249,6 +258,9 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }),
+        Command::Route { socket, action } => {
+            runtime().and_then(|rt| rt.block_on(cli::route_action(&socket, action)))
+        }
         Command::Peer { socket, action } => {
             runtime().and_then(|rt| rt.block_on(cli::peer_action(&socket, action)))
         }

@@ -42,6 +42,8 @@ pub enum IntentKind {
     ExternalIp,
     /// A Service's LoadBalancer ingress IP.
     LoadBalancerIp,
+    /// A route an API client added.
+    ApiPath,
 }
 
 impl fmt::Display for IntentKind {
@@ -53,6 +55,7 @@ impl fmt::Display for IntentKind {
             IntentKind::ClusterIp => "ClusterIP",
             IntentKind::ExternalIp => "external IP",
             IntentKind::LoadBalancerIp => "LoadBalancer IP",
+            IntentKind::ApiPath => "API path",
         })
     }
 }
@@ -64,7 +67,7 @@ pub struct Intent {
     pub prefix: IpNet,
     /// What it is.
     pub kind: IntentKind,
-    /// The Service (`namespace/name`) it is for, if any.
+    /// The Service (`namespace/name`) it is for, or the API client.
     pub service: Option<String>,
     /// Whether this node originates it.
     pub advertised: bool,

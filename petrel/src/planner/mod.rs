@@ -313,7 +313,9 @@ fn valid_asn(a: u32) -> bool {
     a != 0 && a != 23456 && a != u32::MAX
 }
 
-fn neighbor(
+/// One BGPPeer as a neighbour of a speaker with `local_asn` and `router_id`,
+/// or the field that is wrong and why.
+pub(crate) fn neighbor(
     p: &Named<BgpPeerSpec>,
     snapshot: &Snapshot,
     local_asn: u32,
