@@ -15,6 +15,17 @@ pub enum Format {
     Table,
     /// JSON for scripts.
     Json,
+    /// YAML, the same data as JSON.
+    Yaml,
+}
+
+/// Prints data as JSON or YAML (for `Table`, JSON: tables are per command).
+pub fn print_data(v: &Value, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Yaml => print!("{}", serde_saphyr::to_string(v)?),
+        Format::Json | Format::Table => println!("{}", serde_json::to_string_pretty(v)?),
+    }
+    Ok(())
 }
 
 fn state_name(s: i32) -> &'static str {
@@ -261,10 +272,9 @@ pub async fn peer_action(socket: &Path, action: PeerAction) -> anyhow::Result<()
                 .into_inner();
             match output {
                 Format::Table => print!("{}", peers_table(std::slice::from_ref(&p))),
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&peers_json(std::slice::from_ref(&p))[0])?
-                ),
+                Format::Json | Format::Yaml => {
+                    print_data(&peers_json(std::slice::from_ref(&p))[0], output)?
+                }
             }
         }
         PeerAction::Reset { peer, soft } => {
@@ -462,7 +472,7 @@ pub async fn explain(socket: &Path, prefix: &str, output: Format) -> anyhow::Res
         paths,
     };
     match output {
-        Format::Json => {
+        Format::Json | Format::Yaml => {
             let mut v = routes_json(std::slice::from_ref(&route));
             if let Some(paths) = v[0]["paths"].as_array_mut() {
                 for (p, c) in paths.iter_mut().zip(&e.candidates) {
@@ -480,7 +490,7 @@ pub async fn explain(socket: &Path, prefix: &str, output: Format) -> anyhow::Res
                     }))
                     .collect::<Vec<_>>()
             );
-            println!("{}", serde_json::to_string_pretty(&v[0])?);
+            print_data(&v[0], output)?;
         }
         Format::Table => {
             let mut out = String::new();

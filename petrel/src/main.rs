@@ -150,6 +150,12 @@ enum Command {
         #[command(subcommand)]
         command: lab::LabCommand,
     },
+    /// Print a shell completion script (e.g. `petrel completions bash >
+    /// /etc/bash_completion.d/petrel`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Decode MRT files (RFC 6396; plain, gzip or bzip2) and print one JSON object per record.
     Decode(DecodeArgs),
 }
@@ -245,15 +251,19 @@ fn main() -> ExitCode {
             socket,
             output,
         } => runtime().and_then(|rt| rt.block_on(cli::explain(&socket, &prefix, output))),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "petrel", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Status { socket, output } => runtime().and_then(|rt| {
             rt.block_on(async {
                 let status = cli::fetch_status(&socket).await?;
                 match output {
                     cli::Format::Table => print!("{}", cli::status_table(&status)),
-                    cli::Format::Json => println!(
-                        "{}",
-                        serde_json::to_string_pretty(&cli::status_json(&status))?
-                    ),
+                    cli::Format::Json | cli::Format::Yaml => {
+                        cli::print_data(&cli::status_json(&status), output)?
+                    }
                 }
                 Ok(())
             })
@@ -269,10 +279,9 @@ fn main() -> ExitCode {
                 let peers = cli::fetch_peers(&socket).await?;
                 match output {
                     cli::Format::Table => print!("{}", cli::peers_table(&peers)),
-                    cli::Format::Json => println!(
-                        "{}",
-                        serde_json::to_string_pretty(&cli::peers_json(&peers))?
-                    ),
+                    cli::Format::Json | cli::Format::Yaml => {
+                        cli::print_data(&cli::peers_json(&peers), output)?
+                    }
                 }
                 Ok(())
             })
@@ -305,10 +314,9 @@ fn main() -> ExitCode {
                 .await?;
                 match output {
                     cli::Format::Table => print!("{}", cli::routes_table(&routes)),
-                    cli::Format::Json => println!(
-                        "{}",
-                        serde_json::to_string_pretty(&cli::routes_json(&routes))?
-                    ),
+                    cli::Format::Json | cli::Format::Yaml => {
+                        cli::print_data(&cli::routes_json(&routes), output)?
+                    }
                 }
                 Ok(())
             })

@@ -141,6 +141,10 @@ fn the_mesh_carries_pod_cidrs_and_a_local_vip_that_follows_its_endpoint() {
         "{table}"
     );
     assert!(table.contains("10.244.2.0/24"), "{table}");
+    let (ok, yaml) = status(&n1, "yaml");
+    assert!(ok);
+    assert!(yaml.contains("advertisements:"), "{yaml}");
+    assert!(yaml.contains("198.51.100.10/32"), "{yaml}");
 
     // The endpoint moves to n2: the VIP follows, over the same sessions.
     n1.reconfigure(&cluster("n2"));

@@ -165,3 +165,24 @@ fn missing_file_is_an_error_not_a_panic() {
         String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/petrel-capture")
     );
 }
+
+#[test]
+fn completions_cover_the_commands_and_usage_errors_exit_2() {
+    let out = petrel(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    for word in ["_petrel", "status", "peers", "explain", "route", "lab"] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completions"
+        );
+    }
+    let out = petrel(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "unknown shell is a usage error");
+    let out = petrel(&["route", "del"]);
+    assert_eq!(out.status.code(), Some(2), "a prefix or --all is required");
+    // Without an agent: a plain error, exit status 1, saying what to check.
+    let out = petrel(&["peers", "--socket", "/nonexistent/petrel.sock"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `petrel agent` running?"));
+}
