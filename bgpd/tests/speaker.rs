@@ -222,9 +222,7 @@ async fn a_peer_over_its_prefix_limit_is_reset_and_comes_back() {
     let (pa, pb) = (17971, 17972);
     let mut ca = speaker_config(65001, "127.0.0.1", pa);
     ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
-    ca.originate = (0..5)
-        .map(|i| local(&format!("10.{i}.0.0/24")))
-        .collect();
+    ca.originate = (0..5).map(|i| local(&format!("10.{i}.0.0/24"))).collect();
     let mut cb = speaker_config(65002, "127.0.0.2", pb);
     let mut n = neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2");
     n.max_prefixes = vec![MaxPrefixes {
