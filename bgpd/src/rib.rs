@@ -2088,6 +2088,61 @@ impl Rib {
         }
     }
 
+    /// What a peer sent us (its Adj-RIB-In), sorted: per prefix and path ID,
+    /// the attributes as they entered the decision (after the import policy;
+    /// `None` for what was rejected or filtered out, unless the peer has an
+    /// import policy, which keeps what it sent).
+    pub fn adj_rib_in(&self, id: PeerId) -> Vec<(IpNet, u32, Option<Arc<Attrs>>)> {
+        let Some(st) = self.peers.get(&id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(IpNet, u32, Option<Arc<Attrs>>)> = st
+            .received
+            .keys()
+            .map(|(prefix, path_id)| {
+                let used = self.loc.get(prefix).and_then(|d| {
+                    d.paths
+                        .iter()
+                        .find(|p| p.source == Source::Peer(id) && p.path_id == *path_id)
+                        .map(|p| p.attrs.clone())
+                });
+                let attrs = used.or_else(|| st.adj_in.get(&(*prefix, *path_id)).cloned());
+                (*prefix, *path_id, attrs)
+            })
+            .collect();
+        out.sort_by_key(|(p, id, _)| (*p, *id));
+        out
+    }
+
+    /// What a peer is sent (its Adj-RIB-Out), sorted: per prefix and path ID
+    /// (0 without ADD-PATH), the attributes its update group exports, before
+    /// the per-session next hop.
+    pub fn adj_rib_out(&self, id: PeerId) -> Vec<(IpNet, u32, Arc<Attrs>)> {
+        let Some(g) = self.peers.get(&id).and_then(|st| self.groups.get(st.group)) else {
+            return Vec::new();
+        };
+        // A route is never sent back to the peer it came from.
+        let mut out: Vec<(IpNet, u32, Arc<Attrs>)> = if g.key.add_path_send.is_none() {
+            g.adj_out
+                .iter()
+                .filter(|(_, e)| e.source != Some(id))
+                .map(|(p, e)| (*p, 0, e.attrs.clone()))
+                .collect()
+        } else {
+            g.adj_paths
+                .iter()
+                .flat_map(|(p, paths)| {
+                    paths
+                        .iter()
+                        .filter(|(_, e)| e.source != Some(id))
+                        .map(|(pid, e)| (*p, *pid, e.attrs.clone()))
+                })
+                .collect()
+        };
+        out.sort_by_key(|(p, id, _)| (*p, *id));
+        out
+    }
+
     /// Whether the peer sent End-of-RIB for a family.
     pub fn end_of_rib_received(&self, id: PeerId, af: AfiSafi) -> bool {
         self.peers

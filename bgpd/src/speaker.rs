@@ -415,6 +415,18 @@ pub struct PathView {
     pub path_id: u32,
     /// The attributes.
     pub attrs: Attrs,
+    /// Adj-RIB-In only: the path was rejected on import (AS loop, invalid,
+    /// filtered); its attributes are not kept.
+    pub rejected: bool,
+}
+
+/// Which side of a peer's RIB to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdjRibSide {
+    /// What the peer sent us.
+    In,
+    /// What we send the peer.
+    Out,
 }
 
 /// A prefix and its paths.
@@ -501,6 +513,11 @@ enum Command {
     ),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
+    AdjRib(
+        String,
+        AdjRibSide,
+        oneshot::Sender<Result<Vec<RouteView>, SpeakerError>>,
+    ),
     Summary(oneshot::Sender<SpeakerSummary>),
     Explain(IpNet, oneshot::Sender<Option<RouteExplanation>>),
     Control(
@@ -597,6 +614,20 @@ impl Speaker {
             .send(Command::Routes(filter, tx))
             .map_err(|_| SpeakerError::Stopped)?;
         rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// One peer's Adj-RIB-In (what it sent us, as it entered the decision)
+    /// or Adj-RIB-Out (what we send it), one path per prefix and path ID.
+    pub async fn adj_rib(
+        &self,
+        peer: &str,
+        side: AdjRibSide,
+    ) -> Result<Vec<RouteView>, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::AdjRib(peer.to_string(), side, tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)?
     }
 
     async fn control(&self, peer: &str, what: PeerControl) -> Result<(), SpeakerError> {
@@ -797,6 +828,9 @@ impl SpeakerTask {
                     Some(Command::Routes(f, done)) => {
                         let _ = done.send(self.routes(&f));
                     }
+                    Some(Command::AdjRib(peer, side, done)) => {
+                        let _ = done.send(self.adj_rib(&peer, side));
+                    }
                     Some(Command::Control(peer, what, done)) => {
                         let r = self.control(&peer, what);
                         self.flush();
@@ -869,6 +903,7 @@ impl SpeakerTask {
                     },
                     path_id: p.path_id,
                     attrs: (*p.attrs).clone(),
+                    rejected: false,
                 },
                 lost_because: step.map(|s| s.to_string()),
                 multipath,
@@ -891,6 +926,43 @@ impl SpeakerTask {
             candidates,
             peers,
         })
+    }
+
+    /// A peer's Adj-RIB-In or Adj-RIB-Out as route views (a path without
+    /// attributes in the Adj-RIB-In was rejected on import).
+    fn adj_rib(&self, peer: &str, side: AdjRibSide) -> Result<Vec<RouteView>, SpeakerError> {
+        let id = self.find_peer(peer)?;
+        let address = self.peers.get(&id).map(|p| p.address);
+        let entries: Vec<(IpNet, u32, Option<std::sync::Arc<Attrs>>)> = match side {
+            AdjRibSide::In => self.rib.adj_rib_in(id),
+            AdjRibSide::Out => self
+                .rib
+                .adj_rib_out(id)
+                .into_iter()
+                .map(|(p, i, a)| (p, i, Some(a)))
+                .collect(),
+        };
+        let mut out: Vec<RouteView> = Vec::new();
+        for (prefix, path_id, attrs) in entries {
+            let path = PathView {
+                best: false,
+                from: match side {
+                    AdjRibSide::In => address,
+                    AdjRibSide::Out => None,
+                },
+                path_id,
+                rejected: attrs.is_none(),
+                attrs: attrs.map(|a| (*a).clone()).unwrap_or_default(),
+            };
+            match out.last_mut() {
+                Some(r) if r.prefix == prefix => r.paths.push(path),
+                _ => out.push(RouteView {
+                    prefix,
+                    paths: vec![path],
+                }),
+            }
+        }
+        Ok(out)
     }
 
     /// Finds a peer by address or by a name that only it has.
@@ -1786,6 +1858,7 @@ impl SpeakerTask {
                         },
                         path_id: path.path_id,
                         attrs: (*path.attrs).clone(),
+                        rejected: false,
                     })
                     .collect();
                 paths.sort_by_key(|p| !p.best);

@@ -11,7 +11,9 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use bgpd::fsm::State;
-use bgpd::speaker::{PeerStatus, ResetKind, RouteFilter, RouteView, Speaker, SpeakerError};
+use bgpd::speaker::{
+    AdjRibSide, PeerStatus, ResetKind, RouteFilter, RouteView, Speaker, SpeakerError,
+};
 use bgpd::wire::AfiSafi;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
@@ -568,6 +570,23 @@ impl pb::rib_service_server::RibService for Api {
         Ok(Response::new(self.explain(&req.into_inner().prefix).await?))
     }
 
+    type ListAdjRibInStream = Streamed<pb::Route>;
+    type ListAdjRibOutStream = Streamed<pb::Route>;
+
+    async fn list_adj_rib_in(
+        &self,
+        req: Request<pb::AdjRibRequest>,
+    ) -> Result<Response<Self::ListAdjRibInStream>, Status> {
+        self.adj_rib(req.into_inner(), AdjRibSide::In).await
+    }
+
+    async fn list_adj_rib_out(
+        &self,
+        req: Request<pb::AdjRibRequest>,
+    ) -> Result<Response<Self::ListAdjRibOutStream>, Status> {
+        self.adj_rib(req.into_inner(), AdjRibSide::Out).await
+    }
+
     async fn add_path(
         &self,
         req: Request<pb::AddPathRequest>,
@@ -653,6 +672,22 @@ impl pb::rib_service_server::RibService for Api {
 }
 
 impl Api {
+    async fn adj_rib(
+        &self,
+        r: pb::AdjRibRequest,
+        side: AdjRibSide,
+    ) -> Result<Response<Streamed<pb::Route>>, Status> {
+        let peer = peer_ref(Some(pb::PeerRef { peer: r.peer }))?;
+        let routes = self
+            .speaker
+            .adj_rib(&peer, side)
+            .await
+            .map_err(control_status)?;
+        let items: Vec<Result<pb::Route, Status>> =
+            routes.iter().map(|r| Ok(route_to_pb(r))).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
     async fn explain(&self, prefix: &str) -> Result<pb::RouteExplanation, Status> {
         let p = parse_prefix(prefix).map_err(Status::invalid_argument)?;
         let e = self
@@ -784,6 +819,7 @@ fn route_to_pb(r: &RouteView) -> pb::Route {
                     originator_id: a.originator_id.map(|o| o.to_string()).unwrap_or_default(),
                     cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
                     atomic_aggregate: a.atomic_aggregate,
+                    rejected: p.rejected,
                 }
             })
             .collect(),

@@ -409,6 +409,39 @@ pub async fn fetch_routes(
     Ok(routes)
 }
 
+/// Fetches one peer's Adj-RIB-In (`received`) or Adj-RIB-Out, keeping one
+/// family if asked.
+pub async fn fetch_adj_rib(
+    socket: &Path,
+    peer: &str,
+    received: bool,
+    family: pb::Family,
+) -> anyhow::Result<Vec<pb::Route>> {
+    let mut client = pb::rib_service_client::RibServiceClient::new(api::connect(socket).await?);
+    let req = pb::AdjRibRequest { peer: peer.into() };
+    let refused = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    let mut stream = if received {
+        client.list_adj_rib_in(req).await
+    } else {
+        client.list_adj_rib_out(req).await
+    }
+    .map_err(refused)?
+    .into_inner();
+    let mut routes = Vec::new();
+    while let Some(r) = stream.message().await.map_err(refused)? {
+        let v6 = r.prefix.contains(':');
+        let keep = match family {
+            pb::Family::Ipv4Unicast => !v6,
+            pb::Family::Ipv6Unicast => v6,
+            _ => true,
+        };
+        if keep {
+            routes.push(r);
+        }
+    }
+    Ok(routes)
+}
+
 fn as_path_text(p: &pb::Path) -> String {
     p.as_path
         .iter()
@@ -449,6 +482,7 @@ pub fn routes_json(routes: &[pb::Route]) -> Value {
                         "originator_id": (!p.originator_id.is_empty()).then_some(&p.originator_id),
                         "cluster_list": p.cluster_list,
                         "atomic_aggregate": p.atomic_aggregate,
+                        "rejected": p.rejected,
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -537,6 +571,13 @@ pub fn routes_table(routes: &[pb::Route]) -> String {
         for (i, p) in r.paths.iter().enumerate() {
             let mark = if p.best { "*>" } else { "* " };
             let prefix = if i == 0 { r.prefix.as_str() } else { "" };
+            if p.rejected {
+                let _ = writeln!(
+                    out,
+                    "x  {prefix:<28} rejected on import (loop, invalid or filtered)"
+                );
+                continue;
+            }
             let origin = match p.origin.as_str() {
                 "IGP" => "i",
                 "EGP" => "e",

@@ -125,6 +125,12 @@ enum Command {
         /// With PREFIX: also the more specific prefixes inside it.
         #[arg(long, requires = "prefix")]
         longer: bool,
+        /// What this peer sent us (its Adj-RIB-In), instead of the Loc-RIB.
+        #[arg(long, value_name = "PEER", conflicts_with_all = ["advertised_to", "prefix"])]
+        received_from: Option<String>,
+        /// What we send this peer (its Adj-RIB-Out), instead of the Loc-RIB.
+        #[arg(long, value_name = "PEER", conflicts_with = "prefix")]
+        advertised_to: Option<String>,
         /// The agent's API socket.
         #[arg(long, default_value = api::DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -291,6 +297,8 @@ fn main() -> ExitCode {
             ipv6,
             prefix,
             longer,
+            received_from,
+            advertised_to,
             socket,
             output,
         } => runtime().and_then(|rt| {
@@ -303,15 +311,21 @@ fn main() -> ExitCode {
                     (_, true) => pb::Family::Ipv6Unicast,
                     _ => pb::Family::Unspecified,
                 };
-                let routes = cli::fetch_routes(
-                    &socket,
-                    pb::ListRoutesRequest {
-                        family: family as i32,
-                        prefix: prefix.unwrap_or_default(),
-                        longer,
-                    },
-                )
-                .await?;
+                let routes = match (received_from, advertised_to) {
+                    (Some(peer), _) => cli::fetch_adj_rib(&socket, &peer, true, family).await?,
+                    (_, Some(peer)) => cli::fetch_adj_rib(&socket, &peer, false, family).await?,
+                    _ => {
+                        cli::fetch_routes(
+                            &socket,
+                            pb::ListRoutesRequest {
+                                family: family as i32,
+                                prefix: prefix.unwrap_or_default(),
+                                longer,
+                            },
+                        )
+                        .await?
+                    }
+                };
                 match output {
                     cli::Format::Table => print!("{}", cli::routes_table(&routes)),
                     cli::Format::Json | cli::Format::Yaml => {

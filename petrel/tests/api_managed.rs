@@ -169,6 +169,56 @@ router bgp 65002
         }
     });
 
+    // The peer's Adj-RIBs: what it sent, and what it is sent (never its own
+    // routes back).
+    let prefixes = |args: &[&str]| -> Vec<String> {
+        let out = cli(&petrel, args);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["prefix"].as_str().map(str::to_string))
+            .collect()
+    };
+    // FRR sends our own routes back; the AS loop check rejects them, and the
+    // listing says so.
+    let expected: Vec<(String, bool)> = vec![
+        ("10.70.0.0/24".into(), false),
+        ("10.71.0.0/24".into(), true),
+        ("10.244.1.0/24".into(), true),
+    ];
+    wait_until(10, "the Adj-RIB-In", || {
+        let out = cli(&petrel, &["rib", "-o", "json", "--received-from", "frr"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let seen: Vec<(String, bool)> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["prefix"].as_str().unwrap_or_default().to_string(),
+                    r["paths"][0]["rejected"] == true,
+                )
+            })
+            .collect();
+        if seen == expected {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    wait_until(10, "the Adj-RIB-Out", || {
+        let out = prefixes(&["rib", "-4", "-o", "json", "--advertised-to", "10.40.0.2"]);
+        if out == ["10.71.0.0/24", "10.244.1.0/24"] {
+            Ok(())
+        } else {
+            Err(format!("{out:?}"))
+        }
+    });
+    let e = refused(&cli(&petrel, &["rib", "--received-from", "nobody"]));
+    assert!(e.contains("nobody"), "{e}");
+
     // A configuration reload keeps both.
     let flaps = petrel.peer("10.40.0.2").expect("peer")["flaps"].clone();
     petrel.reconfigure(&format!("{config}\n# reloaded\n"));
