@@ -24,6 +24,23 @@ use sys::Proc;
 pub use topology::RouterKind;
 use topology::Topology;
 
+/// `print!` that ignores a closed stdout (`petrel lab status | head`): the
+/// lab's state must not depend on whether anyone reads the report.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `println!` that ignores a closed stdout.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Where labs keep their state, one directory per lab.
 const STATE_ROOT: &str = "/run/petrel-lab";
 
@@ -87,7 +104,7 @@ pub enum LabCommand {
 pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
     match cmd {
         LabCommand::Graph { topology } => {
-            print!("{}", topology::dot(&Topology::load(topology.as_deref())?));
+            out!("{}", topology::dot(&Topology::load(topology.as_deref())?));
             Ok(())
         }
         LabCommand::Up {
@@ -104,7 +121,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
         }
         LabCommand::Status { name } => {
             let state = State::load(&resolve_name(name)?)?;
-            print!("{}", status(&state));
+            out!("{}", status(&state));
             Ok(())
         }
         LabCommand::Down { name } => {
@@ -112,7 +129,7 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
                 Some(n) => n,
                 None => match labs().as_slice() {
                     [] => {
-                        println!("no lab is running");
+                        outln!("no lab is running");
                         return Ok(());
                     }
                     [one] => one.clone(),
@@ -242,7 +259,8 @@ impl Topology {
         if kind == RouterKind::Petrel {
             self.router.asn = None;
         } else if self.router.asn.is_none() {
-            self.router.asn = Some(65000);
+            // The router joins the cluster's AS: an iBGP route reflector, as with petrel.
+            self.router.asn = Some(self.cluster.asn);
         }
         self.router.kind = kind;
         // Through the one checked path (JSON is YAML), so errors read the same.
@@ -356,28 +374,45 @@ fn up(t: Topology, name: Option<String>, timeout: Duration) -> anyhow::Result<()
         teardown(&state);
         return Err(e.context(format!("building lab {name}")));
     }
-    println!(
-        "lab {name} built in {:.1} s; waiting (at most {} s) for every session and pod CIDR",
+    outln!(
+        "lab {name} built in {:.1} s; waiting (at most {} s) for every session, and every pod CIDR in every table",
         started.elapsed().as_secs_f64(),
         timeout.as_secs()
     );
     let waited = Instant::now();
-    let result = sys::wait_for(timeout, Duration::from_millis(200), || converged(&state));
+    // A daemon that exits (a configuration it refuses) fails the wait at once.
+    let mut dead = None;
+    let result = sys::wait_for(timeout, Duration::from_millis(200), || {
+        if let Some(p) = state.processes.iter().find(|p| !p.alive()) {
+            dead = Some(p.clone());
+            return Ok(());
+        }
+        converged(&state)
+    });
+    if let Some(p) = dead {
+        out!("{}", status(&state));
+        bail!(
+            "{} exited; the end of {}:\n{}\nthe lab is left up to look at; `petrel lab down --name {name}` removes it",
+            p.label,
+            p.log.display(),
+            p.log_tail(10)
+        );
+    }
     match result {
         Ok(()) => {
-            println!(
+            outln!(
                 "converged {:.1} s after the agents started ({:.1} s in all)\n",
                 waited.elapsed().as_secs_f64(),
                 started.elapsed().as_secs_f64()
             );
-            print!("{}", status(&state));
-            println!(
+            out!("{}", status(&state));
+            outln!(
                 "\n`petrel lab status --name {name}` shows this again; `petrel lab down --name {name}` removes the lab."
             );
             Ok(())
         }
         Err(why) => {
-            print!("{}", status(&state));
+            out!("{}", status(&state));
             bail!(
                 "lab {name} did not converge within {} s: {why}\nit is left up to look at; `petrel lab down --name {name}` removes it",
                 timeout.as_secs()
@@ -714,13 +749,13 @@ fn down(name: &str) -> anyhow::Result<()> {
     }
     let dir = State::dir_of(name);
     if !dir.exists() {
-        println!("no lab {name:?}: nothing to do");
+        outln!("no lab {name:?}: nothing to do");
         return Ok(());
     }
     match State::load(name) {
         Ok(state) => {
             teardown(&state);
-            println!(
+            outln!(
                 "lab {name}: stopped {} processes, deleted {} namespaces",
                 state.processes.len(),
                 state.namespaces.len()
@@ -729,7 +764,7 @@ fn down(name: &str) -> anyhow::Result<()> {
         Err(e) => {
             // Nothing recorded means nothing was created yet.
             let _ = std::fs::remove_dir_all(&dir);
-            println!("lab {name}: {e:#}; removed {}", dir.display());
+            outln!("lab {name}: {e:#}; removed {}", dir.display());
         }
     }
     Ok(())
@@ -756,7 +791,7 @@ fn restart_agent(state: &mut State, node: &str, kill: bool) -> anyhow::Result<()
         old.stop(GRACE);
     }
     let new = Proc::spawn(&label, &old.ns, &old.argv, &old.log)?;
-    println!(
+    outln!(
         "agent {node}: pid {} {}, started again as pid {}",
         old.pid,
         if kill { "killed" } else { "stopped" },
@@ -800,7 +835,14 @@ fn kernel_routes(ns: &str) -> Vec<Value> {
     }
 }
 
-/// Every node's sessions Established and every pod CIDR in the router's kernel table.
+/// Whether a route of `ip -j route` is a usable one to `dst` (not
+/// `unreachable`, as BIRD installs routes whose next hop it cannot resolve).
+fn forwards(route: &Value, dst: &str) -> bool {
+    route["dst"] == dst && route["type"].as_str().unwrap_or("unicast") == "unicast"
+}
+
+/// Every node's sessions Established, every pod CIDR in the router's kernel
+/// table and in every other node's.
 fn converged(state: &State) -> Result<(), String> {
     for n in &state.topology.nodes {
         let peers = agent_peers(&state.socket(&n.name)).map_err(|e| format!("{}: {e}", n.name))?;
@@ -819,11 +861,26 @@ fn converged(state: &State) -> Result<(), String> {
     let routes = kernel_routes(&state.switch_ns());
     for n in &state.topology.nodes {
         let cidr = n.pod_cidr.to_string();
-        if !routes.iter().any(|r| r["dst"] == cidr.as_str()) {
+        if !routes.iter().any(|r| forwards(r, &cidr)) {
             return Err(format!(
                 "the router has no route to {cidr} ({}) yet",
                 n.name
             ));
+        }
+    }
+    // The agents hold their FIB until their peers' End-of-RIB (or
+    // --fib-initial-delay); until then pods still reach each other through
+    // the default route, but the tables `status` prints are not the final ones.
+    for n in &state.topology.nodes {
+        let routes = kernel_routes(&state.node_ns(&n.name));
+        for m in state.topology.nodes.iter().filter(|m| m.name != n.name) {
+            let cidr = m.pod_cidr.to_string();
+            if !routes.iter().any(|r| forwards(r, &cidr)) {
+                return Err(format!(
+                    "{} has no route to {cidr} ({}) in its kernel yet",
+                    n.name, m.name
+                ));
+            }
         }
     }
     Ok(())
@@ -1087,4 +1144,46 @@ fn ping(ns: &str, dst: Ipv4Addr) -> anyhow::Result<std::process::Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_router_can_be_swapped_and_is_checked_again() {
+        let tor = Topology::load(None).expect("tor");
+        let bird = tor.clone().with_router(RouterKind::Bird).expect("bird");
+        assert_eq!(bird.router.kind, RouterKind::Bird);
+        assert_eq!(bird.nodes, tor.nodes);
+        // A reflector is in the cluster's AS; tor's nodes have their own.
+        let e = format!(
+            "{:#}",
+            tor.with_router(RouterKind::Petrel)
+                .expect_err("per-node ASNs")
+        );
+        assert!(e.contains("nodes[0].asn"), "{e}");
+        let rr = Topology::load(Some("rr")).expect("rr");
+        let frr = rr.with_router(RouterKind::Frr).expect("frr");
+        assert_eq!(frr.router_asn(), 64512);
+        assert!(topology::frr_config(&frr, Path::new("/x")).contains("route-reflector-client"));
+    }
+
+    #[test]
+    fn names_follow_the_lab() {
+        let state = State {
+            name: "x1".into(),
+            topology: Topology::load(None).expect("tor"),
+            namespaces: Vec::new(),
+            processes: Vec::new(),
+            extra_dirs: Vec::new(),
+            complete: false,
+        };
+        assert_eq!(state.switch_ns(), "x1-tor");
+        assert_eq!(state.pod_ns("node-2", 1), "x1-node-2-pod1");
+        assert_eq!(
+            state.socket("node-1"),
+            Path::new("/run/petrel-lab/x1/node-1.sock")
+        );
+    }
 }

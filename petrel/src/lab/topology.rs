@@ -535,14 +535,15 @@ pub fn frr_config(t: &Topology, log: &Path) -> String {
 pub fn bird_config(t: &Topology) -> String {
     let r = &t.router;
     let mut c = format!(
-        "router id {};\nprotocol device {{ scan time 10; }}\nprotocol kernel {{\n  ipv4 {{ export all; }};\n  merge paths on;\n}}\ntemplate bgp node {{\n  local {} as {};\n  hold time 9;\n  ipv4 {{ import all; export all; }};\n}}\n",
+        "router id {};\nprotocol device {{ scan time 10; }}\nprotocol kernel {{\n  ipv4 {{ export all; }};\n  merge paths on;\n}}\ntemplate bgp node {{\n  local {} as {};\n  hold time 9;\n  # Next hops on the shared subnet, without an IGP (iBGP would resolve them recursively).\n  ipv4 {{ import all; export all; gateway direct; }};\n}}\n",
         r.address,
         r.address,
         t.router_asn()
     );
     for n in &t.nodes {
         let internal = if t.session_kind(n) == "iBGP" {
-            "\n  rr client;"
+            // iBGP is multihop in BIRD unless told the neighbour is direct.
+            "\n  direct;\n  rr client;"
         } else {
             ""
         };
@@ -609,14 +610,14 @@ pub fn dot(t: &Topology) -> String {
         for p in 1..=n.pods {
             let _ = writeln!(
                 d,
-                "    n{i}p{p} [shape=ellipse, label=\"pod{p}\\n{}\"];\n    n{i} -- n{i}p{p} [label=\"pod{p}\"];",
+                "    n{i}p{p} [shape=ellipse, label=\"pod{p}\\neth0 {}/32\"];\n    n{i} -- n{i}p{p} [label=\"veth pod{p}\"];",
                 n.pod_ip(p)
             );
         }
         d.push_str("  }\n");
         let _ = writeln!(
             d,
-            "  bridge -- n{i} [label=\"{} {}\"];",
+            "  bridge -- n{i} [label=\"port {}\\n{}\"];",
             n.name,
             t.session_kind(n)
         );
