@@ -120,6 +120,11 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             up(topo, name, Duration::from_secs(timeout))
         }
         LabCommand::Status { name } => {
+            if !sys::is_root() {
+                bail!(
+                    "petrel lab status needs root (it pings inside the lab's namespaces); run it with sudo"
+                );
+            }
             let state = State::load(&resolve_name(name)?)?;
             out!("{}", status(&state));
             Ok(())
@@ -265,7 +270,12 @@ impl Topology {
         self.router.kind = kind;
         // Through the one checked path (JSON is YAML), so errors read the same.
         let text = serde_json::to_string(&self)?;
-        Topology::parse(&text).with_context(|| format!("with --router {}", kind.label()))
+        Topology::parse(&text).with_context(|| {
+            let name = clap::ValueEnum::to_possible_value(&kind)
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default();
+            format!("with --router {name}")
+        })
     }
 }
 
