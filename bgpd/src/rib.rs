@@ -547,6 +547,19 @@ impl std::fmt::Display for NotSent {
     }
 }
 
+/// One path of a peer's Adj-RIB-In.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjInEntry {
+    /// The prefix.
+    pub prefix: IpNet,
+    /// The ADD-PATH identifier (0 without ADD-PATH).
+    pub path_id: u32,
+    /// The attributes, when known.
+    pub attrs: Option<Arc<Attrs>>,
+    /// Rejected on import.
+    pub rejected: bool,
+}
+
 /// Why each candidate path of a prefix won or lost, and what each peer is sent.
 #[derive(Debug, Clone)]
 pub struct Explanation {
@@ -2089,14 +2102,14 @@ impl Rib {
     }
 
     /// What a peer sent us (its Adj-RIB-In), sorted: per prefix and path ID,
-    /// the attributes as they entered the decision (after the import policy;
-    /// `None` for what was rejected or filtered out, unless the peer has an
-    /// import policy, which keeps what it sent).
-    pub fn adj_rib_in(&self, id: PeerId) -> Vec<(IpNet, u32, Option<Arc<Attrs>>)> {
+    /// the attributes the path competes with (after the import policy), or,
+    /// for a path rejected on import (loop, invalid, filtered), `rejected`
+    /// with the attributes as sent when the peer's import policy keeps them.
+    pub fn adj_rib_in(&self, id: PeerId) -> Vec<AdjInEntry> {
         let Some(st) = self.peers.get(&id) else {
             return Vec::new();
         };
-        let mut out: Vec<(IpNet, u32, Option<Arc<Attrs>>)> = st
+        let mut out: Vec<AdjInEntry> = st
             .received
             .keys()
             .map(|(prefix, path_id)| {
@@ -2106,11 +2119,23 @@ impl Rib {
                         .find(|p| p.source == Source::Peer(id) && p.path_id == *path_id)
                         .map(|p| p.attrs.clone())
                 });
-                let attrs = used.or_else(|| st.adj_in.get(&(*prefix, *path_id)).cloned());
-                (*prefix, *path_id, attrs)
+                match used {
+                    Some(attrs) => AdjInEntry {
+                        prefix: *prefix,
+                        path_id: *path_id,
+                        attrs: Some(attrs),
+                        rejected: false,
+                    },
+                    None => AdjInEntry {
+                        prefix: *prefix,
+                        path_id: *path_id,
+                        attrs: st.adj_in.get(&(*prefix, *path_id)).cloned(),
+                        rejected: true,
+                    },
+                }
             })
             .collect();
-        out.sort_by_key(|(p, id, _)| (*p, *id));
+        out.sort_by_key(|e| (e.prefix, e.path_id));
         out
     }
 

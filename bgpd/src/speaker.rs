@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 use crate::fsm::{DownReason, FsmConfig, Negotiated, State};
 use crate::policy::Policy;
 use crate::rib::{
-    Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig, Source,
+    AdjInEntry, Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig,
+    Source,
 };
 use crate::session::{
     self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions,
@@ -416,7 +417,8 @@ pub struct PathView {
     /// The attributes.
     pub attrs: Attrs,
     /// Adj-RIB-In only: the path was rejected on import (AS loop, invalid,
-    /// filtered); its attributes are not kept.
+    /// filtered); its attributes are those sent when the peer's import
+    /// policy keeps them, else empty.
     pub rejected: bool,
 }
 
@@ -933,31 +935,36 @@ impl SpeakerTask {
     fn adj_rib(&self, peer: &str, side: AdjRibSide) -> Result<Vec<RouteView>, SpeakerError> {
         let id = self.find_peer(peer)?;
         let address = self.peers.get(&id).map(|p| p.address);
-        let entries: Vec<(IpNet, u32, Option<std::sync::Arc<Attrs>>)> = match side {
+        let entries: Vec<AdjInEntry> = match side {
             AdjRibSide::In => self.rib.adj_rib_in(id),
             AdjRibSide::Out => self
                 .rib
                 .adj_rib_out(id)
                 .into_iter()
-                .map(|(p, i, a)| (p, i, Some(a)))
+                .map(|(prefix, path_id, a)| AdjInEntry {
+                    prefix,
+                    path_id,
+                    attrs: Some(a),
+                    rejected: false,
+                })
                 .collect(),
         };
         let mut out: Vec<RouteView> = Vec::new();
-        for (prefix, path_id, attrs) in entries {
+        for e in entries {
             let path = PathView {
                 best: false,
                 from: match side {
                     AdjRibSide::In => address,
                     AdjRibSide::Out => None,
                 },
-                path_id,
-                rejected: attrs.is_none(),
-                attrs: attrs.map(|a| (*a).clone()).unwrap_or_default(),
+                path_id: e.path_id,
+                rejected: e.rejected,
+                attrs: e.attrs.map(|a| (*a).clone()).unwrap_or_default(),
             };
             match out.last_mut() {
-                Some(r) if r.prefix == prefix => r.paths.push(path),
+                Some(r) if r.prefix == e.prefix => r.paths.push(path),
                 _ => out.push(RouteView {
-                    prefix,
+                    prefix: e.prefix,
                     paths: vec![path],
                 }),
             }

@@ -150,17 +150,19 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             for p in crate::managed::merge(&mut c, &managed.snapshot(), snapshot) {
                 tracing::warn!(problem = %p, "API object not used");
             }
-            view_tx.send_replace(api::AgentView {
+            // Published once applied, so status never shows what is not running.
+            let view = api::AgentView {
                 node: opts.node.clone(),
                 asn: c.speaker.asn,
                 router_id: Some(c.speaker.router_id),
                 intents: c.intents.clone(),
                 snapshot: snapshot.clone(),
-            });
+            };
             match &speaker {
                 None => match Speaker::start_with(c.speaker.clone(), restart).await {
                     Ok(s) => {
                         tracing::info!(asn = c.speaker.asn, router_id = %c.speaker.router_id, peers = c.speaker.neighbors.len(), "speaker started");
+                        view_tx.send_replace(view);
                         api_server = Some(
                             api::serve(
                                 &opts.api_socket,
@@ -201,12 +203,20 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                             );
                             let _ =
                                 fib_tx.send(crate::fib::FibInput::Blackholes(c.blackholes.clone()));
+                            view_tx.send_replace(view);
                             applied = Some(c);
                         }
-                        Err(e) => tracing::error!(error = %e, "cannot apply the configuration"),
+                        Err(e) => {
+                            // Tried again at the next poll: an API change the
+                            // client was told succeeded must not be lost.
+                            tracing::error!(error = %e, "cannot apply the configuration; retrying");
+                            managed_changed = true;
+                        }
                     }
                 }
-                Some(_) => {}
+                Some(_) => {
+                    view_tx.send_replace(view);
+                }
             }
         }
         tokio::select! {

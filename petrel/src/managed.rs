@@ -118,6 +118,9 @@ pub fn merge(plan: &mut Plan, managed: &Managed, snapshot: &Snapshot) -> Vec<Pro
         match crate::planner::neighbor(&named, snapshot, asn, router_id) {
             Ok(mut n) => {
                 n.password = peer.password.clone();
+                // Advertisements' limits and attributes, and the mesh rule,
+                // hold for API peers as for configured ones.
+                crate::planner::prepend_export(&mut n, plan.api_peer_rules.clone());
                 plan.speaker.neighbors.push(n);
             }
             Err((field, message)) => {

@@ -319,7 +319,12 @@ pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Ve
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
             ("v1", "Node") => match node(&value, name) {
-                Ok(n) => snap.nodes.push(n),
+                Ok((n, warning)) => {
+                    if let Some((field, msg)) = warning {
+                        problems.push(problem(object, Some(field), msg));
+                    }
+                    snap.nodes.push(n);
+                }
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
             ("v1", "Secret") => match secret(&value, name) {
@@ -360,19 +365,28 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, (String, String)> {
     })
 }
 
-fn node(v: &Value, name: String) -> Result<Node, (String, String)> {
+/// A Node, and a problem that does not stop it from counting (a bad ASN
+/// annotation: the node keeps its pod CIDRs and its mesh sessions, with the
+/// cluster's ASN).
+type NodeRead = (Node, Option<(String, String)>);
+
+fn node(v: &Value, name: String) -> Result<NodeRead, (String, String)> {
     let mut n = Node {
         name,
         ..Node::default()
     };
     n.labels = string_map(v, "/metadata/labels");
+    let mut warning = None;
     if let Some(a) = string_map(v, "/metadata/annotations").get(AS_NUMBER_ANNOTATION) {
-        n.as_number = Some(a.trim().parse().map_err(|_| {
-            (
-                format!("metadata.annotations.{AS_NUMBER_ANNOTATION}"),
-                format!("{a:?} is not an ASN"),
-            )
-        })?);
+        match a.trim().parse() {
+            Ok(asn) => n.as_number = Some(asn),
+            Err(_) => {
+                warning = Some((
+                    format!("metadata.annotations.{AS_NUMBER_ANNOTATION}"),
+                    format!("{a:?} is not an ASN; the node uses BGPConfiguration's"),
+                ))
+            }
+        }
     }
     let cidrs: Vec<&Value> = match v.pointer("/spec/podCIDRs").and_then(Value::as_array) {
         Some(a) => a.iter().collect(),
@@ -402,7 +416,7 @@ fn node(v: &Value, name: String) -> Result<Node, (String, String)> {
             }
         }
     }
-    Ok(n)
+    Ok((n, warning))
 }
 
 /// Labels (or annotations) at `pointer`, values as strings.
@@ -733,6 +747,8 @@ metadata: {name: n9, annotations: {petrel.dev/as-number: "sixty"}}
 "#,
         );
         assert_eq!(s.services.len(), 1);
+        assert_eq!(s.nodes.len(), 1, "a bad annotation does not drop the node");
+        assert_eq!(s.nodes[0].as_number, None);
         let web = &s.services[0];
         assert_eq!(web.key(), "default/web");
         assert!(web.cluster_ips.is_empty(), "headless");

@@ -95,23 +95,6 @@ impl Extras {
         self.local_pref = self.local_pref.max(o.local_pref);
     }
 
-    /// What `self` adds on top of `base`.
-    fn beyond(&self, base: &Extras) -> Extras {
-        Extras {
-            communities: self
-                .communities
-                .difference(&base.communities)
-                .copied()
-                .collect(),
-            large_communities: self
-                .large_communities
-                .difference(&base.large_communities)
-                .copied()
-                .collect(),
-            local_pref: self.local_pref.filter(|l| Some(*l) != base.local_pref),
-        }
-    }
-
     fn is_empty(&self) -> bool {
         self.communities.is_empty()
             && self.large_communities.is_empty()
@@ -153,9 +136,12 @@ pub struct Advertised {
     /// Routes to originate, with the attributes every peer gets.
     pub routes: Vec<LocalRoute>,
     /// Export rules per BGPPeer name (and mesh peer name), to run before the
-    /// peer's filters: extra attributes for some peers, and rejections where
-    /// advertisements limit a prefix to other peers.
+    /// peer's filters: the attributes advertisements add, and rejections where
+    /// they limit a prefix to other peers.
     pub export_rules: BTreeMap<String, Vec<Rule>>,
+    /// The rules for a peer not known here (added through the API later):
+    /// what every peer gets, and rejections of limited prefixes.
+    pub default_export_rules: Vec<Rule>,
     /// Every prefix considered, with the verdict.
     pub intents: Vec<Intent>,
 }
@@ -291,6 +277,27 @@ pub fn plan(
                 let prefix = IpNet::new(ip, len)
                     .map(|n| n.trunc())
                     .unwrap_or(intent.prefix);
+                let ranges = match kind {
+                    IntentKind::ClusterIp => &cluster_ranges,
+                    IntentKind::ExternalIp => &external_ranges,
+                    _ => &lb_ranges,
+                };
+                if !ranges.iter().any(|r| r.contains(&prefix)) {
+                    // Announcing more than the range would pull in traffic
+                    // for addresses that are not ours.
+                    out.intents.push(Intent {
+                        prefix,
+                        kind,
+                        service: Some(svc.key()),
+                        advertised: false,
+                        reason: format!(
+                            "BGPAdvertisement {}: {prefix} reaches beyond the configured range",
+                            a.obj.name
+                        ),
+                        peers: None,
+                    });
+                    continue;
+                }
                 let r = match &a.obj.spec.peers {
                     None => Reach {
                         everyone: Some(a.extras.clone()),
@@ -326,49 +333,62 @@ pub fn plan(
         }
     }
     for (prefix, r) in reach {
-        let base = r.everyone.clone().unwrap_or_default();
-        out.routes.push(LocalRoute {
-            prefix,
-            communities: base.communities.iter().copied().collect(),
-            large_communities: base.large_communities.iter().copied().collect(),
-            local_pref: base.local_pref,
-        });
+        // The route itself carries nothing extra: advertisement attributes are
+        // added on export, so a NO_EXPORT they attach applies where the route
+        // arrives, not to our own export of it.
+        out.routes.push(LocalRoute::from(prefix));
         for peer in peer_names {
-            let rule = match (r.everyone.is_some(), r.named.get(peer)) {
-                (_, Some(e)) => {
-                    let extra = e.beyond(&base);
-                    if extra.is_empty() {
-                        continue;
-                    }
-                    let mut actions = Vec::new();
-                    if !extra.communities.is_empty() {
-                        actions.push(Action::AddCommunities(
-                            extra.communities.into_iter().collect(),
-                        ));
-                    }
-                    if !extra.large_communities.is_empty() {
-                        actions.push(Action::AddLargeCommunities(
-                            extra.large_communities.into_iter().collect(),
-                        ));
-                    }
-                    if let Some(l) = extra.local_pref {
-                        actions.push(Action::SetLocalPref(l));
-                    }
-                    Rule {
-                        matches: vec![exact(prefix)],
-                        actions,
-                    }
-                }
-                (true, None) => continue,
-                (false, None) => Rule {
-                    matches: vec![exact(prefix)],
-                    actions: vec![Action::Reject],
-                },
-            };
-            out.export_rules.entry(peer.clone()).or_default().push(rule);
+            if let Some(rule) = peer_rule(prefix, &r, Some(peer)) {
+                out.export_rules.entry(peer.clone()).or_default().push(rule);
+            }
+        }
+        if let Some(rule) = peer_rule(prefix, &r, None) {
+            out.default_export_rules.push(rule);
         }
     }
     out
+}
+
+/// The export rule for `prefix` towards `peer` (`None`: a peer no
+/// advertisement names): the attributes to add, a rejection when the prefix
+/// is limited to other peers, or nothing.
+fn peer_rule(prefix: IpNet, r: &Reach, peer: Option<&String>) -> Option<Rule> {
+    let named = peer.and_then(|p| r.named.get(p));
+    let extras = match (&r.everyone, named) {
+        (None, None) => {
+            return Some(Rule {
+                matches: vec![exact(prefix)],
+                actions: vec![Action::Reject],
+            });
+        }
+        (Some(e), None) | (None, Some(e)) => e.clone(),
+        (Some(e), Some(n)) => {
+            let mut all = e.clone();
+            all.merge(n);
+            all
+        }
+    };
+    if extras.is_empty() {
+        return None;
+    }
+    let mut actions = Vec::new();
+    if !extras.communities.is_empty() {
+        actions.push(Action::AddCommunities(
+            extras.communities.into_iter().collect(),
+        ));
+    }
+    if !extras.large_communities.is_empty() {
+        actions.push(Action::AddLargeCommunities(
+            extras.large_communities.into_iter().collect(),
+        ));
+    }
+    if let Some(l) = extras.local_pref {
+        actions.push(Action::SetLocalPref(l));
+    }
+    Some(Rule {
+        matches: vec![exact(prefix)],
+        actions,
+    })
 }
 
 fn exact(prefix: IpNet) -> Match {
@@ -391,8 +411,10 @@ fn service_candidates(
     let mut out = Vec::new();
     let etp_local = svc.external_traffic_policy == TrafficPolicy::Local;
     // A Cluster-policy ClusterIP or external IP is covered by its range; only
-    // Local ones need a host route (and LoadBalancer IPs always get one).
-    if svc.internal_traffic_policy == TrafficPolicy::Local {
+    // Local ones need a host route (and LoadBalancer IPs always get one). A
+    // ClusterIP follows either policy, as Calico does with
+    // externalTrafficPolicy and Kubernetes defines internalTrafficPolicy.
+    if svc.internal_traffic_policy == TrafficPolicy::Local || etp_local {
         for ip in &svc.cluster_ips {
             if within(cluster_ranges, ip) {
                 out.push((*ip, IntentKind::ClusterIp, true, Ok(())));
@@ -518,6 +540,24 @@ fn check<'a>(
             "spec.aggregationLengthV6".into(),
             format!("{v6_len} is longer than 128"),
         ));
+    }
+    for (field, empty) in [
+        (
+            "spec.serviceSelectors",
+            s.service_selectors.as_ref().is_some_and(Vec::is_empty),
+        ),
+        (
+            "spec.nodeSelectors",
+            s.node_selectors.as_ref().is_some_and(Vec::is_empty),
+        ),
+        ("spec.cidrs", s.cidrs.as_ref().is_some_and(Vec::is_empty)),
+    ] {
+        if empty {
+            return Err((
+                field.into(),
+                "is empty and would select nothing: omit it to select everything".into(),
+            ));
+        }
     }
     for (field, sels) in [
         ("spec.serviceSelectors", &s.service_selectors),
@@ -900,5 +940,88 @@ spec:
         off.configurations[0].spec.node_to_node_mesh_enabled = Some(false);
         let (p, _) = plan_all(&off, "n1");
         assert_eq!(p.expect("planned").speaker.neighbors.len(), 3);
+    }
+
+    #[test]
+    fn mesh_routes_stay_in_the_mesh_and_api_peers_get_the_limits() {
+        let ads = r#"
+apiVersion: petrel.dev/v1alpha1
+kind: BGPAdvertisement
+metadata: {name: to-a}
+spec: {cidrs: [198.51.100.10/32], peers: [tor-a], communities: [no-export]}
+"#;
+        let text = format!("{CLUSTER}\n---\n{ads}").replace(
+            "nodeToNodeMeshEnabled: false",
+            "nodeToNodeMeshEnabled: true",
+        );
+        let mut snap = Snapshot::default();
+        let mut problems = Vec::new();
+        load_text(Path::new("t.yaml"), &text, &mut snap, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let (p, _) = plan_all(&snap, "n1");
+        let p = p.expect("planned");
+        let marker = crate::planner::mesh_marker(64512);
+        let mesh = p
+            .speaker
+            .neighbors
+            .iter()
+            .find(|n| n.name == "node-mesh-n2")
+            .expect("mesh peer");
+        let learned = mesh
+            .import_policy
+            .as_ref()
+            .expect("marks")
+            .evaluate(
+                &"10.244.2.0/24".parse().expect("p"),
+                &Attrs::default(),
+                64512,
+            )
+            .attrs
+            .expect("marked");
+        assert_eq!(learned.large_communities, vec![marker]);
+        let tor = p
+            .speaker
+            .neighbors
+            .iter()
+            .find(|n| n.name == "tor-b")
+            .expect("tor-b");
+        let export = tor.export_policy.as_ref().expect("policy");
+        let prefix: IpNet = "10.244.2.0/24".parse().expect("p");
+        assert_eq!(
+            export.evaluate(&prefix, &learned, 64512).verdict,
+            Verdict::Rejected
+        );
+        assert_eq!(
+            export.evaluate(&prefix, &Attrs::default(), 64512).verdict,
+            Verdict::Default
+        );
+        // The VIP limited to tor-a: NO_EXPORT is added on the way to tor-a
+        // (not on our own route, which would then go nowhere), and a peer
+        // added later through the API gets the same limit as tor-b.
+        let vip = p
+            .speaker
+            .originate
+            .iter()
+            .find(|r| r.prefix.to_string() == "198.51.100.10/32")
+            .expect("originated");
+        assert!(vip.communities.is_empty());
+        let (v, attrs) = verdict(&p, "tor-a", "198.51.100.10/32");
+        assert_eq!(v, Verdict::Default);
+        assert_eq!(
+            attrs.expect("added").communities,
+            vec![Community::NO_EXPORT]
+        );
+        let api = bgpd::policy::Policy {
+            name: "api".into(),
+            rules: p.api_peer_rules.clone(),
+        };
+        assert_eq!(
+            api.evaluate(&vip.prefix, &Attrs::default(), 64512).verdict,
+            Verdict::Rejected
+        );
+        assert_eq!(
+            api.evaluate(&prefix, &learned, 64512).verdict,
+            Verdict::Rejected
+        );
     }
 }

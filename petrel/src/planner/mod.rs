@@ -43,6 +43,42 @@ pub struct Plan {
     pub blackholes: Vec<IpNet>,
     /// Every prefix this node considered advertising, with the verdict.
     pub intents: Vec<Intent>,
+    /// Export rules for peers added later through the API, which no
+    /// BGPAdvertisement names: what advertisements give every peer, the
+    /// rejection of prefixes they limit to other peers, and of mesh routes.
+    pub api_peer_rules: Vec<Rule>,
+}
+
+/// The large community marking routes learned over the node-to-node mesh
+/// (our ASN, "petr", 1); it never leaves the node, as marked routes are not
+/// exported to anyone the mesh does not already reach.
+pub fn mesh_marker(asn: u32) -> LargeCommunity {
+    LargeCommunity {
+        global_admin: asn,
+        local_data1: 0x7065_7472,
+        local_data2: 1,
+    }
+}
+
+fn reject_marked(marker: LargeCommunity) -> Rule {
+    Rule {
+        matches: vec![Match::LargeCommunity(marker)],
+        actions: vec![PolicyAction::Reject],
+    }
+}
+
+/// Runs `rules` before a neighbour's own export policy (its filters).
+pub fn prepend_export(n: &mut NeighborConfig, rules: Vec<Rule>) {
+    if rules.is_empty() {
+        return;
+    }
+    let mut all = rules;
+    let mut name = "advertisements".to_string();
+    if let Some(p) = &n.export_policy {
+        all.extend(p.rules.iter().cloned());
+        name = format!("{name},{}", p.name);
+    }
+    n.export_policy = Some(Arc::new(Policy { name, rules: all }));
 }
 
 /// The prefix of mesh neighbours' names, followed by the node's name.
@@ -233,28 +269,50 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
             }),
         }
     }
+    // Whether this node has mesh peers (the mesh rules cost nothing otherwise).
+    let mut mesh_on = false;
     if config.spec.node_to_node_mesh_enabled.unwrap_or(true)
         && let Some(me) = node_obj
     {
-        out.neighbors
-            .extend(mesh(snapshot, me, config.spec.as_number));
+        let meshed = mesh(snapshot, me, config.spec.as_number);
+        if config.spec.router_id.is_some() && !meshed.is_empty() {
+            problems.push(bad(
+                "spec.routerID",
+                "is the same for every node, and the node-to-node mesh needs each node's own \
+                 (internal peers refuse their own identifier): leave it unset to take each \
+                 node's IPv4 InternalIP"
+                    .into(),
+            ));
+        }
+        mesh_on = !meshed.is_empty();
+        out.neighbors.extend(meshed);
     }
     let names: Vec<String> = out.neighbors.iter().map(|n| n.name.clone()).collect();
     let ads = advertise::plan(snapshot, config, node, node_obj, &names, &mut problems);
     out.originate = ads.routes;
+    // What a node learns over the mesh is the other nodes' business: it is
+    // marked on the way in and never passed on to other peers (ToRs, route
+    // reflectors), as in Calico, so a node without an endpoint does not
+    // attract traffic for another node's Local Service.
+    let marker = mesh_marker(asn);
+    let mut api_peer_rules = ads.default_export_rules.clone();
+    if mesh_on {
+        api_peer_rules.insert(0, reject_marked(marker));
+    }
     for n in &mut out.neighbors {
-        let Some(rules) = ads.export_rules.get(&n.name) else {
-            continue;
-        };
-        // Advertisement rules run first: they only add attributes or reject
-        // our own Service routes; the peer's filters then decide as before.
-        let mut all = rules.clone();
-        let mut name = "advertisements".to_string();
-        if let Some(p) = &n.export_policy {
-            all.extend(p.rules.iter().cloned());
-            name = format!("{name},{}", p.name);
+        let mut rules = ads.export_rules.get(&n.name).cloned().unwrap_or_default();
+        if n.name.starts_with(MESH_PREFIX) {
+            n.import_policy = Some(Arc::new(Policy {
+                name: "node-mesh".into(),
+                rules: vec![Rule {
+                    matches: Vec::new(),
+                    actions: vec![PolicyAction::AddLargeCommunities(vec![marker])],
+                }],
+            }));
+        } else if mesh_on {
+            rules.insert(0, reject_marked(marker));
         }
-        n.export_policy = Some(Arc::new(Policy { name, rules: all }));
+        prepend_export(n, rules);
     }
     let blackholes = node_obj
         .map(|n| n.pod_cidrs.iter().map(|c| c.trunc()).collect())
@@ -264,6 +322,7 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
             speaker: out,
             blackholes,
             intents: ads.intents,
+            api_peer_rules,
         }),
         problems,
     )
