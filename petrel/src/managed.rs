@@ -110,7 +110,7 @@ pub fn merge(plan: &mut Plan, managed: &Managed, snapshot: &Snapshot) -> Vec<Pro
         };
         if let Some(c) = clash {
             problems.push(problem(format!(
-                "the configuration's peer {} has this name or address; the API's is not used",
+                "peer {} already has this name or address; this one is not used",
                 c.name
             )));
             continue;
