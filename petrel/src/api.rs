@@ -336,10 +336,7 @@ impl Api {
         let router_id = view.router_id.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
         let named = crate::source::Named {
             name: p.name.clone(),
-            origin: crate::source::Origin {
-                file: "api".into(),
-                document: 0,
-            },
+            origin: crate::managed::api_origin(),
             spec: spec.clone(),
         };
         crate::planner::neighbor(&named, &view.snapshot, view.asn, router_id).map_err(

@@ -75,8 +75,8 @@ impl ManagedHandle {
     }
 }
 
-/// The origin shown in problems about API objects.
-fn api_origin() -> Origin {
+/// The origin of objects added through the API.
+pub fn api_origin() -> Origin {
     Origin {
         file: "api".into(),
         document: 0,

@@ -15,7 +15,6 @@
 //!   limits the IP to them. Per-peer differences become export rules.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::IpAddr;
 
 use bgpd::policy::{Action, Match, Rule};
@@ -25,7 +24,7 @@ use crds::{BgpAdvertisementSpec, BgpConfigurationSpec};
 use ipnet::IpNet;
 
 use super::{community, large_community};
-use crate::source::{Named, Node, Problem, Service, Snapshot, TrafficPolicy};
+use crate::source::{EndpointSlice, Named, Node, Problem, Service, Snapshot, TrafficPolicy};
 
 /// Why a prefix is on this node's list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,20 +43,6 @@ pub enum IntentKind {
     LoadBalancerIp,
     /// A route an API client added.
     ApiPath,
-}
-
-impl fmt::Display for IntentKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IntentKind::PodCidr => "pod CIDR",
-            IntentKind::ClusterIpRange => "ClusterIP range",
-            IntentKind::ExternalIpRange => "external IP range",
-            IntentKind::ClusterIp => "ClusterIP",
-            IntentKind::ExternalIp => "external IP",
-            IntentKind::LoadBalancerIp => "LoadBalancer IP",
-            IntentKind::ApiPath => "API path",
-        })
-    }
 }
 
 /// A prefix this node should consider advertising, and the planner's verdict.
@@ -207,6 +192,16 @@ pub fn plan(
         }
     }
     let advertisements = checked_advertisements(snapshot, problems);
+    // Each Service's slices, found once rather than by a scan per Service IP.
+    let mut slices_of: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in &snapshot.endpoint_slices {
+        if let Some(name) = &s.service {
+            slices_of
+                .entry((s.namespace.as_str(), name.as_str()))
+                .or_default()
+                .push(s);
+        }
+    }
     let mut services: Vec<&Service> = snapshot.services.iter().collect();
     services.sort_by_key(|s| s.key());
     for svc in services {
@@ -225,8 +220,10 @@ pub fn plan(
                 out.intents.push(intent);
                 continue;
             }
-            let local = endpoints(snapshot, svc, ip, Some(node_name));
-            let anywhere = endpoints(snapshot, svc, ip, None);
+            let slices = slices_of.get(&(svc.namespace.as_str(), svc.name.as_str()));
+            let slices = slices.map(Vec::as_slice).unwrap_or_default();
+            let local = endpoints(slices, ip, Some(node_name));
+            let anywhere = endpoints(slices, ip, None);
             if policy_local && !local {
                 intent.reason = "no ready endpoint on this node (traffic policy Local)".into();
                 out.intents.push(intent);
@@ -446,17 +443,13 @@ fn service_candidates(
     out
 }
 
-/// Whether `svc` has a ready endpoint of `ip`'s family (on `node`, if given).
-fn endpoints(snapshot: &Snapshot, svc: &Service, ip: IpAddr, node: Option<&str>) -> bool {
+/// Whether a Service's `slices` have a ready endpoint of `ip`'s family (on
+/// `node`, if given).
+fn endpoints(slices: &[&EndpointSlice], ip: IpAddr, node: Option<&str>) -> bool {
     let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
-    snapshot
-        .endpoint_slices
+    slices
         .iter()
-        .filter(|s| {
-            s.namespace == svc.namespace
-                && s.service.as_deref() == Some(svc.name.as_str())
-                && s.address_type == family
-        })
+        .filter(|s| s.address_type == family)
         .flat_map(|s| &s.endpoints)
         .any(|e| {
             e.ready
