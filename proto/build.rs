@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "petrel/v1/agent.proto",
         "petrel/v1/peer.proto",
         "petrel/v1/rib.proto",
+        "petrel/v1/watch.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -7,8 +7,10 @@
 //! - [`rib`]: Adj-RIBs-In, Loc-RIB, update groups and the decision process, sans-IO.
 //! - [`session`]: tokio tasks that run one peer's machine over TCP.
 //! - [`speaker`]: the task that owns the RIB and the peers, and its handle.
+//! - [`journal`]: the numbered, buffered events behind `WatchEvents`.
 
 pub mod fsm;
+pub mod journal;
 pub mod mrt;
 pub mod policy;
 pub mod rib;

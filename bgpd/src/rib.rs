@@ -1986,17 +1986,22 @@ impl Rib {
     /// prefix whose best path may have changed, where to forward now (`None`:
     /// nothing to install, the prefix is gone or only originated here).
     pub fn fib_changes(&mut self) -> Vec<FibChange> {
-        if self.deferring {
-            return Vec::new();
-        }
-        let dirty: Vec<IpNet> = self.fib_dirty.drain().collect();
-        dirty
+        self.take_best_changes()
             .into_iter()
             .map(|prefix| {
                 let next_hops = self.fib_next_hops(&prefix);
                 FibChange { prefix, next_hops }
             })
             .collect()
+    }
+
+    /// The prefixes whose best path may have changed since the last call
+    /// (or [`Rib::fib_changes`]); nothing while selection is deferred.
+    pub fn take_best_changes(&mut self) -> Vec<IpNet> {
+        if self.deferring {
+            return Vec::new();
+        }
+        self.fib_dirty.drain().collect()
     }
 
     /// Explains a prefix: every candidate path and why it won or lost, and per

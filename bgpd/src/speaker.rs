@@ -13,14 +13,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::fsm::{DownReason, FsmConfig, Negotiated, State};
+use crate::journal::{self, BestPath, Cursor, Journal, WatchError, WatchEventKind, WatchStream};
 use crate::policy::Policy;
 use crate::rib::{
     AdjInEntry, Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig,
@@ -513,7 +515,6 @@ enum Command {
         Box<SpeakerConfig>,
         oneshot::Sender<Result<(), SpeakerError>>,
     ),
-    Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
     AdjRib(
         String,
@@ -536,6 +537,9 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Speaker {
     commands: mpsc::UnboundedSender<Command>,
+    journal: Journal,
+    /// The peer table as the speaker task last published it.
+    peers: watch::Receiver<Arc<Vec<PeerStatus>>>,
 }
 
 impl Speaker {
@@ -554,6 +558,8 @@ impl Speaker {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (acc_tx, acc_rx) = mpsc::unbounded_channel();
+        let journal = Journal::start(journal::DEFAULT_CAPACITY);
+        let (peers_tx, peers_rx) = watch::channel(Arc::new(Vec::new()));
         let mut task = SpeakerTask {
             rib: Rib::new(rib_config(&config)),
             config: SpeakerConfig {
@@ -573,6 +579,12 @@ impl Speaker {
             converged: false,
             stale_timers: HashMap::new(),
             pending_llgr: HashMap::new(),
+            journal: journal.clone(),
+            journal_batch: Vec::new(),
+            peers_tx,
+            peers_published: tokio::time::Instant::now(),
+            peers_changed: true,
+            counters_moved: false,
         };
         if restart.restarted && config.graceful_restart.enabled {
             task.rib.defer();
@@ -587,8 +599,20 @@ impl Speaker {
         task.configure(config).await?;
         // With no configured peer there is nothing to wait for.
         task.after_events();
+        task.publish_peers();
         tokio::spawn(task.run(rx, ev_rx, acc_rx));
-        Ok(Speaker { commands: tx })
+        Ok(Speaker {
+            commands: tx,
+            journal,
+            peers: peers_rx,
+        })
+    }
+
+    /// Watches peer state and best-path changes: the events after `after`
+    /// that are still buffered, then live ones; with no cursor, live ones only.
+    /// Served by the journal's own task, never by the RIB owner.
+    pub async fn watch(&self, after: Option<Cursor>) -> Result<WatchStream, WatchError> {
+        self.journal.subscribe(after).await
     }
 
     /// Applies a new configuration; only peers whose settings changed are reset.
@@ -602,11 +626,10 @@ impl Speaker {
 
     /// The status of every peer.
     pub async fn peers(&self) -> Result<Vec<PeerStatus>, SpeakerError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Peers(tx))
-            .map_err(|_| SpeakerError::Stopped)?;
-        rx.await.map_err(|_| SpeakerError::Stopped)
+        if self.commands.is_closed() {
+            return Err(SpeakerError::Stopped);
+        }
+        Ok(self.peers.borrow().as_ref().clone())
     }
 
     /// Routes matching a filter.
@@ -769,7 +792,24 @@ struct SpeakerTask {
     /// Peers whose stale routes turn long-lived stale when their restart
     /// timer runs out: the families and how long they then stay.
     pending_llgr: HashMap<PeerId, (Vec<AfiSafi>, Duration)>,
+    /// Where peer and best-path events go for `WatchEvents`.
+    journal: Journal,
+    /// Events of the current batch, handed to the journal on flush.
+    journal_batch: Vec<(SystemTime, WatchEventKind)>,
+    /// The published peer table, read by the API and metrics without asking
+    /// this task.
+    peers_tx: watch::Sender<Arc<Vec<PeerStatus>>>,
+    /// When the peer table was last published.
+    peers_published: tokio::time::Instant,
+    /// A peer was added, removed or changed state since: publish at once.
+    peers_changed: bool,
+    /// Peer events arrived since: counters moved, publish within
+    /// [`PEERS_REFRESH`].
+    counters_moved: bool,
 }
+
+/// How stale the published peer counters may get while routes flow.
+const PEERS_REFRESH: Duration = Duration::from_millis(100);
 
 /// Events handled before the outbound queue is flushed: large enough to pack
 /// UPDATEs well under load, small enough to keep propagation prompt.
@@ -784,7 +824,16 @@ impl SpeakerTask {
     ) {
         loop {
             tokio::select! {
-                c = commands.recv() => match c {
+                // Commands first: an API read waits for at most one peer
+                // event, never for a whole batch.
+                biased;
+                c = commands.recv() => {
+                // A client that reads routes and then peers sees counters at
+                // least as new as the routes.
+                if self.counters_moved {
+                    self.publish_peers();
+                }
+                match c {
                     None => {
                         self.shutdown(&mut events).await;
                         return;
@@ -797,6 +846,8 @@ impl SpeakerTask {
                     Some(Command::Configure(cfg, done)) => {
                         let r = self.configure(*cfg).await;
                         self.after_events();
+                        // The caller may read the peers next: publish first.
+                        self.publish_peers();
                         let _ = done.send(r);
                     }
                     Some(Command::SubscribeFib(tx)) => {
@@ -813,7 +864,8 @@ impl SpeakerTask {
                                 })
                                 .collect()
                         };
-                        let _ = self.rib.fib_changes();
+                        // Changes still pending are sent again on the next
+                        // flush: harmless, and the journal needs them.
                         let _ = tx.send(FibEvent::Changes(all));
                         if self.converged {
                             let _ = tx.send(FibEvent::Converged);
@@ -824,9 +876,6 @@ impl SpeakerTask {
                         self.rib.set_next_hop_reachable(nh, ok);
                         self.flush();
                     }
-                    Some(Command::Peers(done)) => {
-                        let _ = done.send(self.peer_status());
-                    }
                     Some(Command::Routes(f, done)) => {
                         let _ = done.send(self.routes(&f));
                     }
@@ -836,6 +885,7 @@ impl SpeakerTask {
                     Some(Command::Control(peer, what, done)) => {
                         let r = self.control(&peer, what);
                         self.flush();
+                        self.publish_peers();
                         let _ = done.send(r);
                     }
                     Some(Command::Explain(prefix, done)) => {
@@ -850,19 +900,7 @@ impl SpeakerTask {
                             deferring: self.rib.deferring(),
                         });
                     }
-                },
-                Some((id, ev)) = events.recv() => {
-                    self.event(id, ev);
-                    // Take what else is queued before computing the outbound side.
-                    for _ in 0..BATCH {
-                        match events.try_recv() {
-                            Ok((id, ev)) => self.event(id, ev),
-                            Err(_) => break,
-                        }
-                    }
-                    self.flush();
-                    self.after_events();
-                }
+                }},
                 Some((stream, remote)) = accepted.recv() => self.accept(stream, remote),
                 _ = sleep_until_earliest(self.deferral_until, self.stale_timers.values().min().copied()) => {
                     let now = tokio::time::Instant::now();
@@ -887,6 +925,34 @@ impl SpeakerTask {
                     }
                     self.flush();
                 }
+                _ = tokio::time::sleep_until(self.peers_published + PEERS_REFRESH), if self.counters_moved => {
+                    self.publish_peers();
+                }
+                Some((id, ev)) = events.recv() => {
+                    self.counters_moved = true;
+                    self.event(id, ev);
+                    // Take what else is queued before computing the outbound side.
+                    for _ in 0..BATCH {
+                        if !commands.is_empty() {
+                            break;
+                        }
+                        match events.try_recv() {
+                            Ok((id, ev)) => self.event(id, ev),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush();
+                    self.after_events();
+                }
+            }
+            // Peers added or removed outside a flush (configuration).
+            if !self.journal_batch.is_empty() {
+                self.journal.record(std::mem::take(&mut self.journal_batch));
+            }
+            if self.peers_changed
+                || (self.counters_moved && self.peers_published.elapsed() >= PEERS_REFRESH)
+            {
+                self.publish_peers();
             }
         }
     }
@@ -1236,14 +1302,39 @@ impl SpeakerTask {
     }
 
     fn flush(&mut self) {
+        // Prefix counts may move with anything that flushes.
+        self.counters_moved = true;
         let out = self.rib.flush();
         self.dispatch(out);
-        if let Some(fib) = &self.fib {
-            let changes = self.rib.fib_changes();
-            if !changes.is_empty() && fib.send(FibEvent::Changes(changes)).is_err() {
-                self.fib = None;
+        // Taken whether or not the FIB listens, so the set never grows
+        // without bound on a speaker without a FIB (a route reflector).
+        let changed = self.rib.take_best_changes();
+        let now = SystemTime::now();
+        let mut fib_changes = Vec::new();
+        for prefix in changed {
+            let next_hops = self.rib.fib_next_hops(&prefix);
+            let best = self.rib.best(&prefix).map(|p| BestPath {
+                from: match p.source {
+                    Source::Local => None,
+                    Source::Peer(_) => p.peer_address,
+                },
+                path_id: p.path_id,
+                attrs: p.attrs.clone(),
+                next_hops: next_hops.clone().unwrap_or_default(),
+            });
+            self.journal_batch
+                .push((now, WatchEventKind::BestPath { prefix, best }));
+            if self.fib.is_some() {
+                fib_changes.push(FibChange { prefix, next_hops });
             }
         }
+        if let Some(fib) = &self.fib
+            && !fib_changes.is_empty()
+            && fib.send(FibEvent::Changes(fib_changes)).is_err()
+        {
+            self.fib = None;
+        }
+        self.journal.record(std::mem::take(&mut self.journal_batch));
     }
 
     fn dispatch(&self, out: crate::rib::Outbound) {
@@ -1261,8 +1352,21 @@ impl SpeakerTask {
         match ev {
             PeerEvent::State(s) => {
                 if let Some(p) = self.peers.get_mut(&id) {
-                    p.state = s;
+                    let from = std::mem::replace(&mut p.state, s);
                     p.since = SystemTime::now();
+                    if from != s {
+                        self.peers_changed = true;
+                        self.journal_batch.push((
+                            p.since,
+                            WatchEventKind::PeerState {
+                                name: p.config.name.clone(),
+                                address: p.address,
+                                from,
+                                to: s,
+                                last_error: p.last_error.clone(),
+                            },
+                        ));
+                    }
                 }
             }
             PeerEvent::Up {
@@ -1523,6 +1627,14 @@ impl SpeakerTask {
             transport,
         };
         let handle = session::spawn_peer(id, config, self.events_tx.clone());
+        self.peers_changed = true;
+        self.journal_batch.push((
+            SystemTime::now(),
+            WatchEventKind::PeerAdded {
+                name: n.name.clone(),
+                address,
+            },
+        ));
         self.peers.insert(
             id,
             PeerSlot {
@@ -1546,6 +1658,14 @@ impl SpeakerTask {
 
     fn stop_peer(&mut self, id: PeerId, sub: u8, message: Option<String>) {
         if let Some(p) = self.peers.remove(&id) {
+            self.peers_changed = true;
+            self.journal_batch.push((
+                SystemTime::now(),
+                WatchEventKind::PeerRemoved {
+                    name: p.config.name,
+                    address: p.address,
+                },
+            ));
             let _ = p.handle.commands.send(PeerCommand::Stop {
                 subcode: sub,
                 message,
@@ -1748,6 +1868,14 @@ impl SpeakerTask {
                 let _ = session::socket::listener_md5(l, *range, &[]);
             }
         }
+    }
+
+    /// Publishes the peer table for readers that must not wait for this task.
+    fn publish_peers(&mut self) {
+        self.peers_tx.send_replace(Arc::new(self.peer_status()));
+        self.peers_published = tokio::time::Instant::now();
+        self.peers_changed = false;
+        self.counters_moved = false;
     }
 
     fn peer_status(&self) -> Vec<PeerStatus> {

@@ -11,6 +11,8 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use bgpd::fsm::State;
+use bgpd::journal::{Cursor, WatchError, WatchEvent, WatchEventKind};
+use bgpd::rib::Attrs;
 use bgpd::speaker::{
     AdjRibSide, PeerStatus, ResetKind, RouteFilter, RouteView, Speaker, SpeakerError,
 };
@@ -75,6 +77,9 @@ pub async fn serve(
     let server = Server::builder()
         .add_service(pb::peer_service_server::PeerServiceServer::new(api.clone()))
         .add_service(pb::rib_service_server::RibServiceServer::new(api.clone()))
+        .add_service(pb::watch_service_server::WatchServiceServer::new(
+            api.clone(),
+        ))
         .add_service(pb::agent_service_server::AgentServiceServer::new(api))
         .serve_with_incoming(incoming);
     let path = path.to_path_buf();
@@ -731,6 +736,157 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is not a prefix (like 10.0.0.0/24) or an address"))
 }
 
+/// What a watcher asked to see.
+struct WatchFilter {
+    peers: bool,
+    best_paths: bool,
+    prefix: Option<IpNet>,
+}
+
+impl WatchFilter {
+    fn from_request(r: &pb::WatchEventsRequest) -> Result<WatchFilter, Status> {
+        let mut f = WatchFilter {
+            peers: r.types.is_empty(),
+            best_paths: r.types.is_empty(),
+            prefix: None,
+        };
+        for t in &r.types {
+            match pb::EventType::try_from(*t) {
+                Ok(pb::EventType::Peer) => f.peers = true,
+                Ok(pb::EventType::BestPath) => f.best_paths = true,
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "types: {t} is not an event type; say PEER or BEST_PATH, or nothing for all"
+                    )));
+                }
+            }
+        }
+        if !r.prefix.is_empty() {
+            f.prefix = Some(
+                parse_prefix(&r.prefix)
+                    .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?,
+            );
+        }
+        Ok(f)
+    }
+
+    fn wants(&self, e: &WatchEvent) -> bool {
+        match &e.kind {
+            WatchEventKind::PeerAdded { .. }
+            | WatchEventKind::PeerRemoved { .. }
+            | WatchEventKind::PeerState { .. } => self.peers,
+            WatchEventKind::BestPath { prefix, .. } => {
+                self.best_paths && self.prefix.is_none_or(|p| p.contains(prefix))
+            }
+        }
+    }
+}
+
+fn watch_status(e: WatchError) -> Status {
+    let msg = e.to_string();
+    match e {
+        WatchError::BadCursor(_) => Status::invalid_argument(format!("resume_after: {msg}")),
+        WatchError::OtherRun { .. } | WatchError::Expired { .. } | WatchError::Ahead { .. } => {
+            Status::out_of_range(msg)
+        }
+        WatchError::Lagged { .. } => Status::resource_exhausted(msg),
+        WatchError::Stopped => Status::unavailable(msg),
+    }
+}
+
+fn event_to_pb(e: &WatchEvent) -> pb::Event {
+    use pb::event::Event as E;
+    let event = match &e.kind {
+        WatchEventKind::PeerAdded { name, address } => E::PeerAdded(pb::PeerAdded {
+            name: name.clone(),
+            address: address.to_string(),
+        }),
+        WatchEventKind::PeerRemoved { name, address } => E::PeerRemoved(pb::PeerRemoved {
+            name: name.clone(),
+            address: address.to_string(),
+        }),
+        WatchEventKind::PeerState {
+            name,
+            address,
+            from,
+            to,
+            last_error,
+        } => E::PeerState(pb::PeerStateChanged {
+            name: name.clone(),
+            address: address.to_string(),
+            from: state_to_pb(*from) as i32,
+            to: state_to_pb(*to) as i32,
+            last_error: last_error.clone().unwrap_or_default(),
+        }),
+        WatchEventKind::BestPath { prefix, best } => E::BestPath(pb::BestPathChanged {
+            prefix: prefix.to_string(),
+            best: best
+                .as_ref()
+                .map(|b| path_to_pb(true, b.from, b.path_id, &b.attrs, false)),
+            next_hops: best
+                .iter()
+                .flat_map(|b| b.next_hops.iter().map(ToString::to_string))
+                .collect(),
+        }),
+    };
+    pb::Event {
+        cursor: e.cursor.to_string(),
+        time_unix_ms: e
+            .time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        event: Some(event),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::watch_service_server::WatchService for Api {
+    type WatchEventsStream = Streamed<pb::Event>;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let r = req.into_inner();
+        let filter = WatchFilter::from_request(&r)?;
+        let after = match r.resume_after.as_str() {
+            "" => None,
+            c => Some(c.parse::<Cursor>().map_err(watch_status)?),
+        };
+        let mut events = self.speaker.watch(after).await.map_err(watch_status)?;
+        // A small queue towards the client: when it reads too slowly the
+        // journal's live buffer overtakes it and it is told where to resume;
+        // when it goes away the send fails and this task ends.
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    n = events.next() => n,
+                    // Noticed at once, not at the next event.
+                    _ = tx.closed() => None,
+                };
+                let Some(next) = next else {
+                    tracing::debug!("a watcher went away, or the speaker stopped");
+                    return;
+                };
+                let item = match next {
+                    Ok(e) if !filter.wants(&e) => continue,
+                    Ok(e) => Ok(event_to_pb(&e)),
+                    Err(e) => Err(watch_status(e)),
+                };
+                if tx.send(item).await.is_err() {
+                    tracing::debug!("a watcher went away");
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
 fn state_to_pb(s: State) -> pb::SessionState {
     match s {
         State::Idle => pb::SessionState::Idle,
@@ -782,43 +938,46 @@ fn route_to_pb(r: &RouteView) -> pb::Route {
         paths: r
             .paths
             .iter()
-            .map(|p| {
-                let a = &p.attrs;
-                pb::Path {
-                    best: p.best,
-                    from: p.from.map(|f| f.to_string()).unwrap_or_default(),
-                    path_id: p.path_id,
-                    next_hop: a.next_hop.map(|n| n.to_string()).unwrap_or_default(),
-                    next_hop_link_local: a.link_local.map(|n| n.to_string()).unwrap_or_default(),
-                    as_path: a
-                        .as_path
-                        .segments
-                        .iter()
-                        .map(|s| pb::AsSegment {
-                            r#type: s.kind.name().to_string(),
-                            asns: s.asns.clone(),
-                        })
-                        .collect(),
-                    origin: a.origin.map(|o| o.to_string()).unwrap_or_default(),
-                    med: a.med,
-                    local_pref: a.local_pref,
-                    communities: a.communities.iter().map(ToString::to_string).collect(),
-                    large_communities: a
-                        .large_communities
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    extended_communities: a
-                        .ext_communities
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    originator_id: a.originator_id.map(|o| o.to_string()).unwrap_or_default(),
-                    cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
-                    atomic_aggregate: a.atomic_aggregate,
-                    rejected: p.rejected,
-                }
+            .map(|p| path_to_pb(p.best, p.from, p.path_id, &p.attrs, p.rejected))
+            .collect(),
+    }
+}
+
+fn path_to_pb(
+    best: bool,
+    from: Option<IpAddr>,
+    path_id: u32,
+    a: &Attrs,
+    rejected: bool,
+) -> pb::Path {
+    pb::Path {
+        best,
+        from: from.map(|f| f.to_string()).unwrap_or_default(),
+        path_id,
+        next_hop: a.next_hop.map(|n| n.to_string()).unwrap_or_default(),
+        next_hop_link_local: a.link_local.map(|n| n.to_string()).unwrap_or_default(),
+        as_path: a
+            .as_path
+            .segments
+            .iter()
+            .map(|s| pb::AsSegment {
+                r#type: s.kind.name().to_string(),
+                asns: s.asns.clone(),
             })
             .collect(),
+        origin: a.origin.map(|o| o.to_string()).unwrap_or_default(),
+        med: a.med,
+        local_pref: a.local_pref,
+        communities: a.communities.iter().map(ToString::to_string).collect(),
+        large_communities: a
+            .large_communities
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        extended_communities: a.ext_communities.iter().map(ToString::to_string).collect(),
+        originator_id: a.originator_id.map(|o| o.to_string()).unwrap_or_default(),
+        cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
+        atomic_aggregate: a.atomic_aggregate,
+        rejected,
     }
 }

@@ -459,6 +459,27 @@ fn as_path_text(p: &pb::Path) -> String {
 }
 
 /// Routes as JSON values.
+fn path_json(p: &pb::Path) -> Value {
+    json!({
+        "best": p.best,
+        "from": if p.from.is_empty() { "local" } else { p.from.as_str() },
+        "path_id": p.path_id,
+        "next_hop": (!p.next_hop.is_empty()).then_some(&p.next_hop),
+        "next_hop_link_local": (!p.next_hop_link_local.is_empty()).then_some(&p.next_hop_link_local),
+        "as_path": p.as_path.iter().map(|s| json!({"type": s.r#type, "asns": s.asns})).collect::<Vec<_>>(),
+        "origin": p.origin,
+        "med": p.med,
+        "local_pref": p.local_pref,
+        "communities": p.communities,
+        "large_communities": p.large_communities,
+        "extended_communities": p.extended_communities,
+        "originator_id": (!p.originator_id.is_empty()).then_some(&p.originator_id),
+        "cluster_list": p.cluster_list,
+        "atomic_aggregate": p.atomic_aggregate,
+        "rejected": p.rejected,
+    })
+}
+
 pub fn routes_json(routes: &[pb::Route]) -> Value {
     Value::Array(
         routes
@@ -466,24 +487,7 @@ pub fn routes_json(routes: &[pb::Route]) -> Value {
             .map(|r| {
                 json!({
                     "prefix": r.prefix,
-                    "paths": r.paths.iter().map(|p| json!({
-                        "best": p.best,
-                        "from": if p.from.is_empty() { "local" } else { p.from.as_str() },
-                        "path_id": p.path_id,
-                        "next_hop": (!p.next_hop.is_empty()).then_some(&p.next_hop),
-                        "next_hop_link_local": (!p.next_hop_link_local.is_empty()).then_some(&p.next_hop_link_local),
-                        "as_path": p.as_path.iter().map(|s| json!({"type": s.r#type, "asns": s.asns})).collect::<Vec<_>>(),
-                        "origin": p.origin,
-                        "med": p.med,
-                        "local_pref": p.local_pref,
-                        "communities": p.communities,
-                        "large_communities": p.large_communities,
-                        "extended_communities": p.extended_communities,
-                        "originator_id": (!p.originator_id.is_empty()).then_some(&p.originator_id),
-                        "cluster_list": p.cluster_list,
-                        "atomic_aggregate": p.atomic_aggregate,
-                        "rejected": p.rejected,
-                    })).collect::<Vec<_>>(),
+                    "paths": r.paths.iter().map(path_json).collect::<Vec<_>>(),
                 })
             })
             .collect(),
@@ -711,4 +715,187 @@ pub fn status_table(s: &pb::Status) -> String {
         }
     }
     out
+}
+
+/// What `petrel watch` asks for.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Only these kinds of events (repeatable; default all).
+    #[arg(long = "type", value_enum)]
+    pub types: Vec<WatchType>,
+    /// Best-path events only for this prefix and the prefixes inside it.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Start after this cursor (the last one a previous watch printed):
+    /// events still buffered are shown first.
+    #[arg(long)]
+    pub resume: Option<String>,
+    /// Stop after this many events (default: run until interrupted).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Output format: a line per event, or one JSON object per line
+    /// (`json`), or YAML documents.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Format,
+}
+
+/// Event kinds for `petrel watch --type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchType {
+    /// Peers added, removed, changing state.
+    Peer,
+    /// Best-path changes.
+    BestPath,
+}
+
+/// An event as JSON.
+pub fn event_json(e: &pb::Event) -> Value {
+    use pb::event::Event as E;
+    let mut v = match &e.event {
+        Some(E::PeerAdded(p)) => {
+            json!({"type": "peer-added", "name": p.name, "address": p.address})
+        }
+        Some(E::PeerRemoved(p)) => {
+            json!({"type": "peer-removed", "name": p.name, "address": p.address})
+        }
+        Some(E::PeerState(p)) => json!({
+            "type": "peer-state",
+            "name": p.name,
+            "address": p.address,
+            "from": state_name(p.from),
+            "to": state_name(p.to),
+            "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
+        }),
+        Some(E::BestPath(b)) => json!({
+            "type": "best-path",
+            "prefix": b.prefix,
+            "best": b.best.as_ref().map(path_json),
+            "next_hops": b.next_hops,
+        }),
+        None => json!({"type": "unknown"}),
+    };
+    if let Value::Object(m) = &mut v {
+        m.insert("cursor".into(), json!(e.cursor));
+        m.insert("time_unix_ms".into(), json!(e.time_unix_ms));
+    }
+    v
+}
+
+/// An event as one line for people.
+pub fn event_line(e: &pb::Event) -> String {
+    use pb::event::Event as E;
+    let what = match &e.event {
+        Some(E::PeerAdded(p)) => format!("peer {} ({}) added", p.name, p.address),
+        Some(E::PeerRemoved(p)) => format!("peer {} ({}) removed", p.name, p.address),
+        Some(E::PeerState(p)) => {
+            let mut s = format!(
+                "peer {} ({}) {} -> {}",
+                p.name,
+                p.address,
+                state_name(p.from),
+                state_name(p.to)
+            );
+            if !p.last_error.is_empty() && p.to != pb::SessionState::Established as i32 {
+                let _ = write!(s, ": {}", p.last_error);
+            }
+            s
+        }
+        Some(E::BestPath(b)) => match &b.best {
+            None => format!("{} withdrawn", b.prefix),
+            Some(p) => {
+                let from = if p.from.is_empty() {
+                    "local"
+                } else {
+                    p.from.as_str()
+                };
+                let mut s = format!("{} best from {from}", b.prefix);
+                if !b.next_hops.is_empty() {
+                    let _ = write!(s, " via {}", b.next_hops.join(", "));
+                }
+                let path = as_path_text(p);
+                if !path.is_empty() {
+                    let _ = write!(s, " as-path {path}");
+                }
+                s
+            }
+        },
+        None => "unknown event".into(),
+    };
+    format!("{}  {}  {what}", time_text(e.time_unix_ms), e.cursor)
+}
+
+/// `HH:MM:SS.mmm` in UTC.
+fn time_text(ms: u64) -> String {
+    let day_ms = ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}
+
+/// `petrel watch`: prints events as they come. A watcher that falls behind
+/// resumes by itself from its last cursor; any other end is an error that
+/// says how to resume.
+pub async fn watch(socket: &Path, args: WatchArgs) -> anyhow::Result<()> {
+    let mut client = pb::watch_service_client::WatchServiceClient::new(api::connect(socket).await?);
+    let mut request = pb::WatchEventsRequest {
+        resume_after: args.resume.clone().unwrap_or_default(),
+        types: args
+            .types
+            .iter()
+            .map(|t| match t {
+                WatchType::Peer => pb::EventType::Peer as i32,
+                WatchType::BestPath => pb::EventType::BestPath as i32,
+            })
+            .collect(),
+        prefix: args.prefix.clone().unwrap_or_default(),
+    };
+    let mut printed: u64 = 0;
+    if args.count == Some(0) {
+        return Ok(());
+    }
+    // Bounded: each round either prints events or ends; resumes happen only
+    // after a lag, which needs 8192 new events.
+    loop {
+        let mut stream = client
+            .watch_events(request.clone())
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(e)) => {
+                    match args.output {
+                        Format::Table => println!("{}", event_line(&e)),
+                        Format::Json => println!("{}", serde_json::to_string(&event_json(&e))?),
+                        Format::Yaml => {
+                            print!("---\n{}", serde_saphyr::to_string(&event_json(&e))?)
+                        }
+                    }
+                    request.resume_after = e.cursor;
+                    printed += 1;
+                    if args.count.is_some_and(|n| printed >= n) {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => anyhow::bail!(
+                    "the agent ended the watch; resume with --resume {}",
+                    request.resume_after
+                ),
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    tracing::debug!("fell behind; resuming from {}", request.resume_after);
+                    break;
+                }
+                Err(s) if request.resume_after.is_empty() => anyhow::bail!("{}", s.message()),
+                Err(s) => anyhow::bail!(
+                    "{}; resume with --resume {}",
+                    s.message(),
+                    request.resume_after
+                ),
+            }
+        }
+    }
 }

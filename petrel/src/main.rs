@@ -150,6 +150,14 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: cli::Format,
     },
+    /// Follow peer state and best-path changes as they happen.
+    Watch {
+        /// The agent's API socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[command(flatten)]
+        args: cli::WatchArgs,
+    },
     /// A whole cluster's routing on this machine, in network namespaces:
     /// `petrel lab up`, `status`, `down` (see docs/lab.md).
     Lab {
@@ -257,6 +265,9 @@ fn main() -> ExitCode {
             socket,
             output,
         } => runtime().and_then(|rt| rt.block_on(cli::explain(&socket, &prefix, output))),
+        Command::Watch { socket, args } => {
+            runtime().and_then(|rt| rt.block_on(cli::watch(&socket, args)))
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "petrel", &mut std::io::stdout());
