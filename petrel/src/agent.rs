@@ -43,6 +43,8 @@ pub struct AgentOptions {
     pub node: String,
     /// The API's unix socket.
     pub api_socket: PathBuf,
+    /// The API on TCP with mutual TLS, if wanted.
+    pub api_tcp: Option<api::TcpApi>,
     /// How often the source is checked for changes.
     pub poll: Duration,
     /// Program the kernel FIB (`None`: leave the kernel alone).
@@ -166,6 +168,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                         api_server = Some(
                             api::serve(
                                 &opts.api_socket,
+                                opts.api_tcp.as_ref(),
                                 s.clone(),
                                 view_rx.clone(),
                                 managed.clone(),

@@ -1,7 +1,10 @@
-//! The gRPC API on the agent's unix socket, and the client the CLI uses.
+//! The gRPC API on the agent's unix socket (and, optionally, on TCP with
+//! mutual TLS), and the client the CLI uses.
 //!
-//! Reads are answered by the speaker task between events (it owns the RIB);
-//! no lock is shared with UPDATE processing.
+//! No read takes a lock shared with UPDATE processing: the peer table is a
+//! snapshot the speaker publishes, per-prefix reads are commands the speaker
+//! task serves ahead of its event batches, and events come from the journal's
+//! own task (see docs/architecture.md).
 
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -28,7 +31,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::{Channel, Endpoint, Server, Uri};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig, Uri,
+};
 use tonic::{Request, Response, Status};
 
 /// Default API socket.
@@ -51,9 +56,57 @@ pub struct AgentView {
     pub snapshot: std::sync::Arc<crate::source::Snapshot>,
 }
 
-/// Serves the API on `path` (mode 0600) until the returned task is aborted.
+/// The API on TCP: every client must present a certificate signed by the
+/// configured CA (there is no plain-text TCP: the API adds peers and routes).
+#[derive(Debug, Clone)]
+pub struct TcpApi {
+    /// Where to listen.
+    pub address: std::net::SocketAddr,
+    tls: ServerTlsConfig,
+}
+
+impl TcpApi {
+    /// Reads and checks the server's certificate and key and the CA that
+    /// signs client certificates (PEM files).
+    pub fn load(
+        address: std::net::SocketAddr,
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> anyhow::Result<TcpApi> {
+        let read = |p: &Path, what: &str| {
+            std::fs::read(p)
+                .with_context(|| format!("cannot read the API's {what} {}", p.display()))
+        };
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                read(cert, "TLS certificate (--api-tls-cert)")?,
+                read(key, "TLS key (--api-tls-key)")?,
+            ))
+            .client_ca_root(Certificate::from_pem(read(
+                client_ca,
+                "client CA (--api-tls-client-ca)",
+            )?))
+            .client_auth_optional(false);
+        // Building the acceptor parses the files: a bad one fails now, at
+        // start, not at the first connection.
+        Server::builder().tls_config(tls.clone()).with_context(|| {
+            format!(
+                "the API's TLS files are not usable: check that {} and {} are a PEM certificate and its key, and {} a PEM CA certificate",
+                cert.display(),
+                key.display(),
+                client_ca.display()
+            )
+        })?;
+        Ok(TcpApi { address, tls })
+    }
+}
+
+/// Serves the API on `path` (mode 0600), and on TCP with mutual TLS when
+/// `tcp` is given, until the returned task is aborted.
 pub async fn serve(
     path: &Path,
+    tcp: Option<&TcpApi>,
     speaker: Speaker,
     view: watch::Receiver<AgentView>,
     managed: ManagedHandle,
@@ -74,24 +127,73 @@ pub async fn serve(
         started: Instant::now(),
     };
     let incoming = UnixListenerStream::new(listener);
-    let server = Server::builder()
+    let unix = routes(Server::builder(), &api).serve_with_incoming(incoming);
+    let tcp = match tcp {
+        None => None,
+        Some(t) => {
+            let listener = tokio::net::TcpListener::bind(t.address)
+                .await
+                .with_context(|| format!("cannot listen on {} for the API", t.address))?;
+            tracing::info!(address = %t.address, "API on TCP, clients need a certificate");
+            let builder = Server::builder().tls_config(t.tls.clone())?;
+            Some((
+                t.address,
+                routes(builder, &api)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            ))
+        }
+    };
+    let path = path.to_path_buf();
+    Ok(tokio::spawn(async move {
+        let unix = async {
+            if let Err(e) = unix.await {
+                tracing::error!(socket = %path.display(), error = %e, "API server stopped");
+            }
+        };
+        match tcp {
+            None => unix.await,
+            Some((address, tcp)) => {
+                let tcp = async {
+                    if let Err(e) = tcp.await {
+                        tracing::error!(%address, error = %e, "API server on TCP stopped");
+                    }
+                };
+                tokio::join!(unix, tcp);
+            }
+        }
+    }))
+}
+
+fn routes(mut builder: Server, api: &Api) -> tonic::transport::server::Router {
+    builder
         .add_service(pb::peer_service_server::PeerServiceServer::new(api.clone()))
         .add_service(pb::rib_service_server::RibServiceServer::new(api.clone()))
         .add_service(pb::watch_service_server::WatchServiceServer::new(
             api.clone(),
         ))
-        .add_service(pb::agent_service_server::AgentServiceServer::new(api))
-        .serve_with_incoming(incoming);
-    let path = path.to_path_buf();
-    Ok(tokio::spawn(async move {
-        if let Err(e) = server.await {
-            tracing::error!(socket = %path.display(), error = %e, "API server stopped");
-        }
-    }))
+        .add_service(pb::agent_service_server::AgentServiceServer::new(
+            api.clone(),
+        ))
 }
 
-/// Connects to the API socket.
+/// Environment variable naming the CA (PEM) that signed the agent's
+/// certificate, for an `https://HOST:PORT` API address.
+pub const ENV_CA: &str = "PETREL_API_CA";
+/// Environment variable naming the client certificate (PEM).
+pub const ENV_CERT: &str = "PETREL_API_CERT";
+/// Environment variable naming the client key (PEM).
+pub const ENV_KEY: &str = "PETREL_API_KEY";
+/// Environment variable with the name to check the server's certificate
+/// against, when not the host of the address.
+pub const ENV_SERVER_NAME: &str = "PETREL_API_SERVER_NAME";
+
+/// Connects to the API: a unix socket path, or `https://HOST:PORT` for the
+/// TCP listener (certificates from `PETREL_API_CA`, `PETREL_API_CERT`,
+/// `PETREL_API_KEY`).
 pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
+    if let Some(url) = path.to_str().filter(|s| s.starts_with("https://")) {
+        return connect_tls(url).await;
+    }
     let path: PathBuf = path.to_path_buf();
     let shown = path.display().to_string();
     // The URI is not used: the connector always dials the socket.
@@ -103,6 +205,37 @@ pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
         .await
         .with_context(|| {
             format!("cannot connect to the petrel API at {shown}; is `petrel agent` running?")
+        })
+}
+
+async fn connect_tls(url: &str) -> anyhow::Result<Channel> {
+    let file = |var: &str, what: &str| -> anyhow::Result<Vec<u8>> {
+        let p = std::env::var_os(var)
+            .with_context(|| format!("{url} needs TLS: set {var} to the {what} (PEM file)"))?;
+        std::fs::read(&p).with_context(|| format!("cannot read {var}={}", p.to_string_lossy()))
+    };
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(file(
+            ENV_CA,
+            "CA that signed the agent's certificate",
+        )?))
+        .identity(Identity::from_pem(
+            file(ENV_CERT, "client certificate")?,
+            file(ENV_KEY, "client key")?,
+        ));
+    if let Ok(name) = std::env::var(ENV_SERVER_NAME) {
+        tls = tls.domain_name(name);
+    }
+    Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("{url:?} is not an address like https://192.0.2.1:9480"))?
+        .tls_config(tls)
+        .context("the TLS files are not usable")?
+        .connect()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to the petrel API at {url} (agent down, or a certificate refused)"
+            )
         })
 }
 

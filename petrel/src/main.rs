@@ -47,6 +47,19 @@ enum Command {
         /// The API's unix socket.
         #[arg(long, default_value = api::DEFAULT_SOCKET)]
         api_socket: PathBuf,
+        /// Also serve the API on TCP at this address, with mutual TLS (needs
+        /// --api-tls-cert, --api-tls-key and --api-tls-client-ca).
+        #[arg(long, requires_all = ["api_tls_cert", "api_tls_key", "api_tls_client_ca"])]
+        api_address: Option<std::net::SocketAddr>,
+        /// The API's TLS certificate (PEM), for --api-address.
+        #[arg(long, requires = "api_address")]
+        api_tls_cert: Option<PathBuf>,
+        /// The API's TLS key (PEM), for --api-address.
+        #[arg(long, requires = "api_address")]
+        api_tls_key: Option<PathBuf>,
+        /// The CA (PEM) that signs the certificates clients must present.
+        #[arg(long, requires = "api_address")]
+        api_tls_client_ca: Option<PathBuf>,
         /// How often to check the source for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
@@ -226,6 +239,10 @@ fn main() -> ExitCode {
             source,
             node,
             api_socket,
+            api_address,
+            api_tls_cert,
+            api_tls_key,
+            api_tls_client_ca,
             poll_ms,
             no_fib,
             route_table,
@@ -243,11 +260,22 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
+            let api_tcp = match (api_address, api_tls_cert, api_tls_key, api_tls_client_ca) {
+                (Some(a), Some(c), Some(k), Some(ca)) => match api::TcpApi::load(a, &c, &k, &ca) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("petrel: {e:#}");
+                        return ExitCode::from(1);
+                    }
+                },
+                _ => None,
+            };
             runtime().and_then(|rt| {
                 rt.block_on(agent::run(agent::AgentOptions {
                     source,
                     node,
                     api_socket,
+                    api_tcp,
                     poll: Duration::from_millis(poll_ms.max(50)),
                     fib: (!no_fib).then(|| fib::FibOptions {
                         table: route_table,
