@@ -1,4 +1,9 @@
-//! IP address management for petrel: pod block and LoadBalancer pool allocators.
+//! IP address management for petrel, sans-IO: no Kubernetes client, no
+//! runtime. The controller feeds plain model types in and writes the results
+//! back to the API.
 //!
-//! Empty for now: filled by the Kubernetes issue (LoadBalancer allocation) and the
-//! IPAM work that follows it.
+//! - [`lb`]: LoadBalancer IPs for Services, from `LoadBalancerPool`s.
+//!
+//! Pod block allocation comes later.
+
+pub mod lb;
