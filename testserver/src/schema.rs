@@ -2,11 +2,13 @@
 //! fields and drop `null`s of non-nullable fields, apply defaults, then validate (OpenAPI
 //! keywords and `x-kubernetes-validations` CEL rules).
 //!
-//! Simplified: `oneOf`/`anyOf` report one summary error; `not`, `multipleOf`,
-//! `uniqueItems`, `minProperties`/`maxProperties` and list-type uniqueness are not checked;
+//! Simplified: `oneOf`/`anyOf` report one summary error; a rule's `reason` is not used (every
+//! failure is `FieldValueInvalid`); `not`, `multipleOf`, `uniqueItems`,
+//! `minProperties`/`maxProperties`, list-type uniqueness and CEL cost limits are not checked;
 //! formats other than `int32`, `int64`, `ipv4`, `ipv6` and `cidr` are accepted unchecked;
 //! defaults are not validated when the CRD is created; `oldSelf` is correlated through object
-//! fields only (not through list items).
+//! fields only (not through list items), and a rule mentioning `oldSelf` is a transition rule
+//! (skipped on create).
 
 use std::collections::HashMap;
 
@@ -302,16 +304,7 @@ impl Schema {
                 Ok(other) => format!("rule {src:?} evaluated to {other}, not a bool"),
                 Err(e) => format!("rule {src:?} could not be evaluated: {e}"),
             };
-            let mut err = FieldError::invalid(&field, v, message);
-            if let Some(reason) = rule["reason"].as_str() {
-                err.reason = match reason {
-                    "FieldValueForbidden" => "FieldValueForbidden",
-                    "FieldValueRequired" => "FieldValueRequired",
-                    "FieldValueDuplicate" => "FieldValueDuplicate",
-                    _ => "FieldValueInvalid",
-                };
-            }
-            errors.push(err);
+            errors.push(FieldError::invalid(&field, v, message));
         }
     }
 }

@@ -137,35 +137,3 @@ fn parse_label_requirement(req: &str) -> Result<(String, Op), ApiError> {
     }
     Ok((key.to_string(), op))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn object(labels: Value) -> Value {
-        json!({"metadata": {"name": "a", "namespace": "ns", "labels": labels}})
-    }
-
-    #[test]
-    fn label_operators() {
-        let obj = object(json!({"app": "web", "tier": "front"}));
-        let sel = |s: &str| Selector::parse(Some(s), None).expect("selector parses");
-        assert!(sel("app=web,tier==front").matches(&obj));
-        assert!(!sel("app!=web").matches(&obj));
-        assert!(sel("app in (db, web),tier notin (back)").matches(&obj));
-        assert!(!sel("app notin (web)").matches(&obj));
-        assert!(sel("app,!missing").matches(&obj));
-        assert!(!sel("missing").matches(&obj));
-        assert!(Selector::parse(Some("app in web"), None).is_err());
-    }
-
-    #[test]
-    fn field_selectors() {
-        let obj = object(json!({}));
-        let sel = |s: &str| Selector::parse(None, Some(s)).expect("selector parses");
-        assert!(sel("metadata.name=a,metadata.namespace==ns").matches(&obj));
-        assert!(!sel("metadata.name!=a").matches(&obj));
-        assert!(Selector::parse(None, Some("spec.x=1")).is_err());
-    }
-}

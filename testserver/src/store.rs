@@ -528,7 +528,12 @@ impl State {
             );
             return Err(ApiError::invalid(&res.group, &res.kind, name, &[err]));
         }
-        object["status"] = registry::crd_status(object);
+        // Kept when the names did not change, so re-applying an unchanged CRD stores nothing.
+        let status = registry::crd_status(object);
+        let same = |k: &str| object["status"][k] == status[k];
+        if !(same("acceptedNames") && same("storedVersions")) {
+            object["status"] = status;
+        }
         Ok(Some(defined))
     }
 

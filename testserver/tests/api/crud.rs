@@ -419,3 +419,24 @@ async fn lease_race_has_one_winner() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn kubeconfig_and_shutdown() {
+    within(async {
+        let (server, client) = server().await;
+        let path = std::env::temp_dir().join(format!("testserver-kubeconfig-{}", std::process::id()));
+        server.write_kubeconfig(&path).expect("kubeconfig written");
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig parses");
+        _ = std::fs::remove_file(&path);
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("config loads");
+        assert_eq!(config.cluster_url.to_string().trim_end_matches('/'), server.url());
+        assert_eq!(config.default_namespace, "default");
+
+        let nodes: Api<Node> = Api::all(client);
+        nodes.list(&ListParams::default()).await.expect("served before shutdown");
+        server.shutdown().await;
+        assert!(matches!(nodes.list(&ListParams::default()).await, Err(e) if !matches!(e, kube::Error::Api(_))));
+    })
+    .await;
+}

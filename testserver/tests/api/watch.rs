@@ -1,10 +1,16 @@
 //! Watches: kube-runtime watchers and reflectors, recovery, bookmarks, selectors.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -207,6 +213,74 @@ async fn selector_watches_see_objects_enter_and_leave() {
             matches!(stream.try_next().await, Ok(Some(WatchEvent::Deleted(_)))),
             "leaving it is DELETED"
         );
+    })
+    .await;
+}
+
+struct Ctx {
+    api: Api<Service>,
+    /// Set once a reconcile saw the relabelled Service.
+    saw_label: AtomicBool,
+}
+
+/// Gives every Service a LoadBalancer IP, writing status only when it lacks one.
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
+    ctx.saw_label
+        .fetch_or(svc.labels().contains_key("x"), Ordering::SeqCst);
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    if ingress.is_none() {
+        let status =
+            Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}}));
+        ctx.api
+            .patch_status(&svc.name_any(), &PatchParams::default(), &status)
+            .await?;
+    }
+    Ok(Action::await_change())
+}
+
+#[tokio::test]
+async fn controller_writes_status_only_on_change() {
+    within(async {
+        let (server, client) = server().await;
+        let services: Api<Service> = Api::namespaced(client.clone(), "default");
+        create(&services, "a", json!({})).await;
+        let ctx = Arc::new(Ctx {
+            api: services.clone(),
+            saw_label: AtomicBool::new(false),
+        });
+        let error_policy = |_: Arc<Service>, _: &kube::Error, _: Arc<Ctx>| {
+            Action::requeue(Duration::from_millis(100))
+        };
+        let controller = Controller::new(services.clone(), watcher::Config::default()).run(
+            reconcile,
+            error_policy,
+            ctx.clone(),
+        );
+        let task = tokio::spawn(controller.for_each(|_| async {}));
+        let has_ip = || {
+            server
+                .object("services", "default", "a")
+                .is_some_and(|s| s["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.9")
+        };
+        eventually("the controller's status write", has_ip).await;
+        let relabel = Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}));
+        services
+            .patch("a", &PatchParams::default(), &relabel)
+            .await
+            .expect("relabelled");
+        eventually("a reconcile of the relabelled service", || {
+            ctx.saw_label.load(Ordering::SeqCst)
+        })
+        .await;
+        assert_eq!(
+            server.request_count(Verb::Patch, "services", Some("status")),
+            1
+        );
+        task.abort();
     })
     .await;
 }
