@@ -182,16 +182,11 @@ fn serve(
                 .unwrap_or_default();
             let mut deleted = Vec::new();
             for item in items {
+                let meta = &item["metadata"];
                 let one = Target {
-                    name: item["metadata"]["name"].as_str().map(String::from),
+                    name: meta["name"].as_str().map(String::from),
+                    namespace: meta["namespace"].as_str().unwrap_or_default().into(),
                     ..t.clone()
-                };
-                let one = Target {
-                    namespace: item["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .into(),
-                    ..one
                 };
                 deleted.push(state.delete(&one, &json!({}), opts)?);
             }

@@ -45,6 +45,10 @@
 //! - Deleting a Namespace removes it and its objects at once (no Terminating phase).
 //! - `managedFields` records server-side apply managers only.
 //! - Core v1 and `events.k8s.io/v1` Events are stored separately.
+//! - Metadata-only requests (`Api::list_metadata`, `metadata_watcher`) get whole objects,
+//!   which kube-rs reads as `PartialObjectMetadata` all the same.
+//! - No `/api/v1/watch/...` paths (deprecated), no `pods`, no server-side `Table` output.
+//! - The `schema`, `cel` and `patch` module docs list what is simplified there.
 //!
 //! kube 5 with only the `rustls-tls` feature has no rustls crypto provider, and
 //! `kube::Client::try_from(Config)` panics building one even for `http://` URLs; so

@@ -293,6 +293,9 @@ async fn lists_filter_and_page() {
             assert!(seen.len() <= 5, "paging ends");
         }
         assert_eq!(seen, ["cm0", "cm1", "cm2", "cm3", "cm4"]);
+        let metadata = cms.list_metadata(&ListParams::default().labels("tier=web")).await;
+        let metadata = metadata.expect("metadata-only list");
+        assert_eq!(metadata.items.iter().map(|m| m.name_any()).collect::<Vec<_>>(), ["cm0", "cm1"]);
         let all: Api<ConfigMap> = Api::all(client.clone());
         assert_eq!(all.list(&ListParams::default()).await.expect("all namespaces").items.len(), 6);
 
