@@ -21,6 +21,8 @@ use crate::source;
 pub enum Source {
     /// A directory of YAML objects.
     Files(PathBuf),
+    /// The Kubernetes API server (in-cluster configuration, or KUBECONFIG).
+    Kube,
 }
 
 impl std::str::FromStr for Source {
@@ -29,7 +31,8 @@ impl std::str::FromStr for Source {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
             Some(("files", dir)) if !dir.is_empty() => Ok(Source::Files(PathBuf::from(dir))),
-            _ => Err(format!("unknown source {s:?}: use files:DIR")),
+            _ if s == "kube" => Ok(Source::Kube),
+            _ => Err(format!("unknown source {s:?}: use files:DIR or kube")),
         }
     }
 }
@@ -72,12 +75,66 @@ fn fingerprint(dir: &Path) -> u64 {
     h.finish()
 }
 
+/// Where snapshots come from, and when to look again.
+enum Feed {
+    /// A directory, polled: a fingerprint tells when files changed.
+    Files {
+        dir: PathBuf,
+        last_print: Option<u64>,
+    },
+    /// Reflectors, which say when something changed.
+    Kube(Box<crate::kube_source::KubeSource>),
+}
+
+impl Feed {
+    /// A new snapshot when the source changed since the last one.
+    fn poll(&mut self) -> Option<(source::Snapshot, Vec<source::Problem>)> {
+        match self {
+            Feed::Files { dir, last_print } => {
+                let print = fingerprint(dir);
+                if *last_print == Some(print) {
+                    return None;
+                }
+                *last_print = Some(print);
+                Some(source::load_dir(dir))
+            }
+            Feed::Kube(k) => k.is_changed().then(|| k.snapshot()),
+        }
+    }
+
+    /// Waits for a reason to look again: the poll interval for files; a
+    /// change (or, at the latest, the poll interval) for the API server.
+    async fn wait(&mut self, poll: Duration) {
+        match self {
+            Feed::Files { .. } => tokio::time::sleep(poll).await,
+            Feed::Kube(k) => k.changed(poll).await,
+        }
+    }
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
-    let Source::Files(dir) = &opts.source;
-    if !dir.is_dir() {
-        bail!("source directory {} does not exist", dir.display());
-    }
+    let mut feed = match &opts.source {
+        Source::Files(dir) => {
+            if !dir.is_dir() {
+                bail!("source directory {} does not exist", dir.display());
+            }
+            Feed::Files {
+                dir: dir.clone(),
+                last_print: None,
+            }
+        }
+        Source::Kube => {
+            let k = crate::kube_source::KubeSource::connect().await?;
+            // A plan from a partial view would withdraw what is not listed
+            // yet; until every kind is listed, nothing is planned.
+            while let Err(e) = k.wait_ready(Duration::from_secs(10)).await {
+                tracing::warn!(problem = %e, "waiting for the API server");
+            }
+            tracing::info!("every kind listed from the API server");
+            Feed::Kube(Box::new(k))
+        }
+    };
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     // Adopt the kernel's routes before anything else runs, so what survived a
@@ -119,7 +176,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let mut fib_task = None;
     let mut speaker: Option<Speaker> = None;
     let mut applied: Option<planner::Plan> = None;
-    let mut last_print = None;
     let mut api_server = None;
     // What the planner decided about each prefix, for `petrel status`.
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::AgentView::default());
@@ -128,12 +184,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let mut planned: Option<(Arc<source::Snapshot>, planner::Plan)> = None;
     let mut managed_changed = false;
     loop {
-        let print = fingerprint(dir);
         let mut dirty = std::mem::take(&mut managed_changed);
-        if last_print != Some(print) {
-            last_print = Some(print);
+        if let Some((snapshot, mut problems)) = feed.poll() {
             dirty = true;
-            let (snapshot, mut problems) = source::load_dir(dir);
             let (config, more) = planner::plan(&snapshot, &opts.node);
             problems.extend(more);
             for p in &problems {
@@ -165,16 +218,13 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                     Ok(s) => {
                         tracing::info!(asn = c.speaker.asn, router_id = %c.speaker.router_id, peers = c.speaker.neighbors.len(), "speaker started");
                         view_tx.send_replace(view);
-                        api_server = Some(
-                            api::serve(
-                                &opts.api_socket,
-                                opts.api_tcp.as_ref(),
-                                s.clone(),
-                                view_rx.clone(),
-                                managed.clone(),
-                            )
-                            .await?,
-                        );
+                        api_server = Some(api::serve(
+                            &opts.api_socket,
+                            opts.api_tcp.as_ref(),
+                            s.clone(),
+                            view_rx.clone(),
+                            managed.clone(),
+                        )?);
                         speaker_tx.send_replace(Some(s.clone()));
                         if let (Some(r), Some(f), Some(rx)) =
                             (reconciler.take(), &opts.fib, fib_rx.take())
@@ -223,7 +273,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(opts.poll) => {}
+            _ = feed.wait(opts.poll) => {}
             r = managed_rx.changed() => managed_changed = r.is_ok(),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -234,7 +284,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         s.shutdown().await;
     }
     if let Some(server) = api_server {
-        server.abort();
+        server.stop();
     }
     if let Some(server) = metrics_server {
         server.abort();

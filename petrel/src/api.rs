@@ -28,7 +28,6 @@ use crate::managed::{ManagedHandle, ManagedPeer};
 use crate::planner::advertise::{Intent, IntentKind};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{
@@ -102,66 +101,117 @@ impl TcpApi {
     }
 }
 
+/// The running API server; [`ApiServer::stop`] ends it.
+#[derive(Debug)]
+pub struct ApiServer {
+    stop: watch::Sender<bool>,
+}
+
+impl ApiServer {
+    /// Stops accepting calls. Not waited for: a client's open watch would
+    /// hold a graceful shutdown forever, and the process is ending anyway.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 /// Serves the API on `path` (mode 0600), and on TCP with mutual TLS when
-/// `tcp` is given, until the returned task is aborted.
-pub async fn serve(
+/// `tcp` is given, until stopped.
+///
+/// The server runs on a thread and runtime of its own: the speaker task and
+/// the FIB can keep the agent's worker threads busy for long stretches under
+/// a full table, and an API read must not queue behind them.
+pub fn serve(
     path: &Path,
     tcp: Option<&TcpApi>,
     speaker: Speaker,
     view: watch::Receiver<AgentView>,
     managed: ManagedHandle,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<ApiServer> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     // A socket left by a previous run would make bind fail.
     let _ = std::fs::remove_file(path);
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    let unix = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
+    unix.set_nonblocking(true)?;
+    let tcp = match tcp {
+        None => None,
+        Some(t) => {
+            let l = std::net::TcpListener::bind(t.address)
+                .with_context(|| format!("cannot listen on {} for the API", t.address))?;
+            l.set_nonblocking(true)?;
+            tracing::info!(address = %t.address, "API on TCP, clients need a certificate");
+            Some((l, t.clone()))
+        }
+    };
     let api = Api {
         speaker,
         view,
         managed,
         started: Instant::now(),
     };
-    let incoming = UnixListenerStream::new(listener);
-    let unix = routes(Server::builder(), &api).serve_with_incoming(incoming);
-    let tcp = match tcp {
-        None => None,
-        Some(t) => {
-            let listener = tokio::net::TcpListener::bind(t.address)
-                .await
-                .with_context(|| format!("cannot listen on {} for the API", t.address))?;
-            tracing::info!(address = %t.address, "API on TCP, clients need a certificate");
-            let builder = Server::builder().tls_config(t.tls.clone())?;
-            Some((
-                t.address,
-                routes(builder, &api)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            ))
+    let (stop, stopped) = watch::channel(false);
+    let path = path.to_path_buf();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the API's runtime")?;
+    std::thread::Builder::new()
+        .name("petrel-api".into())
+        .spawn(move || runtime.block_on(run_servers(api, path, unix, tcp, stopped)))
+        .context("cannot start the API's thread")?;
+    Ok(ApiServer { stop })
+}
+
+async fn run_servers(
+    api: Api,
+    path: PathBuf,
+    unix: std::os::unix::net::UnixListener,
+    tcp: Option<(std::net::TcpListener, TcpApi)>,
+    stopped: watch::Receiver<bool>,
+) {
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let unix = match UnixListener::from_std(unix) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(socket = %path.display(), error = %e, "API socket unusable");
+            return;
         }
     };
-    let path = path.to_path_buf();
-    Ok(tokio::spawn(async move {
-        let unix = async {
-            if let Err(e) = unix.await {
-                tracing::error!(socket = %path.display(), error = %e, "API server stopped");
-            }
-        };
-        match tcp {
-            None => unix.await,
-            Some((address, tcp)) => {
-                let tcp = async {
-                    if let Err(e) = tcp.await {
-                        tracing::error!(%address, error = %e, "API server on TCP stopped");
-                    }
-                };
-                tokio::join!(unix, tcp);
-            }
+    let unix = async {
+        if let Err(e) = routes(Server::builder(), &api)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(unix), signal(stopped.clone()))
+            .await
+        {
+            tracing::error!(socket = %path.display(), error = %e, "API server stopped");
         }
-    }))
+    };
+    let tcp = async {
+        let Some((l, t)) = tcp else {
+            return;
+        };
+        let served = async {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let builder = Server::builder().tls_config(t.tls.clone())?;
+            routes(builder, &api)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                    signal(stopped.clone()),
+                )
+                .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = served.await {
+            tracing::error!(address = %t.address, error = %e, "API server on TCP stopped");
+        }
+    };
+    tokio::join!(unix, tcp);
 }
 
 fn routes(mut builder: Server, api: &Api) -> tonic::transport::server::Router {

@@ -10,6 +10,7 @@ mod cli;
 mod decode;
 mod fib;
 mod json;
+mod kube_source;
 mod lab;
 mod managed;
 mod metrics;
@@ -38,7 +39,9 @@ struct Cli {
 enum Command {
     /// Run the node agent.
     Agent {
-        /// Where desired state comes from: `files:DIR` (a directory of YAML objects).
+        /// Where desired state comes from: `files:DIR` (a directory of YAML
+        /// objects) or `kube` (the API server: in-cluster configuration, or
+        /// KUBECONFIG).
         #[arg(long)]
         source: agent::Source,
         /// This node's name (its Node object's metadata.name).

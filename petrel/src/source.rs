@@ -23,14 +23,32 @@ use serde_json::Value;
 /// Where an object came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Origin {
-    /// The file.
+    /// The file (for objects from the API server: `KIND NAMESPACE/NAME`).
     pub file: PathBuf,
-    /// 1-based document number within the file.
+    /// 1-based document number within the file; 0 for objects from the API
+    /// server.
     pub document: usize,
+}
+
+impl Origin {
+    /// An object read from the Kubernetes API server.
+    pub fn api(kind: &str, namespace: Option<&str>, name: &str) -> Origin {
+        let id = match namespace {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        };
+        Origin {
+            file: PathBuf::from(id),
+            document: 0,
+        }
+    }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.document == 0 {
+            return write!(f, "the API server's {}", self.file.display());
+        }
         write!(f, "{} (document {})", self.file.display(), self.document)
     }
 }
@@ -269,6 +287,21 @@ pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Ve
                 continue;
             }
         };
+        add_object(&value, origin, snap, problems);
+    }
+}
+
+/// Adds one object (as JSON) to the snapshot, or reports what is wrong with
+/// it; objects of kinds petrel does not read are ignored. The file source and
+/// the kube source both come through here.
+pub fn add_object(value: &Value, origin: Origin, snap: &mut Snapshot, problems: &mut Vec<Problem>) {
+    {
+        let problem = |object: Option<String>, field: Option<String>, message: String| Problem {
+            origin: origin.to_string(),
+            object,
+            field,
+            message,
+        };
         let kind = value
             .get("kind")
             .and_then(Value::as_str)
@@ -291,34 +324,34 @@ pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Ve
                 Some("metadata.name".into()),
                 "is required".into(),
             ));
-            continue;
+            return;
         }
         match (api.as_str(), kind.as_str()) {
-            (API_VERSION, "BGPConfiguration") => match typed::<BgpConfigurationSpec>(&value) {
+            (API_VERSION, "BGPConfiguration") => match typed::<BgpConfigurationSpec>(value) {
                 Ok(spec) => snap.configurations.push(Named { name, origin, spec }),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            (API_VERSION, "BGPPeer") => match typed::<BgpPeerSpec>(&value) {
+            (API_VERSION, "BGPPeer") => match typed::<BgpPeerSpec>(value) {
                 Ok(spec) => snap.peers.push(Named { name, origin, spec }),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            (API_VERSION, "BGPFilter") => match typed::<BgpFilterSpec>(&value) {
+            (API_VERSION, "BGPFilter") => match typed::<BgpFilterSpec>(value) {
                 Ok(spec) => snap.filters.push(Named { name, origin, spec }),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            (API_VERSION, "BGPAdvertisement") => match typed::<BgpAdvertisementSpec>(&value) {
+            (API_VERSION, "BGPAdvertisement") => match typed::<BgpAdvertisementSpec>(value) {
                 Ok(spec) => snap.advertisements.push(Named { name, origin, spec }),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            ("v1", "Service") => match service(&value, name) {
+            ("v1", "Service") => match service(value, name) {
                 Ok(sv) => snap.services.push(sv),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            ("discovery.k8s.io/v1", "EndpointSlice") => match endpoint_slice(&value, name) {
+            ("discovery.k8s.io/v1", "EndpointSlice") => match endpoint_slice(value, name) {
                 Ok(es) => snap.endpoint_slices.push(es),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            ("v1", "Node") => match node(&value, name) {
+            ("v1", "Node") => match node(value, name) {
                 Ok((n, warning)) => {
                     if let Some((field, msg)) = warning {
                         problems.push(problem(object, Some(field), msg));
@@ -327,7 +360,7 @@ pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Ve
                 }
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },
-            ("v1", "Secret") => match secret(&value, name) {
+            ("v1", "Secret") => match secret(value, name) {
                 Ok(s) => snap.secrets.push(s),
                 Err((field, msg)) => problems.push(problem(object, Some(field), msg)),
             },

@@ -1,0 +1,170 @@
+//! A client that reads the API at a fixed rate and records how long each
+//! call takes: `ListPeers` (the whole stream) and `ExplainRoute` for prefixes
+//! taken in turn from a file. `bench/run-api-load.sh` runs it beside an
+//! agent ingesting a full table, to show that reads never wait for routing.
+//!
+//! ```text
+//! api_probe SOCKET PREFIX_FILE OUT_JSON [RATE_HZ] [SECONDS]
+//! ```
+//!
+//! It waits (up to a minute) for the socket, then runs until SECONDS pass
+//! (default 600) or the agent goes away, rewriting OUT_JSON every second with
+//! the counts and latency percentiles in milliseconds.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use proto::v1 as pb;
+use serde_json::json;
+
+#[derive(Default)]
+struct Samples {
+    ms: Vec<f64>,
+    errors: u64,
+}
+
+impl Samples {
+    fn summary(&self) -> serde_json::Value {
+        let mut v = self.ms.clone();
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+            (v[i] * 1000.0).round() / 1000.0
+        };
+        json!({
+            "calls": v.len(),
+            "errors": self.errors,
+            "p50_ms": q(0.50),
+            "p90_ms": q(0.90),
+            "p99_ms": q(0.99),
+            "max_ms": q(1.0),
+        })
+    }
+}
+
+async fn connect(path: &Path) -> anyhow::Result<tonic::transport::Channel> {
+    let path = path.to_path_buf();
+    Ok(tonic::transport::Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await?)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        anyhow::bail!("usage: api_probe SOCKET PREFIX_FILE OUT_JSON [RATE_HZ] [SECONDS]");
+    }
+    let socket = PathBuf::from(&args[1]);
+    let prefixes: Vec<String> = std::fs::read_to_string(&args[2])
+        .with_context(|| format!("cannot read {}", args[2]))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    anyhow::ensure!(!prefixes.is_empty(), "{} has no prefixes", args[2]);
+    let out = PathBuf::from(&args[3]);
+    let rate: f64 = args.get(4).map_or(Ok(20.0), |s| s.parse())?;
+    let seconds: u64 = args.get(5).map_or(Ok(600), |s| s.parse())?;
+
+    let started = Instant::now();
+    while !socket.exists() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "no socket at {} after 60 s",
+            socket.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = loop {
+        match connect(&socket).await {
+            Ok(c) => break c,
+            Err(_) if started.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut peers = pb::peer_service_client::PeerServiceClient::new(channel.clone());
+    let mut rib = pb::rib_service_client::RibServiceClient::new(channel);
+    let (mut list, mut explain, mut found) = (Samples::default(), Samples::default(), 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    // A late tick is not made up for: the rate stays what was asked.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written = Instant::now();
+    let run_from = Instant::now();
+    let mut gone = false;
+    for i in 0u64.. {
+        // The agent removes its socket when it stops.
+        gone |= !socket.exists();
+        if run_from.elapsed() >= Duration::from_secs(seconds) || gone {
+            break;
+        }
+        tick.tick().await;
+        let t = Instant::now();
+        match peers.list_peers(pb::ListPeersRequest {}).await {
+            Ok(r) => {
+                let mut s = r.into_inner();
+                loop {
+                    match s.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => {
+                            list.errors += 1;
+                            break;
+                        }
+                    }
+                }
+                list.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable => gone = true,
+            Err(_) => list.errors += 1,
+        }
+        let prefix = prefixes[(i as usize) % prefixes.len()].clone();
+        let t = Instant::now();
+        match rib.explain_route(pb::ExplainRouteRequest { prefix }).await {
+            Ok(_) => {
+                found += 1;
+                explain.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            // Not there yet is an answer too, and as quick to give.
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                explain.ms.push(t.elapsed().as_secs_f64() * 1000.0)
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable => gone = true,
+            Err(_) => explain.errors += 1,
+        }
+        if written.elapsed() >= Duration::from_secs(1) || gone {
+            let v = json!({
+                "rate_hz": rate,
+                "seconds": run_from.elapsed().as_secs_f64(),
+                "list_peers": list.summary(),
+                "explain_route": explain.summary(),
+                "explain_found": found,
+            });
+            std::fs::write(&out, serde_json::to_string_pretty(&v)?)?;
+            written = Instant::now();
+        }
+    }
+    let v = json!({
+        "rate_hz": rate,
+        "seconds": run_from.elapsed().as_secs_f64(),
+        "list_peers": list.summary(),
+        "explain_route": explain.summary(),
+        "explain_found": found,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&v)?)?;
+    Ok(())
+}
