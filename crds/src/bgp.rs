@@ -6,6 +6,10 @@
 //! front, and the planner reports a missing field with its name instead of
 //! the whole object failing to parse.
 
+// Each `printcolumn(...)` of kube's derive repeats `type_ = "string"`,
+// which clippy takes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -122,6 +122,8 @@ mod tests {
         assert_eq!(Seconds::parse("1h"), Ok(Seconds(3600)));
         assert!(Seconds::parse("10x").is_err());
         assert!(Seconds::parse("10m5").is_err());
+        // Outside input: too long is an error, not an overflow.
+        assert!(Seconds::parse("99999999999999999h").is_err());
     }
 
     #[test]

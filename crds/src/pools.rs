@@ -1,6 +1,10 @@
 //! Address pools: `LoadBalancerPool` (addresses for Services of type
 //! LoadBalancer) and `IPPool` (the blocks pod addresses come from).
 
+// Each `printcolumn(...)` of kube's derive repeats `type_ = "string"`,
+// which clippy takes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
