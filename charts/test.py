@@ -16,6 +16,7 @@ Usage: charts/test.sh (installs nothing; says what to install if Helm's
 library is missing). PETREL=path/to/petrel skips building the binary.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -213,15 +214,22 @@ def check_service_accounts(objects, label):
             check(s["name"] in accounts, f"{label}: {b['metadata']['name']} binds missing {s['name']}")
 
 
-def petrel_crds():
+def petrel_crds(*args):
     binary = os.environ.get("PETREL")
-    cmd = [binary, "crds"] if binary else ["cargo", "run", "-q", "--locked", "-p", "petrel", "--", "crds"]
+    cmd = [binary] if binary else ["cargo", "run", "-q", "--locked", "-p", "petrel", "--"]
+    cmd += ["crds", *args]
     return subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
 
 
 def check_crds():
     generated = {d["metadata"]["name"]: d for d in documents(petrel_crds())}
     check(len(generated) == 6, f"petrel crds printed {len(generated)} CRDs")
+    # The YAML, as Go reads it, says what the Rust types mean: no scalar
+    # read as another type (YAML 1.1's `no`, `on`, numbers-as-text).
+    meant = {c["metadata"]["name"]: c for c in json.loads(petrel_crds("-o", "json"))["items"]}
+    check(sorted(meant) == sorted(generated), "petrel crds -o json has other CRDs than the YAML")
+    for name, crd in meant.items():
+        check(same(generated.get(name), crd), f"{name}: the YAML, as Go reads it, is not the JSON")
     with helm.Chart.load(CHART) as chart:
         shipped = chart.crds
     by_name = {}
@@ -237,6 +245,17 @@ def check_crds():
         check(by_name.get(name) == crd, f"chart CRD {name} differs from `petrel crds`: regenerate it")
         check(crd.get("apiVersion") == "apiextensions.k8s.io/v1", f"{name}: apiVersion")
         check(crd["spec"]["group"] == "petrel.dev" and crd["spec"]["scope"] == "Cluster", f"{name}: group/scope")
+
+
+def same(a, b):
+    """Equal as JSON data, with 8 and 8.0 equal (YAML floats vs JSON ints)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
 
 
 def leaf_paths(value, prefix=""):

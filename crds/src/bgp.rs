@@ -147,9 +147,9 @@ pub struct BgpConfigurationSpec {
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpAdvertisementSpec {
-    /// Services whose labels match any of these; none: every Service. An
-    /// empty list would select nothing: omit the field instead.
-    #[schemars(length(min = 1))]
+    /// Services whose labels match any of these (at most 64); none: every
+    /// Service. An empty list would select nothing: omit the field instead.
+    #[schemars(length(min = 1, max = 64))]
     pub service_selectors: Option<Vec<LabelSelector>>,
     /// Service IPs within any of these ranges; none: every range.
     #[schemars(with = "Option<Vec<Cidr>>", length(min = 1))]
@@ -157,8 +157,9 @@ pub struct BgpAdvertisementSpec {
     /// BGPPeer names to advertise to; none: every peer.
     #[schemars(length(min = 1))]
     pub peers: Option<Vec<String>>,
-    /// Nodes whose labels match any of these advertise; none: every node.
-    #[schemars(length(min = 1))]
+    /// Nodes whose labels match any of these advertise (at most 64); none:
+    /// every node.
+    #[schemars(length(min = 1, max = 64))]
     pub node_selectors: Option<Vec<LabelSelector>>,
     /// Communities to attach, `ASN:VALUE` or a well-known name (`no-export`,
     /// `no-advertise`).
@@ -323,9 +324,12 @@ pub struct BgpPeerSpec {
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpFilterSpec {
-    /// Rules for what peers send.
+    /// Rules for what peers send (at most 1024).
+    // Bounded for the API server's cost estimate of the rules' CEL checks.
+    #[schemars(length(max = 1024))]
     pub import: Option<Vec<FilterRuleSpec>>,
-    /// Rules for what peers are sent.
+    /// Rules for what peers are sent (at most 1024).
+    #[schemars(length(max = 1024))]
     pub export: Option<Vec<FilterRuleSpec>>,
 }
 

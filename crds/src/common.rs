@@ -26,7 +26,10 @@ pub struct CidrSpec {
 pub struct LabelSelector {
     /// Labels that must be present with these values.
     pub match_labels: Option<BTreeMap<String, String>>,
-    /// Further conditions.
+    /// Further conditions (at most 64).
+    // Bounded so that the API server's cost estimate of the CEL rule on
+    // each requirement stays within its budget, also in lists of selectors.
+    #[schemars(length(max = 64))]
     pub match_expressions: Option<Vec<LabelSelectorRequirement>>,
 }
 
@@ -43,6 +46,9 @@ pub struct LabelSelectorRequirement {
     #[schemars(length(min = 1))]
     pub key: String,
     /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    // The length bound keeps the CEL string comparisons cheap in the API
+    // server's cost estimate.
+    #[schemars(extend("maxLength" = 12))]
     pub operator: SelectorOperator,
     /// The values for `In` and `NotIn`.
     #[serde(default)]

@@ -432,6 +432,7 @@ pub struct IpPoolSpec {
 pub struct EncapsulationSpec {
     /// `VXLAN`, `IPIP`, `WireGuard` or `None`. Required.
     #[serde(rename = "type")]
+    #[schemars(extend("maxLength" = 9))]
     pub kind: EncapsulationType,
     /// `Always`, `CrossSubnet` (only towards nodes in another L3 subnet) or
     /// `Never`; default `Always` with a tunnel type.

@@ -301,6 +301,35 @@ fn rules(s: &Value, path: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// CEL rules below lists without `maxItems`, with those lists: the API
+/// server multiplies a rule's cost by the most items each enclosing list may
+/// hold, and refuses a CRD whose estimate exceeds its budget.
+fn rules_under_unbounded_lists(s: &Value, path: &str, unbounded: &[String], out: &mut Vec<String>) {
+    if s.get("x-kubernetes-validations").is_some() && !unbounded.is_empty() {
+        out.push(format!("{path} (under {unbounded:?})"));
+    }
+    for (k, v) in s.as_object().into_iter().flatten() {
+        match k.as_str() {
+            "properties" => {
+                for (name, p) in v.as_object().into_iter().flatten() {
+                    rules_under_unbounded_lists(p, &format!("{path}.{name}"), unbounded, out);
+                }
+            }
+            "items" => {
+                let mut above = unbounded.to_vec();
+                if s.get("maxItems").is_none() {
+                    above.push(path.to_string());
+                }
+                rules_under_unbounded_lists(v, &format!("{path}[]"), &above, out);
+            }
+            "additionalProperties" if v.is_object() => {
+                rules_under_unbounded_lists(v, &format!("{path}{{}}"), unbounded, out)
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Whether a CEL rule uses only what the project's test API server
 /// evaluates: field access, `has()`, `size()`, literals, comparisons,
 /// `&&`, `||`, `!`, `?:`. Returns what it found outside that.
@@ -423,6 +452,31 @@ fn cel_rules_stay_in_the_subset_the_test_api_server_evaluates() {
             "character ']'",
         ]
     );
+}
+
+#[test]
+fn cel_rules_compile_and_no_rule_sits_under_an_unbounded_list() {
+    for crd in crds() {
+        let kind = crd.spec.names.kind.clone();
+        let schema = schema_of(&kind);
+        let compiled = kube::core::cel::compile_schema(&schema);
+        assert!(
+            !compiled.has_errors(),
+            "{kind}: {:?}",
+            compiled.compilation_errors()
+        );
+        let mut found = Vec::new();
+        rules_under_unbounded_lists(&schema, &kind, &[], &mut found);
+        assert!(found.is_empty(), "{found:#?}");
+    }
+    let mut found = Vec::new();
+    rules_under_unbounded_lists(
+        &json!({"type": "array", "items": {"type": "object", "x-kubernetes-validations": [{"rule": "true"}]}}),
+        "x",
+        &[],
+        &mut found,
+    );
+    assert_eq!(found, [r#"x[] (under ["x"])"#]);
 }
 
 #[test]

@@ -1,9 +1,11 @@
-//! `petrel crds`: the CustomResourceDefinitions of petrel's kinds, as YAML.
+//! `petrel crds`: the CustomResourceDefinitions of petrel's kinds.
 //!
-//! On standard output as one multi-document stream (`petrel crds | kubectl
-//! apply -f -`), or with `--dir` one file per CRD (`NAME.yaml`), which is
-//! how the Helm chart's `crds/` directory is kept up to date. Both are the
-//! same bytes every run, so a diff shows exactly what a change did.
+//! On standard output as one multi-document YAML stream (`petrel crds |
+//! kubectl apply -f -`) or a JSON `List` (`-o json`, what the chart test
+//! compares its YAML with), or with `--dir` one YAML file per CRD
+//! (`NAME.yaml`), which is how the Helm chart's `crds/` directory is kept up
+//! to date. The output is the same bytes every run, so a diff shows exactly
+//! what a change did.
 
 use std::path::Path;
 
@@ -12,11 +14,33 @@ use anyhow::Context;
 /// The suffix of the files `--dir` writes; other files there are left alone.
 const SUFFIX: &str = ".petrel.dev.yaml";
 
+/// How `petrel crds` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A multi-document YAML stream.
+    Yaml,
+    /// A `v1` `List` of the CRDs, as JSON.
+    Json,
+}
+
+/// The CRDs as a JSON `List`, one line.
+fn json_list() -> anyhow::Result<String> {
+    let list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": crds::crds(),
+    });
+    Ok(serde_json::to_string(&list)?)
+}
+
 /// Prints every CRD, or writes them into `dir` (replacing earlier petrel
 /// CRD files there, so a renamed kind leaves no stale file behind).
-pub fn run(dir: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(dir: Option<&Path>, format: Format) -> anyhow::Result<()> {
     let Some(dir) = dir else {
-        print!("{}", crds::crds_yaml()?);
+        match format {
+            Format::Yaml => print!("{}", crds::crds_yaml()?),
+            Format::Json => println!("{}", json_list()?),
+        }
         return Ok(());
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -51,7 +75,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(dir.join("oldkinds.petrel.dev.yaml"), "stale").expect("write");
         std::fs::write(dir.join("README.md"), "kept").expect("write");
-        let result = run(Some(&dir));
+        let result = run(Some(&dir), Format::Yaml);
         let mut files: Vec<String> = std::fs::read_dir(&dir)
             .expect("read")
             .filter_map(Result::ok)
@@ -76,5 +100,20 @@ mod tests {
         let peers = peers.expect("bgppeers file");
         assert!(crds::crds_yaml().expect("yaml").contains(&peers));
         assert!(peers.contains("kind: CustomResourceDefinition"));
+    }
+
+    #[test]
+    fn the_json_list_holds_every_crd() {
+        let list: serde_json::Value =
+            serde_json::from_str(&json_list().expect("json")).expect("parses");
+        assert_eq!(list["kind"], "List");
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|c| c["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names.len(), 6);
+        assert!(names.contains(&"loadbalancerpools.petrel.dev"));
     }
 }

@@ -163,8 +163,11 @@ enum Command {
     Crds {
         /// Write one file per CRD into this directory instead (how the Helm
         /// chart's crds/ is regenerated).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "output")]
         dir: Option<PathBuf>,
+        /// Output format on standard output.
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: crds_cmd::Format,
     },
     /// Print a shell completion script (e.g. `petrel completions bash >
     /// /etc/bash_completion.d/petrel`).
@@ -267,7 +270,7 @@ fn main() -> ExitCode {
             socket,
             output,
         } => runtime().and_then(|rt| rt.block_on(cli::explain(&socket, &prefix, output))),
-        Command::Crds { dir } => crds_cmd::run(dir.as_deref()),
+        Command::Crds { dir, output } => crds_cmd::run(dir.as_deref(), output),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "petrel", &mut std::io::stdout());
