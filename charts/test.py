@@ -311,6 +311,9 @@ def main():
         "agent": {"metrics": {"bindAddress": "::", "port": 9900}, "readSecrets": False,
                   "extraArgs": ["--route-table", "254"]},
     }
+    report = helm.lint(CHART, values, strict=True, kube_version="v1.34.0")
+    check(not report.get("errors") and all(m.get("severity", 0) < 2 for m in report.get("messages", [])),
+          f"helm lint (monitoring values): {report}")
     objs = render(values, name="net", namespace="petrel-system")
     check_common(objs, "petrel-system", "monitoring")
     check_rbac(objs, "monitoring")
