@@ -3,10 +3,12 @@
 //! - `petrel agent`: the node agent (standalone, from a directory of YAML objects).
 //! - `petrel peers`, `petrel rib`: what the running agent sees, over its API.
 //! - `petrel decode`: MRT captures through petrel's own BGP codec.
+//! - `petrel crds`: the CustomResourceDefinitions, as YAML.
 
 mod agent;
 mod api;
 mod cli;
+mod crds_cmd;
 mod decode;
 mod fib;
 mod json;
@@ -180,6 +182,17 @@ enum Command {
         #[command(subcommand)]
         command: lab::LabCommand,
     },
+    /// Print the CustomResourceDefinitions of petrel's kinds as YAML
+    /// (`petrel crds | kubectl apply -f -`).
+    Crds {
+        /// Write one file per CRD into this directory instead (how the Helm
+        /// chart's crds/ is regenerated).
+        #[arg(long, value_name = "DIR", conflicts_with = "output")]
+        dir: Option<PathBuf>,
+        /// Output format on standard output.
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: crds_cmd::Format,
+    },
     /// Print a shell completion script (e.g. `petrel completions bash >
     /// /etc/bash_completion.d/petrel`).
     Completions {
@@ -299,6 +312,7 @@ fn main() -> ExitCode {
         Command::Watch { socket, args } => {
             runtime().and_then(|rt| rt.block_on(cli::watch(&socket, args)))
         }
+        Command::Crds { dir, output } => crds_cmd::run(dir.as_deref(), output),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "petrel", &mut std::io::stdout());

@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""Renders the petrel chart with Helm's own engine and checks what it makes.
+
+Helm here is helm-python-sdk: Helm's Go SDK (the same template engine, Sprig
+functions and linter as the `helm` binary) built as a library, installed
+from PyPI. No cluster is needed: rendering is offline.
+
+For the default values and a few variations, every rendered document must
+parse as YAML (Go's parser, as Helm and kubectl read it) and be one of the
+expected kinds; the agent DaemonSet must run in the host network with only
+the capabilities it needs; RBAC must have no wildcards and write nothing but
+status, events and the controller's Lease; the CRDs the chart installs must
+be exactly `petrel crds`; and README.md must document every value.
+
+Usage: charts/test.sh (installs nothing; says what to install if Helm's
+library is missing). PETREL=path/to/petrel skips building the binary.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHART = os.path.join(HERE, "petrel")
+REPO = os.path.dirname(HERE)
+INSTALL = "python3 -m pip install helm-python-sdk==0.2.2"
+
+try:
+    import helm_python as helm
+except ImportError:
+    print(f"charts/test.py needs Helm's library: {INSTALL}", file=sys.stderr)
+    sys.exit(2)
+
+passed = 0
+failed = []
+
+
+def check(ok, what):
+    """Counts one expectation; keeps going after a failure to report all."""
+    global passed
+    if ok:
+        passed += 1
+    else:
+        failed.append(what)
+        print(f"FAIL: {what}", file=sys.stderr)
+
+
+def documents(text):
+    """The YAML documents of a stream, parsed by Go's YAML (through Helm)."""
+    docs, current = [], []
+    for line in text.splitlines():
+        if line.strip() == "---":
+            docs.append("\n".join(current))
+            current = []
+        else:
+            current.append(line)
+    docs.append("\n".join(current))
+    out = []
+    for d in docs:
+        if not any(l.strip() and not l.lstrip().startswith("#") for l in d.splitlines()):
+            continue
+        out.append(helm.values_from_yaml(d))
+    return out
+
+
+# Kinds the chart may render, by apiVersion.
+ALLOWED = {
+    ("v1", "ServiceAccount"),
+    ("v1", "Service"),
+    ("apps/v1", "DaemonSet"),
+    ("apps/v1", "Deployment"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
+}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+READ = {"get", "list", "watch"}
+WRITE = {"create", "update", "patch"}
+# What may be written at all: status subresources, events, the Lease.
+STATUS_WRITES = {
+    ("", "nodes/status"),
+    ("", "services/status"),
+}
+# The agent's capabilities: routes and tunnels (NET_ADMIN), raw and
+# device-bound sockets (NET_RAW), and listening on port 179 (below 1024).
+AGENT_CAPS = {"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"}
+
+
+def render(values, name="petrel", namespace="kube-system"):
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=name, namespace=namespace)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in documents(text):
+            doc["__file"] = path
+            objects.append(doc)
+    return objects
+
+
+def find(objects, kind):
+    return [o for o in objects if o.get("kind") == kind]
+
+
+def check_common(objects, namespace, label):
+    seen = set()
+    for o in objects:
+        key = (o.get("apiVersion"), o.get("kind"))
+        check(key in ALLOWED, f"{label}: {o['__file']}: unexpected {key}")
+        meta = o.get("metadata", {})
+        check(bool(meta.get("name")), f"{label}: {o['__file']}: {key} without a name")
+        if o.get("kind") not in CLUSTER_SCOPED:
+            check(
+                meta.get("namespace") == namespace,
+                f"{label}: {o.get('kind')}/{meta.get('name')} is not in {namespace}",
+            )
+        ident = (o.get("kind"), meta.get("namespace"), meta.get("name"))
+        check(ident not in seen, f"{label}: {ident} rendered twice")
+        seen.add(ident)
+
+
+def check_rbac(objects, label):
+    for role in find(objects, "ClusterRole") + find(objects, "Role"):
+        name = f"{label}: {role['kind']}/{role['metadata']['name']}"
+        for rule in role.get("rules", []):
+            groups = rule.get("apiGroups", [])
+            resources = rule.get("resources", [])
+            verbs = set(rule.get("verbs", []))
+            check("*" not in groups, f"{name}: wildcard apiGroup")
+            check("*" not in resources and not any("*" in r for r in resources),
+                  f"{name}: wildcard resource")
+            check("*" not in verbs, f"{name}: wildcard verb")
+            check(verbs <= READ | WRITE, f"{name}: verbs {sorted(verbs - READ - WRITE)}")
+            if "secrets" in resources:
+                check(role["kind"] == "Role", f"{name}: Secrets readable cluster-wide")
+                check(verbs <= READ, f"{name}: writes Secrets")
+            if not verbs & WRITE:
+                continue
+            for g in groups:
+                for r in resources:
+                    allowed = (
+                        (g == "petrel.dev" and r.endswith("/status"))
+                        or (g, r) in STATUS_WRITES
+                        or (r == "events" and g in ("", "events.k8s.io") and verbs <= {"create", "patch"})
+                        or (r == "leases" and g == "coordination.k8s.io" and role["kind"] == "Role")
+                    )
+                    check(allowed, f"{name}: may write {g or 'core'}/{r}")
+    roles = {(r["kind"], r["metadata"]["name"]) for r in find(objects, "ClusterRole") + find(objects, "Role")}
+    for b in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
+        ref = (b["roleRef"]["kind"], b["roleRef"]["name"])
+        check(ref in roles, f"{label}: {b['metadata']['name']} binds missing {ref}")
+
+
+def check_agent(objects, label, bind_address="0.0.0.0", port=9479):
+    ds = find(objects, "DaemonSet")
+    check(len(ds) == 1, f"{label}: {len(ds)} DaemonSets")
+    if not ds:
+        return
+    spec = ds[0]["spec"]["template"]["spec"]
+    check(spec.get("hostNetwork") is True, f"{label}: agent not in the host network")
+    check(spec.get("dnsPolicy") == "ClusterFirstWithHostNet", f"{label}: agent dnsPolicy")
+    check({"operator": "Exists"} in spec.get("tolerations", []), f"{label}: agent does not tolerate every taint")
+    (c,) = spec["containers"]
+    sc = c.get("securityContext", {})
+    caps = sc.get("capabilities", {})
+    check(set(caps.get("add", [])) == AGENT_CAPS, f"{label}: agent capabilities {caps.get('add')}")
+    check(caps.get("drop") == ["ALL"], f"{label}: agent does not drop ALL")
+    check(sc.get("allowPrivilegeEscalation") is False, f"{label}: agent may escalate")
+    check(sc.get("privileged") in (None, False), f"{label}: agent privileged")
+    args = c.get("args", [])
+    check(args[:5] == ["agent", "--source", "kube", "--node", "$(NODE_NAME)"], f"{label}: agent args {args}")
+    env = {e["name"]: e for e in c.get("env", [])}
+    check(
+        env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
+        f"{label}: NODE_NAME not from the downward API",
+    )
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    check(ports.get("metrics") == port, f"{label}: metrics port {ports}")
+    host = f"[{bind_address}]" if ":" in bind_address else bind_address
+    metrics = args[args.index("--metrics-address") + 1] if "--metrics-address" in args else None
+    check(metrics == f"{host}:{port}", f"{label}: --metrics-address {metrics}")
+    check(not (metrics or "").startswith("127."), f"{label}: metrics on loopback: the kubelet cannot probe it")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = c.get(probe, {}).get("httpGet", {})
+        check(get.get("path") == path and get.get("port") in ("metrics", port), f"{label}: {probe} {get}")
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    check(mounts.get("api-socket") == "/run/petrel", f"{label}: API socket mount {mounts}")
+    check(vols.get("api-socket", {}).get("hostPath", {}).get("path") == "/run/petrel", f"{label}: API socket hostPath")
+    check("--api-socket" in args and args[args.index("--api-socket") + 1].startswith("/run/petrel/"),
+          f"{label}: --api-socket outside the mounted directory")
+
+
+def check_service_accounts(objects, label):
+    accounts = {o["metadata"]["name"] for o in find(objects, "ServiceAccount")}
+    for w in find(objects, "DaemonSet") + find(objects, "Deployment"):
+        sa = w["spec"]["template"]["spec"].get("serviceAccountName")
+        check(sa in accounts, f"{label}: {w['kind']} runs as missing ServiceAccount {sa}")
+    for b in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
+        for s in b.get("subjects", []):
+            check(s["name"] in accounts, f"{label}: {b['metadata']['name']} binds missing {s['name']}")
+
+
+def petrel_crds(*args):
+    binary = os.environ.get("PETREL")
+    cmd = [binary] if binary else ["cargo", "run", "-q", "--locked", "-p", "petrel", "--"]
+    cmd += ["crds", *args]
+    return subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout
+
+
+def check_crds():
+    generated = {d["metadata"]["name"]: d for d in documents(petrel_crds())}
+    check(len(generated) == 6, f"petrel crds printed {len(generated)} CRDs")
+    # The YAML, as Go reads it, says what the Rust types mean: no scalar
+    # read as another type (YAML 1.1's `no`, `on`, numbers-as-text).
+    meant = {c["metadata"]["name"]: c for c in json.loads(petrel_crds("-o", "json"))["items"]}
+    check(sorted(meant) == sorted(generated), "petrel crds -o json has other CRDs than the YAML")
+    for name, crd in meant.items():
+        check(same(generated.get(name), crd), f"{name}: the YAML, as Go reads it, is not the JSON")
+    with helm.Chart.load(CHART) as chart:
+        shipped = chart.crds
+    by_name = {}
+    for f in shipped:
+        for d in documents(f["data"]):
+            by_name[d["metadata"]["name"]] = d
+    check(
+        sorted(by_name) == sorted(generated),
+        f"chart CRDs {sorted(by_name)} vs petrel crds {sorted(generated)}: "
+        "regenerate with `cargo run -p petrel -- crds --dir charts/petrel/crds`",
+    )
+    for name, crd in generated.items():
+        check(by_name.get(name) == crd, f"chart CRD {name} differs from `petrel crds`: regenerate it")
+        check(crd.get("apiVersion") == "apiextensions.k8s.io/v1", f"{name}: apiVersion")
+        check(crd["spec"]["group"] == "petrel.dev" and crd["spec"]["scope"] == "Cluster", f"{name}: group/scope")
+
+
+def same(a, b):
+    """Equal as JSON data, with 8 and 8.0 equal (YAML floats vs JSON ints)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+def leaf_paths(value, prefix=""):
+    """Dotted paths of values.yaml's settings (empty maps and lists are settings too)."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from leaf_paths(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1]
+
+
+def check_readme():
+    with helm.Chart.load(CHART) as chart:
+        defaults = chart.values
+    with open(os.path.join(CHART, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    for path in leaf_paths(defaults):
+        # A structured value (resources, tolerations) is one row.
+        parts = path.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+        check(any(f"| `{p}` |" in readme for p in prefixes), f"README.md does not document `{path}`")
+
+
+def main():
+    report = helm.lint(CHART, strict=True, kube_version="v1.34.0")
+    for m in report.get("messages", []):
+        check(m.get("severity", 0) < 2, f"helm lint: {m}")
+    check(not report.get("errors"), f"helm lint errors: {report.get('errors')}")
+
+    # 1. Defaults.
+    objs = render(None)
+    check_common(objs, "kube-system", "defaults")
+    check_rbac(objs, "defaults")
+    check_agent(objs, "defaults")
+    check_service_accounts(objs, "defaults")
+    (dep,) = find(objs, "Deployment")
+    check(dep["spec"]["replicas"] == 2, "defaults: controller replicas")
+    check(dep["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["controller", "--leader-elect"],
+          "defaults: controller args")
+    check(len(find(objs, "PodDisruptionBudget")) == 1, "defaults: controller PDB")
+    leases = [r for r in find(objs, "Role") if any("leases" in x.get("resources", []) for x in r["rules"])]
+    check(len(leases) == 1, "defaults: no Lease Role for leader election")
+    secrets = [r for r in find(objs, "Role") if any("secrets" in x.get("resources", []) for x in r["rules"])]
+    check(len(secrets) == 1, "defaults: the agent cannot read BGP passwords")
+    for kind in ("ServiceMonitor", "PodMonitor", "Service", "ValidatingAdmissionPolicy"):
+        check(not find(objs, kind), f"defaults: {kind} rendered though not enabled")
+
+    # 2. Monitoring, the admission policy, IPv6 metrics, no Secrets.
+    values = {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "podMonitor": {"enabled": True},
+        "admissionPolicy": {"enabled": True},
+        "agent": {"metrics": {"bindAddress": "::", "port": 9900}, "readSecrets": False,
+                  "extraArgs": ["--route-table", "254"]},
+    }
+    report = helm.lint(CHART, values, strict=True, kube_version="v1.34.0")
+    check(not report.get("errors") and all(m.get("severity", 0) < 2 for m in report.get("messages", [])),
+          f"helm lint (monitoring values): {report}")
+    objs = render(values, name="net", namespace="petrel-system")
+    check_common(objs, "petrel-system", "monitoring")
+    check_rbac(objs, "monitoring")
+    check_agent(objs, "monitoring", bind_address="::", port=9900)
+    check_service_accounts(objs, "monitoring")
+    (sm,) = find(objs, "ServiceMonitor") or [None]
+    check(sm is not None and sm["metadata"]["labels"].get("release") == "prom", "monitoring: ServiceMonitor labels")
+    check(len(find(objs, "PodMonitor")) == 1, "monitoring: PodMonitor")
+    (svc,) = find(objs, "Service") or [None]
+    check(svc is not None and svc["spec"]["ports"][0]["port"] == 9900, "monitoring: metrics Service port")
+    (ds,) = find(objs, "DaemonSet")
+    check(ds["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--route-table", "254"],
+          "monitoring: agent extraArgs")
+    (vap,) = find(objs, "ValidatingAdmissionPolicy") or [None]
+    check(vap is not None and "system:serviceaccount:petrel-system:net-petrel-agent"
+          in vap["spec"]["matchConditions"][0]["expression"], "monitoring: policy matches the agent's account")
+    (vapb,) = find(objs, "ValidatingAdmissionPolicyBinding") or [None]
+    check(vapb is not None and vap is not None and vapb["spec"]["policyName"] == vap["metadata"]["name"],
+          "monitoring: policy binding")
+    check(not [r for r in find(objs, "Role") if any("secrets" in x.get("resources", []) for x in r["rules"])],
+          "monitoring: readSecrets false still grants Secrets")
+
+    # 3. One controller without leader election, no RBAC, existing accounts.
+    values = {
+        "fullnameOverride": "p",
+        "controller": {"replicas": 1, "leaderElect": False},
+        "rbac": {"create": False},
+        "serviceAccount": {"agent": {"create": False, "name": "routing"},
+                           "controller": {"create": False, "name": "lb"}},
+    }
+    objs = render(values)
+    check_common(objs, "kube-system", "bare")
+    check_agent(objs, "bare")
+    kinds = sorted(o["kind"] for o in objs)
+    check(kinds == ["DaemonSet", "Deployment"], f"bare: rendered {kinds}")
+    (dep,) = find(objs, "Deployment")
+    check(dep["spec"]["template"]["spec"]["containers"][0]["args"] == ["controller"], "bare: controller args")
+    check(dep["spec"]["template"]["spec"]["serviceAccountName"] == "lb", "bare: controller account")
+    (ds,) = find(objs, "DaemonSet")
+    check(ds["metadata"]["name"] == "p-agent", "bare: fullnameOverride")
+    check(ds["spec"]["template"]["spec"]["serviceAccountName"] == "routing", "bare: agent account")
+
+    # 4. Agent only.
+    objs = render({"controller": {"enabled": False}})
+    check_common(objs, "kube-system", "agent-only")
+    check_rbac(objs, "agent-only")
+    check_service_accounts(objs, "agent-only")
+    check(not find(objs, "Deployment"), "agent-only: controller rendered")
+    check(all("controller" not in o["metadata"]["name"] for o in objs), "agent-only: controller objects")
+
+    check_crds()
+    check_readme()
+
+    print(f"chart: {passed} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
