@@ -811,6 +811,13 @@ struct SpeakerTask {
 /// How stale the published peer counters may get while routes flow.
 const PEERS_REFRESH: Duration = Duration::from_millis(100);
 
+/// How stale they may get on quiet sessions (KEEPALIVEs only).
+const PEERS_IDLE_REFRESH: Duration = Duration::from_secs(1);
+
+/// Commands served in a row before pending peer events get a turn: reads
+/// come first, but a stream of them must not stall routing.
+const COMMANDS_IN_A_ROW: u32 = 16;
+
 /// Events handled before the outbound queue is flushed: large enough to pack
 /// UPDATEs well under load, small enough to keep propagation prompt.
 const BATCH: usize = 512;
@@ -822,12 +829,14 @@ impl SpeakerTask {
         mut events: mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
         mut accepted: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
     ) {
+        let mut served: u32 = 0;
         loop {
             tokio::select! {
                 // Commands first: an API read waits for at most one peer
                 // event, never for a whole batch.
                 biased;
-                c = commands.recv() => {
+                c = commands.recv(), if served < COMMANDS_IN_A_ROW || events.is_empty() => {
+                served += 1;
                 // A client that reads routes and then peers sees counters at
                 // least as new as the routes.
                 if self.counters_moved {
@@ -925,10 +934,14 @@ impl SpeakerTask {
                     }
                     self.flush();
                 }
-                _ = tokio::time::sleep_until(self.peers_published + PEERS_REFRESH), if self.counters_moved => {
+                // Message counters move without events (KEEPALIVEs are
+                // counted in the session tasks), so the table is refreshed
+                // every second while there are peers at all.
+                _ = tokio::time::sleep_until(self.peers_published + if self.counters_moved { PEERS_REFRESH } else { PEERS_IDLE_REFRESH }), if self.counters_moved || !self.peers.is_empty() => {
                     self.publish_peers();
                 }
                 Some((id, ev)) = events.recv() => {
+                    served = 0;
                     self.counters_moved = true;
                     self.event(id, ev);
                     // Take what else is queued before computing the outbound

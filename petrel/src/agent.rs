@@ -114,27 +114,6 @@ impl Feed {
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
-    let mut feed = match &opts.source {
-        Source::Files(dir) => {
-            if !dir.is_dir() {
-                bail!("source directory {} does not exist", dir.display());
-            }
-            Feed::Files {
-                dir: dir.clone(),
-                last_print: None,
-            }
-        }
-        Source::Kube => {
-            let k = crate::kube_source::KubeSource::connect().await?;
-            // A plan from a partial view would withdraw what is not listed
-            // yet; until every kind is listed, nothing is planned.
-            while let Err(e) = k.wait_ready(Duration::from_secs(10)).await {
-                tracing::warn!(problem = %e, "waiting for the API server");
-            }
-            tracing::info!("every kind listed from the API server");
-            Feed::Kube(Box::new(k))
-        }
-    };
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     // Adopt the kernel's routes before anything else runs, so what survived a
@@ -169,6 +148,47 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let metrics_server = match opts.metrics {
         Some(addr) => Some(crate::metrics::serve(addr, speaker_rx, fib_report.clone()).await?),
         None => None,
+    };
+    // After health and signals: a kube source may wait long for its first
+    // lists, and must stay stoppable and say it is alive meanwhile.
+    let mut feed = match &opts.source {
+        Source::Files(dir) => {
+            if !dir.is_dir() {
+                bail!("source directory {} does not exist", dir.display());
+            }
+            Feed::Files {
+                dir: dir.clone(),
+                last_print: None,
+            }
+        }
+        Source::Kube => {
+            let k = crate::kube_source::KubeSource::connect().await?;
+            // A plan from a partial view would withdraw what is not listed
+            // yet; until every kind is listed, nothing is planned. Secrets
+            // alone are given up on after 30 s (reading them may not be
+            // allowed when no peer has a password).
+            let mut tries = 0;
+            loop {
+                tokio::select! {
+                    r = k.wait_ready(Duration::from_secs(10)) => match r {
+                        Ok(()) => break,
+                        Err(missing) if missing == ["Secret"] && tries >= 2 => {
+                            tracing::warn!("Secrets cannot be listed; planning without them (peers with passwords stay unconfigured)");
+                            break;
+                        }
+                        Err(missing) => tracing::warn!(
+                            missing = %missing.join(", "),
+                            "waiting for the API server's first lists (is it reachable, are the petrel CRDs installed, may this service account list them?)"
+                        ),
+                    },
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                }
+                tries += 1;
+            }
+            tracing::info!("every kind listed from the API server");
+            Feed::Kube(Box::new(k))
+        }
     };
     let mut reconciler = reconciler;
     let (fib_tx, fib_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -458,7 +458,6 @@ fn as_path_text(p: &pb::Path) -> String {
         .join(" ")
 }
 
-/// Routes as JSON values.
 fn path_json(p: &pb::Path) -> Value {
     json!({
         "best": p.best,
@@ -480,6 +479,7 @@ fn path_json(p: &pb::Path) -> Value {
     })
 }
 
+/// Routes as JSON values.
 pub fn routes_json(routes: &[pb::Route]) -> Value {
     Value::Array(
         routes
@@ -886,6 +886,21 @@ pub async fn watch(socket: &Path, args: WatchArgs) -> anyhow::Result<()> {
                     request.resume_after
                 ),
                 Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    // The agent says where this watch was, also when nothing
+                    // passed the filters yet: resume exactly there.
+                    if let Some(c) = s
+                        .message()
+                        .split_once("after cursor ")
+                        .and_then(|(_, rest)| {
+                            rest.split(|c: char| c == ';' || c.is_whitespace()).next()
+                        })
+                        .filter(|c| !c.is_empty())
+                    {
+                        request.resume_after = c.to_string();
+                    }
+                    if request.resume_after.is_empty() {
+                        anyhow::bail!("{}", s.message());
+                    }
                     tracing::debug!("fell behind; resuming from {}", request.resume_after);
                     break;
                 }

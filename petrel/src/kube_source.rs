@@ -118,7 +118,14 @@ impl KubeSource {
             tx.clone(),
         );
         tasks.push(t);
-        let (secrets, t) = reflect(Api::<Secret>::all(client.clone()), "Secret", tx.clone());
+        // Secrets only in the agent's own namespace (the chart grants no
+        // more): BGPPeer passwords are Secrets there.
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+        let (secrets, t) = reflect(
+            Api::<Secret>::namespaced(client.clone(), &namespace),
+            "Secret",
+            tx.clone(),
+        );
         tasks.push(t);
         let mut custom = Vec::new();
         for (kind, plural) in PETREL_KINDS {
@@ -156,8 +163,9 @@ impl KubeSource {
     }
 
     /// Waits until every kind has been listed once (so the first plan is not
-    /// made from a partial view), at most `limit`; says which are missing.
-    pub async fn wait_ready(&self, limit: Duration) -> Result<(), String> {
+    /// made from a partial view), at most `limit`; says which kinds are
+    /// missing.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<(), Vec<&'static str>> {
         let all = async {
             let _ = self.nodes.wait_until_ready().await;
             let _ = self.services.wait_until_ready().await;
@@ -181,10 +189,7 @@ impl KubeSource {
         .filter(|(_, ready)| !*ready)
         .map(|(k, _)| k)
         .collect();
-        Err(format!(
-            "not listed yet: {} (is the API server reachable, are the petrel CRDs installed, may this service account list them?)",
-            missing.join(", ")
-        ))
+        Err(missing)
     }
 
     /// Waits until something changed since the last [`KubeSource::snapshot`],

@@ -150,11 +150,13 @@ async fn the_agent_follows_the_api_server() {
     )
     .await;
     let configs = api(&client, "BGPConfiguration", "bgpconfigurations", false);
-    // A port of its own: the agent runs in the test's namespace.
+    // The agent runs in the host's namespace (the test API server is on its
+    // loopback): a BGP port of its own, unlike any other test's.
+    let port = 20000 + std::process::id() % 20000;
     create(&configs, json!({
         "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration", "metadata": {"name": "default"},
         "spec": {"asNumber": 65001, "routerID": "10.0.0.1", "listenAddress": "127.0.0.1",
-                 "listenPort": 17979, "nodeToNodeMeshEnabled": false}
+                 "listenPort": port, "nodeToNodeMeshEnabled": false}
     }))
     .await;
     let peers = api(&client, "BGPPeer", "bgppeers", false);
