@@ -146,18 +146,22 @@ async fn main() -> anyhow::Result<()> {
             Err(e) if e.code() == tonic::Code::Unavailable => gone = true,
             Err(_) => explain.errors += 1,
         }
-        if written.elapsed() >= Duration::from_secs(1) || gone {
-            let v = json!({
-                "rate_hz": rate,
-                "seconds": run_from.elapsed().as_secs_f64(),
-                "list_peers": list.summary(),
-                "explain_route": explain.summary(),
-                "explain_found": found,
-            });
-            std::fs::write(&out, serde_json::to_string_pretty(&v)?)?;
+        if written.elapsed() >= Duration::from_secs(1) {
+            write_summary(&out, rate, run_from, &list, &explain, found)?;
             written = Instant::now();
         }
     }
+    write_summary(&out, rate, run_from, &list, &explain, found)
+}
+
+fn write_summary(
+    out: &Path,
+    rate: f64,
+    run_from: Instant,
+    list: &Samples,
+    explain: &Samples,
+    found: u64,
+) -> anyhow::Result<()> {
     let v = json!({
         "rate_hz": rate,
         "seconds": run_from.elapsed().as_secs_f64(),
@@ -165,6 +169,6 @@ async fn main() -> anyhow::Result<()> {
         "explain_route": explain.summary(),
         "explain_found": found,
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&v)?)?;
+    std::fs::write(out, serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }

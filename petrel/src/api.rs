@@ -226,6 +226,10 @@ fn routes(mut builder: Server, api: &Api) -> tonic::transport::server::Router {
         ))
 }
 
+/// Metadata key of a RESOURCE_EXHAUSTED watch error: the cursor to resume
+/// from (also when no event passed the watcher's filters yet).
+pub const RESUME_CURSOR: &str = "petrel-resume-cursor";
+
 /// Environment variable naming the CA (PEM) that signed the agent's
 /// certificate, for an `https://HOST:PORT` API address.
 pub const ENV_CA: &str = "PETREL_API_CA";
@@ -972,7 +976,13 @@ fn watch_status(e: WatchError) -> Status {
         WatchError::OtherRun { .. } | WatchError::Expired { .. } | WatchError::Ahead { .. } => {
             Status::out_of_range(msg)
         }
-        WatchError::Lagged { .. } => Status::resource_exhausted(msg),
+        WatchError::Lagged { last } => {
+            let mut md = tonic::metadata::MetadataMap::new();
+            if let Ok(v) = last.to_string().parse() {
+                md.insert(RESUME_CURSOR, v);
+            }
+            Status::with_metadata(tonic::Code::ResourceExhausted, msg, md)
+        }
         WatchError::Stopped => Status::unavailable(msg),
     }
 }

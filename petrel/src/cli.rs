@@ -889,12 +889,9 @@ pub async fn watch(socket: &Path, args: WatchArgs) -> anyhow::Result<()> {
                     // The agent says where this watch was, also when nothing
                     // passed the filters yet: resume exactly there.
                     if let Some(c) = s
-                        .message()
-                        .split_once("after cursor ")
-                        .and_then(|(_, rest)| {
-                            rest.split(|c: char| c == ';' || c.is_whitespace()).next()
-                        })
-                        .filter(|c| !c.is_empty())
+                        .metadata()
+                        .get(api::RESUME_CURSOR)
+                        .and_then(|v| v.to_str().ok())
                     {
                         request.resume_after = c.to_string();
                     }

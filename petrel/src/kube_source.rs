@@ -57,9 +57,11 @@ impl Drop for KubeSource {
     }
 }
 
-/// Starts a reflector on `api`, bumping `generation` on every change.
+/// Starts a reflector on `api` into `writer`'s store, bumping `generation`
+/// on every change.
 fn reflect<K>(
     api: Api<K>,
+    writer: reflector::store::Writer<K>,
     kind: &'static str,
     generation: Arc<watch::Sender<u64>>,
 ) -> (Store<K>, JoinHandle<()>)
@@ -71,18 +73,16 @@ where
         + Send
         + Sync
         + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
+    let reader = writer.as_reader();
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => {
-                    generation.send_modify(|g| *g += 1);
-                }
+                Ok(_) => generation.send_modify(|g| *g += 1),
                 // The backoff wrapper retries; say what happened once per try.
                 Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
             }
@@ -108,12 +108,23 @@ impl KubeSource {
         let (tx, generation) = watch::channel(0u64);
         let tx = Arc::new(tx);
         let mut tasks = Vec::new();
-        let (nodes, t) = reflect(Api::<Node>::all(client.clone()), "Node", tx.clone());
+        let (nodes, t) = reflect(
+            Api::<Node>::all(client.clone()),
+            Default::default(),
+            "Node",
+            tx.clone(),
+        );
         tasks.push(t);
-        let (services, t) = reflect(Api::<Service>::all(client.clone()), "Service", tx.clone());
+        let (services, t) = reflect(
+            Api::<Service>::all(client.clone()),
+            Default::default(),
+            "Service",
+            tx.clone(),
+        );
         tasks.push(t);
         let (slices, t) = reflect(
             Api::<EndpointSlice>::all(client.clone()),
+            Default::default(),
             "EndpointSlice",
             tx.clone(),
         );
@@ -123,6 +134,7 @@ impl KubeSource {
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
         let (secrets, t) = reflect(
             Api::<Secret>::namespaced(client.clone(), &namespace),
+            Default::default(),
             "Secret",
             tx.clone(),
         );
@@ -132,22 +144,9 @@ impl KubeSource {
             let gvk = GroupVersionKind::gvk(crds::GROUP, crds::VERSION, kind);
             let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
             let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-            let writer = reflector::store::Writer::new(ar.clone());
-            let reader = writer.as_reader();
-            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                .default_backoff();
-            let tx = tx.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(_) => tx.send_modify(|g| *g += 1),
-                        Err(e) => {
-                            tracing::warn!(kind, error = %e, "watch failed; retrying with backoff")
-                        }
-                    }
-                }
-            }));
+            let writer = reflector::store::Writer::new(ar);
+            let (reader, t) = reflect(api, writer, kind, tx.clone());
+            tasks.push(t);
             custom.push((kind, reader));
         }
         KubeSource {

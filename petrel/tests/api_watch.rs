@@ -149,17 +149,30 @@ router bgp 65002
     // Started before the session comes up: it sees it happen.
     petrel.wait_established("10.41.0.2", 30);
     let first = Watcher::start(&petrel, &[]);
-    // Once the watch runs (its first event is the reset's), a hard reset: it
-    // sees the session go down and come back, and FRR's route return.
+    // Until the watch shows an event, routes are added (each one an event;
+    // the watch's own start takes a moment). Then a hard reset: it sees the
+    // session go down and come back, and FRR's route return.
+    let mut n = 0;
     wait_until(10, "the watch to start", || {
-        ok(cli(&petrel, &["peer", "reset", "frr"]));
-        std::thread::sleep(Duration::from_millis(300));
+        n += 1;
+        ok(cli(
+            &petrel,
+            &[
+                "route",
+                "add",
+                &format!("10.79.{n}.0/24"),
+                "--client",
+                "sync",
+            ],
+        ));
+        std::thread::sleep(Duration::from_millis(200));
         first
             .lines
             .try_recv()
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("{e}\n{}", petrel.log_tail()))
     });
+    ok(cli(&petrel, &["peer", "reset", "frr"]));
     let up = first.until(30, "the session to come up again", |v| {
         v["type"] == "peer-state" && v["address"] == "10.41.0.2" && v["to"] == "Established"
     });
