@@ -473,9 +473,7 @@ impl Elector {
             .map_err(|e| self.api_error("read", e))?;
         self.contact.send_replace(true);
         let now = Instant::now();
-        let record = lease
-            .as_ref()
-            .map(|l| Record::from_spec(l.spec.as_ref()));
+        let record = lease.as_ref().map(|l| Record::from_spec(l.spec.as_ref()));
         let observed_at = match &record {
             Some(r) => self.observer.observe(r, now),
             None => {
@@ -825,7 +823,11 @@ mod tests {
         let t0 = Instant::now();
         let seen_by_candidate = t0 + Duration::from_millis(300);
         let leader_last = t0 + timing.renew_deadline;
-        assert!(still_leading(t0, leader_last - Duration::from_millis(1), &timing));
+        assert!(still_leading(
+            t0,
+            leader_last - Duration::from_millis(1),
+            &timing
+        ));
         assert!(!still_leading(t0, leader_last, &timing));
         let r = held_by("leader", 0);
         let before = leader_last;

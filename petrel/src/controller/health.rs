@@ -103,7 +103,10 @@ impl Health {
 }
 
 /// Serves the endpoints on `addr` until the task is aborted.
-pub async fn serve(addr: SocketAddr, health: Health) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("--metrics-address {addr}: {e}"))?;
@@ -126,7 +129,10 @@ pub async fn serve(addr: SocketAddr, health: Health) -> anyhow::Result<tokio::ta
 async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
     if h.leadership.is_leading() {
         if h.synced.load(Ordering::SeqCst) {
-            (StatusCode::OK, "leading; LoadBalancer addresses in sync\n".into())
+            (
+                StatusCode::OK,
+                "leading; LoadBalancer addresses in sync\n".into(),
+            )
         } else {
             (
                 StatusCode::SERVICE_UNAVAILABLE,

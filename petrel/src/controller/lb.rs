@@ -32,17 +32,15 @@ use std::time::Duration;
 use crds::status::{CONDITION_READY, REASON_INVALID, REASON_VALID, condition, set_condition};
 use crds::{AddressCount, LoadBalancerPoolSpec, LoadBalancerPoolStatus};
 use futures::StreamExt;
-use ipam::lb::{
-    Allocator, Assignment, PoolSpec, RawPort, RawService, ServiceKey, ServiceRequest,
-};
+use ipam::lb::{Allocator, Assignment, PoolSpec, RawPort, RawService, ServiceKey, ServiceRequest};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::{Resource, ResourceExt};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -225,7 +223,12 @@ impl Lb {
             for d in &update.dropped {
                 tracing::warn!(service = %d.service, ip = %d.ip, reason = %d.reason, "address dropped after a pool change");
                 if let Some(svc) = services.get(&d.service) {
-                    pass.actions.push(note(svc.object_ref(&()), true, "AddressDropped", d.to_string()));
+                    pass.actions.push(note(
+                        svc.object_ref(&()),
+                        true,
+                        "AddressDropped",
+                        d.to_string(),
+                    ));
                 }
             }
             self.pools = Some(specs);
@@ -241,8 +244,12 @@ impl Lb {
             match refused.get(&name) {
                 Some(msg) if self.pool_warned.get(&name) != Some(msg) => {
                     tracing::warn!(pool = %name, error = %msg, "LoadBalancerPool refused");
-                    pass.actions
-                        .push(note(p.object_ref(&pools_resource()), true, "PoolRefused", msg.clone()));
+                    pass.actions.push(note(
+                        p.object_ref(&pools_resource()),
+                        true,
+                        "PoolRefused",
+                        msg.clone(),
+                    ));
                     self.pool_warned.insert(name, msg.clone());
                 }
                 Some(_) => {}
@@ -270,8 +277,12 @@ impl Lb {
             for d in self.alloc.restore(existing) {
                 tracing::warn!(service = %d.service, ip = %d.ip, reason = %d.reason, "address not restored");
                 if let Some(svc) = services.get(&d.service) {
-                    pass.actions
-                        .push(note(svc.object_ref(&()), true, "AddressNotRestored", d.to_string()));
+                    pass.actions.push(note(
+                        svc.object_ref(&()),
+                        true,
+                        "AddressNotRestored",
+                        d.to_string(),
+                    ));
                 }
             }
             tracing::info!(
@@ -401,8 +412,12 @@ impl Lb {
                     Some(e) => {
                         let text = format!("{}: {e}", e.reason());
                         if tracked.warned.as_ref() != Some(&text) {
-                            pass.actions
-                                .push(note(svc.object_ref(&()), true, e.reason(), e.to_string()));
+                            pass.actions.push(note(
+                                svc.object_ref(&()),
+                                true,
+                                e.reason(),
+                                e.to_string(),
+                            ));
                             tracked.warned = Some(text);
                         }
                     }
@@ -542,7 +557,10 @@ fn key_of(svc: &Service) -> ServiceKey {
 }
 
 fn created_at<K: kube::Resource>(o: &K) -> Option<i64> {
-    o.meta().creation_timestamp.as_ref().map(|t| t.0.as_second())
+    o.meta()
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
 }
 
 fn is_load_balancer(svc: &Service) -> bool {
@@ -945,9 +963,7 @@ mod tests {
                 name: Some(name.into()),
                 uid: Some(format!("uid-{name}")),
                 resource_version: Some("1".into()),
-                creation_timestamp: Some(Time(
-                    Timestamp::from_second(created).expect("in range"),
-                )),
+                creation_timestamp: Some(Time(Timestamp::from_second(created).expect("in range"))),
                 ..ObjectMeta::default()
             },
             spec: Some(ServiceSpec {
@@ -1011,10 +1027,7 @@ mod tests {
         // `b` was given .0 by an earlier leader; `a` is older but has no
         // address yet. Assigning first would hand `a` the .0 of `b`.
         let pools = [pool("p", &["192.0.2.0/30"])];
-        let services = [
-            svc("ns", "a", 10, &[]),
-            svc("ns", "b", 20, &["192.0.2.0"]),
-        ];
+        let services = [svc("ns", "a", 10, &[]), svc("ns", "b", 20, &["192.0.2.0"])];
         let mut lb = Lb::new(None);
         let pass = lb.reconcile(
             &View {
@@ -1026,7 +1039,10 @@ mod tests {
         );
         let writes = ingress_writes(&pass);
         assert_eq!(writes.get("ns/a"), Some(&vec![ip("192.0.2.1")]));
-        assert!(!writes.contains_key("ns/b"), "b keeps its address: {writes:?}");
+        assert!(
+            !writes.contains_key("ns/b"),
+            "b keeps its address: {writes:?}"
+        );
     }
 
     #[test]
@@ -1078,7 +1094,8 @@ mod tests {
         assert_eq!(writes.get("ns/b"), Some(&vec![]), "cleared");
         let ev = events(&pass);
         assert!(
-            ev.iter().any(|(r, m)| r == "PoolExhausted" && m.contains("ns/b")),
+            ev.iter()
+                .any(|(r, m)| r == "PoolExhausted" && m.contains("ns/b")),
             "{ev:?}"
         );
         assert!(

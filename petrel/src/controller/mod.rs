@@ -304,7 +304,9 @@ pub async fn run(opts: ControllerOptions) -> anyhow::Result<()> {
             Ok(mut elector) => {
                 match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the Lease; it expires by itself"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot release the Lease; it expires by itself")
+                    }
                     Err(_) => tracing::warn!("releasing the Lease timed out; it expires by itself"),
                 }
             }
