@@ -127,9 +127,9 @@ pub enum LeaseError {
         name: String,
         /// What was tried (`read`, `create`, `update`).
         action: &'static str,
-        /// The client's error.
+        /// The client's error (boxed: it is large, and rare).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -460,7 +460,7 @@ impl Elector {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             action,
-            source,
+            source: Box::new(source),
         }
     }
 
