@@ -333,6 +333,13 @@ fn apply(
     };
     let api_version = res.api_version(&t.version);
     let now = now();
+    // Custom resources say in their schema which lists are granular; built-in kinds (no
+    // schema here) use the strategic-merge keys.
+    let schema = res.schemas.get(&t.version);
+    let list_keys = |p: &[String]| match schema {
+        Some(s) => s.list_map_keys(p),
+        None => patch::builtin_list_keys(p),
+    };
     let req = ApplyRequest {
         manager,
         force: q.get("force").is_some_and(|f| f == "true"),
@@ -340,6 +347,7 @@ fn apply(
         api_version: &api_version,
         now: &now,
         scope: &scope,
+        list_keys: &list_keys,
     };
     let merged = patch::apply(live.as_ref(), &config, &req).map_err(|conflicts| {
         let pairs: Vec<(String, String)> =

@@ -349,6 +349,10 @@ impl State {
         let mut next = if t.subresource.as_deref() == Some("status") {
             let mut next = old.clone();
             set_or_remove(&mut next, "status", candidate.get("status").cloned());
+            // Server-side apply to /status records its manager's fields like any write.
+            if let Some(fields) = candidate["metadata"].get("managedFields") {
+                next["metadata"]["managedFields"] = fields.clone();
+            }
             next
         } else {
             if res.status {
