@@ -8,11 +8,13 @@
 mod agent;
 mod api;
 mod cli;
+mod conditions;
 mod crds_cmd;
 mod decode;
 mod fib;
 mod json;
 mod kube_source;
+mod kube_status;
 mod lab;
 mod managed;
 mod metrics;
@@ -201,6 +203,13 @@ enum Command {
     },
     /// Decode MRT files (RFC 6396; plain, gzip or bzip2) and print one JSON object per record.
     Decode(DecodeArgs),
+    // TEMPORARY (branch `status`): a stand-in so the status tests can run
+    // conditions::run; the real `petrel controller` (leader election, the
+    // address allocator) replaces it on merge and calls conditions::run
+    // while leading.
+    /// Keep the Ready conditions of petrel's objects (stand-in controller).
+    #[command(hide = true)]
+    Controller,
 }
 
 /// Arguments of `petrel decode`.
@@ -251,6 +260,29 @@ fn main() -> ExitCode {
             };
         }
         Command::Lab { command } => lab::run(command),
+        // TEMPORARY (branch `status`): see Command::Controller.
+        Command::Controller => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let client = kube::Client::try_default().await?;
+                    let mut term = tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    )?;
+                    tokio::select! {
+                        r = conditions::run(client) => r,
+                        _ = term.recv() => Ok(()),
+                        _ = tokio::signal::ctrl_c() => Ok(()),
+                    }
+                })
+            })
+        }
         Command::Agent {
             source,
             node,
