@@ -1926,11 +1926,32 @@ impl Rib {
 
     /// Computes what changed since the last flush and encodes it per peer.
     pub fn flush(&mut self) -> Outbound {
+        self.flush_some(usize::MAX)
+    }
+
+    /// Whether changes wait for a flush (never while selection is deferred).
+    pub fn has_pending(&self) -> bool {
+        !self.deferring && !self.dirty.is_empty()
+    }
+
+    /// [`Rib::flush`] for at most `max` of the changed prefixes; the rest
+    /// wait for the next call. A full table's batch can take the owner
+    /// hundreds of milliseconds to flush in one go; in slices, it can
+    /// answer reads between them.
+    pub fn flush_some(&mut self, max: usize) -> Outbound {
         let mut out = Outbound::default();
         if self.deferring {
             return out;
         }
-        let dirty: Vec<IpNet> = self.dirty.drain().collect();
+        let dirty: Vec<IpNet> = if self.dirty.len() <= max {
+            self.dirty.drain().collect()
+        } else {
+            let some: Vec<IpNet> = self.dirty.iter().take(max).copied().collect();
+            for p in &some {
+                self.dirty.remove(p);
+            }
+            some
+        };
         if dirty.is_empty() {
             return out;
         }
@@ -1976,7 +1997,12 @@ impl Rib {
                 }
             }
         }
-        if self.interned.len() > 4096 && self.interned.len() > 2 * self.loc.len() {
+        // Once the whole batch is out: the sets no longer referenced are
+        // known only then.
+        if self.dirty.is_empty()
+            && self.interned.len() > 4096
+            && self.interned.len() > 2 * self.loc.len()
+        {
             self.collect_garbage();
         }
         out

@@ -830,6 +830,13 @@ const COMMANDS_IN_A_ROW: u32 = 16;
 /// UPDATEs well under load, small enough to keep propagation prompt.
 const BATCH: usize = 512;
 
+/// Prefixes flushed between two looks at the command queue. At a few
+/// microseconds a prefix (encoding for every update group, the FIB's and
+/// the journal's share) this is some milliseconds of work, so a read
+/// waits that long at most for a flush, where a full table's batch in one
+/// go made it wait hundreds (docs/performance.md).
+const FLUSH_SLICE: usize = 4096;
+
 impl SpeakerTask {
     async fn run(
         mut self,
@@ -843,7 +850,7 @@ impl SpeakerTask {
                 // Commands first: an API read waits for at most one peer
                 // event, never for a whole batch.
                 biased;
-                c = commands.recv(), if served < COMMANDS_IN_A_ROW || events.is_empty() => {
+                c = commands.recv(), if served < COMMANDS_IN_A_ROW || (events.is_empty() && !self.rib.has_pending()) => {
                 served += 1;
                 // A client that reads routes and then peers sees counters at
                 // least as new as the routes.
@@ -948,6 +955,12 @@ impl SpeakerTask {
                 _ = tokio::time::sleep_until(self.peers_published + if self.counters_moved { PEERS_REFRESH } else { PEERS_IDLE_REFRESH }), if self.counters_moved || !self.peers.is_empty() => {
                     self.publish_peers();
                 }
+                // The rest of a flush a command interrupted, before more
+                // events add to it.
+                _ = std::future::ready(()), if self.rib.has_pending() => {
+                    served = 0;
+                    self.flush_until_command(&commands);
+                }
                 Some((id, ev)) = events.recv() => {
                     served = 0;
                     self.counters_moved = true;
@@ -966,7 +979,7 @@ impl SpeakerTask {
                             Err(_) => break,
                         }
                     }
-                    self.flush();
+                    self.flush_until_command(&commands);
                     self.after_events();
                 }
             }
@@ -1326,10 +1339,28 @@ impl SpeakerTask {
         }
     }
 
+    /// Sends everything pending: outbound UPDATEs, FIB changes, journal.
     fn flush(&mut self) {
+        self.flush_slice(usize::MAX);
+    }
+
+    /// Flushes in slices of [`FLUSH_SLICE`] prefixes until nothing is
+    /// pending or a command waits; what is left goes out on a later turn
+    /// of the run loop, after the command.
+    fn flush_until_command(&mut self, commands: &mpsc::UnboundedReceiver<Command>) {
+        loop {
+            self.flush_slice(FLUSH_SLICE);
+            if !self.rib.has_pending() || !commands.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// [`SpeakerTask::flush`] for at most `max` changed prefixes.
+    fn flush_slice(&mut self, max: usize) {
         // Prefix counts may move with anything that flushes.
         self.counters_moved = true;
-        let out = self.rib.flush();
+        let out = self.rib.flush_some(max);
         self.dispatch(out);
         // Taken whether or not the FIB listens, so the set never grows
         // without bound on a speaker without a FIB (a route reflector).

@@ -1411,3 +1411,42 @@ fn a_family_without_add_path_in_an_add_path_group_replaces_its_one_path() {
     assert_eq!(ann.len(), 1);
     assert!(wd.is_empty(), "{wd:?}");
 }
+
+#[test]
+fn a_flush_in_slices_sends_what_one_flush_would() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("198.51.100.2", 65002, "198.51.100.100"));
+    let prefixes: Vec<String> = (0..10).map(|i| format!("203.0.{i}.0/24")).collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    r.update(1, &announce(vec![65001], "192.0.2.1", &refs, vec![]), false);
+    assert!(r.has_pending());
+    let mut sent = Vec::new();
+    let mut slices = 0;
+    while r.has_pending() {
+        let out = r.flush_some(3);
+        let (ann, wd) = sent_to(&out, 2);
+        assert!(wd.is_empty());
+        assert!(ann.len() <= 3, "a slice sent {} prefixes", ann.len());
+        sent.extend(ann.into_iter().map(|(p, _)| p.to_string()));
+        slices += 1;
+        assert!(
+            slices <= 4,
+            "ten prefixes in slices of three take four flushes"
+        );
+    }
+    assert_eq!(slices, 4);
+    sent.sort();
+    let mut want = prefixes.clone();
+    want.sort();
+    assert_eq!(sent, want, "every prefix exactly once");
+    // Each slice's best-path changes are there for the FIB, once.
+    let mut changed: Vec<String> = r
+        .take_best_changes()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    changed.sort();
+    assert_eq!(changed, want);
+    assert!(r.flush().messages.is_empty(), "nothing is left over");
+}

@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+#[path = "common/kubeenv.rs"]
+mod kubeenv;
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use kubeenv::KubeEnv;
 use serde_json::{Value, json};
 
 /// The agent process, killed when dropped.
@@ -60,47 +64,22 @@ impl Agent {
     }
 }
 
-fn crd(kind: &str, plural: &str) -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.petrel.dev")},
-        "spec": {
-            "group": "petrel.dev",
-            "scope": "Cluster",
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
-            "versions": [{
-                "name": "v1alpha1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
-            }]
-        }
-    })
-}
-
-fn api(client: &kube::Client, kind: &str, plural: &str, namespaced: bool) -> Api<DynamicObject> {
+/// The Api of a kind read as dynamic objects.
+fn api(client: &kube::Client, kind: &str, plural: &str) -> Api<DynamicObject> {
     let (group, version) = match kind {
         "Node" => ("", "v1"),
         _ => ("petrel.dev", "v1alpha1"),
     };
     let ar =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-    if namespaced {
-        Api::namespaced_with(client.clone(), "default", &ar)
-    } else {
-        Api::all_with(client.clone(), &ar)
-    }
+    Api::all_with(client.clone(), &ar)
 }
 
-async fn create(a: &Api<DynamicObject>, v: Value) {
-    let o: DynamicObject = serde_json::from_value(v).expect("object");
-    a.create(&PostParams::default(), &o).await.expect("created");
-}
-
-fn start_agent(dir: &Path, kubeconfig: &Path) -> Agent {
+fn start_agent(dir: &Path, kubeconfig: &Path, node: &str) -> Agent {
     let socket = dir.join("petrel.sock");
     let log = dir.join("agent.log");
     let child = Command::new(env!("CARGO_BIN_EXE_petrel"))
-        .args(["agent", "--source", "kube", "--node", "node-1", "--no-fib"])
+        .args(["agent", "--source", "kube", "--node", node, "--no-fib"])
         .args(["--metrics-address", "off", "--api-socket"])
         .arg(&socket)
         .env("KUBECONFIG", kubeconfig)
@@ -114,54 +93,31 @@ fn start_agent(dir: &Path, kubeconfig: &Path) -> Agent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_follows_the_api_server() {
-    let mut server = testserver::TestServer::start()
-        .await
-        .expect("test API server");
-    let client = server.client().expect("client");
-    let dir = std::env::temp_dir().join(format!("petrel-kube-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let kubeconfig = dir.join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-
-    let crds = Api::<DynamicObject>::all_with(
-        client.clone(),
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
-            "customresourcedefinitions",
-        ),
-    );
-    for (kind, plural) in [
-        ("BGPConfiguration", "bgpconfigurations"),
-        ("BGPPeer", "bgppeers"),
-        ("BGPFilter", "bgpfilters"),
-        ("BGPAdvertisement", "bgpadvertisements"),
-    ] {
-        create(&crds, crd(kind, plural)).await;
-    }
-    let nodes = api(&client, "Node", "nodes", false);
-    create(
-        &nodes,
+    let mut env = KubeEnv::start("kube-source").await;
+    env.install_crds().await;
+    let client = env.client();
+    let node = env.name("node");
+    env.create_json(
+        "nodes",
         json!({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
             "spec": {"podCIDRs": ["10.244.1.0/24"]},
             "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
         }),
     )
     .await;
-    let configs = api(&client, "BGPConfiguration", "bgpconfigurations", false);
     // The agent runs in the host's namespace (the test API server is on its
     // loopback): a BGP port of its own, unlike any other test's.
     let port = 20000 + std::process::id() % 20000;
-    create(&configs, json!({
+    env.create_json("bgpconfigurations", json!({
         "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration", "metadata": {"name": "default"},
         "spec": {"asNumber": 65001, "routerID": "10.0.0.1", "listenAddress": "127.0.0.1",
                  "listenPort": port, "nodeToNodeMeshEnabled": false}
     }))
     .await;
-    let peers = api(&client, "BGPPeer", "bgppeers", false);
-    create(
-        &peers,
+    let peers = api(&client, "BGPPeer", "bgppeers");
+    env.create_json(
+        "bgppeers",
         json!({
             "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "tor"},
             "spec": {"peerIP": "127.0.0.9", "asNumber": 65009}
@@ -169,7 +125,7 @@ async fn the_agent_follows_the_api_server() {
     )
     .await;
 
-    let agent = start_agent(&dir, &kubeconfig);
+    let agent = start_agent(env.dir(), env.kubeconfig(), &node);
     agent
         .wait(20, "the peer from the API server", |p| {
             p.iter().any(|p| p["name"] == "tor" && p["asn"] == 65009)
@@ -191,17 +147,18 @@ async fn the_agent_follows_the_api_server() {
         })
         .await;
 
-    // A broken object is reported; the others still count.
-    create(
-        &peers,
+    // A broken object (one the schema cannot tell is wrong) is reported;
+    // the others still count.
+    env.create_json(
+        "bgppeers",
         json!({
             "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "broken"},
-            "spec": {"peerIP": "not-an-address", "asNumber": 65011}
+            "spec": {"peerIP": "127.0.0.11", "asNumber": 65011, "holdTime": 9, "keepaliveTime": 5}
         }),
     )
     .await;
-    create(
-        &peers,
+    env.create_json(
+        "bgppeers",
         json!({
             "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "second"},
             "spec": {"peerIP": "127.0.0.10", "asNumber": 65012}
@@ -215,12 +172,15 @@ async fn the_agent_follows_the_api_server() {
         .await;
     let log = agent.log();
     assert!(
-        log.contains("BGPPeer/broken") && log.contains("spec.peerIP"),
+        log.contains("BGPPeer/broken") && log.contains("spec.keepaliveTime"),
         "the bad object is named with its field: {log}"
     );
 
     // The API server restarts; the watches resume and see later changes.
-    server.restart().await.expect("restart");
+    match env.server() {
+        Some(server) => server.restart().await.expect("restart"),
+        None => eprintln!("a real cluster: its API server is not restarted"),
+    }
     peers
         .delete("second", &DeleteParams::default())
         .await
@@ -231,5 +191,5 @@ async fn the_agent_follows_the_api_server() {
         })
         .await;
     drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
+    env.cleanup().await;
 }

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "common/kubeenv.rs"]
+mod kubeenv;
+
 const VIP: &str = "198.51.100.10";
 
 /// The pods of tor.yaml and rr.yaml: (node, pod index, address).
@@ -53,6 +56,11 @@ struct Lab {
 impl Lab {
     /// `petrel lab up labs/<topology>.yaml --name <short unique name>`.
     fn up(topology: &str, tag: &str) -> Lab {
+        Lab::up_with(topology, tag, &[])
+    }
+
+    /// [`Lab::up`] with more arguments for `petrel lab up`.
+    fn up_with(topology: &str, tag: &str, extra: &[&str]) -> Lab {
         assert!(
             is_root(),
             "lab tests need root (network namespaces); run them as CI does, via .ci/run"
@@ -67,15 +75,10 @@ impl Lab {
         let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../labs")
             .join(format!("{topology}.yaml"));
-        let out = petrel(&[
-            "lab",
-            "up",
-            &file.display().to_string(),
-            "--name",
-            &lab.name,
-            "--timeout",
-            "60",
-        ]);
+        let file = file.display().to_string();
+        let mut args = vec!["lab", "up", &file, "--name", &lab.name, "--timeout", "60"];
+        args.extend_from_slice(extra);
+        let out = petrel(&args);
         assert!(
             out.status.success(),
             "lab up failed:\n{}\n{}",
@@ -452,4 +455,150 @@ fn a_petrel_route_reflector_connects_the_pods_and_has_the_vip_as_ecmp() {
         ping_once(&lab.router_ns, VIP),
         "the reflector cannot ping the VIP"
     );
+}
+
+/// The Kubernetes "done when": the lab's objects in an API server (the
+/// project's test API server, or the cluster `PETREL_TEST_KUBECONFIG`
+/// names), agents with `--source kube`, `petrel controller` assigning
+/// LoadBalancer IPs from the lab's pool. A LoadBalancer Service gets its
+/// address, is advertised from exactly the nodes with endpoints and
+/// answers the ToR; an endpoint move reaches the ToR within a second;
+/// deleting a Service withdraws it; `lab down` leaves the API server as it
+/// was.
+#[test]
+fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_from_its_endpoints_nodes()
+ {
+    use k8s_openapi::api::core::v1::{Node, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut env = rt.block_on(kubeenv::KubeEnv::start("kube-lab"));
+    rt.block_on(env.install_crds());
+    let kubeconfig = env.kubeconfig().display().to_string();
+    let lab = Lab::up_with("tor", "lk", &["--kube", &kubeconfig]);
+    let ns = format!("petrel-lab-{}", lab.name);
+    let services: Api<Service> = Api::namespaced(env.client(), &ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client(), &ns);
+    let ingress = |name: &str| -> Result<String, String> {
+        let s = rt
+            .block_on(services.get(name))
+            .map_err(|e| format!("cannot read Service {name}: {e}"))?;
+        s.status
+            .and_then(|st| st.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .and_then(|i| i.into_iter().next())
+            .and_then(|i| i.ip)
+            .ok_or_else(|| "no ingress yet".to_string())
+    };
+
+    // `web` asks for the VIP (spec.loadBalancerIP); the controller grants it
+    // from the lab's pool, and only nodes 1 and 2 have endpoints (Local).
+    let ip = wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        "the controller to assign web's address",
+        || ingress("web"),
+    );
+    assert_eq!(ip, VIP, "web asked for {VIP}");
+    wait_frr(
+        &lab,
+        &format!("{VIP}/32"),
+        &set(&["192.168.100.11", "192.168.100.12"]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        ping_once(&lab.router_ns, VIP),
+        "the ToR cannot ping the VIP"
+    );
+
+    // A Service asking for nothing gets an address of the pool, advertised
+    // from node-3 alone, where its one endpoint is.
+    let api: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "api", "namespace": ns},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                 "ports": [{"port": 443, "protocol": "TCP"}]}
+    }))
+    .expect("Service");
+    rt.block_on(services.create(&PostParams::default(), &api))
+        .expect("Service created");
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "api-lab", "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": "api",
+                                "endpointslice.kubernetes.io/managed-by": "petrel-lab"}},
+        "addressType": "IPv4",
+        "ports": [{"port": 443, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.244.3.3"], "conditions": {"ready": true}, "nodeName": "node-3"}]
+    }))
+    .expect("EndpointSlice");
+    rt.block_on(slices.create(&PostParams::default(), &slice))
+        .expect("EndpointSlice created");
+    let api_ip = wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "the controller to assign api's address",
+        || ingress("api"),
+    );
+    let addr: std::net::Ipv4Addr = api_ip.parse().expect("an IPv4 address");
+    assert!(
+        addr.octets()[..3] == [198, 51, 100] && api_ip != VIP,
+        "api got {api_ip}, not a free address of 198.51.100.0/24"
+    );
+    let api_prefix = format!("{api_ip}/32");
+    wait_frr(
+        &lab,
+        &api_prefix,
+        &set(&["192.168.100.13"]),
+        Duration::from_secs(10),
+    );
+
+    // web's endpoints move to nodes 2 and 3: the ToR follows within a second.
+    let moved = serde_json::json!({"endpoints": [
+        {"addresses": ["10.244.2.2"], "conditions": {"ready": true}, "nodeName": "node-2"},
+        {"addresses": ["10.244.3.2"], "conditions": {"ready": true}, "nodeName": "node-3"}
+    ]});
+    let want = set(&["192.168.100.12", "192.168.100.13"]);
+    let start = Instant::now();
+    rt.block_on(slices.patch("web-lab", &PatchParams::default(), &Patch::Merge(moved)))
+        .expect("EndpointSlice patched");
+    let mut last = BTreeSet::new();
+    let mut elapsed = None;
+    while start.elapsed() < Duration::from_secs(5) {
+        last = lab.frr_next_hops(&format!("{VIP}/32"));
+        if last == want {
+            elapsed = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = elapsed.unwrap_or_else(|| {
+        panic!(
+            "FRR's next hops for the VIP stayed {last:?}, not {want:?}; node-3's log:\n{}",
+            lab.log("node-3.log")
+        )
+    });
+    eprintln!("endpoint move through the API server reached FRR in {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "the move took {elapsed:?} to reach FRR"
+    );
+
+    // Deleting `api` withdraws its address.
+    rt.block_on(services.delete("api", &DeleteParams::default()))
+        .expect("Service deleted");
+    wait_frr(&lab, &api_prefix, &BTreeSet::new(), Duration::from_secs(10));
+
+    // `lab down` deletes what the lab made in the API server.
+    let name = lab.name.clone();
+    drop(lab);
+    let nodes: Api<Node> = Api::all(env.client());
+    for n in ["node-1", "node-2", "node-3"] {
+        assert!(
+            rt.block_on(nodes.get_opt(n))
+                .expect("Nodes readable")
+                .is_none(),
+            "lab {name} left Node {n} behind"
+        );
+    }
+    rt.block_on(env.cleanup());
 }

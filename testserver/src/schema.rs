@@ -3,7 +3,7 @@
 //! keywords and `x-kubernetes-validations` CEL rules).
 //!
 //! Simplified: `oneOf`/`anyOf` report one summary error; a rule's `reason` is not used (every
-//! failure is `FieldValueInvalid`); `not`, `multipleOf`, `uniqueItems`,
+//! failure is `FieldValueInvalid`); `multipleOf`, `uniqueItems`,
 //! `minProperties`/`maxProperties`, list-type uniqueness and CEL cost limits are not checked;
 //! formats other than `int32`, `int64`, `ipv4`, `ipv6` and `cidr` are accepted unchecked;
 //! defaults are not validated when the CRD is created; `oldSelf` is correlated through object
@@ -282,6 +282,17 @@ impl Schema {
                 ));
             }
         }
+        if s.get("not").is_some_and(Value::is_object) {
+            let mut scratch = Vec::new();
+            self.check(v, &s["not"], path, old, &mut scratch);
+            if scratch.is_empty() {
+                errors.push(FieldError::invalid(
+                    at,
+                    v,
+                    "must not validate the schema (not)".to_string(),
+                ));
+            }
+        }
         self.check_rules(v, s, at, old, errors);
     }
 
@@ -515,5 +526,21 @@ mod tests {
         let bad = json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.x.map(y, y) == []"}]});
         let errors = Schema::compile(bad, "s").expect_err("map() is outside the subset");
         assert_eq!(errors[0].field, "s.x-kubernetes-validations[0].rule");
+    }
+
+    #[test]
+    fn not_refuses_what_its_schema_accepts() {
+        let s = Schema::compile(
+            json!({"type": "object", "properties": {"hold": {
+                "x-kubernetes-int-or-string": true, "not": {"enum": [1, 2, "2s"]}}}}),
+            "s",
+        )
+        .expect("compiles");
+        assert!(s.validate(&json!({"hold": 3}), None).is_empty());
+        for bad in [json!(1), json!("2s")] {
+            let errors = s.validate(&json!({"hold": bad}), None);
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert_eq!(errors[0].field, "hold");
+        }
     }
 }

@@ -1,0 +1,427 @@
+//! `petrel lab up --kube KUBECONFIG`: the lab's cluster objects live in a
+//! Kubernetes API server instead of a directory, the agents run
+//! `--source kube`, and `petrel controller` assigns the LoadBalancer IPs.
+//!
+//! ```text
+//!  API server (loopback, or a real cluster)
+//!      ▲                       ▲
+//!      │ host network          │ forwarder: listens in the switch namespace
+//!  petrel controller           │ on the router's address, connects from the host
+//!                              │
+//!                 agents in the node namespaces (KUBECONFIG → router:6443)
+//! ```
+//!
+//! The node namespaces reach nothing outside the lab (no route to the host),
+//! and need none: the forwarder's listening socket is made inside the
+//! switch namespace, while its connections to the API server are made from
+//! the host's. TLS passes through untouched; the agents' kubeconfig keeps
+//! the server's own name (`tls-server-name`) so certificates still verify.
+//!
+//! What the lab creates in the API server is recorded in its state and
+//! deleted by `petrel lab down`: a namespace of its own for Services and
+//! EndpointSlices (`petrel-lab-<name>`), the Nodes, the BGPConfiguration,
+//! the BGPPeer of the router and a LoadBalancerPool of
+//! `serviceLoadBalancerIPs`. Nodes or a BGPConfiguration that exist
+//! already are refused rather than taken over.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::topology::{self, Topology};
+
+/// The port the forwarder listens on, on the router's address.
+pub const API_PORT: u16 = 6443;
+
+/// One object the lab created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// The resource (plural) name.
+    pub plural: String,
+    /// Its namespace, if namespaced.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+}
+
+impl Created {
+    fn resource(&self) -> ApiResource {
+        let (group, version) = self
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", self.api_version.as_str()));
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, &self.kind),
+            &self.plural,
+        )
+    }
+
+    fn api(&self, client: &kube::Client) -> Api<DynamicObject> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &self.resource()),
+            None => Api::all_with(client.clone(), &self.resource()),
+        }
+    }
+}
+
+/// A lab's link to an API server, kept in its state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KubeLab {
+    /// The kubeconfig given to `up` (absolute): the controller's, and ours.
+    pub kubeconfig: PathBuf,
+    /// The agents' kubeconfig: the same cluster, through the forwarder.
+    pub agent_kubeconfig: PathBuf,
+    /// Where the forwarder sends connections.
+    pub target: Option<SocketAddr>,
+    /// The namespace of the lab's Services and EndpointSlices.
+    pub namespace: String,
+    /// What the lab created, oldest first.
+    pub created: Vec<Created>,
+}
+
+/// The namespace of lab `name`'s Services.
+pub fn namespace_of(lab: &str) -> String {
+    format!("petrel-lab-{lab}")
+}
+
+/// A single-threaded runtime for the lab's few API calls (the lab command
+/// itself is synchronous).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")
+}
+
+/// A client for the cluster of `kubeconfig`.
+pub async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let config = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read kubeconfig {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("cannot use kubeconfig {}", kubeconfig.display()))?;
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+/// Writes `dst`: `src`'s current context, its server replaced by `listen`.
+/// Returns the real server's address (for the forwarder).
+pub async fn agent_kubeconfig(
+    src: &Path,
+    listen: SocketAddr,
+    dst: &Path,
+) -> anyhow::Result<SocketAddr> {
+    let mut config = Kubeconfig::read_from(src)
+        .with_context(|| format!("cannot read kubeconfig {}", src.display()))?;
+    let context = config
+        .current_context
+        .clone()
+        .with_context(|| format!("{} has no current-context", src.display()))?;
+    let cluster_name = config
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .with_context(|| format!("{}: context {context:?} is missing", src.display()))?;
+    let cluster = config
+        .clusters
+        .iter_mut()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.as_mut())
+        .with_context(|| format!("{}: cluster {cluster_name:?} is missing", src.display()))?;
+    let server = cluster
+        .server
+        .clone()
+        .with_context(|| format!("{}: cluster {cluster_name:?} has no server", src.display()))?;
+    let (https, host, port) = split_url(&server)
+        .with_context(|| format!("{}: server {server:?} is not a URL", src.display()))?;
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot resolve the API server {host}"))?
+        .next()
+        .with_context(|| format!("the API server {host} has no address"))?;
+    cluster.server = Some(format!(
+        "{}://{listen}",
+        if https { "https" } else { "http" }
+    ));
+    if https && cluster.tls_server_name.is_none() {
+        cluster.tls_server_name = Some(host);
+    }
+    // Relative file names in a kubeconfig are relative to its file; ours
+    // is written elsewhere.
+    let base = src.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(ca) = cluster.certificate_authority.as_mut() {
+        *ca = base.join(&*ca).display().to_string();
+    }
+    for user in config
+        .auth_infos
+        .iter_mut()
+        .filter_map(|u| u.auth_info.as_mut())
+    {
+        for f in [&mut user.client_certificate, &mut user.client_key]
+            .into_iter()
+            .flatten()
+        {
+            *f = base.join(&*f).display().to_string();
+        }
+    }
+    // JSON is YAML: every kubeconfig reader takes it.
+    let text = serde_json::to_string_pretty(&config)?;
+    super::sys::write_atomic(dst, &text)?;
+    Ok(target)
+}
+
+/// A server URL's scheme (https or not), host (without brackets) and port.
+fn split_url(url: &str) -> Option<(bool, String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let https = match scheme {
+        "https" => true,
+        "http" => false,
+        _ => return None,
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, p.parse().ok()?),
+        _ => (authority, if https { 443 } else { 80 }),
+    };
+    Some((https, host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// The lab's objects for the API server, in creation order: what the file
+/// source reads, with the Services' namespace the lab's own, no fixed
+/// ClusterIP (a real cluster allocates them), the LoadBalancer IP asked
+/// for in `spec.loadBalancerIP` instead of written into the status (the
+/// controller assigns it), and a LoadBalancerPool to assign it from.
+pub fn objects(t: &Topology, namespace: &str) -> anyhow::Result<Vec<Value>> {
+    let mut out = vec![json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "petrel-lab"}}
+    })];
+    for (file, yaml) in topology::cluster_objects(t) {
+        let mut v: Value = serde_saphyr::from_str(&yaml)
+            .with_context(|| format!("the lab's own {file} does not parse"))?;
+        match v["kind"].as_str() {
+            Some("Service") => {
+                v["metadata"]["namespace"] = namespace.into();
+                let ip = v["status"]["loadBalancer"]["ingress"][0]["ip"].clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("status");
+                }
+                if let Some(spec) = v["spec"].as_object_mut() {
+                    spec.remove("clusterIP");
+                    spec.remove("clusterIPs");
+                    if !ip.is_null() {
+                        spec.insert("loadBalancerIP".into(), ip);
+                    }
+                }
+            }
+            Some("EndpointSlice") => {
+                v["metadata"]["namespace"] = namespace.into();
+                // Not the endpoint-slice controller's to reconcile.
+                v["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] =
+                    "petrel-lab".into();
+            }
+            _ => {}
+        }
+        out.push(v);
+    }
+    let addresses: Vec<String> = t
+        .cluster
+        .service_load_balancer_ips
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !addresses.is_empty() {
+        out.push(json!({
+            "apiVersion": "petrel.dev/v1alpha1", "kind": "LoadBalancerPool",
+            "metadata": {"name": namespace},
+            "spec": {"cidrs": addresses}
+        }));
+    }
+    Ok(out)
+}
+
+/// The resource name of the kinds the lab writes.
+fn plural(kind: &str) -> anyhow::Result<&'static str> {
+    Ok(match kind {
+        "Namespace" => "namespaces",
+        "Node" => "nodes",
+        "Service" => "services",
+        "EndpointSlice" => "endpointslices",
+        "BGPConfiguration" => "bgpconfigurations",
+        "BGPPeer" => "bgppeers",
+        "LoadBalancerPool" => "loadbalancerpools",
+        other => bail!("the lab does not write {other} objects"),
+    })
+}
+
+/// What `value` is, as a [`Created`].
+pub fn created_of(value: &Value) -> anyhow::Result<Created> {
+    let s = |p: &str| value.pointer(p).and_then(Value::as_str).map(String::from);
+    let kind = s("/kind").context("object without kind")?;
+    Ok(Created {
+        api_version: s("/apiVersion").context("object without apiVersion")?,
+        plural: plural(&kind)?.to_string(),
+        namespace: s("/metadata/namespace"),
+        name: s("/metadata/name").context("object without a name")?,
+        kind,
+    })
+}
+
+/// Creates one object (and, for Nodes, its status, which some API
+/// servers drop on create). An object that exists already is an error:
+/// the lab must not take over what it did not make.
+pub async fn create(client: &kube::Client, value: &Value) -> anyhow::Result<Created> {
+    let c = created_of(value)?;
+    let api = c.api(client);
+    let obj: DynamicObject =
+        serde_json::from_value(value.clone()).with_context(|| format!("{} {}", c.kind, c.name))?;
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => bail!(
+            "{} {} exists already in the cluster; the lab does not take over objects it did not make (remove it, or use a cluster without it)",
+            c.kind,
+            c.name
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {} {}", c.kind, c.name)),
+    }
+    if c.kind == "Node" {
+        let status = json!({"status": value["status"]});
+        api.patch_status(
+            &c.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(status),
+        )
+        .await
+        .with_context(|| format!("cannot write the status of Node {}", c.name))?;
+    }
+    Ok(c)
+}
+
+/// Deletes what the lab created, newest first; what is gone already is
+/// fine. Returns how many were deleted and the errors.
+pub async fn delete(client: &kube::Client, created: &[Created]) -> (usize, Vec<String>) {
+    let mut deleted = 0;
+    let mut errors = Vec::new();
+    for c in created.iter().rev() {
+        match c
+            .api(client)
+            .delete(&c.name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => errors.push(format!("{} {}: {e}", c.kind, c.name)),
+        }
+    }
+    (deleted, errors)
+}
+
+/// `petrel lab forward`: listens on `listen` inside network namespace
+/// `netns` and relays every connection to `target`, reached from the
+/// namespace this process runs in. Runs until killed.
+pub fn forward(netns: &str, listen: SocketAddr, target: SocketAddr) -> anyhow::Result<()> {
+    let listener = listen_in(netns, listen)?;
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tracing::info!(%listen, %target, netns, "forwarding");
+        loop {
+            let (mut inbound, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: pause, never spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            tokio::spawn(async move {
+                match tokio::net::TcpStream::connect(target).await {
+                    Ok(mut outbound) => {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, %target, error = %e, "cannot reach the API server")
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// A listening socket made inside network namespace `netns` (by a thread
+/// that enters it; the socket stays there, the process does not).
+fn listen_in(netns: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let path = Path::new("/run/netns").join(netns);
+    let ns = std::fs::File::open(&path)
+        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<TcpListener> {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("cannot enter network namespace {netns}"))?;
+            TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} in {netns}"))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread entering {netns} panicked"))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split() {
+        assert_eq!(
+            split_url("https://api.example:6443"),
+            Some((true, "api.example".into(), 6443))
+        );
+        assert_eq!(
+            split_url("http://127.0.0.1:41234/"),
+            Some((false, "127.0.0.1".into(), 41234))
+        );
+        assert_eq!(
+            split_url("https://[2001:db8::1]"),
+            Some((true, "2001:db8::1".into(), 443))
+        );
+        assert_eq!(split_url("ftp://x"), None);
+    }
+
+    #[test]
+    fn objects_leave_addresses_to_the_cluster() {
+        let t = Topology::load(Some("tor")).expect("built-in topology");
+        let objs = objects(&t, "petrel-lab-x").expect("objects");
+        assert_eq!(objs[0]["kind"], "Namespace");
+        let svc = objs
+            .iter()
+            .find(|o| o["kind"] == "Service")
+            .expect("a Service");
+        assert_eq!(svc["metadata"]["namespace"], "petrel-lab-x");
+        assert_eq!(svc["spec"]["loadBalancerIP"], "198.51.100.10");
+        assert!(svc["spec"].get("clusterIP").is_none());
+        assert!(svc.get("status").is_none());
+        let pool = objs.last().expect("objects");
+        assert_eq!(pool["kind"], "LoadBalancerPool");
+        assert_eq!(pool["spec"]["cidrs"][0], "198.51.100.0/24");
+        for o in &objs {
+            created_of(o).expect("every object is one the lab can track");
+        }
+    }
+}

@@ -1,12 +1,15 @@
 //! `petrel lab`: a whole cluster's routing on one machine. Network namespaces
 //! play the nodes, their pods and the switch; a real router (FRR, BIRD 2 or a
 //! petrel route reflector) peers with one `petrel agent` per node; the lab
-//! plays kube-proxy and writes the cluster's objects for the agents to read.
+//! plays kube-proxy and writes the cluster's objects for the agents to read:
+//! into a directory, or with `--kube` into a Kubernetes API server, where
+//! `petrel controller` assigns the LoadBalancer IPs (see the `kube` module).
 //!
 //! Everything `up` creates is recorded in `/run/petrel-lab/<name>/state.json`
 //! as it goes, so `status`, `down` and `restart` work from any later process,
 //! and `down` also removes a lab whose `up` failed half-way.
 
+mod kube;
 mod sys;
 mod topology;
 
@@ -68,6 +71,12 @@ pub enum LabCommand {
         /// The longest wait for sessions and routes, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Keep the cluster's objects in this kubeconfig's API server
+        /// instead of files: agents run `--source kube` and
+        /// `petrel controller` assigns LoadBalancer IPs. `down` deletes
+        /// what the lab created there.
+        #[arg(long, value_name = "KUBECONFIG")]
+        kube: Option<PathBuf>,
     },
     /// Show a lab: processes, sessions, the router's routes, pod reachability.
     Status {
@@ -98,6 +107,20 @@ pub enum LabCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Relay TCP from inside a network namespace to an address reached from
+    /// here (how `--kube` labs' agents reach the API server).
+    #[command(hide = true)]
+    Forward {
+        /// The namespace to listen in.
+        #[arg(long)]
+        netns: String,
+        /// The address to listen on, inside it.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Where to connect, from this process's namespace.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
 }
 
 /// Runs a `petrel lab` subcommand.
@@ -112,13 +135,21 @@ pub fn run(cmd: LabCommand) -> anyhow::Result<()> {
             name,
             router,
             timeout,
+            kube,
         } => {
             let mut topo = Topology::load(topology.as_deref())?;
             if let Some(kind) = router {
                 topo = topo.with_router(kind)?;
             }
-            up(topo, name, Duration::from_secs(timeout))
+            let kube = match kube {
+                Some(p) => Some(
+                    std::path::absolute(&p).with_context(|| format!("--kube {}", p.display()))?,
+                ),
+                None => None,
+            };
+            up(topo, name, Duration::from_secs(timeout), kube)
         }
+        LabCommand::Forward { netns, listen, to } => kube::forward(&netns, listen, to),
         LabCommand::Status { name } => {
             if !sys::is_root() {
                 bail!(
@@ -168,6 +199,9 @@ struct State {
     extra_dirs: Vec<PathBuf>,
     /// Whether `up` finished building.
     complete: bool,
+    /// The API server the cluster's objects are in (`--kube`).
+    #[serde(default)]
+    kube: Option<kube::KubeLab>,
 }
 
 impl State {
@@ -338,7 +372,12 @@ fn preflight(t: &Topology) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn up(t: Topology, name: Option<String>, timeout: Duration) -> anyhow::Result<()> {
+fn up(
+    t: Topology,
+    name: Option<String>,
+    timeout: Duration,
+    kubeconfig: Option<PathBuf>,
+) -> anyhow::Result<()> {
     preflight(&t)?;
     let name = name.unwrap_or_else(|| t.name.clone());
     if name.is_empty()
@@ -362,6 +401,11 @@ fn up(t: Topology, name: Option<String>, timeout: Duration) -> anyhow::Result<()
         processes: Vec::new(),
         extra_dirs: Vec::new(),
         complete: false,
+        kube: kubeconfig.map(|k| kube::KubeLab {
+            kubeconfig: k,
+            namespace: kube::namespace_of(&name),
+            ..kube::KubeLab::default()
+        }),
     };
     let mut wanted = vec![state.switch_ns()];
     for n in &state.topology.nodes {
@@ -454,10 +498,14 @@ fn build(state: &mut State) -> anyhow::Result<()> {
         build_node(state, n, &sw, prefix_len).with_context(|| format!("node {}", n.name))?;
     }
 
-    let cluster = state.cluster_dir();
-    std::fs::create_dir_all(&cluster)?;
-    for (file, yaml) in topology::cluster_objects(&t) {
-        sys::write_atomic(&cluster.join(file), &yaml)?;
+    if state.kube.is_some() {
+        publish(state).context("the cluster's objects in the API server")?;
+    } else {
+        let cluster = state.cluster_dir();
+        std::fs::create_dir_all(&cluster)?;
+        for (file, yaml) in topology::cluster_objects(&t) {
+            sys::write_atomic(&cluster.join(file), &yaml)?;
+        }
     }
 
     start_router(state).with_context(|| format!("the router ({})", t.router.kind.label()))?;
@@ -466,6 +514,59 @@ fn build(state: &mut State) -> anyhow::Result<()> {
     }
     state.complete = true;
     state.save()
+}
+
+/// `--kube`: the forwarder the agents reach the API server through, the
+/// cluster's objects, and the controller.
+fn publish(state: &mut State) -> anyhow::Result<()> {
+    let Some(mut k) = state.kube.clone() else {
+        return Ok(());
+    };
+    let listen = std::net::SocketAddr::new(state.topology.router.address.into(), kube::API_PORT);
+    k.agent_kubeconfig = state.dir().join("kubeconfig-agents");
+    let rt = kube::runtime()?;
+    let target = rt.block_on(kube::agent_kubeconfig(
+        &k.kubeconfig,
+        listen,
+        &k.agent_kubeconfig,
+    ))?;
+    k.target = Some(target);
+    state.kube = Some(k.clone());
+    state.save()?;
+    let sw = state.switch_ns();
+    let argv = vec![
+        exe()?,
+        "lab".into(),
+        "forward".into(),
+        "--netns".into(),
+        sw,
+        "--listen".into(),
+        listen.to_string(),
+        "--to".into(),
+        target.to_string(),
+    ];
+    let log = state.dir().join("forward.log");
+    state.spawn("forward", "", argv, &log)?;
+    rt.block_on(async {
+        let client = kube::client(&k.kubeconfig).await?;
+        for obj in kube::objects(&state.topology, &k.namespace)? {
+            let made = kube::create(&client, &obj).await?;
+            // Recorded at once: a failure later still deletes it.
+            if let Some(kl) = state.kube.as_mut() {
+                kl.created.push(made);
+            }
+            state.save()?;
+        }
+        anyhow::Ok(())
+    })?;
+    let argv = vec![
+        "env".into(),
+        format!("KUBECONFIG={}", k.kubeconfig.display()),
+        exe()?,
+        "controller".into(),
+    ];
+    let log = state.dir().join("controller.log");
+    state.spawn("controller", "", argv, &log)
 }
 
 /// A node namespace on the bridge, its pods, and its Service addresses.
@@ -589,13 +690,24 @@ fn exe() -> anyhow::Result<String> {
     Ok(p.display().to_string())
 }
 
-/// The command line of an agent reading `source` as `node`.
-fn agent_argv(state: &State, source: &Path, node: &str) -> anyhow::Result<Vec<String>> {
-    Ok(vec![
+/// The command line of an agent reading `source` as `node` (`None`: the
+/// lab's API server).
+fn agent_argv(state: &State, source: Option<&Path>, node: &str) -> anyhow::Result<Vec<String>> {
+    let mut argv = Vec::new();
+    let source = match (source, &state.kube) {
+        (Some(dir), _) => format!("files:{}", dir.display()),
+        (None, Some(k)) => {
+            argv.push("env".into());
+            argv.push(format!("KUBECONFIG={}", k.agent_kubeconfig.display()));
+            "kube".into()
+        }
+        (None, None) => format!("files:{}", state.cluster_dir().display()),
+    };
+    argv.extend([
         exe()?,
         "agent".into(),
         "--source".into(),
-        format!("files:{}", source.display()),
+        source,
         "--node".into(),
         node.into(),
         "--api-socket".into(),
@@ -605,11 +717,12 @@ fn agent_argv(state: &State, source: &Path, node: &str) -> anyhow::Result<Vec<St
         // Stale routes of a restarted agent go after 5 s at the latest.
         "--fib-initial-delay".into(),
         "5".into(),
-    ])
+    ]);
+    Ok(argv)
 }
 
 fn start_agent(state: &mut State, node: &str) -> anyhow::Result<()> {
-    let argv = agent_argv(state, &state.cluster_dir(), node)?;
+    let argv = agent_argv(state, None, node)?;
     let log = state.dir().join(format!("{node}.log"));
     let ns = state.node_ns(node);
     state.spawn(&format!("agent {node}"), &ns, argv, &log)
@@ -717,7 +830,7 @@ fn start_router(state: &mut State) -> anyhow::Result<()> {
             for (file, yaml) in topology::reflector_objects(&t) {
                 sys::write_atomic(&dir.join(file), &yaml)?;
             }
-            let argv = agent_argv(state, &dir, &t.router.name)?;
+            let argv = agent_argv(state, Some(&dir), &t.router.name)?;
             let log = state.dir().join(format!("{}.log", t.router.name));
             state.spawn(&format!("agent {}", t.router.name), &sw, argv, &log)
         }
@@ -749,6 +862,32 @@ fn teardown(state: &State) {
     }
     for d in &state.extra_dirs {
         let _ = std::fs::remove_dir_all(d);
+    }
+    if let Some(k) = &state.kube
+        && !k.created.is_empty()
+    {
+        // After the processes: nobody reacts to the deletions any more.
+        let deleted = kube::runtime().and_then(|rt| {
+            rt.block_on(async {
+                let client = kube::client(&k.kubeconfig).await?;
+                Ok(kube::delete(&client, &k.created).await)
+            })
+        });
+        match deleted {
+            Ok((_, errors)) if errors.is_empty() => {}
+            Ok((_, errors)) => eprintln!(
+                "objects the lab made in the API server and could not delete: {}",
+                errors.join("; ")
+            ),
+            Err(e) => eprintln!(
+                "cannot delete the lab's objects in the API server ({e:#}); they are: {}",
+                k.created
+                    .iter()
+                    .map(|c| format!("{} {}", c.kind, c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
     }
     let _ = std::fs::remove_dir_all(state.dir());
 }
@@ -1188,6 +1327,7 @@ mod tests {
             processes: Vec::new(),
             extra_dirs: Vec::new(),
             complete: false,
+            kube: None,
         };
         assert_eq!(state.switch_ns(), "x1-tor");
         assert_eq!(state.pod_ns("node-2", 1), "x1-node-2-pod1");

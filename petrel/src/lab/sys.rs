@@ -118,7 +118,7 @@ fn stat(pid: u32) -> Option<(char, u64)> {
 }
 
 impl Proc {
-    /// Starts `argv` inside `ns`, detached: its own session (setsid), so it
+    /// Starts `argv` inside `ns` (empty: the host's namespace), detached: its own session (setsid), so it
     /// outlives the command that started it and ignores its terminal; output
     /// to `log`.
     pub fn spawn(label: &str, ns: &str, argv: &[String], log: &Path) -> anyhow::Result<Proc> {
@@ -130,8 +130,14 @@ impl Proc {
         // setsid(1) execs without forking when it is not a process group
         // leader, which a freshly spawned child is not, and `ip netns exec`
         // execs too: the pid we get is the daemon's.
+        // An empty namespace: the host's own.
+        let netns: &[&str] = if ns.is_empty() {
+            &[]
+        } else {
+            &["ip", "netns", "exec", ns]
+        };
         let child = Command::new("setsid")
-            .args(["ip", "netns", "exec", ns])
+            .args(netns)
             .args(argv)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
