@@ -759,7 +759,11 @@ fn node_status_lists_are_keyed_and_an_agents_report_passes_the_schema() {
         ("services", json!(["service", "prefix"])),
         ("conditions", json!(["type"])),
     ] {
-        assert_eq!(status[list]["x-kubernetes-list-type"], json!("map"), "{list}");
+        assert_eq!(
+            status[list]["x-kubernetes-list-type"],
+            json!("map"),
+            "{list}"
+        );
         assert_eq!(status[list]["x-kubernetes-list-map-keys"], keys, "{list}");
     }
     let columns: Vec<String> = BGPNodeStatus::crd().spec.versions[0]

@@ -269,9 +269,11 @@ impl StatusWriter {
         // The transition time says since when the status holds.
         let since = match current {
             Some(c) if c["status"] == state => c["lastTransitionTime"].clone(),
-            _ => json!(Timestamp::from_second(Timestamp::now().as_second())
-                .unwrap_or_else(|_| Timestamp::now())
-                .to_string()),
+            _ => json!(
+                Timestamp::from_second(Timestamp::now().as_second())
+                    .unwrap_or_else(|_| Timestamp::now())
+                    .to_string()
+            ),
         };
         let mut condition = json!({
             "type": CONDITION_READY, "status": state, "reason": verdict.reason,
@@ -326,7 +328,8 @@ impl StatusWriter {
         // An Event when the object becomes invalid (or wrong in a new way);
         // not for every write of the same problem.
         let newly_invalid = !verdict.ok
-            && current.is_none_or(|c| c["status"] != "False" || c["message"] != verdict.message.as_str());
+            && current
+                .is_none_or(|c| c["status"] != "False" || c["message"] != verdict.message.as_str());
         if newly_invalid {
             let reference = ObjectReference {
                 api_version: Some(crds::API_VERSION.into()),
@@ -380,7 +383,9 @@ fn reason_of(p: &Problem) -> &'static str {
 /// The verdict of every object that is not simply valid, by (kind, name):
 /// the same parsing and checks the agents plan with, for what does not
 /// depend on a node.
-pub fn validate(objects: &[(&str, &str, Arc<DynamicObject>)]) -> BTreeMap<(String, String), Verdict> {
+pub fn validate(
+    objects: &[(&str, &str, Arc<DynamicObject>)],
+) -> BTreeMap<(String, String), Verdict> {
     let mut snapshot = Snapshot::default();
     let mut problems = Vec::new();
     let mut pools = Vec::new();
@@ -410,9 +415,9 @@ pub fn validate(objects: &[(&str, &str, Arc<DynamicObject>)]) -> BTreeMap<(Strin
     }];
     let (plan, more) = crate::planner::plan(&planning, NODE);
     problems.extend(more.into_iter().filter(|p| {
-        p.object
-            .as_deref()
-            .is_some_and(|o| o.starts_with("BGPConfiguration/") || o.starts_with("BGPAdvertisement/"))
+        p.object.as_deref().is_some_and(|o| {
+            o.starts_with("BGPConfiguration/") || o.starts_with("BGPAdvertisement/")
+        })
     }));
     let local_asn = plan.as_ref().map(|p| p.speaker.asn);
     // Every peer, whichever nodes it selects.
@@ -423,7 +428,12 @@ pub fn validate(objects: &[(&str, &str, Arc<DynamicObject>)]) -> BTreeMap<(Strin
             field: Some(field),
             message,
         };
-        if let Some(Err(e)) = p.spec.node_selector.as_ref().map(crds::LabelSelector::validate) {
+        if let Some(Err(e)) = p
+            .spec
+            .node_selector
+            .as_ref()
+            .map(crds::LabelSelector::validate)
+        {
             problems.push(problem("spec.nodeSelector".into(), e));
         }
         // Without a usable configuration there is no local ASN to compare
@@ -435,7 +445,8 @@ pub fn validate(objects: &[(&str, &str, Arc<DynamicObject>)]) -> BTreeMap<(Strin
             let needs_asn = field == "spec.routeReflectorClient" || field == "spec.ebgpMultihop";
             // Secrets (and password files) are the agents' to read.
             let node_side = field.starts_with("spec.password.");
-            if !node_side && !(needs_asn && local_asn.is_none()) {
+            let unknowable = node_side || (needs_asn && local_asn.is_none());
+            if !unknowable {
                 problems.push(problem(field, message));
             }
         }
@@ -583,23 +594,36 @@ spec: {cidr: 10.244.0.0/16, blockSize: 8}"#
         let v = validate(&objects(&yaml));
         let get = |k: &str, n: &str| v.get(&(k.to_string(), n.to_string())).cloned();
         assert_eq!(get("BGPConfiguration", "default"), None, "{v:#?}");
-        assert_eq!(get("BGPPeer", "ok"), None, "another node's peer is valid too");
+        assert_eq!(
+            get("BGPPeer", "ok"),
+            None,
+            "another node's peer is valid too"
+        );
         let other = get("BGPConfiguration", "other").expect("other");
         assert_eq!(other.reason, REASON_NOT_USED);
         let k = get("BGPPeer", "keepalive").expect("keepalive");
         assert_eq!(k.reason, REASON_INVALID);
-        assert!(k.message.starts_with("spec.keepaliveTime: "), "{}", k.message);
+        assert!(
+            k.message.starts_with("spec.keepaliveTime: "),
+            "{}",
+            k.message
+        );
         let m = get("BGPPeer", "missing").expect("missing");
         assert_eq!(m.reason, REASON_MISSING_REFERENCE);
         assert!(
-            m.message.starts_with("spec.filters: BGPFilter \"nope\" does not exist"),
+            m.message
+                .starts_with("spec.filters: BGPFilter \"nope\" does not exist"),
             "{}; the Secret is the agents' to check",
             m.message
         );
         let u = get("BGPPeer", "unparsable").expect("unparsable");
         assert!(u.message.starts_with("spec.peerIP: "), "{}", u.message);
         let f = get("BGPFilter", "bad").expect("bad filter");
-        assert!(f.message.starts_with("spec.export[0].match.community: "), "{}", f.message);
+        assert!(
+            f.message.starts_with("spec.export[0].match.community: "),
+            "{}",
+            f.message
+        );
         let a = get("BGPAdvertisement", "ad").expect("advertisement");
         assert_eq!(a.reason, REASON_MISSING_REFERENCE);
         assert!(a.message.starts_with("spec.peers[0]: "), "{}", a.message);
@@ -624,7 +648,11 @@ spec: {peerIP: 10.0.0.254, asNumber: 65000, filters: [bad]}"#
         let v = validate(&objects(&yaml));
         let tor = &v[&("BGPPeer".to_string(), "tor".to_string())];
         assert_eq!(tor.reason, REASON_INVALID);
-        assert!(tor.message.contains("spec.import[0].match.prefix"), "{}", tor.message);
+        assert!(
+            tor.message.contains("spec.import[0].match.prefix"),
+            "{}",
+            tor.message
+        );
         assert!(v.contains_key(&("BGPFilter".to_string(), "bad".to_string())));
     }
 }

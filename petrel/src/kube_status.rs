@@ -43,7 +43,9 @@ use crds::status::{
 };
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -309,6 +311,8 @@ struct Reporter {
     ready_since: Option<(bool, Timestamp)>,
     /// Whether BGPPeers this node wrote to in an earlier run were looked up.
     adopted: bool,
+    /// When to try that lookup again after a failure.
+    adopt_after: Instant,
     /// Kinds whose denial (403) or absence (404) was logged.
     logged: HashSet<&'static str>,
     /// The inputs the Service entries were computed from (the plan's
@@ -335,6 +339,7 @@ impl Reporter {
             report_exists: false,
             ready_since: None,
             adopted: false,
+            adopt_after: Instant::now(),
             logged: HashSet::new(),
             services_key: None,
             services_at: None,
@@ -364,8 +369,13 @@ impl Reporter {
     }
 
     /// Computes every object from the plan and the peer table.
-    async fn compute(&mut self, applied: &Applied, peers: &[PeerStatus], speaker: Option<&Speaker>) {
-        if !self.adopted {
+    async fn compute(
+        &mut self,
+        applied: &Applied,
+        peers: &[PeerStatus],
+        speaker: Option<&Speaker>,
+    ) {
+        if !self.adopted && Instant::now() >= self.adopt_after {
             self.adopt().await;
         }
         let sessions = sessions(applied, peers);
@@ -430,25 +440,21 @@ impl Reporter {
         // up changed (each asks the speaker about one prefix), and now and
         // then for what the routing table decides by itself (a better path
         // from elsewhere, a route not in the table yet).
-        let key = (
-            applied.intents.clone(),
-            sessions
-                .iter()
-                .map(|s| (s.name.clone(), s.address.clone(), s.established()))
-                .collect::<Vec<_>>(),
-        );
-        let refresh = match (&self.services_key, self.services_at) {
-            (Some(k), Some(at)) if *k == key => {
-                let every = if self.services_unsettled {
-                    SIGNIFICANT_INTERVAL
-                } else {
-                    MINOR_INTERVAL
-                };
-                at.elapsed() >= every
-            }
-            _ => true,
+        let states: Vec<(String, String, bool)> = sessions
+            .iter()
+            .map(|s| (s.name.clone(), s.address.clone(), s.established()))
+            .collect();
+        let same_inputs = self
+            .services_key
+            .as_ref()
+            .is_some_and(|(intents, up)| *intents == applied.intents && *up == states);
+        let every = if self.services_unsettled {
+            SIGNIFICANT_INTERVAL
+        } else {
+            MINOR_INTERVAL
         };
-        if refresh {
+        let stale = self.services_at.is_none_or(|at| at.elapsed() >= every);
+        if !same_inputs || stale {
             self.services = service_entries(applied, &sessions, speaker).await;
             self.services_unsettled = self.services.iter().any(|e| {
                 e["notSent"].as_array().is_some_and(|n| {
@@ -456,7 +462,7 @@ impl Reporter {
                         .any(|r| r["reason"].as_str().is_some_and(|r| r.ends_with(" yet")))
                 })
             });
-            self.services_key = Some(key);
+            self.services_key = Some((applied.intents.clone(), states));
             self.services_at = Some(Instant::now());
         }
         let total = self.services.len();
@@ -517,8 +523,10 @@ impl Reporter {
                 tracing::warn!(error = %e, "cannot list BGPPeers; entries from an earlier run may stay");
                 self.adopted = true;
             }
-            // Tried again at the next computation.
-            Err(e) => tracing::debug!(error = %e, "cannot list BGPPeers yet"),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list BGPPeers yet; trying again in 10 s");
+                self.adopt_after = Instant::now() + Duration::from_secs(10);
+            }
         }
     }
 
@@ -566,7 +574,7 @@ impl Reporter {
                         tracing::warn!(
                             kind,
                             error = %e,
-                            "cannot write status (does the agent's ClusterRole allow it, is the CRD installed?); routing goes on, retrying every 5 minutes"
+                            "cannot write status (denied by the agent's ClusterRole, or the Node or the CRD missing?); routing goes on, retrying every 5 minutes"
                         );
                     }
                     slot.due = now + DENIED_RETRY;
@@ -652,8 +660,12 @@ impl Reporter {
             },
             "spec": {},
         });
-        api.patch(&self.node, &PatchParams::apply(&self.manager).force(), &Patch::Apply(&body))
-            .await?;
+        api.patch(
+            &self.node,
+            &PatchParams::apply(&self.manager).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
         self.report_exists = true;
         Ok(())
     }
@@ -806,7 +818,11 @@ fn sessions(applied: &Applied, peers: &[PeerStatus]) -> Vec<Session> {
 }
 
 /// Whether this node's BGP is ready: (ok, reason, message).
-fn readiness(applied: &Applied, sessions: &[Session], running: bool) -> (bool, &'static str, String) {
+fn readiness(
+    applied: &Applied,
+    sessions: &[Session],
+    running: bool,
+) -> (bool, &'static str, String) {
     if !applied.configured {
         let why = applied
             .problems
@@ -851,7 +867,12 @@ fn readiness(applied: &Applied, sessions: &[Session], running: bool) -> (bool, &
             format!("{0}/{0} sessions established", counted.len()),
         );
     }
-    let mut names = down.iter().take(MAX_NAMED).copied().collect::<Vec<_>>().join(", ");
+    let mut names = down
+        .iter()
+        .take(MAX_NAMED)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if down.len() > MAX_NAMED {
         names.push_str(&format!(" and {} more", down.len() - MAX_NAMED));
     }
@@ -869,7 +890,11 @@ fn readiness(applied: &Applied, sessions: &[Session], running: bool) -> (bool, &
 /// This node's entries per BGPPeer: its sessions with the BGPPeers it
 /// peers with, and an Idle entry with the problem for a BGPPeer that
 /// selects this node but could not be used.
-fn peer_entries(node: &str, applied: &Applied, sessions: &[Session]) -> BTreeMap<String, Vec<Value>> {
+fn peer_entries(
+    node: &str,
+    applied: &Applied,
+    sessions: &[Session],
+) -> BTreeMap<String, Vec<Value>> {
     let snapshot = &applied.snapshot;
     let is_bgp_peer = |name: &str| {
         !name.starts_with(MESH_PREFIX) && snapshot.peers.iter().any(|p| p.name == name)
@@ -1026,7 +1051,9 @@ async fn destinations(
         });
         match verdict {
             Some(Some(None)) => sent.push(s.name.clone()),
-            Some(Some(Some(why))) => not_sent.push((s.name.clone(), export_reason(intent, &s.name, &why))),
+            Some(Some(Some(why))) => {
+                not_sent.push((s.name.clone(), export_reason(intent, &s.name, &why)))
+            }
             // Established, but not yet in the speaker's view of the route.
             Some(None) => not_sent.push((s.name.clone(), "not sent yet".to_string())),
             None => not_sent.push((s.name.clone(), "not in the routing table yet".to_string())),
@@ -1133,10 +1160,17 @@ mod tests {
     #[test]
     fn readiness_names_the_sessions_down_and_ignores_waiting_ranges() {
         use bgpd::fsm::State::*;
-        let a = applied(&[("tor-a", "10.0.0.1"), ("tor-b", "10.0.0.2"), ("rr", "10.1.0.0/24")]);
+        let a = applied(&[
+            ("tor-a", "10.0.0.1"),
+            ("tor-b", "10.0.0.2"),
+            ("rr", "10.1.0.0/24"),
+        ]);
         let s = sessions(
             &a,
-            &[peer("tor-a", "10.0.0.1", Established), peer("tor-b", "10.0.0.2", Active)],
+            &[
+                peer("tor-a", "10.0.0.1", Established),
+                peer("tor-b", "10.0.0.2", Active),
+            ],
         );
         assert_eq!(s.len(), 3, "{s:?}");
         let (ok, reason, message) = readiness(&a, &s, true);
@@ -1145,14 +1179,27 @@ mod tests {
         assert_eq!(message, "1 of 2 sessions not established: tor-b");
         let s = sessions(
             &a,
-            &[peer("tor-a", "10.0.0.1", Established), peer("tor-b", "10.0.0.2", Established)],
+            &[
+                peer("tor-a", "10.0.0.1", Established),
+                peer("tor-b", "10.0.0.2", Established),
+            ],
         );
         assert_eq!(readiness(&a, &s, true).1, REASON_ESTABLISHED);
         assert_eq!(readiness(&a, &s, false).1, REASON_NO_CONFIGURATION);
         let none = applied(&[]);
-        assert_eq!(readiness(&none, &[], true), (true, REASON_NO_PEERS, "no BGP session is configured for this node".into()));
+        assert_eq!(
+            readiness(&none, &[], true),
+            (
+                true,
+                REASON_NO_PEERS,
+                "no BGP session is configured for this node".into()
+            )
+        );
         let unconfigured = Applied::unconfigured(Arc::default(), Vec::new());
-        assert_eq!(readiness(&unconfigured, &[], false).1, REASON_NO_CONFIGURATION);
+        assert_eq!(
+            readiness(&unconfigured, &[], false).1,
+            REASON_NO_CONFIGURATION
+        );
     }
 
     #[test]
@@ -1166,13 +1213,19 @@ mod tests {
             reason: String::new(),
             peers: None,
         };
-        assert_eq!(export_reason(&i, "tor", &filtered), "filtered by export policy");
+        assert_eq!(
+            export_reason(&i, "tor", &filtered),
+            "filtered by export policy"
+        );
         i.peers = Some(vec!["tor-a".into()]);
         assert_eq!(
             export_reason(&i, "tor-b", &filtered),
             "its BGPAdvertisement names other peers (tor-a)"
         );
-        assert_eq!(export_reason(&i, "tor-a", &filtered), "filtered by export policy");
+        assert_eq!(
+            export_reason(&i, "tor-a", &filtered),
+            "filtered by export policy"
+        );
         assert_eq!(export_reason(&i, "tor-a", "x"), "x");
     }
 }

@@ -272,9 +272,8 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| {
                 rt.block_on(async {
                     let client = kube::Client::try_default().await?;
-                    let mut term = tokio::signal::unix::signal(
-                        tokio::signal::unix::SignalKind::terminate(),
-                    )?;
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                     tokio::select! {
                         r = conditions::run(client) => r,
                         _ = term.recv() => Ok(()),

@@ -124,6 +124,26 @@ fn serve(
         name: t.name.clone(),
         subresource: t.subresource.clone(),
     });
+    let write = matches!(
+        verb,
+        Verb::Create | Verb::Update | Verb::Patch | Verb::Delete | Verb::DeleteCollection
+    );
+    if write
+        && state
+            .forbidden
+            .iter()
+            .any(|(r, sub)| *r == t.res.plural && *sub == t.subresource)
+    {
+        let name = t.name.clone().unwrap_or_default();
+        let verb_name = format!("{verb:?}").to_lowercase();
+        return Err(ApiError::forbidden(
+            &verb_name,
+            &t.res.group,
+            &t.res.plural,
+            t.subresource.as_deref(),
+            &name,
+        ));
+    }
     if state.failures > 0 {
         state.failures -= 1;
         return Err(ApiError::internal(

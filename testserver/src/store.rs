@@ -68,6 +68,8 @@ pub(crate) struct State {
     pub tx: broadcast::Sender<Broadcast>,
     rng: u64,
     pub failures: usize,
+    /// (resource plural, subresource) that writes are refused on with 403.
+    pub forbidden: Vec<(String, Option<String>)>,
     pub requests: Vec<Request>,
 }
 
@@ -86,6 +88,7 @@ impl State {
             tx: broadcast::channel(4096).0,
             rng: seed,
             failures: 0,
+            forbidden: Vec::new(),
             requests: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
