@@ -299,6 +299,11 @@ def main():
     check(dep["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["controller", "--leader-elect"],
           "defaults: controller args")
     check(len(find(objs, "PodDisruptionBudget")) == 1, "defaults: controller PDB")
+    ctl = dep["spec"]["template"]["spec"]["containers"][0]
+    check(ctl["readinessProbe"]["httpGet"]["path"] == "/readyz"
+          and ctl["livenessProbe"]["httpGet"]["path"] == "/healthz"
+          and ctl["ports"][0]["containerPort"] == 9480, "defaults: controller probes on its metrics port")
+    check(ctl["args"][2:4] == ["--metrics-address", "0.0.0.0:9480"], "defaults: controller metrics address")
     leases = [r for r in find(objs, "Role") if any("leases" in x.get("resources", []) for x in r["rules"])]
     check(len(leases) == 1, "defaults: no Lease Role for leader election")
     secrets = [r for r in find(objs, "Role") if any("secrets" in x.get("resources", []) for x in r["rules"])]
@@ -319,6 +324,7 @@ def main():
         "admissionPolicy": {"enabled": True},
         "agent": {"metrics": {"bindAddress": "::", "port": 9900}, "readSecrets": False,
                   "extraArgs": ["--route-table", "254"]},
+        "controller": {"loadBalancerClass": "petrel.dev/lb", "metrics": {"bindAddress": "::"}},
     }
     report = helm.lint(CHART, values, strict=True, kube_version="v1.34.0")
     check(not report.get("errors") and all(m.get("severity", 0) < 2 for m in report.get("messages", [])),
@@ -336,6 +342,10 @@ def main():
     (ds,) = find(objs, "DaemonSet")
     check(ds["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--route-table", "254"],
           "monitoring: agent extraArgs")
+    (dep,) = find(objs, "Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    check("[::]:9480" in args and args[args.index("--load-balancer-class") + 1] == "petrel.dev/lb"
+          if "--load-balancer-class" in args else False, f"monitoring: controller args {args}")
     (vap,) = find(objs, "ValidatingAdmissionPolicy") or [None]
     check(vap is not None and "system:serviceaccount:petrel-system:net-petrel-agent"
           in vap["spec"]["matchConditions"][0]["expression"], "monitoring: policy matches the agent's account")
@@ -363,7 +373,8 @@ def main():
     kinds = sorted(o["kind"] for o in objs)
     check(kinds == ["DaemonSet", "Deployment"], f"bare: rendered {kinds}")
     (dep,) = find(objs, "Deployment")
-    check(dep["spec"]["template"]["spec"]["containers"][0]["args"] == ["controller"], "bare: controller args")
+    check(dep["spec"]["template"]["spec"]["containers"][0]["args"] == ["controller", "--metrics-address", "0.0.0.0:9480"],
+          "bare: controller args")
     check(dep["spec"]["template"]["spec"]["serviceAccountName"] == "lb", "bare: controller account")
     (ds,) = find(objs, "DaemonSet")
     check(ds["metadata"]["name"] == "p-agent", "bare: fullnameOverride")

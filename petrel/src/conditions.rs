@@ -1,6 +1,7 @@
 //! The cluster-wide status of petrel's objects: each object's `Ready`
 //! condition, a Warning Event when one becomes invalid, and the BGPPeer
-//! `summary` column. Run by the leading `petrel controller` ([`run`]).
+//! `summary` column. Run by the leading `petrel controller` ([`run`], a
+//! leader task in `controller::leader_tasks`).
 //!
 //! ```text
 //!  API server ──watch──► stores (BGPConfiguration, BGPPeer, BGPFilter,
@@ -127,8 +128,8 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
         tracing::warn!(missing = %missing.join(", "), "waiting for the API server's first lists of petrel's kinds");
     }
     let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
+        controller: crate::controller::REPORTING_CONTROLLER.into(),
+        instance: Some(crate::controller::default_identity()),
     };
     let mut writer = StatusWriter {
         client: client.clone(),

@@ -1,6 +1,7 @@
 //! `petrel`: the node agent and the operator's command line.
 //!
 //! - `petrel agent`: the node agent (standalone, from a directory of YAML objects).
+//! - `petrel controller`: LoadBalancer IPs and status, one replica leading.
 //! - `petrel peers`, `petrel rib`: what the running agent sees, over its API.
 //! - `petrel decode`: MRT captures through petrel's own BGP codec.
 //! - `petrel crds`: the CustomResourceDefinitions, as YAML.
@@ -9,6 +10,7 @@ mod agent;
 mod api;
 mod cli;
 mod conditions;
+mod controller;
 mod crds_cmd;
 mod decode;
 mod fib;
@@ -16,6 +18,7 @@ mod json;
 mod kube_source;
 mod kube_status;
 mod lab;
+mod lease;
 mod managed;
 mod metrics;
 mod planner;
@@ -95,6 +98,48 @@ enum Command {
         onlink_interface: Option<String>,
         /// Where to serve /metrics, /healthz and /readyz (`off`: nowhere).
         #[arg(long, default_value = metrics::DEFAULT_ADDRESS, value_parser = parse_metrics_address)]
+        metrics_address: MetricsAddress,
+    },
+    /// Run the controller: LoadBalancer IPs for Services from
+    /// LoadBalancerPools, the pools' status, and the Ready conditions of
+    /// petrel's objects. With --leader-elect one replica acts (it holds a
+    /// Lease) and the others stand by.
+    Controller {
+        /// Elect a leader through a coordination.k8s.io Lease before acting
+        /// (without it, act at once: run only one replica).
+        #[arg(long)]
+        leader_elect: bool,
+        /// The Lease's name.
+        #[arg(long, default_value = "petrel-controller")]
+        lease_name: String,
+        /// The Lease's namespace [default: $POD_NAMESPACE, else default].
+        #[arg(long)]
+        lease_namespace: Option<String>,
+        /// This replica's identity in the Lease [default: $POD_NAME, else
+        /// HOSTNAME-PID].
+        #[arg(long)]
+        identity: Option<String>,
+        /// How long the Lease holds without renewal: standbys take over
+        /// this long after the leader's last renewal they saw.
+        #[arg(long, default_value = "15s", value_parser = controller::parse_duration)]
+        lease_duration: Duration,
+        /// How long the leader keeps acting after its last successful
+        /// renewal began (shorter than --lease-duration).
+        #[arg(long, default_value = "10s", value_parser = controller::parse_duration)]
+        renew_deadline: Duration,
+        /// How often the Lease is tried or renewed.
+        #[arg(long, default_value = "2s", value_parser = controller::parse_duration)]
+        retry_period: Duration,
+        /// Serve only Services with this spec.loadBalancerClass (by default,
+        /// Services without one).
+        #[arg(long)]
+        load_balancer_class: Option<String>,
+        /// Use only LoadBalancerPools whose labels match this selector
+        /// (`kubectl -l` syntax, e.g. `team=web`); by default every pool.
+        #[arg(long)]
+        pool_selector: Option<String>,
+        /// Where to serve /metrics, /healthz and /readyz (`off`: nowhere).
+        #[arg(long, default_value = controller::health::DEFAULT_ADDRESS, value_parser = parse_metrics_address)]
         metrics_address: MetricsAddress,
     },
     /// This node's identity, peers, and every prefix it should advertise:
@@ -203,13 +248,6 @@ enum Command {
     },
     /// Decode MRT files (RFC 6396; plain, gzip or bzip2) and print one JSON object per record.
     Decode(DecodeArgs),
-    // TEMPORARY (branch `status`): a stand-in so the status tests can run
-    // conditions::run; the real `petrel controller` (leader election, the
-    // address allocator) replaces it on merge and calls conditions::run
-    // while leading.
-    /// Keep the Ready conditions of petrel's objects (stand-in controller).
-    #[command(hide = true)]
-    Controller,
 }
 
 /// Arguments of `petrel decode`.
@@ -260,28 +298,6 @@ fn main() -> ExitCode {
             };
         }
         Command::Lab { command } => lab::run(command),
-        // TEMPORARY (branch `status`): see Command::Controller.
-        Command::Controller => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .init();
-            runtime().and_then(|rt| {
-                rt.block_on(async {
-                    let client = kube::Client::try_default().await?;
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                    tokio::select! {
-                        r = conditions::run(client) => r,
-                        _ = term.recv() => Ok(()),
-                        _ = tokio::signal::ctrl_c() => Ok(()),
-                    }
-                })
-            })
-        }
         Command::Agent {
             source,
             node,
@@ -334,6 +350,50 @@ fn main() -> ExitCode {
                     metrics: metrics_address.0,
                 }))
             })
+        }
+        Command::Controller {
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            identity,
+            lease_duration,
+            renew_deadline,
+            retry_period,
+            load_balancer_class,
+            pool_selector,
+            metrics_address,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let timing = lease::Timing {
+                lease_duration,
+                renew_deadline,
+                retry_period,
+            };
+            match timing.validate() {
+                Err(e) if leader_elect => Err(e.into()),
+                _ => runtime().and_then(|rt| {
+                    rt.block_on(controller::run(controller::ControllerOptions {
+                        leader_elect,
+                        lease_name,
+                        lease_namespace: lease_namespace
+                            .unwrap_or_else(controller::default_lease_namespace),
+                        identity: identity.unwrap_or_else(controller::default_identity),
+                        timing,
+                        lb: controller::lb::LbOptions {
+                            class: load_balancer_class,
+                            pool_selector,
+                        },
+                        metrics: metrics_address.0,
+                    }))
+                }),
+            }
         }
         Command::Explain {
             prefix,

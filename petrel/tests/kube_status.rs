@@ -7,8 +7,8 @@
 //!   whether it is advertised, to which peers, and if not, why; sessions
 //!   going down and up are reflected; an idle agent does not write; a 403 is
 //!   survived.
-//! - The cluster-wide conditions (`conditions::run`, through `petrel
-//!   controller`): an invalid BGPPeer gets `Ready=False` naming the field,
+//! - The cluster-wide conditions (`conditions::run`, a leader task of
+//!   `petrel controller`): an invalid BGPPeer gets `Ready=False` naming the field,
 //!   and an Event; fixing it makes it Ready; the BGPPeer summary column.
 
 mod common;
@@ -39,11 +39,12 @@ impl Drop for Process {
     }
 }
 
-/// `petrel controller` with a kubeconfig (the Ready conditions).
+/// `petrel controller` with a kubeconfig (no leader election: it acts at
+/// once), for its Ready conditions.
 fn start_controller(kubeconfig: &Path, dir: &Path) -> Process {
     let log = dir.join("controller.log");
     let child = Command::new(env!("CARGO_BIN_EXE_petrel"))
-        .arg("controller")
+        .args(["controller", "--metrics-address", "off"])
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

@@ -583,6 +583,48 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
         "the move took {elapsed:?} to reach FRR"
     );
 
+    // An agent restarted reads everything from the API server again and
+    // takes up its part: its session is back and the VIP still has it.
+    let out = petrel(&["lab", "restart", "node-2", "--name", &lab.name]);
+    assert!(
+        out.status.success(),
+        "lab restart failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        "FRR's session with the restarted node-2",
+        || {
+            let v = lab.vtysh_json("show bgp neighbors 192.168.100.12 json");
+            match v["192.168.100.12"]["bgpState"].as_str() {
+                Some("Established") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    // Graceful restart keeps node-2's old path meanwhile, marked stale:
+    // wait for the one the new agent sends.
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        "a fresh (not stale) path to the VIP from the restarted node-2",
+        || {
+            let v = lab.vtysh_json(&format!("show bgp ipv4 unicast {VIP}/32 json"));
+            let fresh = v["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["peer"]["peerId"] == "192.168.100.12" && p["stale"] != true);
+            if fresh {
+                Ok(())
+            } else {
+                Err(format!("{}", v["paths"]))
+            }
+        },
+    );
+    wait_frr(&lab, &format!("{VIP}/32"), &want, Duration::from_secs(10));
+
     // Deleting `api` withdraws its address.
     rt.block_on(services.delete("api", &DeleteParams::default()))
         .expect("Service deleted");

@@ -76,7 +76,7 @@ pub fn is_buggy(ip: &IpAddr) -> bool {
 }
 
 /// An inclusive range of addresses of one family, from a pool's
-/// `spec.addresses`: a CIDR (`192.0.2.0/24`), a range
+/// `spec.cidrs`: a CIDR (`192.0.2.0/24`), a range
 /// (`192.0.2.10-192.0.2.20`) or one address.
 ///
 /// Every address of a CIDR is usable, the network and broadcast addresses
@@ -88,7 +88,7 @@ pub struct AddressRange {
     end: IpAddr,
 }
 
-/// What is wrong with one entry of a pool's `spec.addresses`.
+/// What is wrong with one entry of a pool's `spec.cidrs`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RangeError {
     /// Neither an address, a CIDR nor a range.
@@ -230,7 +230,7 @@ pub struct PoolSpec {
     /// timestamp (file source), are ordered by name, and come after those
     /// with one.
     pub created_at: Option<i64>,
-    /// `spec.addresses`: CIDRs, inclusive `start-end` ranges or single
+    /// `spec.cidrs` (as strings): CIDRs, inclusive `start-end` ranges or single
     /// addresses, IPv4 and IPv6 mixed as needed.
     pub addresses: Vec<String>,
     /// `spec.autoAssign` (default true): false keeps the pool for Services
@@ -294,20 +294,20 @@ impl PoolSpec {
 /// work. Each message is meant for the pool's status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
-    /// `spec.addresses` lists nothing.
+    /// `spec.cidrs` lists nothing.
     #[error(
-        "LoadBalancerPool {pool}: spec.addresses is empty; list at least one CIDR or start-end range"
+        "LoadBalancerPool {pool}: spec.cidrs is empty; list at least one CIDR or start-end range"
     )]
     NoAddresses {
         /// The pool.
         pool: String,
     },
-    /// One entry of `spec.addresses` does not parse.
-    #[error("LoadBalancerPool {pool}: spec.addresses[{index}] {text:?} {reason}")]
+    /// One entry of `spec.cidrs` does not parse.
+    #[error("LoadBalancerPool {pool}: spec.cidrs[{index}] {text:?} {reason}")]
     BadAddress {
         /// The pool.
         pool: String,
-        /// Position in `spec.addresses`.
+        /// Position in `spec.cidrs`.
         index: usize,
         /// The entry as written.
         text: String,
@@ -316,7 +316,7 @@ pub enum PoolError {
     },
     /// Two entries of the same pool overlap.
     #[error(
-        "LoadBalancerPool {pool}: spec.addresses[{index}] {text:?} overlaps spec.addresses[{other_index}] {other_text:?}; list each address once"
+        "LoadBalancerPool {pool}: spec.cidrs[{index}] {text:?} overlaps spec.cidrs[{other_index}] {other_text:?}; list each address once"
     )]
     SelfOverlap {
         /// The pool.
@@ -332,7 +332,7 @@ pub enum PoolError {
     },
     /// The pool overlaps one that takes precedence.
     #[error(
-        "LoadBalancerPool {pool}: spec.addresses[{index}] {text:?} overlaps {other_text:?} of LoadBalancerPool {other}, which is older (or as old and first by name) and keeps those addresses; remove the overlap from {pool}"
+        "LoadBalancerPool {pool}: spec.cidrs[{index}] {text:?} overlaps {other_text:?} of LoadBalancerPool {other}, which is older (or as old and first by name) and keeps those addresses; remove the overlap from {pool}"
     )]
     Overlap {
         /// The refused pool.
@@ -383,7 +383,7 @@ impl PoolError {
 pub(crate) struct Pool {
     pub(crate) spec: PoolSpec,
     /// Sorted by start; non-overlapping. The `usize` is the entry's index
-    /// in `spec.addresses`, for messages.
+    /// in `spec.cidrs`, for messages.
     pub(crate) ranges: Vec<(AddressRange, usize)>,
 }
 
@@ -720,15 +720,17 @@ mod tests {
         assert_eq!(msgs.len(), 5, "{msgs:#?}");
         assert!(
             msgs.iter()
-                .any(|m| m.contains("empty: spec.addresses is empty"))
+                .any(|m| m.contains("empty: spec.cidrs is empty"))
         );
         assert!(
             msgs.iter()
-                .any(|m| m.contains("typo: spec.addresses[1] \"192.0.2.300\" is not"))
+                .any(|m| m.contains("typo: spec.cidrs[1] \"192.0.2.300\" is not"))
         );
-        assert!(msgs.iter().any(|m| {
-            m.contains("self: spec.addresses[1] \"203.0.113.7\" overlaps spec.addresses[0]")
-        }));
+        assert!(
+            msgs.iter().any(|m| {
+                m.contains("self: spec.cidrs[1] \"203.0.113.7\" overlaps spec.cidrs[0]")
+            })
+        );
         assert!(msgs.iter().any(|m| m.contains("dup: defined twice")));
         assert!(msgs.iter().any(|m| m.contains("sel: spec.serviceSelector")));
     }

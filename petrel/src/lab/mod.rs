@@ -564,6 +564,9 @@ fn publish(state: &mut State) -> anyhow::Result<()> {
         format!("KUBECONFIG={}", k.kubeconfig.display()),
         exe()?,
         "controller".into(),
+        // Labs side by side must not fight over one metrics port.
+        "--metrics-address".into(),
+        "off".into(),
     ];
     let log = state.dir().join("controller.log");
     state.spawn("controller", "", argv, &log)
