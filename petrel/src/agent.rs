@@ -200,7 +200,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             speaker_tx.subscribe(),
             status_rx,
         )),
-        Feed::Files { .. } => None,
+        // Nobody to report to: `publish` then skips the work.
+        Feed::Files { .. } => {
+            drop(status_rx);
+            None
+        }
     };
     let mut reconciler = reconciler;
     let (fib_tx, fib_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -232,7 +236,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 None if speaker.is_some() => tracing::warn!(
                     "no usable BGPConfiguration; keeping the last applied configuration"
                 ),
-                None => {
+                None if status_tx.receiver_count() > 0 => {
                     status_tx.send_replace(Some(Arc::new(
                         crate::kube_status::Applied::unconfigured(
                             Arc::new(snapshot),
@@ -240,6 +244,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                         ),
                     )));
                 }
+                None => {}
             }
         }
         if dirty && let Some((snapshot, plan)) = &planned {
@@ -270,13 +275,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                         speaker_tx.send_replace(Some(s.clone()));
                         // After the speaker, so the report never sees a plan
                         // without the speaker that runs it.
-                        status_tx.send_replace(Some(Arc::new(
-                            crate::kube_status::Applied::planned(
-                                &c,
-                                snapshot.clone(),
-                                problems_seen.clone(),
-                            ),
-                        )));
+                        crate::kube_status::publish(&status_tx, &c, snapshot, &problems_seen);
                         if let (Some(r), Some(f), Some(rx)) =
                             (reconciler.take(), &opts.fib, fib_rx.take())
                         {
@@ -308,13 +307,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                             let _ =
                                 fib_tx.send(crate::fib::FibInput::Blackholes(c.blackholes.clone()));
                             view_tx.send_replace(view);
-                            status_tx.send_replace(Some(Arc::new(
-                                crate::kube_status::Applied::planned(
-                                    &c,
-                                    snapshot.clone(),
-                                    problems_seen.clone(),
-                                ),
-                            )));
+                            crate::kube_status::publish(&status_tx, &c, snapshot, &problems_seen);
                             applied = Some(c);
                         }
                         Err(e) => {
@@ -327,11 +320,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 }
                 Some(_) => {
                     view_tx.send_replace(view);
-                    status_tx.send_replace(Some(Arc::new(crate::kube_status::Applied::planned(
-                        &c,
-                        snapshot.clone(),
-                        problems_seen.clone(),
-                    ))));
+                    crate::kube_status::publish(&status_tx, &c, snapshot, &problems_seen);
                 }
             }
         }

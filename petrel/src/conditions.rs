@@ -81,7 +81,7 @@ impl Verdict {
         Verdict {
             ok: true,
             reason: REASON_VALID,
-            message: "valid and in use".into(),
+            message: "the object is valid".into(),
         }
     }
 }

@@ -133,6 +133,24 @@ impl Applied {
     }
 }
 
+/// Hands a plan that now runs to the report task (if there is one: with
+/// the file source there is none).
+pub fn publish(
+    tx: &watch::Sender<Option<Arc<Applied>>>,
+    plan: &Plan,
+    snapshot: &Arc<Snapshot>,
+    problems: &[Problem],
+) {
+    if tx.receiver_count() == 0 {
+        return;
+    }
+    tx.send_replace(Some(Arc::new(Applied::planned(
+        plan,
+        snapshot.clone(),
+        problems.to_vec(),
+    ))));
+}
+
 /// Starts the report task; it runs until aborted (the agent aborts it on
 /// shutdown).
 pub fn spawn(

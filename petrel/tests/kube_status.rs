@@ -659,7 +659,7 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
     eventually!(30, "Ready conditions on every peer", logs, {
         let mut wrong = Vec::new();
         for (name, status, reason, message) in [
-            (&good, "True", "Valid", "valid and in use"),
+            (&good, "True", "Valid", "the object is valid"),
             (
                 &keepalive,
                 "False",
