@@ -153,6 +153,9 @@ def check_rbac(objects, label):
                 for r in resources:
                     allowed = (
                         (g == "petrel.dev" and r.endswith("/status"))
+                        # The agent creates its node's BGPNodeStatus (status only).
+                        or (g == "petrel.dev" and r == "bgpnodestatuses" and role["kind"] == "ClusterRole"
+                            and role["metadata"]["name"].endswith("-agent") and verbs <= READ | {"create", "patch"})
                         or (g, r) in STATUS_WRITES
                         or (r == "events" and g in ("", "events.k8s.io") and verbs <= {"create", "patch"})
                         or (r == "leases" and g == "coordination.k8s.io" and role["kind"] == "Role")
@@ -223,7 +226,7 @@ def petrel_crds(*args):
 
 def check_crds():
     generated = {d["metadata"]["name"]: d for d in documents(petrel_crds())}
-    check(len(generated) == 6, f"petrel crds printed {len(generated)} CRDs")
+    check(len(generated) == 7, f"petrel crds printed {len(generated)} CRDs")
     # The YAML, as Go reads it, says what the Rust types mean: no scalar
     # read as another type (YAML 1.1's `no`, `on`, numbers-as-text).
     meant = {c["metadata"]["name"]: c for c in json.loads(petrel_crds("-o", "json"))["items"]}
@@ -305,6 +308,12 @@ def main():
     check(len(leases) == 1, "defaults: no Lease Role for leader election")
     secrets = [r for r in find(objs, "Role") if any("secrets" in x.get("resources", []) for x in r["rules"])]
     check(len(secrets) == 1, "defaults: the agent cannot read BGP passwords")
+    (agent_role,) = [r for r in find(objs, "ClusterRole") if r["metadata"]["name"].endswith("-agent")] or [None]
+    grants = {(res, v) for x in (agent_role or {}).get("rules", []) for res in x.get("resources", [])
+              for v in x.get("verbs", [])}
+    for need in [("bgppeers/status", "patch"), ("nodes/status", "patch"), ("bgpnodestatuses", "create"),
+                 ("bgpnodestatuses", "patch"), ("bgpnodestatuses/status", "patch"), ("bgppeers", "list")]:
+        check(need in grants, f"defaults: the agent may not {need[1]} {need[0]}")
     for kind in ("ServiceMonitor", "PodMonitor", "Service", "ValidatingAdmissionPolicy"):
         check(not find(objs, kind), f"defaults: {kind} rendered though not enabled")
 
@@ -340,6 +349,10 @@ def main():
     (vap,) = find(objs, "ValidatingAdmissionPolicy") or [None]
     check(vap is not None and "system:serviceaccount:petrel-system:net-petrel-agent"
           in vap["spec"]["matchConditions"][0]["expression"], "monitoring: policy matches the agent's account")
+    covered = {r for rule in (vap or {}).get("spec", {}).get("matchConstraints", {}).get("resourceRules", [])
+               for r in rule.get("resources", [])}
+    check({"nodes/status", "bgppeers/status", "bgpnodestatuses", "bgpnodestatuses/status"} <= covered,
+          f"monitoring: the policy does not cover every agent write: {sorted(covered)}")
     (vapb,) = find(objs, "ValidatingAdmissionPolicyBinding") or [None]
     check(vapb is not None and vap is not None and vapb["spec"]["policyName"] == vap["metadata"]["name"],
           "monitoring: policy binding")

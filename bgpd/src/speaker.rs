@@ -632,6 +632,14 @@ impl Speaker {
         Ok(self.peers.borrow().as_ref().clone())
     }
 
+    /// The peer table as it changes: published at once when a peer is added,
+    /// removed or changes state; for counters at most every 100 ms while
+    /// routes flow and every second on quiet sessions. A watcher wakes for
+    /// every state change, never once per UPDATE.
+    pub fn subscribe_peers(&self) -> watch::Receiver<Arc<Vec<PeerStatus>>> {
+        self.peers.clone()
+    }
+
     /// Routes matching a filter.
     pub async fn routes(&self, filter: RouteFilter) -> Result<Vec<RouteView>, SpeakerError> {
         let (tx, rx) = oneshot::channel();

@@ -1,6 +1,7 @@
 //! petrel's resource types (group `petrel.dev`, version `v1alpha1`), all
 //! cluster-scoped: `BGPConfiguration`, `BGPPeer`, `BGPFilter`,
-//! `BGPAdvertisement`, `LoadBalancerPool` and `IPPool`.
+//! `BGPAdvertisement`, `LoadBalancerPool` and `IPPool`, and `BGPNodeStatus`
+//! (status only, one per node, written by that node's agent).
 //!
 //! Each `*Spec` type derives kube's `CustomResource`, which generates the
 //! object type named after the kind (`BGPPeer { metadata, spec, status }`)
@@ -23,6 +24,7 @@
 
 mod bgp;
 mod common;
+mod node_status;
 mod pools;
 pub mod status;
 
@@ -31,6 +33,7 @@ use kube::CustomResourceExt;
 
 pub use bgp::*;
 pub use common::*;
+pub use node_status::*;
 pub use pools::*;
 pub use status::{BgpPeerNodeStatus, BgpPeerStatus, ConditionsStatus, SessionState};
 
@@ -70,6 +73,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BGPAdvertisement::crd(),
         BGPConfiguration::crd(),
         BGPFilter::crd(),
+        BGPNodeStatus::crd(),
         BGPPeer::crd(),
         IPPool::crd(),
         LoadBalancerPool::crd(),

@@ -750,6 +750,57 @@ fn the_peer_column_shows_the_session_summary() {
     );
 }
 
+#[test]
+fn node_status_lists_are_keyed_and_an_agents_report_passes_the_schema() {
+    let schema = schema_of("BGPNodeStatus");
+    let status = &schema["properties"]["status"]["properties"];
+    for (list, keys) in [
+        ("peers", json!(["name", "address"])),
+        ("services", json!(["service", "prefix"])),
+        ("conditions", json!(["type"])),
+    ] {
+        assert_eq!(
+            status[list]["x-kubernetes-list-type"],
+            json!("map"),
+            "{list}"
+        );
+        assert_eq!(status[list]["x-kubernetes-list-map-keys"], keys, "{list}");
+    }
+    let columns: Vec<String> = BGPNodeStatus::crd().spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(columns, ["Ready", "Sessions", "Services", "Reason", "Age"]);
+    let mut report = object("BGPNodeStatus", json!({}));
+    report["status"] = json!({
+        "conditions": [{"type": "Ready", "status": "False", "reason": "SessionsDown",
+                        "message": "1 of 2 sessions down: tor (Active)",
+                        "lastTransitionTime": "2025-01-01T00:00:00Z"}],
+        "sessions": "1/2 established",
+        "advertised": "1/2 advertised",
+        "peers": [{"name": "tor", "address": "10.0.0.254", "state": "Active"},
+                  {"name": "node-mesh-n2", "address": "10.0.0.2", "state": "Established",
+                   "establishedSince": "2025-01-01T00:00:00Z"}],
+        "services": [
+            {"service": "shop/web", "prefix": "198.51.100.10/32", "type": "LoadBalancerIP",
+             "advertised": true, "reason": "a ready endpoint on this node (traffic policy Local)",
+             "peers": ["node-mesh-n2"], "notSent": [{"peer": "tor", "reason": "session down (Active)"}]},
+            {"service": "shop/api", "prefix": "10.96.0.11/32", "type": "ClusterIP",
+             "advertised": false, "reason": "no ready endpoint on this node (traffic policy Local)"}
+        ]
+    });
+    accepted(report.clone());
+    let back: BGPNodeStatus = round_trip(&report);
+    assert_eq!(back.status.map(|s| s.services.len()), Some(2));
+    assert_eq!(
+        schema["properties"]["spec"]["properties"],
+        Value::Null,
+        "the spec is empty"
+    );
+}
+
 /// The YAML blocks of a Markdown file, split into documents.
 fn yaml_documents(markdown: &Path) -> Vec<Value> {
     let text =
@@ -850,7 +901,7 @@ fn the_yaml_is_stable_and_reads_back_as_the_same_crds() {
     let first = crds_yaml().expect("yaml");
     assert_eq!(first, crds_yaml().expect("yaml"));
     let docs: Vec<&str> = first.split("\n---\n").collect();
-    assert_eq!(docs.len(), 6);
+    assert_eq!(docs.len(), 7);
     let names: Vec<String> = crds()
         .iter()
         .map(|c| c.metadata.name.clone().unwrap_or_default())

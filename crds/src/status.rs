@@ -18,6 +18,21 @@ pub const REASON_INVALID: &str = "InvalidField";
 /// `Ready` reason: the object refers to something missing (a BGPFilter, a
 /// Secret); the message names it.
 pub const REASON_MISSING_REFERENCE: &str = "MissingReference";
+/// `Ready` reason: valid, but another object is used instead (a second
+/// BGPConfiguration besides `default`).
+pub const REASON_NOT_USED: &str = "NotUsed";
+
+/// The Node condition each agent keeps on its own Node: whether every BGP
+/// session the node should have is Established.
+pub const NODE_CONDITION_BGP_READY: &str = "PetrelBGPReady";
+/// `PetrelBGPReady` / `BGPNodeStatus` `Ready` reason: every session is up.
+pub const REASON_ESTABLISHED: &str = "AllEstablished";
+/// Reason: the node has no session to have (no peer selects it, no mesh).
+pub const REASON_NO_PEERS: &str = "NoPeers";
+/// Reason: some sessions are not Established; the message names them.
+pub const REASON_SESSIONS_DOWN: &str = "SessionsDown";
+/// Reason: there is no usable BGPConfiguration, so no speaker runs.
+pub const REASON_NO_CONFIGURATION: &str = "NoConfiguration";
 
 /// The status of the kinds that only report conditions (`BGPConfiguration`,
 /// `BGPFilter`, `BGPAdvertisement`, `IPPool`).

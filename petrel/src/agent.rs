@@ -190,6 +190,22 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             Feed::Kube(Box::new(k))
         }
     };
+    // In a cluster, the node's state goes back to the API server: its own
+    // BGPPeer session entries, Node condition and BGPNodeStatus.
+    let (status_tx, status_rx) = tokio::sync::watch::channel(None);
+    let status_task = match &feed {
+        Feed::Kube(k) => Some(crate::kube_status::spawn(
+            k.client(),
+            opts.node.clone(),
+            speaker_tx.subscribe(),
+            status_rx,
+        )),
+        // Nobody to report to: `publish` then skips the work.
+        Feed::Files { .. } => {
+            drop(status_rx);
+            None
+        }
+    };
     let mut reconciler = reconciler;
     let (fib_tx, fib_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut fib_rx = Some(fib_rx);
@@ -202,6 +218,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // Peers and routes added through the API, merged into every plan.
     let (managed, mut managed_rx) = ManagedHandle::new();
     let mut planned: Option<(Arc<source::Snapshot>, planner::Plan)> = None;
+    // The last snapshot's problems, for the status the kube source writes.
+    let mut problems_seen: Vec<source::Problem> = Vec::new();
     let mut managed_changed = false;
     loop {
         let mut dirty = std::mem::take(&mut managed_changed);
@@ -212,11 +230,20 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             for p in &problems {
                 tracing::warn!(problem = %p, "configuration problem");
             }
+            problems_seen = problems;
             match config {
                 Some(c) => planned = Some((Arc::new(snapshot), c)),
                 None if speaker.is_some() => tracing::warn!(
                     "no usable BGPConfiguration; keeping the last applied configuration"
                 ),
+                None if status_tx.receiver_count() > 0 => {
+                    status_tx.send_replace(Some(Arc::new(
+                        crate::kube_status::Applied::unconfigured(
+                            Arc::new(snapshot),
+                            problems_seen.clone(),
+                        ),
+                    )));
+                }
                 None => {}
             }
         }
@@ -246,6 +273,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                             managed.clone(),
                         )?);
                         speaker_tx.send_replace(Some(s.clone()));
+                        // After the speaker, so the report never sees a plan
+                        // without the speaker that runs it.
+                        crate::kube_status::publish(&status_tx, &c, snapshot, &problems_seen);
                         if let (Some(r), Some(f), Some(rx)) =
                             (reconciler.take(), &opts.fib, fib_rx.take())
                         {
@@ -277,6 +307,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                             let _ =
                                 fib_tx.send(crate::fib::FibInput::Blackholes(c.blackholes.clone()));
                             view_tx.send_replace(view);
+                            crate::kube_status::publish(&status_tx, &c, snapshot, &problems_seen);
                             applied = Some(c);
                         }
                         Err(e) => {
@@ -289,6 +320,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 }
                 Some(_) => {
                     view_tx.send_replace(view);
+                    crate::kube_status::publish(&status_tx, &c, snapshot, &problems_seen);
                 }
             }
         }
@@ -300,6 +332,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    if let Some(t) = status_task {
+        t.abort();
+    }
     if let Some(s) = speaker {
         s.shutdown().await;
     }

@@ -92,6 +92,7 @@ mod tests {
                 "bgpadvertisements.petrel.dev.yaml",
                 "bgpconfigurations.petrel.dev.yaml",
                 "bgpfilters.petrel.dev.yaml",
+                "bgpnodestatuses.petrel.dev.yaml",
                 "bgppeers.petrel.dev.yaml",
                 "ippools.petrel.dev.yaml",
                 "loadbalancerpools.petrel.dev.yaml",
@@ -113,7 +114,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["metadata"]["name"].as_str())
             .collect();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
         assert!(names.contains(&"loadbalancerpools.petrel.dev"));
     }
 }

@@ -47,6 +47,7 @@ pub struct KubeSource {
     generation: watch::Receiver<u64>,
     seen: u64,
     tasks: Vec<JoinHandle<()>>,
+    client: kube::Client,
 }
 
 impl Drop for KubeSource {
@@ -59,7 +60,7 @@ impl Drop for KubeSource {
 
 /// Starts a reflector on `api` into `writer`'s store, bumping `generation`
 /// on every change.
-fn reflect<K>(
+pub(crate) fn reflect<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
     kind: &'static str,
@@ -101,6 +102,11 @@ impl KubeSource {
             )
         })?;
         Ok(Self::start(client))
+    }
+
+    /// The client the watches use (for the agent's status writes).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
     }
 
     /// Starts the watches with a client.
@@ -158,6 +164,7 @@ impl KubeSource {
             generation,
             seen: u64::MAX,
             tasks,
+            client,
         }
     }
 
@@ -246,7 +253,7 @@ impl KubeSource {
 }
 
 /// Whether a store has its first full list.
-fn ready<K>(s: &Store<K>) -> bool
+pub(crate) fn ready<K>(s: &Store<K>) -> bool
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
@@ -256,7 +263,7 @@ where
 
 /// Adds objects of one kind; list items may come without `apiVersion` and
 /// `kind`, so both are set from what was watched.
-fn add_all<K: Serialize + kube::ResourceExt>(
+pub(crate) fn add_all<K: Serialize + kube::ResourceExt>(
     objects: &[Arc<K>],
     api_version: &str,
     kind: &str,

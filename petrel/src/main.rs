@@ -9,12 +9,14 @@
 mod agent;
 mod api;
 mod cli;
+mod conditions;
 mod controller;
 mod crds_cmd;
 mod decode;
 mod fib;
 mod json;
 mod kube_source;
+mod kube_status;
 mod lab;
 mod lease;
 mod managed;
@@ -99,8 +101,9 @@ enum Command {
         metrics_address: MetricsAddress,
     },
     /// Run the controller: LoadBalancer IPs for Services from
-    /// LoadBalancerPools, and the pools' status. With --leader-elect one
-    /// replica acts (it holds a Lease) and the others stand by.
+    /// LoadBalancerPools, the pools' status, and the Ready conditions of
+    /// petrel's objects. With --leader-elect one replica acts (it holds a
+    /// Lease) and the others stand by.
     Controller {
         /// Elect a leader through a coordination.k8s.io Lease before acting
         /// (without it, act at once: run only one replica).

@@ -190,6 +190,29 @@ impl ApiError {
         )
     }
 
+    /// 403, as RBAC answers: `User "..." cannot patch resource "x/status" ...`.
+    pub(crate) fn forbidden(
+        verb: &str,
+        group: &str,
+        plural: &str,
+        sub: Option<&str>,
+        name: &str,
+    ) -> Self {
+        let resource = match sub {
+            Some(s) => format!("{plural}/{s}"),
+            None => plural.to_string(),
+        };
+        Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: User \"system:anonymous\" cannot {verb} resource \"{resource}\" in API group \"{group}\" (TestServer::forbid_writes)",
+                qualified(group, plural)
+            ),
+        )
+        .with_details(group, plural, name)
+    }
+
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message.into())
     }

@@ -124,6 +124,26 @@ fn serve(
         name: t.name.clone(),
         subresource: t.subresource.clone(),
     });
+    let write = matches!(
+        verb,
+        Verb::Create | Verb::Update | Verb::Patch | Verb::Delete | Verb::DeleteCollection
+    );
+    if write
+        && state
+            .forbidden
+            .iter()
+            .any(|(r, sub)| *r == t.res.plural && *sub == t.subresource)
+    {
+        let name = t.name.clone().unwrap_or_default();
+        let verb_name = format!("{verb:?}").to_lowercase();
+        return Err(ApiError::forbidden(
+            &verb_name,
+            &t.res.group,
+            &t.res.plural,
+            t.subresource.as_deref(),
+            &name,
+        ));
+    }
     if state.failures > 0 {
         state.failures -= 1;
         return Err(ApiError::internal(
@@ -333,6 +353,13 @@ fn apply(
     };
     let api_version = res.api_version(&t.version);
     let now = now();
+    // Custom resources say in their schema which lists are granular; built-in kinds (no
+    // schema here) use the strategic-merge keys.
+    let schema = res.schemas.get(&t.version);
+    let list_keys = |p: &[String]| match schema {
+        Some(s) => s.list_map_keys(p),
+        None => patch::builtin_list_keys(p),
+    };
     let req = ApplyRequest {
         manager,
         force: q.get("force").is_some_and(|f| f == "true"),
@@ -340,6 +367,7 @@ fn apply(
         api_version: &api_version,
         now: &now,
         scope: &scope,
+        list_keys: &list_keys,
     };
     let merged = patch::apply(live.as_ref(), &config, &req).map_err(|conflicts| {
         let pairs: Vec<(String, String)> =

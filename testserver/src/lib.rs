@@ -33,7 +33,8 @@
 //!   rules fall outside the subset is refused when it is created.
 //!
 //! # What is simplified or missing
-//! - No authentication, authorization, admission webhooks, TLS, protobuf, aggregated
+//! - No authentication, authorization (but [`TestServer::forbid_writes`] answers chosen
+//!   writes with 403, as RBAC would), admission webhooks, TLS, protobuf, aggregated
 //!   discovery (`Discovery::run_aggregated`), or version conversion (every version of a CRD
 //!   serves the same stored objects, with only `apiVersion` changed, as with
 //!   `conversion: None`).
@@ -246,6 +247,21 @@ impl TestServer {
     /// layer would retry a 503, which would hide the failure).
     pub fn inject_failures(&self, n: usize) {
         self.shared.lock().failures = n;
+    }
+
+    /// Refuses writes (create, update, patch, delete) to `resource` (a plural) and
+    /// `subresource` (`Some("status")`, or `None` for the main resource) with 403
+    /// Forbidden from now on, as RBAC would for a client not allowed them. Reads still work.
+    pub fn forbid_writes(&self, resource: &str, subresource: Option<&str>) {
+        self.shared
+            .lock()
+            .forbidden
+            .push((resource.to_string(), subresource.map(String::from)));
+    }
+
+    /// Allows again every write [`TestServer::forbid_writes`] refused.
+    pub fn allow_writes(&self) {
+        self.shared.lock().forbidden.clear();
     }
 
     /// How many watch streams are open now.

@@ -83,6 +83,31 @@ impl Schema {
         pruned
     }
 
+    /// The keys of the list at `path` when the schema makes it a map list
+    /// (`x-kubernetes-list-type: map`); `None` for other lists and unknown paths. An item
+    /// element of the path (`k:{...}`) steps into the items of the list above it.
+    pub fn list_map_keys(&self, path: &[String]) -> Option<Vec<String>> {
+        let mut s = &self.root;
+        for element in path {
+            s = if element.starts_with("k:") {
+                s.get("items")?
+            } else {
+                s["properties"]
+                    .get(element)
+                    .or(s.get("additionalProperties").filter(|a| a.is_object()))?
+            };
+        }
+        if s["x-kubernetes-list-type"] != "map" {
+            return None;
+        }
+        let keys: Vec<String> = s["x-kubernetes-list-map-keys"]
+            .as_array()?
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        (!keys.is_empty()).then_some(keys)
+    }
+
     /// Validates a normalized object; `old` is the stored object on updates (for `oldSelf`).
     pub fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
         let mut errors = Vec::new();

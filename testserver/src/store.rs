@@ -68,6 +68,8 @@ pub(crate) struct State {
     pub tx: broadcast::Sender<Broadcast>,
     rng: u64,
     pub failures: usize,
+    /// (resource plural, subresource) that writes are refused on with 403.
+    pub forbidden: Vec<(String, Option<String>)>,
     pub requests: Vec<Request>,
 }
 
@@ -86,6 +88,7 @@ impl State {
             tx: broadcast::channel(4096).0,
             rng: seed,
             failures: 0,
+            forbidden: Vec::new(),
             requests: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -349,6 +352,10 @@ impl State {
         let mut next = if t.subresource.as_deref() == Some("status") {
             let mut next = old.clone();
             set_or_remove(&mut next, "status", candidate.get("status").cloned());
+            // Server-side apply to /status records its manager's fields like any write.
+            if let Some(fields) = candidate["metadata"].get("managedFields") {
+                next["metadata"]["managedFields"] = fields.clone();
+            }
             next
         } else {
             if res.status {

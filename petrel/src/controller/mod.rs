@@ -109,9 +109,11 @@ impl LeaderTask {
 /// `pub async fn run(ctx: LeaderContext) -> anyhow::Result<()>`.
 pub fn leader_tasks(opts: &ControllerOptions) -> Vec<LeaderTask> {
     let lb = opts.lb.clone();
-    vec![LeaderTask::new("loadbalancer-ips", move |ctx| {
-        lb::run(ctx, lb.clone())
-    })]
+    vec![
+        LeaderTask::new("loadbalancer-ips", move |ctx| lb::run(ctx, lb.clone())),
+        // Ready conditions, Events and the BGPPeer summary (conditions.rs).
+        LeaderTask::new("conditions", |ctx| crate::conditions::run(ctx.client)),
+    ]
 }
 
 /// Why a term ended.

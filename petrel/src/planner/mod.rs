@@ -585,7 +585,7 @@ fn password(pw: &PasswordSource, snapshot: &Snapshot) -> Result<String, (String,
 
 /// The import and export policies of a peer's filters, in order.
 #[allow(clippy::type_complexity)]
-fn policies(
+pub(crate) fn policies(
     names: &[String],
     snapshot: &Snapshot,
 ) -> Result<(Option<Arc<Policy>>, Option<Arc<Policy>>), String> {

@@ -219,3 +219,115 @@ async fn crds_outside_the_supported_subset_are_refused() {
     })
     .await;
 }
+
+/// A CRD whose status has a list keyed by two fields, as `BGPPeer.status.nodes`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug)]
+#[kube(
+    group = "test.petrel.dev",
+    version = "v1",
+    kind = "Gadget",
+    status = "GadgetStatus"
+)]
+struct GadgetSpec {
+    size: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, KubeSchema)]
+struct GadgetStatus {
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into(), "address".into()]))]
+    entries: Vec<GadgetEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema)]
+struct GadgetEntry {
+    node: String,
+    address: String,
+    state: String,
+}
+
+#[tokio::test]
+async fn status_apply_keeps_each_managers_items_of_a_map_list() {
+    within(async {
+        let (_server, client) = server().await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.create(&PostParams::default(), &Gadget::crd())
+            .await
+            .expect("CRD created");
+        await_condition(
+            crds,
+            "gadgets.test.petrel.dev",
+            conditions::is_crd_established(),
+        )
+        .await
+        .expect("CRD established");
+        let gadgets: Api<Gadget> = Api::all(client.clone());
+        gadgets
+            .create(
+                &PostParams::default(),
+                &Gadget::new("g", GadgetSpec { size: 1 }),
+            )
+            .await
+            .expect("created");
+        let apply = |node: &str, states: &[&str]| {
+            let entries: Vec<Value> = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| json!({"node": node, "address": format!("10.0.0.{i}"), "state": s}))
+                .collect();
+            json!({"apiVersion": "test.petrel.dev/v1", "kind": "Gadget", "metadata": {"name": "g"},
+                   "status": {"entries": entries}})
+        };
+        let entries = |g: Gadget| -> Vec<(String, String, String)> {
+            let mut v: Vec<_> = g
+                .status
+                .unwrap_or_default()
+                .entries
+                .into_iter()
+                .map(|e| (e.node, e.address, e.state))
+                .collect();
+            v.sort();
+            v
+        };
+        for (node, states) in [("a", &["Active", "Idle"][..]), ("b", &["Connect"][..])] {
+            gadgets
+                .patch_status(
+                    "g",
+                    &PatchParams::apply(&format!("agent/{node}")),
+                    &Patch::Apply(apply(node, states)),
+                )
+                .await
+                .expect("each manager applies its own items");
+        }
+        // a drops one of its two entries and changes the other; b's is untouched.
+        let g = gadgets
+            .patch_status(
+                "g",
+                &PatchParams::apply("agent/a"),
+                &Patch::Apply(apply("a", &["Established"])),
+            )
+            .await
+            .expect("a applies again");
+        let t = |n: &str, a: &str, s: &str| (n.to_string(), a.to_string(), s.to_string());
+        assert_eq!(
+            entries(g),
+            [
+                t("a", "10.0.0.0", "Established"),
+                t("b", "10.0.0.0", "Connect")
+            ]
+        );
+        // Someone else applying a's item with another state conflicts.
+        let (code, _, message) = api_error(
+            gadgets
+                .patch_status(
+                    "g",
+                    &PatchParams::apply("intruder"),
+                    &Patch::Apply(apply("a", &["Idle"])),
+                )
+                .await,
+        );
+        assert_eq!(code, 409);
+        assert!(message.contains("agent/a"), "{message}");
+    })
+    .await;
+}

@@ -443,3 +443,47 @@ async fn kubeconfig_and_shutdown() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn forbidden_writes_answer_403_and_reads_still_work() {
+    within(async {
+        let (server, client) = server().await;
+        let nodes: Api<Node> = Api::all(client.clone());
+        nodes
+            .create(
+                &PostParams::default(),
+                &obj(json!({"metadata": {"name": "n1"}})),
+            )
+            .await
+            .expect("node created");
+        server.forbid_writes("nodes", Some("status"));
+        let status = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+            "status": {"conditions": [{"type": "X", "status": "True"}]}});
+        let (code, reason, message) = api_error(
+            nodes
+                .patch_status(
+                    "n1",
+                    &PatchParams::apply("a"),
+                    &Patch::Apply(status.clone()),
+                )
+                .await,
+        );
+        assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+        assert!(message.contains("nodes/status"), "{message}");
+        nodes.get("n1").await.expect("reads are allowed");
+        nodes
+            .patch(
+                "n1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+            )
+            .await
+            .expect("the main resource is not forbidden");
+        server.allow_writes();
+        nodes
+            .patch_status("n1", &PatchParams::apply("a"), &Patch::Apply(status))
+            .await
+            .expect("allowed again");
+    })
+    .await;
+}
