@@ -868,6 +868,10 @@ impl SpeakerTask {
                         return;
                     }
                     Some(Command::Configure(cfg, done)) => {
+                        // A new identity replaces the RIB: what a sliced
+                        // flush left pending (a withdrawal the FIB has not
+                        // heard of) must go out first.
+                        self.flush();
                         let r = self.configure(*cfg).await;
                         self.after_events();
                         // The caller may read the peers next: publish first.

@@ -33,7 +33,7 @@ use crds::status::{
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, Store};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -93,7 +93,8 @@ impl Verdict {
 ///
 /// Errors from the API server are logged and retried; this never returns
 /// an error today (the `Result` is for the caller's `select!`).
-pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+pub async fn run(ctx: crate::controller::LeaderContext) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
     let (tx, mut generation) = watch::channel(0u64);
     let tx = Arc::new(tx);
     let mut watches = Watches::default();
@@ -127,13 +128,10 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
             .collect();
         tracing::warn!(missing = %missing.join(", "), "waiting for the API server's first lists of petrel's kinds");
     }
-    let reporter = Reporter {
-        controller: crate::controller::REPORTING_CONTROLLER.into(),
-        instance: Some(crate::controller::default_identity()),
-    };
     let mut writer = StatusWriter {
         client: client.clone(),
-        recorder: Recorder::new(client, reporter),
+        recorder: ctx.recorder.clone(),
+        leadership: ctx.leadership.clone(),
         written: HashMap::new(),
         retry: HashMap::new(),
         denied: HashSet::new(),
@@ -214,6 +212,8 @@ fn is_code(e: &kube::Error, code: u16) -> bool {
 struct StatusWriter {
     client: kube::Client,
     recorder: Recorder,
+    /// The term this runs in: nothing is written once it is over.
+    leadership: crate::lease::Leadership,
     /// Per object, the last status body written and when.
     written: HashMap<(String, String), (Value, Instant)>,
     /// Per object, failures in a row and when to try again.
@@ -298,6 +298,11 @@ impl StatusWriter {
         }
         let api = Api::<DynamicObject>::all_with(self.client.clone(), &resource(kind, plural));
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        // The task is aborted when the term ends; a write must not slip in
+        // between the end and the abort.
+        if !self.leadership.is_leading() {
+            return;
+        }
         match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
             Ok(_) => {
                 tracing::info!(kind, name, ready = verdict.ok, reason = verdict.reason, message = %verdict.message, "Ready condition written");
@@ -347,6 +352,9 @@ impl StatusWriter {
                 action: "Validate".into(),
                 secondary: None,
             };
+            if !self.leadership.is_leading() {
+                return;
+            }
             if let Err(e) = self.recorder.publish(&event, &reference).await {
                 tracing::warn!(kind, name, error = %e, "cannot record the Event");
             }

@@ -44,7 +44,11 @@ impl Drop for Process {
 fn start_controller(kubeconfig: &Path, dir: &Path) -> Process {
     let log = dir.join("controller.log");
     let child = Command::new(env!("CARGO_BIN_EXE_petrel"))
+        // A class and a pool label nothing has: on a real cluster this
+        // controller must not touch the cluster's own Services or pools.
         .args(["controller", "--metrics-address", "off"])
+        .args(["--load-balancer-class", "petrel.dev/test-none"])
+        .args(["--pool-selector", "petrel.dev/test=none"])
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -723,7 +727,8 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
         }
     });
 
-    // Fixed: Ready again, with the new generation; the transition time moves.
+    // Fixed: Ready again, with the new generation; the condition changed
+    // status, so its transition time is the new one's (not earlier).
     let before = peers.get(&keepalive).await.expect("peer");
     let since = ready(&before).map(|c| c["lastTransitionTime"].clone());
     peers
@@ -747,7 +752,15 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
         }
     });
     let after = peers.get(&keepalive).await.expect("peer");
-    assert!(since.is_some(), "a transition time was written");
+    let now = ready(&after).map(|c| c["lastTransitionTime"].clone());
+    let (Some(since), Some(now)) = (since, now) else {
+        panic!("a transition time was written before and after the fix")
+    };
+    // RFC 3339 in UTC compares as text.
+    assert!(
+        now.as_str() >= since.as_str(),
+        "the transition time went back: {since} then {now}"
+    );
 
     // Agents' entries (applied here as two agents would) make the summary.
     for (node, state) in [("a", "Established"), ("b", "Active")] {

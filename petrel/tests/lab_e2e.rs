@@ -517,6 +517,7 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
     let api: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "api", "namespace": ns},
         "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                 "loadBalancerClass": format!("petrel.dev/lab-{}", lab.name),
                  "ports": [{"port": 443, "protocol": "TCP"}]}
     }))
     .expect("Service");

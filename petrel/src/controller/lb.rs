@@ -292,11 +292,32 @@ impl Lb {
             self.restored = true;
         }
 
-        // Older Services first: when addresses run short, the ones that
+        // Deleted Services give their addresses back before anyone is
+        // assigned: a Service created in the same pass may need them.
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !services.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let released = self.alloc.release(&key);
+            if !released.is_empty() {
+                tracing::info!(service = %key, ips = ?released, "Service deleted; addresses released");
+            }
+            self.services.remove(&key);
+        }
+
+        // Then older Services first: when addresses run short, the ones that
         // were there first get them, whatever order the watch gave.
         let mut ordered: Vec<(&ServiceKey, &Service)> =
             services.iter().map(|(k, s)| (k, *s)).collect();
-        ordered.sort_by_key(|(k, s)| (created_at(*s).is_none(), created_at(*s), *k));
+        // Services no longer of type LoadBalancer come before all: what
+        // they release is there for the others in this same pass.
+        ordered.sort_by_key(|(k, s)| {
+            let lb = s.spec.as_ref().and_then(|sp| sp.type_.as_deref()) == Some("LoadBalancer");
+            (lb, created_at(*s).is_none(), created_at(*s), *k)
+        });
         for (key, svc) in ordered {
             let current = ingress_ips(svc);
             let desired = self.desire(key, svc, &current, &namespaces, &mut pass);
@@ -319,20 +340,6 @@ impl Lb {
                 ips: desired,
             });
         }
-        let gone: Vec<ServiceKey> = self
-            .services
-            .keys()
-            .filter(|k| !services.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            let released = self.alloc.release(&key);
-            if !released.is_empty() {
-                tracing::info!(service = %key, ips = ?released, "Service deleted; addresses released");
-            }
-            self.services.remove(&key);
-        }
-
         self.pool_statuses(view, &refused, now, &mut pass);
         pass
     }

@@ -112,7 +112,7 @@ pub fn leader_tasks(opts: &ControllerOptions) -> Vec<LeaderTask> {
     vec![
         LeaderTask::new("loadbalancer-ips", move |ctx| lb::run(ctx, lb.clone())),
         // Ready conditions, Events and the BGPPeer summary (conditions.rs).
-        LeaderTask::new("conditions", |ctx| crate::conditions::run(ctx.client)),
+        LeaderTask::new("conditions", crate::conditions::run),
     ]
 }
 

@@ -96,6 +96,16 @@ pub fn namespace_of(lab: &str) -> String {
     format!("petrel-lab-{lab}")
 }
 
+/// The `loadBalancerClass` of lab `name`'s Services, which its controller
+/// serves alone: in a real cluster, no other Service is touched.
+pub fn class_of(lab: &str) -> String {
+    format!("petrel.dev/lab-{lab}")
+}
+
+/// The label (key, value) of the lab's pool, which its controller selects
+/// pools by: it neither uses nor writes the status of anyone else's.
+pub const POOL_LABEL: &str = "petrel.dev/lab";
+
 /// A single-threaded runtime for the lab's few API calls (the lab command
 /// itself is synchronous).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -204,7 +214,9 @@ fn split_url(url: &str) -> Option<(bool, String, u16)> {
 /// ClusterIP (a real cluster allocates them), the LoadBalancer IP asked
 /// for in `spec.loadBalancerIP` instead of written into the status (the
 /// controller assigns it), and a LoadBalancerPool to assign it from.
-pub fn objects(t: &Topology, namespace: &str) -> anyhow::Result<Vec<Value>> {
+pub fn objects(t: &Topology, lab: &str) -> anyhow::Result<Vec<Value>> {
+    let namespace = namespace_of(lab);
+    let namespace = namespace.as_str();
     let mut out = vec![json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "petrel-lab"}}
@@ -222,6 +234,9 @@ pub fn objects(t: &Topology, namespace: &str) -> anyhow::Result<Vec<Value>> {
                 if let Some(spec) = v["spec"].as_object_mut() {
                     spec.remove("clusterIP");
                     spec.remove("clusterIPs");
+                    if spec.get("type").and_then(Value::as_str) == Some("LoadBalancer") {
+                        spec.insert("loadBalancerClass".into(), class_of(lab).into());
+                    }
                     if !ip.is_null() {
                         spec.insert("loadBalancerIP".into(), ip);
                     }
@@ -246,7 +261,7 @@ pub fn objects(t: &Topology, namespace: &str) -> anyhow::Result<Vec<Value>> {
     if !addresses.is_empty() {
         out.push(json!({
             "apiVersion": "petrel.dev/v1alpha1", "kind": "LoadBalancerPool",
-            "metadata": {"name": namespace},
+            "metadata": {"name": namespace, "labels": {POOL_LABEL: lab}},
             "spec": {"cidrs": addresses}
         }));
     }
@@ -280,9 +295,9 @@ pub fn created_of(value: &Value) -> anyhow::Result<Created> {
     })
 }
 
-/// Creates one object (and, for Nodes, its status, which some API
-/// servers drop on create). An object that exists already is an error:
-/// the lab must not take over what it did not make.
+/// Creates one object. An object that exists already is an error: the
+/// lab must not take over what it did not make. The caller records it,
+/// then calls [`finish`].
 pub async fn create(client: &kube::Client, value: &Value) -> anyhow::Result<Created> {
     let c = created_of(value)?;
     let api = c.api(client);
@@ -297,6 +312,13 @@ pub async fn create(client: &kube::Client, value: &Value) -> anyhow::Result<Crea
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot create {} {}", c.kind, c.name)),
     }
+    Ok(c)
+}
+
+/// What follows the creation of an object the lab recorded: a Node's
+/// status, which some API servers drop on create.
+pub async fn finish(client: &kube::Client, c: &Created, value: &Value) -> anyhow::Result<()> {
+    let api = c.api(client);
     if c.kind == "Node" {
         let status = json!({"status": value["status"]});
         api.patch_status(
@@ -307,7 +329,7 @@ pub async fn create(client: &kube::Client, value: &Value) -> anyhow::Result<Crea
         .await
         .with_context(|| format!("cannot write the status of Node {}", c.name))?;
     }
-    Ok(c)
+    Ok(())
 }
 
 /// Deletes what the lab created, newest first; what is gone already is
@@ -407,7 +429,7 @@ mod tests {
     #[test]
     fn objects_leave_addresses_to_the_cluster() {
         let t = Topology::load(Some("tor")).expect("built-in topology");
-        let objs = objects(&t, "petrel-lab-x").expect("objects");
+        let objs = objects(&t, "x").expect("objects");
         assert_eq!(objs[0]["kind"], "Namespace");
         let svc = objs
             .iter()
@@ -415,11 +437,13 @@ mod tests {
             .expect("a Service");
         assert_eq!(svc["metadata"]["namespace"], "petrel-lab-x");
         assert_eq!(svc["spec"]["loadBalancerIP"], "198.51.100.10");
+        assert_eq!(svc["spec"]["loadBalancerClass"], "petrel.dev/lab-x");
         assert!(svc["spec"].get("clusterIP").is_none());
         assert!(svc.get("status").is_none());
         let pool = objs.last().expect("objects");
         assert_eq!(pool["kind"], "LoadBalancerPool");
         assert_eq!(pool["spec"]["cidrs"][0], "198.51.100.0/24");
+        assert_eq!(pool["metadata"]["labels"][POOL_LABEL], "x");
         for o in &objs {
             created_of(o).expect("every object is one the lab can track");
         }

@@ -549,13 +549,14 @@ fn publish(state: &mut State) -> anyhow::Result<()> {
     state.spawn("forward", "", argv, &log)?;
     rt.block_on(async {
         let client = kube::client(&k.kubeconfig).await?;
-        for obj in kube::objects(&state.topology, &k.namespace)? {
+        for obj in kube::objects(&state.topology, &state.name)? {
             let made = kube::create(&client, &obj).await?;
             // Recorded at once: a failure later still deletes it.
             if let Some(kl) = state.kube.as_mut() {
-                kl.created.push(made);
+                kl.created.push(made.clone());
             }
             state.save()?;
+            kube::finish(&client, &made, &obj).await?;
         }
         anyhow::Ok(())
     })?;
@@ -567,6 +568,11 @@ fn publish(state: &mut State) -> anyhow::Result<()> {
         // Labs side by side must not fight over one metrics port.
         "--metrics-address".into(),
         "off".into(),
+        // Only the lab's Services and pool: in a real cluster, nothing else.
+        "--load-balancer-class".into(),
+        kube::class_of(&state.name),
+        "--pool-selector".into(),
+        format!("{}={}", kube::POOL_LABEL, state.name),
     ];
     let log = state.dir().join("controller.log");
     state.spawn("controller", "", argv, &log)

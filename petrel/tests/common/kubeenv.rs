@@ -28,6 +28,11 @@ use tokio::task::JoinHandle;
 
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
+/// On a real cluster the tests of one binary take turns: they share
+/// cluster-wide names (`BGPConfiguration/default`, the CRDs).
+static REAL_CLUSTER: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::OnceLock::new();
+
 /// One object to delete at the end: its resource, namespace and name.
 #[derive(Clone)]
 struct Created {
@@ -45,6 +50,8 @@ pub struct KubeEnv {
     suffix: String,
     created: Vec<Created>,
     forwarders: Vec<JoinHandle<()>>,
+    /// A real cluster's turn, held until the end (after the cleanup).
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl KubeEnv {
@@ -58,6 +65,11 @@ impl KubeEnv {
         std::fs::create_dir_all(&dir).expect("test directory");
         match std::env::var_os("PETREL_TEST_KUBECONFIG") {
             Some(path) => {
+                let turn = REAL_CLUSTER
+                    .get_or_init(Default::default)
+                    .clone()
+                    .lock_owned()
+                    .await;
                 let kubeconfig = PathBuf::from(path);
                 let client = real_client(&kubeconfig).await;
                 KubeEnv {
@@ -68,6 +80,7 @@ impl KubeEnv {
                     suffix,
                     created: Vec::new(),
                     forwarders: Vec::new(),
+                    _turn: Some(turn),
                 }
             }
             None => {
@@ -87,6 +100,7 @@ impl KubeEnv {
                     suffix,
                     created: Vec::new(),
                     forwarders: Vec::new(),
+                    _turn: None,
                 }
             }
         }
@@ -140,6 +154,15 @@ impl KubeEnv {
         let api = Api::<CustomResourceDefinition>::all(self.client.clone());
         for crd in crds::crds() {
             let name = crd.metadata.name.clone().expect("CRDs are named");
+            // One an earlier run deleted may still be going away: wait, then
+            // make it anew.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while let Some(c) = api.get_opt(&name).await.expect("CRDs can be read")
+                && c.metadata.deletion_timestamp.is_some()
+            {
+                assert!(Instant::now() < deadline, "CRD {name} is stuck deleting");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             match api.get_opt(&name).await.expect("CRDs can be read") {
                 Some(_) if self.real() => {}
                 Some(_) => panic!("CRD {name} exists on a fresh test API server"),
@@ -395,7 +418,7 @@ async fn real_client(kubeconfig: &Path) -> kube::Client {
     kube::Client::try_from(config).expect("client")
 }
 
-/// Deletes `created`, newest first; namespaces are waited for.
+/// Deletes `created`, newest first; namespaces and CRDs are waited for.
 async fn delete_all(client: &kube::Client, created: Vec<Created>) {
     let mut namespaces = Vec::new();
     for c in created.into_iter().rev() {
@@ -408,15 +431,20 @@ async fn delete_all(client: &kube::Client, created: Vec<Created>) {
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => eprintln!("cleanup: cannot delete {} {}: {e}", c.resource.kind, c.name),
         }
-        if c.resource.kind == "Namespace" {
-            namespaces.push(c.name);
+        // Namespaces and CRDs take a while to go; the next test (or run)
+        // must not find them half-deleted.
+        if matches!(
+            c.resource.kind.as_str(),
+            "Namespace" | "CustomResourceDefinition"
+        ) {
+            namespaces.push(c);
         }
     }
-    let api = Api::<Namespace>::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
-    for ns in namespaces {
+    for c in namespaces {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &c.resource);
         while Instant::now() < deadline {
-            match api.get_opt(&ns).await {
+            match api.get_opt(&c.name).await {
                 Ok(None) => break,
                 Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
