@@ -260,6 +260,54 @@ fn wait_frr(lab: &Lab, prefix: &str, want: &BTreeSet<String>, limit: Duration) {
     );
 }
 
+/// Polls FRR's next hops for `prefix` every 50 ms (for at most 5 s) until
+/// they are `want`, and asserts that took under a second from `start`.
+fn assert_frr_follows_within_a_second(
+    lab: &Lab,
+    prefix: &str,
+    want: &BTreeSet<String>,
+    start: Instant,
+    what: &str,
+) {
+    let mut last = BTreeSet::new();
+    let mut elapsed = None;
+    while start.elapsed() < Duration::from_secs(5) {
+        last = lab.frr_next_hops(prefix);
+        if &last == want {
+            elapsed = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = elapsed.unwrap_or_else(|| {
+        panic!(
+            "{what}: FRR's next hops for {prefix} stayed {last:?}, not {want:?}; node-3's log:\n{}",
+            lab.log("node-3.log")
+        )
+    });
+    eprintln!("{what} reached FRR in {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "{what} took {elapsed:?} to reach FRR"
+    );
+}
+
+/// Waits (at most 30 s) until FRR's session with `address` is Established.
+fn wait_frr_established(lab: &Lab, address: &str) {
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        &format!("FRR's session with {address}"),
+        || {
+            let v = lab.vtysh_json(&format!("show bgp neighbors {address} json"));
+            match v[address]["bgpState"].as_str() {
+                Some("Established") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+}
+
 /// The lab's EndpointSlice of `web` with the first pod of each node as endpoint.
 fn web_slice(nodes: &[(&str, &str)]) -> String {
     let mut y = String::from(
@@ -312,28 +360,7 @@ fn moved_endpoints_move_the_vip_within_a_second() {
         "endpointslice-web.yaml",
         &web_slice(&[("node-2", "10.244.2.2"), ("node-3", "10.244.3.2")]),
     );
-    // Polled every 50 ms for at most 5 s; the bound asserted is 1 s.
-    let mut last = BTreeSet::new();
-    let mut elapsed = None;
-    while start.elapsed() < Duration::from_secs(5) {
-        last = lab.frr_next_hops(&prefix);
-        if last == want {
-            elapsed = Some(start.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let elapsed = elapsed.unwrap_or_else(|| {
-        panic!(
-            "FRR's next hops for {prefix} stayed {last:?}, not {want:?}; node-3's log:\n{}",
-            lab.log("node-3.log")
-        )
-    });
-    eprintln!("endpoint move reached FRR in {elapsed:?}");
-    assert!(
-        elapsed < Duration::from_secs(1),
-        "the move took {elapsed:?} to reach FRR"
-    );
+    assert_frr_follows_within_a_second(&lab, &prefix, &want, start, "endpoint move");
     assert!(
         ping_once(&lab.router_ns, VIP),
         "the ToR cannot ping the VIP"
@@ -419,18 +446,7 @@ fn an_agent_killed_and_restarted_costs_the_other_nodes_no_packet() {
             }
         },
     );
-    wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        "FRR's session with node-3",
-        || {
-            let v = lab.vtysh_json("show bgp neighbors 192.168.100.13 json");
-            match v["192.168.100.13"]["bgpState"].as_str() {
-                Some("Established") => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    );
+    wait_frr_established(&lab, "192.168.100.13");
 }
 
 #[test]
@@ -562,26 +578,12 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
     let start = Instant::now();
     rt.block_on(slices.patch("web-lab", &PatchParams::default(), &Patch::Merge(moved)))
         .expect("EndpointSlice patched");
-    let mut last = BTreeSet::new();
-    let mut elapsed = None;
-    while start.elapsed() < Duration::from_secs(5) {
-        last = lab.frr_next_hops(&format!("{VIP}/32"));
-        if last == want {
-            elapsed = Some(start.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let elapsed = elapsed.unwrap_or_else(|| {
-        panic!(
-            "FRR's next hops for the VIP stayed {last:?}, not {want:?}; node-3's log:\n{}",
-            lab.log("node-3.log")
-        )
-    });
-    eprintln!("endpoint move through the API server reached FRR in {elapsed:?}");
-    assert!(
-        elapsed < Duration::from_secs(1),
-        "the move took {elapsed:?} to reach FRR"
+    assert_frr_follows_within_a_second(
+        &lab,
+        &format!("{VIP}/32"),
+        &want,
+        start,
+        "endpoint move through the API server",
     );
 
     // An agent restarted reads everything from the API server again and
@@ -592,18 +594,7 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
         "lab restart failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_until(
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        "FRR's session with the restarted node-2",
-        || {
-            let v = lab.vtysh_json("show bgp neighbors 192.168.100.12 json");
-            match v["192.168.100.12"]["bgpState"].as_str() {
-                Some("Established") => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    );
+    wait_frr_established(&lab, "192.168.100.12");
     // Graceful restart keeps node-2's old path meanwhile, marked stale:
     // wait for the one the new agent sends.
     wait_until(

@@ -81,12 +81,6 @@ impl Created {
 pub struct KubeLab {
     /// The kubeconfig given to `up` (absolute): the controller's, and ours.
     pub kubeconfig: PathBuf,
-    /// The agents' kubeconfig: the same cluster, through the forwarder.
-    pub agent_kubeconfig: PathBuf,
-    /// Where the forwarder sends connections.
-    pub target: Option<SocketAddr>,
-    /// The namespace of the lab's Services and EndpointSlices.
-    pub namespace: String,
     /// What the lab created, oldest first.
     pub created: Vec<Created>,
 }

@@ -248,6 +248,12 @@ impl State {
         self.dir().join(format!("{node}.sock"))
     }
 
+    /// `--kube`: the agents' kubeconfig (the same cluster, through the
+    /// forwarder).
+    fn agent_kubeconfig(&self) -> PathBuf {
+        self.dir().join("kubeconfig-agents")
+    }
+
     /// The directory every node agent reads.
     fn cluster_dir(&self) -> PathBuf {
         self.dir().join("cluster")
@@ -403,7 +409,6 @@ fn up(
         complete: false,
         kube: kubeconfig.map(|k| kube::KubeLab {
             kubeconfig: k,
-            namespace: kube::namespace_of(&name),
             ..kube::KubeLab::default()
         }),
     };
@@ -519,20 +524,16 @@ fn build(state: &mut State) -> anyhow::Result<()> {
 /// `--kube`: the forwarder the agents reach the API server through, the
 /// cluster's objects, and the controller.
 fn publish(state: &mut State) -> anyhow::Result<()> {
-    let Some(mut k) = state.kube.clone() else {
+    let Some(k) = state.kube.clone() else {
         return Ok(());
     };
     let listen = std::net::SocketAddr::new(state.topology.router.address.into(), kube::API_PORT);
-    k.agent_kubeconfig = state.dir().join("kubeconfig-agents");
     let rt = kube::runtime()?;
     let target = rt.block_on(kube::agent_kubeconfig(
         &k.kubeconfig,
         listen,
-        &k.agent_kubeconfig,
+        &state.agent_kubeconfig(),
     ))?;
-    k.target = Some(target);
-    state.kube = Some(k.clone());
-    state.save()?;
     let sw = state.switch_ns();
     let argv = vec![
         exe()?,
@@ -705,9 +706,9 @@ fn agent_argv(state: &State, source: Option<&Path>, node: &str) -> anyhow::Resul
     let mut argv = Vec::new();
     let source = match (source, &state.kube) {
         (Some(dir), _) => format!("files:{}", dir.display()),
-        (None, Some(k)) => {
+        (None, Some(_)) => {
             argv.push("env".into());
-            argv.push(format!("KUBECONFIG={}", k.agent_kubeconfig.display()));
+            argv.push(format!("KUBECONFIG={}", state.agent_kubeconfig().display()));
             "kube".into()
         }
         (None, None) => format!("files:{}", state.cluster_dir().display()),
