@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -826,6 +827,12 @@ const PEERS_IDLE_REFRESH: Duration = Duration::from_secs(1);
 /// come first, but a stream of them must not stall routing.
 const COMMANDS_IN_A_ROW: u32 = 16;
 
+/// Whether a command may be served now, `served` having been served in a
+/// row while `routing_waits` (peer events queued, or a flush unfinished).
+fn commands_turn(served: u32, routing_waits: bool) -> bool {
+    served < COMMANDS_IN_A_ROW || !routing_waits
+}
+
 /// Events handled before the outbound queue is flushed: large enough to pack
 /// UPDATEs well under load, small enough to keep propagation prompt.
 const BATCH: usize = 512;
@@ -846,89 +853,36 @@ impl SpeakerTask {
     ) {
         let mut served: u32 = 0;
         loop {
+            // Commands first, taken with `try_recv`: `recv` answers to the
+            // runtime's cooperative budget, and once a long poll of this task
+            // (a busy ingest never leaves it) has used the budget up, `recv`
+            // reports an empty queue until the task yields, which is after
+            // the whole pending flush: reads waited hundreds of
+            // milliseconds for that (docs/performance.md).
+            for _ in 0..COMMANDS_IN_A_ROW {
+                if !commands_turn(served, !events.is_empty() || self.rib.has_pending()) {
+                    break;
+                }
+                let c = match commands.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                };
+                served += 1;
+                if self.command(c, &mut events).await.is_break() {
+                    return;
+                }
+            }
             tokio::select! {
                 // Commands first: an API read waits for at most one peer
-                // event, never for a whole batch.
+                // event or flush slice, never for a whole batch.
                 biased;
-                c = commands.recv(), if served < COMMANDS_IN_A_ROW || (events.is_empty() && !self.rib.has_pending()) => {
-                served += 1;
-                // A client that reads routes and then peers sees counters at
-                // least as new as the routes.
-                if self.counters_moved {
-                    self.publish_peers();
+                c = commands.recv(), if commands_turn(served, !events.is_empty() || self.rib.has_pending()) => {
+                    served += 1;
+                    if self.command(c, &mut events).await.is_break() {
+                        return;
+                    }
                 }
-                match c {
-                    None => {
-                        self.shutdown(&mut events).await;
-                        return;
-                    }
-                    Some(Command::Shutdown(done)) => {
-                        self.shutdown(&mut events).await;
-                        let _ = done.send(());
-                        return;
-                    }
-                    Some(Command::Configure(cfg, done)) => {
-                        // A new identity replaces the RIB: what a sliced
-                        // flush left pending (a withdrawal the FIB has not
-                        // heard of) must go out first.
-                        self.flush();
-                        let r = self.configure(*cfg).await;
-                        self.after_events();
-                        // The caller may read the peers next: publish first.
-                        self.publish_peers();
-                        let _ = done.send(r);
-                    }
-                    Some(Command::SubscribeFib(tx)) => {
-                        // While selection is deferred the FIB hears nothing:
-                        // everything comes when the deferral ends.
-                        let all: Vec<FibChange> = if self.rib.deferring() {
-                            Vec::new()
-                        } else {
-                            self.rib
-                                .iter()
-                                .filter_map(|(prefix, _)| {
-                                    let next_hops = self.rib.fib_next_hops(prefix)?;
-                                    Some(FibChange { prefix: *prefix, next_hops: Some(next_hops) })
-                                })
-                                .collect()
-                        };
-                        // Changes still pending are sent again on the next
-                        // flush: harmless, and the journal needs them.
-                        let _ = tx.send(FibEvent::Changes(all));
-                        if self.converged {
-                            let _ = tx.send(FibEvent::Converged);
-                        }
-                        self.fib = Some(tx);
-                    }
-                    Some(Command::NextHopReachable(nh, ok)) => {
-                        self.rib.set_next_hop_reachable(nh, ok);
-                        self.flush();
-                    }
-                    Some(Command::Routes(f, done)) => {
-                        let _ = done.send(self.routes(&f));
-                    }
-                    Some(Command::AdjRib(peer, side, done)) => {
-                        let _ = done.send(self.adj_rib(&peer, side));
-                    }
-                    Some(Command::Control(peer, what, done)) => {
-                        let r = self.control(&peer, what);
-                        self.flush();
-                        self.publish_peers();
-                        let _ = done.send(r);
-                    }
-                    Some(Command::Explain(prefix, done)) => {
-                        let _ = done.send(self.explain(&prefix));
-                    }
-                    Some(Command::Summary(done)) => {
-                        let _ = done.send(SpeakerSummary {
-                            prefixes: self.rib.len(),
-                            paths: self.rib.iter().map(|(_, d)| d.paths.len()).sum(),
-                            attribute_sets: self.rib.attribute_sets(),
-                            converged: self.converged,
-                            deferring: self.rib.deferring(),
-                        });
-                    }
-                }},
                 Some((stream, remote)) = accepted.recv() => self.accept(stream, remote),
                 _ = sleep_until_earliest(self.deferral_until, self.stale_timers.values().min().copied()) => {
                     let now = tokio::time::Instant::now();
@@ -1341,6 +1295,96 @@ impl SpeakerTask {
                 _ => break,
             }
         }
+    }
+
+    /// Serves one command; `None` means every handle is gone. Breaks when
+    /// the speaker has stopped.
+    async fn command(
+        &mut self,
+        c: Option<Command>,
+        events: &mut mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
+    ) -> ControlFlow<()> {
+        // A client that reads routes and then peers sees counters at least
+        // as new as the routes.
+        if self.counters_moved {
+            self.publish_peers();
+        }
+        match c {
+            None => {
+                self.shutdown(events).await;
+                return ControlFlow::Break(());
+            }
+            Some(Command::Shutdown(done)) => {
+                self.shutdown(events).await;
+                let _ = done.send(());
+                return ControlFlow::Break(());
+            }
+            Some(Command::Configure(cfg, done)) => {
+                // A new identity replaces the RIB: what a sliced
+                // flush left pending (a withdrawal the FIB has not
+                // heard of) must go out first.
+                self.flush();
+                let r = self.configure(*cfg).await;
+                self.after_events();
+                // The caller may read the peers next: publish first.
+                self.publish_peers();
+                let _ = done.send(r);
+            }
+            Some(Command::SubscribeFib(tx)) => {
+                // While selection is deferred the FIB hears nothing:
+                // everything comes when the deferral ends.
+                let all: Vec<FibChange> = if self.rib.deferring() {
+                    Vec::new()
+                } else {
+                    self.rib
+                        .iter()
+                        .filter_map(|(prefix, _)| {
+                            let next_hops = self.rib.fib_next_hops(prefix)?;
+                            Some(FibChange {
+                                prefix: *prefix,
+                                next_hops: Some(next_hops),
+                            })
+                        })
+                        .collect()
+                };
+                // Changes still pending are sent again on the next
+                // flush: harmless, and the journal needs them.
+                let _ = tx.send(FibEvent::Changes(all));
+                if self.converged {
+                    let _ = tx.send(FibEvent::Converged);
+                }
+                self.fib = Some(tx);
+            }
+            Some(Command::NextHopReachable(nh, ok)) => {
+                self.rib.set_next_hop_reachable(nh, ok);
+                self.flush();
+            }
+            Some(Command::Routes(f, done)) => {
+                let _ = done.send(self.routes(&f));
+            }
+            Some(Command::AdjRib(peer, side, done)) => {
+                let _ = done.send(self.adj_rib(&peer, side));
+            }
+            Some(Command::Control(peer, what, done)) => {
+                let r = self.control(&peer, what);
+                self.flush();
+                self.publish_peers();
+                let _ = done.send(r);
+            }
+            Some(Command::Explain(prefix, done)) => {
+                let _ = done.send(self.explain(&prefix));
+            }
+            Some(Command::Summary(done)) => {
+                let _ = done.send(SpeakerSummary {
+                    prefixes: self.rib.len(),
+                    paths: self.rib.iter().map(|(_, d)| d.paths.len()).sum(),
+                    attribute_sets: self.rib.attribute_sets(),
+                    converged: self.converged,
+                    deferring: self.rib.deferring(),
+                });
+            }
+        }
+        ControlFlow::Continue(())
     }
 
     /// Sends everything pending: outbound UPDATEs, FIB changes, journal.
