@@ -30,6 +30,17 @@ use crate::wire::{AfiSafi, EncodeError, Nlri, Update, WireContext};
 /// Index of a peer in the RIB.
 pub type PeerId = u32;
 
+/// The per-prefix tables (Loc-RIB, Adj-RIBs): a million entries each at a
+/// full table. A std map doubles by rehashing every entry at once, which
+/// held the RIB owner for 100–270 ms per table during a full-table ingest
+/// (and the tables grow in step); griddle moves a few entries per insert
+/// instead, so nothing the owner does (an API read) waits for a resize.
+type BigMap<K, V> = griddle::HashMap<K, V, foldhash::fast::RandomState>;
+
+fn big_map<K, V>() -> BigMap<K, V> {
+    griddle::HashMap::with_hasher(foldhash::fast::RandomState::default())
+}
+
 /// The attributes of a route, in the form the decision process and export
 /// use. Interned: compare by pointer first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -441,9 +452,9 @@ struct Group {
     key: GroupKey,
     tx: WireContext,
     members: Vec<PeerId>,
-    adj_out: HashMap<IpNet, OutEntry>,
+    adj_out: BigMap<IpNet, OutEntry>,
     /// ADD-PATH groups: every path advertised per prefix, by our path ID.
-    adj_paths: HashMap<IpNet, Vec<(u32, OutEntry)>>,
+    adj_paths: BigMap<IpNet, Vec<(u32, OutEntry)>>,
     /// Prefixes advertised per family, and per family the prefixes whose
     /// every path comes from one source peer (which does not get them):
     /// advertised counts without a scan.
@@ -478,7 +489,7 @@ struct PeerState {
     group: usize,
     /// Prefixes (and path ids) the peer announced to us, with whether each was
     /// rejected (loops, bad first AS).
-    received: HashMap<(IpNet, u32), bool>,
+    received: BigMap<(IpNet, u32), bool>,
     /// Received and rejected counts per family (IPv4, IPv6), kept as they
     /// change so status reads cost nothing.
     received_count: [u64; 2],
@@ -492,7 +503,7 @@ struct PeerState {
     stale: HashSet<(IpNet, u32)>,
     /// While the peer has an import policy: what it sent, before the policy
     /// (the Adj-RIB-In), so a new policy applies without asking it again.
-    adj_in: HashMap<(IpNet, u32), Arc<Attrs>>,
+    adj_in: BigMap<(IpNet, u32), Arc<Attrs>>,
 }
 
 /// Exported attribute sets computed in one pass over a group, keyed by the
@@ -720,7 +731,7 @@ pub struct Rib {
     config: RibConfig,
     peers: HashMap<PeerId, PeerState>,
     groups: Vec<Group>,
-    loc: HashMap<IpNet, Dest>,
+    loc: BigMap<IpNet, Dest>,
     interned: HashSet<Arc<Attrs>>,
     dirty: HashSet<IpNet>,
     /// Prefixes whose best path may have changed since [`Rib::fib_changes`].
@@ -745,7 +756,7 @@ impl Rib {
             config,
             peers: HashMap::new(),
             groups: Vec::new(),
-            loc: HashMap::new(),
+            loc: big_map(),
             interned: HashSet::new(),
             dirty: HashSet::new(),
             fib_dirty: HashSet::new(),
@@ -858,13 +869,13 @@ impl Rib {
         let mut state = PeerState {
             info,
             group,
-            received: HashMap::new(),
+            received: big_map(),
             received_count: [0; 2],
             rejected_count: [0; 2],
             end_of_rib: HashSet::new(),
             up: true,
             stale: HashSet::new(),
-            adj_in: HashMap::new(),
+            adj_in: big_map(),
         };
         if let Some(k) = kept {
             state.received = k.received;
@@ -916,8 +927,8 @@ impl Rib {
                     key,
                     tx: info.tx,
                     members: Vec::new(),
-                    adj_out: HashMap::new(),
-                    adj_paths: HashMap::new(),
+                    adj_out: big_map(),
+                    adj_paths: big_map(),
                     count: [0; 2],
                     by_source: HashMap::new(),
                 };
@@ -1078,7 +1089,7 @@ impl Rib {
         if g.members.is_empty() {
             g.clear();
         }
-        for (prefix, path_id) in state.received.into_keys() {
+        for (prefix, path_id) in state.received.into_iter().map(|(k, _)| k) {
             self.remove_path(prefix, Source::Peer(id), path_id);
         }
         // Its paths are gone: their ADD-PATH IDs need not be remembered
