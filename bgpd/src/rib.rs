@@ -705,6 +705,10 @@ pub struct FibChange {
 pub struct Outbound {
     /// (peer, messages) pairs.
     pub messages: Vec<(PeerId, Vec<Vec<u8>>)>,
+    /// Attribute sets the flush found unused, freed when this is dropped.
+    /// After a full table's withdrawal that is a quarter million of them,
+    /// ~450 ms of freeing: the owner may hand them to another thread.
+    pub garbage: Vec<Arc<Attrs>>,
 }
 
 /// RIB-wide configuration.
@@ -732,7 +736,9 @@ pub struct Rib {
     peers: HashMap<PeerId, PeerState>,
     groups: Vec<Group>,
     loc: BigMap<IpNet, Dest>,
-    interned: HashSet<Arc<Attrs>>,
+    /// Grows incrementally like [`BigMap`]: a rehash hashes whole
+    /// attribute sets, and a quarter million of them took ~190 ms at once.
+    interned: griddle::HashSet<Arc<Attrs>, foldhash::fast::RandomState>,
     dirty: HashSet<IpNet>,
     /// Prefixes whose best path may have changed since [`Rib::fib_changes`].
     fib_dirty: HashSet<IpNet>,
@@ -757,7 +763,7 @@ impl Rib {
             peers: HashMap::new(),
             groups: Vec::new(),
             loc: big_map(),
-            interned: HashSet::new(),
+            interned: griddle::HashSet::with_hasher(foldhash::fast::RandomState::default()),
             dirty: HashSet::new(),
             fib_dirty: HashSet::new(),
             unreachable: HashSet::new(),
@@ -782,9 +788,12 @@ impl Rib {
         arc
     }
 
-    /// Drops interned attribute sets nothing refers to any more.
-    pub fn collect_garbage(&mut self) {
-        self.interned.retain(|a| Arc::strong_count(a) > 1);
+    /// Takes the interned attribute sets nothing refers to any more out of
+    /// the table; they are freed when the returned sets are dropped.
+    pub fn collect_garbage(&mut self) -> Vec<Arc<Attrs>> {
+        self.interned
+            .drain_filter(|a| Arc::strong_count(a) == 1)
+            .collect()
     }
 
     /// Number of distinct attribute sets stored.
@@ -1034,6 +1043,7 @@ impl Rib {
                 .into_iter()
                 .map(|id| (id, self.initial_table(id)))
                 .collect(),
+            garbage: Vec::new(),
         }
     }
 
@@ -1076,6 +1086,7 @@ impl Rib {
         }
         Outbound {
             messages: vec![(id, self.table_messages(id, Some(af)))],
+            garbage: Vec::new(),
         }
     }
 
@@ -1836,7 +1847,16 @@ impl Rib {
             return changes;
         }
         for p in prefixes {
-            let new = self.export_for_group(g, p, &mut memo).filter(|e| wanted(e));
+            // The sole member's own best path would be filtered out below:
+            // skip exporting it (policy, attribute rewrite, interning), which
+            // for the peer a full table comes from is every prefix.
+            let own =
+                sole.is_some_and(|m| self.best(p).is_some_and(|b| b.source == Source::Peer(m)));
+            let new = if own {
+                None
+            } else {
+                self.export_for_group(g, p, &mut memo).filter(|e| wanted(e))
+            };
             let old = self.groups[g].put(*p, new.clone());
             let same = match (&old, &new) {
                 (Some(o), Some(n)) => Arc::ptr_eq(&o.attrs, &n.attrs) && o.source == n.source,
@@ -2014,7 +2034,7 @@ impl Rib {
             && self.interned.len() > 4096
             && self.interned.len() > 2 * self.loc.len()
         {
-            self.collect_garbage();
+            out.garbage = self.collect_garbage();
         }
         out
     }

@@ -1441,7 +1441,12 @@ impl SpeakerTask {
         self.journal.record(std::mem::take(&mut self.journal_batch));
     }
 
-    fn dispatch(&self, out: crate::rib::Outbound) {
+    fn dispatch(&self, mut out: crate::rib::Outbound) {
+        // Freeing takes the owner long enough to hold API reads up.
+        let garbage = std::mem::take(&mut out.garbage);
+        if !garbage.is_empty() {
+            tokio::task::spawn_blocking(move || drop(garbage));
+        }
         for (id, msgs) in out.messages {
             if let Some(slot) = self.peers.get(&id) {
                 let _ = slot.handle.commands.send(PeerCommand::Send {
