@@ -41,6 +41,39 @@ fn big_map<K, V>() -> BigMap<K, V> {
     griddle::HashMap::with_hasher(foldhash::fast::RandomState::default())
 }
 
+/// A set of prefixes that remembers the order they were added in.
+#[derive(Debug, Default)]
+struct DirtyQueue {
+    members: HashSet<IpNet>,
+    order: std::collections::VecDeque<IpNet>,
+}
+
+impl DirtyQueue {
+    fn insert(&mut self, prefix: IpNet) {
+        if self.members.insert(prefix) {
+            self.order.push_back(prefix);
+        }
+    }
+
+    /// The first `max` prefixes added, taken out.
+    fn take(&mut self, max: usize) -> Vec<IpNet> {
+        let n = max.min(self.order.len());
+        let taken: Vec<IpNet> = self.order.drain(..n).collect();
+        if self.order.is_empty() {
+            self.members.clear();
+        } else {
+            for p in &taken {
+                self.members.remove(p);
+            }
+        }
+        taken
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
 /// The attributes of a route, in the form the decision process and export
 /// use. Interned: compare by pointer first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -739,7 +772,10 @@ pub struct Rib {
     /// Grows incrementally like [`BigMap`]: a rehash hashes whole
     /// attribute sets, and a quarter million of them took ~190 ms at once.
     interned: griddle::HashSet<Arc<Attrs>, foldhash::fast::RandomState>,
-    dirty: HashSet<IpNet>,
+    /// Prefixes whose export may have changed since the last flush, in
+    /// the order they changed: a sliced flush then takes a received
+    /// UPDATE's prefixes together and packs them into few UPDATEs again.
+    dirty: DirtyQueue,
     /// Prefixes whose best path may have changed since [`Rib::fib_changes`].
     fib_dirty: HashSet<IpNet>,
     unreachable: HashSet<IpAddr>,
@@ -764,7 +800,7 @@ impl Rib {
             groups: Vec::new(),
             loc: big_map(),
             interned: griddle::HashSet::with_hasher(foldhash::fast::RandomState::default()),
-            dirty: HashSet::new(),
+            dirty: DirtyQueue::default(),
             fib_dirty: HashSet::new(),
             unreachable: HashSet::new(),
             local_routes: HashMap::new(),
@@ -1028,7 +1064,7 @@ impl Rib {
         if !std::mem::take(&mut self.deferring) {
             return Outbound::default();
         }
-        let dirty: Vec<IpNet> = self.dirty.drain().collect();
+        let dirty = self.dirty.take(usize::MAX);
         self.fib_dirty.extend(dirty);
         let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
         for g in 0..self.groups.len() {
@@ -1974,15 +2010,7 @@ impl Rib {
         if self.deferring {
             return out;
         }
-        let dirty: Vec<IpNet> = if self.dirty.len() <= max {
-            self.dirty.drain().collect()
-        } else {
-            let some: Vec<IpNet> = self.dirty.iter().take(max).copied().collect();
-            for p in &some {
-                self.dirty.remove(p);
-            }
-            some
-        };
+        let dirty = self.dirty.take(max);
         if dirty.is_empty() {
             return out;
         }

@@ -839,10 +839,12 @@ const BATCH: usize = 512;
 
 /// Prefixes flushed between two looks at the command queue. At a few
 /// microseconds a prefix (encoding for every update group, the FIB's and
-/// the journal's share) this is some milliseconds of work, so a read
-/// waits that long at most for a flush, where a full table's batch in one
-/// go made it wait hundreds (docs/performance.md).
-const FLUSH_SLICE: usize = 4096;
+/// the journal's share) this is a few milliseconds of work, so a read
+/// waits about that long for a flush, where a full table's batch in one go
+/// made it wait hundreds. 4096 took 15-20 ms of CPU a slice, 40-60 ms of
+/// wall time on two busy cores: too long for the API's 50 ms goal
+/// (docs/performance.md).
+const FLUSH_SLICE: usize = 1024;
 
 impl SpeakerTask {
     async fn run(
