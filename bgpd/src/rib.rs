@@ -772,6 +772,12 @@ pub struct Rib {
     /// Grows incrementally like [`BigMap`]: a rehash hashes whole
     /// attribute sets, and a quarter million of them took ~190 ms at once.
     interned: griddle::HashSet<Arc<Attrs>, foldhash::fast::RandomState>,
+    /// The same sets in a list, for sweeping in bounded steps: a full pass
+    /// over a quarter million (cache misses on every reference count) held
+    /// the owner tens of milliseconds, again after each flush.
+    interned_list: Vec<Arc<Attrs>>,
+    /// Where the garbage sweep under way resumes in `interned_list`.
+    sweep: Option<usize>,
     /// Prefixes whose export may have changed since the last flush, in
     /// the order they changed: a sliced flush then takes a received
     /// UPDATE's prefixes together and packs them into few UPDATEs again.
@@ -800,6 +806,8 @@ impl Rib {
             groups: Vec::new(),
             loc: big_map(),
             interned: griddle::HashSet::with_hasher(foldhash::fast::RandomState::default()),
+            interned_list: Vec::new(),
+            sweep: None,
             dirty: DirtyQueue::default(),
             fib_dirty: HashSet::new(),
             unreachable: HashSet::new(),
@@ -821,15 +829,38 @@ impl Rib {
         }
         let arc = Arc::new(a);
         self.interned.insert(arc.clone());
+        self.interned_list.push(arc.clone());
         arc
     }
 
     /// Takes the interned attribute sets nothing refers to any more out of
     /// the table; they are freed when the returned sets are dropped.
     pub fn collect_garbage(&mut self) -> Vec<Arc<Attrs>> {
-        self.interned
-            .drain_filter(|a| Arc::strong_count(a) == 1)
-            .collect()
+        self.sweep = Some(0);
+        self.sweep_some(usize::MAX)
+    }
+
+    /// Looks at up to `max` interned sets of the sweep under way and takes
+    /// out those nothing else refers to.
+    fn sweep_some(&mut self, max: usize) -> Vec<Arc<Attrs>> {
+        let mut garbage = Vec::new();
+        let Some(mut i) = self.sweep else {
+            return garbage;
+        };
+        let mut looked = 0;
+        while i < self.interned_list.len() && looked < max {
+            looked += 1;
+            // Held by the set and the list only.
+            if Arc::strong_count(&self.interned_list[i]) == 2 {
+                let a = self.interned_list.swap_remove(i);
+                self.interned.remove(&a);
+                garbage.push(a);
+            } else {
+                i += 1;
+            }
+        }
+        self.sweep = (i < self.interned_list.len()).then_some(i);
+        garbage
     }
 
     /// Number of distinct attribute sets stored.
@@ -1996,9 +2027,10 @@ impl Rib {
         self.flush_some(usize::MAX)
     }
 
-    /// Whether changes wait for a flush (never while selection is deferred).
+    /// Whether changes wait for a flush (never while selection is deferred),
+    /// or a garbage sweep for more flush calls.
     pub fn has_pending(&self) -> bool {
-        !self.deferring && !self.dirty.is_empty()
+        !self.deferring && (!self.dirty.is_empty() || self.sweep.is_some())
     }
 
     /// [`Rib::flush`] for at most `max` of the changed prefixes; the rest
@@ -2012,6 +2044,7 @@ impl Rib {
         }
         let dirty = self.dirty.take(max);
         if dirty.is_empty() {
+            out.garbage = self.sweep_some(max.max(4096));
             return out;
         }
         self.fib_dirty.extend(dirty.iter().copied());
@@ -2057,13 +2090,16 @@ impl Rib {
             }
         }
         // Once the whole batch is out: the sets no longer referenced are
-        // known only then.
-        if self.dirty.is_empty()
+        // known only then. A sweep goes on a step per flush, as long as
+        // the slice it follows.
+        if self.sweep.is_none()
+            && self.dirty.is_empty()
             && self.interned.len() > 4096
             && self.interned.len() > 2 * self.loc.len()
         {
-            out.garbage = self.collect_garbage();
+            self.sweep = Some(0);
         }
+        out.garbage = self.sweep_some(max.max(4096));
         out
     }
 
