@@ -41,6 +41,11 @@ fn big_map<K, V>() -> BigMap<K, V> {
     griddle::HashMap::with_hasher(foldhash::fast::RandomState::default())
 }
 
+/// Interned attribute sets a flush looks at for garbage, whatever the
+/// flush's own size: a full flush (a reconfiguration, a timer) must not
+/// turn into a pass over a quarter million sets either.
+const SWEEP_STEP: usize = 4096;
+
 /// A set of prefixes that remembers the order they were added in.
 #[derive(Debug, Default)]
 struct DirtyQueue {
@@ -2044,7 +2049,7 @@ impl Rib {
         }
         let dirty = self.dirty.take(max);
         if dirty.is_empty() {
-            out.garbage = self.sweep_some(max.max(4096));
+            out.garbage = self.sweep_some(SWEEP_STEP);
             return out;
         }
         self.fib_dirty.extend(dirty.iter().copied());
@@ -2090,8 +2095,7 @@ impl Rib {
             }
         }
         // Once the whole batch is out: the sets no longer referenced are
-        // known only then. A sweep goes on a step per flush, as long as
-        // the slice it follows.
+        // known only then. A sweep goes on a bounded step per flush.
         if self.sweep.is_none()
             && self.dirty.is_empty()
             && self.interned.len() > 4096
@@ -2099,7 +2103,7 @@ impl Rib {
         {
             self.sweep = Some(0);
         }
-        out.garbage = self.sweep_some(max.max(4096));
+        out.garbage = self.sweep_some(SWEEP_STEP);
         out
     }
 
