@@ -39,7 +39,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -712,17 +712,7 @@ where
         + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let store = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => changes.send_modify(|g| *g += 1),
-                Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
-            }
-        }
-    });
+    let (store, task) = crate::kube_source::reflect_with(api, config, writer, kind, changes);
     Reflected { store, task }
 }
 
