@@ -18,7 +18,9 @@ pub mod filter;
 pub mod kernel;
 pub mod reconcile;
 pub mod route;
+pub mod table;
 
 pub use kernel::{Applied, Kernel, KernelError};
 pub use reconcile::{Options, Reconciler, Report};
 pub use route::{Changes, KernelRoute, NextHop, Route, RouteKey, RouteKind, diff, diff_maps};
+pub use table::RouteTable;

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::kernel::{Kernel, KernelError, from_message};
 use crate::route::{Changes, KernelRoute, Route, RouteKey, diff_maps};
+use crate::table::RouteTable;
 
 /// Receive buffer asked for on the monitor socket.
 const MONITOR_BUFFER: i32 = 32 << 20;
@@ -139,10 +140,10 @@ impl Reconciler {
             .filter(|k| k.protocol != opts.protocol)
             .map(|k| ((k.route.table, k.route.prefix), k.clone()))
             .collect();
-        let known: HashMap<RouteKey, Route> = existing
+        let known: RouteTable = existing
             .into_iter()
             .filter(|k| k.protocol == opts.protocol)
-            .map(|k| (k.route.key(), k.route))
+            .map(|k| k.route)
             .collect();
         let task = tokio::spawn(run(
             kernel, opts, desired_rx, report_tx, monitor, known, foreign,
@@ -275,11 +276,11 @@ async fn run(
     // Our routes as the kernel has them, from the start dump and the monitor:
     // changes already in place are not sent again, so a restarted agent
     // re-announcing what survived causes no kernel events at all.
-    mut known: HashMap<RouteKey, Route>,
+    mut known: RouteTable,
     // Other protocols' routes in our table, which our wanted routes must not fight.
     mut foreign: HashMap<(u32, ipnet::IpNet), KernelRoute>,
 ) {
-    let mut desired: HashMap<RouteKey, Route> = HashMap::new();
+    let mut desired = RouteTable::new();
     let mut report = report_tx.borrow().clone();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut owed = false;
@@ -309,7 +310,7 @@ async fn run(
                     match cmd {
                         Desired::Set(routes) => {
                             flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
-                            desired = routes.into_iter().map(|r| own(&opts, r)).map(|r| (r.key(), r)).collect();
+                            desired = routes.into_iter().map(|r| own(&opts, r)).collect();
                             started = true;
                             sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
                         }
@@ -330,7 +331,7 @@ async fn run(
                                 } else {
                                     pending.insert(r.key(), Some(r.clone()));
                                 }
-                                desired.insert(r.key(), r);
+                                desired.insert(r);
                             }
                         }
                         Desired::Remove(keys) => {
@@ -363,7 +364,7 @@ async fn run(
                                         known.remove(&k.route.key());
                                     }
                                     (true, false) => {
-                                        known.insert(k.route.key(), k.route.clone());
+                                        known.insert(k.route.clone());
                                     }
                                     (false, true) => {
                                         foreign.remove(&(k.route.table, k.route.prefix));
@@ -409,15 +410,11 @@ async fn run(
 
 /// Records in `known` what a successful apply put in or took out (our own
 /// notifications are not read, so this is how `known` learns of our changes).
-fn remember(
-    known: &mut HashMap<RouteKey, Route>,
-    changes: &Changes,
-    applied: &crate::kernel::Applied,
-) {
+fn remember(known: &mut RouteTable, changes: &Changes, applied: &crate::kernel::Applied) {
     let failed: foldhash::HashSet<RouteKey> = applied.failed.iter().map(|(r, _)| r.key()).collect();
     for r in changes.add.iter().chain(&changes.replace) {
         if !failed.contains(&r.key()) {
-            known.insert(r.key(), r.clone());
+            known.insert(r.clone());
         }
     }
     for r in &changes.delete {
@@ -431,7 +428,7 @@ fn remember(
 async fn apply_logged(
     kernel: &Kernel,
     changes: &Changes,
-    known: &mut HashMap<RouteKey, Route>,
+    known: &mut RouteTable,
     report: &mut Report,
 ) -> crate::kernel::Applied {
     let started = std::time::Instant::now();
@@ -457,8 +454,8 @@ fn own(opts: &Options, mut r: Route) -> Route {
 async fn flush_pending(
     kernel: &Kernel,
     pending: &mut HashMap<RouteKey, Option<Route>>,
-    desired: &HashMap<RouteKey, Route>,
-    known: &mut HashMap<RouteKey, Route>,
+    desired: &RouteTable,
+    known: &mut RouteTable,
     report: &mut Report,
 ) {
     if pending.is_empty() {
@@ -467,15 +464,9 @@ async fn flush_pending(
     let mut changes = Changes::default();
     for (key, op) in pending.drain() {
         match op {
-            Some(r) if !known.get(&key).is_some_and(|k| r.satisfied_by(k)) => {
-                changes.replace.push(r)
-            }
+            Some(r) if !known.satisfies(&r) => changes.replace.push(r),
             Some(_) => {}
-            None => {
-                if let Some(k) = known.get(&key) {
-                    changes.delete.push(k.clone());
-                }
-            }
+            None => changes.delete.extend(known.get(&key)),
         }
     }
     apply_delta(kernel, &changes, desired.len(), known, report).await;
@@ -485,7 +476,7 @@ async fn apply_delta(
     kernel: &Kernel,
     changes: &Changes,
     wanted: usize,
-    known: &mut HashMap<RouteKey, Route>,
+    known: &mut RouteTable,
     report: &mut Report,
 ) {
     let applied = apply_logged(kernel, changes, known, report).await;
@@ -504,8 +495,8 @@ async fn apply_delta(
 async fn full_sync(
     kernel: &Kernel,
     opts: &Options,
-    desired: &HashMap<RouteKey, Route>,
-    known: &mut HashMap<RouteKey, Route>,
+    desired: &RouteTable,
+    known: &mut RouteTable,
     foreign: &mut HashMap<(u32, ipnet::IpNet), KernelRoute>,
     report: &mut Report,
 ) {
@@ -520,7 +511,7 @@ async fn full_sync(
     foreign.clear();
     for k in existing {
         if k.protocol == opts.protocol {
-            known.insert(k.route.key(), k.route);
+            known.insert(k.route);
         } else {
             foreign.insert((k.route.table, k.route.prefix), k);
         }
@@ -536,8 +527,8 @@ async fn full_sync(
 async fn sync(
     kernel: &Kernel,
     opts: &Options,
-    desired: &HashMap<RouteKey, Route>,
-    known: &mut HashMap<RouteKey, Route>,
+    desired: &RouteTable,
+    known: &mut RouteTable,
     foreign: &mut HashMap<(u32, ipnet::IpNet), KernelRoute>,
     owed: &mut bool,
     report: &mut Report,
@@ -555,7 +546,7 @@ async fn settle(
     kernel: &Kernel,
     changes: &Changes,
     wanted: usize,
-    known: &mut HashMap<RouteKey, Route>,
+    known: &mut RouteTable,
     report: &mut Report,
 ) {
     let applied = apply_logged(kernel, changes, known, report).await;
@@ -573,10 +564,10 @@ async fn settle(
 async fn repair(
     kernel: &Kernel,
     opts: &Options,
-    desired: &HashMap<RouteKey, Route>,
+    desired: &RouteTable,
     seen: &KernelRoute,
     deleted: bool,
-    known: &mut HashMap<RouteKey, Route>,
+    known: &mut RouteTable,
     report: &mut Report,
 ) {
     let r = &seen.route;
@@ -594,8 +585,8 @@ async fn repair(
     match (deleted, want) {
         // Replace rather than add: a stale notification may arrive after a
         // later sync already put the route back.
-        (true, Some(w)) => changes.replace.push(w.clone()),
-        (false, Some(w)) if !w.satisfied_by(r) => changes.replace.push(w.clone()),
+        (true, Some(w)) => changes.replace.push(w),
+        (false, Some(w)) if !w.satisfied_by(r) => changes.replace.push(w),
         (false, None) => changes.delete.push(r.clone()),
         _ => return,
     }

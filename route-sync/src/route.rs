@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::table::RouteTable;
+
 /// The main routing table.
 pub const MAIN_TABLE: u32 = 254;
 /// petrel's routing protocol number (`/etc/iproute2/rt_protos.d/petrel.conf`).
@@ -125,14 +127,20 @@ impl Route {
         self.key() == kernel.key()
             && self.kind == kernel.kind
             && self.source == kernel.source
-            && self.next_hops.len() == kernel.next_hops.len()
-            && self.next_hops.iter().zip(&kernel.next_hops).all(|(w, k)| {
-                w.gateway == k.gateway
-                    && w.weight == k.weight
-                    && w.onlink == k.onlink
-                    && (w.ifindex.is_none() || w.ifindex == k.ifindex)
-            })
+            && hops_satisfied(&self.next_hops, &kernel.next_hops)
     }
+}
+
+/// Whether the kernel's next hops `have` are the wanted ones: the same, where
+/// an interface left unspecified in `want` may be whatever the kernel chose.
+pub(crate) fn hops_satisfied(want: &[NextHop], have: &[NextHop]) -> bool {
+    want.len() == have.len()
+        && want.iter().zip(have).all(|(w, k)| {
+            w.gateway == k.gateway
+                && w.weight == k.weight
+                && w.onlink == k.onlink
+                && (w.ifindex.is_none() || w.ifindex == k.ifindex)
+        })
 }
 
 impl fmt::Display for Route {
@@ -211,48 +219,52 @@ impl Changes {
 /// never touched; where one holds a wanted route's prefix and table, the wanted
 /// route is reported as a conflict instead of installed.
 pub fn diff(desired: &[Route], kernel: &[KernelRoute], protocol: u8) -> Changes {
-    let mut ours: HashMap<RouteKey, Route> = HashMap::new();
+    let mut ours = RouteTable::new();
     let mut foreign: HashMap<(u32, IpNet), KernelRoute> = HashMap::new();
     for k in kernel {
         if k.protocol == protocol {
-            ours.insert(k.route.key(), k.route.clone());
+            ours.insert(k.route.clone());
         } else {
             foreign.insert((k.route.table, k.route.prefix), k.clone());
         }
     }
-    let mut wanted: HashMap<RouteKey, Route> = HashMap::with_capacity(desired.len());
+    let mut wanted = RouteTable::new();
     for d in desired {
         let mut d = d.clone();
         d.normalize();
-        wanted.entry(d.key()).or_insert(d);
+        if !wanted.contains_key(&d.key()) {
+            wanted.insert(d);
+        }
     }
     diff_maps(&wanted, &ours, &foreign)
 }
 
-/// [`diff`] over maps the caller keeps anyway: `desired` normalized and keyed,
+/// [`diff`] over tables the caller keeps anyway: `desired` normalized,
 /// `ours` the kernel's routes of our protocol, `foreign` the others by table
 /// and prefix.
 pub fn diff_maps(
-    desired: &HashMap<RouteKey, Route>,
-    ours: &HashMap<RouteKey, Route>,
+    desired: &RouteTable,
+    ours: &RouteTable,
     foreign: &HashMap<(u32, IpNet), KernelRoute>,
 ) -> Changes {
     let mut changes = Changes::default();
-    for (key, d) in desired {
-        if let Some(f) = foreign.get(&(d.table, d.prefix)) {
-            changes.conflicts.push((d.clone(), f.clone()));
-            continue;
-        }
-        match ours.get(key) {
-            Some(k) if d.satisfied_by(k) => {}
-            Some(_) => changes.replace.push(d.clone()),
-            None => changes.add.push(d.clone()),
+    // By key first: a route is only assembled when it is to change.
+    for key in desired.keys() {
+        let assembled = || desired.get(key).into_iter();
+        if let Some(f) = foreign.get(&(key.table, key.prefix)) {
+            changes
+                .conflicts
+                .extend(assembled().map(|d| (d, f.clone())));
+        } else if !ours.contains_key(key) {
+            changes.add.extend(assembled());
+        } else if !desired.satisfied_in(key, ours) {
+            changes.replace.extend(assembled());
         }
     }
-    for (key, r) in ours {
+    for key in ours.keys() {
         let keep = desired.contains_key(key) && !foreign.contains_key(&(key.table, key.prefix));
-        if !keep {
-            changes.delete.push(r.clone());
+        if !keep && let Some(r) = ours.get(key) {
+            changes.delete.push(r);
         }
     }
     changes.delete.sort_by_key(|r| r.key());
