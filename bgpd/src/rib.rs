@@ -31,14 +31,17 @@ use crate::wire::{AfiSafi, EncodeError, Nlri, Update, WireContext};
 pub type PeerId = u32;
 
 /// The per-prefix tables (Loc-RIB, Adj-RIBs): a million entries each at a
-/// full table. A std map doubles by rehashing every entry at once, which
-/// held the RIB owner for 100–270 ms per table during a full-table ingest
-/// (and the tables grow in step); griddle moves a few entries per insert
-/// instead, so nothing the owner does (an API read) waits for a resize.
-type BigMap<K, V> = griddle::HashMap<K, V, foldhash::fast::RandomState>;
+/// full table. A hash map keeps its entries in a power-of-two table that is
+/// between 44% and 88% full, and when it doubles the old and the new table
+/// are both resident; at a million prefixes these tables were 550 MB of the
+/// agent's peak (heaptrack), most of it empty slots. An `IndexMap` keeps the
+/// entries densely in one vector (whose spare capacity is never touched, so
+/// never resident) behind an index of integers, and growing the index
+/// rehashes integers with stored hashes, not entries.
+type BigMap<K, V> = indexmap::IndexMap<K, V, foldhash::fast::RandomState>;
 
 fn big_map<K, V>() -> BigMap<K, V> {
-    griddle::HashMap::with_hasher(foldhash::fast::RandomState::default())
+    indexmap::IndexMap::with_hasher(foldhash::fast::RandomState::default())
 }
 
 /// Interned attribute sets a flush looks at for garbage, whatever the
@@ -649,7 +652,7 @@ impl Group {
         }
         let old = match entry {
             Some(e) => self.adj_out.insert(prefix, e),
-            None => self.adj_out.remove(&prefix),
+            None => self.adj_out.swap_remove(&prefix),
         };
         if let Some(o) = &old {
             self.count[i] -= 1;
@@ -667,7 +670,7 @@ impl Group {
     fn put_paths(&mut self, prefix: IpNet, new: Vec<(u32, OutEntry)>, changes: &mut Vec<Change>) {
         let i = af_index(&prefix);
         let old = if new.is_empty() {
-            self.adj_paths.remove(&prefix).unwrap_or_default()
+            self.adj_paths.swap_remove(&prefix).unwrap_or_default()
         } else {
             self.adj_paths
                 .insert(prefix, new.clone())
@@ -723,16 +726,17 @@ impl Group {
 /// Per-prefix state: every candidate and the chosen one.
 #[derive(Debug, Default, Clone)]
 pub struct Dest {
-    /// Candidates.
-    pub paths: Vec<Path>,
+    /// Candidates. Most prefixes have one, kept inline: a separate
+    /// allocation per prefix was 64 MB at a million, and a million small
+    /// allocations among the transient ones fragment the heap.
+    pub paths: smallvec::SmallVec<[Path; 1]>,
     /// Index of the best path.
     pub best: Option<usize>,
 }
 
 impl Dest {
-    /// Adds a candidate, growing the list by exactly one: most prefixes
-    /// have one or two paths, and a `Vec`'s first push reserves four (at a
-    /// full table, 190 MB of the RIB's 480 MB peak was that spare room).
+    /// Adds a candidate, growing a spilled list by exactly one: a `Vec`'s
+    /// growth would reserve room for several.
     fn push(&mut self, path: Path) {
         self.paths.reserve_exact(1);
         self.paths.push(path);
@@ -1321,10 +1325,10 @@ impl Rib {
     /// Drops one received entry of a peer and its path.
     fn forget(&mut self, id: PeerId, key: (IpNet, u32)) {
         if let Some(s) = self.peers.get_mut(&id) {
-            s.adj_in.remove(&key);
+            s.adj_in.swap_remove(&key);
         }
         if let Some(s) = self.peers.get_mut(&id)
-            && let Some(was_rejected) = s.received.remove(&key)
+            && let Some(was_rejected) = s.received.swap_remove(&key)
         {
             let i = af_index(&key.0);
             s.received_count[i] -= 1;
@@ -1389,7 +1393,7 @@ impl Rib {
                 // What the peer sent now replaces what it sent before, also
                 // in the kept Adj-RIB-In: a new policy must not revive it.
                 if let Some(s) = self.peers.get_mut(&id) {
-                    s.adj_in.remove(&key);
+                    s.adj_in.swap_remove(&key);
                 }
                 None
             } else if let Some(policy) = &info.import_policy {
@@ -1684,7 +1688,7 @@ impl Rib {
         if let Some(d) = self.loc.get_mut(&prefix) {
             d.best = new_best;
             if d.paths.is_empty() {
-                self.loc.remove(&prefix);
+                self.loc.swap_remove(&prefix);
             }
         }
         // Whether the export really changes is settled per group at flush time.

@@ -94,7 +94,9 @@ pub async fn run(
         None => None,
     };
     let mut best = speaker.subscribe_fib()?;
-    let mut learned: HashMap<IpNet, Arc<[IpAddr]>> = HashMap::new();
+    // Densely packed (a full table's worth): see bgpd's `BigMap`.
+    let mut learned: indexmap::IndexMap<IpNet, Arc<[IpAddr]>, foldhash::fast::RandomState> =
+        indexmap::IndexMap::default();
     let mut sets = NextHopSets::default();
     let mut blackholed: HashSet<IpNet> = HashSet::new();
     let mut resolved: HashMap<IpAddr, Resolution> = HashMap::new();
@@ -148,7 +150,7 @@ pub async fn run(
                             }
                         }
                         None => {
-                            if let Some(old) = learned.remove(&prefix) {
+                            if let Some(old) = learned.swap_remove(&prefix) {
                                 sets.release(old);
                             }
                             if !blackholed.contains(&prefix) {
@@ -244,7 +246,10 @@ async fn route_for(
     prefix: IpNet,
     next_hops: &[IpAddr],
 ) -> Option<Route> {
-    let mut hops = Vec::new();
+    // Exact: routes wait in the reconciler's queue while the kernel catches
+    // up (hundreds of thousands during a full table), and a `Vec`'s first
+    // push reserves four next hops.
+    let mut hops = Vec::with_capacity(next_hops.len());
     for nh in next_hops {
         let res = match cache.get(nh) {
             Some(r) => r.clone(),

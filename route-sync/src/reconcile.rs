@@ -23,6 +23,11 @@ use crate::table::RouteTable;
 /// Receive buffer asked for on the monitor socket.
 const MONITOR_BUFFER: i32 = 32 << 20;
 
+/// Routes queued by [`Reconciler::upsert`] and [`Reconciler::remove`] that
+/// one round takes together (more if one call brought more): enough to fill
+/// many netlink datagrams, few enough that a round's working set stays small.
+const ROUND_ROUTES: usize = 16_384;
+
 /// What the reconciler last did, for status and for the speaker.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -80,6 +85,17 @@ enum Desired {
     Remove(Vec<crate::route::RouteKey>),
     /// What upserts and removals built is now the complete set.
     Complete,
+}
+
+impl Desired {
+    /// How many routes it names (`Complete` names none; it counts as one).
+    fn len(&self) -> usize {
+        match self {
+            Desired::Set(r) | Desired::Upsert(r) => r.len(),
+            Desired::Remove(k) => k.len(),
+            Desired::Complete => 1,
+        }
+    }
 }
 
 /// Handle to a running reconciler.
@@ -296,11 +312,19 @@ async fn run(
             cmd = desired_rx.recv() => {
                 let Some(cmd) = cmd else { return };
                 // Take whatever else is queued too: one kernel round for many
-                // small deltas, and a route changed twice is sent once.
+                // small deltas, and a route changed twice is sent once. Up
+                // to a bound in routes: while the kernel catches up with a
+                // full table, hundreds of thousands are queued, and taking
+                // them all at once built the round's map, change list and
+                // netlink messages for all of them (~400 MB at a million).
+                let mut routes = cmd.len();
                 let mut cmds = vec![cmd];
-                while cmds.len() < 1024 {
+                while cmds.len() < 1024 && routes < ROUND_ROUTES {
                     match desired_rx.try_recv() {
-                        Ok(c) => cmds.push(c),
+                        Ok(c) => {
+                            routes += c.len();
+                            cmds.push(c);
+                        }
                         Err(_) => break,
                     }
                 }

@@ -5,13 +5,14 @@
 //! and what the kernel has), and a full BGP table has a million routes that
 //! share a handful of next-hop sets. Stored as whole [`Route`]s they took
 //! ~800 MB at a million routes (measured with heaptrack: each route its own
-//! next-hop `Vec`, and the map slot the size of a `Route`); here a slot is a
-//! key and a pointer.
+//! next-hop `Vec`, and the map slot the size of a `Route`); here an entry is
+//! a key and a pointer, packed in an `IndexMap` (see bgpd's `BigMap` for why
+//! not a hash map).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashSet, HashSetExt};
 
 use crate::route::{NextHop, Route, RouteKey, RouteKind, hops_satisfied};
 
@@ -36,7 +37,7 @@ impl Body {
 /// Routes by key, their contents shared.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: HashMap<RouteKey, Arc<Body>>,
+    routes: indexmap::IndexMap<RouteKey, Arc<Body>, foldhash::fast::RandomState>,
     /// Every distinct content in `routes`, once: a new route takes its
     /// content from here. An entry goes when the last route using it does.
     bodies: HashSet<Arc<Body>>,
@@ -46,7 +47,7 @@ impl RouteTable {
     /// An empty table.
     pub fn new() -> Self {
         RouteTable {
-            routes: HashMap::new(),
+            routes: indexmap::IndexMap::default(),
             bodies: HashSet::new(),
         }
     }
@@ -85,7 +86,7 @@ impl RouteTable {
 
     /// Takes out the route with this key.
     pub fn remove(&mut self, key: &RouteKey) -> Option<Route> {
-        let body = self.routes.remove(key)?;
+        let body = self.routes.swap_remove(key)?;
         let route = assemble(key, &body);
         self.release(body);
         Some(route)
