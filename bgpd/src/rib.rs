@@ -31,17 +31,17 @@ use crate::wire::{AfiSafi, EncodeError, Nlri, Update, WireContext};
 pub type PeerId = u32;
 
 /// The per-prefix tables (Loc-RIB, Adj-RIBs): a million entries each at a
-/// full table. A hash map keeps its entries in a power-of-two table that is
-/// between 44% and 88% full, and when it doubles the old and the new table
-/// are both resident; at a million prefixes these tables were 550 MB of the
-/// agent's peak (heaptrack), most of it empty slots. An `IndexMap` keeps the
-/// entries densely in one vector (whose spare capacity is never touched, so
-/// never resident) behind an index of integers, and growing the index
-/// rehashes integers with stored hashes, not entries.
-type BigMap<K, V> = indexmap::IndexMap<K, V, foldhash::fast::RandomState>;
+/// full table. A std map doubles by rehashing every entry at once, which
+/// held the RIB owner for 100–270 ms per table during a full-table ingest
+/// (and the tables grow in step); griddle moves a few entries per insert
+/// instead, so nothing the owner does (an API read) waits for a resize.
+/// An `IndexMap` (entries packed densely behind an index of integers) took
+/// 150 MB less at a million, but its index still doubles all at once: an
+/// API read waited ~700 ms when the three tables grew in the same turn.
+type BigMap<K, V> = griddle::HashMap<K, V, foldhash::fast::RandomState>;
 
 fn big_map<K, V>() -> BigMap<K, V> {
-    indexmap::IndexMap::with_hasher(foldhash::fast::RandomState::default())
+    griddle::HashMap::with_hasher(foldhash::fast::RandomState::default())
 }
 
 /// Interned attribute sets a flush looks at for garbage, whatever the
@@ -652,7 +652,7 @@ impl Group {
         }
         let old = match entry {
             Some(e) => self.adj_out.insert(prefix, e),
-            None => self.adj_out.swap_remove(&prefix),
+            None => self.adj_out.remove(&prefix),
         };
         if let Some(o) = &old {
             self.count[i] -= 1;
@@ -670,7 +670,7 @@ impl Group {
     fn put_paths(&mut self, prefix: IpNet, new: Vec<(u32, OutEntry)>, changes: &mut Vec<Change>) {
         let i = af_index(&prefix);
         let old = if new.is_empty() {
-            self.adj_paths.swap_remove(&prefix).unwrap_or_default()
+            self.adj_paths.remove(&prefix).unwrap_or_default()
         } else {
             self.adj_paths
                 .insert(prefix, new.clone())
@@ -726,9 +726,10 @@ impl Group {
 /// Per-prefix state: every candidate and the chosen one.
 #[derive(Debug, Default, Clone)]
 pub struct Dest {
-    /// Candidates. Most prefixes have one, kept inline: a separate
-    /// allocation per prefix was 64 MB at a million, and a million small
-    /// allocations among the transient ones fragment the heap.
+    /// Candidates. Most prefixes have one, kept inline: no allocation per
+    /// prefix (64 MB of them at a million, and a million small long-lived
+    /// allocations among the transient ones fragment the heap), at the cost
+    /// of one path's room in every slot of the Loc-RIB's table.
     pub paths: smallvec::SmallVec<[Path; 1]>,
     /// Index of the best path.
     pub best: Option<usize>,
@@ -1325,10 +1326,10 @@ impl Rib {
     /// Drops one received entry of a peer and its path.
     fn forget(&mut self, id: PeerId, key: (IpNet, u32)) {
         if let Some(s) = self.peers.get_mut(&id) {
-            s.adj_in.swap_remove(&key);
+            s.adj_in.remove(&key);
         }
         if let Some(s) = self.peers.get_mut(&id)
-            && let Some(was_rejected) = s.received.swap_remove(&key)
+            && let Some(was_rejected) = s.received.remove(&key)
         {
             let i = af_index(&key.0);
             s.received_count[i] -= 1;
@@ -1393,7 +1394,7 @@ impl Rib {
                 // What the peer sent now replaces what it sent before, also
                 // in the kept Adj-RIB-In: a new policy must not revive it.
                 if let Some(s) = self.peers.get_mut(&id) {
-                    s.adj_in.swap_remove(&key);
+                    s.adj_in.remove(&key);
                 }
                 None
             } else if let Some(policy) = &info.import_policy {
@@ -1688,7 +1689,7 @@ impl Rib {
         if let Some(d) = self.loc.get_mut(&prefix) {
             d.best = new_best;
             if d.paths.is_empty() {
-                self.loc.swap_remove(&prefix);
+                self.loc.remove(&prefix);
             }
         }
         // Whether the export really changes is settled per group at flush time.

@@ -94,7 +94,7 @@ pub async fn run(
         None => None,
     };
     let mut best = speaker.subscribe_fib()?;
-    // Densely packed (a full table's worth): see bgpd's `BigMap`.
+    // A full table's worth, packed densely (see route_sync::table for why).
     let mut learned: indexmap::IndexMap<IpNet, Arc<[IpAddr]>, foldhash::fast::RandomState> =
         indexmap::IndexMap::default();
     let mut sets = NextHopSets::default();

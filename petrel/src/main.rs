@@ -28,14 +28,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// mimalloc rather than glibc's malloc: during a full-table ingest the agent
-/// makes millions of small short-lived allocations (decoded UPDATEs, queued
-/// routes) among the long-lived ones, on several threads. glibc kept the
-/// freed memory (1M table: peak RSS 863–985 MB against 845 MB, one run each,
-/// and RSS stayed at its peak afterwards) and took more CPU.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use proto::v1 as pb;
 
