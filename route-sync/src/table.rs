@@ -29,12 +29,10 @@ pub(crate) struct Body {
 }
 
 impl Body {
-    /// Whether the kernel's content `have` is this one (see
-    /// [`Route::satisfied_by`]).
-    fn satisfied_by(&self, have: &Body) -> bool {
-        self.kind == have.kind
-            && self.source == have.source
-            && hops_satisfied(&self.next_hops, &have.next_hops)
+    /// Whether the kernel's content `have` is the one wanted, given as its
+    /// parts (see [`Route::satisfied_by`]).
+    fn satisfies(&self, kind: RouteKind, source: Option<IpAddr>, hops: &[NextHop]) -> bool {
+        kind == self.kind && source == self.source && hops_satisfied(hops, &self.next_hops)
     }
 }
 
@@ -109,18 +107,16 @@ impl RouteTable {
     /// Whether the route held under `want`'s key satisfies it (the same
     /// content, see [`Route::satisfied_by`]). `want` must be normalized.
     pub fn satisfies(&self, want: &Route) -> bool {
-        self.routes.get(&want.key()).is_some_and(|have| {
-            want.kind == have.kind
-                && want.source == have.source
-                && hops_satisfied(&want.next_hops, &have.next_hops)
-        })
+        self.routes
+            .get(&want.key())
+            .is_some_and(|have| have.satisfies(want.kind, want.source, &want.next_hops))
     }
 
     /// Whether the route under `key` here is satisfied by the one under the
     /// same key in `have`.
     pub(crate) fn satisfied_in(&self, key: &RouteKey, have: &RouteTable) -> bool {
         match (self.routes.get(key), have.routes.get(key)) {
-            (Some(w), Some(h)) => Arc::ptr_eq(w, h) || w.satisfied_by(h),
+            (Some(w), Some(h)) => Arc::ptr_eq(w, h) || h.satisfies(w.kind, w.source, &w.next_hops),
             _ => false,
         }
     }
@@ -136,12 +132,7 @@ impl RouteTable {
         self.routes.keys()
     }
 
-    /// Every route, assembled, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = Route> + '_ {
-        self.routes.iter().map(|(k, b)| assemble(k, b))
-    }
-
-    /// How many distinct contents the routes share (for tests and metrics).
+    /// How many distinct contents the routes share.
     pub fn distinct_contents(&self) -> usize {
         self.bodies.len()
     }
