@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::bigmap::BigMap;
 use crate::policy::{Policy, Verdict};
 use crate::wire::attr::{
     self, Aggregator, AsPath, AsSegment, AttrValue, Community, ExtendedCommunity, LargeCommunity,
@@ -29,20 +30,6 @@ use crate::wire::{AfiSafi, EncodeError, Nlri, Update, WireContext};
 
 /// Index of a peer in the RIB.
 pub type PeerId = u32;
-
-/// The per-prefix tables (Loc-RIB, Adj-RIBs): a million entries each at a
-/// full table. A std map doubles by rehashing every entry at once, which
-/// held the RIB owner for 100–270 ms per table during a full-table ingest
-/// (and the tables grow in step); griddle moves a few entries per insert
-/// instead, so nothing the owner does (an API read) waits for a resize.
-/// An `IndexMap` (entries packed densely behind an index of integers) took
-/// 150 MB less at a million, but its index still doubles all at once: an
-/// API read waited ~700 ms when the three tables grew in the same turn.
-type BigMap<K, V> = griddle::HashMap<K, V, foldhash::fast::RandomState>;
-
-fn big_map<K, V>() -> BigMap<K, V> {
-    griddle::HashMap::with_hasher(foldhash::fast::RandomState::default())
-}
 
 /// Interned attribute sets a flush looks at for garbage, whatever the
 /// flush's own size: a full flush (a reconfiguration, a timer) must not
@@ -789,7 +776,7 @@ pub struct Rib {
     peers: HashMap<PeerId, PeerState>,
     groups: Vec<Group>,
     loc: BigMap<IpNet, Dest>,
-    /// Grows incrementally like [`BigMap`]: a rehash hashes whole
+    /// Grows incrementally (griddle moves a few entries per insert): a rehash hashes whole
     /// attribute sets, and a quarter million of them took ~190 ms at once.
     interned: griddle::HashSet<Arc<Attrs>, foldhash::fast::RandomState>,
     /// The same sets in a list, for sweeping in bounded steps: a full pass
@@ -824,7 +811,7 @@ impl Rib {
             config,
             peers: HashMap::new(),
             groups: Vec::new(),
-            loc: big_map(),
+            loc: BigMap::new(),
             interned: griddle::HashSet::with_hasher(foldhash::fast::RandomState::default()),
             interned_list: Vec::new(),
             sweep: None,
@@ -965,13 +952,13 @@ impl Rib {
         let mut state = PeerState {
             info,
             group,
-            received: big_map(),
+            received: BigMap::new(),
             received_count: [0; 2],
             rejected_count: [0; 2],
             end_of_rib: HashSet::new(),
             up: true,
             stale: HashSet::new(),
-            adj_in: big_map(),
+            adj_in: BigMap::new(),
         };
         if let Some(k) = kept {
             state.received = k.received;
@@ -1023,8 +1010,8 @@ impl Rib {
                     key,
                     tx: info.tx,
                     members: Vec::new(),
-                    adj_out: big_map(),
-                    adj_paths: big_map(),
+                    adj_out: BigMap::new(),
+                    adj_paths: BigMap::new(),
                     count: [0; 2],
                     by_source: HashMap::new(),
                 };
@@ -1208,7 +1195,7 @@ impl Rib {
         let was_up = std::mem::replace(&mut state.up, false);
         state.end_of_rib.clear();
         let mut gone = Vec::new();
-        for (key, rejected) in &state.received {
+        for (key, rejected) in state.received.iter() {
             // Rejected entries carry no path: nothing to keep forwarding.
             if families.contains(&family(&key.0)) && !rejected {
                 state.stale.insert(*key);
@@ -1452,7 +1439,7 @@ impl Rib {
             peer_router_id: info.router_id,
             peer_address: Some(info.address),
         };
-        let d = self.loc.entry(key.0).or_default();
+        let d = self.loc.get_or_default(key.0);
         match d
             .paths
             .iter_mut()
@@ -1670,7 +1657,7 @@ impl Rib {
                 peer_router_id: self.config.router_id,
                 peer_address: None,
             };
-            let d = self.loc.entry(p).or_default();
+            let d = self.loc.get_or_default(p);
             d.paths.retain(|x| x.source != Source::Local);
             d.push(path);
             self.decide(p);
