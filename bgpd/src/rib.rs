@@ -180,8 +180,16 @@ pub struct Path {
     pub ebgp: bool,
     /// The BGP identifier of the peer it came from (ours for local paths).
     pub peer_router_id: Ipv4Addr,
-    /// The address of the peer it came from.
-    pub peer_address: Option<IpAddr>,
+}
+
+/// What the decision process needs to know of a path beyond the path: a
+/// million paths do not each carry their peer's address (17 bytes, a third
+/// of a path) when the peer table has it.
+pub trait PathContext {
+    /// Whether the path's next hop can be reached.
+    fn reachable(&self, path: &Path) -> bool;
+    /// The address of the peer the path came from (`None` for our own).
+    fn peer_address(&self, path: &Path) -> Option<IpAddr>;
 }
 
 /// Why a path lost (or won) against another, for explanations.
@@ -262,8 +270,9 @@ pub fn compare(
     a: &Path,
     b: &Path,
     opts: DecisionOptions,
-    reachable: &dyn Fn(&Path) -> bool,
+    cx: &dyn PathContext,
 ) -> (Ordering, Step) {
+    let reachable = |p: &Path| cx.reachable(p);
     let by = |o: Ordering, s: Step| (o != Ordering::Equal).then_some((o, s));
     let lp = |p: &Path| p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
     let med = |p: &Path| p.attrs.med.unwrap_or(0);
@@ -304,19 +313,21 @@ pub fn compare(
                 Step::ClusterList,
             )
         })
-        .or_else(|| by(a.peer_address.cmp(&b.peer_address), Step::PeerAddress))
+        .or_else(|| {
+            by(
+                cx.peer_address(a).cmp(&cx.peer_address(b)),
+                Step::PeerAddress,
+            )
+        })
         .unwrap_or((a.path_id.cmp(&b.path_id), Step::PathId))
 }
 
 /// Picks the best of `paths` (index), honouring the MED options.
-pub fn select_best(
-    paths: &[Path],
-    opts: DecisionOptions,
-    reachable: &dyn Fn(&Path) -> bool,
-) -> Option<usize> {
-    let better =
-        |i: usize, j: usize| compare(&paths[i], &paths[j], opts, reachable).0 == Ordering::Less;
-    let usable: Vec<usize> = (0..paths.len()).filter(|&i| reachable(&paths[i])).collect();
+pub fn select_best(paths: &[Path], opts: DecisionOptions, cx: &dyn PathContext) -> Option<usize> {
+    let better = |i: usize, j: usize| compare(&paths[i], &paths[j], opts, cx).0 == Ordering::Less;
+    let usable: Vec<usize> = (0..paths.len())
+        .filter(|&i| cx.reachable(&paths[i]))
+        .collect();
     if usable.is_empty() {
         return None;
     }
@@ -710,6 +721,28 @@ impl Group {
     }
 }
 
+/// The decision process' view of the RIB's peers and next hops.
+struct RibContext<'a> {
+    unreachable: &'a HashSet<IpAddr>,
+    peers: &'a HashMap<PeerId, PeerState>,
+}
+
+impl PathContext for RibContext<'_> {
+    fn reachable(&self, p: &Path) -> bool {
+        p.attrs
+            .next_hop
+            .is_none_or(|nh| !self.unreachable.contains(&nh))
+            || p.source == Source::Local
+    }
+
+    fn peer_address(&self, p: &Path) -> Option<IpAddr> {
+        match p.source {
+            Source::Local => None,
+            Source::Peer(id) => self.peers.get(&id).map(|s| s.info.address),
+        }
+    }
+}
+
 /// Per-prefix state: every candidate and the chosen one.
 #[derive(Debug, Default, Clone)]
 pub struct Dest {
@@ -718,11 +751,22 @@ pub struct Dest {
     /// allocations among the transient ones fragment the heap), at the cost
     /// of one path's room in every slot of the Loc-RIB's table.
     pub paths: smallvec::SmallVec<[Path; 1]>,
-    /// Index of the best path.
-    pub best: Option<usize>,
+    /// Index of the best path (32 bits: a `usize` made every Loc-RIB slot
+    /// 8 bytes larger).
+    best: Option<u32>,
 }
 
 impl Dest {
+    /// Index of the best path in [`Dest::paths`], if any path is usable.
+    pub fn best_index(&self) -> Option<usize> {
+        self.best.map(|i| i as usize)
+    }
+
+    /// The best path, if any path is usable.
+    pub fn best_path(&self) -> Option<&Path> {
+        self.best_index().map(|i| &self.paths[i])
+    }
+
     /// Adds a candidate, growing a spilled list by exactly one: a `Vec`'s
     /// growth would reserve room for several.
     fn push(&mut self, path: Path) {
@@ -900,13 +944,16 @@ impl Rib {
         self.peers.get(&id).map(|p| &p.info)
     }
 
-    fn reachable(&self) -> impl Fn(&Path) -> bool + '_ {
-        |p: &Path| {
-            p.attrs
-                .next_hop
-                .is_none_or(|nh| !self.unreachable.contains(&nh))
-                || p.source == Source::Local
+    fn context(&self) -> RibContext<'_> {
+        RibContext {
+            unreachable: &self.unreachable,
+            peers: &self.peers,
         }
+    }
+
+    /// The address of the peer a path came from (`None` for our own).
+    pub fn peer_address(&self, path: &Path) -> Option<IpAddr> {
+        self.context().peer_address(path)
     }
 
     /// Next hops currently marked unreachable.
@@ -1437,7 +1484,6 @@ impl Rib {
             attrs,
             ebgp: info.asn != self.config.local_asn,
             peer_router_id: info.router_id,
-            peer_address: Some(info.address),
         };
         let d = self.loc.get_or_default(key.0);
         match d
@@ -1655,7 +1701,6 @@ impl Rib {
                 attrs,
                 ebgp: false,
                 peer_router_id: self.config.router_id,
-                peer_address: None,
             };
             let d = self.loc.get_or_default(p);
             d.paths.retain(|x| x.source != Source::Local);
@@ -1667,14 +1712,14 @@ impl Rib {
     /// Re-runs the decision for a prefix and marks it for export if the best changed.
     fn decide(&mut self, prefix: IpNet) {
         let new_best = {
-            let reachable = self.reachable();
             let Some(d) = self.loc.get(&prefix) else {
                 return;
             };
-            select_best(&d.paths, self.config.decision, &reachable)
+            select_best(&d.paths, self.config.decision, &self.context())
         };
         if let Some(d) = self.loc.get_mut(&prefix) {
-            d.best = new_best;
+            // A prefix's paths are a few per peer: never near 2^32.
+            d.best = new_best.and_then(|i| u32::try_from(i).ok());
             if d.paths.is_empty() {
                 self.loc.remove(&prefix);
             }
@@ -1685,9 +1730,7 @@ impl Rib {
 
     /// The best path of a prefix.
     pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
-        self.loc
-            .get(prefix)
-            .and_then(|d| d.best.map(|i| &d.paths[i]))
+        self.loc.get(prefix).and_then(Dest::best_path)
     }
 
     /// What a group must advertise for a prefix, if anything. Exported
@@ -1968,15 +2011,15 @@ impl Rib {
             1
         };
         let mut order: Vec<usize> = {
-            let reachable = self.reachable();
+            let cx = self.context();
             (0..d.paths.len())
-                .filter(|&i| reachable(&d.paths[i]))
+                .filter(|&i| cx.reachable(&d.paths[i]))
                 .collect()
         };
         // The best path first, then the rest by a total order that follows
         // the decision steps (`compare` itself is not transitive: MED counts
         // only within one neighbouring AS, and sorting needs a total order).
-        let best = d.best;
+        let best = d.best_index();
         order.sort_by_cached_key(|&i| {
             let p = &d.paths[i];
             let a = &p.attrs;
@@ -1991,7 +2034,7 @@ impl Rib {
                 !p.ebgp,
                 a.originator_id.unwrap_or(p.peer_router_id),
                 a.cluster_list.len(),
-                p.peer_address,
+                self.peer_address(p),
                 p.path_id,
             )
         });
@@ -2038,6 +2081,11 @@ impl Rib {
     /// or a garbage sweep for more flush calls.
     pub fn has_pending(&self) -> bool {
         !self.deferring && (!self.dirty.is_empty() || self.sweep.is_some())
+    }
+
+    /// Changed prefixes waiting for a flush.
+    pub fn pending_len(&self) -> usize {
+        self.dirty.order.len()
     }
 
     /// [`Rib::flush`] for at most `max` of the changed prefixes; the rest
@@ -2135,16 +2183,16 @@ impl Rib {
     /// Established peer whether the best path is sent to it, or why not.
     pub fn explain(&mut self, prefix: &IpNet) -> Option<Explanation> {
         let d = self.loc.get(prefix)?;
-        let best = d.best.map(|i| d.paths[i].clone());
+        let best = d.best_path().cloned();
         let multipath = self.fib_next_hops(prefix).unwrap_or_default();
-        let reachable = self.reachable();
+        let cx = self.context();
         let mut candidates: Vec<(Path, Option<Step>, bool)> = d
             .paths
             .iter()
             .map(|p| {
                 let step = match &best {
                     Some(b) if b.source == p.source && b.path_id == p.path_id => None,
-                    Some(b) => Some(compare(b, p, self.config.decision, &reachable).1),
+                    Some(b) => Some(compare(b, p, self.config.decision, &cx).1),
                     None => Some(Step::NextHopUnreachable),
                 };
                 let in_set = step.is_none_or(Step::ties_for_multipath)
@@ -2153,7 +2201,6 @@ impl Rib {
             })
             .collect();
         candidates.sort_by_key(|(_, step, _)| step.is_some());
-        drop(reachable);
         let ids = self.established_peers();
         let mut peers = Vec::with_capacity(ids.len());
         let mut memo = ExportMemo::new();
@@ -2177,22 +2224,22 @@ impl Rib {
     /// at most `maximum_paths`, sorted. `None` for prefixes only we originate.
     pub fn fib_next_hops(&self, prefix: &IpNet) -> Option<Vec<IpAddr>> {
         let d = self.loc.get(prefix)?;
-        let bi = d.best?;
+        let bi = d.best_index()?;
         let best = &d.paths[bi];
         if best.source == Source::Local {
             return None;
         }
         let mut hops = vec![best.attrs.next_hop?];
         if self.config.maximum_paths > 1 && d.paths.len() > 1 {
-            let reachable = self.reachable();
+            let cx = self.context();
             for (i, p) in d.paths.iter().enumerate() {
                 if hops.len() >= self.config.maximum_paths {
                     break;
                 }
-                if i == bi || p.source == Source::Local || !reachable(p) {
+                if i == bi || p.source == Source::Local || !cx.reachable(p) {
                     continue;
                 }
-                let (_, step) = compare(best, p, self.config.decision, &reachable);
+                let (_, step) = compare(best, p, self.config.decision, &cx);
                 let equal = step.ties_for_multipath();
                 if let Some(nh) = p.attrs.next_hop
                     && equal
@@ -2204,6 +2251,48 @@ impl Rib {
             hops.sort();
         }
         Some(hops)
+    }
+
+    /// [`Rib::fib_next_hops`] for some prefixes, as FIB changes; nothing
+    /// while selection is deferred (the FIB hears nothing then either).
+    pub fn fib_routes(&self, prefixes: &[IpNet]) -> Vec<FibChange> {
+        if self.deferring {
+            return Vec::new();
+        }
+        prefixes
+            .iter()
+            .map(|p| FibChange {
+                prefix: p.trunc(),
+                next_hops: self.fib_next_hops(&p.trunc()),
+            })
+            .collect()
+    }
+
+    /// Every prefix whose FIB next hops include one of `hops`, with all its
+    /// next hops; nothing while selection is deferred. A pass over the
+    /// Loc-RIB: for the rare times a next hop's way out moves.
+    pub fn fib_routes_via(&self, hops: &[IpAddr]) -> Vec<FibChange> {
+        if self.deferring || hops.is_empty() {
+            return Vec::new();
+        }
+        self.loc
+            .iter()
+            .filter(|(_, d)| {
+                d.paths
+                    .iter()
+                    .any(|p| p.attrs.next_hop.is_some_and(|nh| hops.contains(&nh)))
+            })
+            .filter_map(|(prefix, _)| {
+                let next_hops = self.fib_next_hops(prefix)?;
+                next_hops
+                    .iter()
+                    .any(|nh| hops.contains(nh))
+                    .then_some(FibChange {
+                        prefix: *prefix,
+                        next_hops: Some(next_hops),
+                    })
+            })
+            .collect()
     }
 
     /// Prefix counts for a peer and family.
@@ -2492,4 +2581,25 @@ fn encode_changes(
         encode_announce(key, tx, info, &attrs, &prefixes, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loc_rib_entries_stay_small() {
+        // A million of each at a full table: a byte here is a megabyte
+        // there, and a third of the table's slots are empty ones.
+        assert!(
+            std::mem::size_of::<Path>() <= 32,
+            "{}",
+            std::mem::size_of::<Path>()
+        );
+        assert!(
+            std::mem::size_of::<Dest>() <= 48,
+            "{}",
+            std::mem::size_of::<Dest>()
+        );
+    }
 }

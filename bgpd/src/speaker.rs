@@ -27,7 +27,6 @@ use crate::journal::{self, BestPath, Cursor, Journal, WatchError, WatchEventKind
 use crate::policy::Policy;
 use crate::rib::{
     AdjInEntry, Attrs, DecisionOptions, FibChange, PeerId, PeerInfo, PrefixCounts, Rib, RibConfig,
-    Source,
 };
 use crate::session::{
     self, BGP_PORT, PeerCommand, PeerConfig, PeerEvent, PeerHandle, TransportOptions,
@@ -503,6 +502,15 @@ pub enum FibEvent {
     Converged,
 }
 
+/// Which prefixes [`Speaker::fib_routes`] asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FibQuery {
+    /// These prefixes (each answered, `None` next hops if nothing to install).
+    Prefixes(Vec<IpNet>),
+    /// Every prefix the FIB forwards through one of these next hops.
+    Via(Vec<IpAddr>),
+}
+
 /// An operator's action on one peer.
 #[derive(Debug, Clone)]
 enum PeerControl {
@@ -530,6 +538,7 @@ enum Command {
         oneshot::Sender<Result<(), SpeakerError>>,
     ),
     SubscribeFib(mpsc::UnboundedSender<FibEvent>),
+    FibRoutes(FibQuery, oneshot::Sender<Vec<FibChange>>),
     NextHopReachable(IpAddr, bool),
     Shutdown(oneshot::Sender<()>),
 }
@@ -725,6 +734,19 @@ impl Speaker {
         Ok(rx)
     }
 
+    /// Where the FIB forwards some prefixes now, as [`FibEvent::Changes`]
+    /// would say it: the FIB side asks instead of keeping its own copy of
+    /// a full table. Nothing while route selection is deferred. The answer
+    /// may run ahead of changes still queued for the subscriber, which
+    /// then repeat or overtake it: the last word is always the queue's.
+    pub async fn fib_routes(&self, query: FibQuery) -> Result<Vec<FibChange>, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::FibRoutes(query, tx))
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
     /// Tells the decision process whether a next hop can be reached (from the
     /// kernel's view); paths through unreachable next hops are never best.
     pub fn set_next_hop_reachable(
@@ -837,6 +859,13 @@ fn commands_turn(served: u32, routing_waits: bool) -> bool {
 /// UPDATEs well under load, small enough to keep propagation prompt.
 const BATCH: usize = 512;
 
+/// Changed prefixes after which a batch stops taking events. A full
+/// table's UPDATEs carry ~900 prefixes each, so [`BATCH`] events alone
+/// let half a million changes wait for one flush, with a set entry each
+/// (and the set keeps its size after); this is still plenty to pack the
+/// outbound UPDATEs well.
+const BATCH_PREFIXES: usize = 16_384;
+
 /// Prefixes flushed between two looks at the command queue. At a few
 /// microseconds a prefix (encoding for every update group, the FIB's and
 /// the journal's share) this is a few milliseconds of work, so a read
@@ -931,7 +960,7 @@ impl SpeakerTask {
                     // during a full-table ingest from ~600 to ~140 ms but cost
                     // ~15% of ingest speed: docs/performance.md.)
                     for _ in 0..BATCH {
-                        if !commands.is_empty() {
+                        if !commands.is_empty() || self.rib.pending_len() >= BATCH_PREFIXES {
                             break;
                         }
                         match events.try_recv() {
@@ -963,10 +992,7 @@ impl SpeakerTask {
             .map(|(p, step, multipath)| CandidateView {
                 path: PathView {
                     best: step.is_none(),
-                    from: match p.source {
-                        Source::Local => None,
-                        Source::Peer(_) => p.peer_address,
-                    },
+                    from: self.rib.peer_address(&p),
                     path_id: p.path_id,
                     attrs: (*p.attrs).clone(),
                     rejected: false,
@@ -1357,9 +1383,12 @@ impl SpeakerTask {
                 }
                 self.fib = Some(tx);
             }
+            // What these change goes out by the sliced flush of the run
+            // loop: a next hop lost under a full table changes a million
+            // prefixes, which a flush in one go took the owner (and every
+            // read waiting on it) hundreds of milliseconds to send.
             Some(Command::NextHopReachable(nh, ok)) => {
                 self.rib.set_next_hop_reachable(nh, ok);
-                self.flush();
             }
             Some(Command::Routes(f, done)) => {
                 let _ = done.send(self.routes(&f));
@@ -1369,12 +1398,17 @@ impl SpeakerTask {
             }
             Some(Command::Control(peer, what, done)) => {
                 let r = self.control(&peer, what);
-                self.flush();
                 self.publish_peers();
                 let _ = done.send(r);
             }
             Some(Command::Explain(prefix, done)) => {
                 let _ = done.send(self.explain(&prefix));
+            }
+            Some(Command::FibRoutes(query, done)) => {
+                let _ = done.send(match query {
+                    FibQuery::Prefixes(prefixes) => self.rib.fib_routes(&prefixes),
+                    FibQuery::Via(hops) => self.rib.fib_routes_via(&hops),
+                });
             }
             Some(Command::Summary(done)) => {
                 let _ = done.send(SpeakerSummary {
@@ -1420,10 +1454,7 @@ impl SpeakerTask {
         for prefix in changed {
             let next_hops = self.rib.fib_next_hops(&prefix);
             let best = self.rib.best(&prefix).map(|p| BestPath {
-                from: match p.source {
-                    Source::Local => None,
-                    Source::Peer(_) => p.peer_address,
-                },
+                from: self.rib.peer_address(p),
                 path_id: p.path_id,
                 attrs: p.attrs.clone(),
                 next_hops: next_hops.clone().unwrap_or_default(),
@@ -2097,11 +2128,8 @@ impl SpeakerTask {
                     .iter()
                     .enumerate()
                     .map(|(i, path)| PathView {
-                        best: d.best == Some(i),
-                        from: match path.source {
-                            Source::Local => None,
-                            Source::Peer(_) => path.peer_address,
-                        },
+                        best: d.best_index() == Some(i),
+                        from: self.rib.peer_address(path),
                         path_id: path.path_id,
                         attrs: (*path.attrs).clone(),
                         rejected: false,

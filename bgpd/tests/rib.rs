@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bgpd::policy::{Action, Match, Policy, Rule};
 use bgpd::rib::{
-    Attrs, DecisionOptions, Path, PeerId, PeerInfo, Rib, RibConfig, Source, Step, compare,
-    select_best,
+    Attrs, DecisionOptions, Path, PathContext, PeerId, PeerInfo, Rib, RibConfig, Source, Step,
+    compare, select_best,
 };
 use bgpd::wire::attr::{AsPath, AttrValue, Community, Origin, PathAttribute};
 use bgpd::wire::{AfiSafi, Message, Nlri, Update, WireContext};
@@ -33,7 +33,24 @@ fn path(peer: u8, ebgp: bool, a: Arc<Attrs>) -> Path {
         attrs: a,
         ebgp,
         peer_router_id: Ipv4Addr::new(10, 0, 0, peer),
-        peer_address: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, peer))),
+    }
+}
+
+/// Peer `n` is at 192.0.2.n; next hops are reachable unless `reach` says not.
+struct Facts<F>(F);
+
+impl<F: Fn(&Path) -> bool> PathContext for Facts<F> {
+    fn reachable(&self, p: &Path) -> bool {
+        (self.0)(p)
+    }
+
+    fn peer_address(&self, p: &Path) -> Option<IpAddr> {
+        match p.source {
+            Source::Local => None,
+            Source::Peer(n) => Some(IpAddr::V4(Ipv4Addr::from(
+                u32::from(Ipv4Addr::new(192, 0, 2, 0)) + n,
+            ))),
+        }
     }
 }
 
@@ -42,7 +59,7 @@ fn all_reachable(_: &Path) -> bool {
 }
 
 fn decided_by(a: &Path, b: &Path, opts: DecisionOptions) -> (Ordering, Step) {
-    compare(a, b, opts, &all_reachable)
+    compare(a, b, opts, &Facts(all_reachable))
 }
 
 const OPTS: DecisionOptions = DecisionOptions {
@@ -129,8 +146,9 @@ fn each_decision_step_in_rfc_order() {
         decided_by(&short, &long, OPTS),
         (Ordering::Less, Step::ClusterList)
     );
-    let mut far = path(1, false, attrs(|_| {}));
-    far.peer_address = Some("192.0.2.200".parse().expect("ip"));
+    // Another peer with the same router ID, at 192.0.2.200.
+    let mut far = path(200, false, attrs(|_| {}));
+    far.peer_router_id = ibgp.peer_router_id;
     assert_eq!(
         decided_by(&ibgp, &far, OPTS),
         (Ordering::Less, Step::PeerAddress)
@@ -158,8 +176,8 @@ fn unreachable_next_hops_are_never_best() {
     let better_but_unreachable = path(1, true, attrs(|a| a.local_pref = Some(500)));
     let reach = |p: &Path| p.attrs.next_hop != Some("192.0.2.1".parse().expect("ip"));
     let paths = [better_but_unreachable, good];
-    assert_eq!(select_best(&paths, OPTS, &reach), Some(1));
-    assert_eq!(select_best(&paths[..1], OPTS, &reach), None);
+    assert_eq!(select_best(&paths, OPTS, &Facts(reach)), Some(1));
+    assert_eq!(select_best(&paths[..1], OPTS, &Facts(reach)), None);
 }
 
 #[test]
@@ -207,7 +225,7 @@ fn deterministic_med_does_not_depend_on_arrival_order() {
         .iter()
         .map(|o| {
             let v: Vec<Path> = o.iter().map(|&i| all[i].clone()).collect();
-            let best = select_best(&v, det, &all_reachable).expect("a best");
+            let best = select_best(&v, det, &Facts(all_reachable)).expect("a best");
             v[best].peer_router_id.octets()[3]
         })
         .collect();
@@ -1275,7 +1293,7 @@ fn long_lived_stale_paths_are_least_preferred_and_kept_from_non_llgr_peers() {
     r.flush();
     let p1: IpNet = p("10.1.0.0/24");
     assert_eq!(
-        r.best(&p1).expect("best").peer_address,
+        r.peer_address(r.best(&p1).expect("best")),
         Some(ip("192.0.2.1"))
     );
 
@@ -1291,7 +1309,7 @@ fn long_lived_stale_paths_are_least_preferred_and_kept_from_non_llgr_peers() {
     assert!(r.best(&p("10.2.0.0/24")).is_none());
     // Least preferred: peer 2's longer path wins now.
     assert_eq!(
-        r.best(&p1).expect("best").peer_address,
+        r.peer_address(r.best(&p1).expect("best")),
         Some(ip("192.0.2.2"))
     );
     // 10.7 has only the long-lived stale path: kept, marked, and sent only to

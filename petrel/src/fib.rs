@@ -5,11 +5,10 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bgpd::rib::FibChange;
-use bgpd::speaker::{FibEvent, Speaker};
+use bgpd::speaker::{FibEvent, FibQuery, Speaker};
 use ipnet::IpNet;
 use route_sync::{Kernel, NextHop, Reconciler, Route, RouteKey};
 use tokio::sync::mpsc;
@@ -50,32 +49,6 @@ enum Resolution {
     Unreachable,
 }
 
-/// Next-hop lists by value, each kept once: the million routes of a full
-/// table share a few, and one `Vec` per learned prefix was 230 MB of the
-/// agent's peak at a million (heaptrack).
-#[derive(Debug, Default)]
-struct NextHopSets(HashSet<Arc<[IpAddr]>>);
-
-impl NextHopSets {
-    /// The shared copy of a list.
-    fn share(&mut self, hops: &[IpAddr]) -> Arc<[IpAddr]> {
-        if let Some(s) = self.0.get(hops) {
-            return s.clone();
-        }
-        let s: Arc<[IpAddr]> = hops.into();
-        self.0.insert(s.clone());
-        s
-    }
-
-    /// Gives a list back; it goes once nothing else holds it (one reference
-    /// is the caller's, one the set's).
-    fn release(&mut self, hops: Arc<[IpAddr]>) {
-        if Arc::strong_count(&hops) == 2 {
-            self.0.remove(&hops);
-        }
-    }
-}
-
 /// Runs until the speaker goes away.
 pub async fn run(
     speaker: Speaker,
@@ -94,10 +67,10 @@ pub async fn run(
         None => None,
     };
     let mut best = speaker.subscribe_fib()?;
-    // A full table's worth, packed densely (see route_sync::table for why).
-    let mut learned: indexmap::IndexMap<IpNet, Arc<[IpAddr]>, foldhash::fast::RandomState> =
-        indexmap::IndexMap::default();
-    let mut sets = NextHopSets::default();
+    // No copy of what BGP learned is kept here (a full table's worth, 64 MB
+    // at a million): the few times a prefix's next hops are needed again
+    // (a blackhole handed back, a next hop's way out moved) the speaker is
+    // asked.
     let mut blackholed: HashSet<IpNet> = HashSet::new();
     let mut resolved: HashMap<IpAddr, Resolution> = HashMap::new();
     let mut full_sync_at = Some(tokio::time::Instant::now() + opts.initial_delay);
@@ -126,7 +99,7 @@ pub async fn run(
                         // Every peer sent its table: what was not announced
                         // again (stale routes from before a restart) goes now.
                         if full_sync_at.take().is_some() {
-                            tracing::info!(routes = learned.len() + blackholed.len(), "initial FIB sync after convergence");
+                            tracing::info!(blackholes = blackholed.len(), "initial FIB sync after convergence");
                             reconciler.complete();
                         }
                         continue;
@@ -137,9 +110,6 @@ pub async fn run(
                 for FibChange { prefix, next_hops } in batch {
                     match next_hops {
                         Some(nhs) => {
-                            if let Some(old) = learned.insert(prefix, sets.share(&nhs)) {
-                                sets.release(old);
-                            }
                             if blackholed.contains(&prefix) {
                                 // Our own block: its blackhole stays, whoever else announces it.
                                 continue;
@@ -150,9 +120,6 @@ pub async fn run(
                             }
                         }
                         None => {
-                            if let Some(old) = learned.swap_remove(&prefix) {
-                                sets.release(old);
-                            }
                             if !blackholed.contains(&prefix) {
                                 removals.push(key(prefix, opts.table));
                             }
@@ -171,17 +138,23 @@ pub async fn run(
                     let new: HashSet<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
                     let mut gone = Vec::new();
                     let mut upserts: Vec<Route> = new.difference(&blackholed).map(|p| Route::blackhole(*p)).collect();
-                    for p in blackholed.difference(&new) {
-                        // No longer ours: what BGP knows of it (if anything) takes over.
-                        let learned_route = match learned.get(p) {
-                            Some(nhs) => route_for(&kernel, onlink, &speaker, &mut resolved, *p, nhs).await,
-                            None => None,
-                        };
-                        match learned_route {
-                            Some(r) => upserts.push(r),
-                            None => gone.push(key(*p, opts.table)),
+                    // No longer ours: what BGP knows of them (if anything) takes over.
+                    let released: Vec<IpNet> = blackholed.difference(&new).copied().collect();
+                    let learned = if released.is_empty() {
+                        Vec::new()
+                    } else {
+                        speaker.fib_routes(FibQuery::Prefixes(released.clone())).await.unwrap_or_default()
+                    };
+                    let mut replaced = HashSet::new();
+                    for FibChange { prefix, next_hops } in learned {
+                        if let Some(nhs) = next_hops
+                            && let Some(r) = route_for(&kernel, onlink, &speaker, &mut resolved, prefix, &nhs).await
+                        {
+                            replaced.insert(prefix);
+                            upserts.push(r);
                         }
                     }
+                    gone.extend(released.iter().filter(|p| !replaced.contains(*p)).map(|p| key(*p, opts.table)));
                     blackholed = new;
                     if !gone.is_empty() {
                         reconciler.remove(gone);
@@ -205,13 +178,20 @@ pub async fn run(
                     }
                 }
                 if !changed.is_empty() {
+                    // Asked after the reachability news above, which the
+                    // speaker takes first: paths through next hops now
+                    // unreachable are no longer best, and their removal
+                    // comes as changes.
+                    let changed: Vec<IpAddr> = changed.into_iter().collect();
+                    let routes = speaker.fib_routes(FibQuery::Via(changed)).await.unwrap_or_default();
                     let mut upserts = Vec::new();
                     let mut removals = Vec::new();
-                    for (prefix, nhs) in &learned {
-                        if !blackholed.contains(prefix) && nhs.iter().any(|n| changed.contains(n)) {
-                            match route_for(&kernel, onlink, &speaker, &mut resolved, *prefix, nhs).await {
+                    for FibChange { prefix, next_hops } in routes {
+                        let Some(nhs) = next_hops else { continue };
+                        if !blackholed.contains(&prefix) {
+                            match route_for(&kernel, onlink, &speaker, &mut resolved, prefix, &nhs).await {
                                 Some(r) => upserts.push(r),
-                                None => removals.push(key(*prefix, opts.table)),
+                                None => removals.push(key(prefix, opts.table)),
                             }
                         }
                     }
@@ -223,7 +203,7 @@ pub async fn run(
                 full_sync_at = None;
                 // Everything learned so far was handed over as it came; what is
                 // not among it (stale routes from before a restart) goes now.
-                tracing::info!(routes = learned.len() + blackholed.len(), "initial FIB sync (convergence not reported in time)");
+                tracing::info!(blackholes = blackholed.len(), "initial FIB sync (convergence not reported in time)");
                 reconciler.complete();
             }
         }

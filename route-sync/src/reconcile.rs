@@ -24,8 +24,11 @@ use crate::table::RouteTable;
 const MONITOR_BUFFER: i32 = 32 << 20;
 
 /// Routes queued by [`Reconciler::upsert`] and [`Reconciler::remove`] that
-/// one round takes together (more if one call brought more): enough to fill
-/// many netlink datagrams, few enough that a round's working set stays small.
+/// one round takes together, and the most one kernel round applies (a call
+/// with more goes in several): enough to fill many netlink datagrams, few
+/// enough that a round's working set stays small. A million removals in one
+/// call (a next hop lost under a full table) made one round's map alone
+/// 330 MB.
 const ROUND_ROUTES: usize = 16_384;
 
 /// What the reconciler last did, for status and for the speaker.
@@ -356,6 +359,9 @@ async fn run(
                                     pending.insert(r.key(), Some(r.clone()));
                                 }
                                 desired.insert(r);
+                                if pending.len() >= ROUND_ROUTES {
+                                    flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
+                                }
                             }
                         }
                         Desired::Remove(keys) => {
@@ -363,6 +369,9 @@ async fn run(
                                 k.table = opts.table;
                                 desired.remove(&k);
                                 pending.insert(k, None);
+                                if pending.len() >= ROUND_ROUTES {
+                                    flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
+                                }
                             }
                         }
                     }
