@@ -820,8 +820,9 @@ pub struct Rib {
     peers: HashMap<PeerId, PeerState>,
     groups: Vec<Group>,
     loc: BigMap<IpNet, Dest>,
-    /// Grows incrementally (griddle moves a few entries per insert): a rehash hashes whole
-    /// attribute sets, and a quarter million of them took ~190 ms at once.
+    /// Grows incrementally (griddle moves a few entries per insert): a
+    /// rehash hashes whole attribute sets, and a quarter million of them
+    /// took ~190 ms at once.
     interned: griddle::HashSet<Arc<Attrs>, foldhash::fast::RandomState>,
     /// The same sets in a list, for sweeping in bounded steps: a full pass
     /// over a quarter million (cache misses on every reference count) held
