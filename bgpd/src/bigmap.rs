@@ -27,7 +27,7 @@ use foldhash::HashMap;
 use foldhash::fast::FixedState;
 
 /// Number of shards of a split map.
-pub(crate) const SHARDS: usize = 256;
+const SHARDS: usize = 256;
 
 /// Entries at which a map splits into shards: the one rehash it costs is of
 /// this many entries, a few hundred microseconds.

@@ -272,13 +272,13 @@ pub fn compare(
     opts: DecisionOptions,
     cx: &dyn PathContext,
 ) -> (Ordering, Step) {
-    let reachable = |p: &Path| cx.reachable(p);
     let by = |o: Ordering, s: Step| (o != Ordering::Equal).then_some((o, s));
     let lp = |p: &Path| p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
     let med = |p: &Path| p.attrs.med.unwrap_or(0);
     let rid = |p: &Path| p.attrs.originator_id.unwrap_or(p.peer_router_id);
     let med_comparable = opts.always_compare_med || a.attrs.neighbor_as() == b.attrs.neighbor_as();
     let llgr = |p: &Path| p.attrs.has_community(Community::LLGR_STALE);
+    let reachable = |p: &Path| cx.reachable(p);
     by(reachable(b).cmp(&reachable(a)), Step::NextHopUnreachable)
         .or_else(|| by(llgr(a).cmp(&llgr(b)), Step::LongLivedStale))
         .or_else(|| by(lp(b).cmp(&lp(a)), Step::LocalPref))
@@ -1243,7 +1243,7 @@ impl Rib {
         let was_up = std::mem::replace(&mut state.up, false);
         state.end_of_rib.clear();
         let mut gone = Vec::new();
-        for (key, rejected) in state.received.iter() {
+        for (key, rejected) in &state.received {
             // Rejected entries carry no path: nothing to keep forwarding.
             if families.contains(&family(&key.0)) && !rejected {
                 state.stale.insert(*key);
@@ -2162,13 +2162,8 @@ impl Rib {
     /// prefix whose best path may have changed, where to forward now (`None`:
     /// nothing to install, the prefix is gone or only originated here).
     pub fn fib_changes(&mut self) -> Vec<FibChange> {
-        self.take_best_changes()
-            .into_iter()
-            .map(|prefix| {
-                let next_hops = self.fib_next_hops(&prefix);
-                FibChange { prefix, next_hops }
-            })
-            .collect()
+        let changed = self.take_best_changes();
+        self.fib_routes(&changed)
     }
 
     /// The prefixes whose best path may have changed since the last call
@@ -2262,36 +2257,40 @@ impl Rib {
         }
         prefixes
             .iter()
-            .map(|p| FibChange {
-                prefix: p.trunc(),
-                next_hops: self.fib_next_hops(&p.trunc()),
+            .map(|p| {
+                let prefix = p.trunc();
+                FibChange {
+                    prefix,
+                    next_hops: self.fib_next_hops(&prefix),
+                }
             })
             .collect()
     }
 
-    /// Every prefix whose FIB next hops include one of `hops`, with all its
-    /// next hops; nothing while selection is deferred. A pass over the
-    /// Loc-RIB: for the rare times a next hop's way out moves.
-    pub fn fib_routes_via(&self, hops: &[IpAddr]) -> Vec<FibChange> {
-        if self.deferring || hops.is_empty() {
+    /// Every prefix the FIB forwards, with its next hops; with `via`, only
+    /// those forwarded through one of these next hops. Nothing while
+    /// selection is deferred. A pass over the Loc-RIB: for a new FIB
+    /// subscriber, and for the rare times a next hop's way out moves.
+    pub fn fib_table(&self, via: Option<&[IpAddr]>) -> Vec<FibChange> {
+        if self.deferring {
             return Vec::new();
         }
+        let through = |nh: &IpAddr| via.is_none_or(|v| v.contains(nh));
         self.loc
             .iter()
+            // Cheap first: a candidate through one of them at all.
             .filter(|(_, d)| {
-                d.paths
-                    .iter()
-                    .any(|p| p.attrs.next_hop.is_some_and(|nh| hops.contains(&nh)))
+                via.is_none()
+                    || d.paths
+                        .iter()
+                        .any(|p| p.attrs.next_hop.as_ref().is_some_and(through))
             })
             .filter_map(|(prefix, _)| {
                 let next_hops = self.fib_next_hops(prefix)?;
-                next_hops
-                    .iter()
-                    .any(|nh| hops.contains(nh))
-                    .then_some(FibChange {
-                        prefix: *prefix,
-                        next_hops: Some(next_hops),
-                    })
+                next_hops.iter().any(through).then_some(FibChange {
+                    prefix: *prefix,
+                    next_hops: Some(next_hops),
+                })
             })
             .collect()
     }

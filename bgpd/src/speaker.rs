@@ -625,13 +625,22 @@ impl Speaker {
         self.journal.subscribe(after).await
     }
 
-    /// Applies a new configuration; only peers whose settings changed are reset.
-    pub async fn configure(&self, config: SpeakerConfig) -> Result<(), SpeakerError> {
+    /// Sends a command that answers on a oneshot and waits for the answer.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SpeakerError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Configure(Box::new(config), tx))
+            .send(command(tx))
             .map_err(|_| SpeakerError::Stopped)?;
-        rx.await.map_err(|_| SpeakerError::Stopped)?
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Applies a new configuration; only peers whose settings changed are reset.
+    pub async fn configure(&self, config: SpeakerConfig) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::Configure(Box::new(config), tx))
+            .await?
     }
 
     /// The status of every peer.
@@ -652,11 +661,7 @@ impl Speaker {
 
     /// Routes matching a filter.
     pub async fn routes(&self, filter: RouteFilter) -> Result<Vec<RouteView>, SpeakerError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Routes(filter, tx))
-            .map_err(|_| SpeakerError::Stopped)?;
-        rx.await.map_err(|_| SpeakerError::Stopped)
+        self.ask(|tx| Command::Routes(filter, tx)).await
     }
 
     /// One peer's Adj-RIB-In (what it sent us, as it entered the decision)
@@ -666,19 +671,13 @@ impl Speaker {
         peer: &str,
         side: AdjRibSide,
     ) -> Result<Vec<RouteView>, SpeakerError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::AdjRib(peer.to_string(), side, tx))
-            .map_err(|_| SpeakerError::Stopped)?;
-        rx.await.map_err(|_| SpeakerError::Stopped)?
+        self.ask(|tx| Command::AdjRib(peer.to_string(), side, tx))
+            .await?
     }
 
     async fn control(&self, peer: &str, what: PeerControl) -> Result<(), SpeakerError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Control(peer.to_string(), what, tx))
-            .map_err(|_| SpeakerError::Stopped)?;
-        rx.await.map_err(|_| SpeakerError::Stopped)?
+        self.ask(|tx| Command::Control(peer.to_string(), what, tx))
+            .await?
     }
 
     /// Resets a peer's session (`peer`: its address, or its name when that
@@ -706,20 +705,12 @@ impl Speaker {
     /// Explains a prefix (exactly this prefix): `None` if the RIB has no
     /// path for it.
     pub async fn explain(&self, prefix: IpNet) -> Result<Option<RouteExplanation>, SpeakerError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Explain(prefix.trunc(), tx))
-            .map_err(|_| SpeakerError::Stopped)?;
-        rx.await.map_err(|_| SpeakerError::Stopped)
+        self.ask(|tx| Command::Explain(prefix.trunc(), tx)).await
     }
 
     /// Counts for status and metrics.
     pub async fn summary(&self) -> Result<SpeakerSummary, SpeakerError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Summary(tx))
-            .map_err(|_| SpeakerError::Stopped)?;
-        rx.await.map_err(|_| SpeakerError::Stopped)
+        self.ask(Command::Summary).await
     }
 
     /// Receives, in batches, every change of the best paths the forwarding
@@ -740,11 +731,7 @@ impl Speaker {
     /// may run ahead of changes still queued for the subscriber, which
     /// then repeat or overtake it: the last word is always the queue's.
     pub async fn fib_routes(&self, query: FibQuery) -> Result<Vec<FibChange>, SpeakerError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::FibRoutes(query, tx))
-            .map_err(|_| SpeakerError::Stopped)?;
-        rx.await.map_err(|_| SpeakerError::Stopped)
+        self.ask(|tx| Command::FibRoutes(query, tx)).await
     }
 
     /// Tells the decision process whether a next hop can be reached (from the
@@ -1361,20 +1348,7 @@ impl SpeakerTask {
             Some(Command::SubscribeFib(tx)) => {
                 // While selection is deferred the FIB hears nothing:
                 // everything comes when the deferral ends.
-                let all: Vec<FibChange> = if self.rib.deferring() {
-                    Vec::new()
-                } else {
-                    self.rib
-                        .iter()
-                        .filter_map(|(prefix, _)| {
-                            let next_hops = self.rib.fib_next_hops(prefix)?;
-                            Some(FibChange {
-                                prefix: *prefix,
-                                next_hops: Some(next_hops),
-                            })
-                        })
-                        .collect()
-                };
+                let all = self.rib.fib_table(None);
                 // Changes still pending are sent again on the next
                 // flush: harmless, and the journal needs them.
                 let _ = tx.send(FibEvent::Changes(all));
@@ -1407,7 +1381,7 @@ impl SpeakerTask {
             Some(Command::FibRoutes(query, done)) => {
                 let _ = done.send(match query {
                     FibQuery::Prefixes(prefixes) => self.rib.fib_routes(&prefixes),
-                    FibQuery::Via(hops) => self.rib.fib_routes_via(&hops),
+                    FibQuery::Via(hops) => self.rib.fib_table(Some(&hops)),
                 });
             }
             Some(Command::Summary(done)) => {

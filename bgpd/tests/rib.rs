@@ -1524,3 +1524,67 @@ fn unused_attribute_sets_are_swept_a_bounded_step_per_flush() {
          more finish it, 4096 sets a step"
     );
 }
+
+#[test]
+fn the_fib_side_can_ask_where_prefixes_forward_now() {
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("192.0.2.2", 65002, "192.0.2.100"));
+    r.update(
+        1,
+        &announce(
+            vec![65001],
+            "192.0.2.1",
+            &["10.1.0.0/24", "10.3.0.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    r.update(
+        2,
+        &announce(
+            vec![65002],
+            "192.0.2.2",
+            &["10.2.0.0/24", "10.3.0.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    r.flush();
+    let sorted = |mut v: Vec<bgpd::rib::FibChange>| {
+        v.sort_by_key(|c| c.prefix);
+        v.into_iter()
+            .map(|c| (c.prefix.to_string(), c.next_hops))
+            .collect::<Vec<_>>()
+    };
+    // 10.3 has two equal paths: both next hops, whichever was asked about.
+    assert_eq!(
+        sorted(r.fib_table(Some(&[ip("192.0.2.2")]))),
+        [
+            ("10.2.0.0/24".to_string(), Some(vec![ip("192.0.2.2")])),
+            (
+                "10.3.0.0/24".to_string(),
+                Some(vec![ip("192.0.2.1"), ip("192.0.2.2")])
+            ),
+        ]
+    );
+    assert_eq!(r.fib_table(None).len(), 3);
+    assert!(r.fib_table(Some(&[ip("192.0.2.9")])).is_empty());
+    // Asked by prefix (not truncated on purpose): unknown ones get `None`.
+    assert_eq!(
+        sorted(r.fib_routes(&[p("10.1.0.0/24"), "10.9.0.1/24".parse().expect("p")])),
+        [
+            ("10.1.0.0/24".to_string(), Some(vec![ip("192.0.2.1")])),
+            ("10.9.0.0/24".to_string(), None),
+        ]
+    );
+    // A next hop lost: 10.3 forwards through the other one only.
+    r.set_next_hop_reachable(ip("192.0.2.1"), false);
+    assert_eq!(
+        sorted(r.fib_table(Some(&[ip("192.0.2.1"), ip("192.0.2.2")]))),
+        [
+            ("10.2.0.0/24".to_string(), Some(vec![ip("192.0.2.2")])),
+            ("10.3.0.0/24".to_string(), Some(vec![ip("192.0.2.2")])),
+        ]
+    );
+}

@@ -102,7 +102,8 @@ pub async fn run(ctx: crate::controller::LeaderContext) -> anyhow::Result<()> {
         let ar = resource(kind, plural);
         let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
         let writer = reflector::store::Writer::new(ar);
-        let (store, task) = crate::kube_source::reflect(api, writer, kind, tx.clone());
+        let (store, task) =
+            crate::kube_source::reflect(api, Default::default(), writer, kind, tx.clone());
         watches.tasks.push(task);
         watches.stores.push((kind, plural, store));
     }

@@ -58,29 +58,9 @@ impl Drop for KubeSource {
     }
 }
 
-/// Starts a reflector on `api` into `writer`'s store, bumping `generation`
-/// on every change.
+/// Starts a reflector on `api` (with `config`: a label selector, say) into
+/// `writer`'s store, bumping `generation` on every change.
 pub(crate) fn reflect<K>(
-    api: Api<K>,
-    writer: reflector::store::Writer<K>,
-    kind: &'static str,
-    generation: Arc<watch::Sender<u64>>,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    reflect_with(api, watcher::Config::default(), writer, kind, generation)
-}
-
-/// [`reflect`] with a watch configuration (a label selector, say).
-pub(crate) fn reflect_with<K>(
     api: Api<K>,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
@@ -137,6 +117,7 @@ impl KubeSource {
         let (nodes, t) = reflect(
             Api::<Node>::all(client.clone()),
             Default::default(),
+            Default::default(),
             "Node",
             tx.clone(),
         );
@@ -144,12 +125,14 @@ impl KubeSource {
         let (services, t) = reflect(
             Api::<Service>::all(client.clone()),
             Default::default(),
+            Default::default(),
             "Service",
             tx.clone(),
         );
         tasks.push(t);
         let (slices, t) = reflect(
             Api::<EndpointSlice>::all(client.clone()),
+            Default::default(),
             Default::default(),
             "EndpointSlice",
             tx.clone(),
@@ -161,6 +144,7 @@ impl KubeSource {
         let (secrets, t) = reflect(
             Api::<Secret>::namespaced(client.clone(), &namespace),
             Default::default(),
+            Default::default(),
             "Secret",
             tx.clone(),
         );
@@ -171,7 +155,7 @@ impl KubeSource {
             let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
             let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
             let writer = reflector::store::Writer::new(ar);
-            let (reader, t) = reflect(api, writer, kind, tx.clone());
+            let (reader, t) = reflect(api, Default::default(), writer, kind, tx.clone());
             tasks.push(t);
             custom.push((kind, reader));
         }

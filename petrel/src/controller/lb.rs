@@ -46,6 +46,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::LeaderContext;
+use crate::kube_source::reflect;
 
 /// Settings of the LoadBalancer IP task.
 #[derive(Debug, Clone, Default)]
@@ -695,25 +696,13 @@ where
     }
 }
 
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    writer: reflector::store::Writer<K>,
-    kind: &'static str,
-    changes: Arc<watch::Sender<u64>>,
-) -> Reflected<K>
+impl<K: kube::Resource + Clone + 'static> From<(Store<K>, JoinHandle<()>)> for Reflected<K>
 where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let (store, task) = crate::kube_source::reflect_with(api, config, writer, kind, changes);
-    Reflected { store, task }
+    fn from((store, task): (Store<K>, JoinHandle<()>)) -> Self {
+        Reflected { store, task }
+    }
 }
 
 /// Runs the LoadBalancer IP task for one term, until aborted.
@@ -721,32 +710,35 @@ pub async fn run(ctx: LeaderContext, opts: LbOptions) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     let (tx, mut changes) = watch::channel(0u64);
     let tx = Arc::new(tx);
-    let services = reflect(
+    let services: Reflected<_> = reflect(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
         Default::default(),
         "Service",
         tx.clone(),
-    );
-    let namespaces = reflect(
+    )
+    .into();
+    let namespaces: Reflected<_> = reflect(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
         Default::default(),
         "Namespace",
         tx.clone(),
-    );
+    )
+    .into();
     let ar = pools_resource();
     let mut pool_config = watcher::Config::default();
     if let Some(sel) = &opts.pool_selector {
         pool_config = pool_config.labels(sel);
     }
-    let pools = reflect(
+    let pools: Reflected<_> = reflect(
         Api::<DynamicObject>::all_with(client.clone(), &ar),
         pool_config,
         reflector::store::Writer::new(ar.clone()),
         "LoadBalancerPool",
         tx.clone(),
-    );
+    )
+    .into();
 
     // Nothing is decided from a partial view: a Service missing from an
     // unfinished list would look deleted, a pool missing would drop its
