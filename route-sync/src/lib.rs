@@ -23,4 +23,4 @@ pub mod table;
 pub use kernel::{Applied, Kernel, KernelError};
 pub use reconcile::{Options, Reconciler, Report};
 pub use route::{Changes, KernelRoute, NextHop, Route, RouteKey, RouteKind, diff, diff_maps};
-pub use table::RouteTable;
+pub use table::{RouteTable, View};

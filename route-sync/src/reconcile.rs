@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::kernel::{Kernel, KernelError, from_message};
 use crate::route::{Changes, KernelRoute, Route, RouteKey, diff_maps};
-use crate::table::RouteTable;
+use crate::table::{RouteTable, View};
 
 /// Receive buffer asked for on the monitor socket.
 const MONITOR_BUFFER: i32 = 32 << 20;
@@ -159,13 +159,12 @@ impl Reconciler {
             .filter(|k| k.protocol != opts.protocol)
             .map(|k| ((k.route.table, k.route.prefix), k.clone()))
             .collect();
-        let known: RouteTable = existing
-            .into_iter()
-            .filter(|k| k.protocol == opts.protocol)
-            .map(|k| k.route)
-            .collect();
+        let mut table = RouteTable::new();
+        for k in existing.into_iter().filter(|k| k.protocol == opts.protocol) {
+            table.insert(View::Kernel, k.route);
+        }
         let task = tokio::spawn(run(
-            kernel, opts, desired_rx, report_tx, monitor, known, foreign,
+            kernel, opts, desired_rx, report_tx, monitor, table, foreign,
         ));
         Ok(Reconciler {
             opts,
@@ -292,14 +291,14 @@ async fn run(
     mut desired_rx: mpsc::UnboundedReceiver<Desired>,
     report_tx: watch::Sender<Report>,
     monitor: TokioSocket,
-    // Our routes as the kernel has them, from the start dump and the monitor:
-    // changes already in place are not sent again, so a restarted agent
+    // The routes wanted and, in the kernel view, ours as the kernel has
+    // them (from the start dump, our own changes and the monitor): changes
+    // already in place are not sent again, so a restarted agent
     // re-announcing what survived causes no kernel events at all.
-    mut known: RouteTable,
+    mut table: RouteTable,
     // Other protocols' routes in our table, which our wanted routes must not fight.
     mut foreign: HashMap<(u32, ipnet::IpNet), KernelRoute>,
 ) {
-    let mut desired = RouteTable::new();
     let mut report = report_tx.borrow().clone();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut owed = false;
@@ -336,15 +335,18 @@ async fn run(
                 for cmd in cmds {
                     match cmd {
                         Desired::Set(routes) => {
-                            flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
-                            desired = routes.into_iter().map(|r| own(&opts, r)).collect();
+                            flush_pending(&kernel, &mut pending, &mut table, &mut report).await;
+                            table.clear(View::Wanted);
+                            for r in routes {
+                                table.insert(View::Wanted, own(&opts, r));
+                            }
                             started = true;
-                            sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
+                            sync(&kernel, &opts, &mut table, &mut foreign, &mut owed, &mut report).await;
                         }
                         Desired::Complete => {
-                            flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
+                            flush_pending(&kernel, &mut pending, &mut table, &mut report).await;
                             started = true;
-                            sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut owed, &mut report).await;
+                            sync(&kernel, &opts, &mut table, &mut foreign, &mut owed, &mut report).await;
                         }
                         Desired::Upsert(routes) => {
                             for r in routes.into_iter().map(|r| own(&opts, r)) {
@@ -358,25 +360,25 @@ async fn run(
                                 } else {
                                     pending.insert(r.key(), Some(r.clone()));
                                 }
-                                desired.insert(r);
+                                table.insert(View::Wanted, r);
                                 if pending.len() >= ROUND_ROUTES {
-                                    flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
+                                    flush_pending(&kernel, &mut pending, &mut table, &mut report).await;
                                 }
                             }
                         }
                         Desired::Remove(keys) => {
                             for mut k in keys {
                                 k.table = opts.table;
-                                desired.remove(&k);
+                                table.remove(View::Wanted, &k);
                                 pending.insert(k, None);
                                 if pending.len() >= ROUND_ROUTES {
-                                    flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
+                                    flush_pending(&kernel, &mut pending, &mut table, &mut report).await;
                                 }
                             }
                         }
                     }
                 }
-                flush_pending(&kernel, &mut pending, &desired, &mut known, &mut report).await;
+                flush_pending(&kernel, &mut pending, &mut table, &mut report).await;
                 let _ = report_tx.send(report.clone());
             }
             got = monitor.recv(&mut buf) => {
@@ -394,10 +396,10 @@ async fn run(
                                 let ours = k.protocol == opts.protocol;
                                 match (ours, deleted) {
                                     (true, true) => {
-                                        known.remove(&k.route.key());
+                                        table.remove(View::Kernel, &k.route.key());
                                     }
                                     (true, false) => {
-                                        known.insert(k.route.clone());
+                                        table.insert(View::Kernel, k.route.clone());
                                     }
                                     (false, true) => {
                                         foreign.remove(&(k.route.table, k.route.prefix));
@@ -408,7 +410,7 @@ async fn run(
                                 }
                             }
                             if started {
-                                repair(&kernel, &opts, &desired, &k, deleted, &mut known, &mut report).await;
+                                repair(&kernel, &opts, &k, deleted, &mut table, &mut report).await;
                             }
                         }
                         Notice::Loss | Notice::Gain if started => {
@@ -434,41 +436,43 @@ async fn run(
             _ = async { tokio::time::sleep_until(resync_at.unwrap_or_else(tokio::time::Instant::now)).await }, if resync_at.is_some() => {
                 resync_at = None;
                 let mut dump = std::mem::take(&mut resync_dump);
-                sync(&kernel, &opts, &desired, &mut known, &mut foreign, &mut dump, &mut report).await;
+                sync(&kernel, &opts, &mut table, &mut foreign, &mut dump, &mut report).await;
                 let _ = report_tx.send(report.clone());
             }
         }
     }
 }
 
-/// Records in `known` what a successful apply put in or took out (our own
-/// notifications are not read, so this is how `known` learns of our changes).
-fn remember(known: &mut RouteTable, changes: &Changes, applied: &crate::kernel::Applied) {
+/// Records in the kernel view what a successful apply put in or took out
+/// (our own notifications are not read, so this is how it learns of our
+/// changes).
+fn remember(table: &mut RouteTable, changes: &Changes, applied: &crate::kernel::Applied) {
     let failed: foldhash::HashSet<RouteKey> = applied.failed.iter().map(|(r, _)| r.key()).collect();
     for r in changes.add.iter().chain(&changes.replace) {
         if !failed.contains(&r.key()) {
-            known.insert(r.clone());
+            table.insert(View::Kernel, r.clone());
         }
     }
     for r in &changes.delete {
         if !failed.contains(&r.key()) {
-            known.remove(&r.key());
+            table.remove(View::Kernel, &r.key());
         }
     }
 }
 
-/// Applies changes, records them in `known` and logs what the kernel refused.
+/// Applies changes, records them in the kernel view and logs what the
+/// kernel refused.
 async fn apply_logged(
     kernel: &Kernel,
     changes: &Changes,
-    known: &mut RouteTable,
+    table: &mut RouteTable,
     report: &mut Report,
 ) -> crate::kernel::Applied {
     let started = std::time::Instant::now();
     let applied = kernel.apply(changes).await;
     report.applies += 1;
     report.apply_seconds += started.elapsed().as_secs_f64();
-    remember(known, changes, &applied);
+    remember(table, changes, &applied);
     for (r, why) in &applied.failed {
         tracing::warn!(route = %r, reason = %why, "kernel refused a route");
     }
@@ -487,8 +491,7 @@ fn own(opts: &Options, mut r: Route) -> Route {
 async fn flush_pending(
     kernel: &Kernel,
     pending: &mut HashMap<RouteKey, Option<Route>>,
-    desired: &RouteTable,
-    known: &mut RouteTable,
+    table: &mut RouteTable,
     report: &mut Report,
 ) {
     if pending.is_empty() {
@@ -497,22 +500,21 @@ async fn flush_pending(
     let mut changes = Changes::default();
     for (key, op) in pending.drain() {
         match op {
-            Some(r) if !known.satisfies(&r) => changes.replace.push(r),
+            Some(r) if !table.installed(&r) => changes.replace.push(r),
             Some(_) => {}
-            None => changes.delete.extend(known.get(&key)),
+            None => changes.delete.extend(table.get(View::Kernel, &key)),
         }
     }
-    apply_delta(kernel, &changes, desired.len(), known, report).await;
+    apply_delta(kernel, &changes, table, report).await;
 }
 
 async fn apply_delta(
     kernel: &Kernel,
     changes: &Changes,
-    wanted: usize,
-    known: &mut RouteTable,
+    table: &mut RouteTable,
     report: &mut Report,
 ) {
-    let applied = apply_logged(kernel, changes, known, report).await;
+    let applied = apply_logged(kernel, changes, table, report).await;
     // Keep the failure list current: drop entries this delta settled.
     report.failed.retain(|(r, _)| {
         !changes
@@ -522,14 +524,15 @@ async fn apply_delta(
             .any(|c| c.key() == r.key())
     });
     report.failed.extend(applied.failed);
-    report.installed = wanted.saturating_sub(report.failed.len() + report.conflicts.len());
+    report.installed = table
+        .len(View::Wanted)
+        .saturating_sub(report.failed.len() + report.conflicts.len());
 }
 
 async fn full_sync(
     kernel: &Kernel,
     opts: &Options,
-    desired: &RouteTable,
-    known: &mut RouteTable,
+    table: &mut RouteTable,
     foreign: &mut HashMap<(u32, ipnet::IpNet), KernelRoute>,
     report: &mut Report,
 ) {
@@ -540,17 +543,17 @@ async fn full_sync(
             return;
         }
     };
-    known.clear();
+    table.clear(View::Kernel);
     foreign.clear();
     for k in existing {
         if k.protocol == opts.protocol {
-            known.insert(k.route);
+            table.insert(View::Kernel, k.route);
         } else {
             foreign.insert((k.route.table, k.route.prefix), k);
         }
     }
-    let changes = diff_maps(desired, known, foreign);
-    settle(kernel, &changes, desired.len(), known, report).await;
+    let changes = diff_maps(table, foreign);
+    settle(kernel, &changes, table, report).await;
 }
 
 /// Makes the kernel equal to the complete set: from what is known (start dump,
@@ -560,33 +563,28 @@ async fn full_sync(
 async fn sync(
     kernel: &Kernel,
     opts: &Options,
-    desired: &RouteTable,
-    known: &mut RouteTable,
+    table: &mut RouteTable,
     foreign: &mut HashMap<(u32, ipnet::IpNet), KernelRoute>,
     owed: &mut bool,
     report: &mut Report,
 ) {
     if std::mem::take(owed) {
-        full_sync(kernel, opts, desired, known, foreign, report).await;
+        full_sync(kernel, opts, table, foreign, report).await;
     } else {
-        let changes = diff_maps(desired, known, foreign);
-        settle(kernel, &changes, desired.len(), known, report).await;
+        let changes = diff_maps(table, foreign);
+        settle(kernel, &changes, table, report).await;
     }
 }
 
 /// Applies a complete diff and records the outcome.
-async fn settle(
-    kernel: &Kernel,
-    changes: &Changes,
-    wanted: usize,
-    known: &mut RouteTable,
-    report: &mut Report,
-) {
-    let applied = apply_logged(kernel, changes, known, report).await;
+async fn settle(kernel: &Kernel, changes: &Changes, table: &mut RouteTable, report: &mut Report) {
+    let applied = apply_logged(kernel, changes, table, report).await;
     for (r, k) in &changes.conflicts {
         tracing::warn!(route = %r, holder = %k.route, protocol = k.protocol, "prefix held by another protocol; not installed");
     }
-    report.installed = wanted.saturating_sub(changes.conflicts.len() + applied.failed.len());
+    report.installed = table
+        .len(View::Wanted)
+        .saturating_sub(changes.conflicts.len() + applied.failed.len());
     report.failed = applied.failed;
     report.conflicts = changes.conflicts.clone();
     report.synced = true;
@@ -597,10 +595,9 @@ async fn settle(
 async fn repair(
     kernel: &Kernel,
     opts: &Options,
-    desired: &RouteTable,
     seen: &KernelRoute,
     deleted: bool,
-    known: &mut RouteTable,
+    table: &mut RouteTable,
     report: &mut Report,
 ) {
     let r = &seen.route;
@@ -608,7 +605,7 @@ async fn repair(
         return;
     }
     let key = r.key();
-    let want = desired.get(&key);
+    let want = table.get(View::Wanted, &key);
     let mut changes = Changes::default();
     if seen.protocol != opts.protocol {
         // Someone else's route: only interesting if it now blocks ours, which
@@ -625,7 +622,7 @@ async fn repair(
     }
     tracing::info!(route = %r, deleted, "route changed by someone else; restoring");
     let applied = kernel.apply(&changes).await;
-    remember(known, &changes, &applied);
+    remember(table, &changes, &applied);
     if applied.failed.is_empty() {
         report.repaired += 1;
     } else {

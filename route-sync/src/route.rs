@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::table::RouteTable;
+use crate::table::{RouteTable, View};
 
 /// The main routing table.
 pub const MAIN_TABLE: u32 = 254;
@@ -219,52 +219,47 @@ impl Changes {
 /// never touched; where one holds a wanted route's prefix and table, the wanted
 /// route is reported as a conflict instead of installed.
 pub fn diff(desired: &[Route], kernel: &[KernelRoute], protocol: u8) -> Changes {
-    let mut ours = RouteTable::new();
+    let mut table = RouteTable::new();
     let mut foreign: HashMap<(u32, IpNet), KernelRoute> = HashMap::new();
     for k in kernel {
         if k.protocol == protocol {
-            ours.insert(k.route.clone());
+            table.insert(View::Kernel, k.route.clone());
         } else {
             foreign.insert((k.route.table, k.route.prefix), k.clone());
         }
     }
-    let mut wanted = RouteTable::new();
     for d in desired {
         let mut d = d.clone();
         d.normalize();
-        if !wanted.contains_key(&d.key()) {
-            wanted.insert(d);
+        if !table.contains_key(View::Wanted, &d.key()) {
+            table.insert(View::Wanted, d);
         }
     }
-    diff_maps(&wanted, &ours, &foreign)
+    diff_maps(&table, &foreign)
 }
 
-/// [`diff`] over tables the caller keeps anyway: `desired` normalized,
-/// `ours` the kernel's routes of our protocol, `foreign` the others by table
-/// and prefix.
-pub fn diff_maps(
-    desired: &RouteTable,
-    ours: &RouteTable,
-    foreign: &HashMap<(u32, IpNet), KernelRoute>,
-) -> Changes {
+/// [`diff`] over a table the caller keeps anyway: its wanted view
+/// normalized, its kernel view the kernel's routes of our protocol, and
+/// `foreign` the others by table and prefix.
+pub fn diff_maps(table: &RouteTable, foreign: &HashMap<(u32, IpNet), KernelRoute>) -> Changes {
     let mut changes = Changes::default();
-    // By key first: a route is only assembled when it is to change.
-    for key in desired.keys() {
-        let assembled = || desired.get(key).into_iter();
-        if let Some(f) = foreign.get(&(key.table, key.prefix)) {
-            changes
-                .conflicts
-                .extend(assembled().map(|d| (d, f.clone())));
-        } else if !ours.contains_key(key) {
-            changes.add.extend(assembled());
-        } else if !desired.satisfied_in(key, ours) {
-            changes.replace.extend(assembled());
+    // By key, a route assembled only when it is to change.
+    for (key, wanted, installed, satisfied) in table.states() {
+        let held = foreign.get(&(key.table, key.prefix));
+        if wanted {
+            let assembled = || table.get(View::Wanted, key).into_iter();
+            if let Some(f) = held {
+                changes
+                    .conflicts
+                    .extend(assembled().map(|d| (d, f.clone())));
+            } else if !installed {
+                changes.add.extend(assembled());
+            } else if !satisfied {
+                changes.replace.extend(assembled());
+            }
         }
-    }
-    for key in ours.keys() {
-        let keep = desired.contains_key(key) && !foreign.contains_key(&(key.table, key.prefix));
-        if !keep && let Some(r) = ours.get(key) {
-            changes.delete.push(r);
+        if installed && (!wanted || held.is_some()) {
+            changes.delete.extend(table.get(View::Kernel, key));
         }
     }
     changes.delete.sort_by_key(|r| r.key());

@@ -1,13 +1,15 @@
-//! A set of routes by key, stored compactly: what makes a route more than its
-//! key (kind, next hops, source) is kept once per distinct value and shared.
+//! The reconciler's routes by key, stored compactly: for each key, the route
+//! wanted and the route the kernel has, side by side in one entry; what
+//! makes a route more than its key (kind, next hops, source) is kept once
+//! per distinct value and shared.
 //!
-//! The reconciler keeps two such sets the size of the table (what it wants,
-//! and what the kernel has), and a full BGP table has a million routes that
-//! share a handful of next-hop sets. Stored as whole [`Route`]s they took
-//! ~800 MB at a million routes (measured with heaptrack: each route its own
-//! next-hop `Vec`, and the map slot the size of a `Route`); here an entry is
-//! a key and a pointer, packed in an `IndexMap`: its entries sit densely in
-//! one vector (spare capacity never touched, so never resident) behind an
+//! A full BGP table is a million routes that share a handful of next-hop
+//! sets, wanted and installed. Stored as whole [`Route`]s in two maps they
+//! took ~800 MB at a million (heaptrack: each route its own next-hop `Vec`,
+//! the map slot the size of a `Route`); as two maps of key and pointer,
+//! 128 MB resident. Here a key is stored once for both views (~74 MB), and
+//! the comparison of the two is one look-up. The entries sit densely in an
+//! `IndexMap` (spare capacity never touched, so never resident) behind an
 //! index of integers, where a hash map's slots are 44–88% used and its old
 //! and new tables are both resident while it doubles. Growing the index
 //! rehashes the whole index at once (~200 ms at a million); that delays
@@ -16,9 +18,18 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use foldhash::{HashSet, HashSetExt};
+use foldhash::HashSet;
 
 use crate::route::{NextHop, Route, RouteKey, RouteKind, hops_satisfied};
+
+/// One of the two views the table keeps of each key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The route wanted.
+    Wanted,
+    /// Our route as the kernel has it.
+    Kernel,
+}
 
 /// Everything of a route but its key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,43 +47,174 @@ impl Body {
     }
 }
 
-/// Routes by key, their contents shared.
+/// Both views of one key; an entry with neither is removed.
+#[derive(Debug, Default)]
+struct Slot {
+    wanted: Option<Arc<Body>>,
+    kernel: Option<Arc<Body>>,
+}
+
+impl Slot {
+    fn view(&self, view: View) -> &Option<Arc<Body>> {
+        match view {
+            View::Wanted => &self.wanted,
+            View::Kernel => &self.kernel,
+        }
+    }
+
+    fn view_mut(&mut self, view: View) -> &mut Option<Arc<Body>> {
+        match view {
+            View::Wanted => &mut self.wanted,
+            View::Kernel => &mut self.kernel,
+        }
+    }
+
+    /// Whether the kernel's route is the wanted one (both present).
+    fn satisfied(&self) -> bool {
+        match (&self.wanted, &self.kernel) {
+            (Some(w), Some(k)) => Arc::ptr_eq(w, k) || k.satisfies(w.kind, w.source, &w.next_hops),
+            _ => false,
+        }
+    }
+}
+
+/// Routes by key, wanted and installed, their contents shared.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: indexmap::IndexMap<RouteKey, Arc<Body>, foldhash::fast::RandomState>,
+    routes: indexmap::IndexMap<RouteKey, Slot, foldhash::fast::RandomState>,
     /// Every distinct content in `routes`, once: a new route takes its
     /// content from here. An entry goes when the last route using it does.
     bodies: HashSet<Arc<Body>>,
+    /// The content stored last: routes come in long runs of the same
+    /// content (a peer's table, one next hop), and comparing with it costs
+    /// less than hashing a next-hop list for the look-up in `bodies`.
+    last: Option<Arc<Body>>,
+    wanted: usize,
+    kernel: usize,
 }
 
 impl RouteTable {
     /// An empty table.
     pub fn new() -> Self {
-        RouteTable {
-            routes: indexmap::IndexMap::default(),
-            bodies: HashSet::new(),
+        RouteTable::default()
+    }
+
+    /// How many routes one view holds.
+    pub fn len(&self, view: View) -> usize {
+        match view {
+            View::Wanted => self.wanted,
+            View::Kernel => self.kernel,
         }
     }
 
-    /// How many routes it holds.
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    /// Whether it holds none.
+    /// Whether neither view holds any route.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
 
-    /// Adds a route, or replaces the one with the same key. The route is
-    /// stored as given (normalize it first if it is to be compared).
-    pub fn insert(&mut self, route: Route) {
+    /// Adds a route to a view, or replaces the one with the same key there.
+    /// The route is stored as given (normalize it first if it is to be
+    /// compared).
+    pub fn insert(&mut self, view: View, route: Route) {
         let key = route.key();
-        let body = Body {
+        let shared = self.share(Body {
             kind: route.kind,
             next_hops: route.next_hops,
             source: route.source,
-        };
+        });
+        let old = self
+            .routes
+            .entry(key)
+            .or_default()
+            .view_mut(view)
+            .replace(shared);
+        match old {
+            Some(old) => self.release(old),
+            None => *self.count(view) += 1,
+        }
+    }
+
+    /// Takes the route with this key out of a view.
+    pub fn remove(&mut self, view: View, key: &RouteKey) -> Option<Route> {
+        let slot = self.routes.get_mut(key)?;
+        let body = slot.view_mut(view).take()?;
+        if slot.wanted.is_none() && slot.kernel.is_none() {
+            self.routes.swap_remove(key);
+        }
+        *self.count(view) -= 1;
+        let route = assemble(key, &body);
+        self.release(body);
+        Some(route)
+    }
+
+    /// The route with this key in a view.
+    pub fn get(&self, view: View, key: &RouteKey) -> Option<Route> {
+        let body = self.routes.get(key)?.view(view).as_ref()?;
+        Some(assemble(key, body))
+    }
+
+    /// Whether a view holds a route with this key.
+    pub fn contains_key(&self, view: View, key: &RouteKey) -> bool {
+        self.routes.get(key).is_some_and(|s| s.view(view).is_some())
+    }
+
+    /// Whether the kernel's route under `want`'s key satisfies it (the same
+    /// content, see [`Route::satisfied_by`]). `want` must be normalized.
+    pub fn installed(&self, want: &Route) -> bool {
+        self.routes
+            .get(&want.key())
+            .and_then(|s| s.kernel.as_ref())
+            .is_some_and(|have| have.satisfies(want.kind, want.source, &want.next_hops))
+    }
+
+    /// Empties one view.
+    pub fn clear(&mut self, view: View) {
+        let mut freed = Vec::new();
+        self.routes.retain(|_, slot| {
+            freed.extend(slot.view_mut(view).take());
+            slot.wanted.is_some() || slot.kernel.is_some()
+        });
+        *self.count(view) = 0;
+        for body in freed {
+            self.release(body);
+        }
+    }
+
+    /// The keys one view holds, in no particular order.
+    pub fn keys(&self, view: View) -> impl Iterator<Item = &RouteKey> {
+        self.routes
+            .iter()
+            .filter(move |(_, s)| s.view(view).is_some())
+            .map(|(k, _)| k)
+    }
+
+    /// Every key with, for each, whether a route is wanted, whether the
+    /// kernel has ours, and whether the kernel's is the wanted one.
+    pub(crate) fn states(&self) -> impl Iterator<Item = (&RouteKey, bool, bool, bool)> {
+        self.routes
+            .iter()
+            .map(|(k, s)| (k, s.wanted.is_some(), s.kernel.is_some(), s.satisfied()))
+    }
+
+    /// How many distinct contents the routes share.
+    pub fn distinct_contents(&self) -> usize {
+        self.bodies.len()
+    }
+
+    fn count(&mut self, view: View) -> &mut usize {
+        match view {
+            View::Wanted => &mut self.wanted,
+            View::Kernel => &mut self.kernel,
+        }
+    }
+
+    /// The shared copy of a content, added to the set if new.
+    fn share(&mut self, body: Body) -> Arc<Body> {
+        if let Some(last) = &self.last
+            && **last == body
+        {
+            return last.clone();
+        }
         let shared = match self.bodies.get(&body) {
             Some(b) => b.clone(),
             None => {
@@ -81,78 +223,20 @@ impl RouteTable {
                 b
             }
         };
-        if let Some(old) = self.routes.insert(key, shared) {
-            self.release(old);
-        }
+        self.last = Some(shared.clone());
+        shared
     }
 
-    /// Takes out the route with this key.
-    pub fn remove(&mut self, key: &RouteKey) -> Option<Route> {
-        let body = self.routes.swap_remove(key)?;
-        let route = assemble(key, &body);
-        self.release(body);
-        Some(route)
-    }
-
-    /// The route with this key.
-    pub fn get(&self, key: &RouteKey) -> Option<Route> {
-        self.routes.get(key).map(|b| assemble(key, b))
-    }
-
-    /// Whether a route with this key is held.
-    pub fn contains_key(&self, key: &RouteKey) -> bool {
-        self.routes.contains_key(key)
-    }
-
-    /// Whether the route held under `want`'s key satisfies it (the same
-    /// content, see [`Route::satisfied_by`]). `want` must be normalized.
-    pub fn satisfies(&self, want: &Route) -> bool {
-        self.routes
-            .get(&want.key())
-            .is_some_and(|have| have.satisfies(want.kind, want.source, &want.next_hops))
-    }
-
-    /// Whether the route under `key` here is satisfied by the one under the
-    /// same key in `have`.
-    pub(crate) fn satisfied_in(&self, key: &RouteKey, have: &RouteTable) -> bool {
-        match (self.routes.get(key), have.routes.get(key)) {
-            (Some(w), Some(h)) => Arc::ptr_eq(w, h) || h.satisfies(w.kind, w.source, &w.next_hops),
-            _ => false,
-        }
-    }
-
-    /// Empties the table.
-    pub fn clear(&mut self) {
-        self.routes.clear();
-        self.bodies.clear();
-    }
-
-    /// The keys held, in no particular order.
-    pub fn keys(&self) -> impl Iterator<Item = &RouteKey> {
-        self.routes.keys()
-    }
-
-    /// How many distinct contents the routes share.
-    pub fn distinct_contents(&self) -> usize {
-        self.bodies.len()
-    }
-
-    /// Drops a content from the shared set once no route uses it: one
-    /// reference is the caller's, one the set's.
+    /// Drops a content from the shared set once no route uses it: the
+    /// references left are the caller's, the set's and maybe `last`'s.
     fn release(&mut self, body: Arc<Body>) {
-        if Arc::strong_count(&body) == 2 {
+        let is_last = self.last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &body));
+        if Arc::strong_count(&body) == 2 + usize::from(is_last) {
             self.bodies.remove(&body);
+            if is_last {
+                self.last = None;
+            }
         }
-    }
-}
-
-impl FromIterator<Route> for RouteTable {
-    fn from_iter<I: IntoIterator<Item = Route>>(iter: I) -> Self {
-        let mut t = RouteTable::new();
-        for r in iter {
-            t.insert(r);
-        }
-        t
     }
 }
 
@@ -185,33 +269,71 @@ mod tests {
         let mut t = RouteTable::new();
         for i in 0..1000u32 {
             let p = format!("10.{}.{}.0/24", i / 256, i % 256);
-            t.insert(unicast(&p, "192.0.2.1"));
+            t.insert(View::Wanted, unicast(&p, "192.0.2.1"));
+            t.insert(View::Kernel, unicast(&p, "192.0.2.1"));
         }
-        t.insert(unicast("10.200.0.0/24", "192.0.2.2"));
-        assert_eq!(t.len(), 1001);
+        t.insert(View::Wanted, unicast("10.200.0.0/24", "192.0.2.2"));
+        // Interleaved with another content, the shared set is still used.
+        t.insert(View::Kernel, unicast("10.200.1.0/24", "192.0.2.1"));
+        assert_eq!(t.len(View::Wanted), 1001);
+        assert_eq!(t.len(View::Kernel), 1001);
         assert_eq!(t.distinct_contents(), 2);
-        let back = t.get(&unicast("10.0.5.0/24", "192.0.2.1").key());
-        assert_eq!(back, Some(unicast("10.0.5.0/24", "192.0.2.1")));
+        let key = unicast("10.0.5.0/24", "192.0.2.1").key();
+        assert_eq!(
+            t.get(View::Kernel, &key),
+            Some(unicast("10.0.5.0/24", "192.0.2.1"))
+        );
+        assert_eq!(
+            t.get(View::Wanted, &unicast("10.200.1.0/24", "192.0.2.1").key()),
+            None
+        );
     }
 
     #[test]
     fn a_content_goes_with_its_last_route() {
         let mut t = RouteTable::new();
-        t.insert(unicast("10.0.0.0/24", "192.0.2.1"));
-        t.insert(unicast("10.0.1.0/24", "192.0.2.1"));
-        t.insert(unicast("10.0.2.0/24", "192.0.2.2"));
+        t.insert(View::Wanted, unicast("10.0.0.0/24", "192.0.2.1"));
+        t.insert(View::Kernel, unicast("10.0.1.0/24", "192.0.2.1"));
+        t.insert(View::Wanted, unicast("10.0.2.0/24", "192.0.2.2"));
         assert_eq!(t.distinct_contents(), 2);
-        // Replacing the last route with .2 by one via .1 frees .2's content.
-        t.insert(unicast("10.0.2.0/24", "192.0.2.1"));
+        // Replacing the last route with .2 by one via .1 frees .2's content,
+        // though it was the content stored last.
+        t.insert(View::Wanted, unicast("10.0.2.0/24", "192.0.2.1"));
         assert_eq!(t.distinct_contents(), 1);
-        let gone = t.remove(&unicast("10.0.0.0/24", "192.0.2.1").key());
+        let gone = t.remove(View::Wanted, &unicast("10.0.0.0/24", "192.0.2.1").key());
         assert_eq!(gone, Some(unicast("10.0.0.0/24", "192.0.2.1")));
         assert_eq!(t.distinct_contents(), 1);
-        t.remove(&unicast("10.0.1.0/24", "192.0.2.1").key());
-        t.remove(&unicast("10.0.2.0/24", "192.0.2.1").key());
+        // Not in that view: nothing happens.
+        assert_eq!(
+            t.remove(View::Wanted, &unicast("10.0.1.0/24", "192.0.2.1").key()),
+            None
+        );
+        t.remove(View::Kernel, &unicast("10.0.1.0/24", "192.0.2.1").key());
+        t.remove(View::Wanted, &unicast("10.0.2.0/24", "192.0.2.1").key());
+        assert!(t.is_empty());
+        assert_eq!((t.len(View::Wanted), t.len(View::Kernel)), (0, 0));
+        assert_eq!(t.distinct_contents(), 0);
+        // A content stored again after it was freed is shared again.
+        t.insert(View::Wanted, unicast("10.0.3.0/24", "192.0.2.2"));
+        t.insert(View::Kernel, unicast("10.0.3.0/24", "192.0.2.2"));
+        assert_eq!(t.distinct_contents(), 1);
+    }
+
+    #[test]
+    fn clearing_one_view_keeps_the_other() {
+        let mut t = RouteTable::new();
+        t.insert(View::Wanted, unicast("10.0.0.0/24", "192.0.2.1"));
+        t.insert(View::Kernel, unicast("10.0.0.0/24", "192.0.2.1"));
+        t.insert(View::Kernel, unicast("10.0.1.0/24", "192.0.2.2"));
+        t.clear(View::Kernel);
+        assert_eq!((t.len(View::Wanted), t.len(View::Kernel)), (1, 0));
+        assert_eq!(t.distinct_contents(), 1);
+        let keys: Vec<_> = t.keys(View::Wanted).copied().collect();
+        assert_eq!(keys, vec![unicast("10.0.0.0/24", "192.0.2.1").key()]);
+        assert_eq!(t.keys(View::Kernel).count(), 0);
+        t.clear(View::Wanted);
         assert!(t.is_empty());
         assert_eq!(t.distinct_contents(), 0);
-        assert_eq!(t.remove(&unicast("10.0.2.0/24", "192.0.2.1").key()), None);
     }
 
     #[test]
@@ -219,16 +341,21 @@ mod tests {
         let want = unicast("10.0.0.0/24", "192.0.2.1");
         let mut chosen = want.clone();
         chosen.next_hops[0].ifindex = Some(7);
-        let have: RouteTable = [chosen].into_iter().collect();
-        assert!(have.satisfies(&want));
-        let wanted: RouteTable = [want.clone()].into_iter().collect();
-        assert!(wanted.satisfied_in(&want.key(), &have));
+        let mut t = RouteTable::new();
+        t.insert(View::Kernel, chosen);
+        assert!(t.installed(&want));
+        t.insert(View::Wanted, want.clone());
+        let state = |t: &RouteTable| t.states().map(|(_, w, k, s)| (w, k, s)).next();
+        assert_eq!(state(&t), Some((true, true, true)));
         // The other way round the interface is asked for and not given.
         let mut pinned = want.clone();
         pinned.next_hops[0].ifindex = Some(3);
-        assert!(!have.satisfies(&pinned));
-        let other: RouteTable = [unicast("10.0.0.0/24", "192.0.2.9")].into_iter().collect();
-        assert!(!other.satisfies(&want));
-        assert!(!wanted.satisfied_in(&want.key(), &other));
+        assert!(!t.installed(&pinned));
+        t.insert(View::Wanted, pinned);
+        assert_eq!(state(&t), Some((true, true, false)));
+        t.insert(View::Kernel, unicast("10.0.0.0/24", "192.0.2.9"));
+        assert!(!t.installed(&want));
+        t.remove(View::Kernel, &want.key());
+        assert_eq!(state(&t), Some((true, false, false)));
     }
 }
