@@ -1674,8 +1674,11 @@ impl SpeakerTask {
             PeerEvent::Update {
                 update,
                 treat_as_withdraw,
+                credit,
             } => {
                 self.rib.update(id, &update, treat_as_withdraw);
+                // Applied: the session may read on.
+                drop(credit);
                 self.check_prefix_limits(id);
             }
             PeerEvent::RouteRefresh(af) => {

@@ -12,6 +12,13 @@
 //! timers; a reader task per connection cuts frames and hands them over; UPDATEs
 //! are decoded here, in the peer's task, so decoding runs in parallel across
 //! peers and the RIB task only sees decoded routes.
+//!
+//! Received UPDATEs are flow-controlled: each carries a [`Credit`] for its
+//! bytes until the speaker has applied it, and a connection's reader stops
+//! reading while [`INBOUND_WINDOW`] bytes of its UPDATEs are waiting. TCP
+//! then holds the peer back, instead of a full table sitting decoded in the
+//! queue to the speaker (the whole table, 50 MB at a million prefixes,
+//! when the speaker is the slower side).
 
 pub mod socket;
 pub mod sockopt;
@@ -19,13 +26,13 @@ pub mod sockopt;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -35,13 +42,68 @@ use crate::fsm::{
     Action, DownReason, Event, Fsm, FsmConfig, Negotiated, State, Timer, resolve_collision,
 };
 use crate::wire::error::{code, subcode};
-use crate::wire::message::frame_len;
+use crate::wire::message::{frame_len, msg_type};
 use crate::wire::{
     AfiSafi, HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN, Message, Notification, Update, WireContext,
 };
 
 /// The BGP port.
 pub const BGP_PORT: u16 = 179;
+
+/// How many bytes of a connection's received UPDATEs may wait for the
+/// speaker before its reader stops reading: ~130k IPv4 prefixes, several of
+/// the speaker's batches, so it never waits for input while a peer sends.
+/// The peer's KEEPALIVEs wait too meanwhile, as in FRR's input queue limit;
+/// a speaker that applies nothing for a hold time loses the session either
+/// way.
+pub const INBOUND_WINDOW: usize = 512 << 10;
+
+/// UPDATE bytes read on one connection and not yet applied.
+#[derive(Debug, Default)]
+struct Inbound {
+    bytes: AtomicUsize,
+    room: Notify,
+}
+
+impl Inbound {
+    /// Waits until the window has room.
+    async fn room(&self) {
+        while self.bytes.load(Ordering::Acquire) > INBOUND_WINDOW {
+            // A release between the check and the wait leaves a permit:
+            // no wake-up is lost.
+            self.room.notified().await;
+        }
+    }
+}
+
+/// A received UPDATE's share of its connection's inbound window
+/// ([`INBOUND_WINDOW`]), handed back when dropped: once the speaker has
+/// applied the UPDATE, or wherever the message is discarded on the way, so
+/// none is ever lost.
+#[derive(Debug)]
+pub struct Credit {
+    inbound: Arc<Inbound>,
+    bytes: usize,
+}
+
+impl Credit {
+    fn take(inbound: &Arc<Inbound>, bytes: usize) -> Credit {
+        inbound.bytes.fetch_add(bytes, Ordering::AcqRel);
+        Credit {
+            inbound: inbound.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        let before = self.inbound.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        if before > INBOUND_WINDOW && before - self.bytes <= INBOUND_WINDOW {
+            self.inbound.room.notify_one();
+        }
+    }
+}
 
 /// Everything a peer task needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +189,9 @@ pub enum PeerEvent {
         update: Update,
         /// RFC 7606 requires treating its routes as withdrawn.
         treat_as_withdraw: bool,
+        /// Its share of the connection's inbound window: drop it once the
+        /// UPDATE is applied, and the session reads on.
+        credit: Option<Credit>,
     },
     /// The peer asked for our routes of a family again.
     RouteRefresh(AfiSafi),
@@ -183,7 +248,8 @@ pub fn spawn_peer<I: Copy + Send + 'static>(
 /// Inputs the task gives itself from helper tasks.
 enum Internal {
     Connected(u64, std::io::Result<TcpStream>),
-    Frame(u64, Vec<u8>),
+    /// A frame, with its credit if it is an UPDATE.
+    Frame(u64, Vec<u8>, Option<Credit>),
     FrameError(u64, crate::wire::WireError),
     Closed(u64),
     /// An incoming connection's first message, read while another connection
@@ -417,42 +483,9 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         let remote = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::new(self.config.address, 0));
-        let (mut read, writer) = stream.into_split();
+        let (read, writer) = stream.into_split();
         let tx = self.internal_tx.clone();
-        let reader = tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(1 << 16);
-            let mut chunk = vec![0u8; 1 << 16];
-            let framing = WireContext {
-                extended_message: true,
-                ..WireContext::modern()
-            };
-            loop {
-                // Hand over every complete frame in the buffer.
-                let mut start = 0;
-                loop {
-                    match frame_len(&buf[start..], &framing) {
-                        Ok(Some(n)) => {
-                            let _ = tx
-                                .send(Internal::Frame(generation, buf[start..start + n].to_vec()));
-                            start += n;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let _ = tx.send(Internal::FrameError(generation, e));
-                            return;
-                        }
-                    }
-                }
-                buf.drain(..start);
-                match read.read(&mut chunk).await {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.send(Internal::Closed(generation));
-                        return;
-                    }
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        });
+        let reader = tokio::spawn(read_frames(read, generation, tx, Arc::default()));
         self.conn = Some(Conn {
             generation,
             writer,
@@ -487,8 +520,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                     }
                 }
             }
-            Internal::Frame(g, frame) if self.conn.as_ref().is_some_and(|c| c.generation == g) => {
-                self.frame(frame).await;
+            Internal::Frame(g, frame, credit)
+                if self.conn.as_ref().is_some_and(|c| c.generation == g) =>
+            {
+                self.frame(frame, credit).await;
             }
             Internal::FrameError(g, e) if self.conn.as_ref().is_some_and(|c| c.generation == g) => {
                 tracing::warn!(peer = %self.config.address, error = %e, "bad message header");
@@ -544,7 +579,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         }
         self.adopt(stream, false);
         self.feed(Event::TcpAccepted).await;
-        self.frame(frame).await;
+        self.frame(frame, None).await;
     }
 
     fn rx_context(&self) -> WireContext {
@@ -561,7 +596,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
             .unwrap_or_else(WireContext::modern)
     }
 
-    async fn frame(&mut self, frame: Vec<u8>) {
+    async fn frame(&mut self, frame: Vec<u8>, credit: Option<Credit>) {
         if let Some(&ty) = frame.get(18) {
             PeerStats::count(&self.stats.received, ty);
         }
@@ -581,6 +616,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 self.emit(PeerEvent::Update {
                     update,
                     treat_as_withdraw,
+                    credit,
                 });
                 self.feed(Event::UpdateReceived).await;
             }
@@ -743,4 +779,140 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     frame.resize(len, 0);
     stream.read_exact(&mut frame[HEADER_LEN..]).await?;
     Ok(frame)
+}
+
+/// A connection's reader: cuts frames off the stream and hands them to the
+/// peer task, each UPDATE with its [`Credit`], and before each read waits
+/// for room in the connection's inbound window.
+async fn read_frames<R: tokio::io::AsyncRead + Unpin>(
+    mut read: R,
+    generation: u64,
+    tx: mpsc::UnboundedSender<Internal>,
+    inbound: Arc<Inbound>,
+) {
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut chunk = vec![0u8; 1 << 16];
+    let framing = WireContext {
+        extended_message: true,
+        ..WireContext::modern()
+    };
+    loop {
+        // Hand over every complete frame in the buffer.
+        let mut start = 0;
+        loop {
+            match frame_len(&buf[start..], &framing) {
+                Ok(Some(n)) => {
+                    let frame = buf[start..start + n].to_vec();
+                    let credit = (frame.get(18) == Some(&msg_type::UPDATE))
+                        .then(|| Credit::take(&inbound, n));
+                    let _ = tx.send(Internal::Frame(generation, frame, credit));
+                    start += n;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Internal::FrameError(generation, e));
+                    return;
+                }
+            }
+        }
+        buf.drain(..start);
+        inbound.room().await;
+        match read.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                let _ = tx.send(Internal::Closed(generation));
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An UPDATE-typed frame of `len` bytes (the reader only cuts frames).
+    fn update_frame(len: usize) -> Vec<u8> {
+        let mut f = vec![0xff; 16];
+        f.extend_from_slice(&u16::try_from(len).expect("len").to_be_bytes());
+        f.push(msg_type::UPDATE);
+        f.resize(len, 0);
+        f
+    }
+
+    /// Frames handed over until none comes for a while: (bytes, credits).
+    async fn drain(rx: &mut mpsc::UnboundedReceiver<Internal>, credits: &mut Vec<Credit>) -> usize {
+        let mut bytes = 0;
+        while let Ok(Some(i)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            if let Internal::Frame(_, f, c) = i {
+                bytes += f.len();
+                credits.extend(c);
+            }
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_reader_stops_while_its_updates_wait_and_reads_on_as_they_are_applied() {
+        const FRAME: usize = 4096;
+        const FRAMES: usize = 1024; // 4 MiB: eight windows
+        let (mut peer, ours) = tokio::io::duplex(64 << 10);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let inbound = Arc::new(Inbound::default());
+        let reader = tokio::spawn(read_frames(ours, 1, tx, inbound.clone()));
+        let writer = tokio::spawn(async move {
+            for _ in 0..FRAMES {
+                peer.write_all(&update_frame(FRAME)).await.expect("write");
+            }
+            peer
+        });
+
+        // Nothing applied: the reader takes a window (and what one read
+        // brings past it), then stops; the peer is held back.
+        let mut held = Vec::new();
+        let first = drain(&mut rx, &mut held).await;
+        assert!(first > INBOUND_WINDOW, "read only {first} bytes");
+        assert!(first <= INBOUND_WINDOW + (64 << 10), "read {first} bytes");
+        assert_eq!(inbound.bytes.load(Ordering::Acquire), first);
+        assert!(!writer.is_finished());
+
+        // As they are applied, the rest comes through.
+        let mut total = first;
+        for _ in 0..FRAMES {
+            if total == FRAMES * FRAME {
+                break;
+            }
+            held.clear();
+            total += drain(&mut rx, &mut held).await;
+        }
+        assert_eq!(total, FRAMES * FRAME);
+        let peer = tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the peer's writes finish")
+            .expect("writer");
+        held.clear();
+        assert_eq!(inbound.bytes.load(Ordering::Acquire), 0);
+        drop(peer);
+        let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert!(matches!(closed, Ok(Some(Internal::Closed(1)))));
+        reader.await.expect("reader ends");
+    }
+
+    #[tokio::test]
+    async fn frames_other_than_updates_take_no_credit() {
+        let (mut peer, ours) = tokio::io::duplex(64 << 10);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let inbound = Arc::new(Inbound::default());
+        let _reader = tokio::spawn(read_frames(ours, 1, tx, inbound.clone()));
+        let mut keepalive = update_frame(HEADER_LEN);
+        keepalive[18] = msg_type::KEEPALIVE;
+        peer.write_all(&keepalive).await.expect("write");
+        peer.write_all(&update_frame(100)).await.expect("write");
+        let mut credits = Vec::new();
+        assert_eq!(drain(&mut rx, &mut credits).await, HEADER_LEN + 100);
+        assert_eq!(credits.len(), 1);
+        assert_eq!(inbound.bytes.load(Ordering::Acquire), 100);
+        drop(credits);
+        assert_eq!(inbound.bytes.load(Ordering::Acquire), 0);
+    }
 }
