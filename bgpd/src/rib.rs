@@ -526,9 +526,11 @@ fn sole_source(entries: &[(u32, OutEntry)]) -> Option<PeerId> {
 struct PeerState {
     info: PeerInfo,
     group: usize,
-    /// Prefixes (and path ids) the peer announced to us, with whether each was
-    /// rejected (loops, bad first AS).
-    received: BigMap<(IpNet, u32), bool>,
+    /// Prefixes (and path ids) the peer announced to us that were rejected
+    /// (loops, bad first AS, import policy). What it announced and we
+    /// accepted is its paths in the Loc-RIB, found there: a per-peer index
+    /// of them cost 48 MB for a full table.
+    rejected: BigMap<(IpNet, u32), ()>,
     /// Received and rejected counts per family (IPv4, IPv6), kept as they
     /// change so status reads cost nothing.
     received_count: [u64; 2],
@@ -1000,7 +1002,7 @@ impl Rib {
         let mut state = PeerState {
             info,
             group,
-            received: BigMap::new(),
+            rejected: BigMap::new(),
             received_count: [0; 2],
             rejected_count: [0; 2],
             end_of_rib: HashSet::new(),
@@ -1009,7 +1011,7 @@ impl Rib {
             adj_in: BigMap::new(),
         };
         if let Some(k) = kept {
-            state.received = k.received;
+            state.rejected = k.rejected;
             state.received_count = k.received_count;
             state.rejected_count = k.rejected_count;
             state.stale = k.stale;
@@ -1222,7 +1224,12 @@ impl Rib {
         if g.members.is_empty() {
             g.clear();
         }
-        for (prefix, path_id) in state.received.into_iter().map(|(k, _)| k) {
+        // Its rejected entries carry no path: nothing more to remove.
+        let keys: Vec<(IpNet, u32)> = self
+            .paths_of(id)
+            .map(|(p, path)| (p, path.path_id))
+            .collect();
+        for (prefix, path_id) in keys {
             self.remove_path(prefix, Source::Peer(id), path_id);
         }
         // Its paths are gone: their ADD-PATH IDs need not be remembered
@@ -1236,19 +1243,26 @@ impl Rib {
     /// sends End-of-RIB, or [`Rib::drop_stale`] runs (restart or stale timer).
     /// Its other paths go at once. Returns how many entries were kept.
     pub fn peer_down_graceful(&mut self, id: PeerId, families: &[AfiSafi]) -> usize {
+        if !self.peers.contains_key(&id) {
+            return 0;
+        }
+        let accepted: Vec<(IpNet, u32)> = self
+            .paths_of(id)
+            .map(|(p, path)| (p, path.path_id))
+            .collect();
         let Some(state) = self.peers.get_mut(&id) else {
             return 0;
         };
         let group = state.group;
         let was_up = std::mem::replace(&mut state.up, false);
         state.end_of_rib.clear();
-        let mut gone = Vec::new();
-        for (key, rejected) in &state.received {
-            // Rejected entries carry no path: nothing to keep forwarding.
-            if families.contains(&family(&key.0)) && !rejected {
-                state.stale.insert(*key);
+        // Rejected entries carry no path: nothing to keep forwarding.
+        let mut gone: Vec<(IpNet, u32)> = state.rejected.keys().copied().collect();
+        for key in accepted {
+            if families.contains(&family(&key.0)) {
+                state.stale.insert(key);
             } else {
-                gone.push(*key);
+                gone.push(key);
             }
         }
         let kept = state.stale.len();
@@ -1360,31 +1374,44 @@ impl Rib {
 
     /// Drops one received entry of a peer and its path.
     fn forget(&mut self, id: PeerId, key: (IpNet, u32)) {
+        let had_path = self.remove_path(key.0, Source::Peer(id), key.1);
         if let Some(s) = self.peers.get_mut(&id) {
             s.adj_in.remove(&key);
-        }
-        if let Some(s) = self.peers.get_mut(&id)
-            && let Some(was_rejected) = s.received.remove(&key)
-        {
             let i = af_index(&key.0);
-            s.received_count[i] -= 1;
-            if was_rejected {
+            if s.rejected.remove(&key).is_some() {
+                s.received_count[i] -= 1;
                 s.rejected_count[i] -= 1;
+            } else if had_path {
+                s.received_count[i] -= 1;
             }
         }
-        self.remove_path(key.0, Source::Peer(id), key.1);
     }
 
-    fn remove_path(&mut self, prefix: IpNet, source: Source, path_id: u32) {
+    /// Removes a path; whether there was one.
+    fn remove_path(&mut self, prefix: IpNet, source: Source, path_id: u32) -> bool {
         let Some(d) = self.loc.get_mut(&prefix) else {
-            return;
+            return false;
         };
         let before = d.paths.len();
         d.paths
             .retain(|p| !(p.source == source && p.path_id == path_id));
-        if d.paths.len() != before {
+        let removed = d.paths.len() != before;
+        if removed {
             self.decide(prefix);
         }
+        removed
+    }
+
+    /// A peer's paths in the Loc-RIB (what it sent and we accepted), by
+    /// prefix: a pass over the whole table.
+    fn paths_of(&self, id: PeerId) -> impl Iterator<Item = (IpNet, &Path)> + '_ {
+        let source = Source::Peer(id);
+        self.loc.iter().flat_map(move |(prefix, d)| {
+            d.paths
+                .iter()
+                .filter(move |p| p.source == source)
+                .map(move |p| (*prefix, p))
+        })
     }
 
     /// Processes an UPDATE from an Established peer. `treat_as_withdraw` comes
@@ -1464,15 +1491,25 @@ impl Rib {
         attrs: Option<Arc<Attrs>>,
     ) {
         let reject = attrs.is_none();
+        let had_path = self.loc.get(&key.0).is_some_and(|d| {
+            d.paths
+                .iter()
+                .any(|p| p.source == Source::Peer(id) && p.path_id == key.1)
+        });
         if let Some(s) = self.peers.get_mut(&id) {
             let i = af_index(&key.0);
-            match s.received.insert(key, reject) {
-                None => s.received_count[i] += 1,
-                Some(true) => s.rejected_count[i] -= 1,
-                Some(false) => {}
+            let was_rejected = if reject {
+                s.rejected.insert(key, ()).is_some()
+            } else {
+                s.rejected.remove(&key).is_some()
+            };
+            if !was_rejected && !had_path {
+                s.received_count[i] += 1;
             }
-            if reject {
-                s.rejected_count[i] += 1;
+            match (was_rejected, reject) {
+                (true, false) => s.rejected_count[i] -= 1,
+                (false, true) => s.rejected_count[i] += 1,
+                _ => {}
             }
         }
         let Some(attrs) = attrs else {
@@ -1515,22 +1552,10 @@ impl Rib {
         if state.info.import_policy != import {
             if state.info.import_policy.is_none() {
                 // No policy ran so far: what the peer sent is what we have.
-                let keys: Vec<(IpNet, u32)> = state
-                    .received
-                    .iter()
-                    .filter(|(_, rejected)| !**rejected)
-                    .map(|(k, _)| *k)
+                let kept: Vec<((IpNet, u32), Arc<Attrs>)> = self
+                    .paths_of(id)
+                    .map(|(prefix, p)| ((prefix, p.path_id), p.attrs.clone()))
                     .collect();
-                let mut kept = Vec::with_capacity(keys.len());
-                for k in keys {
-                    if let Some(p) = self.loc.get(&k.0).and_then(|d| {
-                        d.paths
-                            .iter()
-                            .find(|p| p.source == Source::Peer(id) && p.path_id == k.1)
-                    }) {
-                        kept.push((k, p.attrs.clone()));
-                    }
-                }
                 if let Some(s) = self.peers.get_mut(&id) {
                     s.adj_in.extend(kept);
                 }
@@ -2330,32 +2355,21 @@ impl Rib {
         let Some(st) = self.peers.get(&id) else {
             return Vec::new();
         };
-        let mut out: Vec<AdjInEntry> = st
-            .received
-            .keys()
-            .map(|(prefix, path_id)| {
-                let used = self.loc.get(prefix).and_then(|d| {
-                    d.paths
-                        .iter()
-                        .find(|p| p.source == Source::Peer(id) && p.path_id == *path_id)
-                        .map(|p| p.attrs.clone())
-                });
-                match used {
-                    Some(attrs) => AdjInEntry {
-                        prefix: *prefix,
-                        path_id: *path_id,
-                        attrs: Some(attrs),
-                        rejected: false,
-                    },
-                    None => AdjInEntry {
-                        prefix: *prefix,
-                        path_id: *path_id,
-                        attrs: st.adj_in.get(&(*prefix, *path_id)).cloned(),
-                        rejected: true,
-                    },
-                }
+        let mut out: Vec<AdjInEntry> = self
+            .paths_of(id)
+            .map(|(prefix, p)| AdjInEntry {
+                prefix,
+                path_id: p.path_id,
+                attrs: Some(p.attrs.clone()),
+                rejected: false,
             })
             .collect();
+        out.extend(st.rejected.keys().map(|&(prefix, path_id)| AdjInEntry {
+            prefix,
+            path_id,
+            attrs: st.adj_in.get(&(prefix, path_id)).cloned(),
+            rejected: true,
+        }));
         out.sort_by_key(|e| (e.prefix, e.path_id));
         out
     }

@@ -486,6 +486,75 @@ fn loops_and_wrong_first_as_are_rejected_and_counted() {
         true,
     );
     assert!(r.is_empty());
+    let counted = |r: &Rib| {
+        let c = r.counts(1, AfiSafi::IPV4_UNICAST);
+        (c.received, c.accepted)
+    };
+    assert_eq!(counted(&r), (3, 0));
+    let adj_in = r.adj_rib_in(1);
+    assert_eq!(adj_in.len(), 3);
+    assert!(adj_in.iter().all(|e| e.rejected && e.attrs.is_none()));
+
+    // Rejected, then accepted; the same again changes nothing.
+    for _ in 0..2 {
+        r.update(
+            1,
+            &announce(vec![65001], "192.0.2.1", &["203.0.113.0/24"], vec![]),
+            false,
+        );
+        assert_eq!(counted(&r), (3, 1));
+    }
+    let adj_in = r.adj_rib_in(1);
+    let accepted: Vec<String> = adj_in
+        .iter()
+        .filter(|e| !e.rejected && e.attrs.is_some())
+        .map(|e| e.prefix.to_string())
+        .collect();
+    assert_eq!(accepted, vec!["203.0.113.0/24"]);
+    // Accepted, then rejected again.
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["192.0.2.0/24"], vec![]),
+        false,
+    );
+    assert_eq!(counted(&r), (3, 2));
+    r.update(
+        1,
+        &announce(
+            vec![65001, LOCAL_AS],
+            "192.0.2.1",
+            &["192.0.2.0/24"],
+            vec![],
+        ),
+        false,
+    );
+    assert_eq!(counted(&r), (3, 1));
+
+    // Withdrawn: a rejected entry, then an accepted one.
+    let withdraw = |p: &str| Update {
+        withdrawn: vec![Nlri::new(p.parse().expect("p"))],
+        ..Update::default()
+    };
+    r.update(1, &withdraw("198.51.100.0/24"), false);
+    assert_eq!(counted(&r), (2, 1));
+    r.update(1, &withdraw("203.0.113.0/24"), false);
+    assert_eq!(counted(&r), (1, 0));
+    r.update(1, &withdraw("203.0.113.0/24"), false);
+    assert_eq!(counted(&r), (1, 0), "withdrawing what is not there");
+
+    // A graceful restart keeps the accepted entries only, stale.
+    r.update(
+        1,
+        &announce(vec![65001], "192.0.2.1", &["203.0.113.0/24"], vec![]),
+        false,
+    );
+    assert_eq!(counted(&r), (2, 1));
+    assert_eq!(r.peer_down_graceful(1, &[AfiSafi::IPV4_UNICAST]), 1);
+    assert_eq!(counted(&r), (1, 1));
+    assert_eq!(r.len(), 1);
+    r.peer_down(1);
+    assert_eq!(counted(&r), (0, 0));
+    assert!(r.is_empty());
 }
 
 #[test]
