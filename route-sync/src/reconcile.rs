@@ -559,7 +559,6 @@ async fn full_sync(
 /// Makes the kernel equal to the complete set: from what is known (start dump,
 /// our own changes, others' notifications) without a dump, unless notifications
 /// may have been lost, in which case the kernel is read again.
-#[allow(clippy::too_many_arguments)]
 async fn sync(
     kernel: &Kernel,
     opts: &Options,
