@@ -8,7 +8,7 @@
 //!                        └──► Report (watch): installed, failed, conflicts
 //! ```
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashSet, HashSetExt};
 use std::time::Duration;
 
 use netlink_packet_route::RouteNetlinkMessage;
@@ -330,8 +330,9 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                // Per key: Some(route) to install, None to delete.
-                let mut pending: HashMap<RouteKey, Option<Route>> = HashMap::new();
+                // The keys touched: what to do with each is the table's
+                // wanted view against its kernel view.
+                let mut pending: HashSet<RouteKey> = HashSet::new();
                 for cmd in cmds {
                     match cmd {
                         Desired::Set(routes) => {
@@ -358,7 +359,7 @@ async fn run(
                                     report.conflicts.push((r.clone(), f.clone()));
                                     pending.remove(&r.key());
                                 } else {
-                                    pending.insert(r.key(), Some(r.clone()));
+                                    pending.insert(r.key());
                                 }
                                 table.insert(View::Wanted, r);
                                 if pending.len() >= ROUND_ROUTES {
@@ -370,7 +371,7 @@ async fn run(
                             for mut k in keys {
                                 k.table = opts.table;
                                 table.remove(View::Wanted, &k);
-                                pending.insert(k, None);
+                                pending.insert(k);
                                 if pending.len() >= ROUND_ROUTES {
                                     flush_pending(&kernel, &mut pending, &mut table, &mut report).await;
                                 }
@@ -490,7 +491,7 @@ fn own(opts: &Options, mut r: Route) -> Route {
 /// deletes what it has (by its own contents, which the kernel matches against).
 async fn flush_pending(
     kernel: &Kernel,
-    pending: &mut HashMap<RouteKey, Option<Route>>,
+    pending: &mut HashSet<RouteKey>,
     table: &mut RouteTable,
     report: &mut Report,
 ) {
@@ -498,11 +499,12 @@ async fn flush_pending(
         return;
     }
     let mut changes = Changes::default();
-    for (key, op) in pending.drain() {
-        match op {
-            Some(r) if !table.installed(&r) => changes.replace.push(r),
-            Some(_) => {}
-            None => changes.delete.extend(table.get(View::Kernel, &key)),
+    for key in pending.drain() {
+        let state = table.state(&key);
+        if state.wanted && !state.satisfied {
+            changes.replace.extend(table.get(View::Wanted, &key));
+        } else if !state.wanted && state.installed {
+            changes.delete.extend(table.get(View::Kernel, &key));
         }
     }
     apply_delta(kernel, &changes, table, report).await;

@@ -244,21 +244,21 @@ pub fn diff(desired: &[Route], kernel: &[KernelRoute], protocol: u8) -> Changes 
 pub fn diff_maps(table: &RouteTable, foreign: &HashMap<(u32, IpNet), KernelRoute>) -> Changes {
     let mut changes = Changes::default();
     // By key, a route assembled only when it is to change.
-    for (key, wanted, installed, satisfied) in table.states() {
+    for (key, state) in table.states() {
         let held = foreign.get(&(key.table, key.prefix));
-        if wanted {
+        if state.wanted {
             let assembled = || table.get(View::Wanted, key).into_iter();
             if let Some(f) = held {
                 changes
                     .conflicts
                     .extend(assembled().map(|d| (d, f.clone())));
-            } else if !installed {
+            } else if !state.installed {
                 changes.add.extend(assembled());
-            } else if !satisfied {
+            } else if !state.satisfied {
                 changes.replace.extend(assembled());
             }
         }
-        if installed && (!wanted || held.is_some()) {
+        if state.installed && (!state.wanted || held.is_some()) {
             changes.delete.extend(table.get(View::Kernel, key));
         }
     }

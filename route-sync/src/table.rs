@@ -69,13 +69,30 @@ impl Slot {
         }
     }
 
-    /// Whether the kernel's route is the wanted one (both present).
-    fn satisfied(&self) -> bool {
-        match (&self.wanted, &self.kernel) {
-            (Some(w), Some(k)) => Arc::ptr_eq(w, k) || k.satisfies(w.kind, w.source, &w.next_hops),
-            _ => false,
+    fn state(&self) -> State {
+        State {
+            wanted: self.wanted.is_some(),
+            installed: self.kernel.is_some(),
+            satisfied: match (&self.wanted, &self.kernel) {
+                (Some(w), Some(k)) => {
+                    Arc::ptr_eq(w, k) || k.satisfies(w.kind, w.source, &w.next_hops)
+                }
+                _ => false,
+            },
         }
     }
+}
+
+/// Where one key stands between the two views.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct State {
+    /// A route is wanted.
+    pub wanted: bool,
+    /// The kernel has one of ours.
+    pub installed: bool,
+    /// The kernel's is the wanted one (both present, see
+    /// [`Route::satisfied_by`]).
+    pub satisfied: bool,
 }
 
 /// Routes by key, wanted and installed, their contents shared.
@@ -158,15 +175,6 @@ impl RouteTable {
         self.routes.get(key).is_some_and(|s| s.view(view).is_some())
     }
 
-    /// Whether the kernel's route under `want`'s key satisfies it (the same
-    /// content, see [`Route::satisfied_by`]). `want` must be normalized.
-    pub fn installed(&self, want: &Route) -> bool {
-        self.routes
-            .get(&want.key())
-            .and_then(|s| s.kernel.as_ref())
-            .is_some_and(|have| have.satisfies(want.kind, want.source, &want.next_hops))
-    }
-
     /// Empties one view.
     pub fn clear(&mut self, view: View) {
         let mut freed = Vec::new();
@@ -188,12 +196,14 @@ impl RouteTable {
             .map(|(k, _)| k)
     }
 
-    /// Every key with, for each, whether a route is wanted, whether the
-    /// kernel has ours, and whether the kernel's is the wanted one.
-    pub(crate) fn states(&self) -> impl Iterator<Item = (&RouteKey, bool, bool, bool)> {
-        self.routes
-            .iter()
-            .map(|(k, s)| (k, s.wanted.is_some(), s.kernel.is_some(), s.satisfied()))
+    /// Every key with its [`State`].
+    pub(crate) fn states(&self) -> impl Iterator<Item = (&RouteKey, State)> {
+        self.routes.iter().map(|(k, s)| (k, s.state()))
+    }
+
+    /// One key's [`State`].
+    pub(crate) fn state(&self, key: &RouteKey) -> State {
+        self.routes.get(key).map(Slot::state).unwrap_or_default()
     }
 
     /// How many distinct contents the routes share.
@@ -343,19 +353,28 @@ mod tests {
         chosen.next_hops[0].ifindex = Some(7);
         let mut t = RouteTable::new();
         t.insert(View::Kernel, chosen);
-        assert!(t.installed(&want));
+        let key = want.key();
+        let state = |t: &RouteTable| {
+            let s = t.state(&key);
+            assert_eq!(t.states().map(|(_, s)| s).next(), Some(s));
+            (s.wanted, s.installed, s.satisfied)
+        };
+        assert_eq!(state(&t), (false, true, false));
         t.insert(View::Wanted, want.clone());
-        let state = |t: &RouteTable| t.states().map(|(_, w, k, s)| (w, k, s)).next();
-        assert_eq!(state(&t), Some((true, true, true)));
+        assert_eq!(state(&t), (true, true, true));
         // The other way round the interface is asked for and not given.
         let mut pinned = want.clone();
         pinned.next_hops[0].ifindex = Some(3);
-        assert!(!t.installed(&pinned));
         t.insert(View::Wanted, pinned);
-        assert_eq!(state(&t), Some((true, true, false)));
+        assert_eq!(state(&t), (true, true, false));
+        t.insert(View::Wanted, want.clone());
         t.insert(View::Kernel, unicast("10.0.0.0/24", "192.0.2.9"));
-        assert!(!t.installed(&want));
-        t.remove(View::Kernel, &want.key());
-        assert_eq!(state(&t), Some((true, false, false)));
+        assert_eq!(state(&t), (true, true, false));
+        t.remove(View::Kernel, &key);
+        assert_eq!(state(&t), (true, false, false));
+        assert_eq!(
+            t.state(&unicast("10.9.0.0/24", "192.0.2.1").key()),
+            State::default()
+        );
     }
 }
