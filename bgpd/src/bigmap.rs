@@ -216,19 +216,6 @@ impl<K: Hash + Eq, V> BigMap<K, V> {
         };
         shards.iter().flat_map(HashMap::iter)
     }
-
-    /// Every key.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
-        self.iter().map(|(k, _)| k)
-    }
-}
-
-impl<K: Hash + Eq, V> Extend<(K, V)> for BigMap<K, V> {
-    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
-        for (k, v) in iter {
-            self.insert(k, v);
-        }
-    }
 }
 
 /// Iterator over a [`BigMap`]'s entries.
@@ -237,28 +224,6 @@ pub(crate) type Iter<'a, K, V> = std::iter::FlatMap<
     hash_map::Iter<'a, K, V>,
     fn(&'a HashMap<K, V>) -> hash_map::Iter<'a, K, V>,
 >;
-
-impl<'a, K: Hash + Eq, V> IntoIterator for &'a BigMap<K, V> {
-    type Item = (&'a K, &'a V);
-    type IntoIter = Iter<'a, K, V>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl<K, V> IntoIterator for BigMap<K, V> {
-    type Item = (K, V);
-    type IntoIter = std::iter::Flatten<std::vec::IntoIter<HashMap<K, V>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        let shards = match self.repr {
-            Repr::One(m) => vec![m],
-            Repr::Split { shards, .. } => shards.into_vec(),
-        };
-        shards.into_iter().flatten()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@ pub mod fsm;
 pub mod journal;
 pub mod mrt;
 pub mod policy;
+mod prefixmap;
 pub mod rib;
 pub mod session;
 pub mod speaker;

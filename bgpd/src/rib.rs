@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::bigmap::BigMap;
 use crate::policy::{Policy, Verdict};
+use crate::prefixmap::PrefixMap;
 use crate::wire::attr::{
     self, Aggregator, AsPath, AsSegment, AttrValue, Community, ExtendedCommunity, LargeCommunity,
     NextHop, Origin, PathAttribute, SegmentType,
@@ -491,9 +491,9 @@ struct Group {
     key: GroupKey,
     tx: WireContext,
     members: Vec<PeerId>,
-    adj_out: BigMap<IpNet, OutEntry>,
+    adj_out: PrefixMap<IpNet, OutEntry>,
     /// ADD-PATH groups: every path advertised per prefix, by our path ID.
-    adj_paths: BigMap<IpNet, Vec<(u32, OutEntry)>>,
+    adj_paths: PrefixMap<IpNet, Vec<(u32, OutEntry)>>,
     /// Prefixes advertised per family, and per family the prefixes whose
     /// every path comes from one source peer (which does not get them):
     /// advertised counts without a scan.
@@ -530,7 +530,7 @@ struct PeerState {
     /// (loops, bad first AS, import policy). What it announced and we
     /// accepted is its paths in the Loc-RIB, found there: a per-peer index
     /// of them cost 48 MB for a full table.
-    rejected: BigMap<(IpNet, u32), ()>,
+    rejected: PrefixMap<(IpNet, u32), ()>,
     /// Received and rejected counts per family (IPv4, IPv6), kept as they
     /// change so status reads cost nothing.
     received_count: [u64; 2],
@@ -544,7 +544,7 @@ struct PeerState {
     stale: HashSet<(IpNet, u32)>,
     /// While the peer has an import policy: what it sent, before the policy
     /// (the Adj-RIB-In), so a new policy applies without asking it again.
-    adj_in: BigMap<(IpNet, u32), Arc<Attrs>>,
+    adj_in: PrefixMap<(IpNet, u32), Arc<Attrs>>,
 }
 
 /// Exported attribute sets computed in one pass over a group, keyed by the
@@ -821,7 +821,7 @@ pub struct Rib {
     config: RibConfig,
     peers: HashMap<PeerId, PeerState>,
     groups: Vec<Group>,
-    loc: BigMap<IpNet, Dest>,
+    loc: PrefixMap<IpNet, Dest>,
     /// Grows incrementally (griddle moves a few entries per insert): a
     /// rehash hashes whole attribute sets, and a quarter million of them
     /// took ~190 ms at once.
@@ -858,7 +858,7 @@ impl Rib {
             config,
             peers: HashMap::new(),
             groups: Vec::new(),
-            loc: BigMap::new(),
+            loc: PrefixMap::new(),
             interned: griddle::HashSet::with_hasher(foldhash::fast::RandomState::default()),
             interned_list: Vec::new(),
             sweep: None,
@@ -938,7 +938,7 @@ impl Rib {
     }
 
     /// Every prefix and its state, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Dest)> {
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, &Dest)> {
         self.loc.iter()
     }
 
@@ -979,7 +979,7 @@ impl Rib {
             .loc
             .iter()
             .filter(|(_, d)| d.paths.iter().any(|p| p.attrs.next_hop == Some(next_hop)))
-            .map(|(p, _)| *p)
+            .map(|(p, _)| p)
             .collect();
         for p in affected {
             self.decide(p);
@@ -1002,13 +1002,13 @@ impl Rib {
         let mut state = PeerState {
             info,
             group,
-            rejected: BigMap::new(),
+            rejected: PrefixMap::new(),
             received_count: [0; 2],
             rejected_count: [0; 2],
             end_of_rib: HashSet::new(),
             up: true,
             stale: HashSet::new(),
-            adj_in: BigMap::new(),
+            adj_in: PrefixMap::new(),
         };
         if let Some(k) = kept {
             state.rejected = k.rejected;
@@ -1060,8 +1060,8 @@ impl Rib {
                     key,
                     tx: info.tx,
                     members: Vec::new(),
-                    adj_out: BigMap::new(),
-                    adj_paths: BigMap::new(),
+                    adj_out: PrefixMap::new(),
+                    adj_paths: PrefixMap::new(),
                     count: [0; 2],
                     by_source: HashMap::new(),
                 };
@@ -1088,7 +1088,7 @@ impl Rib {
     /// Whatever this changes for the members already there (prefixes the
     /// last flush has not seen yet) is returned for them.
     fn fill_group(&mut self, group: usize, joiner: PeerId) -> Outbound {
-        let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+        let prefixes: Vec<IpNet> = self.loc.keys().collect();
         let changes = self.update_group(group, &prefixes);
         let mut out = Outbound::default();
         if changes.is_empty() {
@@ -1154,7 +1154,7 @@ impl Rib {
         }
         let dirty = self.dirty.take(usize::MAX);
         self.fib_dirty.extend(dirty);
-        let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+        let prefixes: Vec<IpNet> = self.loc.keys().collect();
         for g in 0..self.groups.len() {
             self.groups[g].clear();
             if !self.groups[g].members.is_empty() {
@@ -1181,18 +1181,18 @@ impl Rib {
         let mut by_attrs: HashMap<Arc<Attrs>, Vec<(IpNet, u32)>> = HashMap::new();
         let wanted =
             |p: &IpNet, e: &OutEntry| e.source != Some(id) && only.is_none_or(|af| family(p) == af);
-        for (p, e) in &g.adj_out {
-            if wanted(p, e) {
-                by_attrs.entry(e.attrs.clone()).or_default().push((*p, 0));
+        for (p, e) in g.adj_out.iter() {
+            if wanted(&p, e) {
+                by_attrs.entry(e.attrs.clone()).or_default().push((p, 0));
             }
         }
-        for (p, paths) in &g.adj_paths {
+        for (p, paths) in g.adj_paths.iter() {
             for (path_id, e) in paths {
-                if wanted(p, e) {
+                if wanted(&p, e) {
                     by_attrs
                         .entry(e.attrs.clone())
                         .or_default()
-                        .push((*p, *path_id));
+                        .push((p, *path_id));
                 }
             }
         }
@@ -1257,7 +1257,7 @@ impl Rib {
         let was_up = std::mem::replace(&mut state.up, false);
         state.end_of_rib.clear();
         // Rejected entries carry no path: nothing to keep forwarding.
-        let mut gone: Vec<(IpNet, u32)> = state.rejected.keys().copied().collect();
+        let mut gone: Vec<(IpNet, u32)> = state.rejected.keys().collect();
         for key in accepted {
             if families.contains(&family(&key.0)) {
                 state.stale.insert(key);
@@ -1410,7 +1410,7 @@ impl Rib {
             d.paths
                 .iter()
                 .filter(move |p| p.source == source)
-                .map(move |p| (*prefix, p))
+                .map(move |p| (prefix, p))
         })
     }
 
@@ -1571,7 +1571,7 @@ impl Rib {
                 .adj_in
                 .iter()
                 .filter(|(k, _)| !state.stale.contains(k))
-                .map(|(k, a)| (*k, a.clone()))
+                .map(|(k, a)| (k, a.clone()))
                 .collect();
             if import.is_none()
                 && let Some(s) = self.peers.get_mut(&id)
@@ -1668,15 +1668,15 @@ impl Rib {
     fn view(&self, group: usize, viewer: PeerId) -> HashMap<PathKey, OutEntry> {
         let g = &self.groups[group];
         let mut v = HashMap::new();
-        for (p, e) in &g.adj_out {
+        for (p, e) in g.adj_out.iter() {
             if e.source != Some(viewer) {
-                v.insert((*p, 0), e.clone());
+                v.insert((p, 0), e.clone());
             }
         }
-        for (p, paths) in &g.adj_paths {
+        for (p, paths) in g.adj_paths.iter() {
             for (path_id, e) in paths {
                 if e.source != Some(viewer) {
-                    v.insert((*p, *path_id), e.clone());
+                    v.insert((p, *path_id), e.clone());
                 }
             }
         }
@@ -2311,9 +2311,9 @@ impl Rib {
                         .any(|p| p.attrs.next_hop.as_ref().is_some_and(through))
             })
             .filter_map(|(prefix, _)| {
-                let next_hops = self.fib_next_hops(prefix)?;
+                let next_hops = self.fib_next_hops(&prefix)?;
                 next_hops.iter().any(through).then_some(FibChange {
-                    prefix: *prefix,
+                    prefix,
                     next_hops: Some(next_hops),
                 })
             })
@@ -2364,7 +2364,7 @@ impl Rib {
                 rejected: false,
             })
             .collect();
-        out.extend(st.rejected.keys().map(|&(prefix, path_id)| AdjInEntry {
+        out.extend(st.rejected.keys().map(|(prefix, path_id)| AdjInEntry {
             prefix,
             path_id,
             attrs: st.adj_in.get(&(prefix, path_id)).cloned(),
@@ -2386,7 +2386,7 @@ impl Rib {
             g.adj_out
                 .iter()
                 .filter(|(_, e)| e.source != Some(id))
-                .map(|(p, e)| (*p, 0, e.attrs.clone()))
+                .map(|(p, e)| (p, 0, e.attrs.clone()))
                 .collect()
         } else {
             g.adj_paths
@@ -2395,7 +2395,7 @@ impl Rib {
                     paths
                         .iter()
                         .filter(|(_, e)| e.source != Some(id))
-                        .map(|(pid, e)| (*p, *pid, e.attrs.clone()))
+                        .map(move |(pid, e)| (p, *pid, e.attrs.clone()))
                 })
                 .collect()
         };

@@ -1820,7 +1820,7 @@ impl SpeakerTask {
                 .rib
                 .iter()
                 .map(|(p, _)| FibChange {
-                    prefix: *p,
+                    prefix: p,
                     next_hops: None,
                 })
                 .collect();
@@ -2094,8 +2094,8 @@ impl SpeakerTask {
                 });
                 let pfx_ok = match f.prefix {
                     None => true,
-                    Some(q) if f.longer => q.contains(*p),
-                    Some(q) => q.trunc() == **p,
+                    Some(q) if f.longer => q.contains(p),
+                    Some(q) => q.trunc() == *p,
                 };
                 fam_ok && pfx_ok
             })
@@ -2113,7 +2113,7 @@ impl SpeakerTask {
                     })
                     .collect();
                 paths.sort_by_key(|p| !p.best);
-                RouteView { prefix: *p, paths }
+                RouteView { prefix: p, paths }
             })
             .collect();
         v.sort_by_key(|r| r.prefix);
