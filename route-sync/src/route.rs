@@ -247,7 +247,7 @@ pub fn diff_maps(table: &RouteTable, foreign: &HashMap<(u32, IpNet), KernelRoute
     for (key, state) in table.states() {
         let held = foreign.get(&(key.table, key.prefix));
         if state.wanted {
-            let assembled = || table.get(View::Wanted, key).into_iter();
+            let assembled = || table.get(View::Wanted, &key).into_iter();
             if let Some(f) = held {
                 changes
                     .conflicts
@@ -259,7 +259,7 @@ pub fn diff_maps(table: &RouteTable, foreign: &HashMap<(u32, IpNet), KernelRoute
             }
         }
         if state.installed && (!state.wanted || held.is_some()) {
-            changes.delete.extend(table.get(View::Kernel, key));
+            changes.delete.extend(table.get(View::Kernel, &key));
         }
     }
     changes.delete.sort_by_key(|r| r.key());

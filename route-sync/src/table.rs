@@ -7,18 +7,23 @@
 //! sets, wanted and installed. Stored as whole [`Route`]s in two maps they
 //! took ~800 MB at a million (heaptrack: each route its own next-hop `Vec`,
 //! the map slot the size of a `Route`); as two maps of key and pointer,
-//! 128 MB resident. Here a key is stored once for both views (~74 MB), and
-//! the comparison of the two is one look-up. The entries sit densely in an
-//! `IndexMap` (spare capacity never touched, so never resident) behind an
-//! index of integers, where a hash map's slots are 44–88% used and its old
-//! and new tables are both resident while it doubles. Growing the index
-//! rehashes the whole index at once (~200 ms at a million); that delays
-//! only the kernel's catching up, never the speaker or an API read.
+//! 128 MB resident. Here a key is stored once for both views, and the
+//! comparison of the two is one look-up. Routes are grouped by table and
+//! metric (nearly all share one), then by family, so an entry's key is a
+//! bare `Ipv4Net` or `Ipv6Net`: an IPv4 entry is 32 bytes. The entries sit
+//! densely in an `IndexMap` (spare capacity never touched, so never
+//! resident) behind an index of integers, where a hash map's slots are
+//! 44–88% used and its old and new tables are both resident while it
+//! doubles. Growing the index rehashes the whole index at once (~200 ms at
+//! a million); that delays only the kernel's catching up, never the
+//! speaker or an API read.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use foldhash::HashSet;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::route::{NextHop, Route, RouteKey, RouteKind, hops_satisfied};
 
@@ -95,11 +100,91 @@ pub(crate) struct State {
     pub satisfied: bool,
 }
 
+type Map<K> = indexmap::IndexMap<K, Slot, foldhash::fast::RandomState>;
+
+/// The routes of one table and metric, per family. A key is then a bare
+/// prefix: a whole `RouteKey` (28 bytes) in every entry made an entry 56
+/// bytes, where an IPv4 one is now 32.
+#[derive(Debug)]
+struct Space {
+    table: u32,
+    metric: u32,
+    v4: Map<Ipv4Net>,
+    v6: Map<Ipv6Net>,
+}
+
+impl Space {
+    fn new(table: u32, metric: u32) -> Self {
+        Space {
+            table,
+            metric,
+            v4: Map::default(),
+            v6: Map::default(),
+        }
+    }
+
+    fn is(&self, key: &RouteKey) -> bool {
+        self.table == key.table && self.metric == key.metric
+    }
+
+    fn key(&self, prefix: IpNet) -> RouteKey {
+        RouteKey {
+            table: self.table,
+            prefix,
+            metric: self.metric,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    fn get(&self, prefix: &IpNet) -> Option<&Slot> {
+        match prefix {
+            IpNet::V4(p) => self.v4.get(p),
+            IpNet::V6(p) => self.v6.get(p),
+        }
+    }
+
+    fn get_mut(&mut self, prefix: &IpNet) -> Option<&mut Slot> {
+        match prefix {
+            IpNet::V4(p) => self.v4.get_mut(p),
+            IpNet::V6(p) => self.v6.get_mut(p),
+        }
+    }
+
+    fn get_or_default(&mut self, prefix: IpNet) -> &mut Slot {
+        match prefix {
+            IpNet::V4(p) => self.v4.entry(p).or_default(),
+            IpNet::V6(p) => self.v6.entry(p).or_default(),
+        }
+    }
+
+    fn remove(&mut self, prefix: &IpNet) {
+        match prefix {
+            IpNet::V4(p) => self.v4.swap_remove(p),
+            IpNet::V6(p) => self.v6.swap_remove(p),
+        };
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut Slot) -> bool) {
+        self.v4.retain(|_, s| keep(s));
+        self.v6.retain(|_, s| keep(s));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (RouteKey, &Slot)> {
+        let v4 = self.v4.iter().map(|(p, s)| (self.key(IpNet::V4(*p)), s));
+        let v6 = self.v6.iter().map(|(p, s)| (self.key(IpNet::V6(*p)), s));
+        v4.chain(v6)
+    }
+}
+
 /// Routes by key, wanted and installed, their contents shared.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: indexmap::IndexMap<RouteKey, Slot, foldhash::fast::RandomState>,
-    /// Every distinct content in `routes`, once: a new route takes its
+    /// Per table and metric; a node has one or two, so a list.
+    spaces: Vec<Space>,
+    /// Every distinct content in `spaces`, once: a new route takes its
     /// content from here. An entry goes when the last route using it does.
     bodies: HashSet<Arc<Body>>,
     /// The content stored last: routes come in long runs of the same
@@ -126,7 +211,15 @@ impl RouteTable {
 
     /// Whether neither view holds any route.
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.spaces.is_empty()
+    }
+
+    fn space(&self, key: &RouteKey) -> Option<&Space> {
+        self.spaces.iter().find(|s| s.is(key))
+    }
+
+    fn slot(&self, key: &RouteKey) -> Option<&Slot> {
+        self.space(key)?.get(&key.prefix)
     }
 
     /// Adds a route to a view, or replaces the one with the same key there.
@@ -139,10 +232,15 @@ impl RouteTable {
             next_hops: route.next_hops,
             source: route.source,
         });
-        let old = self
-            .routes
-            .entry(key)
-            .or_default()
+        let i = match self.spaces.iter().position(|s| s.is(&key)) {
+            Some(i) => i,
+            None => {
+                self.spaces.push(Space::new(key.table, key.metric));
+                self.spaces.len() - 1
+            }
+        };
+        let old = self.spaces[i]
+            .get_or_default(key.prefix)
             .view_mut(view)
             .replace(shared);
         match old {
@@ -153,10 +251,15 @@ impl RouteTable {
 
     /// Takes the route with this key out of a view.
     pub fn remove(&mut self, view: View, key: &RouteKey) -> Option<Route> {
-        let slot = self.routes.get_mut(key)?;
+        let i = self.spaces.iter().position(|s| s.is(key))?;
+        let space = &mut self.spaces[i];
+        let slot = space.get_mut(&key.prefix)?;
         let body = slot.view_mut(view).take()?;
         if slot.wanted.is_none() && slot.kernel.is_none() {
-            self.routes.swap_remove(key);
+            space.remove(&key.prefix);
+            if space.is_empty() {
+                self.spaces.swap_remove(i);
+            }
         }
         *self.count(view) -= 1;
         let route = assemble(key, &body);
@@ -166,22 +269,25 @@ impl RouteTable {
 
     /// The route with this key in a view.
     pub fn get(&self, view: View, key: &RouteKey) -> Option<Route> {
-        let body = self.routes.get(key)?.view(view).as_ref()?;
+        let body = self.slot(key)?.view(view).as_ref()?;
         Some(assemble(key, body))
     }
 
     /// Whether a view holds a route with this key.
     pub fn contains_key(&self, view: View, key: &RouteKey) -> bool {
-        self.routes.get(key).is_some_and(|s| s.view(view).is_some())
+        self.slot(key).is_some_and(|s| s.view(view).is_some())
     }
 
     /// Empties one view.
     pub fn clear(&mut self, view: View) {
         let mut freed = Vec::new();
-        self.routes.retain(|_, slot| {
-            freed.extend(slot.view_mut(view).take());
-            slot.wanted.is_some() || slot.kernel.is_some()
-        });
+        for space in &mut self.spaces {
+            space.retain(|slot| {
+                freed.extend(slot.view_mut(view).take());
+                slot.wanted.is_some() || slot.kernel.is_some()
+            });
+        }
+        self.spaces.retain(|s| !s.is_empty());
         *self.count(view) = 0;
         for body in freed {
             self.release(body);
@@ -189,21 +295,25 @@ impl RouteTable {
     }
 
     /// The keys one view holds, in no particular order.
-    pub fn keys(&self, view: View) -> impl Iterator<Item = &RouteKey> {
-        self.routes
+    pub fn keys(&self, view: View) -> impl Iterator<Item = RouteKey> {
+        self.spaces
             .iter()
+            .flat_map(Space::iter)
             .filter(move |(_, s)| s.view(view).is_some())
             .map(|(k, _)| k)
     }
 
     /// Every key with its [`State`].
-    pub(crate) fn states(&self) -> impl Iterator<Item = (&RouteKey, State)> {
-        self.routes.iter().map(|(k, s)| (k, s.state()))
+    pub(crate) fn states(&self) -> impl Iterator<Item = (RouteKey, State)> {
+        self.spaces
+            .iter()
+            .flat_map(Space::iter)
+            .map(|(k, s)| (k, s.state()))
     }
 
     /// One key's [`State`].
     pub(crate) fn state(&self, key: &RouteKey) -> State {
-        self.routes.get(key).map(Slot::state).unwrap_or_default()
+        self.slot(key).map(Slot::state).unwrap_or_default()
     }
 
     /// How many distinct contents the routes share.
@@ -330,6 +440,44 @@ mod tests {
     }
 
     #[test]
+    fn tables_metrics_and_families_are_keys_apart() {
+        let main = unicast("10.0.0.0/24", "192.0.2.1");
+        let mut other_table = main.clone();
+        other_table.table = 100;
+        let mut other_metric = main.clone();
+        other_metric.metric = 20;
+        let v6 = unicast("2001:db8::/64", "2001:db8:ffff::1");
+        let mut t = RouteTable::new();
+        for r in [&main, &other_table, &other_metric, &v6] {
+            t.insert(View::Wanted, r.clone());
+        }
+        assert_eq!(t.len(View::Wanted), 4);
+        for r in [&main, &other_table, &other_metric, &v6] {
+            assert_eq!(t.get(View::Wanted, &r.key()).as_ref(), Some(r));
+        }
+        let mut keys: Vec<RouteKey> = t.keys(View::Wanted).collect();
+        keys.sort();
+        let mut want: Vec<RouteKey> = [&main, &other_table, &other_metric, &v6]
+            .iter()
+            .map(|r| r.key())
+            .collect();
+        want.sort();
+        assert_eq!(keys, want);
+        // The last route of a table goes, and with it the table's space;
+        // the others are untouched.
+        assert_eq!(
+            t.remove(View::Wanted, &other_table.key()),
+            Some(other_table.clone())
+        );
+        assert!(!t.contains_key(View::Wanted, &other_table.key()));
+        assert!(t.contains_key(View::Wanted, &main.key()));
+        for r in [&main, &other_metric, &v6] {
+            t.remove(View::Wanted, &r.key());
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
     fn clearing_one_view_keeps_the_other() {
         let mut t = RouteTable::new();
         t.insert(View::Wanted, unicast("10.0.0.0/24", "192.0.2.1"));
@@ -338,7 +486,7 @@ mod tests {
         t.clear(View::Kernel);
         assert_eq!((t.len(View::Wanted), t.len(View::Kernel)), (1, 0));
         assert_eq!(t.distinct_contents(), 1);
-        let keys: Vec<_> = t.keys(View::Wanted).copied().collect();
+        let keys: Vec<_> = t.keys(View::Wanted).collect();
         assert_eq!(keys, vec![unicast("10.0.0.0/24", "192.0.2.1").key()]);
         assert_eq!(t.keys(View::Kernel).count(), 0);
         t.clear(View::Wanted);
