@@ -167,29 +167,67 @@ pub enum Source {
     Peer(PeerId),
 }
 
-/// One candidate path for a prefix.
-#[derive(Debug, Clone)]
+/// The packed [`Source`] of our own paths; peer IDs stop short of it.
+const LOCAL_SOURCE: u32 = u32::MAX;
+
+/// One candidate path for a prefix. 16 bytes: a million of them sit in the
+/// Loc-RIB, so what is the same for every path of a peer (eBGP or not, its
+/// router ID, its address) is looked up in the peer table through a
+/// [`PathContext`], not carried by each path.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
-    /// Where it came from.
-    pub source: Source,
-    /// ADD-PATH identifier it was received with (0 without ADD-PATH).
-    pub path_id: u32,
     /// Its attributes.
     pub attrs: Arc<Attrs>,
-    /// Learned over eBGP.
-    pub ebgp: bool,
-    /// The BGP identifier of the peer it came from (ours for local paths).
-    pub peer_router_id: Ipv4Addr,
+    /// ADD-PATH identifier it was received with (0 without ADD-PATH).
+    pub path_id: u32,
+    /// Where it came from: [`LOCAL_SOURCE`] or the peer's ID (an enum
+    /// would take 8 bytes).
+    source: u32,
+}
+
+impl Path {
+    /// A path from `source`. Peer ID `u32::MAX` is reserved (it packs
+    /// [`Source::Local`]); the speaker never hands it out.
+    pub fn new(source: Source, path_id: u32, attrs: Arc<Attrs>) -> Path {
+        let source = match source {
+            Source::Local => LOCAL_SOURCE,
+            Source::Peer(id) => {
+                debug_assert_ne!(id, LOCAL_SOURCE, "peer ID reserved for local paths");
+                id
+            }
+        };
+        Path {
+            attrs,
+            path_id,
+            source,
+        }
+    }
+
+    /// Where it came from.
+    pub fn source(&self) -> Source {
+        match self.source {
+            LOCAL_SOURCE => Source::Local,
+            id => Source::Peer(id),
+        }
+    }
+
+    /// Whether this is our own path.
+    pub fn is_local(&self) -> bool {
+        self.source == LOCAL_SOURCE
+    }
 }
 
 /// What the decision process needs to know of a path beyond the path: a
-/// million paths do not each carry their peer's address (17 bytes, a third
-/// of a path) when the peer table has it.
+/// million paths do not each carry what their peer table has.
 pub trait PathContext {
     /// Whether the path's next hop can be reached.
     fn reachable(&self, path: &Path) -> bool;
     /// The address of the peer the path came from (`None` for our own).
     fn peer_address(&self, path: &Path) -> Option<IpAddr>;
+    /// Whether the path was learned over eBGP (false for our own).
+    fn ebgp(&self, path: &Path) -> bool;
+    /// The BGP identifier of the peer it came from (ours for our own).
+    fn router_id(&self, path: &Path) -> Ipv4Addr;
 }
 
 /// Why a path lost (or won) against another, for explanations.
@@ -275,19 +313,14 @@ pub fn compare(
     let by = |o: Ordering, s: Step| (o != Ordering::Equal).then_some((o, s));
     let lp = |p: &Path| p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
     let med = |p: &Path| p.attrs.med.unwrap_or(0);
-    let rid = |p: &Path| p.attrs.originator_id.unwrap_or(p.peer_router_id);
+    let rid = |p: &Path| p.attrs.originator_id.unwrap_or_else(|| cx.router_id(p));
     let med_comparable = opts.always_compare_med || a.attrs.neighbor_as() == b.attrs.neighbor_as();
     let llgr = |p: &Path| p.attrs.has_community(Community::LLGR_STALE);
     let reachable = |p: &Path| cx.reachable(p);
     by(reachable(b).cmp(&reachable(a)), Step::NextHopUnreachable)
         .or_else(|| by(llgr(a).cmp(&llgr(b)), Step::LongLivedStale))
         .or_else(|| by(lp(b).cmp(&lp(a)), Step::LocalPref))
-        .or_else(|| {
-            by(
-                (b.source == Source::Local).cmp(&(a.source == Source::Local)),
-                Step::Local,
-            )
-        })
+        .or_else(|| by(b.is_local().cmp(&a.is_local()), Step::Local))
         .or_else(|| {
             by(
                 a.attrs
@@ -305,7 +338,7 @@ pub fn compare(
                 None
             }
         })
-        .or_else(|| by(b.ebgp.cmp(&a.ebgp), Step::External))
+        .or_else(|| by(cx.ebgp(b).cmp(&cx.ebgp(a)), Step::External))
         .or_else(|| by(rid(a).cmp(&rid(b)), Step::RouterId))
         .or_else(|| {
             by(
@@ -727,6 +760,18 @@ impl Group {
 struct RibContext<'a> {
     unreachable: &'a HashSet<IpAddr>,
     peers: &'a HashMap<PeerId, PeerState>,
+    local_asn: u32,
+    router_id: Ipv4Addr,
+}
+
+impl RibContext<'_> {
+    /// The peer a path came from (`None` for our own, or a peer gone).
+    fn peer(&self, p: &Path) -> Option<&PeerInfo> {
+        match p.source() {
+            Source::Local => None,
+            Source::Peer(id) => self.peers.get(&id).map(|s| &s.info),
+        }
+    }
 }
 
 impl PathContext for RibContext<'_> {
@@ -734,14 +779,20 @@ impl PathContext for RibContext<'_> {
         p.attrs
             .next_hop
             .is_none_or(|nh| !self.unreachable.contains(&nh))
-            || p.source == Source::Local
+            || p.is_local()
     }
 
     fn peer_address(&self, p: &Path) -> Option<IpAddr> {
-        match p.source {
-            Source::Local => None,
-            Source::Peer(id) => self.peers.get(&id).map(|s| s.info.address),
-        }
+        self.peer(p).map(|i| i.address)
+    }
+
+    fn ebgp(&self, p: &Path) -> bool {
+        self.peer(p).is_some_and(|i| i.asn != self.local_asn)
+    }
+
+    fn router_id(&self, p: &Path) -> Ipv4Addr {
+        // A path outlives its peer's state only for our own paths.
+        self.peer(p).map_or(self.router_id, |i| i.router_id)
     }
 }
 
@@ -951,6 +1002,8 @@ impl Rib {
         RibContext {
             unreachable: &self.unreachable,
             peers: &self.peers,
+            local_asn: self.config.local_asn,
+            router_id: self.config.router_id,
         }
     }
 
@@ -1322,7 +1375,7 @@ impl Rib {
             let current = self.loc.get(&key.0).and_then(|d| {
                 d.paths
                     .iter()
-                    .find(|p| p.source == Source::Peer(id) && p.path_id == key.1)
+                    .find(|p| p.source() == Source::Peer(id) && p.path_id == key.1)
                     .map(|p| p.attrs.clone())
             });
             let Some(a) = current else {
@@ -1345,7 +1398,7 @@ impl Rib {
             if let Some(p) = self.loc.get_mut(&key.0).and_then(|d| {
                 d.paths
                     .iter_mut()
-                    .find(|p| p.source == Source::Peer(id) && p.path_id == key.1)
+                    .find(|p| p.source() == Source::Peer(id) && p.path_id == key.1)
             }) {
                 p.attrs = marked;
             }
@@ -1394,7 +1447,7 @@ impl Rib {
         };
         let before = d.paths.len();
         d.paths
-            .retain(|p| !(p.source == source && p.path_id == path_id));
+            .retain(|p| !(p.source() == source && p.path_id == path_id));
         let removed = d.paths.len() != before;
         if removed {
             self.decide(prefix);
@@ -1409,7 +1462,7 @@ impl Rib {
         self.loc.iter().flat_map(move |(prefix, d)| {
             d.paths
                 .iter()
-                .filter(move |p| p.source == source)
+                .filter(move |p| p.source() == source)
                 .map(move |p| (prefix, p))
         })
     }
@@ -1467,7 +1520,7 @@ impl Rib {
             } else {
                 Some(attrs.clone())
             };
-            self.set_received(id, &info, key, accepted);
+            self.set_received(id, key, accepted);
         }
     }
 
@@ -1483,18 +1536,12 @@ impl Rib {
 
     /// Records what a peer sent for one key (`None`: rejected) and updates
     /// the candidate paths.
-    fn set_received(
-        &mut self,
-        id: PeerId,
-        info: &PeerInfo,
-        key: (IpNet, u32),
-        attrs: Option<Arc<Attrs>>,
-    ) {
+    fn set_received(&mut self, id: PeerId, key: (IpNet, u32), attrs: Option<Arc<Attrs>>) {
         let reject = attrs.is_none();
         let had_path = self.loc.get(&key.0).is_some_and(|d| {
             d.paths
                 .iter()
-                .any(|p| p.source == Source::Peer(id) && p.path_id == key.1)
+                .any(|p| p.source() == Source::Peer(id) && p.path_id == key.1)
         });
         if let Some(s) = self.peers.get_mut(&id) {
             let i = af_index(&key.0);
@@ -1516,13 +1563,7 @@ impl Rib {
             self.remove_path(key.0, Source::Peer(id), key.1);
             return;
         };
-        let path = Path {
-            source: Source::Peer(id),
-            path_id: key.1,
-            attrs,
-            ebgp: info.asn != self.config.local_asn,
-            peer_router_id: info.router_id,
-        };
+        let path = Path::new(Source::Peer(id), key.1, attrs);
         let d = self.loc.get_or_default(key.0);
         match d
             .paths
@@ -1564,7 +1605,6 @@ impl Rib {
                 return Outbound::default();
             };
             state.info.import_policy = import.clone();
-            let info = state.info.clone();
             // Stale entries (a restarting peer's) keep their state until the
             // peer announces them again or they are swept.
             let entries: Vec<((IpNet, u32), Arc<Attrs>)> = state
@@ -1583,7 +1623,7 @@ impl Rib {
                     Some(p) => self.import(p, key.0, &raw),
                     None => Some(raw),
                 };
-                self.set_received(id, &info, key, accepted);
+                self.set_received(id, key, accepted);
             }
         }
         let same_export = self
@@ -1721,15 +1761,9 @@ impl Rib {
             }
             let attrs = self.intern(a);
             self.local_routes.insert(p, attrs.clone());
-            let path = Path {
-                source: Source::Local,
-                path_id: 0,
-                attrs,
-                ebgp: false,
-                peer_router_id: self.config.router_id,
-            };
+            let path = Path::new(Source::Local, 0, attrs);
             let d = self.loc.get_or_default(p);
-            d.paths.retain(|x| x.source != Source::Local);
+            d.paths.retain(|x| !x.is_local());
             d.push(path);
             self.decide(p);
         }
@@ -1805,7 +1839,7 @@ impl Rib {
         // Routes from one external peer to another only when a rule says so.
         let g = &self.groups[group].key;
         let g_ebgp = g.ebgp;
-        let transit = g.ebgp && path.ebgp && source.is_some() && !g.transit;
+        let transit = g.ebgp && self.context().ebgp(path) && source.is_some() && !g.transit;
         let Some(policy) = g.export_policy.clone() else {
             return if transit {
                 Err(NotSent::NoTransit)
@@ -1883,7 +1917,7 @@ impl Rib {
         {
             return Err(NotSent::NoExport);
         }
-        let source_peer = match best.source {
+        let source_peer = match best.source() {
             Source::Peer(p) => Some(p),
             Source::Local => None,
         };
@@ -1891,19 +1925,20 @@ impl Rib {
         // §6): a client's routes go to every internal peer, a non-client's to
         // clients only.
         let mut reflected = None;
+        let cx = self.context();
         if !key.ebgp
-            && !best.ebgp
+            && !cx.ebgp(best)
             && let Some(src) = source_peer
         {
             let from_client = self.peers.get(&src).is_some_and(|s| s.info.rr_client);
             if !(from_client || key.rr_client) {
                 return Err(NotSent::NotReflected);
             }
-            reflected = Some(a.originator_id.unwrap_or(best.peer_router_id));
+            reflected = Some(a.originator_id.unwrap_or_else(|| cx.router_id(best)));
         }
         Ok(ExportSource {
             attrs: a.clone(),
-            local: best.source == Source::Local,
+            local: best.source() == Source::Local,
             source: source_peer,
             reflected,
         })
@@ -1994,7 +2029,7 @@ impl Rib {
             // skip exporting it (policy, attribute rewrite, interning), which
             // for the peer a full table comes from is every prefix.
             let own =
-                sole.is_some_and(|m| self.best(p).is_some_and(|b| b.source == Source::Peer(m)));
+                sole.is_some_and(|m| self.best(p).is_some_and(|b| b.source() == Source::Peer(m)));
             let new = if own {
                 None
             } else {
@@ -2046,6 +2081,7 @@ impl Rib {
         // the decision steps (`compare` itself is not transitive: MED counts
         // only within one neighbouring AS, and sorting needs a total order).
         let best = d.best_index();
+        let cx = self.context();
         order.sort_by_cached_key(|&i| {
             let p = &d.paths[i];
             let a = &p.attrs;
@@ -2053,12 +2089,12 @@ impl Rib {
                 Some(i) != best,
                 a.has_community(Community::LLGR_STALE),
                 std::cmp::Reverse(a.local_pref.unwrap_or(DEFAULT_LOCAL_PREF)),
-                p.source != Source::Local,
+                p.source() != Source::Local,
                 a.as_path.path_length(),
                 a.origin,
                 a.med.unwrap_or(0),
-                !p.ebgp,
-                a.originator_id.unwrap_or(p.peer_router_id),
+                !cx.ebgp(p),
+                a.originator_id.unwrap_or_else(|| cx.router_id(p)),
                 a.cluster_list.len(),
                 self.peer_address(p),
                 p.path_id,
@@ -2078,7 +2114,7 @@ impl Rib {
                 let id = if limit == 1 && !self.groups[g].tx.add_path(family(prefix)) {
                     0
                 } else {
-                    self.out_path_id(path.source, path.path_id)
+                    self.out_path_id(path.source(), path.path_id)
                 };
                 out.push((id, e));
             }
@@ -2228,7 +2264,7 @@ impl Rib {
         for id in ids {
             let verdict = match &best {
                 None => Err(NotSent::NoRoute),
-                Some(b) if b.source == Source::Peer(id) => Err(NotSent::ItsOwn),
+                Some(b) if b.source() == Source::Peer(id) => Err(NotSent::ItsOwn),
                 Some(b) => {
                     let g = self.peers[&id].group;
                     self.export_path(g, prefix, b, &mut memo).map(|_| ())
@@ -2247,7 +2283,7 @@ impl Rib {
         let d = self.loc.get(prefix)?;
         let bi = d.best_index()?;
         let best = &d.paths[bi];
-        if best.source == Source::Local {
+        if best.source() == Source::Local {
             return None;
         }
         let mut hops = vec![best.attrs.next_hop?];
@@ -2257,7 +2293,7 @@ impl Rib {
                 if hops.len() >= self.config.maximum_paths {
                     break;
                 }
-                if i == bi || p.source == Source::Local || !cx.reachable(p) {
+                if i == bi || p.source() == Source::Local || !cx.reachable(p) {
                     continue;
                 }
                 let (_, step) = compare(best, p, self.config.decision, &cx);

@@ -791,6 +791,8 @@ struct SpeakerTask {
     rib: Rib,
     config: SpeakerConfig,
     peers: HashMap<PeerId, PeerSlot>,
+    /// Never reused; `u32::MAX` is the RIB's mark of our own paths, four
+    /// billion peers away.
     next_id: PeerId,
     events_tx: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
     accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,

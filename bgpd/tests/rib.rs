@@ -27,16 +27,18 @@ fn attrs(f: impl FnOnce(&mut Attrs)) -> Arc<Attrs> {
 }
 
 fn path(peer: u8, ebgp: bool, a: Arc<Attrs>) -> Path {
-    Path {
-        source: Source::Peer(u32::from(peer)),
-        path_id: 0,
-        attrs: a,
-        ebgp,
-        peer_router_id: Ipv4Addr::new(10, 0, 0, peer),
-    }
+    path_with_id(peer, peer, ebgp, a)
 }
 
-/// Peer `n` is at 192.0.2.n; next hops are reachable unless `reach` says not.
+/// A path from a peer at 192.0.2.`peer` with router ID 10.0.0.`rid`, over
+/// eBGP or not: the peer ID packs all three, for [`Facts`] to unpack.
+fn path_with_id(peer: u8, rid: u8, ebgp: bool, a: Arc<Attrs>) -> Path {
+    let id = u32::from(peer) | u32::from(rid) << 8 | u32::from(ebgp) << 16;
+    Path::new(Source::Peer(id), 0, a)
+}
+
+/// Peers as [`path_with_id`] packs them; next hops are reachable unless
+/// `reach` says not; our own router ID is 10.0.0.254.
 struct Facts<F>(F);
 
 impl<F: Fn(&Path) -> bool> PathContext for Facts<F> {
@@ -45,11 +47,20 @@ impl<F: Fn(&Path) -> bool> PathContext for Facts<F> {
     }
 
     fn peer_address(&self, p: &Path) -> Option<IpAddr> {
-        match p.source {
+        match p.source() {
             Source::Local => None,
-            Source::Peer(n) => Some(IpAddr::V4(Ipv4Addr::from(
-                u32::from(Ipv4Addr::new(192, 0, 2, 0)) + n,
-            ))),
+            Source::Peer(n) => Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, n as u8))),
+        }
+    }
+
+    fn ebgp(&self, p: &Path) -> bool {
+        matches!(p.source(), Source::Peer(n) if n >> 16 == 1)
+    }
+
+    fn router_id(&self, p: &Path) -> Ipv4Addr {
+        match p.source() {
+            Source::Local => Ipv4Addr::new(10, 0, 0, 254),
+            Source::Peer(n) => Ipv4Addr::new(10, 0, 0, (n >> 8) as u8),
         }
     }
 }
@@ -147,19 +158,17 @@ fn each_decision_step_in_rfc_order() {
         (Ordering::Less, Step::ClusterList)
     );
     // Another peer with the same router ID, at 192.0.2.200.
-    let mut far = path(200, false, attrs(|_| {}));
-    far.peer_router_id = ibgp.peer_router_id;
+    let far = path_with_id(200, 1, false, attrs(|_| {}));
     assert_eq!(
         decided_by(&ibgp, &far, OPTS),
         (Ordering::Less, Step::PeerAddress)
     );
     // Local pref above all; locally originated next.
-    let mut local = path(
-        1,
-        false,
+    let local = Path::new(
+        Source::Local,
+        0,
         attrs(|a| a.as_path = AsPath::sequence(vec![1, 2, 3, 4])),
     );
-    local.source = Source::Local;
     assert_eq!(
         decided_by(&local, &base, OPTS),
         (Ordering::Less, Step::Local)
@@ -226,7 +235,7 @@ fn deterministic_med_does_not_depend_on_arrival_order() {
         .map(|o| {
             let v: Vec<Path> = o.iter().map(|&i| all[i].clone()).collect();
             let best = select_best(&v, det, &Facts(all_reachable)).expect("a best");
-            v[best].peer_router_id.octets()[3]
+            Facts(all_reachable).router_id(&v[best]).octets()[3]
         })
         .collect();
     assert!(winners.iter().all(|w| *w == winners[0]), "{winners:?}");
