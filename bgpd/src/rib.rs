@@ -837,11 +837,15 @@ pub struct FibChange {
     pub next_hops: Option<Vec<IpAddr>>,
 }
 
-/// Encoded messages for one peer, in order.
+/// Encoded messages, in order, shared by every peer they go to: a group's
+/// members get one encoding, not a copy each.
+pub type Messages = Arc<Vec<Vec<u8>>>;
+
+/// What a flush sends, and what it freed.
 #[derive(Debug, Default)]
 pub struct Outbound {
     /// (peer, messages) pairs.
-    pub messages: Vec<(PeerId, Vec<Vec<u8>>)>,
+    pub messages: Vec<(PeerId, Messages)>,
     /// Attribute sets the flush found unused, freed when this is dropped.
     /// After a full table's withdrawal that is a quarter million of them,
     /// ~450 ms of freeing: the owner may hand them to another thread.
@@ -1079,7 +1083,7 @@ impl Rib {
         if fresh {
             out = self.fill_group(group, id);
         }
-        out.messages.push((id, self.initial_table(id)));
+        out.messages.push((id, Arc::new(self.initial_table(id))));
         out
     }
 
@@ -1152,7 +1156,7 @@ impl Rib {
             if let Some(state) = self.peers.get(&m) {
                 let msgs = encode_changes(&g.key, &g.tx, &state.info, &changes, Some(m));
                 if !msgs.is_empty() {
-                    out.messages.push((m, msgs));
+                    out.messages.push((m, Arc::new(msgs)));
                 }
             }
         }
@@ -1218,7 +1222,7 @@ impl Rib {
         Outbound {
             messages: ids
                 .into_iter()
-                .map(|id| (id, self.initial_table(id)))
+                .map(|id| (id, Arc::new(self.initial_table(id))))
                 .collect(),
             garbage: Vec::new(),
         }
@@ -1262,7 +1266,7 @@ impl Rib {
             return Outbound::default();
         }
         Outbound {
-            messages: vec![(id, self.table_messages(id, Some(af)))],
+            messages: vec![(id, Arc::new(self.table_messages(id, Some(af))))],
             garbage: Vec::new(),
         }
     }
@@ -1700,7 +1704,7 @@ impl Rib {
         }
         let g = &self.groups[group];
         let msgs = encode_changes(&g.key, &g.tx, &state.info, &changes, Some(id));
-        out.messages.push((id, msgs));
+        out.messages.push((id, Arc::new(msgs)));
         out
     }
 
@@ -2186,7 +2190,7 @@ impl Rib {
                 })
                 .flatten()
                 .collect();
-            let mut shared: Option<Vec<Vec<u8>>> = None;
+            let mut shared: Option<Messages> = None;
             for &m in &group.members {
                 let Some(state) = self.peers.get(&m) else {
                     continue;
@@ -2195,11 +2199,23 @@ impl Rib {
                 let msgs = if viewer.is_none() {
                     shared
                         .get_or_insert_with(|| {
-                            encode_changes(&group.key, &group.tx, &state.info, &changes, None)
+                            Arc::new(encode_changes(
+                                &group.key,
+                                &group.tx,
+                                &state.info,
+                                &changes,
+                                None,
+                            ))
                         })
                         .clone()
                 } else {
-                    encode_changes(&group.key, &group.tx, &state.info, &changes, viewer)
+                    Arc::new(encode_changes(
+                        &group.key,
+                        &group.tx,
+                        &state.info,
+                        &changes,
+                        viewer,
+                    ))
                 };
                 if !msgs.is_empty() {
                     out.messages.push((m, msgs));

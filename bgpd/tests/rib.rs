@@ -308,7 +308,7 @@ fn sent_to(out: &bgpd::rib::Outbound, peer: PeerId) -> (Vec<(IpNet, Update)>, Ve
         if *id != peer {
             continue;
         }
-        for m in msgs {
+        for m in msgs.iter() {
             let Message::Update(u) = Message::decode(m, &WireContext::modern())
                 .expect("decodes")
                 .message
@@ -1116,7 +1116,7 @@ fn add_path_send_gives_a_client_every_path_with_stable_ids() {
             if *id != peer {
                 continue;
             }
-            for m in msgs {
+            for m in msgs.iter() {
                 if let Message::Update(u) = Message::decode(m, &ctx).expect("decodes").message {
                     for n in u.announced() {
                         v.push((n.path_id, u.clone()));

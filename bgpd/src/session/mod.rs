@@ -129,8 +129,8 @@ pub enum PeerCommand {
     Send {
         /// The session they were computed for ([`PeerEvent::Up`]).
         session: u64,
-        /// The messages.
-        messages: Vec<Vec<u8>>,
+        /// The messages (shared with the other members of its update group).
+        messages: crate::rib::Messages,
     },
     /// Ask the peer to resend its routes for a family (route refresh).
     Refresh(AfiSafi),
@@ -377,7 +377,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                             .sum::<usize>()
                             .min(WRITE_CHUNK),
                     );
-                    for m in messages {
+                    for m in messages.iter() {
                         if m.len() > HEADER_LEN {
                             PeerStats::count(&self.stats.sent, m[18]);
                         }
@@ -387,7 +387,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                             }
                             buf.clear();
                         }
-                        buf.extend_from_slice(&m);
+                        buf.extend_from_slice(m);
                     }
                     if !buf.is_empty() {
                         self.write(&buf).await;
@@ -753,6 +753,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
 /// Most bytes gathered into one write to the socket.
 const WRITE_CHUNK: usize = 256 << 10;
 
+/// Bounds of a connection's read room (see `read_frames`).
+const READ_MIN: usize = 4 << 10;
+const READ_MAX: usize = 64 << 10;
+
 /// Closes a connection that lost collision resolution, telling the peer why.
 async fn refuse_colliding(mut stream: TcpStream) {
     let n = Message::Notification(Notification::new(
@@ -790,8 +794,12 @@ async fn read_frames<R: tokio::io::AsyncRead + Unpin>(
     tx: mpsc::UnboundedSender<Internal>,
     inbound: Arc<Inbound>,
 ) {
-    let mut buf = Vec::with_capacity(1 << 16);
-    let mut chunk = vec![0u8; 1 << 16];
+    // Read room grows while reads fill it and shrinks while they do not: a
+    // full table comes in 64 KiB reads, while a reflector's thousand mostly
+    // idle clients send a few small messages each, and two 64 KiB buffers
+    // per connection were most of its memory.
+    let mut room = READ_MIN;
+    let mut buf: Vec<u8> = Vec::with_capacity(room);
     let framing = WireContext {
         extended_message: true,
         ..WireContext::modern()
@@ -816,13 +824,22 @@ async fn read_frames<R: tokio::io::AsyncRead + Unpin>(
             }
         }
         buf.drain(..start);
+        if buf.is_empty() && buf.capacity() > 2 * room {
+            buf.shrink_to(room);
+        }
+        if buf.capacity() - buf.len() < room {
+            buf.reserve(room);
+        }
+        let spare = buf.capacity() - buf.len();
         inbound.room().await;
-        match read.read(&mut chunk).await {
+        match read.read_buf(&mut buf).await {
             Ok(0) | Err(_) => {
                 let _ = tx.send(Internal::Closed(generation));
                 return;
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) if n >= spare => room = (room * 2).min(READ_MAX),
+            Ok(n) if n < room / 4 => room = (room / 2).max(READ_MIN),
+            Ok(_) => {}
         }
     }
 }
@@ -896,6 +913,49 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
         assert!(matches!(closed, Ok(Some(Internal::Closed(1)))));
         reader.await.expect("reader ends");
+    }
+
+    #[tokio::test]
+    async fn frames_of_any_size_come_whole_through_a_growing_and_shrinking_read_room() {
+        // Small, largest (extended message), small again, in pieces that
+        // straddle frame boundaries: the room grows for the big frame and
+        // shrinks after it.
+        let sizes = [19, 4000, 65_535, 19, 30_000, 23, 65_535, 19];
+        let frames: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut f = update_frame(n);
+                if n == HEADER_LEN {
+                    f[18] = msg_type::KEEPALIVE;
+                }
+                f[HEADER_LEN..].fill(i as u8);
+                f
+            })
+            .collect();
+        let (mut peer, ours) = tokio::io::duplex(8 << 10);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _reader = tokio::spawn(read_frames(ours, 1, tx, Arc::default()));
+        let stream = frames.concat();
+        let writer = tokio::spawn(async move {
+            for piece in stream.chunks(3001) {
+                peer.write_all(piece).await.expect("write");
+            }
+            peer
+        });
+        for want in &frames {
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+            let Ok(Some(Internal::Frame(1, f, _))) = got else {
+                panic!("no frame of {} bytes", want.len());
+            };
+            assert!(
+                f == *want,
+                "frame of {} bytes came as {} bytes",
+                want.len(),
+                f.len()
+            );
+        }
+        drop(writer.await.expect("writer"));
     }
 
     #[tokio::test]
