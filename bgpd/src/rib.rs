@@ -791,7 +791,8 @@ impl PathContext for RibContext<'_> {
     }
 
     fn router_id(&self, p: &Path) -> Ipv4Addr {
-        // A path outlives its peer's state only for our own paths.
+        // Ours for our own paths. A peer's paths go with its state, so a
+        // path without a peer does not reach the decision process.
         self.peer(p).map_or(self.router_id, |i| i.router_id)
     }
 }

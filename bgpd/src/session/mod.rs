@@ -918,8 +918,9 @@ mod tests {
     #[tokio::test]
     async fn frames_of_any_size_come_whole_through_a_growing_and_shrinking_read_room() {
         // Small, largest (extended message), small again, in pieces that
-        // straddle frame boundaries: the room grows for the big frame and
-        // shrinks after it.
+        // straddle frame boundaries: reads fill the room and then leave it
+        // mostly empty, so it grows and shrinks along the way, and every
+        // frame must still come whole and in order.
         let sizes = [19, 4000, 65_535, 19, 30_000, 23, 65_535, 19];
         let frames: Vec<Vec<u8>> = sizes
             .iter()
