@@ -701,6 +701,7 @@ fn peers_with_the_same_treatment_share_one_encoding() {
     let to2 = &out.messages.iter().find(|(id, _)| *id == 2).expect("2").1;
     let to3 = &out.messages.iter().find(|(id, _)| *id == 3).expect("3").1;
     assert_eq!(to2, to3, "one group, one encoding");
+    assert!(Arc::ptr_eq(to2, to3), "shared, not a copy each");
     assert!(
         out.messages.iter().all(|(id, _)| *id != 1),
         "never back to the source"
