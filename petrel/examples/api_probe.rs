@@ -46,20 +46,6 @@ impl Samples {
     }
 }
 
-async fn connect(path: &Path) -> anyhow::Result<tonic::transport::Channel> {
-    let path = path.to_path_buf();
-    Ok(tonic::transport::Endpoint::try_from("http://[::]:50051")?
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await?)
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -89,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let channel = loop {
-        match connect(&socket).await {
+        match api::connect(&socket).await {
             Ok(c) => break c,
             Err(_) if started.elapsed() < Duration::from_secs(60) => {
                 tokio::time::sleep(Duration::from_millis(50)).await

@@ -6,30 +6,11 @@
 //! - `petrel decode`: MRT captures through petrel's own BGP codec.
 //! - `petrel crds`: the CustomResourceDefinitions, as YAML.
 
-mod agent;
-mod api;
-mod cli;
-mod conditions;
-mod controller;
-mod crds_cmd;
-mod decode;
-mod fib;
-mod json;
-mod kube_source;
-mod kube_status;
-mod lab;
-mod lease;
-mod managed;
-mod metrics;
-mod planner;
-mod source;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use proto::v1 as pb;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,7 +78,7 @@ enum Command {
         #[arg(long)]
         onlink_interface: Option<String>,
         /// Where to serve /metrics, /healthz and /readyz (`off`: nowhere).
-        #[arg(long, default_value = metrics::DEFAULT_ADDRESS, value_parser = parse_metrics_address)]
+        #[arg(long, default_value = agent::metrics::DEFAULT_ADDRESS, value_parser = parse_metrics_address)]
         metrics_address: MetricsAddress,
     },
     /// Run the controller: LoadBalancer IPs for Services from
@@ -167,7 +148,7 @@ enum Command {
         #[arg(long, default_value = api::DEFAULT_SOCKET, global = true)]
         socket: PathBuf,
         #[command(subcommand)]
-        action: cli::PeerAction,
+        action: cli::client::PeerAction,
     },
     /// Originate or withdraw routes through the API.
     Route {
@@ -175,27 +156,12 @@ enum Command {
         #[arg(long, default_value = api::DEFAULT_SOCKET, global = true)]
         socket: PathBuf,
         #[command(subcommand)]
-        action: cli::RouteAction,
+        action: cli::client::RouteAction,
     },
     /// Show the routing table: best paths and alternatives.
     Rib {
-        /// IPv4 only.
-        #[arg(short = '4', conflicts_with = "ipv6")]
-        ipv4: bool,
-        /// IPv6 only.
-        #[arg(short = '6')]
-        ipv6: bool,
-        /// Only this prefix (or address).
-        prefix: Option<String>,
-        /// With PREFIX: also the more specific prefixes inside it.
-        #[arg(long, requires = "prefix")]
-        longer: bool,
-        /// What this peer sent us (its Adj-RIB-In), instead of the Loc-RIB.
-        #[arg(long, value_name = "PEER", conflicts_with_all = ["advertised_to", "prefix"])]
-        received_from: Option<String>,
-        /// What we send this peer (its Adj-RIB-Out), instead of the Loc-RIB.
-        #[arg(long, value_name = "PEER", conflicts_with = "prefix")]
-        advertised_to: Option<String>,
+        #[command(flatten)]
+        args: cli::client::RibArgs,
         /// The agent's API socket.
         #[arg(long, default_value = api::DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -221,7 +187,7 @@ enum Command {
         #[arg(long, default_value = api::DEFAULT_SOCKET)]
         socket: PathBuf,
         #[command(flatten)]
-        args: cli::WatchArgs,
+        args: cli::client::WatchArgs,
     },
     /// A whole cluster's routing on this machine, in network namespaces:
     /// `petrel lab up`, `status`, `down` (see docs/lab.md).
@@ -238,7 +204,7 @@ enum Command {
         dir: Option<PathBuf>,
         /// Output format on standard output.
         #[arg(short, long, value_enum, default_value = "yaml")]
-        output: crds_cmd::Format,
+        output: cli::crds::Format,
     },
     /// Print a shell completion script (e.g. `petrel completions bash >
     /// /etc/bash_completion.d/petrel`).
@@ -247,22 +213,19 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Decode MRT files (RFC 6396; plain, gzip or bzip2) and print one JSON object per record.
-    Decode(DecodeArgs),
+    Decode(cli::decode::DecodeArgs),
 }
 
-/// Arguments of `petrel decode`.
-#[derive(Debug, clap::Args)]
-pub struct DecodeArgs {
-    /// MRT files to read.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    /// Re-encode every BGP message (and every RIB entry's attributes) and
-    /// compare with the original bytes; a difference counts as an error.
-    #[arg(long)]
-    check: bool,
-    /// Print counts per file instead of the records.
-    #[arg(long)]
-    summary: bool,
+/// Logs to stderr, `RUST_LOG` or `info`, colours only on a terminal.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -288,7 +251,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => {
-            return match decode::run(&args) {
+            return match cli::decode::run(&args) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {
@@ -315,14 +278,7 @@ fn main() -> ExitCode {
             onlink_interface,
             metrics_address,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            init_logging();
             let api_tcp = match (api_address, api_tls_cert, api_tls_key, api_tls_client_ca) {
                 (Some(a), Some(c), Some(k), Some(ca)) => match api::TcpApi::load(a, &c, &k, &ca) {
                     Ok(t) => Some(t),
@@ -340,7 +296,7 @@ fn main() -> ExitCode {
                     api_socket,
                     api_tcp,
                     poll: Duration::from_millis(poll_ms.max(50)),
-                    fib: (!no_fib).then(|| fib::FibOptions {
+                    fib: (!no_fib).then(|| agent::fib::FibOptions {
                         table: route_table,
                         protocol: route_protocol,
                         initial_delay: Duration::from_secs(fib_initial_delay),
@@ -363,15 +319,8 @@ fn main() -> ExitCode {
             pool_selector,
             metrics_address,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
-            let timing = lease::Timing {
+            init_logging();
+            let timing = controller::lease::Timing {
                 lease_duration,
                 renew_deadline,
                 retry_period,
@@ -399,89 +348,33 @@ fn main() -> ExitCode {
             prefix,
             socket,
             output,
-        } => runtime().and_then(|rt| rt.block_on(cli::explain(&socket, &prefix, output))),
+        } => runtime().and_then(|rt| rt.block_on(cli::client::explain(&socket, &prefix, output))),
         Command::Watch { socket, args } => {
-            runtime().and_then(|rt| rt.block_on(cli::watch(&socket, args)))
+            runtime().and_then(|rt| rt.block_on(cli::client::watch(&socket, args)))
         }
-        Command::Crds { dir, output } => crds_cmd::run(dir.as_deref(), output),
+        Command::Crds { dir, output } => cli::crds::run(dir.as_deref(), output),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "petrel", &mut std::io::stdout());
             Ok(())
         }
-        Command::Status { socket, output } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                let status = cli::fetch_status(&socket).await?;
-                match output {
-                    cli::Format::Table => print!("{}", cli::status_table(&status)),
-                    cli::Format::Json | cli::Format::Yaml => {
-                        cli::print_data(&cli::status_json(&status), output)?
-                    }
-                }
-                Ok(())
-            })
-        }),
+        Command::Status { socket, output } => {
+            runtime().and_then(|rt| rt.block_on(cli::client::status(&socket, output)))
+        }
         Command::Route { socket, action } => {
-            runtime().and_then(|rt| rt.block_on(cli::route_action(&socket, action)))
+            runtime().and_then(|rt| rt.block_on(cli::client::route_action(&socket, action)))
         }
         Command::Peer { socket, action } => {
-            runtime().and_then(|rt| rt.block_on(cli::peer_action(&socket, action)))
+            runtime().and_then(|rt| rt.block_on(cli::client::peer_action(&socket, action)))
         }
-        Command::Peers { socket, output } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                let peers = cli::fetch_peers(&socket).await?;
-                match output {
-                    cli::Format::Table => print!("{}", cli::peers_table(&peers)),
-                    cli::Format::Json | cli::Format::Yaml => {
-                        cli::print_data(&cli::peers_json(&peers), output)?
-                    }
-                }
-                Ok(())
-            })
-        }),
+        Command::Peers { socket, output } => {
+            runtime().and_then(|rt| rt.block_on(cli::client::peers(&socket, output)))
+        }
         Command::Rib {
-            ipv4,
-            ipv6,
-            prefix,
-            longer,
-            received_from,
-            advertised_to,
+            args,
             socket,
             output,
-        } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                if let Some(p) = &prefix {
-                    api::parse_prefix(p).map_err(anyhow::Error::msg)?;
-                }
-                let family = match (ipv4, ipv6) {
-                    (true, _) => pb::Family::Ipv4Unicast,
-                    (_, true) => pb::Family::Ipv6Unicast,
-                    _ => pb::Family::Unspecified,
-                };
-                let routes = match (received_from, advertised_to) {
-                    (Some(peer), _) => cli::fetch_adj_rib(&socket, &peer, true, family).await?,
-                    (_, Some(peer)) => cli::fetch_adj_rib(&socket, &peer, false, family).await?,
-                    _ => {
-                        cli::fetch_routes(
-                            &socket,
-                            pb::ListRoutesRequest {
-                                family: family as i32,
-                                prefix: prefix.unwrap_or_default(),
-                                longer,
-                            },
-                        )
-                        .await?
-                    }
-                };
-                match output {
-                    cli::Format::Table => print!("{}", cli::routes_table(&routes)),
-                    cli::Format::Json | cli::Format::Yaml => {
-                        cli::print_data(&cli::routes_json(&routes), output)?
-                    }
-                }
-                Ok(())
-            })
-        }),
+        } => runtime().and_then(|rt| rt.block_on(cli::client::rib(&socket, args, output))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

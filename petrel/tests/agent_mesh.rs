@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Lab, Petrel, wait_until};
+use common::{Petrel, wait_until};
 use serde_json::Value;
 
 /// The whole cluster as both nodes see it; `endpoint_node` hosts the only
@@ -83,7 +83,7 @@ fn via(p: &Petrel, dst: &str) -> Option<String> {
 
 #[test]
 fn the_mesh_carries_pod_cidrs_and_a_local_vip_that_follows_its_endpoint() {
-    let mut lab = Lab::new("mesh");
+    let mut lab = common::lab("mesh");
     let a = lab.ns("a");
     let b = lab.ns("b");
     lab.link(&a, &b, "eth0", &["10.30.0.1/24"], &["10.30.0.2/24"]);

@@ -31,7 +31,7 @@ fn frr_has(lab: &Lab, ns: &str, prefix: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn api_peers_and_paths_live_apart_from_the_configuration() {
-    let mut lab = Lab::new("api");
+    let mut lab = common::lab("api");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.40.0.1/24"], &["10.40.0.2/24"]);

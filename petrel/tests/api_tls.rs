@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Lab, petrel_yaml, run, wait_until};
+use common::{petrel_yaml, run, wait_until};
 
 /// Makes a CA and a certificate it signs, with `ext` (openssl x509v3 text).
 fn issue(dir: &Path, ca: &str, name: &str, ext: &str) {
@@ -92,7 +92,7 @@ fn cli(ns: &str, url: &str, dir: &Path, who: Option<&str>, args: &[&str]) -> Out
 
 #[test]
 fn the_tcp_api_serves_only_clients_with_a_certificate_from_its_ca() {
-    let mut lab = Lab::new("tls");
+    let mut lab = common::lab("tls");
     let ns = lab.ns("p");
     let dir: PathBuf = lab.root.join("tls");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -272,8 +272,11 @@ fn the_tcp_api_serves_only_clients_with_a_certificate_from_its_ca() {
 /// Calls AgentService.Health over TLS from inside `ns` with no client
 /// certificate (the thread enters the namespace first).
 fn health_without_certificate(ns: &str, ca: &Path) -> Result<(), String> {
-    let f = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|e| e.to_string())?;
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+    testkit::forward::in_netns(ns, || Ok(health_inside(ca))).map_err(|e| e.to_string())?
+}
+
+/// The call itself, from a thread already in the namespace.
+fn health_inside(ca: &Path) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

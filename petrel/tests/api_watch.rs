@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Lab, Petrel, petrel_yaml, wait_until};
+use common::{Petrel, petrel_yaml, wait_until};
 use serde_json::Value;
 
 fn cli(p: &Petrel, args: &[&str]) -> Output {
@@ -102,24 +102,12 @@ fn seq(v: &Value) -> u64 {
 }
 
 async fn channel(socket: &Path) -> tonic::transport::Channel {
-    let path = socket.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect to the API")
+    api::connect(socket).await.expect("connect to the API")
 }
 
 #[test]
 fn a_watcher_that_reconnects_with_its_cursor_misses_nothing() {
-    let mut lab = Lab::new("watch");
+    let mut lab = common::lab("watch");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.41.0.1/24"], &["10.41.0.2/24"]);

@@ -15,16 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-#[path = "common/kubeenv.rs"]
-mod kubeenv;
-
 use futures::future::join_all;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kubeenv::KubeEnv;
 use serde_json::{Value, json};
+use testkit::KubeEnv;
 
 /// The petrel binary this test run was built with. It is held open and
 /// run through `/proc/PID/fd/N`: worktrees that share a target directory

@@ -20,7 +20,7 @@ fn frr_neighbor(lab: &Lab, ns: &str, addr: &str) -> Value {
 
 #[test]
 fn ebgp_ipv4_transport_md5_four_octet_asn_refresh_and_restart() {
-    let mut lab = Lab::new("fe");
+    let mut lab = common::lab("fe");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(
@@ -155,7 +155,7 @@ stringData: {tor: s3cret-key}
 
 #[test]
 fn ibgp_over_ipv6_transport() {
-    let mut lab = Lab::new("fi");
+    let mut lab = common::lab("fi");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(
@@ -213,7 +213,7 @@ router bgp 65001
 
 #[test]
 fn wrong_key_and_wrong_asn_fail_cleanly_and_a_fix_applies_live() {
-    let mut lab = Lab::new("fw");
+    let mut lab = common::lab("fw");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.3.0.1/24"], &["10.3.0.2/24"]);
@@ -266,7 +266,7 @@ router bgp 65002
 
 #[test]
 fn gtsm_against_frr() {
-    let mut lab = Lab::new("fg");
+    let mut lab = common::lab("fg");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.4.0.1/24"], &["10.4.0.2/24"]);
@@ -303,7 +303,7 @@ router bgp 65002
 
 #[test]
 fn agent_restart_keeps_kernel_routes_without_churn() {
-    let mut lab = Lab::new("fr");
+    let mut lab = common::lab("fr");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.12.0.1/24"], &["10.12.0.2/24"]);
@@ -368,7 +368,7 @@ router bgp 65002
 
 #[test]
 fn unreachable_next_hop_waits_for_a_route_then_resolves_recursively() {
-    let mut lab = Lab::new("fn");
+    let mut lab = common::lab("fn");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.13.0.1/24"], &["10.13.0.2/24"]);
@@ -439,7 +439,7 @@ router bgp 65002
 
 #[test]
 fn an_onlink_interface_carries_next_hops_no_route_reaches() {
-    let mut lab = Lab::new("fo");
+    let mut lab = common::lab("fo");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.14.0.1/24"], &["10.14.0.2/24"]);
@@ -489,7 +489,7 @@ router bgp 65002
 
 #[test]
 fn sigterm_keeps_routes_unless_asked_to_flush() {
-    let mut lab = Lab::new("ft");
+    let mut lab = common::lab("ft");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.15.0.1/24"], &["10.15.0.2/24"]);
@@ -537,7 +537,7 @@ router bgp 65002
 
 #[test]
 fn a_peer_over_its_prefix_limit_is_reset_with_the_right_cease() {
-    let mut lab = Lab::new("fm");
+    let mut lab = common::lab("fm");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.18.0.1/24"], &["10.18.0.2/24"]);
@@ -614,7 +614,7 @@ router bgp 65002
 
 #[test]
 fn filters_change_routes_both_ways_without_a_session_reset() {
-    let mut lab = Lab::new("fp");
+    let mut lab = common::lab("fp");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.21.0.1/24"], &["10.21.0.2/24"]);
@@ -705,7 +705,7 @@ spec:
 
 #[test]
 fn peers_are_reset_disabled_and_enabled_through_the_api() {
-    let mut lab = Lab::new("fc");
+    let mut lab = common::lab("fc");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.25.0.1/24"], &["10.25.0.2/24"]);

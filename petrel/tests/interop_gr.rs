@@ -23,7 +23,7 @@ fn bird_has(lab: &Lab, sock: &std::path::Path, prefix: &str) -> bool {
 
 #[test]
 fn petrel_restarts_while_frr_and_bird_keep_forwarding_to_it() {
-    let mut lab = Lab::new("gp");
+    let mut lab = common::lab("gp");
     let p = lab.ns("p");
     let f = lab.ns("f");
     let b = lab.ns("b");
@@ -140,7 +140,7 @@ protocol bgp petrel {
 
 #[test]
 fn frr_restarts_while_petrel_keeps_its_routes_in_the_kernel() {
-    let mut lab = Lab::new("gf");
+    let mut lab = common::lab("gf");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.15.0.1/24"], &["10.15.0.2/24"]);
@@ -224,7 +224,7 @@ router bgp 65002
 
 #[test]
 fn frr_routes_turn_long_lived_stale_after_its_restart_time() {
-    let mut lab = Lab::new("gl");
+    let mut lab = common::lab("gl");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.22.0.1/24"], &["10.22.0.2/24"]);

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{Lab, petrel_yaml, wait_until};
+use common::{petrel_yaml, wait_until};
 
 #[test]
 fn bird_ebgp_over_ipv6_transport_with_md5_both_families() {
-    let mut lab = Lab::new("be");
+    let mut lab = common::lab("be");
     let p = lab.ns("p");
     let b = lab.ns("b");
     lab.link(
@@ -77,7 +77,7 @@ protocol bgp petrel {
 
 #[test]
 fn bird_ibgp_over_ipv4_transport() {
-    let mut lab = Lab::new("bi");
+    let mut lab = common::lab("bi");
     let p = lab.ns("p");
     let b = lab.ns("b");
     lab.link(&p, &b, "eth0", &["10.6.0.1/24"], &["10.6.0.2/24"]);
@@ -120,7 +120,7 @@ protocol bgp petrel {
 
 #[test]
 fn bird_routes_pass_petrel_filters_both_ways() {
-    let mut lab = Lab::new("bf");
+    let mut lab = common::lab("bf");
     let p = lab.ns("p");
     let b = lab.ns("b");
     lab.link(&p, &b, "eth0", &["10.23.0.1/24"], &["10.23.0.2/24"]);
@@ -192,7 +192,7 @@ spec:
 
 #[test]
 fn gobgp_ebgp_both_families() {
-    let mut lab = Lab::new("gb");
+    let mut lab = common::lab("gb");
     let p = lab.ns("p");
     let g = lab.ns("g");
     lab.link(
@@ -251,7 +251,7 @@ fn gobgp_ebgp_both_families() {
 
 #[test]
 fn exabgp_unknown_transitive_attribute_is_passed_on_with_partial_bit() {
-    let mut lab = Lab::new("ex");
+    let mut lab = common::lab("ex");
     let p = lab.ns("p");
     let s = lab.ns("s");
     let r = lab.ns("r");
@@ -371,7 +371,7 @@ neighbor {petrel} {{
 
 #[test]
 fn four_octet_asn_against_a_two_octet_only_peer() {
-    let mut lab = Lab::new("as");
+    let mut lab = common::lab("as");
     let p = lab.ns("p");
     let old = lab.ns("o");
     let new = lab.ns("n");

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{Lab, wait_until};
+use common::wait_until;
 
 #[test]
 fn petrel_reflects_between_clients_and_installs_ecmp() {
-    let mut lab = Lab::new("rr");
+    let mut lab = common::lab("rr");
     let p = lab.ns("p");
     let f = lab.ns("f");
     let b = lab.ns("b");

@@ -5,13 +5,10 @@
 //! `PETREL_TEST_KUBECONFIG` names one (where the real CEL engine judges the
 //! rules).
 
-#[path = "common/kubeenv.rs"]
-mod kubeenv;
-
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
-use kubeenv::KubeEnv;
 use serde_json::{Value, json};
+use testkit::KubeEnv;
 
 fn api(client: &kube::Client, kind: &str, plural: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk_with_plural(

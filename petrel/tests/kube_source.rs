@@ -7,13 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "common/kubeenv.rs"]
-mod kubeenv;
-
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kubeenv::KubeEnv;
 use serde_json::{Value, json};
+use testkit::KubeEnv;
 
 /// The agent process, killed when dropped.
 struct Agent {

@@ -12,8 +12,6 @@
 //!   and an Event; fixing it makes it Ready; the BGPPeer summary column.
 
 mod common;
-#[path = "common/kubeenv.rs"]
-mod kubeenv;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,8 +20,8 @@ use std::time::{Duration, Instant};
 use common::{Lab, run};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
-use kubeenv::KubeEnv;
 use serde_json::{Value, json};
+use testkit::KubeEnv;
 use testserver::Verb;
 
 /// A process in the host's namespace, killed when dropped.
@@ -211,7 +209,7 @@ async fn agents_report_their_own_nodes_state() {
     let mut env = KubeEnv::start("kube-status").await;
     env.install_crds().await;
     let client = env.client();
-    let mut lab = Lab::new("kst");
+    let mut lab = common::lab("kst");
     let ns1 = lab.ns("a");
     let ns2 = lab.ns("b");
     lab.link(&ns1, &ns2, "eth0", &["10.40.0.1/24"], &["10.40.0.2/24"]);

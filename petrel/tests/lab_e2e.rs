@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "common/kubeenv.rs"]
-mod kubeenv;
-
 const VIP: &str = "198.51.100.10";
 
 /// The pods of tor.yaml and rr.yaml: (node, pod index, address).
@@ -35,17 +32,6 @@ fn petrel(args: &[&str]) -> Output {
         .expect("petrel runs")
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// A running lab; `petrel lab down` when dropped.
 struct Lab {
     name: String,
@@ -62,7 +48,7 @@ impl Lab {
     /// [`Lab::up`] with more arguments for `petrel lab up`.
     fn up_with(topology: &str, tag: &str, extra: &[&str]) -> Lab {
         assert!(
-            is_root(),
+            testkit::is_root(),
             "lab tests need root (network namespaces); run them as CI does, via .ci/run"
         );
         let name = format!("{tag}{}", std::process::id() % 100_000);
@@ -489,7 +475,7 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
     use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut env = rt.block_on(kubeenv::KubeEnv::start("kube-lab"));
+    let mut env = rt.block_on(testkit::KubeEnv::start("kube-lab"));
     rt.block_on(env.install_crds());
     let kubeconfig = env.kubeconfig().display().to_string();
     let lab = Lab::up_with("tor", "lk", &["--kube", &kubeconfig]);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Lab, petrel_yaml, wait_until};
+use common::{petrel_yaml, wait_until};
 
 /// GET on the agent's metrics address inside its namespace: status and body.
 fn get(ns: &str, path: &str) -> (u16, String) {
@@ -13,7 +13,7 @@ fn get(ns: &str, path: &str) -> (u16, String) {
          except Exception as e:\n    print(0); print(e)\n"
     );
     let out = common::run("ip", &["netns", "exec", ns, "python3", "-c", &script]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = out;
     let (code, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
@@ -28,7 +28,7 @@ fn sample(body: &str, prefix: &str) -> Option<f64> {
 
 #[test]
 fn a_scrape_shows_sessions_messages_prefixes_and_the_fib() {
-    let mut lab = Lab::new("mx");
+    let mut lab = common::lab("mx");
     let p = lab.ns("p");
     let f = lab.ns("f");
     lab.link(&p, &f, "eth0", &["10.24.0.1/24"], &["10.24.0.2/24"]);

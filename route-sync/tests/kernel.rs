@@ -4,99 +4,47 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use route_sync::{NextHop, Options, Reconciler, Route};
 use serde_json::Value;
-
-static N: AtomicU32 = AtomicU32::new(0);
+use testkit::netns::Netns;
 
 fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    testkit::must_run("ip", args)
 }
 
-/// A namespace with a veth pair: v0 192.0.2.1/24 + 2001:db8::1/64, v1 .2 / ::2.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!(
-            "rs{}{}",
-            std::process::id() % 100000,
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        let n = ns.0.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-        ]);
-        ip(&["-n", n, "addr", "add", "192.0.2.1/24", "dev", "v0"]);
-        ip(&[
-            "-n",
-            n,
-            "addr",
-            "add",
-            "2001:db8::1/64",
-            "dev",
-            "v0",
-            "nodad",
-        ]);
-        ip(&["-n", n, "link", "set", "v0", "up"]);
-        ip(&["-n", n, "link", "set", "v1", "up"]);
-        ns
-    }
-
-    /// Runs an async body on a thread that lives in this namespace.
-    fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
-    ) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("netns file");
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(f())
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    }
-
-    /// `ip -j route show ...` parsed.
-    fn routes(&self, extra: &[&str]) -> Vec<Value> {
-        let mut args = vec!["-n", &self.0, "-j"];
-        let v6 = extra.first() == Some(&"-6");
-        if v6 {
-            args.push("-6");
-        }
-        args.extend(["route", "show"]);
-        args.extend(extra.iter().skip(usize::from(v6)));
-        serde_json::from_str(&ip(&args)).unwrap_or_default()
-    }
-
-    fn has(&self, dst: &str, extra: &[&str]) -> Option<Value> {
-        self.routes(extra).into_iter().find(|r| r["dst"] == dst)
-    }
+/// A fresh namespace with a veth pair: v0 192.0.2.1/24 + 2001:db8::1/64,
+/// v1 up; removed when dropped, also on failure.
+fn netns() -> Netns {
+    let ns = Netns::new("rs").expect("namespace");
+    let n = ns.name();
+    ip(&[
+        "-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+    ]);
+    ip(&["-n", n, "addr", "add", "192.0.2.1/24", "dev", "v0"]);
+    ip(&[
+        "-n",
+        n,
+        "addr",
+        "add",
+        "2001:db8::1/64",
+        "dev",
+        "v0",
+        "nodad",
+    ]);
+    ip(&["-n", n, "link", "set", "v0", "up"]);
+    ip(&["-n", n, "link", "set", "v1", "up"]);
+    ns
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
+/// Runs an async body on a thread that lives in the namespace.
+fn run<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+) -> T {
+    ns.block_on(f).expect("a thread in the namespace runs")
 }
 
 fn p(s: &str) -> IpNet {
@@ -143,11 +91,11 @@ fn desired() -> Vec<Route> {
 
 #[test]
 fn installs_ecmp_blackhole_ipv6_and_leaves_foreign_routes_alone() {
-    let ns = Netns::new();
+    let ns = netns();
     // A route of another protocol on a prefix we also want, and one we do not.
     ip(&[
         "-n",
-        &ns.0,
+        ns.name(),
         "route",
         "add",
         "10.99.0.0/24",
@@ -158,7 +106,7 @@ fn installs_ecmp_blackhole_ipv6_and_leaves_foreign_routes_alone() {
     ]);
     ip(&[
         "-n",
-        &ns.0,
+        ns.name(),
         "route",
         "add",
         "10.98.0.0/24",
@@ -167,7 +115,7 @@ fn installs_ecmp_blackhole_ipv6_and_leaves_foreign_routes_alone() {
         "proto",
         "static",
     ]);
-    let report = ns.run(|| {
+    let report = run(&ns, || {
         Box::pin(async {
             let r = Reconciler::start(Options::default()).await.expect("start");
             r.set(desired());
@@ -188,41 +136,41 @@ fn installs_ecmp_blackhole_ipv6_and_leaves_foreign_routes_alone() {
     let ours = ns.routes(&["proto", "201"]);
     assert_eq!(ours.len(), 3, "{ours:?}");
     let single = ns
-        .has("10.1.0.0/24", &["proto", "201"])
+        .route("10.1.0.0/24", &["proto", "201"])
         .expect("10.1.0.0/24");
     assert_eq!(single["gateway"], "192.0.2.2");
     let ecmp = ns
-        .has("10.2.0.0/24", &["proto", "201"])
+        .route("10.2.0.0/24", &["proto", "201"])
         .expect("ECMP route");
     let hops = ecmp["nexthops"].as_array().expect("nexthops");
     assert_eq!(hops.len(), 2);
     assert_eq!(hops[1]["weight"], 3);
     assert_eq!(
-        ns.has("10.244.1.0/24", &["proto", "201"])
+        ns.route("10.244.1.0/24", &["proto", "201"])
             .expect("blackhole")["type"],
         "blackhole"
     );
     assert!(
-        ns.has("2001:db8:100::/48", &["-6", "proto", "201"])
+        ns.route("2001:db8:100::/48", &["-6", "proto", "201"])
             .is_some()
     );
     assert_eq!(
-        ns.has("fd00:244:1::/64", &["-6", "proto", "201"])
+        ns.route("fd00:244:1::/64", &["-6", "proto", "201"])
             .expect("v6 blackhole")["type"],
         "blackhole"
     );
     // The foreign routes are exactly as they were.
     assert_eq!(
-        ns.has("10.99.0.0/24", &[]).expect("foreign")["gateway"],
+        ns.route("10.99.0.0/24", &[]).expect("foreign")["gateway"],
         "192.0.2.9"
     );
-    assert!(ns.has("10.98.0.0/24", &[]).is_some());
+    assert!(ns.route("10.98.0.0/24", &[]).is_some());
 }
 
 #[test]
 fn changes_replace_and_remove_only_what_differs_in_another_table() {
-    let ns = Netns::new();
-    ns.run(|| {
+    let ns = netns();
+    run(&ns, || {
         Box::pin(async {
             let opts = Options {
                 table: 100,
@@ -245,22 +193,23 @@ fn changes_replace_and_remove_only_what_differs_in_another_table() {
             r.stop(false).await.expect("stop");
         })
     });
-    assert!(ns.has("10.244.1.0/24", &["table", "100"]).is_none());
+    assert!(ns.route("10.244.1.0/24", &["table", "100"]).is_none());
     assert_eq!(
-        ns.has("10.1.0.0/24", &["table", "100"]).expect("replaced")["gateway"],
+        ns.route("10.1.0.0/24", &["table", "100"])
+            .expect("replaced")["gateway"],
         "192.0.2.5"
     );
     assert!(
-        ns.has("10.1.0.0/24", &[]).is_none(),
+        ns.route("10.1.0.0/24", &[]).is_none(),
         "nothing in the main table"
     );
 }
 
 #[test]
 fn drift_is_repaired_within_a_second() {
-    let ns = Netns::new();
-    let name = ns.0.clone();
-    ns.run(move || {
+    let ns = netns();
+    let name = ns.name().to_string();
+    run(&ns, move || {
         Box::pin(async move {
             let r = Reconciler::start(Options::default()).await.expect("start");
             let mut sub = r.subscribe();
@@ -311,10 +260,10 @@ struct RouteMonitor(Child, std::path::PathBuf);
 
 impl RouteMonitor {
     fn start(ns: &Netns) -> RouteMonitor {
-        let path = std::env::temp_dir().join(format!("route-sync-monitor-{}", ns.0));
+        let path = std::env::temp_dir().join(format!("route-sync-monitor-{}", ns.name()));
         let file = std::fs::File::create(&path).expect("file");
         let child = Command::new("ip")
-            .args(["-n", &ns.0, "monitor", "route"])
+            .args(["-n", ns.name(), "monitor", "route"])
             .stdout(file)
             .stderr(Stdio::null())
             .spawn()
@@ -339,9 +288,9 @@ impl Drop for RouteMonitor {
 
 #[test]
 fn restart_adopts_routes_without_churn_and_flush_removes_them() {
-    let ns = Netns::new();
+    let ns = netns();
     // First run: install, then stop without flushing (as on SIGTERM or kill -9).
-    ns.run(|| {
+    run(&ns, || {
         Box::pin(async {
             let r = Reconciler::start(Options::default()).await.expect("start");
             let mut sub = r.subscribe();
@@ -356,7 +305,7 @@ fn restart_adopts_routes_without_churn_and_flush_removes_them() {
     // Second run: watch the kernel while the new reconciler adopts and syncs.
     let mut monitor = RouteMonitor::start(&ns);
     std::thread::sleep(Duration::from_millis(200));
-    let adopted = ns.run(|| {
+    let adopted = run(&ns, || {
         Box::pin(async {
             let r = Reconciler::start(Options::default()).await.expect("start");
             let adopted = r.report().adopted;
@@ -379,7 +328,7 @@ fn restart_adopts_routes_without_churn_and_flush_removes_them() {
     // A stop with flush removes ours, and only ours.
     ip(&[
         "-n",
-        &ns.0,
+        ns.name(),
         "route",
         "add",
         "10.98.0.0/24",
@@ -388,7 +337,7 @@ fn restart_adopts_routes_without_churn_and_flush_removes_them() {
         "proto",
         "static",
     ]);
-    ns.run(|| {
+    run(&ns, || {
         Box::pin(async {
             let r = Reconciler::start(Options::default()).await.expect("start");
             r.stop(true).await.expect("stop");
@@ -396,16 +345,16 @@ fn restart_adopts_routes_without_churn_and_flush_removes_them() {
     });
     assert!(ns.routes(&["proto", "201"]).is_empty());
     assert!(ns.routes(&["-6", "proto", "201"]).is_empty());
-    assert!(ns.has("10.98.0.0/24", &[]).is_some());
+    assert!(ns.route("10.98.0.0/24", &[]).is_some());
     wait(1, "nothing", || true);
 }
 
 #[test]
 fn lookups_resolve_connected_and_recursive_next_hops() {
-    let ns = Netns::new();
+    let ns = netns();
     ip(&[
         "-n",
-        &ns.0,
+        ns.name(),
         "route",
         "add",
         "198.51.100.0/24",
@@ -414,7 +363,7 @@ fn lookups_resolve_connected_and_recursive_next_hops() {
         "proto",
         "static",
     ]);
-    let (connected, recursive, none) = ns.run(|| {
+    let (connected, recursive, none) = run(&ns, || {
         Box::pin(async {
             let k = route_sync::Kernel::connect(201).expect("netlink");
             (
@@ -435,8 +384,8 @@ fn lookups_resolve_connected_and_recursive_next_hops() {
 
 #[test]
 fn one_bad_route_fails_alone_in_a_batch() {
-    let ns = Netns::new();
-    let applied = ns.run(|| {
+    let ns = netns();
+    let applied = run(&ns, || {
         Box::pin(async {
             let k = route_sync::Kernel::connect(201).expect("netlink");
             let mut add: Vec<Route> = (0..300u32)
@@ -470,10 +419,10 @@ fn one_bad_route_fails_alone_in_a_batch() {
 
 #[test]
 fn upserts_never_overwrite_another_protocols_route() {
-    let ns = Netns::new();
+    let ns = netns();
     ip(&[
         "-n",
-        &ns.0,
+        ns.name(),
         "route",
         "add",
         "10.77.0.0/24",
@@ -482,7 +431,7 @@ fn upserts_never_overwrite_another_protocols_route() {
         "proto",
         "static",
     ]);
-    let report = ns.run(|| {
+    let report = run(&ns, || {
         Box::pin(async {
             let r = Reconciler::start(Options::default()).await.expect("start");
             let mut sub = r.subscribe();
@@ -508,11 +457,11 @@ fn upserts_never_overwrite_another_protocols_route() {
         })
     });
     assert_eq!(report.conflicts.len(), 1, "{report:?}");
-    let still = ns.has("10.77.0.0/24", &[]).expect("the static route");
+    let still = ns.route("10.77.0.0/24", &[]).expect("the static route");
     assert_eq!(still["gateway"], "192.0.2.9");
     assert_eq!(still["protocol"], "static");
     assert!(
-        ns.has("10.244.9.0/24", &[]).is_none(),
+        ns.route("10.244.9.0/24", &[]).is_none(),
         "the removal went through"
     );
 }
@@ -543,9 +492,9 @@ fn queued_ports(socket: &rtnetlink::sys::Socket) -> Vec<u32> {
 #[test]
 fn the_monitor_filter_drops_only_our_own_notifications() {
     use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-    let ns = Netns::new();
-    let name = ns.0.clone();
-    let (ours, plain, filtered) = ns.run(move || {
+    let ns = netns();
+    let name = ns.name().to_string();
+    let (ours, plain, filtered) = run(&ns, move || {
         Box::pin(async move {
             let k = route_sync::Kernel::connect(201).expect("netlink");
             let listen = || {

@@ -1,0 +1,312 @@
+//! `petrel agent`: the node agent. Reads the source, plans, drives the speaker,
+//! serves the API, and applies changes without a restart.
+//!
+//! - [`fib`]: the speaker's best paths into the kernel, through route-sync.
+//! - [`status`]: the node's state written back to the API server.
+//! - [`metrics`]: `/metrics`, `/healthz` and `/readyz`.
+
+pub mod fib;
+pub mod metrics;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use api::ManagedHandle;
+use bgpd::speaker::{RestartState, Speaker};
+use model::{FileSource, KubeSource};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Where desired state comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A directory of YAML objects.
+    Files(PathBuf),
+    /// The Kubernetes API server (in-cluster configuration, or KUBECONFIG).
+    Kube,
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("files", dir)) if !dir.is_empty() => Ok(Source::Files(PathBuf::from(dir))),
+            _ if s == "kube" => Ok(Source::Kube),
+            _ => Err(format!("unknown source {s:?}: use files:DIR or kube")),
+        }
+    }
+}
+
+/// Settings of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Desired state.
+    pub source: Source,
+    /// This node's name.
+    pub node: String,
+    /// The API's unix socket.
+    pub api_socket: PathBuf,
+    /// The API on TCP with mutual TLS, if wanted.
+    pub api_tcp: Option<api::TcpApi>,
+    /// How often the source is checked for changes.
+    pub poll: Duration,
+    /// Program the kernel FIB (`None`: leave the kernel alone).
+    pub fib: Option<fib::FibOptions>,
+    /// Remove petrel's routes from the kernel on exit.
+    pub flush_routes_on_exit: bool,
+    /// Where to serve metrics and health (`None`: nowhere).
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    // Adopt the kernel's routes before anything else runs, so what survived a
+    // restart keeps forwarding untouched until the new desired set is known.
+    let reconciler = match &opts.fib {
+        Some(f) => Some(
+            route_sync::Reconciler::start(route_sync::Options {
+                table: f.table,
+                protocol: f.protocol,
+                ..route_sync::Options::default()
+            })
+            .await
+            .context(
+                "cannot program the kernel's routes (needs CAP_NET_ADMIN; --no-fib runs without)",
+            )?,
+        ),
+        None => None,
+    };
+    // Our routes in the kernel mean a previous run: this is a restart, and its
+    // forwarding state survived (the graceful restart R and F bits).
+    let mut restart = RestartState::default();
+    if let Some(r) = &reconciler {
+        let adopted = r.report().adopted;
+        tracing::info!(adopted, "kernel routes found from a previous run");
+        restart.restarted = adopted > 0;
+        restart.forwarding_preserved = adopted > 0;
+    }
+    let fib_report = reconciler.as_ref().map(route_sync::Reconciler::subscribe);
+    // Health and metrics from the start: alive (and not ready) even before a
+    // usable configuration starts the speaker.
+    let (speaker_tx, speaker_rx) = tokio::sync::watch::channel(None);
+    let metrics_server = match opts.metrics {
+        Some(addr) => Some(metrics::serve(addr, speaker_rx, fib_report.clone()).await?),
+        None => None,
+    };
+    // After health and signals: a kube source may wait long for its first
+    // lists, and must stay stoppable and say it is alive meanwhile.
+    let (mut feed, client) = match &opts.source {
+        Source::Files(dir) => {
+            if !dir.is_dir() {
+                bail!("source directory {} does not exist", dir.display());
+            }
+            (
+                Box::new(FileSource::new(dir.clone(), opts.poll)) as Box<dyn model::Source>,
+                None,
+            )
+        }
+        Source::Kube => {
+            let mut k = KubeSource::connect().await?;
+            k.set_poll(opts.poll);
+            // A plan from a partial view would withdraw what is not listed
+            // yet; until every kind is listed, nothing is planned. Secrets
+            // alone are given up on after 30 s (reading them may not be
+            // allowed when no peer has a password).
+            let mut tries = 0;
+            loop {
+                tokio::select! {
+                    r = k.wait_ready(Duration::from_secs(10)) => match r {
+                        Ok(()) => break,
+                        Err(missing) if missing == ["Secret"] && tries >= 2 => {
+                            tracing::warn!("Secrets cannot be listed; planning without them (peers with passwords stay unconfigured)");
+                            break;
+                        }
+                        Err(missing) => tracing::warn!(
+                            missing = %missing.join(", "),
+                            "waiting for the API server's first lists (is it reachable, are the petrel CRDs installed, may this service account list them?)"
+                        ),
+                    },
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                }
+                tries += 1;
+            }
+            tracing::info!("every kind listed from the API server");
+            let client = k.client();
+            (Box::new(k) as Box<dyn model::Source>, Some(client))
+        }
+    };
+    // In a cluster, the node's state goes back to the API server: its own
+    // BGPPeer session entries, Node condition and BGPNodeStatus.
+    let (status_tx, status_rx) = tokio::sync::watch::channel(None);
+    let status_task = match client {
+        Some(client) => Some(status::spawn(
+            client,
+            opts.node.clone(),
+            speaker_tx.subscribe(),
+            status_rx,
+        )),
+        // Nobody to report to: `publish` then skips the work.
+        None => {
+            drop(status_rx);
+            None
+        }
+    };
+    let mut reconciler = reconciler;
+    let (fib_tx, fib_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut fib_rx = Some(fib_rx);
+    let mut fib_task = None;
+    let mut speaker: Option<Speaker> = None;
+    let mut applied: Option<planner::Plan> = None;
+    let mut api_server = None;
+    // What the planner decided about each prefix, for `petrel status`.
+    let (view_tx, view_rx) = tokio::sync::watch::channel(api::AgentView::default());
+    // Peers and routes added through the API, merged into every plan.
+    let (managed, mut managed_rx) = ManagedHandle::new();
+    let mut planned: Option<(Arc<model::Snapshot>, planner::Plan)> = None;
+    // The last snapshot's problems, for the status the kube source writes.
+    let mut problems_seen: Vec<model::Problem> = Vec::new();
+    let mut managed_changed = false;
+    loop {
+        let mut dirty = std::mem::take(&mut managed_changed);
+        if let Some((snapshot, mut problems)) = feed.poll() {
+            dirty = true;
+            let (config, more) = planner::plan(&snapshot, &opts.node);
+            problems.extend(more);
+            for p in &problems {
+                tracing::warn!(problem = %p, "configuration problem");
+            }
+            problems_seen = problems;
+            match config {
+                Some(c) => planned = Some((Arc::new(snapshot), c)),
+                None if speaker.is_some() => tracing::warn!(
+                    "no usable BGPConfiguration; keeping the last applied configuration"
+                ),
+                None if status_tx.receiver_count() > 0 => {
+                    status_tx.send_replace(Some(Arc::new(status::Applied::unconfigured(
+                        Arc::new(snapshot),
+                        problems_seen.clone(),
+                    ))));
+                }
+                None => {}
+            }
+        }
+        if dirty && let Some((snapshot, plan)) = &planned {
+            let mut c = plan.clone();
+            for p in api::merge(&mut c, &managed.snapshot(), snapshot) {
+                tracing::warn!(problem = %p, "API object not used");
+            }
+            // Published once applied, so status never shows what is not running.
+            let view = api::AgentView {
+                node: opts.node.clone(),
+                asn: c.speaker.asn,
+                router_id: Some(c.speaker.router_id),
+                intents: c.intents.clone(),
+                snapshot: snapshot.clone(),
+            };
+            match &speaker {
+                None => match Speaker::start_with(c.speaker.clone(), restart).await {
+                    Ok(s) => {
+                        tracing::info!(asn = c.speaker.asn, router_id = %c.speaker.router_id, peers = c.speaker.neighbors.len(), "speaker started");
+                        view_tx.send_replace(view);
+                        api_server = Some(api::serve(
+                            &opts.api_socket,
+                            opts.api_tcp.as_ref(),
+                            s.clone(),
+                            view_rx.clone(),
+                            managed.clone(),
+                        )?);
+                        speaker_tx.send_replace(Some(s.clone()));
+                        // After the speaker, so the report never sees a plan
+                        // without the speaker that runs it.
+                        status::publish(&status_tx, &c, snapshot, &problems_seen);
+                        if let (Some(r), Some(f), Some(rx)) =
+                            (reconciler.take(), &opts.fib, fib_rx.take())
+                        {
+                            fib_task = Some(tokio::spawn(fib::run(s.clone(), r, f.clone(), rx)));
+                        }
+                        let _ = fib_tx.send(fib::FibInput::Blackholes(c.blackholes.clone()));
+                        speaker = Some(s);
+                        applied = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the speaker; retrying when the source changes")
+                    }
+                },
+                Some(s) if applied.as_ref() != Some(&c) => {
+                    let same_speaker = applied.as_ref().map(|a| &a.speaker) == Some(&c.speaker);
+                    let outcome = if same_speaker {
+                        Ok(())
+                    } else {
+                        s.configure(c.speaker.clone()).await
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            tracing::info!(
+                                peers = c.speaker.neighbors.len(),
+                                routes = c.speaker.originate.len(),
+                                "configuration applied"
+                            );
+                            let _ = fib_tx.send(fib::FibInput::Blackholes(c.blackholes.clone()));
+                            view_tx.send_replace(view);
+                            status::publish(&status_tx, &c, snapshot, &problems_seen);
+                            applied = Some(c);
+                        }
+                        Err(e) => {
+                            // Tried again at the next poll: an API change the
+                            // client was told succeeded must not be lost.
+                            tracing::error!(error = %e, "cannot apply the configuration; retrying");
+                            managed_changed = true;
+                        }
+                    }
+                }
+                Some(_) => {
+                    view_tx.send_replace(view);
+                    status::publish(&status_tx, &c, snapshot, &problems_seen);
+                }
+            }
+        }
+        tokio::select! {
+            _ = feed.changed() => {}
+            r = managed_rx.changed() => managed_changed = r.is_ok(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    if let Some(t) = status_task {
+        t.abort();
+    }
+    if let Some(s) = speaker {
+        s.shutdown().await;
+    }
+    if let Some(server) = api_server {
+        server.stop();
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    if let Some(t) = fib_task {
+        t.abort();
+    }
+    if opts.flush_routes_on_exit
+        && let Some(f) = &opts.fib
+    {
+        // The reconciler went with its task; a fresh one removes our routes.
+        let r = route_sync::Reconciler::start(route_sync::Options {
+            table: f.table,
+            protocol: f.protocol,
+            ..route_sync::Options::default()
+        })
+        .await?;
+        r.stop(true).await?;
+        tracing::info!("petrel's kernel routes removed");
+    }
+    let _ = std::fs::remove_file(&opts.api_socket);
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! `RibService`: best paths, Adj-RIBs-In and -Out, and why a route is or
+//! is not advertised.
+
+use std::net::IpAddr;
+
+use bgpd::speaker::{AdjRibSide, RouteFilter, RouteView};
+use bgpd::wire::AfiSafi;
+use ipnet::IpNet;
+use proto::v1 as pb;
+
+use tonic::{Request, Response, Status};
+
+use crate::convert::*;
+use crate::peers::*;
+use crate::server::*;
+
+#[tonic::async_trait]
+impl pb::rib_service_server::RibService for Api {
+    type ListRoutesStream = Streamed<pb::Route>;
+
+    async fn list_routes(
+        &self,
+        req: Request<pb::ListRoutesRequest>,
+    ) -> Result<Response<Self::ListRoutesStream>, Status> {
+        let r = req.into_inner();
+        let family = match pb::Family::try_from(r.family) {
+            Ok(pb::Family::Unspecified) => None,
+            Ok(pb::Family::Ipv4Unicast) => Some(AfiSafi::IPV4_UNICAST),
+            Ok(pb::Family::Ipv6Unicast) => Some(AfiSafi::IPV6_UNICAST),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "family {} is not a known Family value",
+                    r.family
+                )));
+            }
+        };
+        let prefix = if r.prefix.is_empty() {
+            None
+        } else {
+            Some(parse_prefix(&r.prefix).map_err(Status::invalid_argument)?)
+        };
+        let routes = self
+            .speaker
+            .routes(RouteFilter {
+                family,
+                prefix,
+                longer: r.longer,
+            })
+            .await
+            .map_err(unavailable)?;
+        let items: Vec<Result<pb::Route, Status>> =
+            routes.iter().map(|r| Ok(route_to_pb(r))).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn explain_route(
+        &self,
+        req: Request<pb::ExplainRouteRequest>,
+    ) -> Result<Response<pb::RouteExplanation>, Status> {
+        Ok(Response::new(self.explain(&req.into_inner().prefix).await?))
+    }
+
+    type ListAdjRibInStream = Streamed<pb::Route>;
+    type ListAdjRibOutStream = Streamed<pb::Route>;
+
+    async fn list_adj_rib_in(
+        &self,
+        req: Request<pb::AdjRibRequest>,
+    ) -> Result<Response<Self::ListAdjRibInStream>, Status> {
+        self.adj_rib(req.into_inner(), AdjRibSide::In).await
+    }
+
+    async fn list_adj_rib_out(
+        &self,
+        req: Request<pb::AdjRibRequest>,
+    ) -> Result<Response<Self::ListAdjRibOutStream>, Status> {
+        self.adj_rib(req.into_inner(), AdjRibSide::Out).await
+    }
+
+    async fn add_path(
+        &self,
+        req: Request<pb::AddPathRequest>,
+    ) -> Result<Response<pb::AddPathResponse>, Status> {
+        let r = req.into_inner();
+        if r.client.is_empty() {
+            return Err(Status::invalid_argument(
+                "client: name the client (DeletePath uses the same name)",
+            ));
+        }
+        let prefix = parse_prefix(&r.prefix)
+            .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?
+            .trunc();
+        let mut route = bgpd::speaker::LocalRoute::from(prefix);
+        for (i, c) in r.communities.iter().enumerate() {
+            route.communities.push(
+                planner::community(c)
+                    .map_err(|e| Status::invalid_argument(format!("communities[{i}]: {e}")))?,
+            );
+        }
+        for (i, c) in r.large_communities.iter().enumerate() {
+            route.large_communities.push(
+                planner::large_community(c).map_err(|e| {
+                    Status::invalid_argument(format!("large_communities[{i}]: {e}"))
+                })?,
+            );
+        }
+        route.local_pref = r.local_pref;
+        self.managed
+            .lock()
+            .paths
+            .entry(r.client)
+            .or_default()
+            .insert(prefix, route);
+        self.managed.notify();
+        Ok(Response::new(pb::AddPathResponse {}))
+    }
+
+    async fn delete_path(
+        &self,
+        req: Request<pb::DeletePathRequest>,
+    ) -> Result<Response<pb::DeletePathResponse>, Status> {
+        let r = req.into_inner();
+        let prefix = if r.prefix.is_empty() {
+            None
+        } else {
+            Some(
+                parse_prefix(&r.prefix)
+                    .map_err(|e| Status::invalid_argument(format!("prefix: {e}")))?
+                    .trunc(),
+            )
+        };
+        let withdrawn = {
+            let mut m = self.managed.lock();
+            let Some(routes) = m.paths.get_mut(&r.client) else {
+                return Err(Status::not_found(format!(
+                    "client {:?} has added no routes",
+                    r.client
+                )));
+            };
+            let n = match prefix {
+                None => std::mem::take(routes).len(),
+                Some(p) => match routes.remove(&p) {
+                    Some(_) => 1,
+                    None => {
+                        return Err(Status::not_found(format!(
+                            "client {:?} has not added {p}",
+                            r.client
+                        )));
+                    }
+                },
+            };
+            if routes.is_empty() {
+                m.paths.remove(&r.client);
+            }
+            n
+        };
+        self.managed.notify();
+        Ok(Response::new(pb::DeletePathResponse {
+            withdrawn: withdrawn as u32,
+        }))
+    }
+}
+
+impl Api {
+    pub(crate) async fn adj_rib(
+        &self,
+        r: pb::AdjRibRequest,
+        side: AdjRibSide,
+    ) -> Result<Response<Streamed<pb::Route>>, Status> {
+        let peer = peer_ref(Some(pb::PeerRef { peer: r.peer }))?;
+        let routes = self
+            .speaker
+            .adj_rib(&peer, side)
+            .await
+            .map_err(control_status)?;
+        let items: Vec<Result<pb::Route, Status>> =
+            routes.iter().map(|r| Ok(route_to_pb(r))).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    pub(crate) async fn explain(&self, prefix: &str) -> Result<pb::RouteExplanation, Status> {
+        let p = parse_prefix(prefix).map_err(Status::invalid_argument)?;
+        let e = self
+            .speaker
+            .explain(p)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Status::not_found(format!("no path for {p} in the RIB")))?;
+        let paths = RouteView {
+            prefix: e.prefix,
+            paths: e.candidates.iter().map(|c| c.path.clone()).collect(),
+        };
+        let pb_paths = route_to_pb(&paths).paths;
+        Ok(pb::RouteExplanation {
+            prefix: e.prefix.to_string(),
+            candidates: e
+                .candidates
+                .iter()
+                .zip(pb_paths)
+                .map(|(c, path)| pb::Candidate {
+                    path: Some(path),
+                    lost_because: c.lost_because.clone().unwrap_or_default(),
+                    multipath: c.multipath,
+                })
+                .collect(),
+            peers: e
+                .peers
+                .iter()
+                .map(|(addr, name, why)| pb::Advertisement {
+                    peer: addr.to_string(),
+                    name: name.clone(),
+                    sent: why.is_none(),
+                    why_not: why.clone().unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Parses a prefix, accepting a bare address as a host route.
+pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not a prefix (like 10.0.0.0/24) or an address"))
+}

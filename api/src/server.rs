@@ -1,0 +1,226 @@
+//! The API server: the unix socket (and TCP with mutual TLS) and the
+//! services on them, on a thread and runtime of its own.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Instant;
+
+use anyhow::Context;
+use bgpd::speaker::Speaker;
+use proto::v1 as pb;
+
+use crate::managed::ManagedHandle;
+use planner::advertise::Intent;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::Status;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// Default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/petrel/petrel.sock";
+
+/// What the agent publishes for `AgentService.GetStatus`, refreshed on every
+/// plan.
+#[derive(Debug, Clone, Default)]
+pub struct AgentView {
+    /// This node's name.
+    pub node: String,
+    /// Our ASN.
+    pub asn: u32,
+    /// Our BGP identifier.
+    pub router_id: Option<std::net::Ipv4Addr>,
+    /// Every prefix considered, with the planner's verdict.
+    pub intents: Vec<Intent>,
+    /// The objects the plan came from (API peers are checked against them:
+    /// filters and Secrets they name).
+    pub snapshot: std::sync::Arc<model::Snapshot>,
+}
+
+/// The API on TCP: every client must present a certificate signed by the
+/// configured CA (there is no plain-text TCP: the API adds peers and routes).
+#[derive(Debug, Clone)]
+pub struct TcpApi {
+    /// Where to listen.
+    pub address: std::net::SocketAddr,
+    tls: ServerTlsConfig,
+}
+
+impl TcpApi {
+    /// Reads and checks the server's certificate and key and the CA that
+    /// signs client certificates (PEM files).
+    pub fn load(
+        address: std::net::SocketAddr,
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> anyhow::Result<TcpApi> {
+        let read = |p: &Path, what: &str| {
+            std::fs::read(p)
+                .with_context(|| format!("cannot read the API's {what} {}", p.display()))
+        };
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                read(cert, "TLS certificate (--api-tls-cert)")?,
+                read(key, "TLS key (--api-tls-key)")?,
+            ))
+            .client_ca_root(Certificate::from_pem(read(
+                client_ca,
+                "client CA (--api-tls-client-ca)",
+            )?))
+            .client_auth_optional(false);
+        // Building the acceptor parses the files: a bad one fails now, at
+        // start, not at the first connection.
+        Server::builder().tls_config(tls.clone()).with_context(|| {
+            format!(
+                "the API's TLS files are not usable: check that {} and {} are a PEM certificate and its key, and {} a PEM CA certificate",
+                cert.display(),
+                key.display(),
+                client_ca.display()
+            )
+        })?;
+        Ok(TcpApi { address, tls })
+    }
+}
+
+/// The running API server; [`ApiServer::stop`] ends it.
+#[derive(Debug)]
+pub struct ApiServer {
+    stop: watch::Sender<bool>,
+}
+
+impl ApiServer {
+    /// Stops accepting calls. Not waited for: a client's open watch would
+    /// hold a graceful shutdown forever, and the process is ending anyway.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Serves the API on `path` (mode 0600), and on TCP with mutual TLS when
+/// `tcp` is given, until stopped.
+///
+/// The server runs on a thread and runtime of its own: the speaker task and
+/// the FIB can keep the agent's worker threads busy for long stretches under
+/// a full table, and an API read must not queue behind them.
+pub fn serve(
+    path: &Path,
+    tcp: Option<&TcpApi>,
+    speaker: Speaker,
+    view: watch::Receiver<AgentView>,
+    managed: ManagedHandle,
+) -> anyhow::Result<ApiServer> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A socket left by a previous run would make bind fail.
+    let _ = std::fs::remove_file(path);
+    let unix = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    unix.set_nonblocking(true)?;
+    let tcp = match tcp {
+        None => None,
+        Some(t) => {
+            let l = std::net::TcpListener::bind(t.address)
+                .with_context(|| format!("cannot listen on {} for the API", t.address))?;
+            l.set_nonblocking(true)?;
+            tracing::info!(address = %t.address, "API on TCP, clients need a certificate");
+            Some((l, t.clone()))
+        }
+    };
+    let api = Api {
+        speaker,
+        view,
+        managed,
+        started: Instant::now(),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let path = path.to_path_buf();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the API's runtime")?;
+    std::thread::Builder::new()
+        .name("petrel-api".into())
+        .spawn(move || runtime.block_on(run_servers(api, path, unix, tcp, stopped)))
+        .context("cannot start the API's thread")?;
+    Ok(ApiServer { stop })
+}
+
+async fn run_servers(
+    api: Api,
+    path: PathBuf,
+    unix: std::os::unix::net::UnixListener,
+    tcp: Option<(std::net::TcpListener, TcpApi)>,
+    stopped: watch::Receiver<bool>,
+) {
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let unix = match UnixListener::from_std(unix) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(socket = %path.display(), error = %e, "API socket unusable");
+            return;
+        }
+    };
+    let unix = async {
+        if let Err(e) = routes(Server::builder(), &api)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(unix), signal(stopped.clone()))
+            .await
+        {
+            tracing::error!(socket = %path.display(), error = %e, "API server stopped");
+        }
+    };
+    let tcp = async {
+        let Some((l, t)) = tcp else {
+            return;
+        };
+        let served = async {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let builder = Server::builder().tls_config(t.tls.clone())?;
+            routes(builder, &api)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                    signal(stopped.clone()),
+                )
+                .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = served.await {
+            tracing::error!(address = %t.address, error = %e, "API server on TCP stopped");
+        }
+    };
+    tokio::join!(unix, tcp);
+}
+
+pub(crate) fn routes(mut builder: Server, api: &Api) -> tonic::transport::server::Router {
+    builder
+        .add_service(pb::peer_service_server::PeerServiceServer::new(api.clone()))
+        .add_service(pb::rib_service_server::RibServiceServer::new(api.clone()))
+        .add_service(pb::watch_service_server::WatchServiceServer::new(
+            api.clone(),
+        ))
+        .add_service(pb::agent_service_server::AgentServiceServer::new(
+            api.clone(),
+        ))
+}
+
+/// Metadata key of a RESOURCE_EXHAUSTED watch error: the cursor to resume
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) speaker: Speaker,
+    pub(crate) view: watch::Receiver<AgentView>,
+    pub(crate) managed: ManagedHandle,
+    pub(crate) started: Instant,
+}
+
+pub(crate) type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("the speaker is not running: {e}"))
+}

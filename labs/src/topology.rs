@@ -1,0 +1,757 @@
+//! Lab topologies: the YAML format of `labs/*.yaml`, its checks, and what is
+//! derived from it (the cluster's objects for the agents, the router's
+//! configuration, Graphviz DOT).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// The topologies shipped in `labs/`, built into the binary so `petrel lab up`
+/// works from anywhere.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    ("tor", include_str!("../tor.yaml")),
+    ("tor-bird", include_str!("../tor-bird.yaml")),
+    ("rr", include_str!("../rr.yaml")),
+];
+
+/// The topology `petrel lab up` uses when none is given.
+pub const DEFAULT: &str = "tor";
+
+/// A lab: one L2 segment with a router and nodes, pods on the nodes, Services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Topology {
+    /// The default lab name, the prefix of every namespace.
+    pub name: String,
+    /// The node subnet; the router and every node have an address in it.
+    pub subnet: Ipv4Net,
+    /// The router all nodes peer with.
+    pub router: Router,
+    /// Cluster-wide BGP settings (the BGPConfiguration).
+    pub cluster: Cluster,
+    /// The nodes.
+    pub nodes: Vec<LabNode>,
+    /// Services the lab's "kube-proxy" serves and the agents announce.
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+/// What runs the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterKind {
+    /// FRR (zebra and bgpd): a ToR with eBGP to every node.
+    Frr,
+    /// BIRD 2: a ToR with eBGP to every node.
+    Bird,
+    /// `petrel agent`: a route reflector in the cluster's AS.
+    Petrel,
+}
+
+impl RouterKind {
+    /// A name for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            RouterKind::Frr => "FRR",
+            RouterKind::Bird => "BIRD 2",
+            RouterKind::Petrel => "petrel route reflector",
+        }
+    }
+}
+
+/// `router`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Router {
+    /// frr, bird or petrel.
+    pub kind: RouterKind,
+    /// Its name (the switch namespace is `<lab>-<name>`).
+    pub name: String,
+    /// Its address on the node subnet; the nodes' default gateway.
+    pub address: Ipv4Addr,
+    /// Its AS; required for frr and bird, the cluster's AS for petrel.
+    #[serde(default)]
+    pub asn: Option<u32>,
+}
+
+/// `cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cluster {
+    /// BGPConfiguration.asNumber: the AS of nodes that have none of their own.
+    pub asn: u32,
+    /// BGPConfiguration.nodeToNodeMeshEnabled.
+    #[serde(default)]
+    pub node_to_node_mesh: bool,
+    /// BGPConfiguration.serviceLoadBalancerIPs.
+    #[serde(default, rename = "serviceLoadBalancerIPs")]
+    pub service_load_balancer_ips: Vec<Ipv4Net>,
+    /// BGPConfiguration.serviceClusterIPs.
+    #[serde(default, rename = "serviceClusterIPs")]
+    pub service_cluster_ips: Vec<Ipv4Net>,
+}
+
+/// One entry of `nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabNode {
+    /// The Node's name (also the bridge port's interface name, so ≤ 15 characters).
+    pub name: String,
+    /// Its InternalIP on the node subnet.
+    pub address: Ipv4Addr,
+    /// Its own AS (the `petrel.dev/as-number` annotation); default the cluster's.
+    #[serde(default)]
+    pub asn: Option<u32>,
+    /// Its pod CIDR.
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: Ipv4Net,
+    /// How many pod namespaces to create (addresses .2, .3, … of the pod CIDR).
+    #[serde(default = "one")]
+    pub pods: u8,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// A Service's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceType {
+    /// A ClusterIP only.
+    ClusterIP,
+    /// A ClusterIP and a LoadBalancer IP.
+    LoadBalancer,
+}
+
+/// `externalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrafficPolicy {
+    /// Every node may take the traffic.
+    #[default]
+    Cluster,
+    /// Only nodes with an endpoint.
+    Local,
+}
+
+/// One entry of `services`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// The Service's name (namespace `default`).
+    pub name: String,
+    /// ClusterIP or LoadBalancer.
+    #[serde(rename = "type")]
+    pub kind: ServiceType,
+    /// spec.clusterIP.
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Ipv4Addr,
+    /// status.loadBalancer.ingress[0].ip; LoadBalancer only.
+    #[serde(default, rename = "loadBalancerIP")]
+    pub load_balancer_ip: Option<Ipv4Addr>,
+    /// spec.externalTrafficPolicy.
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+    /// The nodes whose first pod backs the Service.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+impl Topology {
+    /// Parses and checks a topology; errors name the field (`nodes[1].podCIDR`) and why.
+    pub fn parse(text: &str) -> anyhow::Result<Topology> {
+        let value: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("not valid YAML: {e}"))?;
+        let topo: Topology = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                anyhow::anyhow!("{}", e.into_inner())
+            } else {
+                anyhow::anyhow!("{path}: {}", e.into_inner())
+            }
+        })?;
+        topo.check()?;
+        Ok(topo)
+    }
+
+    /// Loads a topology by built-in name (`tor`, `rr`, …) or from a file.
+    pub fn load(arg: Option<&str>) -> anyhow::Result<Topology> {
+        let arg = arg.unwrap_or(DEFAULT);
+        let looks_like_path = arg.contains('/') || arg.ends_with(".yaml") || arg.ends_with(".yml");
+        if !looks_like_path {
+            let Some((_, text)) = EMBEDDED.iter().find(|(n, _)| *n == arg) else {
+                let names: Vec<&str> = EMBEDDED.iter().map(|(n, _)| *n).collect();
+                bail!(
+                    "no built-in topology named {arg:?} (there are: {}); give a path to a YAML file for your own",
+                    names.join(", ")
+                );
+            };
+            return Topology::parse(text).with_context(|| format!("built-in topology {arg}"));
+        }
+        let path = Path::new(arg);
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {arg}"))?;
+        Topology::parse(&text).with_context(|| format!("topology {arg}"))
+    }
+
+    /// The checks serde cannot make: names, addresses inside the subnet,
+    /// duplicates, references between fields.
+    fn check(&self) -> anyhow::Result<()> {
+        check_name("name", &self.name, 20)?;
+        check_name("router.name", &self.router.name, 15)?;
+        let subnet = self.subnet;
+        if subnet.prefix_len() > 29 {
+            bail!("subnet: {subnet} is too small for a router and nodes");
+        }
+        let in_subnet = |field: &str, a: Ipv4Addr| -> anyhow::Result<()> {
+            if !subnet.contains(&a) || a == subnet.network() || a == subnet.broadcast() {
+                bail!("{field}: {a} is not a host address of subnet {subnet}");
+            }
+            Ok(())
+        };
+        in_subnet("router.address", self.router.address)?;
+        match (self.router.kind, self.router.asn) {
+            (RouterKind::Frr | RouterKind::Bird, None) => {
+                bail!(
+                    "router.asn: is required for a {} router",
+                    self.router.kind.label()
+                )
+            }
+            (RouterKind::Petrel, Some(a)) if a != self.cluster.asn => bail!(
+                "router.asn: a petrel route reflector is in the cluster's AS {} (cluster.asn), not {a}; leave it out",
+                self.cluster.asn
+            ),
+            _ => {}
+        }
+        if self.nodes.is_empty() {
+            bail!("nodes: a lab needs at least one node");
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::from([self.router.address]);
+        for (i, n) in self.nodes.iter().enumerate() {
+            check_name(&format!("nodes[{i}].name"), &n.name, 15)?;
+            if n.name == self.router.name {
+                bail!("nodes[{i}].name: {:?} is also the router's name", n.name);
+            }
+            if !names.insert(n.name.as_str()) {
+                bail!("nodes[{i}].name: {:?} appears twice", n.name);
+            }
+            in_subnet(&format!("nodes[{i}].address"), n.address)?;
+            if !addrs.insert(n.address) {
+                bail!("nodes[{i}].address: {} is already taken", n.address);
+            }
+            if self.router.kind == RouterKind::Petrel
+                && n.asn.is_some_and(|a| a != self.cluster.asn)
+            {
+                bail!(
+                    "nodes[{i}].asn: nodes of a route reflector are in the cluster's AS {}; leave it out",
+                    self.cluster.asn
+                );
+            }
+            if overlaps(n.pod_cidr, subnet) {
+                bail!(
+                    "nodes[{i}].podCIDR: {} overlaps the node subnet",
+                    n.pod_cidr
+                );
+            }
+            for (j, m) in self.nodes[..i].iter().enumerate() {
+                if overlaps(n.pod_cidr, m.pod_cidr) {
+                    bail!(
+                        "nodes[{i}].podCIDR: {} overlaps nodes[{j}].podCIDR",
+                        n.pod_cidr
+                    );
+                }
+            }
+            // .1 is left free (a gateway address by convention); pods take .2 on.
+            let usable = (1u64 << (32 - n.pod_cidr.prefix_len())).saturating_sub(3);
+            if n.pods > 16 || u64::from(n.pods) > usable {
+                bail!(
+                    "nodes[{i}].pods: {} pods do not fit (at most 16, and {usable} addresses in {})",
+                    n.pods,
+                    n.pod_cidr
+                );
+            }
+        }
+        let mut svc_names = HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            check_name(&format!("services[{i}].name"), &s.name, 40)?;
+            if !svc_names.insert(s.name.as_str()) {
+                bail!("services[{i}].name: {:?} appears twice", s.name);
+            }
+            if !self
+                .cluster
+                .service_cluster_ips
+                .iter()
+                .any(|c| c.contains(&s.cluster_ip))
+            {
+                bail!(
+                    "services[{i}].clusterIP: {} is outside cluster.serviceClusterIPs, so no node would announce it",
+                    s.cluster_ip
+                );
+            }
+            match (s.kind, s.load_balancer_ip) {
+                (ServiceType::LoadBalancer, None) => {
+                    bail!("services[{i}].loadBalancerIP: is required for type LoadBalancer")
+                }
+                (ServiceType::ClusterIP, Some(_)) => {
+                    bail!("services[{i}].loadBalancerIP: only a LoadBalancer Service has one")
+                }
+                (_, Some(ip))
+                    if !self
+                        .cluster
+                        .service_load_balancer_ips
+                        .iter()
+                        .any(|c| c.contains(&ip)) =>
+                {
+                    bail!(
+                        "services[{i}].loadBalancerIP: {ip} is outside cluster.serviceLoadBalancerIPs, so no node would announce it"
+                    )
+                }
+                _ => {}
+            }
+            for (j, e) in s.endpoints.iter().enumerate() {
+                match self.nodes.iter().find(|n| &n.name == e) {
+                    None => bail!("services[{i}].endpoints[{j}]: there is no node {e:?}"),
+                    Some(n) if n.pods == 0 => {
+                        bail!("services[{i}].endpoints[{j}]: node {e:?} has no pods to back it")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&LabNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The BGP session kind between the router and a node, for people.
+    pub fn session_kind(&self, node: &LabNode) -> &'static str {
+        if node.asn.unwrap_or(self.cluster.asn) == self.router_asn() {
+            "iBGP"
+        } else {
+            "eBGP"
+        }
+    }
+
+    /// The router's AS.
+    pub fn router_asn(&self) -> u32 {
+        self.router.asn.unwrap_or(self.cluster.asn)
+    }
+}
+
+impl LabNode {
+    /// The address of pod `i` (1-based): the pod CIDR's network + 1 + i.
+    pub fn pod_ip(&self, i: u8) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.pod_cidr.network()) + 1 + u32::from(i))
+    }
+}
+
+/// Whether two networks share an address (one holds the other's network address).
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Names become namespace and interface names: lowercase letters, digits and
+/// `-`, starting with a letter.
+fn check_name(field: &str, name: &str, max: usize) -> anyhow::Result<()> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if name.is_empty() || !ok_chars || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        bail!(
+            "{field}: {name:?} must be lowercase letters, digits and '-', starting with a letter"
+        );
+    }
+    if name.len() > max {
+        bail!("{field}: {name:?} is longer than {max} characters");
+    }
+    Ok(())
+}
+
+/// The cluster's objects, one file each: what every node agent reads from
+/// `<statedir>/cluster`. Returns (file name, YAML).
+pub fn cluster_objects(t: &Topology) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let c = &t.cluster;
+    let cidrs = |v: &[Ipv4Net]| {
+        v.iter()
+            .map(|n| format!("{{cidr: {n}}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    files.push((
+        "bgpconfiguration.yaml".to_string(),
+        format!(
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec:\n  asNumber: {}\n  nodeToNodeMeshEnabled: {}\n  serviceClusterIPs: [{}]\n  serviceLoadBalancerIPs: [{}]\n",
+            c.asn,
+            c.node_to_node_mesh,
+            cidrs(&c.service_cluster_ips),
+            cidrs(&c.service_load_balancer_ips),
+        ),
+    ));
+    let add_paths = if t.router.kind == RouterKind::Petrel {
+        // The reflector sends every path; the nodes take them all.
+        ", addPaths: {receive: true}"
+    } else {
+        ""
+    };
+    files.push((
+        format!("bgppeer-{}.yaml", t.router.name),
+        format!(
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: {}}}\nspec: {{peerIP: {}, asNumber: {}{add_paths}}}\n",
+            t.router.name,
+            t.router.address,
+            t.router_asn()
+        ),
+    ));
+    for n in &t.nodes {
+        let annotations = match n.asn {
+            Some(a) => format!("\n  annotations: {{petrel.dev/as-number: \"{a}\"}}"),
+            None => String::new(),
+        };
+        files.push((
+            format!("node-{}.yaml", n.name),
+            format!(
+                "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}{annotations}\nspec: {{podCIDRs: [{}]}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
+                n.name, n.pod_cidr, n.address
+            ),
+        ));
+    }
+    for s in &t.services {
+        files.push((format!("service-{}.yaml", s.name), service_yaml(s)));
+        files.push((
+            format!("endpointslice-{}.yaml", s.name),
+            endpoint_slice_yaml(t, &s.name, &s.endpoints),
+        ));
+    }
+    files
+}
+
+/// A Service object.
+pub fn service_yaml(s: &Service) -> String {
+    let kind = match s.kind {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    let policy = match s.external_traffic_policy {
+        TrafficPolicy::Cluster => "Cluster",
+        TrafficPolicy::Local => "Local",
+    };
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {}, namespace: default}}\nspec: {{type: {kind}, clusterIP: {ip}, clusterIPs: [{ip}], externalTrafficPolicy: {policy}, ports: [{{port: 80, protocol: TCP}}]}}\n",
+        s.name,
+        ip = s.cluster_ip
+    );
+    if let Some(lb) = s.load_balancer_ip {
+        let _ = writeln!(y, "status: {{loadBalancer: {{ingress: [{{ip: {lb}}}]}}}}");
+    }
+    y
+}
+
+/// The EndpointSlice of Service `service` with one ready endpoint, the first
+/// pod, on each node of `nodes` (unknown names are skipped).
+pub fn endpoint_slice_yaml(t: &Topology, service: &str, nodes: &[String]) -> String {
+    let mut y = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-lab, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{port: 80, protocol: TCP}}]\nendpoints:"
+    );
+    let mut any = false;
+    for n in nodes.iter().filter_map(|n| t.node(n)) {
+        any = true;
+        let _ = write!(
+            y,
+            "\n  - {{addresses: [{}], conditions: {{ready: true}}, nodeName: {}}}",
+            n.pod_ip(1),
+            n.name
+        );
+    }
+    if !any {
+        y.push_str(" []");
+    }
+    y.push('\n');
+    y
+}
+
+/// The route reflector's own objects (kind petrel): its identity and one
+/// listen range for every node of the subnet.
+pub fn reflector_objects(t: &Topology) -> Vec<(String, String)> {
+    vec![
+        (
+            "bgpconfiguration.yaml".to_string(),
+            format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: {}, routerID: {}}}\n",
+                t.cluster.asn, t.router.address
+            ),
+        ),
+        (
+            "bgppeer-nodes.yaml".to_string(),
+            format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: nodes}}\nspec: {{listenRange: {}, asNumber: {}, routeReflectorClient: true, addPaths: {{send: all}}}}\n",
+                t.subnet, t.cluster.asn
+            ),
+        ),
+    ]
+}
+
+/// FRR's integrated configuration for the ToR: eBGP (or iBGP) to every node,
+/// ECMP across nodes in different ASes.
+pub fn frr_config(t: &Topology, log: &Path) -> String {
+    let r = &t.router;
+    let mut c = format!(
+        "frr defaults datacenter\nhostname {}\nlog file {}\n!\nrouter bgp {}\n bgp router-id {}\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n",
+        r.name,
+        log.display(),
+        t.router_asn(),
+        r.address
+    );
+    for n in &t.nodes {
+        let _ = writeln!(
+            c,
+            " neighbor {} remote-as {}\n neighbor {} description {}",
+            n.address,
+            n.asn.unwrap_or(t.cluster.asn),
+            n.address,
+            n.name
+        );
+    }
+    c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n");
+    for n in &t.nodes {
+        if t.session_kind(n) == "iBGP" {
+            // Without it the nodes would not learn each other's routes.
+            let _ = writeln!(c, "  neighbor {} route-reflector-client", n.address);
+        }
+    }
+    c.push_str(" exit-address-family\n!\n");
+    c
+}
+
+/// BIRD 2's configuration for the ToR: one BGP protocol per node, every best
+/// path (merged into ECMP) into the namespace's kernel table.
+pub fn bird_config(t: &Topology) -> String {
+    let r = &t.router;
+    let mut c = format!(
+        "router id {};\nprotocol device {{ scan time 10; }}\nprotocol kernel {{\n  ipv4 {{ export all; }};\n  merge paths on;\n}}\ntemplate bgp node {{\n  local {} as {};\n  hold time 9;\n  # Next hops on the shared subnet, without an IGP (iBGP would resolve them recursively).\n  ipv4 {{ import all; export all; gateway direct; }};\n}}\n",
+        r.address,
+        r.address,
+        t.router_asn()
+    );
+    for n in &t.nodes {
+        let internal = if t.session_kind(n) == "iBGP" {
+            // iBGP is multihop in BIRD unless told the neighbour is direct.
+            "\n  direct;\n  rr client;"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            c,
+            "protocol bgp {} from node {{\n  neighbor {} as {};{internal}\n}}",
+            bird_protocol(&n.name),
+            n.address,
+            n.asn.unwrap_or(t.cluster.asn)
+        );
+    }
+    c
+}
+
+/// A node's BIRD protocol name (BIRD symbols take no `-`).
+pub fn bird_protocol(node: &str) -> String {
+    node.replace('-', "_")
+}
+
+/// Graphviz DOT of the topology.
+pub fn dot(t: &Topology) -> String {
+    let r = &t.router;
+    let mut d = format!(
+        "graph \"{}\" {{\n  graph [rankdir=TB, fontname=\"Helvetica\", labelloc=t, label=\"petrel lab {}: {} nodes, {} ({})\"];\n  node [fontname=\"Helvetica\", fontsize=11];\n  edge [fontname=\"Helvetica\", fontsize=10];\n",
+        t.name,
+        t.name,
+        t.nodes.len(),
+        r.kind.label(),
+        if t.nodes.iter().all(|n| t.session_kind(n) == "iBGP") {
+            "iBGP"
+        } else {
+            "eBGP"
+        }
+    );
+    let _ = writeln!(
+        d,
+        "  router [shape=box, style=\"rounded,filled\", fillcolor=\"#dde8f5\", label=\"{} ({})\\nAS {}\\n{}/{}\\nnamespace {}-{}\"];",
+        r.name,
+        r.kind.label(),
+        t.router_asn(),
+        r.address,
+        t.subnet.prefix_len(),
+        t.name,
+        r.name
+    );
+    let _ = writeln!(
+        d,
+        "  bridge [shape=box, style=dashed, label=\"bridge br0: {}\"];\n  router -- bridge;",
+        t.subnet
+    );
+    for (i, n) in t.nodes.iter().enumerate() {
+        let _ = writeln!(
+            d,
+            "  subgraph cluster_n{i} {{\n    label=\"{} (namespace {}-{})\"; style=rounded;",
+            n.name, t.name, n.name
+        );
+        let _ = writeln!(
+            d,
+            "    n{i} [shape=box, style=filled, fillcolor=\"#f5ecd7\", label=\"petrel agent\\nAS {}\\neth0 {}\\npods {}\\nkube-ipvs0: Service IPs\"];",
+            n.asn.unwrap_or(t.cluster.asn),
+            n.address,
+            n.pod_cidr
+        );
+        for p in 1..=n.pods {
+            let _ = writeln!(
+                d,
+                "    n{i}p{p} [shape=ellipse, label=\"pod{p}\\neth0 {}/32\"];\n    n{i} -- n{i}p{p} [label=\"veth pod{p}\"];",
+                n.pod_ip(p)
+            );
+        }
+        d.push_str("  }\n");
+        let _ = writeln!(
+            d,
+            "  bridge -- n{i} [label=\"port {}\\n{}\"];",
+            n.name,
+            t.session_kind(n)
+        );
+    }
+    for (i, s) in t.services.iter().enumerate() {
+        let mut label = format!("Service {}\\nClusterIP {}", s.name, s.cluster_ip);
+        if let Some(lb) = s.load_balancer_ip {
+            let _ = write!(label, "\\nLoadBalancer {lb}");
+        }
+        let _ = write!(
+            label,
+            "\\nexternalTrafficPolicy {:?}",
+            s.external_traffic_policy
+        );
+        let _ = writeln!(
+            d,
+            "  s{i} [shape=note, style=filled, fillcolor=\"#e4f2e4\", label=\"{label}\"];"
+        );
+        for e in &s.endpoints {
+            if let Some(j) = t.nodes.iter().position(|n| &n.name == e) {
+                let _ = writeln!(d, "  s{i} -- n{j}p1 [style=dotted, label=\"endpoint\"];");
+            }
+        }
+    }
+    d.push_str("}\n");
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_topology_parses() {
+        for (name, text) in EMBEDDED {
+            let t = Topology::parse(text).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(&t.name, name);
+            assert_eq!(t.nodes.len(), 3);
+        }
+    }
+
+    fn err(text: &str) -> String {
+        match Topology::parse(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    fn tor() -> String {
+        EMBEDDED[0].1.to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err(&tor().replace("podCIDR: 10.244.2.0/24", "podCIDR: 10.244.2.0/33"));
+        assert!(e.starts_with("nodes[1].podCIDR:"), "{e}");
+        let e = err(&tor().replace("pods: 2}", "pods: 2, color: red}"));
+        assert!(e.starts_with("nodes[0]") && e.contains("color"), "{e}");
+        let e = err(&tor().replace("address: 192.168.100.13", "address: 192.168.101.13"));
+        assert!(
+            e.starts_with("nodes[2].address:") && e.contains("subnet"),
+            "{e}"
+        );
+        let e = err(&tor().replace("kind: frr", "kind: quagga"));
+        assert!(e.starts_with("router.kind:"), "{e}");
+        let e = err(&tor().replace("endpoints: [node-1, node-2]", "endpoints: [node-1, node-9]"));
+        assert!(e.starts_with("services[0].endpoints[1]:"), "{e}");
+        let e = err(&tor().replace("10.244.3.0/24", "10.244.2.128/25"));
+        assert!(
+            e.starts_with("nodes[2].podCIDR:") && e.contains("nodes[1]"),
+            "{e}"
+        );
+        let e = err(&tor().replace(", asn: 65000}", "}"));
+        assert!(e.starts_with("router.asn:"), "{e}");
+        let e = err(&tor().replace(
+            "loadBalancerIP: 198.51.100.10",
+            "loadBalancerIP: 203.0.113.1",
+        ));
+        assert!(e.starts_with("services[0].loadBalancerIP:"), "{e}");
+        let e = err(&tor().replace("name: node-2", "name: Node_2"));
+        assert!(e.starts_with("nodes[1].name:"), "{e}");
+        let e = err("name: x\n");
+        assert!(e.contains("subnet"), "{e}");
+    }
+
+    #[test]
+    fn objects_carry_the_topology() {
+        let t = Topology::parse(&tor()).expect("tor");
+        let files = cluster_objects(&t);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bgpconfiguration.yaml",
+                "bgppeer-tor.yaml",
+                "node-node-1.yaml",
+                "node-node-2.yaml",
+                "node-node-3.yaml",
+                "service-web.yaml",
+                "endpointslice-web.yaml"
+            ]
+        );
+        for (name, y) in &files {
+            let v: serde_json::Value = serde_saphyr::from_str(y).expect(name);
+            assert!(v["kind"].is_string(), "{name}");
+        }
+        assert!(files[2].1.contains("petrel.dev/as-number: \"65001\""));
+        let slice: serde_json::Value = serde_saphyr::from_str(&files[6].1).expect("slice");
+        assert_eq!(slice["endpoints"][1]["addresses"][0], "10.244.2.2");
+        assert_eq!(slice["endpoints"][1]["nodeName"], "node-2");
+        let empty: serde_json::Value =
+            serde_saphyr::from_str(&endpoint_slice_yaml(&t, "web", &[])).expect("empty");
+        assert_eq!(empty["endpoints"], serde_json::json!([]));
+        let rr = Topology::load(Some("rr")).expect("rr");
+        assert!(
+            cluster_objects(&rr)[1]
+                .1
+                .contains("addPaths: {receive: true}")
+        );
+        assert!(
+            reflector_objects(&rr)[1]
+                .1
+                .contains("listenRange: 192.168.100.0/24")
+        );
+    }
+
+    #[test]
+    fn unknown_names_and_paths_are_explained() {
+        let e = format!("{:#}", Topology::load(Some("nope")).expect_err("unknown"));
+        assert!(e.contains("tor, tor-bird, rr"), "{e}");
+        let e = format!(
+            "{:#}",
+            Topology::load(Some("/nonexistent/x.yaml")).expect_err("missing")
+        );
+        assert!(e.contains("cannot read /nonexistent/x.yaml"), "{e}");
+    }
+}

@@ -1,0 +1,316 @@
+//! The file source: a directory of Kubernetes-style YAML objects, the same
+//! objects a cluster has (`petrel.dev/v1alpha1` BGPConfiguration, BGPPeer,
+//! BGPFilter and BGPAdvertisement; core `v1` Node, Service and Secret;
+//! `discovery.k8s.io/v1` EndpointSlice).
+//!
+//! Every document is parsed on its own: a malformed one is reported (file,
+//! document, field, why) and skipped, and the others still count.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::Source;
+use crate::objects::{Origin, Snapshot};
+use crate::parse::add_object;
+use crate::problem::Problem;
+
+/// Reads every `*.yaml` / `*.yml` file of a directory (not recursively).
+pub fn load_dir(dir: &Path) -> (Snapshot, Vec<Problem>) {
+    let mut snap = Snapshot {
+        source: dir.display().to_string(),
+        ..Snapshot::default()
+    };
+    let mut problems = Vec::new();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect(),
+        Err(e) => {
+            problems.push(Problem {
+                origin: dir.display().to_string(),
+                object: None,
+                field: None,
+                message: format!("cannot read the directory: {e}"),
+            });
+            return (snap, problems);
+        }
+    };
+    files.sort();
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(text) => load_text(&f, &text, &mut snap, &mut problems),
+            Err(e) => problems.push(Problem {
+                origin: f.display().to_string(),
+                object: None,
+                field: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    crate::read_referenced_files(&mut snap, dir);
+    (snap, problems)
+}
+
+/// Splits a YAML stream into documents at `---` lines, keeping each one's
+/// first line number so errors point into the file.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = vec![(1, String::new())];
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") {
+            docs.push((i + 2, String::new()));
+            continue;
+        }
+        if let Some((_, d)) = docs.last_mut() {
+            d.push_str(line);
+            d.push('\n');
+        }
+    }
+    docs.retain(|(_, d)| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
+/// Parses one file's text into the snapshot.
+pub fn load_text(file: &Path, text: &str, snap: &mut Snapshot, problems: &mut Vec<Problem>) {
+    for (n, (line, doc)) in documents(text).into_iter().enumerate() {
+        let origin = Origin {
+            file: file.to_path_buf(),
+            document: n + 1,
+        };
+        let problem = |object: Option<String>, field: Option<String>, message: String| Problem {
+            origin: origin.to_string(),
+            object,
+            field,
+            message,
+        };
+        let value: Value = match serde_saphyr::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(problem(
+                    None,
+                    None,
+                    format!("not valid YAML (document starts at line {line}): {e}"),
+                ));
+                continue;
+            }
+        };
+        add_object(&value, origin, snap, problems);
+    }
+}
+
+/// A directory of YAML objects, polled: a fingerprint of its files tells
+/// when they changed, so unchanged files cause no work.
+#[derive(Debug)]
+pub struct FileSource {
+    dir: PathBuf,
+    poll: Duration,
+    last_print: Option<u64>,
+}
+
+impl FileSource {
+    /// The source for `dir`, looked at every `poll`.
+    pub fn new(dir: PathBuf, poll: Duration) -> FileSource {
+        FileSource {
+            dir,
+            poll,
+            last_print: None,
+        }
+    }
+}
+
+impl Source for FileSource {
+    fn poll(&mut self) -> Option<(Snapshot, Vec<Problem>)> {
+        let print = fingerprint(&self.dir);
+        if self.last_print == Some(print) {
+            return None;
+        }
+        self.last_print = Some(print);
+        Some(load_dir(&self.dir))
+    }
+
+    fn changed(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(self.poll))
+    }
+}
+
+/// A cheap fingerprint of a directory's files (names and contents).
+fn fingerprint(dir: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let mut paths: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            p.hash(&mut h);
+            if let Ok(bytes) = std::fs::read(&p) {
+                bytes.hash(&mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::TrafficPolicy;
+
+    fn load(text: &str) -> (Snapshot, Vec<Problem>) {
+        let mut snap = Snapshot::default();
+        let mut problems = Vec::new();
+        load_text(Path::new("test.yaml"), text, &mut snap, &mut problems);
+        (snap, problems)
+    }
+
+    #[test]
+    fn reads_every_kind_from_one_file() {
+        let (s, p) = load(
+            r#"
+apiVersion: petrel.dev/v1alpha1
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {asNumber: 65001, routerID: 10.0.0.1}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec:
+  peerIP: 10.0.0.254
+  asNumber: 65000
+  holdTime: 9s
+  password: {secretKeyRef: {name: bgp, key: tor}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {rack: r1}}
+spec: {podCIDRs: [10.244.1.0/24, "fd00:244:1::/64"]}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}, {type: Hostname, address: node-1}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bgp}
+data: {tor: c2VjcmV0}
+"#,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(s.configurations[0].spec.as_number, Some(65001));
+        assert_eq!(s.peers[0].spec.hold_time, Some(crds::Seconds(9)));
+        assert_eq!(s.nodes[0].pod_cidrs.len(), 2);
+        assert_eq!(
+            s.nodes[0].internal_ips,
+            vec!["10.0.0.1".parse::<IpAddr>().expect("ip")]
+        );
+        assert_eq!(s.secrets[0].data["tor"], b"secret");
+    }
+
+    #[test]
+    fn a_bad_document_is_reported_with_its_field_and_the_others_load() {
+        let (s, p) = load(
+            r#"
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: good}
+spec: {peerIP: 10.0.0.1, asNumber: 65000}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: bad}
+spec: {peerIP: 10.0.0.300, asNumber: 65000}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: typo}
+spec: {peerIP: 10.0.0.2, asnumber: 65000}
+---
+this: is: not: yaml
+"#,
+        );
+        assert_eq!(s.peers.len(), 1);
+        assert_eq!(s.peers[0].name, "good");
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert_eq!(p[0].object.as_deref(), Some("BGPPeer/bad"));
+        assert_eq!(p[0].field.as_deref(), Some("spec.peerIP"));
+        assert!(p[0].origin.contains("document 2"));
+        assert!(
+            p[1].message.contains("unknown field `asnumber`"),
+            "{}",
+            p[1]
+        );
+        assert!(p[2].message.contains("not valid YAML"), "{}", p[2]);
+    }
+
+    #[test]
+    fn services_and_endpoint_slices_are_read_and_their_mistakes_named() {
+        let (s, p) = load(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, labels: {app: web}}
+spec: {type: LoadBalancer, clusterIP: None, externalIPs: [192.0.2.1], externalTrafficPolicy: Local}
+status: {loadBalancer: {ingress: [{ip: "2001:db8::10"}, {hostname: x.example}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: prod, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+endpoints:
+  - {addresses: ["2001:db8::5"], nodeName: n1}
+  - {addresses: ["2001:db8::6"], conditions: {ready: false}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bad-policy}
+spec: {externalTrafficPolicy: Nearby}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bad-ip}
+status: {loadBalancer: {ingress: [{ip: 10.0.0.300}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bad-type}
+addressType: IPv5
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n9, annotations: {petrel.dev/as-number: "sixty"}}
+"#,
+        );
+        assert_eq!(s.services.len(), 1);
+        assert_eq!(s.nodes.len(), 1, "a bad annotation does not drop the node");
+        assert_eq!(s.nodes[0].as_number, None);
+        let web = &s.services[0];
+        assert_eq!(web.key(), "default/web");
+        assert!(web.cluster_ips.is_empty(), "headless");
+        assert_eq!(web.load_balancer_ips.len(), 1);
+        assert_eq!(web.external_traffic_policy, TrafficPolicy::Local);
+        let slice = &s.endpoint_slices[0];
+        assert_eq!(slice.service.as_deref(), Some("web"));
+        assert_eq!(slice.namespace, "prod");
+        assert!(slice.endpoints[0].ready, "absent means ready");
+        assert!(!slice.endpoints[1].ready);
+        let fields: Vec<_> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.externalTrafficPolicy",
+                "status.loadBalancer.ingress[0].ip",
+                "addressType",
+                "metadata.annotations.petrel.dev/as-number",
+            ],
+            "{p:#?}"
+        );
+    }
+}

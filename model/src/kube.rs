@@ -1,0 +1,329 @@
+//! The kube source: the objects the file source reads from a directory,
+//! read from the Kubernetes API server instead (`petrel agent --source
+//! kube`), with one reflector per kind.
+//!
+//! ```text
+//!  API server ──watch──► reflector store per kind ──(generation bump)──► agent
+//!                                  └── snapshot(): every object through
+//!                                      parse::add_object, as files are
+//! ```
+//!
+//! Watches resume by themselves after errors and API-server restarts, with
+//! backoff (kube-runtime's watcher relists when its resourceVersion is gone).
+//! An object petrel cannot use is reported by `add_object` and skipped; it
+//! never stops the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use futures::future::BoxFuture;
+
+use crate::Source;
+use crate::objects::{Origin, Snapshot};
+use crate::problem::Problem;
+
+/// The petrel.dev kinds the agent reads.
+const PETREL_KINDS: [(&str, &str); 4] = [
+    ("BGPConfiguration", "bgpconfigurations"),
+    ("BGPPeer", "bgppeers"),
+    ("BGPFilter", "bgpfilters"),
+    ("BGPAdvertisement", "bgpadvertisements"),
+];
+
+/// Reflectors on every kind the planner reads.
+pub struct KubeSource {
+    nodes: Store<Node>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    secrets: Store<Secret>,
+    custom: Vec<(&'static str, Store<DynamicObject>)>,
+    generation: watch::Receiver<u64>,
+    seen: u64,
+    tasks: Vec<JoinHandle<()>>,
+    client: kube::Client,
+    poll: Duration,
+}
+
+/// The API server cannot be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the Kubernetes API server (in-cluster configuration or KUBECONFIG): {0}")]
+pub struct ConnectError(#[source] kube::Error);
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts a reflector on `api` (with `config`: a label selector, say) into
+/// `writer`'s store, bumping `generation` on every change.
+pub fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    kind: &'static str,
+    generation: Arc<watch::Sender<u64>>,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let reader = writer.as_reader();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => generation.send_modify(|g| *g += 1),
+                // The backoff wrapper retries; say what happened once per try.
+                Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
+            }
+        }
+    });
+    (reader, task)
+}
+
+impl KubeSource {
+    /// Connects (in-cluster configuration, or KUBECONFIG) and starts the
+    /// watches.
+    pub async fn connect() -> Result<KubeSource, ConnectError> {
+        let client = kube::Client::try_default().await.map_err(ConnectError)?;
+        Ok(Self::start(client))
+    }
+
+    /// Looks again at least every `poll` (a change wakes it sooner).
+    pub fn set_poll(&mut self, poll: Duration) {
+        self.poll = poll;
+    }
+
+    /// The client the watches use (for the agent's status writes).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// Starts the watches with a client.
+    pub fn start(client: kube::Client) -> KubeSource {
+        let (tx, generation) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        let mut tasks = Vec::new();
+        let (nodes, t) = reflect(
+            Api::<Node>::all(client.clone()),
+            Default::default(),
+            Default::default(),
+            "Node",
+            tx.clone(),
+        );
+        tasks.push(t);
+        let (services, t) = reflect(
+            Api::<Service>::all(client.clone()),
+            Default::default(),
+            Default::default(),
+            "Service",
+            tx.clone(),
+        );
+        tasks.push(t);
+        let (slices, t) = reflect(
+            Api::<EndpointSlice>::all(client.clone()),
+            Default::default(),
+            Default::default(),
+            "EndpointSlice",
+            tx.clone(),
+        );
+        tasks.push(t);
+        // Secrets only in the agent's own namespace (the chart grants no
+        // more): BGPPeer passwords are Secrets there.
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+        let (secrets, t) = reflect(
+            Api::<Secret>::namespaced(client.clone(), &namespace),
+            Default::default(),
+            Default::default(),
+            "Secret",
+            tx.clone(),
+        );
+        tasks.push(t);
+        let mut custom = Vec::new();
+        for (kind, plural) in PETREL_KINDS {
+            let gvk = GroupVersionKind::gvk(crds::GROUP, crds::VERSION, kind);
+            let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+            let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+            let writer = reflector::store::Writer::new(ar);
+            let (reader, t) = reflect(api, Default::default(), writer, kind, tx.clone());
+            tasks.push(t);
+            custom.push((kind, reader));
+        }
+        KubeSource {
+            nodes,
+            services,
+            slices,
+            secrets,
+            custom,
+            generation,
+            seen: u64::MAX,
+            tasks,
+            client,
+            poll: Duration::from_secs(1),
+        }
+    }
+
+    /// Waits until every kind has been listed once (so the first plan is not
+    /// made from a partial view), at most `limit`; says which kinds are
+    /// missing.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<(), Vec<&'static str>> {
+        let all = async {
+            let _ = self.nodes.wait_until_ready().await;
+            let _ = self.services.wait_until_ready().await;
+            let _ = self.slices.wait_until_ready().await;
+            let _ = self.secrets.wait_until_ready().await;
+            for (_, s) in &self.custom {
+                let _ = s.wait_until_ready().await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_ok() {
+            return Ok(());
+        }
+        let missing: Vec<&str> = [
+            ("Node", ready(&self.nodes)),
+            ("Service", ready(&self.services)),
+            ("EndpointSlice", ready(&self.slices)),
+            ("Secret", ready(&self.secrets)),
+        ]
+        .into_iter()
+        .chain(self.custom.iter().map(|(k, s)| (*k, ready(s))))
+        .filter(|(_, ready)| !*ready)
+        .map(|(k, _)| k)
+        .collect();
+        Err(missing)
+    }
+
+    /// Waits until something changed since the last [`KubeSource::snapshot`],
+    /// or `limit` passes.
+    pub async fn changed(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.generation.wait_for(|g| *g != self.seen)).await;
+        // Changes come in bursts (a Service and its EndpointSlices): take
+        // them as one.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    /// Whether anything changed since the last snapshot.
+    pub fn is_changed(&self) -> bool {
+        *self.generation.borrow() != self.seen
+    }
+
+    /// Every object, through the same parsing as the file source.
+    pub fn snapshot(&mut self) -> (Snapshot, Vec<Problem>) {
+        self.seen = *self.generation.borrow();
+        let mut snap = Snapshot {
+            source: "the API server".into(),
+            ..Snapshot::default()
+        };
+        let mut problems = Vec::new();
+        add_all(&self.nodes.state(), "v1", "Node", &mut snap, &mut problems);
+        add_all(
+            &self.services.state(),
+            "v1",
+            "Service",
+            &mut snap,
+            &mut problems,
+        );
+        add_all(
+            &self.slices.state(),
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            &mut snap,
+            &mut problems,
+        );
+        add_all(
+            &self.secrets.state(),
+            "v1",
+            "Secret",
+            &mut snap,
+            &mut problems,
+        );
+        for (kind, store) in &self.custom {
+            add_all(
+                &store.state(),
+                crds::API_VERSION,
+                kind,
+                &mut snap,
+                &mut problems,
+            );
+        }
+        // Password files are paths on the node, relative to where the agent
+        // runs.
+        crate::read_referenced_files(&mut snap, std::path::Path::new(""));
+        (snap, problems)
+    }
+}
+
+impl Source for KubeSource {
+    fn poll(&mut self) -> Option<(Snapshot, Vec<Problem>)> {
+        self.is_changed().then(|| self.snapshot())
+    }
+
+    fn changed(&mut self) -> BoxFuture<'_, ()> {
+        let poll = self.poll;
+        Box::pin(KubeSource::changed(self, poll))
+    }
+}
+
+/// Whether a store has its first full list.
+pub fn ready<K>(s: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    futures::FutureExt::now_or_never(s.wait_until_ready()).is_some()
+}
+
+/// Adds objects of one kind; list items may come without `apiVersion` and
+/// `kind`, so both are set from what was watched.
+pub fn add_all<K: Serialize + kube::ResourceExt>(
+    objects: &[Arc<K>],
+    api_version: &str,
+    kind: &str,
+    snap: &mut Snapshot,
+    problems: &mut Vec<Problem>,
+) {
+    let mut objects: Vec<&Arc<K>> = objects.iter().collect();
+    // Stores are unordered; plans must not depend on watch order.
+    objects.sort_by_key(|o| (o.namespace(), o.name_any()));
+    for o in objects {
+        let origin = Origin::api(kind, o.namespace().as_deref(), &o.name_any());
+        let mut value = match serde_json::to_value(o.as_ref()) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(Problem {
+                    origin: origin.to_string(),
+                    object: Some(format!("{kind}/{}", o.name_any())),
+                    field: None,
+                    message: format!("cannot be read: {e}"),
+                });
+                continue;
+            }
+        };
+        if let Value::Object(m) = &mut value {
+            m.insert("apiVersion".into(), Value::String(api_version.into()));
+            m.insert("kind".into(), Value::String(kind.into()));
+        }
+        crate::add_object(&value, origin, snap, problems);
+    }
+}

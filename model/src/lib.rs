@@ -1,0 +1,57 @@
+//! The desired state petrel works from, typed, and where it comes from.
+//!
+//! - [`objects`]: what petrel needs of each object (Nodes, Services,
+//!   EndpointSlices, Secrets, the `petrel.dev` kinds) and the [`Snapshot`] of
+//!   all of them at one moment.
+//! - [`problem`]: what is wrong with an object ([`FieldError`], [`Problem`]).
+//! - [`parse`]: one object, as JSON, into the snapshot; both sources use it.
+//! - [`files`]: the file source, a directory of YAML objects.
+//! - [`kube`]: the kube source, reflectors on the API server.
+//!
+//! Both sources implement [`Source`]. A source also reads what objects refer
+//! to outside themselves (password files), so the planner reads nothing.
+
+use std::path::Path;
+
+use futures::future::BoxFuture;
+
+pub mod files;
+pub mod kube;
+pub mod objects;
+pub mod parse;
+pub mod problem;
+
+pub use files::FileSource;
+pub use kube::KubeSource;
+pub use objects::{
+    Endpoint, EndpointSlice, Named, Node, Origin, Secret, Service, Snapshot, TrafficPolicy,
+};
+pub use parse::add_object;
+pub use problem::{FieldError, Problem};
+
+/// Where desired state comes from.
+pub trait Source: Send {
+    /// A new snapshot, and what was wrong in it, when the desired state
+    /// changed since the last one.
+    fn poll(&mut self) -> Option<(Snapshot, Vec<Problem>)>;
+
+    /// Waits for a reason to look again: a change, or the poll interval.
+    fn changed(&mut self) -> BoxFuture<'_, ()>;
+}
+
+/// Reads the files the snapshot's BGPPeers name (`spec.password.file`),
+/// relative paths from `base`, into [`Snapshot::files`].
+pub fn read_referenced_files(snap: &mut Snapshot, base: &Path) {
+    let named: Vec<String> = snap
+        .peers
+        .iter()
+        .filter_map(|p| p.spec.password.as_ref()?.file.clone())
+        .collect();
+    for f in named {
+        let path = base.join(&f);
+        let text = std::fs::read_to_string(&path)
+            .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()));
+        snap.files.insert(f, text);
+    }
+}

@@ -1,0 +1,171 @@
+//! The typed desired state: what petrel needs of each object, and the
+//! [`Snapshot`] of all of them at one moment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crds::{BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec};
+use ipnet::IpNet;
+/// Where an object came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    /// The file (for objects from the API server: `KIND NAMESPACE/NAME`).
+    pub file: PathBuf,
+    /// 1-based document number within the file; 0 for objects from the API
+    /// server.
+    pub document: usize,
+}
+
+impl Origin {
+    /// An object read from the Kubernetes API server.
+    pub fn api(kind: &str, namespace: Option<&str>, name: &str) -> Origin {
+        let id = match namespace {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        };
+        Origin {
+            file: PathBuf::from(id),
+            document: 0,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.document == 0 {
+            return write!(f, "the API server's {}", self.file.display());
+        }
+        write!(f, "{} (document {})", self.file.display(), self.document)
+    }
+}
+
+/// An object with its name and origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named<T> {
+    /// `metadata.name`.
+    pub name: String,
+    /// Where it was read.
+    pub origin: Origin,
+    /// The spec.
+    pub spec: T,
+}
+
+/// What petrel needs of a `v1` Node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Node {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.podCIDRs` (or the older `spec.podCIDR`).
+    pub pod_cidrs: Vec<IpNet>,
+    /// `status.addresses` of type InternalIP.
+    pub internal_ips: Vec<IpAddr>,
+    /// The node's own ASN, from the `petrel.dev/as-number` annotation.
+    pub as_number: Option<u32>,
+}
+
+/// `spec.externalTrafficPolicy` / `internalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficPolicy {
+    /// Any node forwards to any endpoint (the default).
+    #[default]
+    Cluster,
+    /// Only nodes with a local endpoint take traffic.
+    Local,
+}
+
+/// What petrel needs of a `v1` Service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Service {
+    /// `metadata.namespace` (`default` when absent).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.type`.
+    pub service_type: String,
+    /// `spec.clusterIPs` (or `spec.clusterIP`); `None` addresses dropped.
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip`.
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.externalTrafficPolicy`.
+    pub external_traffic_policy: TrafficPolicy,
+    /// `spec.internalTrafficPolicy`.
+    pub internal_traffic_policy: TrafficPolicy,
+}
+
+impl Service {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One endpoint of an [`EndpointSlice`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// Its addresses.
+    pub addresses: Vec<IpAddr>,
+    /// `conditions.ready`; absent counts as ready, as Kubernetes says.
+    pub ready: bool,
+    /// `nodeName`.
+    pub node_name: Option<String>,
+}
+
+/// What petrel needs of a `discovery.k8s.io/v1` EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointSlice {
+    /// `metadata.namespace` (`default` when absent).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The Service it belongs to (label `kubernetes.io/service-name`).
+    pub service: Option<String>,
+    /// `addressType`: `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    /// The endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A `v1` Secret's data, decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Secret {
+    /// `metadata.name`.
+    pub name: String,
+    /// `data` (base64-decoded) merged with `stringData`.
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// Everything read from the source at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// BGPConfiguration objects.
+    pub configurations: Vec<Named<BgpConfigurationSpec>>,
+    /// BGPPeer objects.
+    pub peers: Vec<Named<BgpPeerSpec>>,
+    /// BGPFilter objects.
+    pub filters: Vec<Named<BgpFilterSpec>>,
+    /// BGPAdvertisement objects.
+    pub advertisements: Vec<Named<BgpAdvertisementSpec>>,
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// Services.
+    pub services: Vec<Service>,
+    /// EndpointSlices.
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// Secrets.
+    pub secrets: Vec<Secret>,
+    /// Where the snapshot was read (a directory, the API server), for
+    /// problems that belong to no object.
+    pub source: String,
+    /// The files objects refer to (`BGPPeer.spec.password.file`), as the
+    /// source read them: the path as written, and its text or why it could
+    /// not be read. The planner reads no files.
+    pub files: BTreeMap<String, Result<String, String>>,
+}

@@ -1,0 +1,1083 @@
+//! The planner: a pure function from a [`Snapshot`] to what the speaker must
+//! do. Level-triggered: it always starts from the whole snapshot, so applying
+//! its output twice changes nothing.
+//!
+//! It derives the speaker's identity, its neighbours (configured BGPPeers
+//! that select this node, and the node-to-node mesh), the prefixes this node
+//! originates (its pod CIDRs, and Service IPs: [`advertise`]) with the export
+//! rules BGPAdvertisements imply, and the blackholes to install. Invalid
+//! objects are reported with the field that is wrong and left out; the rest is
+//! planned.
+
+pub mod advertise;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use bgpd::session::BGP_PORT;
+use bgpd::session::sockopt::MD5_MAX_KEY_LEN;
+use bgpd::speaker::{
+    MaxPrefixes, MaxPrefixesAction, NeighborAddress, NeighborConfig, SpeakerConfig,
+};
+use bgpd::wire::AfiSafi;
+use std::sync::Arc;
+
+use bgpd::policy::{Action as PolicyAction, Match, Policy, Rule};
+use bgpd::wire::attr::{Community, LargeCommunity};
+use crds::{
+    AddPathSendSpec, BgpPeerSpec, FilterAction, FilterRuleSpec, MaxPrefixAction, PasswordSource,
+    Seconds,
+};
+
+use advertise::Intent;
+use ipnet::IpNet;
+use model::{FieldError, Named, Problem, Snapshot};
+
+/// Everything the agent does for one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The speaker's configuration: identity, neighbours, originated routes.
+    pub speaker: SpeakerConfig,
+    /// Prefixes that get a blackhole route (the pod CIDRs: traffic for a pod
+    /// address nobody has ends here instead of bouncing off the default).
+    pub blackholes: Vec<IpNet>,
+    /// Every prefix this node considered advertising, with the verdict.
+    pub intents: Vec<Intent>,
+    /// Export rules for peers added later through the API, which no
+    /// BGPAdvertisement names: what advertisements give every peer, the
+    /// rejection of prefixes they limit to other peers, and of mesh routes.
+    pub api_peer_rules: Vec<Rule>,
+}
+
+/// The large community marking routes learned over the node-to-node mesh
+/// (our ASN, "petr", 1); it never leaves the node, as marked routes are not
+/// exported to anyone the mesh does not already reach.
+pub fn mesh_marker(asn: u32) -> LargeCommunity {
+    LargeCommunity {
+        global_admin: asn,
+        local_data1: 0x7065_7472,
+        local_data2: 1,
+    }
+}
+
+fn reject_marked(marker: LargeCommunity) -> Rule {
+    Rule {
+        matches: vec![Match::LargeCommunity(marker)],
+        actions: vec![PolicyAction::Reject],
+    }
+}
+
+/// Runs `rules` before a neighbour's own export policy (its filters).
+pub fn prepend_export(n: &mut NeighborConfig, rules: Vec<Rule>) {
+    if rules.is_empty() {
+        return;
+    }
+    let mut all = rules;
+    let mut name = "advertisements".to_string();
+    if let Some(p) = &n.export_policy {
+        all.extend(p.rules.iter().cloned());
+        name = format!("{name},{}", p.name);
+    }
+    n.export_policy = Some(Arc::new(Policy { name, rules: all }));
+}
+
+/// The prefix of mesh neighbours' names, followed by the node's name.
+pub const MESH_PREFIX: &str = "node-mesh-";
+
+/// The plan for `node`, and what was wrong on the way. `None` when there is
+/// no usable BGPConfiguration.
+pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let node_obj = snapshot.nodes.iter().find(|n| n.name == node);
+    let config = match snapshot.configurations.as_slice() {
+        [] => {
+            problems.push(Problem {
+                origin: snapshot.source.clone(),
+                object: None,
+                field: None,
+                message: "no BGPConfiguration object: the speaker waits for one".into(),
+            });
+            return (None, problems);
+        }
+        [only] => only,
+        many => {
+            // Several: the one named "default" wins, as in Calico.
+            let chosen = many
+                .iter()
+                .find(|c| c.name == "default")
+                .unwrap_or(&many[0]);
+            for c in many.iter().filter(|c| c.name != chosen.name) {
+                problems.push(Problem {
+                    origin: c.origin.to_string(),
+                    object: Some(format!("BGPConfiguration/{}", c.name)),
+                    field: None,
+                    message: format!("ignored: BGPConfiguration/{} is used", chosen.name),
+                });
+            }
+            chosen
+        }
+    };
+    let bad = |field: &str, message: String| Problem {
+        origin: config.origin.to_string(),
+        object: Some(format!("BGPConfiguration/{}", config.name)),
+        field: Some(field.into()),
+        message,
+    };
+    let node_asn = node_obj.and_then(|n| n.as_number);
+    if let Some(a) = node_asn.filter(|a| !valid_asn(*a)) {
+        problems.push(Problem {
+            origin: snapshot.source.clone(),
+            object: Some(format!("Node/{node}")),
+            field: Some(format!(
+                "metadata.annotations.{}",
+                crds::AS_NUMBER_ANNOTATION
+            )),
+            message: format!("{a} is not a usable ASN; using spec.asNumber"),
+        });
+    }
+    let asn = match node_asn.filter(|a| valid_asn(*a)).or(config.spec.as_number) {
+        Some(a) if valid_asn(a) => a,
+        Some(a) => {
+            problems.push(bad(
+                "spec.asNumber",
+                format!("{a} is not a usable ASN (1..=4294967294, not 23456)"),
+            ));
+            return (None, problems);
+        }
+        None => {
+            problems.push(bad("spec.asNumber", "is required".into()));
+            return (None, problems);
+        }
+    };
+    let node_v4 = node_obj.and_then(|n| {
+        n.internal_ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        })
+    });
+    let Some(router_id) = config.spec.router_id.or(node_v4) else {
+        problems.push(bad(
+            "spec.routerID",
+            format!("is not set and node {node:?} has no IPv4 InternalIP to take it from"),
+        ));
+        return (None, problems);
+    };
+    if router_id.is_unspecified() {
+        problems.push(bad(
+            "spec.routerID",
+            "0.0.0.0 is not a valid BGP identifier".into(),
+        ));
+        return (None, problems);
+    }
+    let mut out = SpeakerConfig::new(asn, router_id);
+    let listen_ip = config
+        .spec
+        .listen_address
+        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    out.listen = vec![SocketAddr::new(
+        listen_ip,
+        config.spec.listen_port.unwrap_or(BGP_PORT),
+    )];
+    if let Some(id) = config.spec.route_reflector_cluster_id {
+        if id.is_unspecified() {
+            problems.push(bad(
+                "spec.routeReflectorClusterID",
+                "0.0.0.0 is not a cluster ID; using the router ID".into(),
+            ));
+        } else {
+            out.cluster_id = Some(id);
+        }
+    }
+    match config.spec.maximum_paths {
+        Some(m) if (1..=256).contains(&m) => out.maximum_paths = m as usize,
+        Some(m) => problems.push(bad(
+            "spec.maximumPaths",
+            format!("{m} is not 1 to 256; using 8"),
+        )),
+        None => {}
+    }
+    if let Some(gr) = &config.spec.graceful_restart {
+        let d = &mut out.graceful_restart;
+        d.enabled = gr.enabled.unwrap_or(true);
+        match gr.restart_time {
+            Some(t) if t.0 > 4095 => problems.push(bad(
+                "spec.gracefulRestart.restartTime",
+                format!("{t} is more than the 4095s the capability can carry; using 4095s"),
+            )),
+            _ => {}
+        }
+        if let Some(t) = gr.restart_time {
+            d.restart_time = t.0.min(4095) as u16;
+        }
+        if let Some(t) = gr.stale_routes_time {
+            d.stale_routes_time = Duration::from_secs(t.0.into());
+        }
+        if let Some(t) = gr.selection_deferral_time {
+            d.selection_deferral = Duration::from_secs(t.0.into());
+        }
+        match gr.long_lived_stale_time {
+            Some(t) if t.0 > 0xFF_FFFF => problems.push(bad(
+                "spec.gracefulRestart.longLivedStaleTime",
+                format!(
+                    "{t} is more than the 16777215s the capability can carry; LLGR is not offered"
+                ),
+            )),
+            Some(t) => d.long_lived_stale_time = Duration::from_secs(t.0.into()),
+            None => {}
+        }
+    }
+    if node_obj.is_none() {
+        problems.push(Problem {
+            origin: snapshot.source.clone(),
+            object: Some(format!("Node/{node}")),
+            field: None,
+            message: "not found: no pod CIDRs are originated, no mesh, no local endpoints".into(),
+        });
+    }
+    out.local_ipv4 = node_v4;
+    out.local_ipv6 = node_obj.and_then(|n| {
+        n.internal_ips.iter().find_map(|ip| match ip {
+            IpAddr::V6(a) => Some(*a),
+            IpAddr::V4(_) => None,
+        })
+    });
+    let mut peers: Vec<&Named<BgpPeerSpec>> = snapshot.peers.iter().collect();
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    for p in peers {
+        if let Some(sel) = &p.spec.node_selector {
+            if let Err(e) = sel.validate() {
+                problems.push(Problem {
+                    origin: p.origin.to_string(),
+                    object: Some(format!("BGPPeer/{}", p.name)),
+                    field: Some("spec.nodeSelector".into()),
+                    message: format!("{e}; this peer is skipped"),
+                });
+                continue;
+            }
+            // Not this node's peer: nothing to report.
+            if !node_obj.is_some_and(|n| sel.matches(&n.labels)) {
+                continue;
+            }
+        }
+        match neighbor(p, snapshot, asn, router_id) {
+            Ok(n) => out.neighbors.push(n),
+            Err(e) => problems.push(Problem {
+                origin: p.origin.to_string(),
+                object: Some(format!("BGPPeer/{}", p.name)),
+                field: Some(e.field),
+                message: format!("{}; this peer is skipped", e.reason),
+            }),
+        }
+    }
+    // Whether this node has mesh peers (the mesh rules cost nothing otherwise).
+    let mut mesh_on = false;
+    if config.spec.node_to_node_mesh_enabled.unwrap_or(true)
+        && let Some(me) = node_obj
+    {
+        let meshed = mesh(snapshot, me, config.spec.as_number);
+        if config.spec.router_id.is_some() && !meshed.is_empty() {
+            problems.push(bad(
+                "spec.routerID",
+                "is the same for every node, and the node-to-node mesh needs each node's own \
+                 (internal peers refuse their own identifier): leave it unset to take each \
+                 node's IPv4 InternalIP"
+                    .into(),
+            ));
+        }
+        mesh_on = !meshed.is_empty();
+        out.neighbors.extend(meshed);
+    }
+    let names: Vec<String> = out.neighbors.iter().map(|n| n.name.clone()).collect();
+    let ads = advertise::plan(snapshot, config, node, node_obj, &names, &mut problems);
+    out.originate = ads.routes;
+    // What a node learns over the mesh is the other nodes' business: it is
+    // marked on the way in and never passed on to other peers (ToRs, route
+    // reflectors), as in Calico, so a node without an endpoint does not
+    // attract traffic for another node's Local Service.
+    let marker = mesh_marker(asn);
+    let mut api_peer_rules = ads.default_export_rules.clone();
+    if mesh_on {
+        api_peer_rules.insert(0, reject_marked(marker));
+    }
+    for n in &mut out.neighbors {
+        let mut rules = ads.export_rules.get(&n.name).cloned().unwrap_or_default();
+        if n.name.starts_with(MESH_PREFIX) {
+            n.import_policy = Some(Arc::new(Policy {
+                name: "node-mesh".into(),
+                rules: vec![Rule {
+                    matches: Vec::new(),
+                    actions: vec![PolicyAction::AddLargeCommunities(vec![marker])],
+                }],
+            }));
+        } else if mesh_on {
+            rules.insert(0, reject_marked(marker));
+        }
+        prepend_export(n, rules);
+    }
+    let blackholes = node_obj
+        .map(|n| n.pod_cidrs.iter().map(|c| c.trunc()).collect())
+        .unwrap_or_default();
+    (
+        Some(Plan {
+            speaker: out,
+            blackholes,
+            intents: ads.intents,
+            api_peer_rules,
+        }),
+        problems,
+    )
+}
+
+/// The node-to-node mesh: an iBGP session (eBGP where nodes have ASNs of
+/// their own) with every other node, over the first InternalIP of a family
+/// both have, IPv4 first.
+fn mesh(snapshot: &Snapshot, me: &model::Node, cluster_asn: Option<u32>) -> Vec<NeighborConfig> {
+    let mut others: Vec<&model::Node> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.name != me.name)
+        .collect();
+    others.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::new();
+    for other in others {
+        let pick = |v4: bool| -> Option<(IpAddr, IpAddr)> {
+            let mine = me.internal_ips.iter().find(|ip| ip.is_ipv4() == v4)?;
+            let theirs = other.internal_ips.iter().find(|ip| ip.is_ipv4() == v4)?;
+            Some((*mine, *theirs))
+        };
+        let Some((source, address)) = pick(true).or_else(|| pick(false)) else {
+            continue;
+        };
+        let Some(peer_asn) = other.as_number.filter(|a| valid_asn(*a)).or(cluster_asn) else {
+            continue;
+        };
+        let mut n = NeighborConfig::new(
+            format!("{MESH_PREFIX}{}", other.name),
+            NeighborAddress::Address(address),
+            peer_asn,
+        );
+        n.source_address = Some(source);
+        n.connect_retry = Duration::from_secs(5);
+        out.push(n);
+    }
+    out
+}
+
+/// Usable ASNs: not 0, not AS_TRANS, not the last one (RFC 7300).
+fn valid_asn(a: u32) -> bool {
+    a != 0 && a != 23456 && a != u32::MAX
+}
+
+/// One BGPPeer as a neighbour of a speaker with `local_asn` and `router_id`,
+/// or the field that is wrong and why.
+pub fn neighbor(
+    p: &Named<BgpPeerSpec>,
+    snapshot: &Snapshot,
+    local_asn: u32,
+    router_id: Ipv4Addr,
+) -> Result<NeighborConfig, FieldError> {
+    let s = &p.spec;
+    let err = |f: &str, m: String| Err(FieldError::new(f, m));
+    let address = match (s.peer_ip, s.listen_range) {
+        (Some(ip), None) => {
+            if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(router_id) {
+                return err("spec.peerIP", format!("{ip} cannot be a BGP peer"));
+            }
+            NeighborAddress::Address(ip)
+        }
+        (None, Some(range)) => NeighborAddress::Range(range.trunc()),
+        (Some(_), Some(_)) => {
+            return err("spec", "set either peerIP or listenRange, not both".into());
+        }
+        (None, None) => {
+            return err(
+                "spec.peerIP",
+                "is required (or listenRange for dynamic neighbours)".into(),
+            );
+        }
+    };
+    let asn = match s.as_number {
+        Some(a) if valid_asn(a) => a,
+        Some(a) => {
+            return err(
+                "spec.asNumber",
+                format!("{a} is not a usable ASN (1..=4294967294, not 23456)"),
+            );
+        }
+        None => return err("spec.asNumber", "is required".into()),
+    };
+    let mut n = NeighborConfig::new(p.name.clone(), address, asn);
+    if let Some(port) = s.port {
+        if port == 0 {
+            return err("spec.port", "0 is not a port".into());
+        }
+        n.port = port;
+    }
+    if let Some(h) = s.hold_time {
+        if h.0 == 1 || h.0 == 2 || h.0 > 65535 {
+            return err(
+                "spec.holdTime",
+                format!("{h} is not allowed: 0 (no keepalives) or 3s to 65535s"),
+            );
+        }
+        n.hold_time = h.0 as u16;
+    }
+    if let Some(k) = s.keepalive_time {
+        if k.0 == 0 || (n.hold_time > 0 && k.0 > u32::from(n.hold_time) / 3) {
+            return err(
+                "spec.keepaliveTime",
+                format!(
+                    "{k} must be at least 1s and at most a third of the hold time ({}s)",
+                    n.hold_time
+                ),
+            );
+        }
+        n.keepalive_time = Some(k.0 as u16);
+    }
+    n.passive = s.passive.unwrap_or(false) || matches!(n.address, NeighborAddress::Range(_));
+    n.next_hop_self = s.next_hop_self.unwrap_or(false);
+    n.route_reflector_client = s.route_reflector_client.unwrap_or(false);
+    if let Some(names) = &s.filters {
+        let (import, export) =
+            policies(names, snapshot).map_err(|m| FieldError::new("spec.filters", m))?;
+        n.import_policy = import;
+        n.export_policy = export;
+    }
+    if let Some(ap) = &s.add_paths {
+        n.add_paths.receive = ap.receive.unwrap_or(false);
+        n.add_paths.send = match &ap.send {
+            None => None,
+            Some(AddPathSendSpec::Count(c)) if (1..=255).contains(c) => Some(*c as usize),
+            Some(AddPathSendSpec::Keyword(k)) if k == "all" => Some(usize::MAX),
+            Some(other) => {
+                let given = match other {
+                    AddPathSendSpec::Count(c) => c.to_string(),
+                    AddPathSendSpec::Keyword(k) => format!("{k:?}"),
+                };
+                return err(
+                    "spec.addPaths.send",
+                    format!("{given} is not a number of paths (1 to 255) or \"all\""),
+                );
+            }
+        };
+    }
+    if let Some(mp) = &s.max_prefixes {
+        for (name, family, spec) in [
+            ("ipv4", AfiSafi::IPV4_UNICAST, &mp.ipv4),
+            ("ipv6", AfiSafi::IPV6_UNICAST, &mp.ipv6),
+        ] {
+            let Some(spec) = spec else { continue };
+            let field = |f: &str| format!("spec.maxPrefixes.{name}.{f}");
+            let limit = match spec.limit {
+                Some(l) if l > 0 => l,
+                Some(_) => return err(&field("limit"), "must be at least 1".into()),
+                None => return err(&field("limit"), "is required".into()),
+            };
+            let warning_percent = spec.warning_percent.unwrap_or(75);
+            if !(1..=100).contains(&warning_percent) {
+                return err(
+                    &field("warningPercent"),
+                    format!("{warning_percent} is not 1 to 100"),
+                );
+            }
+            let restart_after = spec.restart_after.unwrap_or(Seconds(60));
+            if restart_after.0 == 0 {
+                return err(&field("restartAfter"), "must be at least 1s".into());
+            }
+            n.max_prefixes.push(MaxPrefixes {
+                family,
+                limit: limit.into(),
+                warning_percent,
+                action: match spec.action.unwrap_or(MaxPrefixAction::Restart) {
+                    MaxPrefixAction::Log => MaxPrefixesAction::Log,
+                    MaxPrefixAction::Restart => {
+                        MaxPrefixesAction::Restart(Duration::from_secs(restart_after.0.into()))
+                    }
+                },
+            });
+        }
+    }
+    if n.route_reflector_client && asn != local_asn {
+        return err(
+            "spec.routeReflectorClient",
+            format!(
+                "applies to internal peers only; this peer's ASN {asn} is not ours ({local_asn})"
+            ),
+        );
+    }
+    match (s.ebgp_multihop, s.ttl_security) {
+        (Some(_), Some(_)) => {
+            return err(
+                "spec.ttlSecurity",
+                "cannot be combined with ebgpMultihop (GTSM fixes the TTL at 255)".into(),
+            );
+        }
+        (Some(0), _) => return err("spec.ebgpMultihop", "must be 1 to 255".into()),
+        (Some(h), None) if asn == local_asn => {
+            return err(
+                "spec.ebgpMultihop",
+                format!("{h} given for an internal peer (same ASN)"),
+            );
+        }
+        (_, Some(h)) if h == 0 || h == 255 => {
+            return err("spec.ttlSecurity", "must be 1 to 254 hops".into());
+        }
+        _ => {}
+    }
+    n.ebgp_multihop = s.ebgp_multihop;
+    n.ttl_security = s.ttl_security;
+    n.source_address = s.source_address;
+    if let Some(pw) = &s.password {
+        let secret = password(pw, snapshot)?;
+        if secret.is_empty() || secret.len() > MD5_MAX_KEY_LEN {
+            return err(
+                "spec.password",
+                format!(
+                    "is {} octets; TCP-MD5 keys are 1 to {MD5_MAX_KEY_LEN}",
+                    secret.len()
+                ),
+            );
+        }
+        n.password = Some(secret);
+    }
+    n.connect_retry = Duration::from_secs(5);
+    Ok(n)
+}
+
+fn password(pw: &PasswordSource, snapshot: &Snapshot) -> Result<String, FieldError> {
+    match (&pw.file, &pw.secret_key_ref) {
+        // The source read the file (the planner reads none).
+        (Some(f), None) => match snapshot.files.get(f) {
+            Some(Ok(text)) => Ok(text.clone()),
+            Some(Err(why)) => Err(FieldError::new("spec.password.file", why.clone())),
+            None => Err(FieldError::new(
+                "spec.password.file",
+                format!("{f} was not read by the source"),
+            )),
+        },
+        (None, Some(r)) => {
+            let secret = snapshot
+                .secrets
+                .iter()
+                .find(|s| s.name == r.name)
+                .ok_or_else(|| {
+                    FieldError::new(
+                        "spec.password.secretKeyRef.name",
+                        format!("no Secret named {:?}", r.name),
+                    )
+                })?;
+            let value = secret.data.get(&r.key).ok_or_else(|| {
+                FieldError::new(
+                    "spec.password.secretKeyRef.key",
+                    format!("Secret {:?} has no key {:?}", r.name, r.key),
+                )
+            })?;
+            String::from_utf8(value.clone()).map_err(|_| {
+                FieldError::new("spec.password.secretKeyRef", "the password is not UTF-8")
+            })
+        }
+        _ => Err(FieldError::new(
+            "spec.password",
+            "set exactly one of file or secretKeyRef",
+        )),
+    }
+}
+
+/// The import and export policies of a peer's filters, in order.
+#[allow(clippy::type_complexity)]
+pub fn policies(
+    names: &[String],
+    snapshot: &Snapshot,
+) -> Result<(Option<Arc<Policy>>, Option<Arc<Policy>>), String> {
+    let mut import = Vec::new();
+    let mut export = Vec::new();
+    for name in names {
+        let Some(f) = snapshot.filters.iter().find(|f| f.name == *name) else {
+            return Err(format!("BGPFilter {name:?} does not exist"));
+        };
+        for (dir, rules, out) in [
+            ("import", &f.spec.import, &mut import),
+            ("export", &f.spec.export, &mut export),
+        ] {
+            for (i, r) in rules.iter().flatten().enumerate() {
+                let rule = rule(r).map_err(|e| {
+                    format!(
+                        "BGPFilter {name:?}: spec.{dir}[{i}].{}: {}",
+                        e.field, e.reason
+                    )
+                })?;
+                out.push(rule);
+            }
+        }
+    }
+    let make = |rules: Vec<Rule>| {
+        (!rules.is_empty()).then(|| {
+            Arc::new(Policy {
+                name: names.join(","),
+                rules,
+            })
+        })
+    };
+    Ok((make(import), make(export)))
+}
+
+/// A community as written in objects: `ASN:VALUE`, `no-export` or
+/// `no-advertise`.
+pub fn community(s: &str) -> Result<Community, String> {
+    match s {
+        "no-export" => return Ok(Community::NO_EXPORT),
+        "no-advertise" => return Ok(Community::NO_ADVERTISE),
+        _ => {}
+    }
+    let (a, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not ASN:VALUE"))?;
+    let a: u16 = a
+        .parse()
+        .map_err(|_| format!("{s:?}: {a:?} is not 0 to 65535"))?;
+    let v: u16 = v
+        .parse()
+        .map_err(|_| format!("{s:?}: {v:?} is not 0 to 65535"))?;
+    Ok(Community((u32::from(a) << 16) | u32::from(v)))
+}
+
+/// A large community as written in objects: `ASN:DATA1:DATA2`.
+pub fn large_community(s: &str) -> Result<LargeCommunity, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let n = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("{s:?}: {x:?} is not a 32-bit number"))
+    };
+    match parts.as_slice() {
+        [a, b, c] => Ok(LargeCommunity {
+            global_admin: n(a)?,
+            local_data1: n(b)?,
+            local_data2: n(c)?,
+        }),
+        _ => Err(format!("{s:?} is not ASN:DATA1:DATA2")),
+    }
+}
+
+/// One filter rule as policy, or the field that is wrong and why.
+fn rule(r: &FilterRuleSpec) -> Result<Rule, FieldError> {
+    let bad = |f: &str, m: String| FieldError::new(f, m);
+    let mut out = Rule::default();
+    if let Some(m) = &r.matches {
+        if let Some(p) = &m.prefix {
+            let cidr = p
+                .cidr
+                .ok_or_else(|| bad("match.prefix.cidr", "is required".into()))?
+                .trunc();
+            let max = cidr.max_prefix_len();
+            let lo = p.ge.unwrap_or(cidr.prefix_len());
+            let hi = p.le.unwrap_or(if p.ge.is_some() {
+                max
+            } else {
+                cidr.prefix_len()
+            });
+            if lo < cidr.prefix_len() || hi > max || lo > hi {
+                return Err(bad(
+                    "match.prefix",
+                    format!(
+                        "ge {lo} / le {hi} do not fit {cidr} (need {} <= ge <= le <= {max})",
+                        cidr.prefix_len()
+                    ),
+                ));
+            }
+            out.matches.push(Match::Prefix {
+                net: cidr,
+                ge: p.ge,
+                le: p.le,
+            });
+        }
+        if let Some(f) = &m.family {
+            out.matches.push(Match::Family(match f.as_str() {
+                "ipv4" => AfiSafi::IPV4_UNICAST,
+                "ipv6" => AfiSafi::IPV6_UNICAST,
+                other => {
+                    return Err(bad(
+                        "match.family",
+                        format!("{other:?} is not ipv4 or ipv6"),
+                    ));
+                }
+            }));
+        }
+        if let Some(c) = &m.community {
+            out.matches.push(Match::Community(
+                community(c).map_err(|e| bad("match.community", e))?,
+            ));
+        }
+        if let Some(c) = &m.large_community {
+            out.matches.push(Match::LargeCommunity(
+                large_community(c).map_err(|e| bad("match.largeCommunity", e))?,
+            ));
+        }
+        if let Some(a) = m.as_path_contains {
+            out.matches.push(Match::AsPathContains(a));
+        }
+        if let Some(a) = m.origin_as {
+            out.matches.push(Match::OriginAs(a));
+        }
+        if let Some(l) = &m.as_path_length {
+            if let (Some(lo), Some(hi)) = (l.min, l.max)
+                && lo > hi
+            {
+                return Err(bad(
+                    "match.asPathLength",
+                    format!("min {lo} is above max {hi}"),
+                ));
+            }
+            out.matches.push(Match::AsPathLength {
+                min: l.min,
+                max: l.max,
+            });
+        }
+        if let Some(nh) = m.next_hop {
+            out.matches.push(Match::NextHop(nh.trunc()));
+        }
+    }
+    if let Some(set) = &r.set {
+        if let Some(v) = set.local_pref {
+            out.actions.push(PolicyAction::SetLocalPref(v));
+        }
+        if let Some(v) = set.med {
+            out.actions.push(PolicyAction::SetMed(v));
+        }
+        let communities =
+            |field: &str, v: &Option<Vec<String>>| -> Result<Vec<Community>, FieldError> {
+                v.iter()
+                    .flatten()
+                    .map(|c| community(c).map_err(|e| bad(field, e)))
+                    .collect()
+            };
+        let larges =
+            |field: &str, v: &Option<Vec<String>>| -> Result<Vec<LargeCommunity>, FieldError> {
+                v.iter()
+                    .flatten()
+                    .map(|c| large_community(c).map_err(|e| bad(field, e)))
+                    .collect()
+            };
+        let add = communities("set.addCommunities", &set.add_communities)?;
+        if !add.is_empty() {
+            out.actions.push(PolicyAction::AddCommunities(add));
+        }
+        let remove = communities("set.removeCommunities", &set.remove_communities)?;
+        if !remove.is_empty() {
+            out.actions.push(PolicyAction::RemoveCommunities(remove));
+        }
+        let add = larges("set.addLargeCommunities", &set.add_large_communities)?;
+        if !add.is_empty() {
+            out.actions.push(PolicyAction::AddLargeCommunities(add));
+        }
+        let remove = larges("set.removeLargeCommunities", &set.remove_large_communities)?;
+        if !remove.is_empty() {
+            out.actions
+                .push(PolicyAction::RemoveLargeCommunities(remove));
+        }
+        if let Some(p) = &set.prepend {
+            let count = p
+                .count
+                .ok_or_else(|| bad("set.prepend.count", "is required".into()))?;
+            if !(1..=10).contains(&count) {
+                return Err(bad("set.prepend.count", format!("{count} is not 1 to 10")));
+            }
+            out.actions
+                .push(PolicyAction::Prepend { asn: p.asn, count });
+        }
+        if set.next_hop_self == Some(true) {
+            out.actions.push(PolicyAction::NextHopSelf);
+        }
+    }
+    match r.action.unwrap_or(FilterAction::Continue) {
+        FilterAction::Accept => out.actions.push(PolicyAction::Accept),
+        FilterAction::Reject => out.actions.push(PolicyAction::Reject),
+        FilterAction::Continue => {}
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::files::load_text;
+    use std::path::Path;
+
+    fn snapshot(text: &str) -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut p = Vec::new();
+        load_text(Path::new("t.yaml"), text, &mut s, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        s
+    }
+
+    const BASE: &str = r#"
+apiVersion: petrel.dev/v1alpha1
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {asNumber: 65001}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+spec: {podCIDRs: [10.244.1.0/24]}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
+"#;
+
+    #[test]
+    fn router_id_and_pod_cidrs_come_from_the_node() {
+        let (c, p) = plan(&snapshot(BASE), "n1");
+        assert!(p.is_empty(), "{p:?}");
+        let c = c.expect("planned").speaker;
+        assert_eq!(c.router_id, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            c.originate,
+            vec![bgpd::speaker::LocalRoute::from(
+                "10.244.1.0/24".parse::<ipnet::IpNet>().expect("p")
+            )]
+        );
+        assert_eq!(c.listen[0].port(), 179);
+    }
+
+    #[test]
+    fn graceful_restart_settings_with_defaults_and_the_4095s_limit() {
+        let (c, p) = plan(&snapshot(BASE), "n1");
+        assert!(p.is_empty(), "{p:?}");
+        let gr = c.expect("planned").speaker.graceful_restart;
+        assert!(gr.enabled);
+        assert_eq!(gr.restart_time, 120);
+        assert_eq!(gr.stale_routes_time, Duration::from_secs(360));
+        assert_eq!(gr.selection_deferral, Duration::from_secs(120));
+
+        let text = BASE.replace(
+            "spec: {asNumber: 65001}",
+            "spec: {asNumber: 65001, gracefulRestart: {restartTime: 2h, staleRoutesTime: 1m, selectionDeferralTime: 30s}}",
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            p[0].field.as_deref(),
+            Some("spec.gracefulRestart.restartTime")
+        );
+        let gr = c.expect("planned").speaker.graceful_restart;
+        assert_eq!(gr.restart_time, 4095);
+        assert_eq!(gr.stale_routes_time, Duration::from_secs(60));
+        assert_eq!(gr.selection_deferral, Duration::from_secs(30));
+
+        let off = BASE.replace(
+            "spec: {asNumber: 65001}",
+            "spec: {asNumber: 65001, gracefulRestart: {enabled: false}}",
+        );
+        let (c, _) = plan(&snapshot(&off), "n1");
+        assert!(!c.expect("planned").speaker.graceful_restart.enabled);
+    }
+
+    #[test]
+    fn reflection_and_multipath_settings() {
+        let text = format!(
+            "{}\n---\n{}",
+            BASE.replace(
+                "spec: {asNumber: 65001}",
+                "spec: {asNumber: 65001, routeReflectorClusterID: 10.255.0.1, maximumPaths: 300}",
+            ),
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: client}
+spec: {listenRange: 10.0.0.0/24, asNumber: 65001, routeReflectorClient: true}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, routeReflectorClient: true}
+"#
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned").speaker;
+        assert_eq!(c.cluster_id, Some(Ipv4Addr::new(10, 255, 0, 1)));
+        assert_eq!(c.maximum_paths, 8, "out of range: the default stays");
+        let fields: Vec<&str> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            ["spec.maximumPaths", "spec.routeReflectorClient"],
+            "{p:?}"
+        );
+        assert_eq!(c.neighbors.len(), 1);
+        assert!(c.neighbors[0].route_reflector_client);
+    }
+
+    #[test]
+    fn prefix_limits_per_family_with_defaults_and_errors_named() {
+        let text = format!(
+            "{BASE}\n---\n{}",
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: ok}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, maxPrefixes: {ipv4: {limit: 100}, ipv6: {limit: 10, action: Log}}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: nolimit}
+spec: {peerIP: 10.0.0.253, asNumber: 65000, maxPrefixes: {ipv4: {warningPercent: 50}}}
+"#
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned").speaker;
+        assert_eq!(c.neighbors.len(), 1);
+        let mp = &c.neighbors[0].max_prefixes;
+        assert_eq!(mp.len(), 2);
+        assert_eq!(mp[0].limit, 100);
+        assert_eq!(mp[0].warning_percent, 75);
+        assert_eq!(
+            mp[0].action,
+            MaxPrefixesAction::Restart(Duration::from_secs(60))
+        );
+        assert_eq!(mp[1].family, AfiSafi::IPV6_UNICAST);
+        assert_eq!(mp[1].action, MaxPrefixesAction::Log);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field.as_deref(), Some("spec.maxPrefixes.ipv4.limit"));
+    }
+
+    #[test]
+    fn add_paths_take_a_count_or_all() {
+        let peer = |name: &str, ip: &str, send: &str| {
+            format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: {name}}}\nspec: {{peerIP: {ip}, asNumber: 65001, addPaths: {{receive: true, send: {send}}}}}\n"
+            )
+        };
+        let text = format!(
+            "{BASE}\n---\n{}---\n{}---\n{}",
+            peer("a", "10.0.0.2", "all"),
+            peer("b", "10.0.0.3", "2"),
+            peer("c", "10.0.0.4", "most"),
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned").speaker;
+        let sends: Vec<Option<usize>> = c.neighbors.iter().map(|n| n.add_paths.send).collect();
+        assert_eq!(sends, vec![Some(usize::MAX), Some(2)]);
+        assert!(c.neighbors.iter().all(|n| n.add_paths.receive));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field.as_deref(), Some("spec.addPaths.send"));
+        assert!(p[0].message.contains("\"most\""), "{}", p[0].message);
+    }
+
+    #[test]
+    fn filters_become_policies_and_mistakes_are_named() {
+        let text = format!(
+            "{BASE}\n---\n{}",
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPFilter
+metadata: {name: f1}
+spec:
+  import:
+  - match: {prefix: {cidr: 10.0.0.0/8, le: 24}, community: "65000:1"}
+    set: {localPref: 200}
+    action: Accept
+  export:
+  - match: {originAS: 65010}
+    action: Reject
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPFilter
+metadata: {name: bad}
+spec:
+  export:
+  - match: {community: "65000:x"}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: ok}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, filters: [f1]}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: missing}
+spec: {peerIP: 10.0.0.253, asNumber: 65000, filters: [nope]}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: broken}
+spec: {peerIP: 10.0.0.252, asNumber: 65000, filters: [f1, bad]}
+"#
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned").speaker;
+        assert_eq!(c.neighbors.len(), 1);
+        let n = &c.neighbors[0];
+        let import = n.import_policy.as_ref().expect("import");
+        assert_eq!(import.rules.len(), 1);
+        assert_eq!(import.rules[0].matches.len(), 2);
+        assert_eq!(
+            import.rules[0].actions,
+            vec![PolicyAction::SetLocalPref(200), PolicyAction::Accept]
+        );
+        assert_eq!(
+            n.export_policy.as_ref().expect("export").rules[0].matches,
+            vec![Match::OriginAs(65010)]
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        // Peers are planned in name order: broken, then missing.
+        assert!(
+            p[0].message.contains("spec.export[0].match.community"),
+            "{p:?}"
+        );
+        assert!(p[1].message.contains("\"nope\" does not exist"), "{p:?}");
+    }
+
+    #[test]
+    fn invalid_peers_are_skipped_with_the_field_named() {
+        let text = format!(
+            "{BASE}\n---\n{}",
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: ok}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, holdTime: 9s}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: hold}
+spec: {peerIP: 10.0.0.253, asNumber: 65000, holdTime: 2}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: both}
+spec: {peerIP: 10.0.0.252, asNumber: 65000, ebgpMultihop: 2, ttlSecurity: 1}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: secret}
+spec: {peerIP: 10.0.0.251, asNumber: 65000, password: {secretKeyRef: {name: nope, key: k}}}
+"#
+        );
+        let (c, p) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned").speaker;
+        assert_eq!(c.neighbors.len(), 1);
+        assert_eq!(c.neighbors[0].hold_time, 9);
+        let fields: Vec<&str> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.ttlSecurity",
+                "spec.holdTime",
+                "spec.password.secretKeyRef.name"
+            ]
+        );
+        assert!(p.iter().all(|p| p.message.contains("skipped")));
+    }
+
+    #[test]
+    fn no_configuration_means_no_speaker() {
+        let (c, p) = plan(&Snapshot::default(), "n1");
+        assert!(c.is_none());
+        assert!(p[0].message.contains("no BGPConfiguration"));
+    }
+
+    #[test]
+    fn missing_router_id_is_reported() {
+        let text = "apiVersion: petrel.dev/v1alpha1\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {asNumber: 65001}\n";
+        let (c, p) = plan(&snapshot(text), "n1");
+        assert!(c.is_none());
+        assert_eq!(
+            p.last().and_then(|p| p.field.as_deref()),
+            Some("spec.routerID")
+        );
+    }
+}
