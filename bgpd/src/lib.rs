@@ -9,6 +9,7 @@
 //! - [`speaker`]: the task that owns the RIB and the peers, and its handle.
 //! - [`journal`]: the numbered, buffered events behind `WatchEvents`.
 
+mod attrs;
 mod bigmap;
 pub mod fsm;
 pub mod journal;
