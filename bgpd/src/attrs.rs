@@ -47,7 +47,7 @@ pub struct Attrs {
 
 impl Attrs {
     /// Builds the route's attributes from an UPDATE's attribute list.
-    pub fn from_update(attrs: &[PathAttribute], four_octet_as: bool) -> Attrs {
+    pub(crate) fn from_update(attrs: &[PathAttribute], four_octet_as: bool) -> Attrs {
         let eff = attr::effective_path(attrs, four_octet_as);
         let mut a = Attrs {
             as_path: eff.as_path,
@@ -86,7 +86,7 @@ impl Attrs {
     }
 
     /// Whether a community is attached.
-    pub fn has_community(&self, c: Community) -> bool {
+    pub(crate) fn has_community(&self, c: Community) -> bool {
         self.communities.contains(&c)
     }
 

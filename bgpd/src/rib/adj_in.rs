@@ -16,7 +16,7 @@ use crate::wire::{Nlri, Update};
 
 /// One path of a peer's Adj-RIB-In.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdjInEntry {
+pub(crate) struct AdjInEntry {
     /// The prefix.
     pub prefix: IpNet,
     /// The ADD-PATH identifier (0 without ADD-PATH).

@@ -14,7 +14,7 @@ use crate::wire::attr::Community;
 
 /// Where a path came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
+pub(crate) enum Source {
     /// Originated by this speaker.
     Local,
     /// Learned from a peer.
@@ -29,7 +29,7 @@ pub(super) const LOCAL_SOURCE: u32 = u32::MAX;
 /// router ID, its address) is looked up in the peer table through a
 /// [`PathContext`], not carried by each path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Path {
+pub(crate) struct Path {
     /// Its attributes.
     pub attrs: Arc<Attrs>,
     /// ADD-PATH identifier it was received with (0 without ADD-PATH).
@@ -73,7 +73,7 @@ impl Path {
 
 /// What the decision process needs to know of a path beyond the path: a
 /// million paths do not each carry what their peer table has.
-pub trait PathContext {
+pub(crate) trait PathContext {
     /// Whether the path's next hop can be reached.
     fn reachable(&self, path: &Path) -> bool;
     /// The address of the peer the path came from (`None` for our own).
@@ -86,7 +86,7 @@ pub trait PathContext {
 
 /// Why a path lost (or won) against another, for explanations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The other next hop is unreachable.
     NextHopUnreachable,
     /// The other path is long-lived stale (RFC 9494 §4.5: least preferred).
@@ -155,10 +155,10 @@ pub struct DecisionOptions {
 }
 
 /// Default LOCAL_PREF for paths that carry none (external or local ones).
-pub const DEFAULT_LOCAL_PREF: u32 = 100;
+pub(crate) const DEFAULT_LOCAL_PREF: u32 = 100;
 
 /// Compares two paths; `Less` means `a` is better. Also returns the step that decided.
-pub fn compare(
+pub(crate) fn compare(
     a: &Path,
     b: &Path,
     opts: DecisionOptions,
@@ -210,7 +210,11 @@ pub fn compare(
 }
 
 /// Picks the best of `paths` (index), honouring the MED options.
-pub fn select_best(paths: &[Path], opts: DecisionOptions, cx: &dyn PathContext) -> Option<usize> {
+pub(crate) fn select_best(
+    paths: &[Path],
+    opts: DecisionOptions,
+    cx: &dyn PathContext,
+) -> Option<usize> {
     let better = |i: usize, j: usize| compare(&paths[i], &paths[j], opts, cx).0 == Ordering::Less;
     let usable: Vec<usize> = (0..paths.len())
         .filter(|&i| cx.reachable(&paths[i]))
@@ -282,7 +286,7 @@ impl PathContext for RibContext<'_> {
 
 /// Per-prefix state: every candidate and the chosen one.
 #[derive(Debug, Default, Clone)]
-pub struct Dest {
+pub(crate) struct Dest {
     /// Candidates. Most prefixes have one, kept inline: no allocation per
     /// prefix (64 MB of them at a million, and a million small long-lived
     /// allocations among the transient ones fragment the heap), at the cost

@@ -55,7 +55,7 @@ pub type Messages = Arc<Vec<Vec<u8>>>;
 
 /// What a flush sends, and what it freed.
 #[derive(Debug, Default)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     /// (peer, messages) pairs.
     pub messages: Vec<(PeerId, Messages)>,
     /// Attribute sets the flush found unused, freed when this is dropped.
@@ -125,6 +125,7 @@ impl Rib {
     }
 
     /// Computes what changed since the last flush and encodes it per peer.
+    #[cfg(test)]
     pub fn flush(&mut self) -> Outbound {
         self.flush_some(usize::MAX)
     }
@@ -140,7 +141,7 @@ impl Rib {
         self.dirty.order.len()
     }
 
-    /// [`Rib::flush`] for at most `max` of the changed prefixes; the rest
+    /// `Rib::flush` for at most `max` of the changed prefixes; the rest
     /// wait for the next call. A full table's batch can take the owner
     /// hundreds of milliseconds to flush in one go; in slices, it can
     /// answer reads between them.

@@ -10,7 +10,7 @@ use super::{PeerId, Rib};
 
 /// Why each candidate path of a prefix won or lost, and what each peer is sent.
 #[derive(Debug, Clone)]
-pub struct Explanation {
+pub(crate) struct Explanation {
     /// Every candidate, best first, with the decision step that put it below
     /// the best one (`None` for the best; `Some(NextHopUnreachable)` for
     /// unusable ones), and whether it is in the multipath set.

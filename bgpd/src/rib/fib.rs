@@ -21,13 +21,14 @@ impl Rib {
     /// What the forwarding table needs to learn since the last call: for each
     /// prefix whose best path may have changed, where to forward now (`None`:
     /// nothing to install, the prefix is gone or only originated here).
+    #[cfg(test)]
     pub fn fib_changes(&mut self) -> Vec<FibChange> {
         let changed = self.take_best_changes();
         self.fib_routes(&changed)
     }
 
     /// The prefixes whose best path may have changed since the last call
-    /// (or [`Rib::fib_changes`]); nothing while selection is deferred.
+    /// (or `Rib::fib_changes`); nothing while selection is deferred.
     pub fn take_best_changes(&mut self) -> Vec<IpNet> {
         if self.deferring {
             return Vec::new();

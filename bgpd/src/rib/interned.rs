@@ -22,13 +22,6 @@ impl Rib {
         arc
     }
 
-    /// Takes the interned attribute sets nothing refers to any more out of
-    /// the table; they are freed when the returned sets are dropped.
-    pub fn collect_garbage(&mut self) -> Vec<Arc<Attrs>> {
-        self.sweep = Some(0);
-        self.sweep_some(usize::MAX)
-    }
-
     /// Looks at up to `max` interned sets of the sweep under way and takes
     /// out those nothing else refers to.
     pub(super) fn sweep_some(&mut self, max: usize) -> Vec<Arc<Attrs>> {

@@ -1,6 +1,6 @@
 //! RIBs and the decision process (RFC 4271 §9), sans-IO.
 //!
-//! One [`Rib`] holds every peer's received paths (the Adj-RIBs-In, stored per
+//! One `Rib` holds every peer's received paths (the Adj-RIBs-In, stored per
 //! prefix beside each other), the best path per prefix (the Loc-RIB) and, per
 //! update group, what was advertised (the Adj-RIB-Out). It is owned by a single
 //! task; sessions hand it decoded UPDATEs and it hands back encoded UPDATEs per
@@ -14,9 +14,9 @@
 //!
 //! One concept per file, each adding to `impl Rib` what it is about:
 //!
-//! - `mod.rs`: the [`Rib`] itself, its configuration and Loc-RIB reads.
+//! - `mod.rs`: the `Rib` itself, its configuration and Loc-RIB reads.
 //! - `interned.rs`: the interned attribute-set store and its garbage sweep.
-//! - `decision.rs`: paths, [`compare`] and [`select_best`], [`PathContext`],
+//! - `decision.rs`: paths, how two compare and which is best (`PathContext`),
 //!   and re-deciding a prefix.
 //! - `peers.rs`: the peer table, sessions up and down, prefix counts.
 //! - `adj_in.rs`: what peers send (inbound checks, import policy, the kept
@@ -28,6 +28,12 @@
 //!   deferred selection after ours.
 //! - `fib.rs`: the FIB's view: multipath next hops and their changes.
 //! - `explain.rs`: why a path won or lost, why a peer is not sent a route.
+//! - `tests/`: the RIB's tests, one file per concept above.
+//!
+//! The RIB is the speaker's, so it is crate-private; public are only the
+//! types the speaker's handle hands out and petrel names ([`Attrs`],
+//! [`NotSent`], [`PrefixCounts`], [`FibChange`], [`DecisionOptions`],
+//! [`Messages`]).
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::{IpAddr, Ipv4Addr};
@@ -52,22 +58,21 @@ mod peers;
 mod tests;
 
 pub use crate::attrs::Attrs;
-pub use adj_in::AdjInEntry;
-pub use decision::{
-    DEFAULT_LOCAL_PREF, DecisionOptions, Dest, Path, PathContext, Source, Step, compare,
-    select_best,
-};
+pub(crate) use adj_in::AdjInEntry;
+pub use decision::DecisionOptions;
+use decision::{Dest, Path, PathContext, Source};
 use encode::DirtyQueue;
-pub use encode::{Messages, Outbound};
-pub use explain::Explanation;
+pub use encode::Messages;
+pub(crate) use encode::Outbound;
 pub use export::NotSent;
 pub use fib::FibChange;
 use groups::Group;
+pub(crate) use peers::PeerInfo;
 use peers::PeerState;
-pub use peers::{PeerInfo, PrefixCounts};
+pub use peers::PrefixCounts;
 
 /// Index of a peer in the RIB.
-pub type PeerId = u32;
+pub(crate) type PeerId = u32;
 
 /// 0 for IPv4, 1 for IPv6: the index of per-family counters.
 fn af_index(p: &IpNet) -> usize {
@@ -76,7 +81,7 @@ fn af_index(p: &IpNet) -> usize {
 
 /// RIB-wide configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RibConfig {
+pub(crate) struct RibConfig {
     /// Our ASN.
     pub local_asn: u32,
     /// Our BGP identifier.
@@ -94,7 +99,7 @@ pub struct RibConfig {
 
 /// The RIBs.
 #[derive(Debug)]
-pub struct Rib {
+pub(crate) struct Rib {
     config: RibConfig,
     peers: HashMap<PeerId, PeerState>,
     groups: Vec<Group>,
@@ -113,7 +118,7 @@ pub struct Rib {
     /// the order they changed: a sliced flush then takes a received
     /// UPDATE's prefixes together and packs them into few UPDATEs again.
     dirty: DirtyQueue,
-    /// Prefixes whose best path may have changed since [`Rib::fib_changes`].
+    /// Prefixes whose best path may have changed since `Rib::fib_changes`.
     fib_dirty: HashSet<IpNet>,
     unreachable: HashSet<IpAddr>,
     local_routes: HashMap<IpNet, Arc<Attrs>>,
@@ -150,6 +155,7 @@ impl Rib {
     }
 
     /// The configuration.
+    #[cfg(test)]
     pub fn config(&self) -> &RibConfig {
         &self.config
     }
@@ -160,11 +166,13 @@ impl Rib {
     }
 
     /// Whether the RIB holds no prefix.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.loc.is_empty()
     }
 
     /// The state of one prefix.
+    #[cfg(test)]
     pub fn get(&self, prefix: &IpNet) -> Option<&Dest> {
         self.loc.get(prefix)
     }
@@ -172,11 +180,6 @@ impl Rib {
     /// Every prefix and its state, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (IpNet, &Dest)> {
         self.loc.iter()
-    }
-
-    /// The info of an Established peer.
-    pub fn peer(&self, id: PeerId) -> Option<&PeerInfo> {
-        self.peers.get(&id).map(|p| &p.info)
     }
 
     /// The address of the peer a path came from (`None` for our own).

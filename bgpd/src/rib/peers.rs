@@ -16,7 +16,7 @@ use crate::wire::{AfiSafi, WireContext};
 
 /// A peer as the RIB sees it once its session is Established.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerInfo {
+pub(crate) struct PeerInfo {
     /// The peer's address.
     pub address: IpAddr,
     /// Our address on the session: the next hop we put in towards it.
@@ -97,7 +97,7 @@ pub(super) struct PeerState {
 
 impl Rib {
     /// A session came up: the peer joins its update group and will get the
-    /// full table (then End-of-RIB) at the next [`Rib::flush`].
+    /// full table (then End-of-RIB) at the next `Rib::flush`.
     pub fn peer_up(&mut self, id: PeerId, info: PeerInfo) -> Outbound {
         // A peer back from a graceful restart keeps its stale entries until
         // it announces them again or sends End-of-RIB.
