@@ -144,12 +144,7 @@ impl Rib {
 
     /// Records what a peer sent for one key (`None`: rejected) and updates
     /// the candidate paths.
-    pub(super) fn set_received(
-        &mut self,
-        id: PeerId,
-        key: (IpNet, u32),
-        attrs: Option<Arc<Attrs>>,
-    ) {
+    fn set_received(&mut self, id: PeerId, key: (IpNet, u32), attrs: Option<Arc<Attrs>>) {
         let reject = attrs.is_none();
         let had_path = self.loc.get(&key.0).is_some_and(|d| {
             d.paths
@@ -253,7 +248,7 @@ impl Rib {
     }
 
     /// Inbound checks that make a path unusable (RFC 4271 §9.1.2, RFC 4456 §8).
-    pub(super) fn rejects(&self, info: &PeerInfo, a: &Attrs) -> bool {
+    fn rejects(&self, info: &PeerInfo, a: &Attrs) -> bool {
         let ebgp = info.asn != self.config.local_asn;
         if a.as_path.contains(self.config.local_asn) {
             return true;

@@ -22,7 +22,7 @@ pub(crate) enum Source {
 }
 
 /// The packed [`Source`] of our own paths; peer IDs stop short of it.
-pub(super) const LOCAL_SOURCE: u32 = u32::MAX;
+const LOCAL_SOURCE: u32 = u32::MAX;
 
 /// One candidate path for a prefix. 16 bytes: a million of them sit in the
 /// Loc-RIB, so what is the same for every path of a peer (eBGP or not, its
@@ -317,6 +317,7 @@ impl Dest {
 }
 
 impl Rib {
+    /// What the decision process needs of this RIB's peers and next hops.
     pub(super) fn context(&self) -> RibContext<'_> {
         RibContext {
             unreachable: &self.unreachable,

@@ -24,6 +24,7 @@ pub(super) struct DirtyQueue {
 }
 
 impl DirtyQueue {
+    /// Queues a prefix; one already queued keeps its place.
     pub(super) fn insert(&mut self, prefix: IpNet) {
         if self.members.insert(prefix) {
             self.order.push_back(prefix);
@@ -44,6 +45,7 @@ impl DirtyQueue {
         taken
     }
 
+    /// Whether nothing waits for a flush.
     pub(super) fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
@@ -83,7 +85,7 @@ impl Rib {
 
     /// Everything a peer's group advertises (that did not come from the peer),
     /// encoded, optionally for one family only.
-    pub(super) fn table_messages(&self, id: PeerId, only: Option<AfiSafi>) -> Vec<Vec<u8>> {
+    fn table_messages(&self, id: PeerId, only: Option<AfiSafi>) -> Vec<Vec<u8>> {
         let Some(state) = self.peers.get(&id) else {
             return Vec::new();
         };
@@ -225,7 +227,7 @@ impl Rib {
 
 /// The attribute list to send for exported attributes (IPv4 next hop in
 /// NEXT_HOP; IPv6 next hops go into MP_REACH_NLRI, built by the packer).
-pub(super) fn wire_attributes(a: &Attrs, v4: bool, tx: &WireContext) -> Vec<PathAttribute> {
+fn wire_attributes(a: &Attrs, v4: bool, tx: &WireContext) -> Vec<PathAttribute> {
     let mut v = Vec::with_capacity(8);
     v.push(PathAttribute::new(AttrValue::Origin(
         a.origin.unwrap_or(Origin::Igp),
@@ -287,14 +289,16 @@ pub(super) fn wire_attributes(a: &Attrs, v4: bool, tx: &WireContext) -> Vec<Path
 
 /// An NLRI as a peer with this layout reads it: with our path ID in ADD-PATH
 /// families.
-pub(super) fn out_nlri(tx: &WireContext, prefix: IpNet, path_id: u32) -> Nlri {
+fn out_nlri(tx: &WireContext, prefix: IpNet, path_id: u32) -> Nlri {
     Nlri {
         path_id: tx.add_path(family(&prefix)).then_some(path_id),
         prefix,
     }
 }
 
-pub(super) fn encode_announce(
+/// Encodes the announcements of prefixes sharing one exported attribute set,
+/// IPv4 and IPv6 apart: their next hops take different places on the wire.
+fn encode_announce(
     _key: &GroupKey,
     tx: &WireContext,
     _info: &PeerInfo,

@@ -69,15 +69,15 @@ impl std::fmt::Display for NotSent {
 }
 
 /// What a group's export of a prefix starts from.
-pub(super) struct ExportSource {
+struct ExportSource {
     /// The best path's attributes.
-    pub(super) attrs: Arc<Attrs>,
+    attrs: Arc<Attrs>,
     /// The route is our own.
-    pub(super) local: bool,
+    local: bool,
     /// The peer it came from.
-    pub(super) source: Option<PeerId>,
+    source: Option<PeerId>,
     /// For a reflected route, the ORIGINATOR_ID it carries out.
-    pub(super) reflected: Option<Ipv4Addr>,
+    reflected: Option<Ipv4Addr>,
 }
 
 impl Rib {
@@ -168,7 +168,7 @@ impl Rib {
     }
 
     /// Our next hop towards a group's members.
-    pub(super) fn group_next_hop(&self, group: usize) -> Option<SelfNextHop> {
+    fn group_next_hop(&self, group: usize) -> Option<SelfNextHop> {
         let g = &self.groups[group];
         g.key.next_hop.or_else(|| {
             let m = g.members.first().and_then(|m| self.peers.get(m))?;
@@ -177,7 +177,7 @@ impl Rib {
     }
 
     /// Where a group's export of a prefix starts from, if it gets it at all.
-    pub(super) fn export_source(
+    fn export_source(
         &self,
         group: usize,
         prefix: &IpNet,
@@ -233,7 +233,7 @@ impl Rib {
     }
 
     /// The attributes a group is sent for a best path with attributes `a`.
-    pub(super) fn exported_attrs(
+    fn exported_attrs(
         &self,
         group: usize,
         prefix: &IpNet,
@@ -361,7 +361,7 @@ impl Rib {
     }
 
     /// Our ADD-PATH ID for paths from a source.
-    pub(super) fn out_path_id(&mut self, source: Source, path_id: u32) -> u32 {
+    fn out_path_id(&mut self, source: Source, path_id: u32) -> u32 {
         if let Some(id) = self.out_path_ids.get(&(source, path_id)) {
             return *id;
         }

@@ -34,6 +34,7 @@ pub(super) struct GroupKey {
     pub(super) families: Vec<AfiSafi>,
 }
 
+/// The parts of a [`WireContext`] that change the encoding, as a group key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct WireContextKey(bool, bool, bool, bool);
 
@@ -59,6 +60,7 @@ pub(super) struct SelfNextHop {
 }
 
 impl SelfNextHop {
+    /// Ours towards this peer.
     pub(super) fn of(info: &PeerInfo) -> Self {
         SelfNextHop {
             session: info.local_address,
@@ -95,6 +97,8 @@ pub(super) struct OutEntry {
     pub(super) source: Option<PeerId>,
 }
 
+/// An update group: the peers that share one outbound treatment, and what
+/// they are sent.
 #[derive(Debug)]
 pub(super) struct Group {
     pub(super) key: GroupKey,
@@ -123,7 +127,7 @@ pub(super) struct Change {
 }
 
 /// The peer all of a prefix's advertised paths come from, if one.
-pub(super) fn sole_source(entries: &[(u32, OutEntry)]) -> Option<PeerId> {
+fn sole_source(entries: &[(u32, OutEntry)]) -> Option<PeerId> {
     let first = entries.first()?.1.source?;
     entries
         .iter()
@@ -158,12 +162,7 @@ impl Group {
 
     /// Sets the paths an ADD-PATH group advertises for a prefix, keeping the
     /// counters, and records what changed.
-    pub(super) fn put_paths(
-        &mut self,
-        prefix: IpNet,
-        new: Vec<(u32, OutEntry)>,
-        changes: &mut Vec<Change>,
-    ) {
+    fn put_paths(&mut self, prefix: IpNet, new: Vec<(u32, OutEntry)>, changes: &mut Vec<Change>) {
         let i = af_index(&prefix);
         let old = if new.is_empty() {
             self.adj_paths.remove(&prefix).unwrap_or_default()
@@ -211,6 +210,8 @@ impl Group {
         }
     }
 
+    /// Forgets what the group advertised: its last member left, or it is
+    /// about to be filled again (a deferral ended).
     pub(super) fn clear(&mut self) {
         self.adj_out.clear();
         self.adj_paths.clear();

@@ -12,6 +12,8 @@ use super::{Attrs, Rib};
 pub(super) const SWEEP_STEP: usize = 4096;
 
 impl Rib {
+    /// The stored set equal to `a` (stored now if new): equal sets share one
+    /// `Arc`, so they compare by pointer.
     pub(super) fn intern(&mut self, a: Attrs) -> Arc<Attrs> {
         if let Some(x) = self.interned.get(&a) {
             return x.clone();

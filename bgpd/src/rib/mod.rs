@@ -193,6 +193,7 @@ impl Rib {
     }
 }
 
+/// The family of a prefix: the RIB holds unicast routes only.
 fn family(p: &IpNet) -> AfiSafi {
     match p {
         IpNet::V4(_) => AfiSafi::IPV4_UNICAST,

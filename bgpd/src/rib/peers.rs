@@ -70,6 +70,7 @@ pub struct PrefixCounts {
     pub advertised: u64,
 }
 
+/// What the RIB keeps of a peer, Established or restarting.
 #[derive(Debug)]
 pub(super) struct PeerState {
     pub(super) info: PeerInfo,
