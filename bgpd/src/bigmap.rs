@@ -98,6 +98,7 @@ impl<K: Hash + Eq, V> BigMap<K, V> {
     }
 
     /// Whether the map is empty.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }

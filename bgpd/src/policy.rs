@@ -16,7 +16,7 @@
 
 use ipnet::IpNet;
 
-use crate::rib::Attrs;
+use crate::attrs::{Attrs, prepend};
 use crate::wire::AfiSafi;
 use crate::wire::attr::{Community, LargeCommunity, SegmentType};
 
@@ -225,7 +225,7 @@ impl Policy {
                     Action::Prepend { asn, count } => {
                         let asn = asn.unwrap_or(local_asn);
                         for _ in 0..*count {
-                            crate::rib::prepend(&mut a.as_path, asn);
+                            prepend(&mut a.as_path, asn);
                         }
                     }
                 }

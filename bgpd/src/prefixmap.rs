@@ -120,6 +120,7 @@ impl<K: PrefixKey, V> PrefixMap<K, V> {
     }
 
     /// Whether the map is empty.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }
