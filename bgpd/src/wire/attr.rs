@@ -954,7 +954,7 @@ fn items<'a, const N: usize>(
     value: &'a [u8],
     raw: &[u8],
 ) -> Result<std::slice::ChunksExact<'a, u8>, WireError> {
-    if value.is_empty() || value.len() % N != 0 {
+    if value.is_empty() || !value.len().is_multiple_of(N) {
         return Err(length_error(
             code,
             value.len(),
