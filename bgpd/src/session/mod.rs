@@ -223,25 +223,21 @@ impl PeerStats {
 pub(crate) struct PeerHandle {
     /// Commands to the task.
     pub commands: mpsc::UnboundedSender<PeerCommand>,
-    /// Its counters.
-    pub stats: Arc<PeerStats>,
 }
 
-/// Starts a peer task. Events go to `events` tagged with `id`.
+/// Starts a peer task. Events go to `events` tagged with `id`; it counts
+/// messages in `stats`.
 pub(crate) fn spawn_peer<I: Copy + Send + 'static>(
     id: I,
     config: PeerConfig,
     events: mpsc::UnboundedSender<(I, PeerEvent)>,
+    stats: Arc<PeerStats>,
 ) -> PeerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let stats = Arc::new(PeerStats::default());
     // Detached: the task ends itself after a Stop, or when the speaker
     // drops its command channel.
-    tokio::spawn(PeerTask::new(id, config, rx, events, stats.clone()).run());
-    PeerHandle {
-        commands: tx,
-        stats,
-    }
+    tokio::spawn(PeerTask::new(id, config, rx, events, stats).run());
+    PeerHandle { commands: tx }
 }
 
 /// Inputs the task gives itself from helper tasks.

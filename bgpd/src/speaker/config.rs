@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::forms;
 use crate::policy::Policy;
 use crate::rib::{Attrs, DecisionOptions, RibConfig};
 use crate::session::BGP_PORT;
@@ -14,7 +15,7 @@ use crate::wire::AfiSafi;
 use crate::wire::attr::{Community, LargeCommunity, Origin};
 
 /// Who a neighbour entry matches.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum NeighborAddress {
     /// One peer at this address.
     Address(IpAddr),
@@ -32,7 +33,7 @@ impl fmt::Display for NeighborAddress {
 }
 
 /// One configured neighbour.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NeighborConfig {
     /// A name for logs and status (the configuration object's name).
     pub name: String,
@@ -59,6 +60,7 @@ pub struct NeighborConfig {
     /// Time between connection attempts.
     pub connect_retry: Duration,
     /// Families to offer.
+    #[serde(with = "forms::families")]
     pub families: Vec<AfiSafi>,
     /// Set ourselves as next hop towards an internal peer.
     pub next_hop_self: bool,
@@ -69,10 +71,12 @@ pub struct NeighborConfig {
     /// ADD-PATH (RFC 7911) in the families offered.
     pub add_paths: AddPaths,
     /// Runs on what the peer sends. Changing it keeps the session.
+    #[serde(with = "forms::policy")]
     pub import_policy: Option<std::sync::Arc<Policy>>,
     /// Runs on what the peer is sent; routes from one external peer reach
     /// another only when a rule of it accepts them. Changing it keeps the
     /// session.
+    #[serde(with = "forms::policy")]
     pub export_policy: Option<std::sync::Arc<Policy>>,
 }
 
@@ -90,7 +94,7 @@ impl NeighborConfig {
 }
 
 /// ADD-PATH settings of a neighbour (RFC 7911).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AddPaths {
     /// Accept several paths per prefix from the peer.
     pub receive: bool,
@@ -100,9 +104,10 @@ pub struct AddPaths {
 }
 
 /// A limit on the prefixes accepted from a peer in one family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MaxPrefixes {
     /// The family.
+    #[serde(with = "forms::family")]
     pub family: AfiSafi,
     /// The most accepted prefixes.
     pub limit: u64,
@@ -113,7 +118,7 @@ pub struct MaxPrefixes {
 }
 
 /// What happens when a peer sends more prefixes than allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MaxPrefixesAction {
     /// Log a warning and keep the session.
     Log,
@@ -152,7 +157,7 @@ impl NeighborConfig {
 
 /// The whole speaker configuration; [`Speaker::configure`] applies a new one
 /// and resets only what changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpeakerConfig {
     /// Our ASN.
     pub asn: u32,
@@ -169,6 +174,7 @@ pub struct SpeakerConfig {
     /// An IPv6 address to use as next hop for IPv6 routes on IPv4 sessions.
     pub local_ipv6: Option<Ipv6Addr>,
     /// Decision options.
+    #[serde(with = "forms::decision")]
     pub decision: DecisionOptions,
     /// Graceful restart, both roles.
     pub graceful_restart: GracefulRestartConfig,
@@ -181,13 +187,15 @@ pub struct SpeakerConfig {
 /// A route this speaker originates (ORIGIN IGP, our next hop), with the
 /// attributes every peer is sent it with; per-peer differences are export
 /// policy.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LocalRoute {
     /// The prefix (host bits are cleared).
     pub prefix: IpNet,
     /// Communities to attach.
+    #[serde(with = "forms::communities")]
     pub communities: Vec<Community>,
     /// Large communities to attach.
+    #[serde(with = "forms::large_communities")]
     pub large_communities: Vec<LargeCommunity>,
     /// LOCAL_PREF (sent to internal peers only).
     pub local_pref: Option<u32>,
@@ -224,7 +232,7 @@ impl LocalRoute {
 }
 
 /// Graceful restart settings (RFC 4724).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GracefulRestartConfig {
     /// Advertise the capability, and keep the routes of peers that advertise
     /// it while they restart (the helper role).
@@ -258,7 +266,7 @@ impl Default for GracefulRestartConfig {
 }
 
 /// What the speaker is told at start about the previous run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestartState {
     /// This is a restart: a previous instance ran and its forwarding state is
     /// known (the R bit is advertised and route selection is deferred until

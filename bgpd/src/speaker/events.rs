@@ -1,18 +1,17 @@
 //! What each peer event does to the peer table and the RIB.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::time::SystemTime;
 
 use super::config::MaxPrefixesAction;
 use crate::fsm::{DownReason, Negotiated, State};
 use crate::journal::WatchEventKind;
 use crate::rib::{PeerId, PeerInfo};
-use crate::session::{PeerCommand, PeerEvent};
+use crate::session::PeerCommand;
 use crate::wire::error::subcode;
 
-use super::task::SpeakerTask;
+use super::core::{Core, Output, PeerInput};
 
-impl SpeakerTask {
+impl Core {
     /// Enforces a peer's prefix limits (checked after each of its UPDATEs).
     pub(super) fn check_prefix_limits(&mut self, id: PeerId) {
         let Some(p) = self.peers.get_mut(&id) else {
@@ -44,10 +43,13 @@ impl SpeakerTask {
                     tracing::warn!(peer = %p.address, family = %m.family, accepted, limit = m.limit, restart_after = ?after, "prefix limit exceeded: ending the session");
                     // No further check until the session is gone.
                     p.in_rib = false;
-                    let _ = p.handle.commands.send(PeerCommand::Reset {
-                        subcode: subcode::cease::MAX_PREFIXES,
-                        restart_after: Some(after),
-                    });
+                    self.out.push(Output::Peer(
+                        id,
+                        PeerCommand::Reset {
+                            subcode: subcode::cease::MAX_PREFIXES,
+                            restart_after: Some(after),
+                        },
+                    ));
                     return;
                 }
             }
@@ -55,34 +57,32 @@ impl SpeakerTask {
     }
 
     /// Applies one event of peer `id`.
-    pub(super) fn event(&mut self, id: PeerId, ev: PeerEvent) {
+    pub(super) fn event(&mut self, id: PeerId, ev: PeerInput) {
         match ev {
-            PeerEvent::State(s) => self.on_state(id, s),
-            PeerEvent::Up {
+            PeerInput::State(s) => self.on_state(id, s),
+            PeerInput::Up {
                 session,
                 negotiated,
                 local,
                 remote,
-            } => self.on_up(id, session, negotiated, local, remote),
-            PeerEvent::Down {
+                link_local,
+            } => self.on_up(id, session, negotiated, (local, remote), link_local),
+            PeerInput::Down {
                 reason,
                 established,
             } => self.on_down(id, reason, established),
-            PeerEvent::Update {
+            PeerInput::Update {
                 update,
                 treat_as_withdraw,
-                credit,
             } => {
                 self.rib.update(id, &update, treat_as_withdraw);
-                // Applied: the session may read on.
-                drop(credit);
                 self.check_prefix_limits(id);
             }
-            PeerEvent::RouteRefresh(af) => {
+            PeerInput::RouteRefresh(af) => {
                 let out = self.rib.refresh(id, af);
                 self.dispatch(out);
             }
-            PeerEvent::Stopped => {
+            PeerInput::Stopped => {
                 self.forget_restart(id);
                 self.rib.peer_down(id);
             }
@@ -93,7 +93,7 @@ impl SpeakerTask {
     fn on_state(&mut self, id: PeerId, s: State) {
         if let Some(p) = self.peers.get_mut(&id) {
             let from = std::mem::replace(&mut p.state, s);
-            p.since = SystemTime::now();
+            p.since = self.clock.wall();
             if from != s {
                 self.peers_changed = true;
                 self.journal_batch.push((
@@ -117,8 +117,8 @@ impl SpeakerTask {
         id: PeerId,
         session: u64,
         negotiated: Box<Negotiated>,
-        local: SocketAddr,
-        remote: SocketAddr,
+        (local, remote): (SocketAddr, SocketAddr),
+        link_local: Option<Ipv6Addr>,
     ) {
         let Some(p) = self.peers.get(&id) else {
             return;
@@ -128,7 +128,7 @@ impl SpeakerTask {
             local_address: local.ip(),
             local_ipv4: self.config.local_ipv4,
             local_ipv6: self.config.local_ipv6,
-            local_link_local: link_local_for(local.ip(), remote.ip()),
+            local_link_local: link_local,
             asn: negotiated.peer_asn,
             router_id: negotiated.peer_id,
             next_hop_self: p.config.next_hop_self,
@@ -200,7 +200,7 @@ impl SpeakerTask {
 /// over IPv6 between addresses of one subnet (RFC 2545 §3: then the link-local
 /// next hop is sent too). Read from `/proc/net/if_inet6`, which shows the
 /// addresses of the network namespace we run in.
-fn link_local_for(local: IpAddr, peer: IpAddr) -> Option<Ipv6Addr> {
+pub(super) fn link_local_for(local: IpAddr, peer: IpAddr) -> Option<Ipv6Addr> {
     let (IpAddr::V6(local), IpAddr::V6(peer)) = (local, peer) else {
         return None;
     };

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::config::NeighborConfig;
+use super::core::{Core, Output};
 use super::peers::add_path_capability;
-use super::task::SpeakerTask;
 use super::view::FibEvent;
 use crate::fsm::{DownReason, Negotiated};
 use crate::rib::PeerId;
@@ -17,7 +17,7 @@ use crate::session::PeerCommand;
 use crate::wire::AfiSafi;
 use crate::wire::capability::{Capability, GrFamily, GracefulRestart, LlgrFamily};
 
-impl SpeakerTask {
+impl Core {
     /// Bookkeeping after a batch of peer events: stale timers of peers whose
     /// End-of-RIB swept their stale routes, the end of a deferral, and the
     /// initial convergence.
@@ -35,10 +35,8 @@ impl SpeakerTask {
             // tables are complete.
             self.flush();
             self.converged = true;
-            if let Some(fib) = &self.fib
-                && fib.send(FibEvent::Converged).is_err()
-            {
-                self.fib = None;
+            if self.fib {
+                self.out.push(Output::Fib(FibEvent::Converged));
             }
         }
     }
@@ -78,10 +76,37 @@ impl SpeakerTask {
         }
         if self.restart.restarted {
             self.restart.restarted = false;
-            for p in self.peers.values() {
-                let caps = self.capabilities(&p.config);
-                let _ = p.handle.commands.send(PeerCommand::SetCapabilities(caps));
-            }
+            self.offer_capabilities_again();
+        }
+    }
+
+    /// After our own restart (with graceful restart on), route selection
+    /// waits for the peers' tables, at most the selection deferral time
+    /// (RFC 4724 §4.1).
+    pub(super) fn defer_after_restart(&mut self) {
+        if !(self.restart.restarted && self.config.graceful_restart.enabled) {
+            return;
+        }
+        let deferral = self.config.graceful_restart.selection_deferral;
+        self.rib.defer();
+        self.deferral_until = Some(self.clock.now() + deferral);
+        tracing::info!(
+            ?deferral,
+            forwarding_preserved = self.restart.forwarding_preserved,
+            "restarted: route selection deferred until the peers sent their tables"
+        );
+    }
+
+    /// Every peer task offers its capabilities as they are now from its
+    /// next OPEN on (established sessions keep theirs).
+    pub(super) fn offer_capabilities_again(&mut self) {
+        let caps: Vec<_> = self
+            .peers
+            .iter()
+            .map(|(id, p)| (*id, self.capabilities(&p.config)))
+            .collect();
+        for (id, caps) in caps {
+            self.tell_peer(id, PeerCommand::SetCapabilities(caps));
         }
     }
 
@@ -187,7 +212,7 @@ impl SpeakerTask {
     /// session wait for its End-of-RIB at most the stale routes time.
     pub(super) fn arm_stale_timer(&mut self, id: PeerId) {
         if self.rib.stale_count(id) > 0 {
-            let t = tokio::time::Instant::now() + self.config.graceful_restart.stale_routes_time;
+            let t = self.clock.now() + self.config.graceful_restart.stale_routes_time;
             self.stale_timers.insert(id, t);
         } else {
             self.stale_timers.remove(&id);
@@ -260,7 +285,7 @@ impl SpeakerTask {
         } = plan;
         self.pending_llgr.remove(&id);
         let mut kept = self.rib.peer_down_graceful(id, &families);
-        let now = tokio::time::Instant::now();
+        let now = self.clock.now();
         match llgr {
             // No restart time: straight to the long-lived phase.
             Some((f, t)) if restart_time == 0 => {
@@ -300,7 +325,7 @@ impl SpeakerTask {
     /// Runs the graceful restart timers that are due: the end of the
     /// selection deferral, stale routes that time out or turn long-lived.
     pub(super) fn expire_timers(&mut self) {
-        let now = tokio::time::Instant::now();
+        let now = self.clock.now();
         if self.deferral_until.is_some_and(|t| t <= now) {
             tracing::info!("selection deferral timer expired before every peer sent its table");
             self.end_deferral();

@@ -1,20 +1,19 @@
 //! The [`Speaker`] handle: starts the task and turns calls into commands.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::config::{RestartState, SpeakerConfig, rib_config};
-use super::task::SpeakerTask;
+use super::config::{RestartState, SpeakerConfig};
+use super::task::{Channels, SpeakerTask};
 use super::view::{
     AdjRibSide, FibEvent, FibQuery, PeerStatus, RouteExplanation, RouteFilter, RouteView,
     SpeakerSummary,
 };
 use crate::journal::{self, Cursor, Journal, WatchError, WatchStream};
-use crate::rib::{FibChange, Rib};
+use crate::rib::FibChange;
 
 /// Errors the speaker reports to its caller.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +55,7 @@ pub enum SpeakerError {
 }
 
 /// How to reset a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ResetKind {
     /// Cease / Administrative Reset; the session comes back by itself.
     Hard,
@@ -69,8 +68,9 @@ pub enum ResetKind {
 }
 
 /// An operator's action on one peer.
-#[derive(Debug, Clone)]
-pub(super) enum PeerControl {
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PeerControl {
     Reset(ResetKind),
     Disable(Option<String>),
     Enable,
@@ -127,46 +127,17 @@ impl Speaker {
         let (acc_tx, acc_rx) = mpsc::unbounded_channel();
         let journal = Journal::start(journal::DEFAULT_CAPACITY);
         let (peers_tx, peers_rx) = watch::channel(Arc::new(Vec::new()));
-        let mut task = SpeakerTask {
-            rib: Rib::new(rib_config(&config)),
-            config: SpeakerConfig {
-                neighbors: Vec::new(),
-                listen: Vec::new(),
-                originate: Vec::new(),
-                ..config.clone()
-            },
-            peers: HashMap::new(),
-            next_id: 1,
-            events_tx: ev_tx,
-            accepted_tx: acc_tx,
-            listeners: Vec::new(),
-            fib: None,
+        let task = SpeakerTask::start(
+            config,
             restart,
-            deferral_until: None,
-            converged: false,
-            stale_timers: HashMap::new(),
-            pending_llgr: HashMap::new(),
-            journal: journal.clone(),
-            journal_batch: Vec::new(),
-            peers_tx,
-            peers_published: tokio::time::Instant::now(),
-            peers_changed: true,
-            counters_moved: false,
-        };
-        if restart.restarted && config.graceful_restart.enabled {
-            task.rib.defer();
-            task.deferral_until =
-                Some(tokio::time::Instant::now() + config.graceful_restart.selection_deferral);
-            tracing::info!(
-                deferral = ?config.graceful_restart.selection_deferral,
-                forwarding_preserved = restart.forwarding_preserved,
-                "restarted: route selection deferred until the peers sent their tables"
-            );
-        }
-        task.configure(config).await?;
-        // With no configured peer there is nothing to wait for.
-        task.after_events();
-        task.publish_peers();
+            Channels {
+                events_tx: ev_tx,
+                accepted_tx: acc_tx,
+                journal: journal.clone(),
+                peers_tx,
+            },
+        )
+        .await?;
         tokio::spawn(task.run(rx, ev_rx, acc_rx));
         Ok(Speaker {
             commands: tx,

@@ -24,13 +24,19 @@
 //!   after our own restart, and the initial convergence.
 //! - `queries`: read-only answers (routes, Adj-RIBs, explanations).
 
+mod clock;
 mod config;
+mod core;
 mod events;
+mod forms;
 mod graceful;
 mod handle;
+mod listeners;
 mod peers;
 mod queries;
 mod reconfigure;
+pub mod record;
+pub mod replay;
 mod task;
 mod view;
 

@@ -1,25 +1,23 @@
 //! The peer table: starting and stopping peer tasks, operator actions on a
 //! peer, connections accepted for one, and the published status.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use tokio::net::TcpStream;
+use std::time::Duration;
 
 use super::config::{NeighborAddress, NeighborConfig};
+use super::core::{Core, Output, PeerSlot};
 use super::handle::{PeerControl, ResetKind, SpeakerError};
-use super::task::{PeerSlot, SpeakerTask};
 use super::view::PeerStatus;
 use crate::fsm::{FsmConfig, State};
 use crate::journal::WatchEventKind;
 use crate::rib::PeerId;
-use crate::session::{self, PeerCommand, PeerConfig, TransportOptions};
+use crate::session::{PeerCommand, PeerConfig, PeerStats, TransportOptions};
 use crate::wire::AfiSafi;
 use crate::wire::capability::Capability;
 use crate::wire::error::subcode;
 
-impl SpeakerTask {
+impl Core {
     /// Finds a peer by address or by a name that only it has.
     pub(super) fn find_peer(&self, peer: &str) -> Result<PeerId, SpeakerError> {
         if let Ok(addr) = peer.parse::<IpAddr>() {
@@ -60,19 +58,23 @@ impl SpeakerTask {
             PeerControl::Disable(message) => {
                 tracing::info!(peer = %address, ?message, "disabled through the API");
                 p.disabled = true;
-                let _ = p.handle.commands.send(PeerCommand::Disable(message));
+                self.out
+                    .push(Output::Peer(id, PeerCommand::Disable(message)));
             }
             PeerControl::Enable => {
                 tracing::info!(peer = %address, "enabled through the API");
                 p.disabled = false;
-                let _ = p.handle.commands.send(PeerCommand::Enable);
+                self.out.push(Output::Peer(id, PeerCommand::Enable));
             }
             PeerControl::Reset(ResetKind::Hard) => {
                 tracing::info!(peer = %address, "hard reset through the API");
-                let _ = p.handle.commands.send(PeerCommand::Reset {
-                    subcode: subcode::cease::ADMINISTRATIVE_RESET,
-                    restart_after: Some(Duration::from_secs(1)),
-                });
+                self.out.push(Output::Peer(
+                    id,
+                    PeerCommand::Reset {
+                        subcode: subcode::cease::ADMINISTRATIVE_RESET,
+                        restart_after: Some(Duration::from_secs(1)),
+                    },
+                ));
             }
             PeerControl::Reset(kind) => {
                 let Some(n) = p.negotiated.as_deref().filter(|_| p.in_rib) else {
@@ -84,7 +86,7 @@ impl SpeakerTask {
                         return Err(SpeakerError::NoRouteRefresh(address));
                     }
                     for af in &families {
-                        let _ = p.handle.commands.send(PeerCommand::Refresh(*af));
+                        self.out.push(Output::Peer(id, PeerCommand::Refresh(*af)));
                     }
                 }
                 if matches!(kind, ResetKind::SoftOut | ResetKind::SoftBoth) {
@@ -99,11 +101,12 @@ impl SpeakerTask {
         Ok(())
     }
 
-    pub(super) fn accept(&mut self, stream: TcpStream, remote: SocketAddr) {
-        let ip = remote.ip().to_canonical();
-        if let Some((_, p)) = self.peers.iter().find(|(_, p)| p.address == ip) {
-            let _ = p.handle.commands.send(PeerCommand::Incoming(stream));
-            return;
+    /// Which peer a connection from `remote` goes to: a configured one, or
+    /// a dynamic one started for it when a listen range covers it.
+    pub(super) fn accept(&mut self, remote: IpAddr) -> Option<PeerId> {
+        let ip = remote.to_canonical();
+        if let Some((id, _)) = self.peers.iter().find(|(_, p)| p.address == ip) {
+            return Some(*id);
         }
         let range = self.config.neighbors.iter().find(|n| match n.address {
             NeighborAddress::Range(r) => r.contains(&ip),
@@ -112,13 +115,11 @@ impl SpeakerTask {
         match range.cloned() {
             Some(n) => {
                 tracing::info!(peer = %ip, range = %n.address, "dynamic neighbour connected");
-                let id = self.spawn(n, ip, true);
-                if let Some(p) = self.peers.get(&id) {
-                    let _ = p.handle.commands.send(PeerCommand::Incoming(stream));
-                }
+                Some(self.spawn(n, ip, true))
             }
             None => {
-                tracing::info!(peer = %ip, "connection from an address that is not a configured neighbour; closed")
+                tracing::info!(peer = %ip, "connection from an address that is not a configured neighbour; closed");
+                None
             }
         }
     }
@@ -151,10 +152,15 @@ impl SpeakerTask {
             fsm,
             transport,
         };
-        let handle = session::spawn_peer(id, config, self.events_tx.clone());
+        let stats = Arc::new(PeerStats::default());
+        self.out.push(Output::StartPeer {
+            id,
+            config,
+            stats: stats.clone(),
+        });
         self.peers_changed = true;
         self.journal_batch.push((
-            SystemTime::now(),
+            self.clock.wall(),
             WatchEventKind::PeerAdded {
                 name: n.name.clone(),
                 address,
@@ -166,9 +172,9 @@ impl SpeakerTask {
                 config: n,
                 address,
                 dynamic,
-                handle,
+                stats,
                 state: State::Idle,
-                since: SystemTime::now(),
+                since: self.clock.wall(),
                 last_error: None,
                 negotiated: None,
                 local: None,
@@ -185,29 +191,25 @@ impl SpeakerTask {
         if let Some(p) = self.peers.remove(&id) {
             self.peers_changed = true;
             self.journal_batch.push((
-                SystemTime::now(),
+                self.clock.wall(),
                 WatchEventKind::PeerRemoved {
                     name: p.config.name,
                     address: p.address,
                 },
             ));
-            let _ = p.handle.commands.send(PeerCommand::Stop {
-                subcode: sub,
-                message,
-            });
+            self.tell_peer(
+                id,
+                PeerCommand::Stop {
+                    subcode: sub,
+                    message,
+                },
+            );
             self.forget_restart(id);
             self.rib.peer_down(id);
         }
     }
 
-    /// Publishes the peer table for readers that must not wait for this task.
-    pub(super) fn publish_peers(&mut self) {
-        self.peers_tx.send_replace(Arc::new(self.peer_status()));
-        self.peers_published = tokio::time::Instant::now();
-        self.peers_changed = false;
-        self.counters_moved = false;
-    }
-
+    /// The peer table, sorted by address.
     pub(super) fn peer_status(&self) -> Vec<PeerStatus> {
         let mut v: Vec<PeerStatus> = self
             .peers
@@ -276,15 +278,11 @@ impl SpeakerTask {
                         .iter()
                         .map(|f| (*f, self.rib.counts(*id, *f)))
                         .collect(),
-                    messages_received: sum(&p.handle.stats.received),
-                    messages_sent: sum(&p.handle.stats.sent),
-                    received_by_type: by_type(&p.handle.stats.received),
-                    sent_by_type: by_type(&p.handle.stats.sent),
-                    flaps: p
-                        .handle
-                        .stats
-                        .flaps
-                        .load(std::sync::atomic::Ordering::Relaxed),
+                    messages_received: sum(&p.stats.received),
+                    messages_sent: sum(&p.stats.sent),
+                    received_by_type: by_type(&p.stats.received),
+                    sent_by_type: by_type(&p.stats.sent),
+                    flaps: p.stats.flaps.load(std::sync::atomic::Ordering::Relaxed),
                     stale_routes: self.rib.stale_count(*id),
                     disabled: p.disabled,
                 }

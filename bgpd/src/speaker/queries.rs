@@ -2,13 +2,13 @@
 
 use ipnet::IpNet;
 
+use super::core::Core;
 use super::handle::SpeakerError;
-use super::task::SpeakerTask;
 use super::view::{AdjRibSide, CandidateView, PathView, RouteExplanation, RouteFilter, RouteView};
 use crate::rib::AdjInEntry;
 use crate::wire::AfiSafi;
 
-impl SpeakerTask {
+impl Core {
     pub(super) fn explain(&mut self, prefix: &IpNet) -> Option<RouteExplanation> {
         let e = self.rib.explain(prefix)?;
         let candidates = e

@@ -1,86 +1,62 @@
-//! The speaker task: its state and its run loop, which decides what to take
-//! next (commands before peer events, batches of events, flushes in slices).
+//! The speaker task: the IO side of the speaker. It owns the [`Core`] and
+//! everything that touches the outside (peer tasks, listeners, the FIB
+//! subscriber, the journal, the published peer table), decides what to take
+//! next (commands before peer events, batches of events, flushes in slices),
+//! hands each input to the core, records it when asked to, and carries out
+//! what the core says.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::config::{NeighborConfig, RestartState, SpeakerConfig};
-use super::handle::Command;
+use super::clock::Clock;
+use super::config::{RestartState, SpeakerConfig};
+use super::core::{Core, Input, Output, PeerInput, Reply};
+use super::events::link_local_for;
+use super::handle::{Command, SpeakerError};
+use super::record::Recorder;
 use super::view::{FibEvent, FibQuery, PeerStatus, SpeakerSummary};
-use crate::fsm::{Negotiated, State};
-use crate::journal::{BestPath, Journal, WatchEventKind};
-use crate::rib::{FibChange, PeerId, Rib};
-use crate::session::{PeerCommand, PeerEvent, PeerHandle};
-use crate::wire::AfiSafi;
-use crate::wire::error::subcode;
+use crate::journal::Journal;
+use crate::rib::PeerId;
+use crate::session::{self, PeerCommand, PeerEvent, PeerHandle};
 
-pub(super) struct PeerSlot {
-    pub(super) config: NeighborConfig,
-    pub(super) address: IpAddr,
-    pub(super) dynamic: bool,
-    pub(super) handle: PeerHandle,
-    pub(super) state: State,
-    pub(super) since: SystemTime,
-    pub(super) last_error: Option<String>,
-    pub(super) negotiated: Option<Box<Negotiated>>,
-    pub(super) local: Option<SocketAddr>,
-    /// In the RIB (Established and announced there).
-    pub(super) in_rib: bool,
-    /// The peer task's number for the current session.
-    pub(super) session: u64,
-    /// Families whose prefix limit (or warning threshold) this session
-    /// already reported, so each is logged once per session.
-    pub(super) limit_warned: Vec<(AfiSafi, bool)>,
-    /// Disabled through the API.
-    pub(super) disabled: bool,
+/// The task's ends of the channels its handle and helpers hold the others of.
+pub(super) struct Channels {
+    /// Where peer tasks send their events.
+    pub(super) events_tx: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
+    /// Where listeners send accepted connections.
+    pub(super) accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+    /// Peer and best-path events for `WatchEvents`.
+    pub(super) journal: Journal,
+    /// The published peer table.
+    pub(super) peers_tx: watch::Sender<Arc<Vec<PeerStatus>>>,
 }
 
+/// The speaker task.
 pub(super) struct SpeakerTask {
-    pub(super) rib: Rib,
-    pub(super) config: SpeakerConfig,
-    pub(super) peers: HashMap<PeerId, PeerSlot>,
-    /// Never reused; `u32::MAX` is the RIB's mark of our own paths, four
-    /// billion peers away.
-    pub(super) next_id: PeerId,
+    pub(super) core: Core,
+    /// The running peer tasks.
+    pub(super) handles: HashMap<PeerId, PeerHandle>,
     pub(super) events_tx: mpsc::UnboundedSender<(PeerId, PeerEvent)>,
     pub(super) accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
-    pub(super) listeners: Vec<(SocketAddr, JoinHandle<()>, std::sync::Arc<TcpListener>)>,
+    pub(super) listeners: Vec<(SocketAddr, JoinHandle<()>, Arc<TcpListener>)>,
     /// Where best-path changes go (the route-sync side), if anyone listens.
     pub(super) fib: Option<mpsc::UnboundedSender<FibEvent>>,
-    /// What we know of the previous run.
-    pub(super) restart: RestartState,
-    /// While route selection is deferred after our restart, its latest end.
-    pub(super) deferral_until: Option<tokio::time::Instant>,
-    /// Every configured peer has sent its whole table once (the FIB may now
-    /// remove what nobody announced again).
-    pub(super) converged: bool,
-    /// Peers whose stale routes we keep (graceful restart helper), and when
-    /// they go if the peer neither returns nor sends End-of-RIB.
-    pub(super) stale_timers: HashMap<PeerId, tokio::time::Instant>,
-    /// Peers whose stale routes turn long-lived stale when their restart
-    /// timer runs out: the families and how long they then stay.
-    pub(super) pending_llgr: HashMap<PeerId, (Vec<AfiSafi>, Duration)>,
     /// Where peer and best-path events go for `WatchEvents`.
     pub(super) journal: Journal,
-    /// Events of the current batch, handed to the journal on flush.
-    pub(super) journal_batch: Vec<(SystemTime, WatchEventKind)>,
     /// The published peer table, read by the API and metrics without asking
     /// this task.
     pub(super) peers_tx: watch::Sender<Arc<Vec<PeerStatus>>>,
     /// When the peer table was last published.
     pub(super) peers_published: tokio::time::Instant,
-    /// A peer was added, removed or changed state since: publish at once.
-    pub(super) peers_changed: bool,
-    /// Peer events arrived since: counters moved, publish within
-    /// [`PEERS_REFRESH`].
-    pub(super) counters_moved: bool,
+    /// Where inputs are written down, when they are (`PETREL_SPEAKER_RECORD`).
+    pub(super) recorder: Option<Recorder>,
 }
 
 /// How stale the published peer counters may get while routes flow.
@@ -120,6 +96,157 @@ const BATCH_PREFIXES: usize = 16_384;
 const FLUSH_SLICE: usize = 1024;
 
 impl SpeakerTask {
+    /// Binds the listeners and builds the core with the configuration.
+    pub(super) async fn start(
+        config: SpeakerConfig,
+        restart: RestartState,
+        channels: Channels,
+    ) -> Result<SpeakerTask, SpeakerError> {
+        let clock = Clock::system();
+        let recorder = Recorder::from_env(&config, restart);
+        let mut task = SpeakerTask {
+            core: Core::new(&config, restart, clock.clone()),
+            handles: HashMap::new(),
+            events_tx: channels.events_tx,
+            accepted_tx: channels.accepted_tx,
+            listeners: Vec::new(),
+            fib: None,
+            journal: channels.journal,
+            peers_tx: channels.peers_tx,
+            peers_published: clock.now(),
+            recorder,
+        };
+        // The core starts without peers or routes; the configuration then
+        // comes as any other input, so that a replay starts the same way.
+        task.configure(config).await?;
+        // With no configured peer there is nothing to wait for.
+        task.step(Input::EndOfBatch);
+        task.publish_peers();
+        Ok(task)
+    }
+
+    /// Hands one input to the core (writing it down first when recording),
+    /// then carries out what the core asks for.
+    pub(super) fn step(&mut self, input: Input) -> Reply {
+        if let Some(r) = &mut self.recorder
+            && let Err(e) = r.record(&self.core, &input)
+        {
+            tracing::warn!(error = %e, "cannot record the speaker's inputs; recording stops");
+            self.recorder = None;
+        }
+        let reply = self.core.input(input);
+        self.perform();
+        reply
+    }
+
+    /// Carries out the core's outputs.
+    fn perform(&mut self) {
+        let mut fib_gone = false;
+        for o in self.core.take_outputs() {
+            match o {
+                Output::StartPeer { id, config, stats } => {
+                    let handle = session::spawn_peer(id, config, self.events_tx.clone(), stats);
+                    self.handles.insert(id, handle);
+                }
+                Output::Peer(id, c) => {
+                    let stop = matches!(c, PeerCommand::Stop { .. });
+                    if let Some(h) = self.handles.get(&id) {
+                        let _ = h.commands.send(c);
+                    }
+                    if stop {
+                        self.handles.remove(&id);
+                    }
+                }
+                Output::Fib(ev) => {
+                    if let Some(fib) = &self.fib
+                        && fib.send(ev).is_err()
+                    {
+                        self.fib = None;
+                        fib_gone = true;
+                    }
+                }
+                Output::Journal(batch) => self.journal.record(batch),
+                Output::Garbage(garbage) => {
+                    tokio::task::spawn_blocking(move || drop(garbage));
+                }
+            }
+        }
+        if fib_gone {
+            self.step(Input::FibGone);
+        }
+    }
+
+    /// A peer event: the core takes it without what only the socket side
+    /// needs, which goes once the event is applied.
+    fn event(&mut self, id: PeerId, ev: PeerEvent) {
+        let (input, credit) = match ev {
+            PeerEvent::State(s) => (PeerInput::State(s), None),
+            PeerEvent::Up {
+                session,
+                negotiated,
+                local,
+                remote,
+            } => (
+                PeerInput::Up {
+                    session,
+                    negotiated,
+                    local,
+                    remote,
+                    link_local: link_local_for(local.ip(), remote.ip()),
+                },
+                None,
+            ),
+            PeerEvent::Down {
+                reason,
+                established,
+            } => (
+                PeerInput::Down {
+                    reason,
+                    established,
+                },
+                None,
+            ),
+            PeerEvent::Update {
+                update,
+                treat_as_withdraw,
+                credit,
+            } => (
+                PeerInput::Update {
+                    update,
+                    treat_as_withdraw,
+                },
+                credit,
+            ),
+            PeerEvent::RouteRefresh(af) => (PeerInput::RouteRefresh(af), None),
+            PeerEvent::Stopped => (PeerInput::Stopped, None),
+        };
+        self.step(Input::Peer(id, input));
+        // Applied: the session may read on.
+        drop(credit);
+    }
+
+    /// A connection accepted by a listener goes to its peer's task.
+    fn accept(&mut self, stream: TcpStream, remote: SocketAddr) {
+        if let Reply::Accept(Some(id)) = self.step(Input::Accept(remote.ip().to_canonical()))
+            && let Some(h) = self.handles.get(&id)
+        {
+            let _ = h.commands.send(PeerCommand::Incoming(stream));
+        }
+    }
+
+    /// Applies a configuration: the listeners here, the rest in the core.
+    async fn configure(&mut self, new: SpeakerConfig) -> Result<(), SpeakerError> {
+        let fresh = if new.listen != self.core.config.listen {
+            self.rebind(&new.listen).await?
+        } else {
+            Vec::new()
+        };
+        let old = self.core.config.clone();
+        self.step(Input::Configure(Box::new(new.clone())));
+        self.install_md5(&old, &new, &fresh);
+        Ok(())
+    }
+
     pub(super) async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
@@ -135,7 +262,7 @@ impl SpeakerTask {
             // the whole pending flush: reads waited hundreds of
             // milliseconds for that (docs/performance.md).
             for _ in 0..COMMANDS_IN_A_ROW {
-                if !commands_turn(served, !events.is_empty() || self.rib.has_pending()) {
+                if !commands_turn(served, !events.is_empty() || self.core.rib.has_pending()) {
                     break;
                 }
                 let c = match commands.try_recv() {
@@ -152,29 +279,30 @@ impl SpeakerTask {
                 // Commands first: an API read waits for at most one peer
                 // event or flush slice, never for a whole batch.
                 biased;
-                c = commands.recv(), if commands_turn(served, !events.is_empty() || self.rib.has_pending()) => {
+                c = commands.recv(), if commands_turn(served, !events.is_empty() || self.core.rib.has_pending()) => {
                     served += 1;
                     if self.command(c, &mut events).await.is_break() {
                         return;
                     }
                 }
                 Some((stream, remote)) = accepted.recv() => self.accept(stream, remote),
-                _ = sleep_until(self.next_deadline()) => self.expire_timers(),
+                _ = sleep_until(self.core.next_deadline()) => {
+                    self.step(Input::Timers);
+                }
                 // Message counters move without events (KEEPALIVEs are
                 // counted in the session tasks), so the table is refreshed
                 // every second while there are peers at all.
-                _ = tokio::time::sleep_until(self.peers_published + if self.counters_moved { PEERS_REFRESH } else { PEERS_IDLE_REFRESH }), if self.counters_moved || !self.peers.is_empty() => {
+                _ = tokio::time::sleep_until(self.peers_published + if self.core.counters_moved { PEERS_REFRESH } else { PEERS_IDLE_REFRESH }), if self.core.counters_moved || !self.core.peers.is_empty() => {
                     self.publish_peers();
                 }
                 // The rest of a flush a command interrupted, before more
                 // events add to it.
-                _ = std::future::ready(()), if self.rib.has_pending() => {
+                _ = std::future::ready(()), if self.core.rib.has_pending() => {
                     served = 0;
                     self.flush_until_command(&commands);
                 }
                 Some((id, ev)) = events.recv() => {
                     served = 0;
-                    self.counters_moved = true;
                     self.event(id, ev);
                     // Take what else is queued before computing the outbound
                     // side; a waiting command cuts the batch short. (Bounding
@@ -182,7 +310,7 @@ impl SpeakerTask {
                     // during a full-table ingest from ~600 to ~140 ms but cost
                     // ~15% of ingest speed: docs/performance.md.)
                     for _ in 0..BATCH {
-                        if !commands.is_empty() || self.rib.pending_len() >= BATCH_PREFIXES {
+                        if !commands.is_empty() || self.core.rib.pending_len() >= BATCH_PREFIXES {
                             break;
                         }
                         match events.try_recv() {
@@ -191,39 +319,26 @@ impl SpeakerTask {
                         }
                     }
                     self.flush_until_command(&commands);
-                    self.after_events();
+                    self.step(Input::EndOfBatch);
                 }
             }
-            // Peers added or removed outside a flush (configuration).
-            if !self.journal_batch.is_empty() {
-                self.journal.record(std::mem::take(&mut self.journal_batch));
-            }
-            if self.peers_changed
-                || (self.counters_moved && self.peers_published.elapsed() >= PEERS_REFRESH)
+            if self.core.peers_changed
+                || (self.core.counters_moved && self.peers_published.elapsed() >= PEERS_REFRESH)
             {
                 self.publish_peers();
             }
         }
     }
 
-    pub(super) async fn shutdown(
-        &mut self,
-        events: &mut mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
-    ) {
+    /// Stops every session (and the listeners) and gives the peer tasks a
+    /// moment to send their NOTIFICATIONs.
+    async fn shutdown(&mut self, events: &mut mpsc::UnboundedReceiver<(PeerId, PeerEvent)>) {
         for (_, h, _) in self.listeners.drain(..) {
             h.abort();
         }
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in &ids {
-            self.stop_peer(
-                *id,
-                subcode::cease::ADMINISTRATIVE_SHUTDOWN,
-                Some("petrel is shutting down".into()),
-            );
-        }
-        // Give the tasks a moment to send their NOTIFICATIONs.
+        let mut left = self.core.peers.len();
+        self.step(Input::Shutdown);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let mut left = ids.len();
         while left > 0 {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some((_, PeerEvent::Stopped))) => left -= 1,
@@ -235,14 +350,14 @@ impl SpeakerTask {
 
     /// Serves one command; `None` means every handle is gone. Breaks when
     /// the speaker has stopped.
-    pub(super) async fn command(
+    async fn command(
         &mut self,
         c: Option<Command>,
         events: &mut mpsc::UnboundedReceiver<(PeerId, PeerEvent)>,
     ) -> ControlFlow<()> {
         // A client that reads routes and then peers sees counters at least
         // as new as the routes.
-        if self.counters_moved {
+        if self.core.counters_moved {
             self.publish_peers();
         }
         match c {
@@ -259,130 +374,80 @@ impl SpeakerTask {
                 // A new identity replaces the RIB: what a sliced
                 // flush left pending (a withdrawal the FIB has not
                 // heard of) must go out first.
-                self.flush();
+                self.step(Input::Flush(usize::MAX));
                 let r = self.configure(*cfg).await;
-                self.after_events();
+                self.step(Input::EndOfBatch);
                 // The caller may read the peers next: publish first.
                 self.publish_peers();
                 let _ = done.send(r);
             }
             Some(Command::SubscribeFib(tx)) => {
-                // While selection is deferred the FIB hears nothing:
-                // everything comes when the deferral ends.
-                let all = self.rib.fib_table(None);
-                // Changes still pending are sent again on the next
-                // flush: harmless, and the journal needs them.
-                let _ = tx.send(FibEvent::Changes(all));
-                if self.converged {
-                    let _ = tx.send(FibEvent::Converged);
-                }
                 self.fib = Some(tx);
+                self.step(Input::SubscribeFib);
             }
             // What these change goes out by the sliced flush of the run
             // loop: a next hop lost under a full table changes a million
             // prefixes, which a flush in one go took the owner (and every
             // read waiting on it) hundreds of milliseconds to send.
             Some(Command::NextHopReachable(nh, ok)) => {
-                self.rib.set_next_hop_reachable(nh, ok);
+                self.step(Input::NextHopReachable(nh, ok));
             }
             Some(Command::Routes(f, done)) => {
-                let _ = done.send(self.routes(&f));
+                let _ = done.send(self.core.routes(&f));
             }
             Some(Command::AdjRib(peer, side, done)) => {
-                let _ = done.send(self.adj_rib(&peer, side));
+                let _ = done.send(self.core.adj_rib(&peer, side));
             }
             Some(Command::Control(peer, what, done)) => {
-                let r = self.control(&peer, what);
+                let r = match self.step(Input::Control(peer, what)) {
+                    Reply::Control(r) => r,
+                    _ => Ok(()),
+                };
                 self.publish_peers();
                 let _ = done.send(r);
             }
             Some(Command::Explain(prefix, done)) => {
-                let _ = done.send(self.explain(&prefix));
+                let _ = done.send(self.core.explain(&prefix));
             }
             Some(Command::FibRoutes(query, done)) => {
                 let _ = done.send(match query {
-                    FibQuery::Prefixes(prefixes) => self.rib.fib_routes(&prefixes),
-                    FibQuery::Via(hops) => self.rib.fib_table(Some(&hops)),
+                    FibQuery::Prefixes(prefixes) => self.core.rib.fib_routes(&prefixes),
+                    FibQuery::Via(hops) => self.core.rib.fib_table(Some(&hops)),
                 });
             }
             Some(Command::Summary(done)) => {
+                let rib = &self.core.rib;
                 let _ = done.send(SpeakerSummary {
-                    prefixes: self.rib.len(),
-                    paths: self.rib.iter().map(|(_, d)| d.paths.len()).sum(),
-                    attribute_sets: self.rib.attribute_sets(),
-                    converged: self.converged,
-                    deferring: self.rib.deferring(),
+                    prefixes: rib.len(),
+                    paths: rib.iter().map(|(_, d)| d.paths.len()).sum(),
+                    attribute_sets: rib.attribute_sets(),
+                    converged: self.core.converged,
+                    deferring: rib.deferring(),
                 });
             }
         }
         ControlFlow::Continue(())
     }
 
-    /// Sends everything pending: outbound UPDATEs, FIB changes, journal.
-    pub(super) fn flush(&mut self) {
-        self.flush_slice(usize::MAX);
-    }
-
     /// Flushes in slices of [`FLUSH_SLICE`] prefixes until nothing is
     /// pending or a command waits; what is left goes out on a later turn
     /// of the run loop, after the command.
-    pub(super) fn flush_until_command(&mut self, commands: &mpsc::UnboundedReceiver<Command>) {
+    fn flush_until_command(&mut self, commands: &mpsc::UnboundedReceiver<Command>) {
         loop {
-            self.flush_slice(FLUSH_SLICE);
-            if !self.rib.has_pending() || !commands.is_empty() {
+            self.step(Input::Flush(FLUSH_SLICE));
+            if !self.core.rib.has_pending() || !commands.is_empty() {
                 break;
             }
         }
     }
 
-    /// [`SpeakerTask::flush`] for at most `max` changed prefixes.
-    pub(super) fn flush_slice(&mut self, max: usize) {
-        // Prefix counts may move with anything that flushes.
-        self.counters_moved = true;
-        let out = self.rib.flush_some(max);
-        self.dispatch(out);
-        // Taken whether or not the FIB listens, so the set never grows
-        // without bound on a speaker without a FIB (a route reflector).
-        let changed = self.rib.take_best_changes();
-        let now = SystemTime::now();
-        let mut fib_changes = Vec::new();
-        for prefix in changed {
-            let next_hops = self.rib.fib_next_hops(&prefix);
-            let best = self.rib.best(&prefix).map(|p| BestPath {
-                from: self.rib.peer_address(p),
-                path_id: p.path_id,
-                attrs: p.attrs.clone(),
-                next_hops: next_hops.clone().unwrap_or_default(),
-            });
-            self.journal_batch
-                .push((now, WatchEventKind::BestPath { prefix, best }));
-            if self.fib.is_some() {
-                fib_changes.push(FibChange { prefix, next_hops });
-            }
-        }
-        if let Some(fib) = &self.fib
-            && !fib_changes.is_empty()
-            && fib.send(FibEvent::Changes(fib_changes)).is_err()
-        {
-            self.fib = None;
-        }
-        self.journal.record(std::mem::take(&mut self.journal_batch));
-    }
-
-    pub(super) fn dispatch(&self, mut out: crate::rib::Outbound) {
-        // Freeing takes the owner long enough to hold API reads up.
-        let garbage = std::mem::take(&mut out.garbage);
-        if !garbage.is_empty() {
-            tokio::task::spawn_blocking(move || drop(garbage));
-        }
-        for (id, msgs) in out.messages {
-            if let Some(slot) = self.peers.get(&id) {
-                let _ = slot.handle.commands.send(PeerCommand::Send {
-                    session: slot.session,
-                    messages: msgs,
-                });
-            }
-        }
+    /// Publishes the peer table for readers that must not wait for this task.
+    fn publish_peers(&mut self) {
+        self.peers_tx
+            .send_replace(Arc::new(self.core.peer_status()));
+        self.peers_published = self.core.clock.now();
+        self.core.peers_changed = false;
+        self.core.counters_moved = false;
     }
 }
 
