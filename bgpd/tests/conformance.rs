@@ -22,6 +22,8 @@ use bgpd::wire::attr::{AsPath, AttrValue, Community, Origin, PathAttribute};
 use bgpd::wire::capability::{Capability, GrFamily, GracefulRestart};
 use bgpd::wire::{AfiSafi, Nlri, Open, Update, WireContext};
 
+mod live;
+
 const LOCAL_AS: u32 = 65000;
 const ROUTER_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
@@ -404,4 +406,69 @@ fn export_policy_change_changes_what_is_sent() {
         s.at(5000).configure(config);
         s
     });
+}
+
+/// A recording of a real run (two speakers over loopback) replays to the
+/// Loc-RIB the recorded speaker had: the recorded inputs are complete.
+#[tokio::test]
+async fn a_recorded_run_replays_to_the_same_rib() {
+    use bgpd::fsm::State;
+    use bgpd::speaker::{RouteFilter, Speaker};
+    use std::time::Duration;
+
+    let (pa, pb) = (17951, 17952);
+    let node = |asn: u32, me: &str, port: u16, peer: &str, peer_port: u16, peer_asn: u32| {
+        let mut c = SpeakerConfig::new(asn, me.parse().expect("v4"));
+        c.listen = vec![SocketAddr::new(ip(me), port)];
+        let mut n = NeighborConfig::new("peer", NeighborAddress::Address(ip(peer)), peer_asn);
+        n.port = peer_port;
+        n.source_address = Some(ip(me));
+        n.connect_retry = Duration::from_millis(300);
+        c.neighbors = vec![n];
+        c
+    };
+    let mut ca = node(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
+    ca.originate = vec![live::local("10.1.0.0/24")];
+    let mut cb = node(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
+    cb.originate = vec![live::local("10.2.0.0/24"), live::local("10.2.1.0/24")];
+    let dir = std::env::temp_dir().join(format!("petrel-record-{}", std::process::id()));
+    let a = Speaker::start_recording(ca, RestartState::default(), &dir)
+        .await
+        .expect("a starts, recording");
+    let b = Speaker::start(cb.clone()).await.expect("b starts");
+    live::wait_for(10, "session up", || async {
+        a.peers()
+            .await
+            .expect("peers")
+            .iter()
+            .all(|p| p.state == State::Established)
+    })
+    .await;
+    live::wait_for(10, "b's routes at a", || live::has_route(&a, "10.2.1.0/24")).await;
+    live::wait_for(10, "a's route at b", || live::has_route(&b, "10.1.0.0/24")).await;
+    cb.originate.truncate(1);
+    b.configure(cb).await.expect("b reconfigures");
+    live::wait_for(10, "the withdrawal at a", || async {
+        !live::has_route(&a, "10.2.1.0/24").await
+    })
+    .await;
+    let live_routes = a.routes(RouteFilter::default()).await.expect("routes");
+    a.shutdown().await;
+    b.shutdown().await;
+
+    let (start, mut inputs) = replay::load(&dir).expect("the recording reads back");
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(i) = inputs
+        .iter()
+        .position(|r| r.input == RecordedInput::Shutdown)
+    {
+        inputs.truncate(i);
+    }
+    let out = replay::replay(&start, &inputs).expect("the recording replays");
+    assert_eq!(out.routes, live_routes);
+    let updates = &out.files["updates.txt"];
+    assert!(
+        updates.contains("announce 10.1.0.0/24 {origin IGP as-path [65001] next-hop 127.0.0.1"),
+        "{updates}"
+    );
 }

@@ -1,12 +1,14 @@
 //! The [`Speaker`] handle: starts the task and turns calls into commands.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::{RestartState, SpeakerConfig};
+use super::record::{RecordError, Recorder};
 use super::task::{Channels, SpeakerTask};
 use super::view::{
     AdjRibSide, FibEvent, FibQuery, PeerStatus, RouteExplanation, RouteFilter, RouteView,
@@ -68,8 +70,7 @@ pub enum ResetKind {
 }
 
 /// An operator's action on one peer.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub(crate) enum PeerControl {
     Reset(ResetKind),
     Disable(Option<String>),
@@ -118,9 +119,32 @@ impl Speaker {
     /// Starts a speaker that knows whether it restarted: after a restart with
     /// graceful restart enabled it advertises the R bit and defers route
     /// selection until its peers sent their tables (RFC 4724 §4.1).
+    /// Records its inputs when `PETREL_SPEAKER_RECORD` names a directory.
     pub async fn start_with(
         config: SpeakerConfig,
         restart: RestartState,
+    ) -> Result<Speaker, SpeakerError> {
+        let recorder = Recorder::from_env(&config, restart);
+        Self::start_inner(config, restart, recorder).await
+    }
+
+    /// Starts a speaker that records its inputs into `dir` (`config.json`,
+    /// `events.jsonl`), for [`super::replay`].
+    pub async fn start_recording(
+        config: SpeakerConfig,
+        restart: RestartState,
+        dir: &Path,
+    ) -> Result<Speaker, RecordError> {
+        let recorder = Recorder::create(dir, &config, restart)?;
+        Self::start_inner(config, restart, Some(recorder))
+            .await
+            .map_err(RecordError::Start)
+    }
+
+    async fn start_inner(
+        config: SpeakerConfig,
+        restart: RestartState,
+        recorder: Option<Recorder>,
     ) -> Result<Speaker, SpeakerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -136,6 +160,7 @@ impl Speaker {
                 journal: journal.clone(),
                 peers_tx,
             },
+            recorder,
         )
         .await?;
         tokio::spawn(task.run(rx, ev_rx, acc_rx));

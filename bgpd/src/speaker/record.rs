@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{RestartState, SpeakerConfig};
 use super::core::{Core, Input, PeerInput};
 use super::forms;
-use super::handle::ResetKind;
+use super::handle::{ResetKind, SpeakerError};
 use crate::fsm::{DownReason, Negotiated, State};
 use crate::rib::PeerId;
 use crate::wire::capability::{GrFamily, GracefulRestart, LlgrFamily};
@@ -295,6 +295,9 @@ pub enum RecordError {
     /// An unknown state or family name.
     #[error("unknown {0}: {1:?}")]
     Unknown(&'static str, String),
+    /// The speaker to record did not start.
+    #[error(transparent)]
+    Start(SpeakerError),
 }
 
 /// Lower-case hex.

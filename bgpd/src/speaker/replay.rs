@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::clock::Clock;
 use super::core::{Core, Output, Reply};
 use super::record::{RecordError, Recorded, StartRecord};
-use super::view::{FibEvent, RouteFilter};
+use super::view::{FibEvent, RouteFilter, RouteView};
 use crate::journal::WatchEventKind;
 use crate::rib::{Attrs, PeerId};
 use crate::session::PeerCommand;
@@ -38,6 +38,8 @@ pub const GOLDEN_ENV: &str = "PETREL_GOLDEN_UPDATE";
 pub struct Outputs {
     /// File name → content.
     pub files: BTreeMap<String, String>,
+    /// The Loc-RIB at the end, as [`super::Speaker::routes`] lists it.
+    pub routes: Vec<RouteView>,
 }
 
 /// Why a golden check failed.
@@ -338,7 +340,8 @@ impl Log {
             core.converged,
             core.rib.deferring()
         );
-        for r in core.routes(&RouteFilter::default()) {
+        let routes = core.routes(&RouteFilter::default());
+        for r in &routes {
             for p in &r.paths {
                 let from = p.from.map_or("local".to_string(), |a| a.to_string());
                 let _ = writeln!(
@@ -352,7 +355,7 @@ impl Log {
             }
         }
         files.insert("rib.txt".to_string(), rib);
-        Outputs { files }
+        Outputs { files, routes }
     }
 }
 

@@ -101,9 +101,9 @@ impl SpeakerTask {
         config: SpeakerConfig,
         restart: RestartState,
         channels: Channels,
+        recorder: Option<Recorder>,
     ) -> Result<SpeakerTask, SpeakerError> {
         let clock = Clock::system();
-        let recorder = Recorder::from_env(&config, restart);
         let mut task = SpeakerTask {
             core: Core::new(&config, restart, clock.clone()),
             handles: HashMap::new(),
