@@ -13,9 +13,9 @@
 //! are decoded here, in the peer's task, so decoding runs in parallel across
 //! peers and the RIB task only sees decoded routes.
 //!
-//! Received UPDATEs are flow-controlled: each carries a [`Credit`] for its
+//! Received UPDATEs are flow-controlled: each carries a `Credit` for its
 //! bytes until the speaker has applied it, and a connection's reader stops
-//! reading while [`INBOUND_WINDOW`] bytes of its UPDATEs are waiting. TCP
+//! reading while `INBOUND_WINDOW` bytes of its UPDATEs are waiting. TCP
 //! then holds the peer back, instead of a full table sitting decoded in the
 //! queue to the speaker (the whole table, 50 MB at a million prefixes,
 //! when the speaker is the slower side).

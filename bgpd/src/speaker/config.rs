@@ -155,7 +155,7 @@ impl NeighborConfig {
     }
 }
 
-/// The whole speaker configuration; [`Speaker::configure`] applies a new one
+/// The whole speaker configuration; [`Speaker::configure`](super::Speaker::configure) applies a new one
 /// and resets only what changed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpeakerConfig {

@@ -1,6 +1,6 @@
 //! What each peer event does to the peer table and the RIB.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
 
 use super::config::MaxPrefixesAction;
 use crate::fsm::{DownReason, Negotiated, State};
@@ -194,32 +194,4 @@ impl Core {
             self.stop_peer(id, subcode::cease::PEER_DECONFIGURED, None);
         }
     }
-}
-
-/// Our link-local address on the link shared with `peer`, if the session runs
-/// over IPv6 between addresses of one subnet (RFC 2545 §3: then the link-local
-/// next hop is sent too). Read from `/proc/net/if_inet6`, which shows the
-/// addresses of the network namespace we run in.
-pub(super) fn link_local_for(local: IpAddr, peer: IpAddr) -> Option<Ipv6Addr> {
-    let (IpAddr::V6(local), IpAddr::V6(peer)) = (local, peer) else {
-        return None;
-    };
-    let text = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
-    let rows: Vec<(Ipv6Addr, u8, String)> = text
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let addr = u128::from_str_radix(f.first()?, 16).ok()?;
-            let plen = u8::from_str_radix(f.get(2)?, 16).ok()?;
-            Some((Ipv6Addr::from(addr), plen, f.get(5)?.to_string()))
-        })
-        .collect();
-    let (_, plen, dev) = rows.iter().find(|(a, _, _)| *a == local)?;
-    let net = ipnet::Ipv6Net::new(local, *plen).ok()?;
-    if !net.contains(&peer) {
-        return None;
-    }
-    rows.iter()
-        .find(|(a, _, d)| d == dev && (a.segments()[0] & 0xffc0) == 0xfe80)
-        .map(|(a, _, _)| *a)
 }

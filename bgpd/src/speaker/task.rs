@@ -6,7 +6,7 @@
 //! what the core says.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 use super::clock::Clock;
 use super::config::{RestartState, SpeakerConfig};
 use super::core::{Core, Input, Output, PeerInput, Reply};
-use super::events::link_local_for;
 use super::handle::{Command, SpeakerError};
 use super::record::Recorder;
 use super::view::{FibEvent, FibQuery, PeerStatus, SpeakerSummary};
@@ -457,4 +456,32 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// Our link-local address on the link shared with `peer`, if the session runs
+/// over IPv6 between addresses of one subnet (RFC 2545 §3: then the link-local
+/// next hop is sent too). Read from `/proc/net/if_inet6`, which shows the
+/// addresses of the network namespace we run in.
+fn link_local_for(local: IpAddr, peer: IpAddr) -> Option<Ipv6Addr> {
+    let (IpAddr::V6(local), IpAddr::V6(peer)) = (local, peer) else {
+        return None;
+    };
+    let text = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    let rows: Vec<(Ipv6Addr, u8, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let addr = u128::from_str_radix(f.first()?, 16).ok()?;
+            let plen = u8::from_str_radix(f.get(2)?, 16).ok()?;
+            Some((Ipv6Addr::from(addr), plen, f.get(5)?.to_string()))
+        })
+        .collect();
+    let (_, plen, dev) = rows.iter().find(|(a, _, _)| *a == local)?;
+    let net = ipnet::Ipv6Net::new(local, *plen).ok()?;
+    if !net.contains(&peer) {
+        return None;
+    }
+    rows.iter()
+        .find(|(a, _, d)| d == dev && (a.segments()[0] & 0xffc0) == 0xfe80)
+        .map(|(a, _, _)| *a)
 }

@@ -150,7 +150,7 @@ pub enum FibEvent {
     Converged,
 }
 
-/// Which prefixes [`Speaker::fib_routes`] asks about.
+/// Which prefixes [`Speaker::fib_routes`](super::Speaker::fib_routes) asks about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FibQuery {
     /// These prefixes (each answered, `None` next hops if nothing to install).
