@@ -776,3 +776,67 @@ impl Recorder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::policy::{Action, Match, Policy, Rule};
+    use crate::speaker::config::{NeighborAddress, NeighborConfig};
+    use crate::wire::attr::Community;
+
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex() {
+        let bytes = [0u8, 1, 0x7f, 0x80, 0xff];
+        assert_eq!(hex(&bytes), "00017f80ff");
+        assert_eq!(unhex("00017f80ff").ok(), Some(bytes.to_vec()));
+        assert!(unhex("0").is_err());
+        assert!(unhex("zz").is_err());
+        assert!(unhex("é0").is_err());
+    }
+
+    #[test]
+    fn a_configuration_with_policies_survives_json() {
+        let mut c = SpeakerConfig::new(65000, Ipv4Addr::new(10, 0, 0, 1));
+        let mut n = NeighborConfig::new(
+            "n",
+            NeighborAddress::Address(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
+            65001,
+        );
+        n.families.push(AfiSafi::new(1, 128));
+        n.export_policy = Some(Arc::new(Policy {
+            name: "p".into(),
+            rules: vec![Rule {
+                matches: vec![
+                    Match::Family(AfiSafi::IPV6_UNICAST),
+                    Match::Community(Community(7)),
+                ],
+                actions: vec![
+                    Action::Prepend {
+                        asn: None,
+                        count: 2,
+                    },
+                    Action::Accept,
+                ],
+            }],
+        }));
+        c.neighbors.push(n);
+        let text = serde_json::to_string(&c).unwrap_or_default();
+        let back: Option<SpeakerConfig> = serde_json::from_str(&text).ok();
+        assert_eq!(back, Some(c));
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_forwards() {
+        let mut clock = super::super::clock::Clock::manual();
+        clock.advance_to(std::time::Duration::from_millis(1500));
+        let t = clock.now();
+        clock.advance_to(std::time::Duration::from_millis(1000));
+        assert_eq!(clock.now(), t);
+        assert_eq!(
+            clock.wall(),
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500)
+        );
+    }
+}
