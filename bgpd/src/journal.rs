@@ -25,7 +25,7 @@ use crate::fsm::State;
 use crate::rib::Attrs;
 
 /// Events kept for replay when no size is configured.
-pub const DEFAULT_CAPACITY: usize = 65_536;
+pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 
 /// Live events a watcher may fall behind by before its stream ends with
 /// [`WatchError::Lagged`] (it then resumes from the buffer).

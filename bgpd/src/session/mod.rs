@@ -13,14 +13,14 @@
 //! are decoded here, in the peer's task, so decoding runs in parallel across
 //! peers and the RIB task only sees decoded routes.
 //!
-//! Received UPDATEs are flow-controlled: each carries a [`Credit`] for its
+//! Received UPDATEs are flow-controlled: each carries a `Credit` for its
 //! bytes until the speaker has applied it, and a connection's reader stops
-//! reading while [`INBOUND_WINDOW`] bytes of its UPDATEs are waiting. TCP
+//! reading while `INBOUND_WINDOW` bytes of its UPDATEs are waiting. TCP
 //! then holds the peer back, instead of a full table sitting decoded in the
 //! queue to the speaker (the whole table, 50 MB at a million prefixes,
 //! when the speaker is the slower side).
 
-pub mod socket;
+pub(crate) mod socket;
 pub mod sockopt;
 
 use std::collections::HashMap;
@@ -36,7 +36,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use socket::TransportOptions;
+pub(crate) use socket::TransportOptions;
 
 use crate::fsm::{
     Action, DownReason, Event, Fsm, FsmConfig, Negotiated, State, Timer, resolve_collision,
@@ -56,7 +56,7 @@ pub const BGP_PORT: u16 = 179;
 /// The peer's KEEPALIVEs wait too meanwhile, as in FRR's input queue limit;
 /// a speaker that applies nothing for a hold time loses the session either
 /// way.
-pub const INBOUND_WINDOW: usize = 512 << 10;
+pub(crate) const INBOUND_WINDOW: usize = 512 << 10;
 
 /// UPDATE bytes read on one connection and not yet applied.
 #[derive(Debug, Default)]
@@ -81,7 +81,7 @@ impl Inbound {
 /// applied the UPDATE, or wherever the message is discarded on the way, so
 /// none is ever lost.
 #[derive(Debug)]
-pub struct Credit {
+pub(crate) struct Credit {
     inbound: Arc<Inbound>,
     bytes: usize,
 }
@@ -107,7 +107,7 @@ impl Drop for Credit {
 
 /// Everything a peer task needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConfig {
+pub(crate) struct PeerConfig {
     /// The peer's address.
     pub address: IpAddr,
     /// The peer's TCP port.
@@ -120,7 +120,7 @@ pub struct PeerConfig {
 
 /// Commands to a peer task.
 #[derive(Debug)]
-pub enum PeerCommand {
+pub(crate) enum PeerCommand {
     /// A connection from the peer, accepted by the listener.
     Incoming(TcpStream),
     /// Encoded UPDATEs for one session (ignored unless that session is the
@@ -162,7 +162,7 @@ pub enum PeerCommand {
 
 /// What a peer task reports to the speaker.
 #[derive(Debug)]
-pub enum PeerEvent {
+pub(crate) enum PeerEvent {
     /// The machine changed state.
     State(State),
     /// The session is Established.
@@ -201,7 +201,7 @@ pub enum PeerEvent {
 
 /// Message counters of a peer, readable without asking the task.
 #[derive(Debug, Default)]
-pub struct PeerStats {
+pub(crate) struct PeerStats {
     /// Messages received, by type code (index 1..=5).
     pub received: [AtomicU64; 6],
     /// Messages sent, by type code.
@@ -220,29 +220,24 @@ impl PeerStats {
 
 /// A running peer task.
 #[derive(Debug)]
-pub struct PeerHandle {
+pub(crate) struct PeerHandle {
     /// Commands to the task.
     pub commands: mpsc::UnboundedSender<PeerCommand>,
-    /// Its counters.
-    pub stats: Arc<PeerStats>,
-    /// The task.
-    pub task: JoinHandle<()>,
 }
 
-/// Starts a peer task. Events go to `events` tagged with `id`.
-pub fn spawn_peer<I: Copy + Send + 'static>(
+/// Starts a peer task. Events go to `events` tagged with `id`; it counts
+/// messages in `stats`.
+pub(crate) fn spawn_peer<I: Copy + Send + 'static>(
     id: I,
     config: PeerConfig,
     events: mpsc::UnboundedSender<(I, PeerEvent)>,
+    stats: Arc<PeerStats>,
 ) -> PeerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let stats = Arc::new(PeerStats::default());
-    let task = tokio::spawn(PeerTask::new(id, config, rx, events, stats.clone()).run());
-    PeerHandle {
-        commands: tx,
-        stats,
-        task,
-    }
+    // Detached: the task ends itself after a Stop, or when the speaker
+    // drops its command channel.
+    tokio::spawn(PeerTask::new(id, config, rx, events, stats).run());
+    PeerHandle { commands: tx }
 }
 
 /// Inputs the task gives itself from helper tasks.

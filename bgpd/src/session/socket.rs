@@ -17,7 +17,7 @@ const DSCP_CS6: u32 = 0xC0;
 
 /// How a session's packets must look on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TransportOptions {
+pub(crate) struct TransportOptions {
     /// TTL (hop limit) for outgoing packets; `None` leaves the system default.
     pub ttl: Option<u8>,
     /// GTSM (RFC 5082): send with TTL 255 and accept only packets that crossed
@@ -41,7 +41,11 @@ impl TransportOptions {
 }
 
 /// Applies TTL, GTSM, TCP_NODELAY and DSCP to a connected or connecting socket.
-pub fn apply(fd: &impl std::os::fd::AsFd, v6: bool, opts: &TransportOptions) -> io::Result<()> {
+pub(crate) fn apply(
+    fd: &impl std::os::fd::AsFd,
+    v6: bool,
+    opts: &TransportOptions,
+) -> io::Result<()> {
     let sock = SockRef::from(fd);
     sock.set_tcp_nodelay(true)?;
     // Unacknowledged data this long means the peer is gone; do not wait for the
@@ -70,7 +74,7 @@ pub fn apply(fd: &impl std::os::fd::AsFd, v6: bool, opts: &TransportOptions) -> 
 }
 
 /// Opens a connection to `peer` with the session's options set before the SYN.
-pub async fn connect(
+pub(crate) async fn connect(
     peer: SocketAddr,
     opts: &TransportOptions,
     timeout: Duration,
@@ -99,7 +103,7 @@ pub async fn connect(
 }
 
 /// Binds a listener. An unspecified IPv6 address listens dual-stack.
-pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -119,7 +123,7 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Installs (or removes, with an empty key) a TCP-MD5 key on a listener for
 /// one peer, or for a range of dynamic peers.
-pub fn listener_md5(listener: &TcpListener, peers: IpNet, key: &[u8]) -> io::Result<()> {
+pub(crate) fn listener_md5(listener: &TcpListener, peers: IpNet, key: &[u8]) -> io::Result<()> {
     // A listener bound to [::] sees IPv4 peers as IPv4-mapped addresses.
     let v6_listener = listener.local_addr()?.is_ipv6();
     let (addr, len) = match (peers, v6_listener) {

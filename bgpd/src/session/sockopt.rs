@@ -68,7 +68,7 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
 
 /// Installs (or, with an empty key, removes) the TCP-MD5 key for a peer address,
 /// or for a whole prefix of peers on a listening socket (dynamic neighbours).
-pub fn set_tcp_md5(
+pub(crate) fn set_tcp_md5(
     sock: &impl AsRawFd,
     peer: IpAddr,
     prefix_len: Option<u8>,
@@ -108,7 +108,7 @@ pub fn set_tcp_md5(
 }
 
 /// GTSM (RFC 5082): drop packets that arrive with a TTL (hop limit) below `min`.
-pub fn set_min_ttl(sock: &impl AsRawFd, v6: bool, min: u8) -> io::Result<()> {
+pub(crate) fn set_min_ttl(sock: &impl AsRawFd, v6: bool, min: u8) -> io::Result<()> {
     let v: libc::c_int = min.into();
     if v6 {
         setsockopt(
