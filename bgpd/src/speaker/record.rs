@@ -313,7 +313,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// Reads [`hex`].
 pub(crate) fn unhex(s: &str) -> Result<Vec<u8>, RecordError> {
     let bad = || RecordError::Hex(s.chars().take(40).collect());
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(bad());
     }
     (0..s.len())
