@@ -301,3 +301,31 @@ pub fn forward(netns: &str, listen: SocketAddr, target: SocketAddr) -> anyhow::R
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_leave_addresses_to_the_cluster() {
+        let t = Topology::load(Some("tor")).expect("built-in topology");
+        let objs = objects(&t, "x").expect("objects");
+        assert_eq!(objs[0]["kind"], "Namespace");
+        let svc = objs
+            .iter()
+            .find(|o| o["kind"] == "Service")
+            .expect("a Service");
+        assert_eq!(svc["metadata"]["namespace"], "petrel-lab-x");
+        assert_eq!(svc["spec"]["loadBalancerIP"], "198.51.100.10");
+        assert_eq!(svc["spec"]["loadBalancerClass"], "petrel.dev/lab-x");
+        assert!(svc["spec"].get("clusterIP").is_none());
+        assert!(svc.get("status").is_none());
+        let pool = objs.last().expect("objects");
+        assert_eq!(pool["kind"], "LoadBalancerPool");
+        assert_eq!(pool["spec"]["cidrs"][0], "198.51.100.0/24");
+        assert_eq!(pool["metadata"]["labels"][POOL_LABEL], "x");
+        for o in &objs {
+            created_of(o).expect("every object is one the lab can track");
+        }
+    }
+}

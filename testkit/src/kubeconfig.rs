@@ -103,6 +103,21 @@ mod tests {
         assert_eq!((s.https, s.host.as_str(), s.port), (true, "::1", 6443));
         let s = split_url("http://example").expect("url");
         assert_eq!((s.https, s.port), (false, 80));
+        let s = split_url("https://api.example:6443").expect("url");
+        assert_eq!(
+            (s.https, s.host.as_str(), s.port),
+            (true, "api.example", 6443)
+        );
+        let s = split_url("http://127.0.0.1:41234/").expect("url");
+        assert_eq!(
+            (s.https, s.host.as_str(), s.port),
+            (false, "127.0.0.1", 41234)
+        );
+        let s = split_url("https://[2001:db8::1]").expect("url");
+        assert_eq!(
+            (s.https, s.host.as_str(), s.port),
+            (true, "2001:db8::1", 443)
+        );
         assert!(split_url("ftp://x").is_none());
     }
 }
