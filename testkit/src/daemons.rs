@@ -129,6 +129,20 @@ pub fn start_bird(
 /// The GoBGP API address inside each namespace.
 const GOBGP_API: &str = "127.0.0.1:50051";
 
+/// `ip` arguments that run the `gobgp` client against the daemon in `ns`.
+fn gobgp_args(ns: &str) -> Vec<&str> {
+    vec![
+        "netns",
+        "exec",
+        ns,
+        "gobgp",
+        "-u",
+        "127.0.0.1",
+        "-p",
+        "50051",
+    ]
+}
+
 /// Starts gobgpd in `ns` with a TOML configuration (written to
 /// `dir/gobgpd.toml`) and waits until its API answers.
 pub fn start_gobgp(s: &mut impl Spawn, ns: &str, dir: &Path, config: &str) -> Result<(), Error> {
@@ -186,16 +200,7 @@ pub fn birdc(sock: &Path, cmd: &str) -> String {
 /// `gobgp ARGS` inside `ns`: its stdout and stderr.
 pub fn gobgp_cli(ns: &str, args: &[&str]) -> String {
     Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "gobgp",
-            "-u",
-            "127.0.0.1",
-            "-p",
-            "50051",
-        ])
+        .args(gobgp_args(ns))
         .args(args)
         .output()
         .map(|o| {
