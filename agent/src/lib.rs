@@ -19,22 +19,22 @@ use bgpd::speaker::{RestartState, Speaker};
 use model::{FileSource, KubeSource};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Where desired state comes from.
+/// Which source `--source` names: `files:DIR` or `kube`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum SourceKind {
     /// A directory of YAML objects.
     Files(PathBuf),
     /// The Kubernetes API server (in-cluster configuration, or KUBECONFIG).
     Kube,
 }
 
-impl std::str::FromStr for Source {
+impl std::str::FromStr for SourceKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
-            Some(("files", dir)) if !dir.is_empty() => Ok(Source::Files(PathBuf::from(dir))),
-            _ if s == "kube" => Ok(Source::Kube),
+            Some(("files", dir)) if !dir.is_empty() => Ok(SourceKind::Files(PathBuf::from(dir))),
+            _ if s == "kube" => Ok(SourceKind::Kube),
             _ => Err(format!("unknown source {s:?}: use files:DIR or kube")),
         }
     }
@@ -44,7 +44,7 @@ impl std::str::FromStr for Source {
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     /// Desired state.
-    pub source: Source,
+    pub source: SourceKind,
     /// This node's name.
     pub node: String,
     /// The API's unix socket.
@@ -101,7 +101,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // After health and signals: a kube source may wait long for its first
     // lists, and must stay stoppable and say it is alive meanwhile.
     let (mut feed, client) = match &opts.source {
-        Source::Files(dir) => {
+        SourceKind::Files(dir) => {
             if !dir.is_dir() {
                 bail!("source directory {} does not exist", dir.display());
             }
@@ -110,7 +110,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 None,
             )
         }
-        Source::Kube => {
+        SourceKind::Kube => {
             let mut k = KubeSource::connect().await?;
             k.set_poll(opts.poll);
             // A plan from a partial view would withdraw what is not listed

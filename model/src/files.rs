@@ -313,4 +313,36 @@ metadata: {name: n9, annotations: {petrel.dev/as-number: "sixty"}}
             "{p:#?}"
         );
     }
+
+    #[test]
+    fn the_source_reads_password_files_so_the_planner_reads_none() {
+        let dir = std::env::temp_dir().join(format!("petrel-model-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("key"), "s3cret\n").expect("key");
+        std::fs::write(
+            dir.join("peers.yaml"),
+            r#"apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, password: {file: key}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: gone}
+spec: {peerIP: 10.0.0.253, asNumber: 65000, password: {file: missing}}
+"#,
+        )
+        .expect("peers");
+        let (s, p) = load_dir(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(s.source, dir.display().to_string());
+        assert_eq!(s.files.get("key"), Some(&Ok("s3cret".to_string())));
+        let missing = s.files.get("missing").expect("tried");
+        assert!(
+            missing.as_ref().is_err_and(|e| e.contains("missing")),
+            "{missing:?}"
+        );
+    }
 }

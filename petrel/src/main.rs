@@ -31,7 +31,7 @@ enum Command {
         /// objects) or `kube` (the API server: in-cluster configuration, or
         /// KUBECONFIG).
         #[arg(long)]
-        source: agent::Source,
+        source: agent::SourceKind,
         /// This node's name (its Node object's metadata.name).
         #[arg(long)]
         node: String,
