@@ -13,11 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bgpd::speaker::LocalRoute;
 use crds::BgpPeerSpec;
 use ipnet::IpNet;
-use tokio::sync::watch;
-
 use model::{Named, Origin, Problem, Snapshot};
 use planner::Plan;
 use planner::advertise::{Intent, IntentKind};
+use tokio::sync::watch;
 
 /// A peer added through the API.
 #[derive(Debug, Clone, PartialEq, Eq)]

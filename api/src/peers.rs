@@ -5,12 +5,10 @@ use std::net::IpAddr;
 
 use bgpd::speaker::{PeerStatus, ResetKind, SpeakerError};
 use proto::v1 as pb;
-
-use crate::managed::ManagedPeer;
 use tonic::{Request, Response, Status};
 
 use crate::convert::*;
-
+use crate::managed::ManagedPeer;
 use crate::server::*;
 
 #[tonic::async_trait]

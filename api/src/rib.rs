@@ -7,7 +7,6 @@ use bgpd::speaker::{AdjRibSide, RouteFilter, RouteView};
 use bgpd::wire::AfiSafi;
 use ipnet::IpNet;
 use proto::v1 as pb;
-
 use tonic::{Request, Response, Status};
 
 use crate::convert::*;

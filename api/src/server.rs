@@ -8,16 +8,16 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bgpd::speaker::Speaker;
-use proto::v1 as pb;
-
-use crate::managed::ManagedHandle;
 use planner::advertise::Intent;
+use proto::v1 as pb;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::Status;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::managed::ManagedHandle;
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/petrel/petrel.sock";

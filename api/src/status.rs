@@ -4,9 +4,8 @@
 use bgpd::fsm::State;
 use bgpd::speaker::PeerStatus;
 use ipnet::IpNet;
-use proto::v1 as pb;
-
 use planner::advertise::IntentKind;
+use proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert::*;

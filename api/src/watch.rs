@@ -4,7 +4,6 @@
 use bgpd::journal::{Cursor, WatchError, WatchEvent, WatchEventKind};
 use ipnet::IpNet;
 use proto::v1 as pb;
-
 use tonic::{Request, Response, Status};
 
 use crate::client::*;

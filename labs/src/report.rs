@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
 pub use topology::RouterKind;
 
 /// `print!` that ignores a closed stdout (`petrel lab status | head`): the

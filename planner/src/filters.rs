@@ -1,13 +1,12 @@
 //! BGPFilters as the speaker's policies, and communities as objects write
 //! them.
 
-use bgpd::wire::AfiSafi;
 use std::sync::Arc;
 
 use bgpd::policy::{Action as PolicyAction, Match, Policy, Rule};
+use bgpd::wire::AfiSafi;
 use bgpd::wire::attr::{Community, LargeCommunity};
 use crds::{FilterAction, FilterRuleSpec};
-
 use model::{FieldError, Snapshot};
 
 /// The import and export policies of a peer's filters, in order.

@@ -7,9 +7,7 @@ use std::time::Duration;
 use bgpd::session::sockopt::MD5_MAX_KEY_LEN;
 use bgpd::speaker::{MaxPrefixes, MaxPrefixesAction, NeighborAddress, NeighborConfig};
 use bgpd::wire::AfiSafi;
-
 use crds::{AddPathSendSpec, BgpPeerSpec, MaxPrefixAction, PasswordSource, Seconds};
-
 use model::{FieldError, Named, Snapshot};
 
 use crate::filters::policies;

@@ -43,13 +43,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
-use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::time::Instant;
-
 use model::{Problem, Snapshot};
 use planner::Plan;
 use planner::advertise::Intent;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 mod objects;
 use objects::*;

@@ -10,10 +10,9 @@ use crds::status::{
     REASON_ESTABLISHED, REASON_NO_CONFIGURATION, REASON_NO_PEERS, REASON_SESSIONS_DOWN,
 };
 use k8s_openapi::jiff::Timestamp;
-use serde_json::{Value, json};
-
 use planner::MESH_PREFIX;
 use planner::advertise::{Intent, IntentKind};
+use serde_json::{Value, json};
 
 use super::*;
 
