@@ -59,6 +59,27 @@ pub struct AgentOptions {
     pub flush_routes_on_exit: bool,
     /// Where to serve metrics and health (`None`: nowhere).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Record the speaker's inputs into this directory, for replay.
+    pub record_speaker: Option<PathBuf>,
+}
+
+/// Starts the speaker, recording its inputs into `record` when given.
+async fn start_speaker(
+    plan: &planner::Plan,
+    restart: RestartState,
+    record: Option<&std::path::Path>,
+) -> Result<Speaker, String> {
+    match record {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), "recording the speaker's inputs");
+            Speaker::start_recording(plan.speaker.clone(), restart, dir)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None => Speaker::start_with(plan.speaker.clone(), restart)
+            .await
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -210,7 +231,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 snapshot: snapshot.clone(),
             };
             match &speaker {
-                None => match Speaker::start_with(c.speaker.clone(), restart).await {
+                None => match start_speaker(&c, restart, opts.record_speaker.as_deref()).await {
                     Ok(s) => {
                         tracing::info!(asn = c.speaker.asn, router_id = %c.speaker.router_id, peers = c.speaker.neighbors.len(), "speaker started");
                         view_tx.send_replace(view);

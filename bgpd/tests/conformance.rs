@@ -218,19 +218,34 @@ fn dir(topology: &str) -> PathBuf {
         .join(topology)
 }
 
-/// Writes the scenario's inputs if they are not checked in yet, then
-/// replays the checked-in ones against the golden outputs.
+/// Builds the scenario's inputs and checks they are the checked-in ones
+/// (written only when the golden files are being regenerated), then replays
+/// the checked-in inputs against the golden outputs.
 fn conformance(topology: &str, scenario: impl FnOnce() -> Script) {
     let d = dir(topology);
-    if !d.join("events.jsonl").exists() {
-        let s = scenario();
+    let s = scenario();
+    let regenerate =
+        std::env::var_os(replay::GOLDEN_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    if regenerate {
         replay::save(&d, &s.start, &s.inputs).expect("the inputs are written");
+    } else {
+        let (start, inputs) = replay::load(&d)
+            .unwrap_or_else(|e| panic!("{topology}: cannot read the checked-in inputs: {e}"));
+        // The records have no `PartialEq`: compared as the JSON they are
+        // stored as.
+        let same = serde_json::to_string(&start).ok() == serde_json::to_string(&s.start).ok()
+            && serde_json::to_string(&inputs).ok() == serde_json::to_string(&s.inputs).ok();
+        assert!(
+            same,
+            "{topology}: the scenario no longer writes the checked-in inputs; run with {}=1 and review the diff",
+            replay::GOLDEN_ENV
+        );
     }
     match replay::check_golden(&d) {
         Ok(()) => {}
-        Err(e @ GoldenError::Differs { .. }) | Err(e @ GoldenError::Missing(_)) => {
-            panic!("{topology}: {e}")
-        }
+        Err(e @ GoldenError::Differs { .. })
+        | Err(e @ GoldenError::Missing(_))
+        | Err(e @ GoldenError::Updated(_)) => panic!("{topology}: {e}"),
         Err(e) => panic!("{topology}: cannot replay: {e}"),
     }
 }
@@ -416,7 +431,7 @@ async fn a_recorded_run_replays_to_the_same_rib() {
     use bgpd::speaker::{RouteFilter, Speaker};
     use std::time::Duration;
 
-    let (pa, pb) = (17951, 17952);
+    let (pa, pb) = (17991, 17992); // unique among the crate's tests, which may run side by side
     let node = |asn: u32, me: &str, port: u16, peer: &str, peer_port: u16, peer_asn: u32| {
         let mut c = SpeakerConfig::new(asn, me.parse().expect("v4"));
         c.listen = vec![SocketAddr::new(ip(me), port)];

@@ -80,6 +80,11 @@ enum Command {
         /// Where to serve /metrics, /healthz and /readyz (`off`: nowhere).
         #[arg(long, default_value = agent::metrics::DEFAULT_ADDRESS, value_parser = parse_metrics_address)]
         metrics_address: MetricsAddress,
+        /// Record every input the BGP speaker takes into this directory
+        /// (`config.json`, `events.jsonl`; passwords left out), so that a
+        /// run can be replayed without sockets (bgpd::speaker::replay).
+        #[arg(long, value_name = "DIR")]
+        record_speaker: Option<PathBuf>,
     },
     /// Run the controller: LoadBalancer IPs for Services from
     /// LoadBalancerPools, the pools' status, and the Ready conditions of
@@ -277,6 +282,7 @@ fn main() -> ExitCode {
             flush_routes_on_exit,
             onlink_interface,
             metrics_address,
+            record_speaker,
         } => {
             init_logging();
             let api_tcp = match (api_address, api_tls_cert, api_tls_key, api_tls_client_ca) {
@@ -304,6 +310,7 @@ fn main() -> ExitCode {
                     }),
                     flush_routes_on_exit,
                     metrics: metrics_address.0,
+                    record_speaker,
                 }))
             })
         }

@@ -55,7 +55,9 @@ pub struct NeighborConfig {
     pub ttl_security: Option<u8>,
     /// Source address for outgoing connections.
     pub source_address: Option<IpAddr>,
-    /// TCP-MD5 password.
+    /// TCP-MD5 password (never written into a recording: a replay needs no
+    /// socket, so no key).
+    #[serde(skip_serializing, default)]
     pub password: Option<String>,
     /// Time between connection attempts.
     pub connect_retry: Duration,

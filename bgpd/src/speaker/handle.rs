@@ -119,13 +119,11 @@ impl Speaker {
     /// Starts a speaker that knows whether it restarted: after a restart with
     /// graceful restart enabled it advertises the R bit and defers route
     /// selection until its peers sent their tables (RFC 4724 §4.1).
-    /// Records its inputs when `PETREL_SPEAKER_RECORD` names a directory.
     pub async fn start_with(
         config: SpeakerConfig,
         restart: RestartState,
     ) -> Result<Speaker, SpeakerError> {
-        let recorder = Recorder::from_env(&config, restart);
-        Self::start_inner(config, restart, recorder).await
+        Self::start_inner(config, restart, None).await
     }
 
     /// Starts a speaker that records its inputs into `dir` (`config.json`,

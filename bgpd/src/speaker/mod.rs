@@ -15,8 +15,8 @@
 //! (`core`) holds the state and makes every decision, without IO, one typed
 //! input at a time, on an injected clock; the task (`task`) does the IO and
 //! decides when to take what (commands first, batches, flush slices). Every
-//! input has a serde form, written as a JSON line when `PETREL_SPEAKER_RECORD`
-//! names a directory ([`record`]); [`replay`] feeds such a recording to the
+//! input has a serde form, written as a JSON line when the speaker is started with
+//! `Speaker::start_recording` (`petrel agent --record-speaker DIR`) ([`record`]); [`replay`] feeds such a recording to the
 //! core without sockets and compares what it does with golden files.
 //!
 //! Files, one concept each:

@@ -1,8 +1,10 @@
 //! The speaker's inputs written down: each input the core takes has a
 //! serde form ([`RecordedInput`]), one JSON line each in `events.jsonl`,
-//! beside the configuration it started with in `config.json`. Setting
-//! `PETREL_SPEAKER_RECORD` to a directory records a running speaker there;
-//! [`super::replay`] plays such a directory back without sockets.
+//! beside the configuration it started with in `config.json` (TCP-MD5
+//! passwords left out; both files readable by their owner only).
+//! [`super::Speaker::start_recording`] (`petrel agent --record-speaker DIR`)
+//! records a running speaker there; [`super::replay`] plays such a directory
+//! back without sockets.
 //!
 //! UPDATEs and OPENs are recorded as the hex of their wire encoding (the
 //! codec's types are not serde): an UPDATE with the context the session
@@ -23,9 +25,6 @@ use crate::fsm::{DownReason, Negotiated, State};
 use crate::rib::PeerId;
 use crate::wire::capability::{GrFamily, GracefulRestart, LlgrFamily};
 use crate::wire::{AfiSafi, Message, Notification, Update, WireContext, WireError};
-
-/// The environment variable naming the directory a speaker records into.
-pub const RECORD_ENV: &str = "PETREL_SPEAKER_RECORD";
 
 /// How a recorded run started (`config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -706,6 +705,18 @@ impl RecordedPeerEvent {
     }
 }
 
+/// A file only its owner reads: a recording holds the whole configuration
+/// and every route the speaker was sent.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Writes a running speaker's inputs down.
 pub(crate) struct Recorder {
     events: LineWriter<File>,
@@ -713,22 +724,6 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder into the directory `PETREL_SPEAKER_RECORD` names, if set;
-    /// `config.json` is written at once.
-    pub(crate) fn from_env(config: &SpeakerConfig, restart: RestartState) -> Option<Recorder> {
-        let dir = std::env::var_os(RECORD_ENV)?;
-        match Recorder::create(Path::new(&dir), config, restart) {
-            Ok(r) => {
-                tracing::info!(dir = %Path::new(&dir).display(), "recording the speaker's inputs");
-                Some(r)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record the speaker's inputs");
-                None
-            }
-        }
-    }
-
     /// A recorder into `dir` (created if missing).
     pub(crate) fn create(
         dir: &Path,
@@ -750,9 +745,11 @@ impl Recorder {
             line: 0,
             source,
         })?;
-        std::fs::write(&cfg_path, text + "\n").map_err(io(&cfg_path))?;
+        private_file(&cfg_path)
+            .and_then(|mut f| f.write_all((text + "\n").as_bytes()))
+            .map_err(io(&cfg_path))?;
         let path = dir.join("events.jsonl");
-        let file = File::create(&path).map_err(io(&path))?;
+        let file = private_file(&path).map_err(io(&path))?;
         Ok(Recorder {
             events: LineWriter::new(file),
             path,

@@ -2,7 +2,7 @@
 //!
 //! A recording is a directory with `config.json` ([`StartRecord`]) and
 //! `events.jsonl` (one [`Recorded`] input a line), from a running speaker
-//! (`PETREL_SPEAKER_RECORD`) or written by a test. [`replay`] feeds the
+//! (`petrel agent --record-speaker DIR`) or written by a test. [`replay`] feeds the
 //! inputs to the speaker's core on a manual clock and writes down what it
 //! does as text: the UPDATEs each peer is sent (decoded), the FIB's changes,
 //! the peers' states and the commands their tasks get, and the final RIB.
@@ -65,6 +65,10 @@ pub enum GoldenError {
         /// That line now.
         now: String,
     },
+    /// The golden files were written ([`GOLDEN_ENV`]): nothing was
+    /// compared, so this is not a pass.
+    #[error("{0}: golden files written; review the diff and run again without {GOLDEN_ENV}")]
+    Updated(PathBuf),
 }
 
 /// Reads a recording directory.
@@ -135,7 +139,9 @@ pub fn replay(start: &StartRecord, inputs: &[Recorded]) -> Result<Outputs, Recor
 }
 
 /// Replays the recording in `dir` and compares the outputs with the golden
-/// files in `dir/output/`, or writes them when [`GOLDEN_ENV`] is set.
+/// files in `dir/output/`, or writes them when [`GOLDEN_ENV`] is set (and
+/// then answers [`GoldenError::Updated`], so a run that regenerates never
+/// passes as one that compared).
 pub fn check_golden(dir: &Path) -> Result<(), GoldenError> {
     let (start, inputs) = load(dir)?;
     let outputs = replay(&start, &inputs)?;
@@ -150,7 +156,7 @@ pub fn check_golden(dir: &Path) -> Result<(), GoldenError> {
             let path = out_dir.join(name);
             std::fs::write(&path, text).map_err(io(&path))?;
         }
-        return Ok(());
+        return Err(GoldenError::Updated(out_dir));
     }
     for (name, text) in &outputs.files {
         let path = out_dir.join(name);
@@ -224,7 +230,6 @@ impl Log {
                         .get(&id)
                         .and_then(|p| p.negotiated.as_deref())
                         .map_or(WireContext::modern(), |n| n.tx);
-                    // In the order sent: End-of-RIB after the table.
                     sent.entry(id).or_default().extend(
                         messages
                             .iter()
@@ -286,7 +291,11 @@ impl Log {
             .extend(peers.into_iter().map(|l| format!("{tag} {l}")));
         self.fib
             .extend(fib.into_iter().map(|l| format!("{tag} {l}")));
-        for (id, lines) in sent {
+        for (id, mut lines) in sent {
+            // Within one input, the UPDATEs of different attribute sets go
+            // out in the order of a hash map: not meaningful, so sorted;
+            // End-of-RIB stays after the table it ends.
+            lines.sort_by(|a, b| (a.contains("End-of-RIB"), a).cmp(&(b.contains("End-of-RIB"), b)));
             self.updates
                 .entry(id)
                 .or_default()

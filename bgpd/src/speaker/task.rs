@@ -54,7 +54,7 @@ pub(super) struct SpeakerTask {
     pub(super) peers_tx: watch::Sender<Arc<Vec<PeerStatus>>>,
     /// When the peer table was last published.
     pub(super) peers_published: tokio::time::Instant,
-    /// Where inputs are written down, when they are (`PETREL_SPEAKER_RECORD`).
+    /// Where inputs are written down, when they are (`Speaker::start_recording`).
     pub(super) recorder: Option<Recorder>,
 }
 
