@@ -63,6 +63,7 @@ impl Script {
     fn push(&mut self, input: RecordedInput) {
         self.inputs.push(Recorded {
             at_ms: self.at_ms,
+            at_ns: None,
             input,
         });
     }

@@ -11,10 +11,15 @@ use tokio::time::Instant;
 /// stamped with its wall time.
 #[derive(Debug, Clone)]
 pub(crate) enum Clock {
-    /// The system's clocks (tokio's monotonic one, which tests may pause).
+    /// The system's clocks (tokio's monotonic one, which tests may pause),
+    /// read once per input ([`Clock::tick`]): everything the core decides
+    /// while taking one input sees the same instant, the one recorded with
+    /// the input, so a replay decides the same.
     System {
         /// When the speaker started, for the offsets recorded with inputs.
         start: Instant,
+        /// The instant of the input being taken.
+        now: Instant,
     },
     /// Time moves only when told to.
     Manual {
@@ -28,8 +33,15 @@ pub(crate) enum Clock {
 impl Clock {
     /// The system clock, started now.
     pub(crate) fn system() -> Clock {
-        Clock::System {
-            start: Instant::now(),
+        let start = Instant::now();
+        Clock::System { start, now: start }
+    }
+
+    /// Reads the system clock for the next input (a manual clock moves only
+    /// when told to).
+    pub(crate) fn tick(&mut self) {
+        if let Clock::System { now, .. } = self {
+            *now = Instant::now();
         }
     }
 
@@ -41,10 +53,10 @@ impl Clock {
         }
     }
 
-    /// Now, on the monotonic clock.
+    /// Now, on the monotonic clock: the instant of the current input.
     pub(crate) fn now(&self) -> Instant {
         match self {
-            Clock::System { .. } => Instant::now(),
+            Clock::System { now, .. } => *now,
             Clock::Manual { start, elapsed } => *start + *elapsed,
         }
     }
@@ -58,10 +70,10 @@ impl Clock {
         }
     }
 
-    /// Time since the start.
+    /// Time from the start to the current input.
     pub(crate) fn elapsed(&self) -> Duration {
         match self {
-            Clock::System { start } => start.elapsed(),
+            Clock::System { start, now } => now.saturating_duration_since(*start),
             Clock::Manual { elapsed, .. } => *elapsed,
         }
     }

@@ -41,9 +41,25 @@ pub struct StartRecord {
 pub struct Recorded {
     /// Milliseconds since the speaker started.
     pub at_ms: u64,
+    /// The same, exactly, in nanoseconds, when recorded from a running
+    /// speaker (hand-written streams give milliseconds only): timers due
+    /// within the same millisecond then fire on replay at the very input
+    /// they fired at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ns: Option<u64>,
     /// The input.
     #[serde(flatten)]
     pub input: RecordedInput,
+}
+
+impl Recorded {
+    /// When the input was taken, after the speaker's start.
+    pub fn at(&self) -> std::time::Duration {
+        match self.at_ns {
+            Some(ns) => std::time::Duration::from_nanos(ns),
+            None => std::time::Duration::from_millis(self.at_ms),
+        }
+    }
 }
 
 /// An input of the speaker, in serde form.
@@ -760,6 +776,7 @@ impl Recorder {
     pub(crate) fn record(&mut self, core: &Core, input: &Input) -> Result<(), RecordError> {
         let rec = Recorded {
             at_ms: u64::try_from(core.clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+            at_ns: Some(u64::try_from(core.clock.elapsed().as_nanos()).unwrap_or(u64::MAX)),
             input: RecordedInput::from_input(core, input)?,
         };
         let line = serde_json::to_string(&rec).map_err(|source| RecordError::Json {

@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::clock::Clock;
 use super::core::{Core, Output, Reply};
@@ -127,7 +126,7 @@ pub fn replay(start: &StartRecord, inputs: &[Recorded]) -> Result<Outputs, Recor
     let mut core = Core::new(&start.config, start.restart, Clock::manual());
     let mut log = Log::default();
     for (i, rec) in inputs.iter().enumerate() {
-        core.clock.advance_to(Duration::from_millis(rec.at_ms));
+        core.clock.advance_to(rec.at());
         let input = rec.input.to_input(&core)?;
         let tag = format!("#{i} @{}ms", rec.at_ms);
         let reply = core.input(input);

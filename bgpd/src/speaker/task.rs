@@ -127,6 +127,9 @@ impl SpeakerTask {
     /// Hands one input to the core (writing it down first when recording),
     /// then carries out what the core asks for.
     pub(super) fn step(&mut self, input: Input) -> Reply {
+        // One instant per input: the one recorded, and the one the core
+        // decides with.
+        self.core.clock.tick();
         if let Some(r) = &mut self.recorder
             && let Err(e) = r.record(&self.core, &input)
         {
@@ -444,7 +447,9 @@ impl SpeakerTask {
     fn publish_peers(&mut self) {
         self.peers_tx
             .send_replace(Arc::new(self.core.peer_status()));
-        self.peers_published = self.core.clock.now();
+        // The task's own time, not the core's (which stands at the last
+        // input): the refresh timer counts from here.
+        self.peers_published = tokio::time::Instant::now();
         self.core.peers_changed = false;
         self.core.counters_moved = false;
     }
