@@ -488,3 +488,25 @@ async fn a_recorded_run_replays_to_the_same_rib() {
         "{updates}"
     );
 }
+
+/// A recording is input from outside: a time no replay can represent is
+/// refused with the line, not a panic.
+#[test]
+fn a_recording_from_beyond_reach_is_refused() {
+    let from = dir("rr-two-clients");
+    let to = std::env::temp_dir().join(format!("petrel-conformance-late-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&to);
+    std::fs::create_dir_all(&to).expect("dir");
+    std::fs::copy(from.join("config.json"), to.join("config.json")).expect("config");
+    let events = std::fs::read_to_string(from.join("events.jsonl")).expect("events");
+    let first = events.lines().next().expect("an input");
+    let mut late: serde_json::Value = serde_json::from_str(first).expect("json");
+    late["at_ms"] = u64::MAX.into();
+    std::fs::write(to.join("events.jsonl"), format!("{first}\n{late}\n")).expect("write");
+    let result = replay::load(&to);
+    let _ = std::fs::remove_dir_all(&to);
+    match result {
+        Err(e) => assert!(e.to_string().contains("events.jsonl:2"), "{e}"),
+        Ok(_) => panic!("a time past a century was taken"),
+    }
+}

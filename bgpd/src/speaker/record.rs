@@ -310,6 +310,16 @@ pub enum RecordError {
     /// An unknown state or family name.
     #[error("unknown {0}: {1:?}")]
     Unknown(&'static str, String),
+    /// An input's time is past what a replay can represent.
+    #[error("{path}:{line}: {at:?} after the start is beyond a replay's reach")]
+    TooLate {
+        /// The recording.
+        path: PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// The input's time.
+        at: std::time::Duration,
+    },
     /// The speaker to record did not start.
     #[error(transparent)]
     Start(SpeakerError),

@@ -70,6 +70,9 @@ pub enum GoldenError {
     Updated(PathBuf),
 }
 
+/// The latest input time a replay takes.
+const MAX_AT: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Reads a recording directory.
 pub fn load(dir: &Path) -> Result<(StartRecord, Vec<Recorded>), RecordError> {
     let read = |name: &str| {
@@ -89,13 +92,21 @@ pub fn load(dir: &Path) -> Result<(StartRecord, Vec<Recorded>), RecordError> {
         if line.trim().is_empty() {
             continue;
         }
-        inputs.push(
-            serde_json::from_str(line).map_err(|source| RecordError::Json {
+        let rec: Recorded = serde_json::from_str(line).map_err(|source| RecordError::Json {
+            path: ev_path.clone(),
+            line: i + 1,
+            source,
+        })?;
+        // The manual clock adds this to an instant: a century is past any
+        // real recording and far from overflowing.
+        if rec.at() > MAX_AT {
+            return Err(RecordError::TooLate {
                 path: ev_path.clone(),
                 line: i + 1,
-                source,
-            })?,
-        );
+                at: rec.at(),
+            });
+        }
+        inputs.push(rec);
     }
     Ok((start, inputs))
 }
