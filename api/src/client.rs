@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+
+use crate::error::ApiError;
 
 /// from (also when no event passed the watcher's filters yet).
 pub const RESUME_CURSOR: &str = "petrel-resume-cursor";
@@ -25,29 +26,38 @@ pub const ENV_SERVER_NAME: &str = "PETREL_API_SERVER_NAME";
 /// Connects to the API: a unix socket path, or `https://HOST:PORT` for the
 /// TCP listener (certificates from `PETREL_API_CA`, `PETREL_API_CERT`,
 /// `PETREL_API_KEY`).
-pub async fn connect(path: &Path) -> anyhow::Result<Channel> {
+pub async fn connect(path: &Path) -> Result<Channel, ApiError> {
     if let Some(url) = path.to_str().filter(|s| s.starts_with("https://")) {
         return connect_tls(url).await;
     }
     let path: PathBuf = path.to_path_buf();
     let shown = path.display().to_string();
     // The URI is not used: the connector always dials the socket.
-    Endpoint::try_from("http://[::]:50051")?
+    let cannot = |e| {
+        ApiError::failed(
+            format!("cannot connect to the petrel API at {shown}; is `petrel agent` running?"),
+            e,
+        )
+    };
+    Endpoint::try_from("http://[::]:50051")
+        .map_err(cannot)?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
         }))
         .await
-        .with_context(|| {
-            format!("cannot connect to the petrel API at {shown}; is `petrel agent` running?")
-        })
+        .map_err(cannot)
 }
 
-async fn connect_tls(url: &str) -> anyhow::Result<Channel> {
-    let file = |var: &str, what: &str| -> anyhow::Result<Vec<u8>> {
-        let p = std::env::var_os(var)
-            .with_context(|| format!("{url} needs TLS: set {var} to the {what} (PEM file)"))?;
-        std::fs::read(&p).with_context(|| format!("cannot read {var}={}", p.to_string_lossy()))
+async fn connect_tls(url: &str) -> Result<Channel, ApiError> {
+    let file = |var: &str, what: &str| -> Result<Vec<u8>, ApiError> {
+        let p = std::env::var_os(var).ok_or_else(|| {
+            ApiError::Missing(format!(
+                "{url} needs TLS: set {var} to the {what} (PEM file)"
+            ))
+        })?;
+        std::fs::read(&p)
+            .map_err(|e| ApiError::failed(format!("cannot read {var}={}", p.to_string_lossy()), e))
     };
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(file(
@@ -62,14 +72,22 @@ async fn connect_tls(url: &str) -> anyhow::Result<Channel> {
         tls = tls.domain_name(name);
     }
     Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("{url:?} is not an address like https://192.0.2.1:9480"))?
+        .map_err(|e| {
+            ApiError::failed(
+                format!("{url:?} is not an address like https://192.0.2.1:9480"),
+                e,
+            )
+        })?
         .tls_config(tls)
-        .context("the TLS files are not usable")?
+        .map_err(|e| ApiError::failed("the TLS files are not usable", e))?
         .connect()
         .await
-        .with_context(|| {
-            format!(
-                "cannot connect to the petrel API at {url} (agent down, or a certificate refused)"
+        .map_err(|e| {
+            ApiError::failed(
+                format!(
+                    "cannot connect to the petrel API at {url} (agent down, or a certificate refused)"
+                ),
+                e,
             )
         })
 }

@@ -8,6 +8,7 @@
 
 mod client;
 mod convert;
+mod error;
 mod managed;
 mod peers;
 mod rib;
@@ -17,6 +18,7 @@ mod watch;
 
 pub use client::RESUME_CURSOR;
 pub use client::{ENV_CA, ENV_CERT, ENV_KEY, ENV_SERVER_NAME, connect};
+pub use error::ApiError;
 pub use managed::{Managed, ManagedHandle, ManagedPeer, api_origin, merge};
 pub use rib::parse_prefix;
 pub use server::{AgentView, ApiServer, DEFAULT_SOCKET, TcpApi, serve};

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Instant;
 
-use anyhow::Context;
 use bgpd::speaker::Speaker;
 use planner::advertise::Intent;
 use proto::v1 as pb;
@@ -17,6 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::Status;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::error::ApiError;
 use crate::managed::ManagedHandle;
 
 /// Default API socket.
@@ -56,10 +56,11 @@ impl TcpApi {
         cert: &Path,
         key: &Path,
         client_ca: &Path,
-    ) -> anyhow::Result<TcpApi> {
+    ) -> Result<TcpApi, ApiError> {
         let read = |p: &Path, what: &str| {
-            std::fs::read(p)
-                .with_context(|| format!("cannot read the API's {what} {}", p.display()))
+            std::fs::read(p).map_err(|e| {
+                ApiError::failed(format!("cannot read the API's {what} {}", p.display()), e)
+            })
         };
         let tls = ServerTlsConfig::new()
             .identity(Identity::from_pem(
@@ -73,12 +74,15 @@ impl TcpApi {
             .client_auth_optional(false);
         // Building the acceptor parses the files: a bad one fails now, at
         // start, not at the first connection.
-        Server::builder().tls_config(tls.clone()).with_context(|| {
-            format!(
-                "the API's TLS files are not usable: check that {} and {} are a PEM certificate and its key, and {} a PEM CA certificate",
-                cert.display(),
-                key.display(),
-                client_ca.display()
+        Server::builder().tls_config(tls.clone()).map_err(|e| {
+            ApiError::failed(
+                format!(
+                    "the API's TLS files are not usable: check that {} and {} are a PEM certificate and its key, and {} a PEM CA certificate",
+                    cert.display(),
+                    key.display(),
+                    client_ca.display()
+                ),
+                e,
             )
         })?;
         Ok(TcpApi { address, tls })
@@ -111,23 +115,29 @@ pub fn serve(
     speaker: Speaker,
     view: watch::Receiver<AgentView>,
     managed: ManagedHandle,
-) -> anyhow::Result<ApiServer> {
+) -> Result<ApiServer, ApiError> {
+    let at = |what: &str, p: &Path| {
+        let what = format!("{what} {}", p.display());
+        move |e| ApiError::failed(what, e)
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(at("cannot create", dir))?;
     }
     // A socket left by a previous run would make bind fail.
     let _ = std::fs::remove_file(path);
-    let unix = std::os::unix::net::UnixListener::bind(path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    let unix =
+        std::os::unix::net::UnixListener::bind(path).map_err(at("cannot listen on", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {}", path.display()))?;
-    unix.set_nonblocking(true)?;
+        .map_err(at("cannot restrict", path))?;
+    unix.set_nonblocking(true)
+        .map_err(at("cannot make non-blocking", path))?;
     let tcp = match tcp {
         None => None,
         Some(t) => {
-            let l = std::net::TcpListener::bind(t.address)
-                .with_context(|| format!("cannot listen on {} for the API", t.address))?;
-            l.set_nonblocking(true)?;
+            let cannot =
+                |e| ApiError::failed(format!("cannot listen on {} for the API", t.address), e);
+            let l = std::net::TcpListener::bind(t.address).map_err(cannot)?;
+            l.set_nonblocking(true).map_err(cannot)?;
             tracing::info!(address = %t.address, "API on TCP, clients need a certificate");
             Some((l, t.clone()))
         }
@@ -143,11 +153,11 @@ pub fn serve(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the API's runtime")?;
+        .map_err(|e| ApiError::failed("cannot start the API's runtime", e))?;
     std::thread::Builder::new()
         .name("petrel-api".into())
         .spawn(move || runtime.block_on(run_servers(api, path, unix, tcp, stopped)))
-        .context("cannot start the API's thread")?;
+        .map_err(|e| ApiError::failed("cannot start the API's thread", e))?;
     Ok(ApiServer { stop })
 }
 
@@ -181,15 +191,18 @@ async fn run_servers(
             return;
         };
         let served = async {
-            let l = tokio::net::TcpListener::from_std(l)?;
-            let builder = Server::builder().tls_config(t.tls.clone())?;
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(|e| ApiError::failed("cannot use the TCP listener", e))?;
+            let builder = Server::builder()
+                .tls_config(t.tls.clone())
+                .map_err(|e| ApiError::failed("cannot use the TLS files", e))?;
             routes(builder, &api)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(l),
                     signal(stopped.clone()),
                 )
-                .await?;
-            anyhow::Ok(())
+                .await
+                .map_err(|e| ApiError::failed("serving", e))
         };
         if let Err(e) = served.await {
             tracing::error!(address = %t.address, error = %e, "API server on TCP stopped");

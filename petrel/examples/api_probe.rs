@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
             Err(_) if started.elapsed() < Duration::from_secs(60) => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     };
     let mut peers = pb::peer_service_client::PeerServiceClient::new(channel.clone());
