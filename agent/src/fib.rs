@@ -55,14 +55,14 @@ pub async fn run(
     reconciler: Reconciler,
     opts: FibOptions,
     mut inputs: mpsc::UnboundedReceiver<FibInput>,
-) -> anyhow::Result<()> {
+) -> Result<(), crate::AgentError> {
     let kernel = Kernel::connect(opts.protocol)?;
     let onlink = match &opts.onlink_interface {
         Some(name) => Some(
             kernel
                 .ifindex(name)
                 .await
-                .ok_or_else(|| anyhow::anyhow!("--onlink-interface {name}: no such interface"))?,
+                .ok_or_else(|| crate::AgentError::NoInterface(name.clone()))?,
         ),
         None => None,
     };

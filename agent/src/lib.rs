@@ -5,6 +5,7 @@
 //! - [`status`]: the node's state written back to the API server.
 //! - [`metrics`]: `/metrics`, `/healthz` and `/readyz`.
 
+mod error;
 pub mod fib;
 pub mod metrics;
 pub mod status;
@@ -13,10 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use api::ManagedHandle;
 use bgpd::speaker::{RestartState, Speaker};
 use model::{FileSource, KubeSource};
+
+pub use error::AgentError;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Which source `--source` names: `files:DIR` or `kube`.
@@ -83,9 +85,9 @@ async fn start_speaker(
 }
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
+    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     // Adopt the kernel's routes before anything else runs, so what survived a
     // restart keeps forwarding untouched until the new desired set is known.
     let reconciler = match &opts.fib {
@@ -95,10 +97,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
                 protocol: f.protocol,
                 ..route_sync::Options::default()
             })
-            .await
-            .context(
-                "cannot program the kernel's routes (needs CAP_NET_ADMIN; --no-fib runs without)",
-            )?,
+            .await?,
         ),
         None => None,
     };
@@ -124,7 +123,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let (mut feed, client) = match &opts.source {
         SourceKind::Files(dir) => {
             if !dir.is_dir() {
-                bail!("source directory {} does not exist", dir.display());
+                return Err(AgentError::NoSourceDir(dir.clone()));
             }
             (
                 Box::new(FileSource::new(dir.clone(), opts.poll)) as Box<dyn model::Source>,

@@ -43,10 +43,10 @@ pub async fn serve(
     addr: SocketAddr,
     speaker: watch::Receiver<Option<Speaker>>,
     fib: Option<watch::Receiver<Report>>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> Result<tokio::task::JoinHandle<()>, crate::AgentError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("--metrics-address {addr}: {e}"))?;
+        .map_err(|source| crate::AgentError::Metrics { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))

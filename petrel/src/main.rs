@@ -312,6 +312,7 @@ fn main() -> ExitCode {
                     metrics: metrics_address.0,
                     record_speaker,
                 }))
+                .map_err(anyhow::Error::from)
             })
         }
         Command::Controller {
