@@ -93,7 +93,7 @@ impl Verdict {
 ///
 /// Errors from the API server are logged and retried; this never returns
 /// an error today (the `Result` is for the caller's `select!`).
-pub async fn run(ctx: crate::LeaderContext) -> anyhow::Result<()> {
+pub async fn run(ctx: crate::LeaderContext) -> Result<(), crate::ControllerError> {
     let client = ctx.client.clone();
     let (tx, mut generation) = watch::channel(0u64);
     let tx = Arc::new(tx);

@@ -106,10 +106,10 @@ impl Health {
 pub async fn serve(
     addr: SocketAddr,
     health: Health,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> Result<tokio::task::JoinHandle<()>, crate::ControllerError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("--metrics-address {addr}: {e}"))?;
+        .map_err(|source| crate::ControllerError::Metrics { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))

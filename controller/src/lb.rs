@@ -706,7 +706,7 @@ where
 }
 
 /// Runs the LoadBalancer IP task for one term, until aborted.
-pub async fn run(ctx: LeaderContext, opts: LbOptions) -> anyhow::Result<()> {
+pub async fn run(ctx: LeaderContext, opts: LbOptions) -> Result<(), crate::ControllerError> {
     let client = ctx.client.clone();
     let (tx, mut changes) = watch::channel(0u64);
     let tx = Arc::new(tx);
@@ -816,7 +816,7 @@ async fn execute(
     ctx: &LeaderContext,
     pools: &ApiResource,
     actions: Vec<Action>,
-) -> anyhow::Result<Vec<Action>> {
+) -> Result<Vec<Action>, crate::ControllerError> {
     let results: Vec<Result<Option<Action>, ()>> = futures::stream::iter(actions)
         .map(|action| async move {
             // Checked before every write, not only when the election task
@@ -833,7 +833,7 @@ async fn execute(
     let mut failed = Vec::new();
     for r in results {
         match r {
-            Err(()) => anyhow::bail!("no longer leading; stopped writing"),
+            Err(()) => return Err(crate::ControllerError::NotLeading),
             Ok(Some(a)) => failed.push(a),
             Ok(None) => {}
         }

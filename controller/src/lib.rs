@@ -19,6 +19,7 @@
 //! needs afresh, so a new term starts from what the previous leader wrote.
 
 pub mod conditions;
+mod error;
 pub mod health;
 pub mod lb;
 pub mod lease;
@@ -28,7 +29,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use futures::future::BoxFuture;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::signal::unix::{SignalKind, signal};
@@ -37,6 +37,8 @@ use tokio::task::JoinSet;
 
 use crate::lease::{Elector, Leadership, Timing};
 use health::{Health, Metrics};
+
+pub use error::ControllerError;
 
 /// The name Events are reported under (`reportingController`).
 pub const REPORTING_CONTROLLER: &str = "petrel.dev/controller";
@@ -87,7 +89,8 @@ pub struct LeaderContext {
 pub struct LeaderTask {
     /// Its name, for logs.
     pub name: &'static str,
-    start: Box<dyn Fn(LeaderContext) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>,
+    start:
+        Box<dyn Fn(LeaderContext) -> BoxFuture<'static, Result<(), ControllerError>> + Send + Sync>,
 }
 
 impl LeaderTask {
@@ -96,7 +99,7 @@ impl LeaderTask {
     pub fn new<F, Fut>(name: &'static str, start: F) -> Self
     where
         F: Fn(LeaderContext) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+        Fut: Future<Output = Result<(), ControllerError>> + Send + 'static,
     {
         LeaderTask {
             name,
@@ -108,7 +111,7 @@ impl LeaderTask {
 /// The leader-only tasks. **The hook**: a module with work only the
 /// leader may do adds its task here, e.g.
 /// `LeaderTask::new("conditions", conditions::run)` for a
-/// `pub async fn run(ctx: LeaderContext) -> anyhow::Result<()>`.
+/// `pub async fn run(ctx: LeaderContext) -> Result<(), ControllerError>`.
 pub fn leader_tasks(opts: &ControllerOptions) -> Vec<LeaderTask> {
     let lb = opts.lb.clone();
     vec![
@@ -145,7 +148,7 @@ async fn lead(
                         return;
                     }
                     Err(e) => {
-                        tracing::error!(task = task.name, error = %format!("{e:#}"), ?backoff, "leader task failed; starting it again");
+                        tracing::error!(task = task.name, error = %e, ?backoff, "leader task failed; starting it again");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
@@ -207,9 +210,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(opts: ControllerOptions) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+pub async fn run(opts: ControllerOptions) -> Result<(), ControllerError> {
+    let mut term = signal(SignalKind::terminate()).map_err(ControllerError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ControllerError::Signals)?;
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     tokio::spawn(async move {
         tokio::select! {
@@ -219,11 +222,9 @@ pub async fn run(opts: ControllerOptions) -> anyhow::Result<()> {
         shutdown_tx.send_replace(true);
     });
 
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the Kubernetes API server (in-cluster configuration or KUBECONFIG): {e}"
-        )
-    })?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(ControllerError::Kube)?;
     let metrics = Arc::new(Metrics::default());
     let synced = Arc::new(AtomicBool::new(false));
     let (leadership, elector, contact) = if opts.leader_elect {

@@ -349,6 +349,7 @@ fn main() -> ExitCode {
                         },
                         metrics: metrics_address.0,
                     }))
+                    .map_err(anyhow::Error::from)
                 }),
             }
         }
