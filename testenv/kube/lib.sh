@@ -43,18 +43,21 @@ running_pid() { # running_pid DIR COMPONENT
   echo "$pid"
 }
 
-# Stop one component: SIGTERM, wait up to ${2:-30}s, then SIGKILL. Idempotent.
+# Stop one component: SIGTERM, wait up to $PETREL_KUBE_STOP_GRACE seconds
+# (default 10), then SIGKILL. Idempotent. (kube-apiserver can take up to its
+# 60s request timeout to exit after etcd was restarted under it, waiting for
+# watch connections; a SIGKILL loses nothing, the state is in etcd.)
 stop_component() { # stop_component DIR COMPONENT
-  local dir="$1" c="$2" pid i
+  local dir="$1" c="$2" pid i grace="${PETREL_KUBE_STOP_GRACE:-10}"
   if pid="$(running_pid "$dir" "$c")"; then
     log "stopping $c (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
+    for ((i = 0; i < grace * 10; i++)); do
       running_pid "$dir" "$c" >/dev/null || break
       sleep 0.1
     done
     if running_pid "$dir" "$c" >/dev/null; then
-      log "$c (pid $pid) still alive after 30s, sending SIGKILL"
+      log "$c (pid $pid) still alive after ${grace}s, sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       for ((i = 0; i < 100; i++)); do
         running_pid "$dir" "$c" >/dev/null || break

@@ -60,6 +60,7 @@ main() {
 
   # ---- PKI (generated once, kept) ----
   gen_pki "$dir/pki" "$service_ip"
+  gen_front_proxy "$dir/pki"
   local pki="$dir/pki"
 
   # ---- kubeconfigs + env ----
@@ -94,14 +95,24 @@ EOF
   # ---- kube-apiserver ----
   if ! running_pid "$dir" kube-apiserver >/dev/null; then
     check_port_free "$APISERVER_PORT" kube-apiserver
+    # --endpoint-reconciler-type=none: the `kubernetes` Service's endpoints
+    # would be 127.0.0.1, which Endpoints validation rejects (log spam).
     launch "$dir" kube-apiserver "$bin/kube-apiserver" \
       --advertise-address=127.0.0.1 \
+      --endpoint-reconciler-type=none \
       --bind-address=127.0.0.1 \
       --secure-port="$APISERVER_PORT" \
       --cert-dir="$pki" \
       --tls-cert-file="$pki/apiserver.crt" \
       --tls-private-key-file="$pki/apiserver.key" \
       --client-ca-file="$pki/ca.crt" \
+      --requestheader-client-ca-file="$pki/front-proxy-ca.crt" \
+      --requestheader-allowed-names=front-proxy-client \
+      --requestheader-username-headers=X-Remote-User \
+      --requestheader-group-headers=X-Remote-Group \
+      --requestheader-extra-headers-prefix=X-Remote-Extra- \
+      --proxy-client-cert-file="$pki/front-proxy-client.crt" \
+      --proxy-client-key-file="$pki/front-proxy-client.key" \
       --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
       --authorization-mode=Node,RBAC \
       --enable-admission-plugins=NodeRestriction \
@@ -229,6 +240,25 @@ extendedKeyUsage=clientAuth"
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   chmod 600 "$pki"/*.key
   touch "$pki/.complete"
+}
+
+# Front-proxy (aggregation layer) CA and client, as kubeadm sets up: without
+# --requestheader-client-ca-file kube-controller-manager logs errors forever.
+gen_front_proxy() { # gen_front_proxy PKI
+  local pki="$1"
+  [[ -f "$pki/.complete-front-proxy" ]] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/front-proxy-ca.key" -out "$pki/front-proxy-ca.crt" \
+    -days 3650 -sha256 -subj "/CN=petrel-test-front-proxy-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  openssl genrsa -out "$pki/front-proxy-client.key" 2048 2>/dev/null
+  openssl req -new -key "$pki/front-proxy-client.key" -subj "/CN=front-proxy-client" -out "$pki/fp.csr" 2>/dev/null
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth" > "$pki/fp.ext"
+  openssl x509 -req -in "$pki/fp.csr" -CA "$pki/front-proxy-ca.crt" -CAkey "$pki/front-proxy-ca.key" \
+    -CAcreateserial -days 3650 -sha256 -extfile "$pki/fp.ext" -out "$pki/front-proxy-client.crt" 2>/dev/null
+  rm -f "$pki/fp.csr" "$pki/fp.ext"
+  chmod 600 "$pki"/*.key
+  touch "$pki/.complete-front-proxy"
 }
 
 write_kubeconfig() { # write_kubeconfig FILE SERVER CA CERT KEY USER
