@@ -54,6 +54,12 @@ bins=(kube-apiserver kube-controller-manager kubectl etcd)
 # Stamp: what the binaries were built from (sources + toolchain).
 stamp="$( { cat "$here/go.mod" "$here/go.sum"; find "$here/cmd" -type f -name '*.go' | LC_ALL=C sort | xargs cat; echo "$have"; } | sha256sum | cut -c1-16)"
 
+# One build at a time per cache (parallel test jobs may all call build.sh);
+# the others wait, bounded, and then find the binaries cached.
+mkdir -p "$cache_root"
+exec 8>"$cache_root/.lock"
+flock -w 3600 8 || die "could not lock $cache_root/.lock within 3600s"
+
 have_all=1
 for b in "${bins[@]}"; do [[ -x "$out/$b" ]] || have_all=0; done
 if [[ "${PETREL_KUBE_FORCE:-0}" != 1 && $have_all == 1 && "$(cat "$out/.stamp" 2>/dev/null)" == "$stamp" ]]; then
