@@ -16,6 +16,8 @@
 #   PETREL_KUBE_ETCD_FSYNC=1   let etcd fsync (default off: faster; the data
 #                        still survives process restarts, not machine crashes)
 #   PETREL_KUBE_V        log verbosity of the kube components (default 1)
+#   PETREL_KUBE_KEEP_ON_FAIL=1  on failure, keep running what this run started
+#                        (default: stop it; logs are kept either way)
 set -euo pipefail
 
 main() {
@@ -30,6 +32,12 @@ main() {
   mkdir -p "$dir/pids" "$dir/logs" "$dir/pki" "$dir/etcd" "$dir/kcm"
   chmod 700 "$dir/pki" "$dir/etcd"
   lock_dir "$dir"
+  # If anything fails, stop what this run started (the logs stay), so a
+  # failed start leaves no process behind. PETREL_KUBE_KEEP_ON_FAIL=1 keeps them.
+  STARTED=()
+  trap 'rc=$?; if ((rc != 0)) && [[ "${PETREL_KUBE_KEEP_ON_FAIL:-0}" != 1 ]]; then
+          for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_component "'"$dir"'" "${STARTED[i]}" || true; done
+        fi' EXIT
 
   local bin="${PETREL_KUBE_BIN:-}"
   if [[ -z "$bin" ]]; then bin="$("$here/build.sh")" || die "build.sh failed"; fi
@@ -183,6 +191,7 @@ launch() { # launch DIR NAME BIN ARGS...
   # 9>&-: do not pass the DIR lock on to the long-lived process
   setsid "$@" >> "$dir/logs/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$dir/pids/$name.pid"
+  STARTED+=("$name")
 }
 
 # Poll CMD every 0.5s until it succeeds; bounded; fail fast if NAME died.
