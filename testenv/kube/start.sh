@@ -86,6 +86,25 @@ PETREL_KUBE_ADMIN_KEY=$pki/admin.key
 PETREL_KUBE_ETCD=http://127.0.0.1:$ETCD_CLIENT_PORT
 EOF
 
+  # ---- audit policy ----
+  # Metadata-level audit events (verb, resource, subresource, name, user,
+  # response code) for the kinds the tests count writes of; one JSON object
+  # a line in DIR/audit.log (kept across restarts; blocking mode: an event
+  # is in the file once its request was answered).
+  cat > "$dir/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    resources:
+      - group: ""
+        resources: [nodes, nodes/status, services, services/status]
+      - group: petrel.dev
+        resources: ["*", "*/status"]
+  - level: None
+EOF
+
   # ---- etcd ----
   if ! running_pid "$dir" etcd >/dev/null; then
     check_port_free "$ETCD_CLIENT_PORT" etcd; check_port_free "$ETCD_PEER_PORT" etcd
@@ -129,6 +148,11 @@ EOF
       --service-account-signing-key-file="$pki/sa.key" \
       --service-cluster-ip-range="$service_cidr" \
       --allow-privileged=true \
+      --audit-policy-file="$dir/audit-policy.yaml" \
+      --audit-log-path="$dir/audit.log" \
+      --audit-log-format=json \
+      --audit-log-mode=blocking \
+      --audit-log-maxsize=0 \
       --profiling=false \
       --v="$verbosity"
   fi
