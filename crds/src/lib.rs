@@ -13,10 +13,9 @@
 //!
 //! The schemas validate what they can: formats (CIDR, IP), ranges (ASNs,
 //! lengths, timers), enums, defaults, and CEL rules for fields that only
-//! make sense together. CEL rules stay in a small subset (`self.x`,
-//! `has()`, `size()`, comparisons, `&&`, `||`, `!`, `?:`) that the project's
-//! own test API server evaluates too. What neither can check is left to
-//! the agent and controller, which report it in the object's `Ready`
+//! make sense together (judged by the API server's CEL engine; the tests
+//! run them on a real kube-apiserver). What the schema cannot check is left
+//! to the agent and controller, which report it in the object's `Ready`
 //! condition, naming the field ([`status`]).
 //!
 //! Unknown fields are rejected, so a misspelt field is an error that names it

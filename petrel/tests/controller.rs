@@ -1,9 +1,9 @@
-//! `petrel controller` as a process against an API server (the project's
-//! test API server, or the cluster `PETREL_TEST_KUBECONFIG` names): Services
+//! `petrel controller` as a process against a real API server (the test's
+//! own control plane, or the cluster `PETREL_TEST_KUBECONFIG` names): Services
 //! of type LoadBalancer get addresses from LoadBalancerPools, pools show
 //! their use, and with `--leader-elect` exactly one replica acts, a standby
 //! takes over when the leader dies or leaves, and no address is ever given
-//! to two Services.
+//! to two Services, also across restarts of the API server and of etcd.
 //!
 //! Every run uses a `loadBalancerClass` and a pool label of its own, so the
 //! controllers under test never touch a real cluster's own Services or
@@ -838,7 +838,11 @@ async fn a_leader_that_cannot_renew_stops_acting_and_resumes_once_it_can() {
     let mut w = World::new("ctl-renew").await;
     w.pool("renew", &["198.51.100.224/28"]).await;
     // The Lease lives in a namespace of its own, which goes away: the
-    // leader can no longer renew, while Services stay writable.
+    // leader can no longer renew, while Services stay writable. (A
+    // namespace being deleted keeps its objects a while, and they stay
+    // writable: the leader renews until the namespace controller deletes
+    // the Lease, and from then on cannot create it in a terminating, then
+    // missing, namespace.)
     let lease_ns = w.env.namespace("lease").await;
     let lease = w.env.name("lease");
     let args = elected(&lease, &lease_ns);
@@ -851,10 +855,25 @@ async fn a_leader_that_cannot_renew_stops_acting_and_resumes_once_it_can() {
         .delete(&lease_ns, &DeleteParams::default())
         .await
         .expect("Lease namespace deleted");
-    // Past the renew deadline (2 s) with room to spare.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once the Lease is gone it cannot renew: past the renew deadline (2 s)
+    // it stops acting, and says so.
+    wait_for(
+        Duration::from_secs(60),
+        "the leader to give up for want of its Lease",
+        || async {
+            let log = ctl.log();
+            if log.contains("could not renew the Lease within the renew deadline") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    )
+    .await;
     let writes = ctl.writes();
     w.service("late").await;
+    // Nothing may happen: give it the time it would take (an address is
+    // given out in well under a second while leading).
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         w.ingress().await["late"].is_empty(),
@@ -862,11 +881,6 @@ async fn a_leader_that_cannot_renew_stops_acting_and_resumes_once_it_can() {
         ctl.log()
     );
     assert_eq!(ctl.writes(), writes, "{}", ctl.log());
-    let log = ctl.log();
-    assert!(
-        log.contains("could not renew the Lease within the renew deadline"),
-        "{log}"
-    );
 
     // The namespace comes back (on a real cluster, once it is gone): the
     // controller leads again and catches up.
@@ -884,4 +898,46 @@ async fn a_leader_that_cannot_renew_stops_acting_and_resumes_once_it_can() {
     assert_eq!(w.env.namespace("lease").await, lease_ns);
     let all = assigned(&w, &["early".into(), "late".into()], ASSIGN_LIMIT).await;
     assert_distinct(&all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_and_addresses_survive_api_server_and_etcd_restarts() {
+    use testkit::Component;
+    let mut w = World::new("ctl-plane-restart").await;
+    w.pool("plane", &["198.51.100.128/27"]).await;
+    let lease = w.env.name("lease");
+    let args = elected(&lease, &w.ns);
+    let a = w.controller("a", false, &args);
+    let b = w.controller("b", false, &args);
+    holder(&w, &lease, &[&a, &b], Duration::from_secs(15)).await;
+    let mut names: Vec<String> = (0..5).map(|i| format!("svc-{i}")).collect();
+    join_all(names.iter().map(|n| w.service(n))).await;
+    let before = assigned(&w, &names, ASSIGN_LIMIT).await;
+    assert_distinct(&before);
+
+    // Each restart takes the API away for seconds, past the renew deadline
+    // (2 s): leadership may move or lapse and come back. Afterwards there
+    // is a leader again, it gives new Services free addresses, and no
+    // Service loses its own. (An external cluster is not restarted.)
+    for (component, late) in [
+        (Component::ApiServer, "after-api-server"),
+        (Component::Etcd, "after-etcd"),
+    ] {
+        w.env.restart(component).await;
+        w.service(late).await;
+        names.push(late.to_string());
+        let after = assigned(&w, &names, Duration::from_secs(60)).await;
+        for (n, ip) in &before {
+            assert_eq!(
+                &after[n],
+                ip,
+                "{n} kept its address across the restart of {}\n--- a:\n{}\n--- b:\n{}",
+                component.name(),
+                a.log(),
+                b.log()
+            );
+        }
+        assert_distinct(&after);
+        holder(&w, &lease, &[&a, &b], Duration::from_secs(30)).await;
+    }
 }

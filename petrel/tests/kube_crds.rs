@@ -1,9 +1,9 @@
 //! The petrel CRDs as an API server enforces them: bad objects are refused
 //! with the field and the reason, good ones are stored with the schema's
 //! defaults filled in, and the status subresource keeps spec and status
-//! apart. Runs on the project's test API server, and on a real cluster when
-//! `PETREL_TEST_KUBECONFIG` names one (where the real CEL engine judges the
-//! rules).
+//! apart. Runs on a real kube-apiserver (the test's own control plane, or
+//! the cluster `PETREL_TEST_KUBECONFIG` names), whose CEL engine judges the
+//! rules.
 
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;

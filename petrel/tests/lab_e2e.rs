@@ -460,7 +460,7 @@ fn a_petrel_route_reflector_connects_the_pods_and_has_the_vip_as_ecmp() {
 }
 
 /// The Kubernetes "done when": the lab's objects in an API server (the
-/// project's test API server, or the cluster `PETREL_TEST_KUBECONFIG`
+/// test's own control plane, or the cluster `PETREL_TEST_KUBECONFIG`
 /// names), agents with `--source kube`, `petrel controller` assigning
 /// LoadBalancer IPs from the lab's pool. A LoadBalancer Service gets its
 /// address, is advertised from exactly the nodes with endpoints and

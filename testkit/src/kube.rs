@@ -1,36 +1,46 @@
-//! Where Kubernetes-facing tests run: the project's in-process test API
-//! server, or a real cluster when `PETREL_TEST_KUBECONFIG` names its
-//! kubeconfig.
+//! Where Kubernetes-facing tests run: a real control plane of their own
+//! (kube-apiserver, kube-controller-manager and etcd built from pinned Go
+//! modules by `testenv/kube/build.sh`, started on 127.0.0.1 by
+//! `testenv/kube/start.sh`, one per [`KubeEnv`]), or a disposable cluster
+//! when `PETREL_TEST_KUBECONFIG` names its kubeconfig.
 //!
-//! Tests are written once against [`KubeEnv`] and run on both. Everything a
-//! test creates through it (namespaces, cluster-scoped objects, the petrel
-//! CRDs when the cluster had none) is deleted when the `KubeEnv` is dropped,
-//! also when the test panics, so a real cluster is left as it was found.
+//! Tests are written once against [`KubeEnv`] and run on both. A control
+//! plane of the test's own is stopped when the `KubeEnv` is dropped (also
+//! when the test panics); on an external cluster everything a test created
+//! through it (namespaces, cluster-scoped objects, the petrel CRDs when the
+//! cluster had none) is deleted instead, so it is left as it was found.
 //! Names carry a per-run suffix ([`KubeEnv::name`]) so runs never collide.
 //!
-//! A real cluster must be a disposable one without petrel: the tests create
-//! Node objects, a `BGPConfiguration` named `default`, and run petrel's
-//! controller with a `loadBalancerClass` of their own. [`KubeEnv::install_crds`]
-//! refuses a cluster where a `BGPConfiguration` already exists.
+//! An external cluster must be a disposable one without petrel: the tests
+//! create Node objects, a `BGPConfiguration` named `default`, and run
+//! petrel's controller with a `loadBalancerClass` of their own.
+//! [`KubeEnv::install_crds`] refuses a cluster where a `BGPConfiguration`
+//! already exists. What only a control plane of the test's own offers
+//! (restarting a component, its audit log) says so: [`KubeEnv::restart`]
+//! returns `false`, [`KubeEnv::audit`] `None`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig, NamedAuthInfo};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
-/// On a real cluster the tests of one binary take turns: they share
+/// On an external cluster the tests of one binary take turns: they share
 /// cluster-wide names (`BGPConfiguration/default`, the CRDs).
 static REAL_CLUSTER: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
     std::sync::OnceLock::new();
+
+/// The control-plane binaries `build.sh` made (once per test process).
+static BINARIES: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
 
 /// One object to delete at the end: its resource, namespace and name.
 #[derive(Clone)]
@@ -40,22 +50,140 @@ struct Created {
     name: String,
 }
 
+/// A component of the test's control plane, for [`KubeEnv::restart`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// etcd, the store.
+    Etcd,
+    /// kube-apiserver.
+    ApiServer,
+    /// kube-controller-manager.
+    ControllerManager,
+}
+
+impl Component {
+    /// The name `restart.sh` knows it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::ApiServer => "kube-apiserver",
+            Component::ControllerManager => "kube-controller-manager",
+        }
+    }
+}
+
+/// One request in the API server's audit log (stage `ResponseComplete`;
+/// the policy in `testenv/kube/start.sh` records Nodes, Services and
+/// petrel's kinds, with their status subresources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// The resource (plural), e.g. `nodes`.
+    pub resource: String,
+    /// `status` for the status subresource.
+    pub subresource: Option<String>,
+    /// The object's namespace, for namespaced ones.
+    pub namespace: Option<String>,
+    /// The object's name (none for lists and collection watches).
+    pub name: Option<String>,
+    /// Who asked: `system:serviceaccount:NS:NAME`, `petrel-admin`, ...
+    pub user: String,
+    /// The HTTP status code of the answer.
+    pub code: u16,
+}
+
+impl AuditEvent {
+    /// Reads one line of the audit log; `None` for anything else.
+    fn parse(line: &str) -> Option<AuditEvent> {
+        let v: Value = serde_json::from_str(line).ok()?;
+        let s = |v: &Value| v.as_str().map(String::from);
+        let object = &v["objectRef"];
+        Some(AuditEvent {
+            verb: s(&v["verb"])?,
+            resource: s(&object["resource"])?,
+            subresource: s(&object["subresource"]),
+            namespace: s(&object["namespace"]),
+            name: s(&object["name"]),
+            user: s(&v["user"]["username"]).unwrap_or_default(),
+            code: v["responseStatus"]["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// A ServiceAccount made by [`KubeEnv::service_account`]: its identity, its
+/// ClusterRole and a kubeconfig with its token.
+#[derive(Debug, Clone)]
+pub struct ServiceAccountAccess {
+    /// The user name the API server knows it by
+    /// (`system:serviceaccount:NS:NAME`).
+    pub user: String,
+    /// The ClusterRole bound to it (patch its rules to change what it may).
+    pub cluster_role: String,
+    /// A kubeconfig for the API server with the account's token.
+    pub kubeconfig: PathBuf,
+}
+
+/// The test's own control plane: the directory `start.sh` keeps its state
+/// in, and the binaries. Stopped when dropped.
+struct ControlPlane {
+    dir: PathBuf,
+    bin: PathBuf,
+    /// Already stopped (by `cleanup`).
+    stopped: bool,
+}
+
 /// A Kubernetes API for one test, and what the test created in it.
 pub struct KubeEnv {
-    server: Option<testserver::TestServer>,
+    plane: Option<ControlPlane>,
     client: kube::Client,
     kubeconfig: PathBuf,
     dir: PathBuf,
     suffix: String,
     created: Vec<Created>,
     forwarders: Vec<JoinHandle<()>>,
-    /// A real cluster's turn, held until the end (after the cleanup).
+    /// An external cluster's turn, held until the end (after the cleanup).
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
+/// `testenv/kube` in this source tree.
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testenv/kube")
+}
+
+/// Runs a `testenv/kube` script; its stdout (trimmed), or what went wrong
+/// with its stderr.
+fn script(name: &str, args: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> Result<String, String> {
+    let path = scripts().join(name);
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(&path).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{} {:?} failed ({}):\n{}",
+            path.display(),
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 impl KubeEnv {
-    /// The test API server, or the cluster `PETREL_TEST_KUBECONFIG` names.
-    /// `test` names the temporary directory (logs, kubeconfigs).
+    /// A control plane of the test's own, or the cluster
+    /// `PETREL_TEST_KUBECONFIG` names. `test` names the temporary directory
+    /// (logs, kubeconfigs; the control plane's state in `cluster/`).
     pub async fn start(test: &str) -> KubeEnv {
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         let suffix = format!("t{}-{n}", std::process::id());
@@ -72,7 +200,7 @@ impl KubeEnv {
                 let kubeconfig = PathBuf::from(path);
                 let client = real_client(&kubeconfig).await;
                 KubeEnv {
-                    server: None,
+                    plane: None,
                     client,
                     kubeconfig,
                     dir,
@@ -83,16 +211,32 @@ impl KubeEnv {
                 }
             }
             None => {
-                let server = testserver::TestServer::start()
-                    .await
-                    .expect("test API server starts");
-                let client = server.client().expect("test API server client");
-                let kubeconfig = dir.join("kubeconfig");
-                server
-                    .write_kubeconfig(&kubeconfig)
-                    .expect("kubeconfig written");
-                KubeEnv {
-                    server: Some(server),
+                let cluster = dir.join("cluster");
+                let started = cluster.clone();
+                let (bin, kubeconfig) = tokio::task::spawn_blocking(move || {
+                    let bin = BINARIES
+                        .get_or_init(|| script("build.sh", &[], &[]).map(PathBuf::from))
+                        .clone()
+                        .unwrap_or_else(|e| panic!("the control plane cannot be built: {e}"));
+                    let kubeconfig = script(
+                        "start.sh",
+                        &[started.as_os_str()],
+                        &[("PETREL_KUBE_BIN", bin.as_path())],
+                    )
+                    .unwrap_or_else(|e| panic!("the control plane does not start: {e}"));
+                    (bin, PathBuf::from(kubeconfig))
+                })
+                .await
+                .expect("start.sh ran");
+                // From here on, the control plane is stopped on drop.
+                let plane = ControlPlane {
+                    dir: cluster,
+                    bin,
+                    stopped: false,
+                };
+                let client = real_client(&kubeconfig).await;
+                let env = KubeEnv {
+                    plane: Some(plane),
                     client,
                     kubeconfig,
                     dir,
@@ -100,14 +244,69 @@ impl KubeEnv {
                     created: Vec::new(),
                     forwarders: Vec::new(),
                     _turn: None,
-                }
+                };
+                env.wait_default_service_account().await;
+                env
             }
         }
     }
 
-    /// Whether this is a real cluster (`PETREL_TEST_KUBECONFIG`).
-    pub fn real(&self) -> bool {
-        self.server.is_none()
+    /// Waits (up to 60 s) until kube-controller-manager made the `default`
+    /// ServiceAccount: Pods, and tokens for accounts, need it; it is the
+    /// sign that the controllers run.
+    async fn wait_default_service_account(&self) {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), "default");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(api.get_opt("default").await, Ok(Some(_))) {
+            assert!(
+                Instant::now() < deadline,
+                "kube-controller-manager made no default ServiceAccount in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The directory of the control plane's binaries (`kubectl` among
+    /// them); `None` on an external cluster.
+    pub fn binaries(&self) -> Option<&Path> {
+        self.plane.as_ref().map(|p| p.bin.as_path())
+    }
+
+    /// Restarts one component of the test's control plane (stop it, start
+    /// it with the same data, ports and certificates, wait until the whole
+    /// plane is ready again; 1 to 15 s). Returns `false`, and does nothing,
+    /// on an external cluster: its components are not the test's to
+    /// restart.
+    pub async fn restart(&self, component: Component) -> bool {
+        let Some(plane) = &self.plane else {
+            eprintln!(
+                "an external cluster: its {} is not restarted",
+                component.name()
+            );
+            return false;
+        };
+        let dir = plane.dir.clone();
+        let bin = plane.bin.clone();
+        tokio::task::spawn_blocking(move || {
+            script(
+                "restart.sh",
+                &[dir.as_os_str(), component.name().as_ref()],
+                &[("PETREL_KUBE_BIN", bin.as_path())],
+            )
+        })
+        .await
+        .expect("restart.sh ran")
+        .unwrap_or_else(|e| panic!("{} does not restart: {e}", component.name()));
+        true
+    }
+
+    /// Every request in the API server's audit log so far, oldest first
+    /// (see [`AuditEvent`] for which are recorded); `None` on an external
+    /// cluster. A request is in the log once it was answered.
+    pub fn audit(&self) -> Option<Vec<AuditEvent>> {
+        let plane = self.plane.as_ref()?;
+        let text = std::fs::read_to_string(plane.dir.join("audit.log")).unwrap_or_default();
+        Some(text.lines().filter_map(AuditEvent::parse).collect())
     }
 
     /// A client for the test's own calls.
@@ -128,12 +327,6 @@ impl KubeEnv {
     /// `base` with this run's suffix: unique across runs and tests.
     pub fn name(&self, base: &str) -> String {
         format!("{base}-{}", self.suffix)
-    }
-
-    /// The test API server, to restart it or count requests; `None` on a
-    /// real cluster (tests skip what needs it, and say so).
-    pub fn server(&mut self) -> Option<&mut testserver::TestServer> {
-        self.server.as_mut()
     }
 
     /// Records an object to delete at the end (created some other way, by
@@ -163,8 +356,8 @@ impl KubeEnv {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             match api.get_opt(&name).await.expect("CRDs can be read") {
-                Some(_) if self.real() => {}
-                Some(_) => panic!("CRD {name} exists on a fresh test API server"),
+                Some(_) if self.plane.is_none() => {}
+                Some(_) => panic!("CRD {name} exists on a fresh control plane"),
                 None => {
                     api.create(&PostParams::default(), &crd)
                         .await
@@ -283,19 +476,124 @@ impl KubeEnv {
         made
     }
 
+    /// A ServiceAccount named after `base` (in a namespace of its own),
+    /// a ClusterRole with `rules` (the JSON of a ClusterRole's `rules`)
+    /// bound to it, and a kubeconfig with a token for it (TokenRequest,
+    /// valid for an hour): for processes that must run with a workload's
+    /// permissions, not the admin's. All of it is deleted at the end.
+    pub async fn service_account(&mut self, base: &str, rules: Value) -> ServiceAccountAccess {
+        let ns = self.namespace(base).await;
+        let name = self.name(base);
+        let account: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": ns}
+        }))
+        .expect("ServiceAccount");
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap_or_else(|e| panic!("ServiceAccount {name} cannot be created: {e}"));
+        self.create_json(
+            "clusterroles",
+            serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": name}, "rules": rules
+            }),
+        )
+        .await;
+        self.create_json(
+            "clusterrolebindings",
+            serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+            }),
+        )
+        .await;
+        let request: TokenRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": [], "expirationSeconds": 3600}
+        }))
+        .expect("TokenRequest");
+        let token = accounts
+            .create_token_request(&name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("no token for ServiceAccount {name}: {e}"))
+            .status
+            .map(|s| s.token)
+            .unwrap_or_else(|| panic!("the TokenRequest for {name} has no token"));
+        // The admin kubeconfig's cluster, with the token as its user.
+        let mut config = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig readable");
+        let base_dir = self
+            .kubeconfig
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        for cluster in config
+            .clusters
+            .iter_mut()
+            .filter_map(|c| c.cluster.as_mut())
+        {
+            if let Some(ca) = cluster.certificate_authority.as_mut() {
+                *ca = base_dir.join(&*ca).display().to_string();
+            }
+        }
+        config.auth_infos = vec![NamedAuthInfo {
+            name: name.clone(),
+            auth_info: Some(AuthInfo {
+                token: Some(token.into()),
+                ..Default::default()
+            }),
+            other: Default::default(),
+        }];
+        for context in config
+            .contexts
+            .iter_mut()
+            .filter_map(|c| c.context.as_mut())
+        {
+            context.user = Some(name.clone());
+        }
+        let kubeconfig = self.dir.join(format!("kubeconfig-{name}"));
+        std::fs::write(
+            &kubeconfig,
+            serde_json::to_vec(&config).expect("kubeconfig serializes"),
+        )
+        .expect("kubeconfig written");
+        // RBAC takes effect as the API server's informers see the binding:
+        // wait until it lets the account read Nodes (all the rules allow
+        // that), so the first requests are not refused.
+        let client = real_client(&kubeconfig).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+        while let Err(e) = nodes.list(&ListParams::default().limit(1)).await {
+            assert!(
+                Instant::now() < deadline,
+                "ServiceAccount {name} cannot list Nodes 30 s after its binding: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ServiceAccountAccess {
+            user: format!("system:serviceaccount:{ns}:{name}"),
+            cluster_role: name,
+            kubeconfig,
+        }
+    }
+
     /// A kubeconfig for processes that reach the API server at `addr`
     /// only (agents in a lab's network namespaces): a TCP forwarder on
-    /// `addr` to the real API server, and a kubeconfig pointing at it
-    /// (with the server's own name for TLS). The forwarder stops with the
-    /// `KubeEnv`.
-    pub async fn kubeconfig_via(&mut self, addr: IpAddr) -> PathBuf {
-        let mut config = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig readable");
+    /// `addr` to the real API server, and `kubeconfig` (the admin's,
+    /// [`KubeEnv::kubeconfig`], or a [`ServiceAccountAccess`]'s) pointing at
+    /// it (with the server's own name for TLS). The forwarder stops with
+    /// the `KubeEnv`.
+    pub async fn kubeconfig_via(&mut self, addr: IpAddr, kubeconfig: &Path) -> PathBuf {
+        let mut config = Kubeconfig::read_from(kubeconfig).expect("kubeconfig readable");
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(addr, 0))
             .await
             .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
         let local = listener.local_addr().expect("bound");
-        let base = self
-            .kubeconfig
+        let base = kubeconfig
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
@@ -319,12 +617,54 @@ impl KubeEnv {
         path
     }
 
-    /// Deletes what the test created, newest first, and waits (up to 60 s)
+    /// The end: stops the test's control plane (its objects go with it;
+    /// it fails the test if `stop.sh` does), or on an external cluster
+    /// deletes what the test created, newest first, and waits (up to 60 s)
     /// until namespaces are gone. Also done on drop; calling it lets a test
     /// see failures.
     pub async fn cleanup(&mut self) {
+        for f in &self.forwarders {
+            f.abort();
+        }
+        if let Some(plane) = &mut self.plane {
+            self.created.clear();
+            if !plane.stopped {
+                plane.stopped = true;
+                let dir = plane.dir.clone();
+                tokio::task::spawn_blocking(move || stop(&dir))
+                    .await
+                    .expect("stop.sh ran")
+                    .unwrap_or_else(|e| panic!("the control plane does not stop: {e}"));
+            }
+            return;
+        }
         let created = std::mem::take(&mut self.created);
         delete_all(&self.client, created).await;
+    }
+}
+
+/// Stops the control plane in `dir`; when it stopped, removes etcd's data
+/// (tens of MB a test; the logs and the audit log stay for a look).
+fn stop(dir: &Path) -> Result<(), String> {
+    script("stop.sh", &[dir.as_os_str()], &[])?;
+    let _ = std::fs::remove_dir_all(dir.join("etcd"));
+    Ok(())
+}
+
+impl Drop for ControlPlane {
+    /// Stops it unless `cleanup` did: also when the test panicked, or
+    /// `KubeEnv::start` failed after `start.sh`. Blocking here is fine: a
+    /// test ends.
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            if let Err(e) = stop(&self.dir) {
+                eprintln!(
+                    "the control plane in {} did not stop: {e}",
+                    self.dir.display()
+                );
+            }
+        }
     }
 }
 
@@ -333,8 +673,9 @@ impl Drop for KubeEnv {
         for f in &self.forwarders {
             f.abort();
         }
-        if self.created.is_empty() || self.server.is_some() {
-            // The test API server goes away with its objects.
+        if self.plane.is_some() || self.created.is_empty() {
+            // A control plane of its own stops as it is dropped (right
+            // after this), its objects with it.
             return;
         }
         // Dropped inside the test's runtime (maybe while unwinding): a
@@ -395,6 +736,132 @@ async fn delete_all(client: &kube::Client, created: Vec<Created>) {
             match api.get_opt(&c.name).await {
                 Ok(None) => break,
                 Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ConfigMap, Node};
+
+    #[test]
+    fn audit_lines_are_read_and_others_skipped() {
+        let line = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","verb":"patch","user":{"username":"system:serviceaccount:ns:agent","groups":["system:serviceaccounts"]},"objectRef":{"resource":"nodes","name":"n1","apiVersion":"v1","subresource":"status"},"responseStatus":{"metadata":{},"code":403}}"#;
+        assert_eq!(
+            AuditEvent::parse(line),
+            Some(AuditEvent {
+                verb: "patch".into(),
+                resource: "nodes".into(),
+                subresource: Some("status".into()),
+                namespace: None,
+                name: Some("n1".into()),
+                user: "system:serviceaccount:ns:agent".into(),
+                code: 403,
+            })
+        );
+        // Non-resource requests (no objectRef) and broken lines are skipped.
+        assert_eq!(
+            AuditEvent::parse(r#"{"verb":"get","requestURI":"/readyz"}"#),
+            None
+        );
+        assert_eq!(AuditEvent::parse("{"), None);
+    }
+
+    /// The harness itself on its own control plane: the audit log sees
+    /// requests, a ServiceAccount gets exactly its role's rights, data
+    /// survives an API server restart, and `cleanup` stops every process.
+    /// (On an external cluster only the ServiceAccount part is checked.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_control_plane_of_its_own() {
+        let mut env = KubeEnv::start("testkit-kube").await;
+        let node = env.name("node");
+        env.create_json(
+            "nodes",
+            serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}),
+        )
+        .await;
+        if let Some(log) = env.audit() {
+            assert!(
+                log.iter().any(|e| e.verb == "create"
+                    && e.resource == "nodes"
+                    && e.name.as_deref() == Some(node.as_str())
+                    && e.code == 201),
+                "{log:#?}"
+            );
+        }
+
+        // A ServiceAccount that may read Nodes and nothing else.
+        let reader = env
+            .service_account(
+                "reader",
+                serde_json::json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]),
+            )
+            .await;
+        let client = real_client(&reader.kubeconfig).await;
+        let nodes: Api<Node> = Api::all(client.clone());
+        nodes.get(&node).await.expect("the reader reads Nodes");
+        let status = serde_json::json!({"status": {"conditions": []}});
+        match nodes
+            .patch_status(
+                &node,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(status),
+            )
+            .await
+        {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{e:?}"),
+            other => panic!("the reader wrote a Node's status: {other:?}"),
+        }
+        if let Some(log) = env.audit() {
+            assert!(
+                log.iter().any(|e| e.user == reader.user
+                    && e.subresource.as_deref() == Some("status")
+                    && e.code == 403),
+                "{log:#?}"
+            );
+        }
+
+        // Data survives an API server restart; clients carry on.
+        let maps: Api<ConfigMap> = Api::namespaced(env.client(), "default");
+        let map: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kept"}, "data": {"k": "v"}
+        }))
+        .expect("ConfigMap");
+        maps.create(&PostParams::default(), &map)
+            .await
+            .expect("ConfigMap created");
+        if env.restart(Component::ApiServer).await {
+            let kept = maps.get("kept").await.expect("read after the restart");
+            assert_eq!(
+                kept.data.unwrap_or_default().get("k").map(String::as_str),
+                Some("v")
+            );
+            let kubectl = env.binaries().expect("binaries").join("kubectl");
+            let out = std::process::Command::new(kubectl)
+                .arg("--kubeconfig")
+                .arg(env.kubeconfig())
+                .args(["get", "node", &node, "-o", "name"])
+                .output()
+                .expect("kubectl runs");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                format!("node/{node}")
+            );
+        } else {
+            maps.delete("kept", &DeleteParams::default())
+                .await
+                .expect("ConfigMap deleted");
+        }
+        let cluster = env.dir().join("cluster");
+        env.cleanup().await;
+        if env.binaries().is_some() {
+            for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+                assert!(
+                    !cluster.join("pids").join(format!("{c}.pid")).exists(),
+                    "{c} still recorded as running"
+                );
             }
         }
     }
