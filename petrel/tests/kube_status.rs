@@ -209,7 +209,7 @@ fn start_agent(lab: &mut Lab, ns: &str, node: &str, kubeconfig: &Path) -> std::p
         "env",
         &[
             &kc,
-            "RUST_LOG=info,petrel::kube_status=debug",
+            "RUST_LOG=info,agent::status=debug",
             env!("CARGO_BIN_EXE_petrel"),
             "agent",
             "--source",
@@ -669,6 +669,40 @@ async fn agents_report_their_own_nodes_state() {
             "no Node status write of the agents was refused"
         );
     }
+
+    // Garbage collection, by kube-controller-manager's collector: a
+    // BGPNodeStatus is owned by its Node, so it goes with it.
+    lab.kill(&format!("agent-{n2}"));
+    assert!(
+        status(&reports, &n2).await.is_object(),
+        "node-2 has a report"
+    );
+    nodes
+        .delete(&n2, &DeleteParams::default())
+        .await
+        .expect("node-2 deleted");
+    eventually!(
+        90,
+        "node-2's BGPNodeStatus collected with its Node",
+        logs,
+        {
+            match reports.get_opt(&n2).await {
+                Ok(None) => Ok(()),
+                Ok(Some(r)) => Err(format!(
+                    "still there, owned by {}",
+                    r.metadata
+                        .owner_references
+                        .map(|o| format!("{o:?}"))
+                        .unwrap_or_default()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    );
+    assert!(
+        reports.get_opt(&n1).await.is_ok_and(|r| r.is_some()),
+        "node-1's report stays"
+    );
     drop(lab);
     drop(controller);
     env.cleanup().await;
