@@ -673,9 +673,17 @@ impl Drop for KubeEnv {
         for f in &self.forwarders {
             f.abort();
         }
-        if self.plane.is_some() || self.created.is_empty() {
-            // A control plane of its own stops as it is dropped (right
-            // after this), its objects with it.
+        if let Some(plane) = self.plane.take() {
+            // A control plane of its own stops, its objects with it; the
+            // test's directory (logs, audit log) stays only for a failed
+            // test or with PETREL_KEEP_LAB.
+            drop(plane);
+            if !std::thread::panicking() && std::env::var_os("PETREL_KEEP_LAB").is_none() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            return;
+        }
+        if self.created.is_empty() {
             return;
         }
         // Dropped inside the test's runtime (maybe while unwinding): a
