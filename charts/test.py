@@ -32,6 +32,9 @@ except ImportError:
     print(f"charts/test.py needs Helm's library: {INSTALL}", file=sys.stderr)
     sys.exit(2)
 
+# The chart rendered as tools that apply it see it (charts/render.py).
+from render import documents, render  # noqa: E402
+
 passed = 0
 failed = []
 
@@ -44,24 +47,6 @@ def check(ok, what):
     else:
         failed.append(what)
         print(f"FAIL: {what}", file=sys.stderr)
-
-
-def documents(text):
-    """The YAML documents of a stream, parsed by Go's YAML (through Helm)."""
-    docs, current = [], []
-    for line in text.splitlines():
-        if line.strip() == "---":
-            docs.append("\n".join(current))
-            current = []
-        else:
-            current.append(line)
-    docs.append("\n".join(current))
-    out = []
-    for d in docs:
-        if not any(l.strip() and not l.lstrip().startswith("#") for l in d.splitlines()):
-            continue
-        out.append(helm.values_from_yaml(d))
-    return out
 
 
 # Kinds the chart may render, by apiVersion.
@@ -96,19 +81,6 @@ STATUS_WRITES = {
 # The agent's capabilities: routes and tunnels (NET_ADMIN), raw and
 # device-bound sockets (NET_RAW), and listening on port 179 (below 1024).
 AGENT_CAPS = {"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"}
-
-
-def render(values, name="petrel", namespace="kube-system"):
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=name, namespace=namespace)
-    objects = []
-    for path, text in sorted(manifests.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        for doc in documents(text):
-            doc["__file"] = path
-            objects.append(doc)
-    return objects
 
 
 def find(objects, kind):

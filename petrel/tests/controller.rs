@@ -5,6 +5,10 @@
 //! takes over when the leader dies or leaves, and no address is ever given
 //! to two Services, also across restarts of the API server and of etcd.
 //!
+//! The controllers run as the Helm chart's controller ServiceAccount, with
+//! the chart's RBAC (rendered by Helm, created on the API server): a verb
+//! the chart lacks fails these tests.
+//!
 //! Every run uses a `loadBalancerClass` and a pool label of its own, so the
 //! controllers under test never touch a real cluster's own Services or
 //! pools, nor each other's.
@@ -117,6 +121,9 @@ impl Controller {
 struct World {
     env: KubeEnv,
     ns: String,
+    /// The controllers' kubeconfig: a token of the chart's controller
+    /// ServiceAccount, with the chart's RBAC (release namespace `ns`).
+    kubeconfig: PathBuf,
     class: String,
     /// `key=value` every pool of this run carries.
     pool_label: (String, String),
@@ -127,11 +134,30 @@ impl World {
         let mut env = KubeEnv::start(test).await;
         env.install_crds().await;
         let ns = env.namespace("lb").await;
+        // The controller runs as it would in a cluster: as the chart's
+        // ServiceAccount, with the chart's roles (rendered by Helm).
+        let chart = env
+            .install_chart(
+                "petrel",
+                &ns,
+                json!({}),
+                &[
+                    "ServiceAccount",
+                    "ClusterRole",
+                    "ClusterRoleBinding",
+                    "Role",
+                    "RoleBinding",
+                ],
+            )
+            .await;
+        let account = chart.name("ServiceAccount", "controller");
+        let kubeconfig = env.token(&ns, &account, None).await;
         let class = format!("test.petrel.dev/{}", env.name("lb"));
         let pool_label = ("petrel.dev/test-run".to_string(), env.name("pools"));
         World {
             env,
             ns,
+            kubeconfig,
             class,
             pool_label,
         }
@@ -158,7 +184,7 @@ impl World {
             .args(["--identity", &identity])
             .args(["--metrics-address", &metrics_address])
             .args(extra)
-            .env("KUBECONFIG", self.env.kubeconfig())
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -846,6 +872,9 @@ async fn a_leader_that_cannot_renew_stops_acting_and_resumes_once_it_can() {
     let lease_ns = w.env.namespace("lease").await;
     let lease = w.env.name("lease");
     let args = elected(&lease, &lease_ns);
+    // The chart lets the controller hold Leases in the release namespace
+    // only, which must not go away under it: this one runs as the admin.
+    w.kubeconfig = w.env.kubeconfig().to_path_buf();
     let ctl = w.controller("ctl", false, &args);
     w.service("early").await;
     assigned(&w, &["early".into()], ASSIGN_LIMIT).await;

@@ -6,9 +6,11 @@
 //!   Node's `PetrelBGPReady`, and its `BGPNodeStatus` with, per Service IP,
 //!   whether it is advertised, to which peers, and if not, why; sessions
 //!   going down and up are reflected; an idle agent does not write (the API
-//!   server's audit log says); a 403 is survived. The agents run as a
-//!   ServiceAccount with the Helm chart's agent ClusterRole, and the 403 is
-//!   real RBAC: the role loses `nodes/status` mid-test.
+//!   server's audit log says); a 403 is survived. The agents run as in a
+//!   cluster: the Helm chart's ServiceAccount, RBAC and admission policy
+//!   (rendered by Helm, created on the API server), each with a token bound
+//!   to its DaemonSet Pod; the 403 is real RBAC: the chart's agent role
+//!   loses `nodes/status` mid-test.
 //! - The cluster-wide conditions (`conditions::run`, a leader task of
 //!   `petrel controller`): an invalid BGPPeer gets `Ready=False` naming the field,
 //!   and an Event; fixing it makes it Ready; the BGPPeer summary column.
@@ -38,8 +40,8 @@ impl Drop for Process {
     }
 }
 
-/// `petrel controller` with a kubeconfig (no leader election: it acts at
-/// once), for its Ready conditions.
+/// `petrel controller` with a kubeconfig (the chart's controller account;
+/// no leader election: it acts at once), for its Ready conditions.
 fn start_controller(kubeconfig: &Path, dir: &Path) -> Process {
     let log = dir.join("controller.log");
     let child = Command::new(env!("CARGO_BIN_EXE_petrel"))
@@ -143,28 +145,6 @@ fn not_sent(entry: &Value, peer: &str) -> Option<String> {
         .and_then(|r| r["reason"].as_str().map(String::from))
 }
 
-/// The agent's ClusterRole rules: those of
-/// `charts/petrel/templates/rbac-agent.yaml` (keep the two alike; this test
-/// is what shows they are enough). `node_status`: with `nodes/status`.
-fn agent_rules(node_status: bool) -> Value {
-    let mut rules = vec![
-        json!({"apiGroups": [""], "resources": ["nodes", "services"], "verbs": ["get", "list", "watch"]}),
-        json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}),
-        json!({"apiGroups": ["petrel.dev"],
-               "resources": ["bgpconfigurations", "bgppeers", "bgpfilters", "bgpadvertisements", "ippools"],
-               "verbs": ["get", "list", "watch"]}),
-        json!({"apiGroups": ["petrel.dev"], "resources": ["bgppeers/status"], "verbs": ["patch", "update"]}),
-        json!({"apiGroups": ["petrel.dev"], "resources": ["bgpnodestatuses"], "verbs": ["get", "create", "patch"]}),
-        json!({"apiGroups": ["petrel.dev"], "resources": ["bgpnodestatuses/status"], "verbs": ["patch", "update"]}),
-    ];
-    if node_status {
-        rules.push(
-            json!({"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch", "update"]}),
-        );
-    }
-    Value::Array(rules)
-}
-
 /// A veth pair from the host's namespace to `ns`, /24 on both sides, so
 /// processes in `ns` reach a forwarder to the API server at `host_ip`.
 /// Deleting the namespace (the Lab's drop) deletes the pair.
@@ -256,27 +236,52 @@ async fn agents_report_their_own_nodes_state() {
         &host2,
         &format!("10.41.{}.1", 2 * k + 1),
     );
-    // The agents' identity: a ServiceAccount with the chart's agent role.
-    let agent = env.service_account("petrel-agent", agent_rules(true)).await;
-    let kc1 = env
-        .kubeconfig_via(host1.parse().expect("ip"), &agent.kubeconfig)
-        .await;
-    let kc2 = env
-        .kubeconfig_via(host2.parse().expect("ip"), &agent.kubeconfig)
-        .await;
-
     let (n1, n2) = (env.name("n1"), env.name("n2"));
+    // Room for the chart's agent Pods, which the scheduler places.
+    let room = json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
     for (node, ip) in [(&n1, "10.40.0.1"), (&n2, "10.40.0.2")] {
         env.create_json(
             "nodes",
             json!({
                 "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": node, "labels": {"petrel-test/node": node}},
-                "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
+                "metadata": {"name": node,
+                             "labels": {"petrel-test/node": node, "kubernetes.io/os": "linux"}},
+                "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                           "capacity": room, "allocatable": room}
             }),
         )
         .await;
     }
+    // The agents' identity, as in a cluster: the chart's ServiceAccount,
+    // RBAC and admission policy, and a token bound to the agent Pod its
+    // DaemonSet has on each node (so the token names the node).
+    let release_ns = env.namespace("petrel-system").await;
+    let chart = env
+        .install_chart(
+            "petrel",
+            &release_ns,
+            json!({"admissionPolicy": {"enabled": true}}),
+            &[
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+                "DaemonSet",
+            ],
+        )
+        .await;
+    let agent_user = chart.user("agent");
+    let tokens = env.agent_tokens(&chart, &[&n1, &n2]).await;
+    let kc1 = env
+        .kubeconfig_via(host1.parse().expect("ip"), &tokens[0].1)
+        .await;
+    let kc2 = env
+        .kubeconfig_via(host2.parse().expect("ip"), &tokens[1].1)
+        .await;
+
     env.create_json("bgpconfigurations", json!({
         "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration", "metadata": {"name": "default"},
         "spec": {"asNumber": 65001, "nodeToNodeMeshEnabled": false,
@@ -349,7 +354,14 @@ async fn agents_report_their_own_nodes_state() {
         .await;
     }
 
-    let controller = start_controller(env.kubeconfig(), env.dir());
+    let controller_kc = env
+        .token(
+            &release_ns,
+            &chart.name("ServiceAccount", "controller"),
+            None,
+        )
+        .await;
+    let controller = start_controller(&controller_kc, env.dir());
     let log1 = start_agent(&mut lab, &ns1, &n1, &kc1);
     let log2 = start_agent(&mut lab, &ns2, &n2, &kc2);
     let logs = || {
@@ -568,7 +580,7 @@ async fn agents_report_their_own_nodes_state() {
                 r.resource.as_str(),
                 "nodes" | "bgppeers" | "bgpnodestatuses"
             );
-            let petrel = r.user == agent.user || r.user == "petrel-admin";
+            let petrel = r.user == agent_user || r.user == "petrel-admin";
             if r.verb == "patch" && agent_kind && petrel {
                 let key = format!(
                     "{}/{}{}",
@@ -614,12 +626,26 @@ async fn agents_report_their_own_nodes_state() {
     // Writing Node status is refused from now on (RBAC: the agents' role
     // loses nodes/status; the API server answers 403): the agents go on,
     // and write what they may.
+    let role = chart.name("ClusterRole", "agent");
+    let narrowed: Vec<Value> = chart
+        .of("ClusterRole", "agent")
+        .first()
+        .and_then(|r| r["rules"].as_array())
+        .expect("the chart's agent role has rules")
+        .iter()
+        .filter(|rule| {
+            !rule["resources"]
+                .as_array()
+                .is_some_and(|r| r.contains(&json!("nodes/status")))
+        })
+        .cloned()
+        .collect();
     let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
     roles
         .patch(
-            &agent.cluster_role,
+            &role,
             &PatchParams::default(),
-            &Patch::Merge(json!({"rules": agent_rules(false)})),
+            &Patch::Merge(json!({"rules": narrowed})),
         )
         .await
         .expect("the agents' role narrowed");
@@ -662,7 +688,7 @@ async fn agents_report_their_own_nodes_state() {
     // And it was the API server that refused it.
     if let Some(log) = env.audit() {
         assert!(
-            log.iter().any(|r| r.user == agent.user
+            log.iter().any(|r| r.user == agent_user
                 && r.resource == "nodes"
                 && r.subresource.as_deref() == Some("status")
                 && r.code == 403),
@@ -737,7 +763,30 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
         )
         .await;
     }
-    let controller = start_controller(env.kubeconfig(), env.dir());
+    // As the chart's controller ServiceAccount, with the chart's RBAC.
+    let release_ns = env.namespace("petrel-system").await;
+    let chart = env
+        .install_chart(
+            "petrel",
+            &release_ns,
+            json!({}),
+            &[
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ],
+        )
+        .await;
+    let controller_kc = env
+        .token(
+            &release_ns,
+            &chart.name("ServiceAccount", "controller"),
+            None,
+        )
+        .await;
+    let controller = start_controller(&controller_kc, env.dir());
     let logs = || read(&controller.log);
     let peers = api(&client, "BGPPeer", "bgppeers");
     let ready = |o: &DynamicObject| condition(&o.data["status"], "Ready").cloned();

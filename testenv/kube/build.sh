@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager, kubectl and etcd from the
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and
+# etcd from the
 # pinned Go modules in this folder into a cache outside the checkout:
 #   ${PETREL_KUBE_CACHE:-$HOME/.cache/petrel/kube}/<k8s version>/
 # Skips the build when the binaries there were built from the same
@@ -49,7 +50,7 @@ etcdver="$(modver go.etcd.io/etcd/server/v3)"
 
 cache_root="${PETREL_KUBE_CACHE:-$HOME/.cache/petrel/kube}"
 out="$cache_root/$kver"
-bins=(kube-apiserver kube-controller-manager kubectl etcd)
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
 
 # Stamp: what the binaries were built from (sources + toolchain).
 stamp="$( { cat "$here/go.mod" "$here/go.sum"; find "$here/cmd" -type f -name '*.go' | LC_ALL=C sort | xargs cat; echo "$have"; } | sha256sum | cut -c1-16)"
@@ -85,6 +86,7 @@ start=$(date +%s)
     -p "${PETREL_KUBE_BUILD_P:-2}" -ldflags "$ldflags" -o "$tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kubectl \
     ./cmd/etcd ) >&2 || die "go build failed"
 for b in "${bins[@]}"; do [[ -x "$tmp/$b" ]] || die "go build did not produce $b"; done

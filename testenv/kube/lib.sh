@@ -8,11 +8,12 @@
 #   DIR/pids/NAME.pid    pid of each running process
 #   DIR/kubeconfig       admin (O=system:masters) kubeconfig
 #   DIR/kcm.kubeconfig   kube-controller-manager's kubeconfig
+#   DIR/scheduler.kubeconfig  kube-scheduler's kubeconfig
 #   DIR/audit.log        the API server's audit log (JSON lines; policy in
 #                        DIR/audit-policy.yaml, written by start.sh)
 # Everything binds to 127.0.0.1 only.
 
-COMPONENTS=(etcd kube-apiserver kube-controller-manager)   # start order
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)   # start order
 
 log() { echo "${0##*/}: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

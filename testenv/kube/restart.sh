@@ -3,7 +3,7 @@
 # DIR, which starts it again with the same data, ports and certificates and
 # waits until the whole control plane is ready again).
 #
-#   restart.sh DIR COMPONENT      COMPONENT: etcd | kube-apiserver | kube-controller-manager
+#   restart.sh DIR COMPONENT      COMPONENT: etcd | kube-apiserver | kube-controller-manager | kube-scheduler
 #
 # Prints the admin kubeconfig path, like start.sh.
 set -euo pipefail

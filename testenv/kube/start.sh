@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start a loopback-only Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager) with its state in DIR, and print the path of the
-# admin kubeconfig on stdout.
+# kube-controller-manager, kube-scheduler) with its state in DIR, and print
+# the path of the admin kubeconfig on stdout.
 #
 #   start.sh DIR
 #
@@ -29,7 +29,7 @@ main() {
   [[ $# -eq 1 ]] || die "usage: start.sh DIR"
   local dir
   dir="$(abs_dir "$1" create)"
-  mkdir -p "$dir/pids" "$dir/logs" "$dir/pki" "$dir/etcd" "$dir/kcm"
+  mkdir -p "$dir/pids" "$dir/logs" "$dir/pki" "$dir/etcd" "$dir/kcm" "$dir/scheduler"
   chmod 700 "$dir/pki" "$dir/etcd"
   lock_dir "$dir"
   # If anything fails, stop what this run started (the logs stay), so a
@@ -42,7 +42,7 @@ main() {
   local bin="${PETREL_KUBE_BIN:-}"
   if [[ -z "$bin" ]]; then bin="$("$here/build.sh")" || die "build.sh failed"; fi
   local b
-  for b in etcd kube-apiserver kube-controller-manager; do
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler; do
     [[ -x "$bin/$b" ]] || die "missing binary $bin/$b"
   done
 
@@ -52,7 +52,7 @@ main() {
 
   # ---- ports (chosen once, kept) ----
   if [[ ! -f "$dir/ports.env" ]]; then
-    local taken=" " names=(ETCD_CLIENT_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT) n p
+    local taken=" " names=(ETCD_CLIENT_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT SCHEDULER_PORT) n p
     {
       for n in "${names[@]}"; do
         p="$(free_port "$taken")"
@@ -74,6 +74,7 @@ main() {
   # ---- kubeconfigs + env ----
   write_kubeconfig "$dir/kubeconfig" "$server" "$pki/ca.crt" "$pki/admin.crt" "$pki/admin.key" petrel-admin
   write_kubeconfig "$dir/kcm.kubeconfig" "$server" "$pki/ca.crt" "$pki/kcm.crt" "$pki/kcm.key" kube-controller-manager
+  write_kubeconfig "$dir/scheduler.kubeconfig" "$server" "$pki/ca.crt" "$pki/scheduler.crt" "$pki/scheduler.key" kube-scheduler
   cat > "$dir/env" <<EOF
 # source this file: the test control plane in $dir
 KUBECONFIG=$dir/kubeconfig
@@ -186,6 +187,26 @@ EOF
   wait_until "$dir" kube-controller-manager "$timeout" \
     curl -fsSk --max-time 5 "https://127.0.0.1:$KCM_PORT/healthz"
 
+  # ---- kube-scheduler ----
+  # Places Pods without a nodeName: the DaemonSet controller's (which name
+  # their node by affinity, not by nodeName) and the Deployments'.
+  if ! running_pid "$dir" kube-scheduler >/dev/null; then
+    [[ -n "${SCHEDULER_PORT:-}" ]] || die "$dir/ports.env has no SCHEDULER_PORT (made by an older start.sh: remove DIR)"
+    check_port_free "$SCHEDULER_PORT" kube-scheduler
+    launch "$dir" kube-scheduler "$bin/kube-scheduler" \
+      --kubeconfig="$dir/scheduler.kubeconfig" \
+      --authentication-kubeconfig="$dir/scheduler.kubeconfig" \
+      --authorization-kubeconfig="$dir/scheduler.kubeconfig" \
+      --bind-address=127.0.0.1 \
+      --secure-port="$SCHEDULER_PORT" \
+      --cert-dir="$dir/scheduler" \
+      --leader-elect=false \
+      --profiling=false \
+      --v="$verbosity"
+  fi
+  wait_until "$dir" kube-scheduler "$timeout" \
+    curl -fsSk --max-time 5 "https://127.0.0.1:$SCHEDULER_PORT/healthz"
+
   log "control plane up: $server (kubeconfig $dir/kubeconfig, logs $dir/logs)"
   echo "$dir/kubeconfig"
 }
@@ -268,6 +289,7 @@ keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
   sign "$pki" admin "/O=system:masters/CN=petrel-admin" "$client"
   sign "$pki" kcm "/CN=system:kube-controller-manager" "$client"
+  sign "$pki" scheduler "/CN=system:kube-scheduler" "$client"
   # service-account token signing key pair
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null

@@ -2,7 +2,7 @@
 # Stop the control plane started by start.sh DIR: exactly the processes whose
 # pids are recorded in DIR/pids (and whose command line mentions DIR).
 # Idempotent. With COMPONENT names, stop only those (etcd, kube-apiserver,
-# kube-controller-manager); the data, ports and certificates stay in DIR.
+# kube-controller-manager, kube-scheduler); the data, ports and certificates stay in DIR.
 #
 #   stop.sh DIR [COMPONENT...]
 set -euo pipefail
@@ -18,7 +18,7 @@ main() {
   mkdir -p "$dir/pids"
   local c comps=()
   if [[ $# -eq 0 ]]; then
-    comps=(kube-controller-manager kube-apiserver etcd)   # reverse start order
+    comps=(kube-scheduler kube-controller-manager kube-apiserver etcd)   # reverse start order
   else
     for c in "$@"; do valid_component "$c" || die "unknown component $c (one of: ${COMPONENTS[*]})"; done
     comps=("$@")

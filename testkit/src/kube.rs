@@ -1,8 +1,8 @@
 //! Where Kubernetes-facing tests run: a real control plane of their own
-//! (kube-apiserver, kube-controller-manager and etcd built from pinned Go
-//! modules by `testenv/kube/build.sh`, started on 127.0.0.1 by
-//! `testenv/kube/start.sh`, one per [`KubeEnv`]), or a disposable cluster
-//! when `PETREL_TEST_KUBECONFIG` names its kubeconfig.
+//! (kube-apiserver, kube-controller-manager, kube-scheduler and etcd built
+//! from pinned Go modules by `testenv/kube/build.sh`, started on 127.0.0.1
+//! by `testenv/kube/start.sh`, one per [`KubeEnv`]), or a disposable
+//! cluster when `PETREL_TEST_KUBECONFIG` names its kubeconfig.
 //!
 //! Tests are written once against [`KubeEnv`] and run on both. A control
 //! plane of the test's own is stopped when the `KubeEnv` is dropped (also
@@ -24,13 +24,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig, NamedAuthInfo};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 use tokio::task::JoinHandle;
+
+mod access;
+mod chart;
+
+pub use access::{Access, ServiceAccountAccess};
+pub use chart::Chart;
 
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
@@ -59,6 +64,8 @@ pub enum Component {
     ApiServer,
     /// kube-controller-manager.
     ControllerManager,
+    /// kube-scheduler.
+    Scheduler,
 }
 
 impl Component {
@@ -68,6 +75,7 @@ impl Component {
             Component::Etcd => "etcd",
             Component::ApiServer => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
+            Component::Scheduler => "kube-scheduler",
         }
     }
 }
@@ -112,19 +120,6 @@ impl AuditEvent {
                 .unwrap_or(0),
         })
     }
-}
-
-/// A ServiceAccount made by [`KubeEnv::service_account`]: its identity, its
-/// ClusterRole and a kubeconfig with its token.
-#[derive(Debug, Clone)]
-pub struct ServiceAccountAccess {
-    /// The user name the API server knows it by
-    /// (`system:serviceaccount:NS:NAME`).
-    pub user: String,
-    /// The ClusterRole bound to it (patch its rules to change what it may).
-    pub cluster_role: String,
-    /// A kubeconfig for the API server with the account's token.
-    pub kubeconfig: PathBuf,
 }
 
 /// The test's own control plane: the directory `start.sh` keeps its state
@@ -270,6 +265,17 @@ impl KubeEnv {
     /// them); `None` on an external cluster.
     pub fn binaries(&self) -> Option<&Path> {
         self.plane.as_ref().map(|p| p.bin.as_path())
+    }
+
+    /// `kubectl` with the admin's kubeconfig: the control plane's own
+    /// build, or the one on `PATH` for an external cluster.
+    pub fn kubectl(&self) -> std::process::Command {
+        let program = self
+            .binaries()
+            .map_or(PathBuf::from("kubectl"), |b| b.join("kubectl"));
+        let mut cmd = std::process::Command::new(program);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
     }
 
     /// Restarts one component of the test's control plane (stop it, start
@@ -474,111 +480,6 @@ impl KubeEnv {
             .expect("created objects have names");
         self.track(ar, namespace.as_deref(), &name);
         made
-    }
-
-    /// A ServiceAccount named after `base` (in a namespace of its own),
-    /// a ClusterRole with `rules` (the JSON of a ClusterRole's `rules`)
-    /// bound to it, and a kubeconfig with a token for it (TokenRequest,
-    /// valid for an hour): for processes that must run with a workload's
-    /// permissions, not the admin's. All of it is deleted at the end.
-    pub async fn service_account(&mut self, base: &str, rules: Value) -> ServiceAccountAccess {
-        let ns = self.namespace(base).await;
-        let name = self.name(base);
-        let account: ServiceAccount = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": ns}
-        }))
-        .expect("ServiceAccount");
-        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
-        accounts
-            .create(&PostParams::default(), &account)
-            .await
-            .unwrap_or_else(|e| panic!("ServiceAccount {name} cannot be created: {e}"));
-        self.create_json(
-            "clusterroles",
-            serde_json::json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": name}, "rules": rules
-            }),
-        )
-        .await;
-        self.create_json(
-            "clusterrolebindings",
-            serde_json::json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
-            }),
-        )
-        .await;
-        let request: TokenRequest = serde_json::from_value(serde_json::json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"audiences": [], "expirationSeconds": 3600}
-        }))
-        .expect("TokenRequest");
-        let token = accounts
-            .create_token_request(&name, &PostParams::default(), &request)
-            .await
-            .unwrap_or_else(|e| panic!("no token for ServiceAccount {name}: {e}"))
-            .status
-            .map(|s| s.token)
-            .unwrap_or_else(|| panic!("the TokenRequest for {name} has no token"));
-        // The admin kubeconfig's cluster, with the token as its user.
-        let mut config = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig readable");
-        let base_dir = self
-            .kubeconfig
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        for cluster in config
-            .clusters
-            .iter_mut()
-            .filter_map(|c| c.cluster.as_mut())
-        {
-            if let Some(ca) = cluster.certificate_authority.as_mut() {
-                *ca = base_dir.join(&*ca).display().to_string();
-            }
-        }
-        config.auth_infos = vec![NamedAuthInfo {
-            name: name.clone(),
-            auth_info: Some(AuthInfo {
-                token: Some(token.into()),
-                ..Default::default()
-            }),
-            other: Default::default(),
-        }];
-        for context in config
-            .contexts
-            .iter_mut()
-            .filter_map(|c| c.context.as_mut())
-        {
-            context.user = Some(name.clone());
-        }
-        let kubeconfig = self.dir.join(format!("kubeconfig-{name}"));
-        std::fs::write(
-            &kubeconfig,
-            serde_json::to_vec(&config).expect("kubeconfig serializes"),
-        )
-        .expect("kubeconfig written");
-        // RBAC takes effect as the API server's informers see the binding:
-        // wait until it lets the account read Nodes (all the rules allow
-        // that), so the first requests are not refused.
-        let client = real_client(&kubeconfig).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
-        while let Err(e) = nodes.list(&ListParams::default().limit(1)).await {
-            assert!(
-                Instant::now() < deadline,
-                "ServiceAccount {name} cannot list Nodes 30 s after its binding: {e}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        ServiceAccountAccess {
-            user: format!("system:serviceaccount:{ns}:{name}"),
-            cluster_role: name,
-            kubeconfig,
-        }
     }
 
     /// A kubeconfig for processes that reach the API server at `addr`
@@ -865,7 +766,12 @@ mod tests {
         let cluster = env.dir().join("cluster");
         env.cleanup().await;
         if env.binaries().is_some() {
-            for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+            for c in [
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ] {
                 assert!(
                     !cluster.join("pids").join(format!("{c}.pid")).exists(),
                     "{c} still recorded as running"

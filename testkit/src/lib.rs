@@ -24,7 +24,7 @@ pub mod netns;
 
 pub use cmd::{is_root, log_tail, must_run, run, wait_for, wait_until};
 #[cfg(feature = "kube-env")]
-pub use kube::{AuditEvent, Component, KubeEnv, ServiceAccountAccess};
+pub use kube::{Access, AuditEvent, Chart, Component, KubeEnv, ServiceAccountAccess};
 pub use lab::{Lab, Petrel};
 
 /// What went wrong in the harness: the step, and why.
