@@ -318,16 +318,21 @@ async fn agents_report_their_own_nodes_state() {
     .await;
     env.create_json("bgppeers", peer("tor", "10.40.0.9", 65009, None, &[]))
         .await;
-    // Two LoadBalancer Services with a Local policy and their endpoint on
-    // node-1 only; node-1 exports web2 to nobody (the filter).
+    // Two LoadBalancer Services with a Local policy and their one Pod on
+    // node-1 (their EndpointSlices are the endpointslice controller's);
+    // node-1 exports web2 to nobody (the filter).
     let shop = env.namespace("shop").await;
-    for (svc, ip) in [("web", "198.51.100.10"), ("web2", "198.51.100.20")] {
+    for (svc, ip, pod_ip) in [
+        ("web", "198.51.100.10", "10.244.1.5"),
+        ("web2", "198.51.100.20", "10.244.1.6"),
+    ] {
         env.create_json(
             "services",
             json!({
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": svc, "namespace": shop},
                 "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                         "selector": {"app": svc},
                          "ports": [{"port": 80}], "loadBalancerClass": "petrel.dev/test"}
             }),
         )
@@ -344,14 +349,8 @@ async fn agents_report_their_own_nodes_state() {
             )
             .await
             .expect("LoadBalancer IP assigned");
-        env.create_json("endpointslices", json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("{svc}-1"), "namespace": shop,
-                         "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["10.244.1.5"], "conditions": {"ready": true}, "nodeName": n1}]
-        }))
-        .await;
+        env.ready_pod(&shop, &format!("{svc}-0"), json!({"app": svc}), &n1, pod_ip)
+            .await;
     }
 
     let controller_kc = env

@@ -464,7 +464,9 @@ fn a_petrel_route_reflector_connects_the_pods_and_has_the_vip_as_ecmp() {
 /// names), agents with `--source kube`, `petrel controller` assigning
 /// LoadBalancer IPs from the lab's pool. A LoadBalancer Service gets its
 /// address, is advertised from exactly the nodes with endpoints and
-/// answers the ToR; an endpoint move reaches the ToR within a second;
+/// answers the ToR; a Service's EndpointSlice made by the real
+/// endpointslice controller from its Pod is followed as the Pod turns
+/// unready and ready again; an endpoint move reaches the ToR within a second;
 /// deleting a Service withdraws it; `lab down` leaves the API server as it
 /// was.
 #[test]
@@ -515,27 +517,27 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
     );
 
     // A Service asking for nothing gets an address of the pool, advertised
-    // from node-3 alone, where its one endpoint is.
+    // from node-3 alone, where its one Pod runs. The EndpointSlice is
+    // kube-controller-manager's (its endpointslice controller), made from
+    // the Pod, which the test reports running and ready in the kubelet's
+    // place.
     let api: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "api", "namespace": ns},
         "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
                  "loadBalancerClass": format!("petrel.dev/lab-{}", lab.name),
+                 "selector": {"app": "api"},
                  "ports": [{"port": 443, "protocol": "TCP"}]}
     }))
     .expect("Service");
     rt.block_on(services.create(&PostParams::default(), &api))
         .expect("Service created");
-    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "api-lab", "namespace": ns,
-                     "labels": {"kubernetes.io/service-name": "api",
-                                "endpointslice.kubernetes.io/managed-by": "petrel-lab"}},
-        "addressType": "IPv4",
-        "ports": [{"port": 443, "protocol": "TCP"}],
-        "endpoints": [{"addresses": ["10.244.3.3"], "conditions": {"ready": true}, "nodeName": "node-3"}]
-    }))
-    .expect("EndpointSlice");
-    rt.block_on(slices.create(&PostParams::default(), &slice))
-        .expect("EndpointSlice created");
+    rt.block_on(env.ready_pod(
+        &ns,
+        "api-0",
+        serde_json::json!({"app": "api"}),
+        "node-3",
+        "10.244.3.3",
+    ));
     let api_ip = wait_until(
         Duration::from_secs(10),
         Duration::from_millis(100),
@@ -548,6 +550,18 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
         "api got {api_ip}, not a free address of 198.51.100.0/24"
     );
     let api_prefix = format!("{api_ip}/32");
+    wait_frr(
+        &lab,
+        &api_prefix,
+        &set(&["192.168.100.13"]),
+        Duration::from_secs(10),
+    );
+    // The Pod fails its readiness probe: its endpoint is no longer ready,
+    // node-3 has none left, and withdraws api's address; ready again, it
+    // announces it again.
+    rt.block_on(env.set_pod_ready(&ns, "api-0", "10.244.3.3", false));
+    wait_frr(&lab, &api_prefix, &BTreeSet::new(), Duration::from_secs(10));
+    rt.block_on(env.set_pod_ready(&ns, "api-0", "10.244.3.3", true));
     wait_frr(
         &lab,
         &api_prefix,

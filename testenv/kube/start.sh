@@ -161,6 +161,10 @@ EOF
     curl -fsS --max-time 5 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$server/readyz"
 
   # ---- kube-controller-manager ----
+  # Every controller runs. No kubelet runs, so no Node ever heartbeats: the
+  # grace periods are a day, or the node lifecycle controller would call
+  # every Node lost after a minute and mark its Pods not ready (and their
+  # endpoints with them) in the middle of a test.
   if ! running_pid "$dir" kube-controller-manager >/dev/null; then
     check_port_free "$KCM_PORT" kube-controller-manager
     launch "$dir" kube-controller-manager "$bin/kube-controller-manager" \
@@ -181,6 +185,8 @@ EOF
       --cluster-signing-cert-file="$pki/ca.crt" \
       --cluster-signing-key-file="$pki/ca.key" \
       --leader-elect=false \
+      --node-monitor-grace-period=24h \
+      --node-startup-grace-period=24h \
       --profiling=false \
       --v="$verbosity"
   fi

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 mod access;
 mod chart;
+mod pods;
 
 pub use access::{Access, ServiceAccountAccess};
 pub use chart::Chart;
