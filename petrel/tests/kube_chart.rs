@@ -22,15 +22,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use testkit::KubeEnv;
 
-/// Creates Nodes named `names` with `kubernetes.io/os` = `os`, and room
-/// for the chart's Pods (the scheduler places them by their requests).
+/// Creates Nodes named `names` with `kubernetes.io/os` = `os`, the
+/// test's node labels, and room for the chart's Pods (the scheduler places
+/// them by their requests).
 async fn nodes(env: &mut KubeEnv, names: &[&str], os: &str) {
     let room = json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
+    let mut labels = env.node_labels();
+    labels["kubernetes.io/os"] = os.into();
     for n in names {
         env.create_json(
             "nodes",
             json!({"apiVersion": "v1", "kind": "Node",
-                   "metadata": {"name": n, "labels": {"kubernetes.io/os": os}},
+                   "metadata": {"name": n, "labels": labels},
                    "status": {"capacity": room, "allocatable": room}}),
         )
         .await;

@@ -240,12 +240,14 @@ async fn agents_report_their_own_nodes_state() {
     // Room for the chart's agent Pods, which the scheduler places.
     let room = json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
     for (node, ip) in [(&n1, "10.40.0.1"), (&n2, "10.40.0.2")] {
+        let mut labels = env.node_labels();
+        labels["petrel-test/node"] = node.as_str().into();
+        labels["kubernetes.io/os"] = "linux".into();
         env.create_json(
             "nodes",
             json!({
                 "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": node,
-                             "labels": {"petrel-test/node": node, "kubernetes.io/os": "linux"}},
+                "metadata": {"name": node, "labels": labels},
                 "status": {"addresses": [{"type": "InternalIP", "address": ip}],
                            "capacity": room, "allocatable": room}
             }),

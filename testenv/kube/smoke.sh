@@ -64,7 +64,7 @@ check "service account token controller works (default SA in default ns)" \
   bash -c 'for i in $(seq 60); do "$0" --kubeconfig "$1" get sa default >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1' "$bin/kubectl" "$kc"
 
 pid_of() { cat "$dir/pids/$1.pid" 2>/dev/null; }
-for comp in etcd kube-apiserver kube-controller-manager; do
+for comp in etcd kube-apiserver kube-controller-manager kube-scheduler; do
   old="$(pid_of "$comp")"
   t0=$SECONDS
   if "$here/restart.sh" "$dir" "$comp" >/dev/null; then

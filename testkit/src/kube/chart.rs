@@ -92,11 +92,22 @@ impl Chart {
     }
 }
 
+/// The label that pins the chart's Pods to the test's Nodes.
+const NODE_LABEL: &str = "petrel.dev/test-node";
+
 impl KubeEnv {
+    /// Labels for the Nodes a test makes, so the chart's Pods (agents,
+    /// controllers) are placed on them: on an external cluster, never on
+    /// its real nodes, whose kubelets would run them.
+    pub fn node_labels(&self) -> Value {
+        serde_json::json!({ NODE_LABEL: self.suffix })
+    }
+
     /// Renders the chart (release named after `base`, in `namespace`, with
     /// `values`) and creates those of its objects whose kind is in `kinds`
     /// (every one when `kinds` is empty), in Helm's order; each is deleted
-    /// at the end. The CRDs are [`KubeEnv::install_crds`]'s (the chart's
+    /// at the end. The agent's and the controller's `nodeSelector` get
+    /// [`KubeEnv::node_labels`]: their Pods go to the test's Nodes only. The CRDs are [`KubeEnv::install_crds`]'s (the chart's
     /// `crds/` are `petrel crds`). Panics naming the object the API server
     /// refused. Returns once RBAC lets each bound account do the first
     /// thing its role grants.
@@ -108,6 +119,10 @@ impl KubeEnv {
         kinds: &[&str],
     ) -> Chart {
         let release = self.name(base);
+        let mut values = values;
+        for component in ["agent", "controller"] {
+            values[component]["nodeSelector"][NODE_LABEL] = self.suffix.clone().into();
+        }
         let chart = Chart::render(&release, namespace, &values);
         let chosen: Vec<Value> = chart
             .objects
