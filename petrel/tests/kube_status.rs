@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Lab, run};
+use common::Lab;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
@@ -149,33 +149,8 @@ fn not_sent(entry: &Value, peer: &str) -> Option<String> {
 /// processes in `ns` reach a forwarder to the API server at `host_ip`.
 /// Deleting the namespace (the Lab's drop) deletes the pair.
 fn host_link(name: &str, ns: &str, host_ip: &str, ns_ip: &str) {
-    let host = format!("{name}h");
-    let inner = format!("{name}n");
-    let _ = Command::new("ip").args(["link", "del", &host]).output();
-    run(
-        "ip",
-        &[
-            "link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", ns,
-        ],
-    );
-    run(
-        "ip",
-        &["addr", "add", &format!("{host_ip}/24"), "dev", &host],
-    );
-    run("ip", &["link", "set", &host, "up"]);
-    run(
-        "ip",
-        &[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{ns_ip}/24"),
-            "dev",
-            &inner,
-        ],
-    );
-    run("ip", &["-n", ns, "link", "set", &inner, "up"]);
+    testkit::netns::host_link(name, ns, &format!("{host_ip}/24"), &format!("{ns_ip}/24"))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Starts `petrel agent --source kube` for `node` in `ns`.

@@ -84,6 +84,27 @@ pub fn veth(
     Ok(())
 }
 
+/// A veth pair from the host's namespace (`NAMEh`, address `host_cidr`) to
+/// namespace `ns` (`NAMEn`, address `ns_cidr`), both up: processes in `ns`
+/// reach a listener on the host side's address (a forwarder to an API
+/// server, for instance). Deleting `ns` deletes the pair; a pair of that
+/// name left over from an earlier run is replaced.
+pub fn host_link(name: &str, ns: &str, host_cidr: &str, ns_cidr: &str) -> Result<(), Error> {
+    let host = format!("{name}h");
+    let inner = format!("{name}n");
+    let _ = Command::new("ip").args(["link", "del", &host]).output();
+    run(
+        "ip",
+        &[
+            "link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", ns,
+        ],
+    )?;
+    run("ip", &["addr", "add", host_cidr, "dev", &host])?;
+    run("ip", &["link", "set", &host, "up"])?;
+    ip(ns, &["addr", "add", ns_cidr, "dev", &inner])?;
+    ip(ns, &["link", "set", &inner, "up"])
+}
+
 /// A namespace of its own, deleted (with what runs in it) when dropped,
 /// also when a test panics.
 #[derive(Debug)]
