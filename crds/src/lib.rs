@@ -1,7 +1,9 @@
 //! petrel's resource types (group `petrel.dev`, version `v1alpha1`), all
 //! cluster-scoped: `BGPConfiguration`, `BGPPeer`, `BGPFilter`,
-//! `BGPAdvertisement`, `LoadBalancerPool` and `IPPool`, and `BGPNodeStatus`
-//! (status only, one per node, written by that node's agent).
+//! `BGPAdvertisement`, `LoadBalancerPool` and `IPPool`; `BGPNodeStatus`
+//! (status only, one per node, written by that node's agent); and
+//! `IPAMBlock` (a block of an IPPool and who holds its addresses, written by
+//! petrel only).
 //!
 //! Each `*Spec` type derives kube's `CustomResource`, which generates the
 //! object type named after the kind (`BGPPeer { metadata, spec, status }`)
@@ -23,6 +25,7 @@
 
 mod bgp;
 mod common;
+mod ipam;
 mod node_status;
 mod pools;
 pub mod status;
@@ -32,6 +35,7 @@ use kube::CustomResourceExt;
 
 pub use bgp::*;
 pub use common::*;
+pub use ipam::*;
 pub use node_status::*;
 pub use pools::*;
 pub use status::{BgpPeerNodeStatus, BgpPeerStatus, ConditionsStatus, SessionState};
@@ -74,6 +78,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BGPFilter::crd(),
         BGPNodeStatus::crd(),
         BGPPeer::crd(),
+        IPAMBlock::crd(),
         IPPool::crd(),
         LoadBalancerPool::crd(),
     ];

@@ -359,9 +359,8 @@ impl LoadBalancerPoolSpec {
 /// `IPPool.spec`: a range pod addresses come from, handed to nodes in
 /// blocks of `blockSize`.
 ///
-/// Reserved: petrel does not allocate pod blocks or build tunnels yet, so
-/// nothing reads IPPools today; the fields say what the IPAM and tunnel
-/// work will do with them, and the API server already checks them.
+/// `encapsulation` and `natOutgoing` are reserved: petrel builds no tunnels
+/// yet; the API server already checks them.
 #[derive(
     CustomResource, KubeSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize,
 )]
@@ -394,6 +393,10 @@ impl LoadBalancerPoolSpec {
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.cidr == oldSelf.cidr")
+    .message("cidr cannot change: blocks were cut from it; make a new IPPool and move pods to it"))]
+#[x_kube(validation = Rule::new("has(self.blockSize) == has(oldSelf.blockSize) && (!has(self.blockSize) || self.blockSize == oldSelf.blockSize)")
+    .message("blockSize cannot change: blocks were cut to it; make a new IPPool and move pods to it"))]
 pub struct IpPoolSpec {
     /// The range. Required.
     #[schemars(required, with = "Option<Cidr>")]
@@ -415,10 +418,33 @@ pub struct IpPoolSpec {
     /// Only nodes whose labels match get blocks from this pool; none: every
     /// node.
     pub node_selector: Option<LabelSelector>,
-    /// Hand out no new blocks from this pool; existing blocks stay. Default
-    /// false.
+    /// Hand out no new addresses or blocks from this pool; blocks in use
+    /// stay. Default false.
     #[schemars(extend("default" = false))]
     pub disabled: Option<bool>,
+    /// Never lend an address of one node's block to another node: a node
+    /// whose blocks are full and finds no free block gets no address.
+    /// Default false: it borrows one, and routes it as a host route.
+    #[schemars(extend("default" = false))]
+    pub strict_affinity: Option<bool>,
+    /// What the pool's addresses are for: `Workload` (pods), `Tunnel`
+    /// (nodes' tunnel addresses). Default both.
+    #[schemars(extend("maxItems" = 2))]
+    pub allowed_uses: Option<Vec<PoolUse>>,
+    /// Do not advertise the pool's blocks over BGP (routed some other way,
+    /// or by the overlay only). Default false.
+    #[serde(rename = "disableBGPExport")]
+    #[schemars(extend("default" = false))]
+    pub disable_bgp_export: Option<bool>,
+}
+
+/// What an IPPool's addresses may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PoolUse {
+    /// Pod addresses.
+    Workload,
+    /// Nodes' tunnel addresses (VXLAN, IPIP, WireGuard).
+    Tunnel,
 }
 
 /// `IPPool.spec.encapsulation`: one tunnel type and when to use it.
@@ -489,17 +515,19 @@ impl IpPoolSpec {
                 format!("{cidr} has host bits set: the CIDR is {}", cidr.trunc()),
             ));
         }
-        if let Some(size) = self.block_size_or_default()
-            && (size < cidr.prefix_len() || size > cidr.max_prefix_len())
-        {
-            return Err(FieldError::new(
-                "spec.blockSize",
-                format!(
-                    "/{size} does not fit {cidr}: use {} to {}",
-                    cidr.prefix_len(),
-                    cidr.max_prefix_len()
-                ),
-            ));
+        if let Some(size) = self.block_size_or_default() {
+            // At most 4096 addresses a block (12 host bits), as Calico.
+            let widest = cidr.max_prefix_len() - 12;
+            let lowest = cidr.prefix_len().max(widest);
+            if size < lowest || size > cidr.max_prefix_len() {
+                return Err(FieldError::new(
+                    "spec.blockSize",
+                    format!(
+                        "/{size} does not fit {cidr}: use {lowest} to {}",
+                        cidr.max_prefix_len()
+                    ),
+                ));
+            }
         }
         if let Some(Err(e)) = self.node_selector.as_ref().map(LabelSelector::validate) {
             return Err(FieldError::new("spec.nodeSelector", e));
@@ -576,10 +604,18 @@ mod tests {
             ip.validate().expect_err("too short").field,
             "spec.blockSize"
         );
+        // At most 4096 addresses a block: /20 is the widest IPv4 block.
+        ip.block_size = Some(19);
+        let e = ip.validate().expect_err("too wide");
+        assert_eq!(e.message, "/19 does not fit 10.244.0.0/16: use 20 to 32");
+        ip.block_size = Some(20);
+        assert_eq!(ip.validate(), Ok(()));
         ip.cidr = Some("fd00:244::/48".parse().expect("cidr"));
         ip.block_size = None;
         assert_eq!(ip.block_size_or_default(), Some(122));
         assert_eq!(ip.validate(), Ok(()));
+        ip.block_size = Some(112);
+        assert_eq!(ip.validate().expect_err("too wide").field, "spec.blockSize");
         ip.cidr = Some("10.244.1.0/16".parse().expect("cidr"));
         assert_eq!(ip.validate().expect_err("host bits").field, "spec.cidr");
     }

@@ -3,7 +3,8 @@
 //! back to the API.
 //!
 //! - [`lb`]: LoadBalancer IPs for Services, from `LoadBalancerPool`s.
-//!
-//! Pod block allocation comes later.
+//! - [`pod`]: pod addresses, from `IPPool`s cut into blocks with node
+//!   affinity, over a store of blocks written by compare-and-swap.
 
 pub mod lb;
+pub mod pod;
