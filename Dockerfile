@@ -28,7 +28,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p petrel --target "$(cat /rust-target)" \
-    && cp "target/$(cat /rust-target)/release/petrel" /petrel
+    && cp "target/$(cat /rust-target)/release/petrel" /petrel \
+    && cp "target/$(cat /rust-target)/release/petrel-ipam" /petrel-ipam
 
 # Final stage: no shell, no libc, no package manager; CA certificates are
 # not needed (the API server's CA comes with the service account token).
@@ -36,4 +37,6 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # runs it as root with three capabilities (charts/petrel).
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /petrel /usr/local/bin/petrel
+# The CNI plugin; the chart's init container copies it to the host.
+COPY --from=build /petrel-ipam /usr/local/bin/petrel-ipam
 ENTRYPOINT ["/usr/local/bin/petrel"]

@@ -72,7 +72,7 @@ CLUSTER_SCOPED = {
     "ValidatingAdmissionPolicyBinding",
 }
 READ = {"get", "list", "watch"}
-WRITE = {"create", "update", "patch"}
+WRITE = {"create", "update", "patch", "delete"}
 # What may be written at all: status subresources, events, the Lease.
 STATUS_WRITES = {
     ("", "nodes/status"),
@@ -129,6 +129,9 @@ def check_rbac(objects, label):
                         or (g == "petrel.dev" and r == "bgpnodestatuses" and role["kind"] == "ClusterRole"
                             and role["metadata"]["name"].endswith("-agent") and verbs <= READ | {"create", "patch"})
                         or (g, r) in STATUS_WRITES
+                        # Pod addresses are recorded in IPAMBlocks by the agents.
+                        or (g == "petrel.dev" and r == "ipamblocks" and role["kind"] == "ClusterRole"
+                            and role["metadata"]["name"].endswith("-agent"))
                         or (r == "events" and g in ("", "events.k8s.io") and verbs <= {"create", "patch"})
                         or (r == "leases" and g == "coordination.k8s.io" and role["kind"] == "Role")
                     )
@@ -198,7 +201,7 @@ def petrel_crds(*args):
 
 def check_crds():
     generated = {d["metadata"]["name"]: d for d in documents(petrel_crds())}
-    check(len(generated) == 7, f"petrel crds printed {len(generated)} CRDs")
+    check(len(generated) == 8, f"petrel crds printed {len(generated)} CRDs")
     # The YAML, as Go reads it, says what the Rust types mean: no scalar
     # read as another type (YAML 1.1's `no`, `on`, numbers-as-text).
     meant = {c["metadata"]["name"]: c for c in json.loads(petrel_crds("-o", "json"))["items"]}

@@ -36,6 +36,15 @@ pub enum AgentError {
     /// `--onlink-interface` names no interface.
     #[error("--onlink-interface {0}: no such interface")]
     NoInterface(String),
+    /// The pod IPAM socket cannot be served.
+    #[error("--ipam-socket {}: {source}", .socket.display())]
+    IpamSocket {
+        /// The socket's path.
+        socket: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The speaker went away under the FIB.
     #[error("the speaker: {0}")]
     Speaker(#[from] SpeakerError),

@@ -4,10 +4,12 @@
 //! - [`fib`]: the speaker's best paths into the kernel, through route-sync.
 //! - [`status`]: the node's state written back to the API server.
 //! - [`metrics`]: `/metrics`, `/healthz` and `/readyz`.
+//! - `pod_ipam`: pod addresses for the CNI plugin, on a unix socket.
 
 mod error;
 pub mod fib;
 pub mod metrics;
+mod pod_ipam;
 pub mod status;
 
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use bgpd::speaker::{RestartState, Speaker};
 use model::{FileSource, KubeSource};
 
 pub use error::AgentError;
+pub use pod_ipam::IpamOptions;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Which source `--source` names: `files:DIR` or `kube`.
@@ -63,6 +66,8 @@ pub struct AgentOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// Record the speaker's inputs into this directory, for replay.
     pub record_speaker: Option<PathBuf>,
+    /// Serve pod addresses to the CNI plugin (`None`: no pod IPAM).
+    pub ipam: Option<IpamOptions>,
 }
 
 /// Starts the speaker, recording its inputs into `record` when given.
@@ -164,9 +169,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // In a cluster, the node's state goes back to the API server: its own
     // BGPPeer session entries, Node condition and BGPNodeStatus.
     let (status_tx, status_rx) = tokio::sync::watch::channel(None);
-    let status_task = match client {
+    let status_task = match &client {
         Some(client) => Some(status::spawn(
-            client,
+            client.clone(),
             opts.node.clone(),
             speaker_tx.subscribe(),
             status_rx,
@@ -174,6 +179,28 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         // Nobody to report to: `publish` then skips the work.
         None => {
             drop(status_rx);
+            None
+        }
+    };
+    // Pod addresses: in the API server's IPAMBlocks, or the state file.
+    let (pools_tx, pools_rx) = tokio::sync::watch::channel(None);
+    let ipam_task = match &opts.ipam {
+        Some(o) => {
+            let store = match &client {
+                Some(c) => pod_ipam::Store::Kube(Box::new(ipam_store::KubeBlocks::new(c.clone()))),
+                None => pod_ipam::Store::File(ipam_store::FileBlocks::new(&o.state_file)),
+            };
+            Some(
+                pod_ipam::spawn(o, opts.node.clone(), store, pools_rx).map_err(|source| {
+                    AgentError::IpamSocket {
+                        socket: o.socket.clone(),
+                        source,
+                    }
+                })?,
+            )
+        }
+        None => {
+            drop(pools_rx);
             None
         }
     };
@@ -198,6 +225,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             dirty = true;
             let (config, more) = planner::plan(&snapshot, &opts.node);
             problems.extend(more);
+            if opts.ipam.is_some() {
+                pools_tx.send_replace(Some(pod_ipam::pools_for(&snapshot, &opts.node)));
+            }
             for p in &problems {
                 tracing::warn!(problem = %p, "configuration problem");
             }
@@ -301,6 +331,12 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     tracing::info!("shutting down");
     if let Some(t) = status_task {
         t.abort();
+    }
+    if let Some(t) = ipam_task {
+        t.abort();
+        if let Some(o) = &opts.ipam {
+            let _ = std::fs::remove_file(&o.socket);
+        }
     }
     if let Some(s) = speaker {
         s.shutdown().await;

@@ -94,6 +94,7 @@ mod tests {
                 "bgpfilters.petrel.dev.yaml",
                 "bgpnodestatuses.petrel.dev.yaml",
                 "bgppeers.petrel.dev.yaml",
+                "ipamblocks.petrel.dev.yaml",
                 "ippools.petrel.dev.yaml",
                 "loadbalancerpools.petrel.dev.yaml",
             ]
@@ -114,7 +115,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["metadata"]["name"].as_str())
             .collect();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
         assert!(names.contains(&"loadbalancerpools.petrel.dev"));
     }
 }

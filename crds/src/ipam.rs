@@ -57,7 +57,8 @@ pub struct IpamBlockSpec {
     /// handed out.
     #[serde(default)]
     pub sequence: u64,
-    /// Ordinals below this were handed out at least once.
+    /// Ordinals below this were handed out at least once (ordinal 0 is
+    /// the gateway, never handed out).
     #[serde(default)]
     pub fresh: u32,
     /// The addresses in use, by ordinal.

@@ -402,8 +402,9 @@ pub struct IpPoolSpec {
     #[schemars(required, with = "Option<Cidr>")]
     pub cidr: Option<IpNet>,
     /// The prefix length of the blocks nodes get: from the CIDR's own
-    /// length to 32 (IPv4) or 128 (IPv6); default 26 for IPv4, 122 for IPv6
-    /// (64 addresses).
+    /// length (at most 4096 addresses a block: 20 for IPv4, 116 for IPv6)
+    /// to 30 (IPv4) or 126 (IPv6); default 26 for IPv4, 122 for IPv6 (64
+    /// addresses). A block's first address is its pods' gateway.
     // The family-dependent bounds are checked by `validate`: CEL in the
     // subset the project keeps to cannot take a CIDR apart.
     #[schemars(range(max = 128))]
@@ -519,13 +520,12 @@ impl IpPoolSpec {
             // At most 4096 addresses a block (12 host bits), as Calico.
             let widest = cidr.max_prefix_len() - 12;
             let lowest = cidr.prefix_len().max(widest);
-            if size < lowest || size > cidr.max_prefix_len() {
+            // At least four addresses: the first is the pods' gateway.
+            let highest = cidr.max_prefix_len() - 2;
+            if size < lowest || size > highest {
                 return Err(FieldError::new(
                     "spec.blockSize",
-                    format!(
-                        "/{size} does not fit {cidr}: use {lowest} to {}",
-                        cidr.max_prefix_len()
-                    ),
+                    format!("/{size} does not fit {cidr}: use {lowest} to {highest}"),
                 ));
             }
         }
@@ -607,7 +607,7 @@ mod tests {
         // At most 4096 addresses a block: /20 is the widest IPv4 block.
         ip.block_size = Some(19);
         let e = ip.validate().expect_err("too wide");
-        assert_eq!(e.message, "/19 does not fit 10.244.0.0/16: use 20 to 32");
+        assert_eq!(e.message, "/19 does not fit 10.244.0.0/16: use 20 to 30");
         ip.block_size = Some(20);
         assert_eq!(ip.validate(), Ok(()));
         ip.cidr = Some("fd00:244::/48".parse().expect("cidr"));

@@ -1,6 +1,6 @@
 //! The file source: a directory of Kubernetes-style YAML objects, the same
 //! objects a cluster has (`petrel.dev/v1alpha1` BGPConfiguration, BGPPeer,
-//! BGPFilter and BGPAdvertisement; core `v1` Node, Service and Secret;
+//! BGPFilter, BGPAdvertisement and IPPool; core `v1` Node, Service and Secret;
 //! `discovery.k8s.io/v1` EndpointSlice).
 //!
 //! Every document is parsed on its own: a malformed one is reported (file,
@@ -248,6 +248,31 @@ this: is: not: yaml
             p[1]
         );
         assert!(p[2].message.contains("not valid YAML"), "{}", p[2]);
+    }
+
+    #[test]
+    fn ip_pools_are_read_and_a_bad_block_size_is_named() {
+        let (s, p) = load(
+            r#"
+apiVersion: petrel.dev/v1alpha1
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 10.244.0.0/16, strictAffinity: true, allowedUses: [Workload]}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: IPPool
+metadata: {name: wide}
+spec: {cidr: 10.245.0.0/16, blockSize: 18}
+"#,
+        );
+        assert_eq!(s.ip_pools.len(), 1);
+        assert_eq!(s.ip_pools[0].name, "pods");
+        assert_eq!(s.ip_pools[0].spec.block_size_or_default(), Some(26));
+        assert_eq!(s.ip_pools[0].spec.strict_affinity, Some(true));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].object.as_deref(), Some("IPPool/wide"));
+        assert_eq!(p[0].field.as_deref(), Some("spec.blockSize"));
+        assert!(p[0].message.contains("use 20 to 30"), "{}", p[0]);
     }
 
     #[test]

@@ -34,11 +34,12 @@ use crate::objects::{Origin, Snapshot};
 use crate::problem::Problem;
 
 /// The petrel.dev kinds the agent reads.
-const PETREL_KINDS: [(&str, &str); 4] = [
+const PETREL_KINDS: [(&str, &str); 5] = [
     ("BGPConfiguration", "bgpconfigurations"),
     ("BGPPeer", "bgppeers"),
     ("BGPFilter", "bgpfilters"),
     ("BGPAdvertisement", "bgpadvertisements"),
+    ("IPPool", "ippools"),
 ];
 
 /// Reflectors on every kind the planner reads.

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crds::{BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec};
+use crds::{BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec, IpPoolSpec};
 use ipnet::IpNet;
 /// Where an object came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -153,6 +153,8 @@ pub struct Snapshot {
     pub filters: Vec<Named<BgpFilterSpec>>,
     /// BGPAdvertisement objects.
     pub advertisements: Vec<Named<BgpAdvertisementSpec>>,
+    /// IPPool objects (valid ones: a bad CIDR or block size is a problem).
+    pub ip_pools: Vec<Named<IpPoolSpec>>,
     /// Nodes.
     pub nodes: Vec<Node>,
     /// Services.

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use base64::Engine;
 use crds::{
     API_VERSION, AS_NUMBER_ANNOTATION, BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec,
-    BgpPeerSpec,
+    BgpPeerSpec, IpPoolSpec,
 };
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
@@ -71,6 +71,14 @@ pub fn add_object(value: &Value, origin: Origin, snap: &mut Snapshot, problems: 
                 Ok(spec) => snap.advertisements.push(Named { name, origin, spec }),
                 Err(e) => problems.push(problem(object, Some(e.field), e.reason)),
             },
+            (API_VERSION, "IPPool") => match typed::<IpPoolSpec>(value).and_then(|spec| {
+                spec.validate()
+                    .map(|()| spec)
+                    .map_err(|e| FieldError::new(e.field, e.message))
+            }) {
+                Ok(spec) => snap.ip_pools.push(Named { name, origin, spec }),
+                Err(e) => problems.push(problem(object, Some(e.field), e.reason)),
+            },
             ("v1", "Service") => match service(value, name) {
                 Ok(sv) => snap.services.push(sv),
                 Err(e) => problems.push(problem(object, Some(e.field), e.reason)),
@@ -92,12 +100,13 @@ pub fn add_object(value: &Value, origin: Origin, snap: &mut Snapshot, problems: 
                 Ok(s) => snap.secrets.push(s),
                 Err(e) => problems.push(problem(object, Some(e.field), e.reason)),
             },
-            (_, "BGPConfiguration" | "BGPPeer" | "BGPFilter" | "BGPAdvertisement") => problems
-                .push(problem(
+            (_, "BGPConfiguration" | "BGPPeer" | "BGPFilter" | "BGPAdvertisement" | "IPPool") => {
+                problems.push(problem(
                     object,
                     Some("apiVersion".into()),
                     format!("is {api:?}; petrel objects are {API_VERSION}"),
-                )),
+                ))
+            }
             (_, "EndpointSlice") => problems.push(problem(
                 object,
                 Some("apiVersion".into()),

@@ -85,6 +85,22 @@ enum Command {
         /// run can be replayed without sockets (bgpd::speaker::replay).
         #[arg(long, value_name = "DIR")]
         record_speaker: Option<PathBuf>,
+        /// Hand out pod addresses from IPPools to the CNI plugin
+        /// (`petrel-ipam`) on this unix socket.
+        #[arg(long, value_name = "PATH")]
+        ipam_socket: Option<PathBuf>,
+        /// With `--source files:DIR`: the file that keeps the blocks and who
+        /// holds each address (in a cluster they are IPAMBlock objects).
+        #[arg(long, value_name = "FILE", default_value = "/var/lib/petrel/ipam.json")]
+        ipam_state: PathBuf,
+        /// Seconds a given-back pod address waits before it is handed out
+        /// again.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        ipam_cooldown: u64,
+        /// Seconds a block stays empty before its node gives it up (never
+        /// its last of a pool).
+        #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+        ipam_block_grace: u64,
     },
     /// Run the controller: LoadBalancer IPs for Services from
     /// LoadBalancerPools, the pools' status, and the Ready conditions of
@@ -283,6 +299,10 @@ fn main() -> ExitCode {
             onlink_interface,
             metrics_address,
             record_speaker,
+            ipam_socket,
+            ipam_state,
+            ipam_cooldown,
+            ipam_block_grace,
         } => {
             init_logging();
             let api_tcp = match (api_address, api_tls_cert, api_tls_key, api_tls_client_ca) {
@@ -311,6 +331,12 @@ fn main() -> ExitCode {
                     flush_routes_on_exit,
                     metrics: metrics_address.0,
                     record_speaker,
+                    ipam: ipam_socket.map(|socket| agent::IpamOptions {
+                        socket,
+                        state_file: ipam_state,
+                        cooldown: Duration::from_secs(ipam_cooldown),
+                        block_grace: Duration::from_secs(ipam_block_grace),
+                    }),
                 }))
                 .map_err(anyhow::Error::from)
             })

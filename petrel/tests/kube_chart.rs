@@ -183,6 +183,11 @@ async fn the_charts_workloads_run_and_its_accounts_may_do_their_work_and_no_more
             false,
         ),
         (&agent, &["create", "pods", "-n", &ns], false),
+        (&agent, &["create", "ipamblocks.petrel.dev"], true),
+        (&agent, &["update", "ipamblocks.petrel.dev"], true),
+        (&agent, &["delete", "ipamblocks.petrel.dev"], true),
+        (&agent, &["patch", "ipamblocks.petrel.dev"], false),
+        (&controller, &["create", "ipamblocks.petrel.dev"], false),
         (&controller, &["watch", "services", all], true),
         (
             &controller,

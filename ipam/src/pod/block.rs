@@ -49,6 +49,7 @@ pub struct Released {
 
 /// A block of a pool.
 ///
+/// The first address is the pods' gateway and is never handed out.
 /// Addresses never handed out go first, in order (`fresh` is the next);
 /// then those given back, oldest first, once their cooldown is over. A
 /// block of a node whose addresses all come back is empty from then on
@@ -87,7 +88,8 @@ impl Block {
             node: Some(node.to_string()),
             sequence: 0,
             allocations: Vec::new(),
-            fresh: 0,
+            // The first address is the gateway.
+            fresh: 1,
             released: VecDeque::new(),
             empty_since: Some(now),
         }
@@ -114,6 +116,13 @@ impl Block {
             .filter(|r| r.at.saturating_add(cooldown) <= now)
             .count();
         (self.size() - self.fresh).saturating_add(u32::try_from(cooled).unwrap_or(u32::MAX))
+    }
+
+    /// The pods' gateway: the block's first address, never handed out. The
+    /// main CNI plugin puts it on the host side of each pod's link (`ptp`)
+    /// or on the bridge (`bridge`); both need it inside the pod's prefix.
+    pub fn gateway(&self) -> IpAddr {
+        self.address(0)
     }
 
     /// The address at `ordinal`.

@@ -241,3 +241,29 @@ pub async fn release<S: BlockStore>(
     }
     Err(DriveError::Contended(settings.max_attempts))
 }
+
+/// Gives up `node`'s blocks that have been empty for `grace` seconds at
+/// `now` ([`releasable`](super::releasable): never its last of a pool).
+/// Each delete names the version read, so a block that got an address
+/// meanwhile stays. The blocks given up.
+pub async fn release_blocks<S: BlockStore>(
+    store: &S,
+    node: &str,
+    now: u64,
+    grace: u64,
+) -> Result<Vec<IpNet>, DriveError> {
+    let (blocks, versions) = read(store).await?;
+    let mut done = Vec::new();
+    for cidr in super::choose::releasable(node, &blocks, now, grace) {
+        let Some(version) = versions.get(&cidr) else {
+            continue;
+        };
+        match store.delete(cidr, version).await {
+            Ok(()) => done.push(cidr),
+            // Changed since read: it is decided again next time.
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(DriveError::Store(e)),
+        }
+    }
+    Ok(done)
+}

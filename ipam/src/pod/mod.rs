@@ -37,6 +37,7 @@ pub use block::{Allocation, Block, Holder, Released};
 pub use choose::{BLOCK_HOST_BITS, Family, Pool, Step, next_step, releasable};
 pub use drive::{
     Allocated, BlockStore, DriveError, Release, Settings, StoreError, allocate, release,
+    release_blocks,
 };
 pub use error::{Exhausted, ReleaseError};
 

@@ -88,6 +88,7 @@ impl BlockStore for Memory {
     }
 
     async fn delete(&self, cidr: IpNet, version: &str) -> Result<(), StoreError> {
+        self.land_intruder();
         let mut blocks = self.blocks.lock().expect("lock");
         match blocks.get(&cidr) {
             Some((_, have)) if have.to_string() == version => {
@@ -152,7 +153,8 @@ fn a_node_claims_a_block_and_fills_it_in_order_before_claiming_another() {
     assert!(!first.borrowed);
     let block = first.block;
     let mut got = vec![first.addr];
-    for h in ["b", "c", "d"] {
+    // Four addresses, the first of them the gateway: three to hand out.
+    for h in ["b", "c"] {
         let a = alloc(&store, &pools, h, "n1", 0).expect("an address");
         assert_eq!(
             a.block, block,
@@ -164,13 +166,13 @@ fn a_node_claims_a_block_and_fills_it_in_order_before_claiming_another() {
         IpNet::V4(n) => u32::from(n.network()),
         IpNet::V6(_) => unreachable!(),
     };
-    let want: Vec<IpAddr> = (0..4)
+    let want: Vec<IpAddr> = (1..4)
         .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(base + i)))
         .collect();
-    assert_eq!(got, want, "fresh addresses in order");
-    let fifth = alloc(&store, &pools, "e", "n1", 0).expect("an address");
+    assert_eq!(got, want, "fresh addresses in order, after the gateway");
+    let fourth = alloc(&store, &pools, "e", "n1", 0).expect("an address");
     assert_ne!(
-        fifth.block, block,
+        fourth.block, block,
         "a full block makes the node claim another"
     );
     let blocks = store.all();
@@ -183,7 +185,7 @@ fn a_node_claims_a_block_and_fills_it_in_order_before_claiming_another() {
             .iter()
             .map(|a| a.sequence)
             .collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
+        vec![1, 2, 3]
     );
 }
 
@@ -195,7 +197,7 @@ fn with_no_block_left_a_node_borrows_unless_the_pool_is_strict() {
     let a = alloc(&store, &pools, "a", "n1", 0).expect("n1's first");
     let b = alloc(&store, &pools, "b", "n2", 0).expect("n2's first");
     assert_ne!(a.block, b.block);
-    for h in ["b2", "b3", "b4"] {
+    for h in ["b2", "b3"] {
         alloc(&store, &pools, h, "n2", 0).expect("n2 fills its block");
     }
     // n2's block is full and none is free: it borrows from n1's.
@@ -276,7 +278,7 @@ fn a_release_by_handle_is_idempotent_and_a_stale_one_is_refused() {
     assert!(again.is_empty(), "a second DEL finds nothing and is fine");
 
     // Fill the block so the released address is handed out again.
-    for h in ["b", "c", "d"] {
+    for h in ["b", "c"] {
         alloc(&store, &pools, h, "n1", 20).expect("fresh ones first");
     }
     let e = alloc(&store, &pools, "e", "n1", 20).expect("the released one, reused");
@@ -311,9 +313,14 @@ fn given_back_addresses_cool_down_and_are_reused_oldest_first() {
     let cidr = net("10.244.0.0/30");
     let mut b = Block::new(cidr, "p", "n1", 0);
     let mut addrs = Vec::new();
-    for h in ["a", "b", "c", "d"] {
+    assert_eq!(b.gateway(), ip("10.244.0.0"));
+    for h in ["a", "b", "c"] {
         addrs.push(b.assign(holder(h, "n1"), 0, 60).expect("fresh").0);
     }
+    assert!(
+        !addrs.contains(&b.gateway()),
+        "the gateway is never handed out"
+    );
     assert!(b.assign(holder("x", "n1"), 0, 60).is_none(), "full");
     b.release(addrs[2], None, 100).expect("c back at 100");
     b.release(addrs[0], None, 110).expect("a back at 110");
@@ -425,6 +432,47 @@ fn a_conflicting_write_is_retried_and_loses_nothing() {
     assert_eq!(held, BTreeSet::from([a.addr, other, b.addr]));
 }
 
+#[test]
+fn an_empty_block_that_gets_an_address_while_being_given_up_stays() {
+    let store = Memory::default();
+    let pools = [pool("p", "10.244.0.0/24", 30)];
+    // Two blocks of four for n1, then all given back at 10.
+    let got: Vec<Allocated> = (0..5)
+        .map(|i| alloc(&store, &pools, &format!("h{i}"), "n1", 0).expect("room"))
+        .collect();
+    for i in 0..5 {
+        run(release(
+            &store,
+            Release::Handle(&format!("h{i}")),
+            10,
+            Settings::default(),
+        ))
+        .expect("released");
+    }
+    assert_eq!(store.all().len(), 2);
+    // Not yet past the grace period: nothing goes.
+    assert_eq!(run(release_blocks(&store, "n1", 50, 60)), Ok(vec![]));
+    // Past it, but the block gets an address between the read and the
+    // delete: the delete names a stale version and the block stays.
+    let second = got[4].block;
+    let mut changed = store.all()[&second].clone();
+    changed.assign(holder("late", "n1"), 80, 0).expect("room");
+    store.intrude.lock().expect("lock").push(changed);
+    assert_eq!(run(release_blocks(&store, "n1", 80, 60)), Ok(vec![]));
+    assert_eq!(store.all()[&second].used(), 1);
+    // Empty again: it goes, and the node's last block stays.
+    run(release(
+        &store,
+        Release::Handle("late"),
+        90,
+        Settings::default(),
+    ))
+    .expect("released");
+    assert_eq!(run(release_blocks(&store, "n1", 200, 60)), Ok(vec![second]));
+    assert_eq!(store.all().len(), 1);
+    assert_eq!(run(release_blocks(&store, "n1", 300, 60)), Ok(vec![]));
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -497,7 +545,8 @@ mod props {
                     prop_assert!(b.allocations.windows(2).all(|w| w[0].ordinal < w[1].ordinal));
                     let used = b.used();
                     let cooling = u32::try_from(b.released.len()).expect("small");
-                    prop_assert_eq!(used + cooling + (b.size() - b.fresh), b.size());
+                    // Ordinal 0 is the gateway.
+                    prop_assert_eq!(used + cooling + (b.size() - b.fresh), b.size() - 1);
                     for a in &b.allocations {
                         prop_assert!(seen.insert(b.address(a.ordinal)), "held twice");
                         let addr = b.address(a.ordinal);

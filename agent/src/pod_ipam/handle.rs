@@ -1,0 +1,212 @@
+//! One CNI request against the node's blocks: the allocation the agent
+//! does for `petrel-ipam`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use cni::wire::{Assigned, Failure, Reply, Request, code};
+use ipam::pod::{
+    BlockStore, DriveError, Family, Holder, Pool, Release, Settings, Step, allocate, next_step,
+    release,
+};
+use ipnet::IpNet;
+
+/// What a request is answered with and against.
+pub(crate) struct Context<'a, S> {
+    pub(crate) store: &'a S,
+    pub(crate) node: &'a str,
+    /// `None`: the agent has not read its configuration yet.
+    pub(crate) pools: Option<&'a [Pool]>,
+    pub(crate) now: u64,
+    pub(crate) settings: Settings,
+}
+
+fn fail(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Reply {
+    Reply::Error(Failure {
+        code,
+        msg: msg.into(),
+        details: details.into(),
+    })
+}
+
+fn drive_failure(e: &DriveError) -> Failure {
+    let code = match e {
+        // Nothing to hand out is not cured by asking again soon.
+        DriveError::Exhausted(_) | DriveError::Release(_) => code::INTERNAL,
+        DriveError::Store(_) | DriveError::Contended(_) => code::TRY_AGAIN,
+    };
+    Failure {
+        code,
+        msg: e.to_string(),
+        details: String::new(),
+    }
+}
+
+/// The families some pool of `pools` could serve: those with a pool of
+/// the family at all (a node with IPv4 pools only gets no IPv6 address,
+/// and that is no error).
+fn families(pools: &[Pool]) -> Vec<Family> {
+    let mut f: Vec<Family> = pools.iter().map(|p| Family::of(&p.cidr)).collect();
+    f.sort();
+    f.dedup();
+    f
+}
+
+/// Answers `request`.
+pub(crate) async fn handle<S: BlockStore>(cx: &Context<'_, S>, request: Request) -> Reply {
+    let starting = || {
+        fail(
+            code::TRY_AGAIN,
+            format!("the petrel agent on {} is starting", cx.node),
+            "it has not read its IPPools yet",
+        )
+    };
+    match request {
+        Request::Add { attachment, pod } => {
+            let Some(pools) = cx.pools else {
+                return starting();
+            };
+            let holder = Holder {
+                handle: attachment.handle(),
+                pod,
+                node: cx.node.to_string(),
+            };
+            let fams = families(pools);
+            if fams.is_empty() {
+                return fail(
+                    code::INTERNAL,
+                    format!("no IPPool exists: node {} has no address to give", cx.node),
+                    "create an IPPool (petrel.dev/v1alpha1)",
+                );
+            }
+            let mut addresses = Vec::new();
+            for family in fams {
+                match allocate(cx.store, family, pools, &holder, cx.now, cx.settings).await {
+                    // The block's prefix and its first address as the
+                    // gateway: main plugins (`ptp`, `bridge`) need the
+                    // gateway inside the address's prefix to route through
+                    // it, and `ptp` removes the prefix's connected route,
+                    // which a /32 does not have.
+                    Ok(a) => addresses.push(Assigned {
+                        address: IpNet::new(a.addr, a.block.prefix_len())
+                            .unwrap_or(IpNet::from(a.addr)),
+                        gateway: a.block.network(),
+                    }),
+                    Err(e) => {
+                        // All families or none: what one family got goes
+                        // back, so a retried ADD starts clean.
+                        if !addresses.is_empty() {
+                            let _ = release(
+                                cx.store,
+                                Release::Handle(&holder.handle),
+                                cx.now,
+                                cx.settings,
+                            )
+                            .await;
+                        }
+                        return Reply::Error(drive_failure(&e));
+                    }
+                }
+            }
+            Reply::Addresses { addresses }
+        }
+        Request::Del { attachment } => {
+            match release(
+                cx.store,
+                Release::Handle(&attachment.handle()),
+                cx.now,
+                cx.settings,
+            )
+            .await
+            {
+                Ok(released) => Reply::Done { released },
+                Err(e) => Reply::Error(drive_failure(&e)),
+            }
+        }
+        Request::Check {
+            attachment,
+            addresses,
+        } => {
+            let blocks = match cx.store.list().await {
+                Ok(b) => b,
+                Err(e) => return Reply::Error(drive_failure(&DriveError::Store(e))),
+            };
+            let handle = attachment.handle();
+            let held: BTreeSet<IpAddr> = blocks
+                .iter()
+                .flat_map(|(b, _)| b.held_by(&handle).collect::<Vec<_>>())
+                .collect();
+            let wanted: BTreeSet<IpAddr> = addresses.into_iter().collect();
+            if held == wanted {
+                Reply::Done { released: vec![] }
+            } else {
+                fail(
+                    code::INTERNAL,
+                    format!("attachment {handle} holds other addresses than its result says"),
+                    format!("recorded {held:?}, the result has {wanted:?}"),
+                )
+            }
+        }
+        Request::Gc { valid } => {
+            let keep: BTreeSet<String> = valid.iter().map(cni::wire::Attachment::handle).collect();
+            let blocks = match cx.store.list().await {
+                Ok(b) => b,
+                Err(e) => return Reply::Error(drive_failure(&DriveError::Store(e))),
+            };
+            let mut released = Vec::new();
+            for (b, _) in &blocks {
+                for a in &b.allocations {
+                    // Only this node's attachments: the runtime knows no
+                    // other node's.
+                    if a.holder.node != cx.node || keep.contains(&a.holder.handle) {
+                        continue;
+                    }
+                    let what = Release::Address {
+                        addr: b.address(a.ordinal),
+                        sequence: a.sequence,
+                    };
+                    match release(cx.store, what, cx.now, cx.settings).await {
+                        Ok(done) => released.extend(done),
+                        // Given back or handed out again meanwhile: not ours
+                        // to free any more.
+                        Err(DriveError::Release(_)) => {}
+                        Err(e) => return Reply::Error(drive_failure(&e)),
+                    }
+                }
+            }
+            Reply::Done { released }
+        }
+        Request::Status => {
+            let Some(pools) = cx.pools else {
+                return starting();
+            };
+            let blocks = match cx.store.list().await {
+                Ok(l) => l.into_iter().map(|(b, _)| (b.cidr, b)).collect(),
+                Err(e) => return Reply::Error(drive_failure(&DriveError::Store(e))),
+            };
+            let fams = families(pools);
+            if fams.is_empty() {
+                return fail(
+                    code::NOT_AVAILABLE,
+                    format!("no IPPool exists: node {} has no address to give", cx.node),
+                    "",
+                );
+            }
+            for family in fams {
+                let step = next_step(
+                    cx.node,
+                    family,
+                    pools,
+                    &blocks,
+                    cx.now,
+                    cx.settings.cooldown,
+                    &BTreeSet::new(),
+                );
+                if let Step::Exhausted(e) = step {
+                    return fail(code::NOT_AVAILABLE, e.to_string(), "");
+                }
+            }
+            Reply::Done { released: vec![] }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Pod addresses for the CNI plugin (`petrel-ipam`): the agent answers it
+//! on a unix socket, one JSON request and one reply per connection
+//! (`cni::wire`).
+//!
+//! One worker task answers requests one at a time, so this node's requests
+//! never race each other for its own blocks; other nodes' do, and the
+//! store's compare-and-swap settles that. The blocks live in the API server
+//! (`--source kube`: IPAMBlock objects) or in a local state file (`--source
+//! files:DIR`). Every minute the worker gives up this node's blocks that
+//! have stayed empty past the grace period (never its last of a pool).
+
+mod handle;
+mod pools;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cni::wire::{Failure, Reply, Request, code};
+use ipam::pod::{Block, BlockStore, Pool, Settings, StoreError, release_blocks};
+use ipam_store::{FileBlocks, KubeBlocks};
+use ipnet::IpNet;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub(crate) use pools::pools_for;
+
+/// The longest request line read (GC's list of attachments is the long
+/// one: ~100 bytes an attachment).
+const MAX_REQUEST: u64 = 4 << 20;
+
+/// Settings of the IPAM service.
+#[derive(Debug, Clone)]
+pub struct IpamOptions {
+    /// The unix socket `petrel-ipam` connects to.
+    pub socket: PathBuf,
+    /// The state file for `--source files:DIR` (blocks in a cluster are
+    /// IPAMBlock objects).
+    pub state_file: PathBuf,
+    /// How long a given-back address waits before it is reused.
+    pub cooldown: Duration,
+    /// How long a block stays empty before its node gives it up.
+    pub block_grace: Duration,
+}
+
+/// Where the blocks are.
+#[derive(Clone)]
+pub(crate) enum Store {
+    /// IPAMBlock objects.
+    Kube(Box<KubeBlocks>),
+    /// A local state file.
+    File(FileBlocks),
+}
+
+impl BlockStore for Store {
+    async fn list(&self) -> Result<Vec<(Block, String)>, StoreError> {
+        match self {
+            Store::Kube(s) => s.list().await,
+            Store::File(s) => s.list().await,
+        }
+    }
+    async fn create(&self, block: &Block) -> Result<(), StoreError> {
+        match self {
+            Store::Kube(s) => s.create(block).await,
+            Store::File(s) => s.create(block).await,
+        }
+    }
+    async fn update(&self, block: &Block, version: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Kube(s) => s.update(block, version).await,
+            Store::File(s) => s.update(block, version).await,
+        }
+    }
+    async fn delete(&self, cidr: IpNet, version: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Kube(s) => s.delete(cidr, version).await,
+            Store::File(s) => s.delete(cidr, version).await,
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+type Job = (Request, oneshot::Sender<Reply>);
+
+/// Serves `opts.socket` for `node` until aborted; `pools`: the node's
+/// IPPools from every new snapshot (`None` until the first).
+pub(crate) fn spawn(
+    opts: &IpamOptions,
+    node: String,
+    store: Store,
+    pools: watch::Receiver<Option<Vec<Pool>>>,
+) -> std::io::Result<JoinHandle<()>> {
+    if let Some(dir) = opts.socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket left by an earlier run would refuse the bind.
+    match std::fs::remove_file(&opts.socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&opts.socket)?;
+    tracing::info!(socket = %opts.socket.display(), "serving pod addresses to petrel-ipam");
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(1024);
+    let settings = Settings {
+        cooldown: opts.cooldown.as_secs(),
+        ..Settings::default()
+    };
+    let grace = opts.block_grace.as_secs();
+    Ok(tokio::spawn(async move {
+        let worker = tokio::spawn(work(store, node, pools, settings, grace, jobs_rx));
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, jobs_tx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("petrel-ipam socket: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            if worker.is_finished() {
+                break;
+            }
+        }
+    }))
+}
+
+/// Reads one request, has the worker answer it, writes the reply.
+async fn connection(stream: UnixStream, jobs: mpsc::Sender<Job>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let read = BufReader::new(read)
+        .take(MAX_REQUEST)
+        .read_line(&mut line)
+        .await;
+    let reply = match read.map(|_| serde_json::from_str::<Request>(&line)) {
+        Ok(Ok(request)) => {
+            let (tx, rx) = oneshot::channel();
+            if jobs.send((request, tx)).await.is_err() {
+                Reply::Error(Failure {
+                    code: code::TRY_AGAIN,
+                    msg: "the petrel agent is stopping".into(),
+                    details: String::new(),
+                })
+            } else {
+                rx.await.unwrap_or(Reply::Error(Failure {
+                    code: code::TRY_AGAIN,
+                    msg: "the petrel agent dropped the request".into(),
+                    details: String::new(),
+                }))
+            }
+        }
+        Ok(Err(e)) => Reply::Error(Failure {
+            code: code::DECODE,
+            msg: "the petrel agent cannot read the request".into(),
+            details: e.to_string(),
+        }),
+        Err(e) => Reply::Error(Failure {
+            code: code::IO,
+            msg: "the petrel agent cannot read the request".into(),
+            details: e.to_string(),
+        }),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    // The plugin may have gone (its runtime timed out): nothing to do.
+    let _ = write.write_all(&out).await;
+}
+
+/// Answers requests one at a time; gives up long-empty blocks.
+async fn work(
+    store: Store,
+    node: String,
+    pools: watch::Receiver<Option<Vec<Pool>>>,
+    settings: Settings,
+    grace: u64,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    let mut tidy = tokio::time::interval(Duration::from_secs(60));
+    tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            job = jobs.recv() => {
+                let Some((request, reply)) = job else { break };
+                let current = pools.borrow().clone();
+                let cx = handle::Context {
+                    store: &store,
+                    node: &node,
+                    pools: current.as_deref(),
+                    now: now(),
+                    settings,
+                };
+                let verb = verb(&request);
+                let answer = handle::handle(&cx, request).await;
+                match &answer {
+                    Reply::Error(f) => tracing::warn!(verb, code = f.code, "petrel-ipam: {f}"),
+                    Reply::Addresses { addresses } => tracing::debug!(verb, ?addresses, "handed out"),
+                    Reply::Done { released } if !released.is_empty() => {
+                        tracing::info!(verb, ?released, "given back")
+                    }
+                    Reply::Done { .. } => {}
+                }
+                let _ = reply.send(answer);
+            }
+            _ = tidy.tick() => {
+                match release_blocks(&store, &node, now(), grace).await {
+                    Ok(gone) if !gone.is_empty() => tracing::info!(?gone, "empty blocks given up"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("giving up empty blocks: {e}"),
+                }
+            }
+        }
+    }
+}
+
+fn verb(r: &Request) -> &'static str {
+    match r {
+        Request::Add { .. } => "ADD",
+        Request::Del { .. } => "DEL",
+        Request::Check { .. } => "CHECK",
+        Request::Gc { .. } => "GC",
+        Request::Status => "STATUS",
+    }
+}
