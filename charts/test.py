@@ -132,6 +132,9 @@ def check_rbac(objects, label):
                         # Pod addresses are recorded in IPAMBlocks by the agents.
                         or (g == "petrel.dev" and r == "ipamblocks" and role["kind"] == "ClusterRole"
                             and role["metadata"]["name"].endswith("-agent"))
+                        # ... and collected by the controller (no create: it claims nothing).
+                        or (g == "petrel.dev" and r == "ipamblocks" and role["kind"] == "ClusterRole"
+                            and role["metadata"]["name"].endswith("-controller") and "create" not in verbs)
                         or (r == "events" and g in ("", "events.k8s.io") and verbs <= {"create", "patch"})
                         or (r == "leases" and g == "coordination.k8s.io" and role["kind"] == "Role")
                     )
@@ -362,6 +365,38 @@ def main():
     check_service_accounts(objs, "agent-only")
     check(not find(objs, "Deployment"), "agent-only: controller rendered")
     check(all("controller" not in o["metadata"]["name"] for o in objs), "agent-only: controller objects")
+
+    # 5. Pod IPAM: the plugin installed by an init container, the agent
+    #    serving it on the socket the configuration names.
+    objs = render({"ipam": {"enabled": True, "mtu": 1450, "mainPlugin": "bridge"}})
+    check_common(objs, "kube-system", "ipam")
+    check_agent(objs, "ipam")
+    (ds,) = find(objs, "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    (init,) = spec.get("initContainers") or [None]
+    check(init is not None and init["args"][0] == "cni-install", f"ipam: init container {init}")
+    iargs = (init or {}).get("args", [])
+    arg = lambda args, flag: args[args.index(flag) + 1] if flag in args else None
+    check(arg(iargs, "--socket") == "/run/petrel/ipam.sock", f"ipam: plugin socket {iargs}")
+    check(arg(iargs, "--main-plugin") == "bridge" and arg(iargs, "--mtu") == "1450", f"ipam: init args {iargs}")
+    check((init or {}).get("securityContext", {}).get("capabilities", {}).get("drop") == ["ALL"],
+          "ipam: the init container keeps capabilities")
+    args = spec["containers"][0]["args"]
+    check(arg(args, "--ipam-socket") == "/run/petrel/ipam.sock", f"ipam: agent args {args}")
+    mounts = {m["name"]: m["mountPath"] for m in (init or {}).get("volumeMounts", [])}
+    vols = {v["name"]: v.get("hostPath", {}).get("path") for v in spec["volumes"]}
+    check(vols.get("cni-bin") == "/opt/cni/bin" and vols.get("cni-conf") == "/etc/cni/net.d",
+          f"ipam: host directories {vols}")
+    check(mounts.get("cni-bin") == "/host/cni/bin" and mounts.get("cni-conf") == "/host/cni/net.d",
+          f"ipam: init mounts {mounts}")
+    (dep,) = find(objs, "Deployment")
+    cargs = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    check("--ipam-gc" in cargs and arg(cargs, "--ipam-gc-grace") == "15m", f"ipam: controller args {cargs}")
+    objs = render({})
+    (ds,) = find(objs, "DaemonSet")
+    check("initContainers" not in ds["spec"]["template"]["spec"]
+          and "--ipam-socket" not in ds["spec"]["template"]["spec"]["containers"][0]["args"],
+          "defaults: IPAM rendered though not enabled")
 
     check_crds()
     check_readme()

@@ -184,6 +184,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     };
     // Pod addresses: in the API server's IPAMBlocks, or the state file.
     let (pools_tx, pools_rx) = tokio::sync::watch::channel(None);
+    // The node's blocks and borrowed addresses, which it routes.
+    let (local_ipam_tx, local_ipam_rx) = tokio::sync::watch::channel(model::LocalIpam::default());
+    let mut local_ipam_rx = opts.ipam.is_some().then_some(local_ipam_rx);
     let ipam_task = match &opts.ipam {
         Some(o) => {
             let store = match &client {
@@ -191,12 +194,12 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 None => pod_ipam::Store::File(ipam_store::FileBlocks::new(&o.state_file)),
             };
             Some(
-                pod_ipam::spawn(o, opts.node.clone(), store, pools_rx).map_err(|source| {
-                    AgentError::IpamSocket {
+                pod_ipam::spawn(o, opts.node.clone(), store, pools_rx, local_ipam_tx).map_err(
+                    |source| AgentError::IpamSocket {
                         socket: o.socket.clone(),
                         source,
-                    }
-                })?,
+                    },
+                )?,
             )
         }
         None => {
@@ -219,9 +222,22 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // The last snapshot's problems, for the status the kube source writes.
     let mut problems_seen: Vec<model::Problem> = Vec::new();
     let mut managed_changed = false;
+    // The source's last snapshot, kept to plan again when only the node's
+    // IPAM view changed.
+    let mut last_input: Option<(model::Snapshot, Vec<model::Problem>)> = None;
+    let mut ipam_changed = false;
     loop {
         let mut dirty = std::mem::take(&mut managed_changed);
-        if let Some((snapshot, mut problems)) = feed.poll() {
+        let mut input = feed.poll();
+        if input.is_some() && local_ipam_rx.is_some() {
+            last_input.clone_from(&input);
+        } else if std::mem::take(&mut ipam_changed) {
+            input.clone_from(&last_input);
+        }
+        if let Some((mut snapshot, mut problems)) = input {
+            if let Some(rx) = &mut local_ipam_rx {
+                snapshot.local_ipam = rx.borrow_and_update().clone();
+            }
             dirty = true;
             let (config, more) = planner::plan(&snapshot, &opts.node);
             problems.extend(more);
@@ -324,6 +340,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         tokio::select! {
             _ = feed.changed() => {}
             r = managed_rx.changed() => managed_changed = r.is_ok(),
+            r = async { local_ipam_rx.as_mut()?.changed().await.ok() }, if local_ipam_rx.is_some() => {
+                match r {
+                    Some(()) => ipam_changed = true,
+                    // The IPAM task is gone: its last view stands.
+                    None => local_ipam_rx = None,
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

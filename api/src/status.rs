@@ -114,5 +114,7 @@ pub(crate) fn intent_kind_to_pb(k: IntentKind) -> pb::IntentKind {
         IntentKind::ExternalIp => pb::IntentKind::ExternalIp,
         IntentKind::LoadBalancerIp => pb::IntentKind::LoadBalancerIp,
         IntentKind::ApiPath => pb::IntentKind::ApiPath,
+        IntentKind::PodBlock => pb::IntentKind::PodBlock,
+        IntentKind::PodBorrowed => pb::IntentKind::PodBorrowed,
     }
 }

@@ -624,6 +624,8 @@ fn intent_kind_name(k: i32) -> &'static str {
         Ok(pb::IntentKind::ExternalIp) => "external IP",
         Ok(pb::IntentKind::LoadBalancerIp) => "LoadBalancer IP",
         Ok(pb::IntentKind::ApiPath) => "API path",
+        Ok(pb::IntentKind::PodBlock) => "pod block",
+        Ok(pb::IntentKind::PodBorrowed) => "borrowed pod address",
         _ => "unknown",
     }
 }

@@ -7,5 +7,6 @@
 //! turns the one-line answer into a CNI result or a CNI error object
 //! ([`plugin`]). The agent does the allocation.
 
+pub mod install;
 pub mod plugin;
 pub mod wire;

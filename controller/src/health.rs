@@ -38,6 +38,10 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// API requests that failed (status writes, Events).
     pub api_errors: Counter,
+    /// Pod addresses seen leaked, by reason.
+    pub ipam_leak_candidates: Family<Vec<(String, String)>, Counter>,
+    /// Leaked pod addresses given back, by reason.
+    pub ipam_released: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
@@ -67,6 +71,16 @@ impl Metrics {
             "api_errors",
             "Failed status writes and Event publications",
             self.api_errors.clone(),
+        );
+        reg.register(
+            "ipam_leak_candidates",
+            "Pod addresses seen leaked (pod gone, pod moved, node gone), by reason",
+            self.ipam_leak_candidates.clone(),
+        );
+        reg.register(
+            "ipam_released",
+            "Leaked pod addresses given back, by reason",
+            self.ipam_released.clone(),
         );
         reg
     }

@@ -4,6 +4,8 @@
 //! ```text
 //!  main loop ── Leadership::acquired ──► term: one tokio task per LeaderTask
 //!     ▲                                    ├── "loadbalancer-ips" (lb.rs)
+//!     │                                    ├── "conditions" (conditions.rs)
+//!     │                                    ├── "ipam-gc" (ipam_gc.rs)
 //!     │                                    └── ... (another module adds its own)
 //!     │            Leadership::lost or SIGTERM: every task aborted and awaited
 //!     └──────────────────────────────────────┘
@@ -21,6 +23,7 @@
 pub mod conditions;
 mod error;
 pub mod health;
+pub mod ipam_gc;
 pub mod lb;
 pub mod lease;
 
@@ -61,6 +64,8 @@ pub struct ControllerOptions {
     pub timing: Timing,
     /// The LoadBalancer IP task's settings.
     pub lb: lb::LbOptions,
+    /// Garbage collection of pod addresses (`None`: off).
+    pub ipam_gc: Option<ipam_gc::GcOptions>,
     /// Where to serve metrics and health (`None`: nowhere).
     pub metrics: Option<SocketAddr>,
 }
@@ -114,11 +119,15 @@ impl LeaderTask {
 /// `pub async fn run(ctx: LeaderContext) -> Result<(), ControllerError>`.
 pub fn leader_tasks(opts: &ControllerOptions) -> Vec<LeaderTask> {
     let lb = opts.lb.clone();
-    vec![
+    let mut tasks = vec![
         LeaderTask::new("loadbalancer-ips", move |ctx| lb::run(ctx, lb.clone())),
         // Ready conditions, Events and the BGPPeer summary (conditions.rs).
         LeaderTask::new("conditions", conditions::run),
-    ]
+    ];
+    if let Some(gc) = opts.ipam_gc {
+        tasks.push(LeaderTask::new("ipam-gc", move |ctx| ipam_gc::run(ctx, gc)));
+    }
+    tasks
 }
 
 /// Why a term ended.

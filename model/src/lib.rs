@@ -24,7 +24,8 @@ pub mod problem;
 pub use files::FileSource;
 pub use kube::KubeSource;
 pub use objects::{
-    Endpoint, EndpointSlice, Named, Node, Origin, Secret, Service, Snapshot, TrafficPolicy,
+    Endpoint, EndpointSlice, LocalIpam, Named, Node, Origin, Secret, Service, Snapshot,
+    TrafficPolicy,
 };
 pub use parse::add_object;
 pub use problem::{FieldError, Problem};

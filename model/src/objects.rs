@@ -166,8 +166,22 @@ pub struct Snapshot {
     /// Where the snapshot was read (a directory, the API server), for
     /// problems that belong to no object.
     pub source: String,
+    /// This node's pod blocks and borrowed addresses, from the agent's own
+    /// IPAM (not read from the source: the agent fills it in before it
+    /// plans, so the planner stays a function of the snapshot).
+    pub local_ipam: LocalIpam,
     /// The files objects refer to (`BGPPeer.spec.password.file`), as the
     /// source read them: the path as written, and its text or why it could
     /// not be read. The planner reads no files.
     pub files: BTreeMap<String, Result<String, String>>,
+}
+
+/// This node's pod addresses as its IPAM has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalIpam {
+    /// Blocks affine to this node.
+    pub blocks: Vec<IpNet>,
+    /// Addresses this node's pods borrowed from other nodes' blocks (host
+    /// prefixes), each with its block.
+    pub borrowed: Vec<(IpNet, IpNet)>,
 }

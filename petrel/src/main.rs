@@ -143,6 +143,18 @@ enum Command {
         /// Where to serve /metrics, /healthz and /readyz (`off`: nowhere).
         #[arg(long, default_value = controller::health::DEFAULT_ADDRESS, value_parser = parse_metrics_address)]
         metrics_address: MetricsAddress,
+        /// Garbage-collect leaked pod addresses (IPAMBlocks): those of pods
+        /// that are gone, after --ipam-gc-grace; those of nodes that are
+        /// gone, at once.
+        #[arg(long)]
+        ipam_gc: bool,
+        /// How long an address whose pod is gone waits before it is given
+        /// back (the pod is looked up once more just before).
+        #[arg(long, default_value = "15m", value_parser = controller::parse_duration)]
+        ipam_gc_grace: Duration,
+        /// How often garbage collection runs.
+        #[arg(long, default_value = "60s", value_parser = controller::parse_duration)]
+        ipam_gc_interval: Duration,
     },
     /// This node's identity, peers, and every prefix it should advertise:
     /// whether it does, to which peers, and if not, why.
@@ -226,6 +238,35 @@ enum Command {
         /// Output format on standard output.
         #[arg(short, long, value_enum, default_value = "yaml")]
         output: cli::crds::Format,
+    },
+    /// Install the CNI plugin `petrel-ipam` and a network configuration on
+    /// this host (the chart's init container runs it; see docs/ipam.md).
+    CniInstall {
+        /// The plugin binary to copy.
+        #[arg(long, default_value = "/usr/local/bin/petrel-ipam")]
+        plugin: PathBuf,
+        /// The host's CNI bin directory.
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        /// The host's CNI configuration directory.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        conf_dir: PathBuf,
+        /// The configuration's file name (runtimes take the first in
+        /// lexical order).
+        #[arg(long, default_value = "10-petrel.conflist")]
+        conf_name: String,
+        /// The network's name.
+        #[arg(long, default_value = "petrel")]
+        network: String,
+        /// The main plugin that runs petrel-ipam: `ptp` or `bridge`.
+        #[arg(long, default_value = "ptp", value_parser = ["ptp", "bridge"])]
+        main_plugin: String,
+        /// The agent's IPAM socket, as seen on the host.
+        #[arg(long, default_value = cni::wire::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The pods' MTU (default: the main plugin's).
+        #[arg(long)]
+        mtu: Option<u32>,
     },
     /// Print a shell completion script (e.g. `petrel completions bash >
     /// /etc/bash_completion.d/petrel`).
@@ -351,6 +392,9 @@ fn main() -> ExitCode {
             retry_period,
             load_balancer_class,
             pool_selector,
+            ipam_gc,
+            ipam_gc_grace,
+            ipam_gc_interval,
             metrics_address,
         } => {
             init_logging();
@@ -374,6 +418,10 @@ fn main() -> ExitCode {
                             pool_selector,
                         },
                         metrics: metrics_address.0,
+                        ipam_gc: ipam_gc.then_some(controller::ipam_gc::GcOptions {
+                            grace: ipam_gc_grace,
+                            interval: ipam_gc_interval,
+                        }),
                     }))
                     .map_err(anyhow::Error::from)
                 }),
@@ -388,6 +436,27 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(cli::client::watch(&socket, args)))
         }
         Command::Crds { dir, output } => cli::crds::run(dir.as_deref(), output),
+        Command::CniInstall {
+            plugin,
+            bin_dir,
+            conf_dir,
+            conf_name,
+            network,
+            main_plugin,
+            socket,
+            mtu,
+        } => cni::install::install(&cni::install::Install {
+            plugin,
+            bin_dir,
+            conf_dir,
+            conf_name,
+            network,
+            main_plugin,
+            socket,
+            mtu,
+        })
+        .map(|(bin, conf)| println!("installed {} and {}", bin.display(), conf.display()))
+        .map_err(anyhow::Error::from),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "petrel", &mut std::io::stdout());

@@ -188,6 +188,9 @@ async fn the_charts_workloads_run_and_its_accounts_may_do_their_work_and_no_more
         (&agent, &["delete", "ipamblocks.petrel.dev"], true),
         (&agent, &["patch", "ipamblocks.petrel.dev"], false),
         (&controller, &["create", "ipamblocks.petrel.dev"], false),
+        (&controller, &["delete", "ipamblocks.petrel.dev"], true),
+        (&controller, &["watch", "pods", all], true),
+        (&controller, &["delete", "pods", all], false),
         (&controller, &["watch", "services", all], true),
         (
             &controller,
@@ -243,7 +246,8 @@ async fn the_charts_workloads_run_and_its_accounts_may_do_their_work_and_no_more
             &["patch", "nodes", "--subresource=status"],
             false,
         ),
-        (&controller, &["watch", "nodes"], false),
+        // IPAM garbage collection: which nodes exist.
+        (&controller, &["watch", "nodes"], true),
     ];
     let wrong: Vec<String> = table
         .iter()

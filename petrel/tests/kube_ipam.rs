@@ -324,3 +324,183 @@ async fn stale_writes_and_deletes_are_refused_by_the_api_server() {
     remove_blocks(&client, &[&name]).await;
     env.cleanup().await;
 }
+
+/// A controller collecting leaked addresses, as the chart's controller
+/// account; killed at the end.
+struct Collector(std::process::Child);
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_gives_back_what_pods_and_nodes_left_behind() {
+    use k8s_openapi::api::core::v1::Node;
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    let mut env = KubeEnv::start("kube-ipam-gc").await;
+    env.install_crds().await;
+    let ns = env.namespace("gc").await;
+    let chart = env
+        .install_chart(
+            "petrel",
+            &ns,
+            json!({}),
+            &[
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ],
+        )
+        .await;
+    let account = chart.name("ServiceAccount", "controller");
+    let kubeconfig = env.token(&ns, &account, None).await;
+    let client = env.client();
+    let n1 = env.name("n1");
+    let n2 = env.name("n2");
+    for node in [&n1, &n2] {
+        env.create_json(
+            "nodes",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}),
+        )
+        .await;
+    }
+    env.ready_pod(&ns, "live", json!({}), &n1, "10.253.0.1")
+        .await;
+    env.ready_pod(&ns, "moved", json!({}), &n2, "10.253.0.2")
+        .await;
+    env.ready_pod(&ns, "on-n2", json!({}), &n2, "10.253.0.3")
+        .await;
+
+    let name = env.name("gc");
+    let pools = vec![pool(&name, "10.253.0.0/26", 28, false)];
+    let store = KubeBlocks::new(client.clone());
+    let mut held = BTreeMap::new();
+    for (handle, pod, node) in [
+        ("live", Some("live"), &n1),
+        ("gone", Some("gone"), &n1),
+        ("moved", Some("moved"), &n1),
+        ("nameless", None, &n1),
+        ("on-n2", Some("on-n2"), &n2),
+    ] {
+        let h = Holder {
+            handle: format!("{handle}/eth0"),
+            pod: pod.map(|p| format!("{ns}/{p}")),
+            node: node.to_string(),
+        };
+        let a = allocate(&store, Family::V4, &pools, &h, 0, Settings::default())
+            .await
+            .expect("address");
+        held.insert(handle, a.addr);
+    }
+    let log = env.dir().join("controller.log");
+    let _collector = Collector(
+        std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+            .args(["controller", "--metrics-address", "off", "--ipam-gc"])
+            .args(["--ipam-gc-grace", "3s", "--ipam-gc-interval", "1s"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("controller starts"),
+    );
+    let holders = |blocks: &BTreeMap<IpNet, Block>| -> BTreeSet<String> {
+        blocks
+            .values()
+            .flat_map(|b| b.allocations.iter().map(|a| a.holder.handle.clone()))
+            .collect()
+    };
+    let wait = |want: BTreeSet<&'static str>, what: &'static str| {
+        let store = store.clone();
+        let name = name.clone();
+        let log = log.clone();
+        async move {
+            let want: BTreeSet<String> = want.iter().map(|h| format!("{h}/eth0")).collect();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = holders(&stored(&store, &name).await);
+                if now == want {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: holders {now:?}, want {want:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    // The gone pod's and the moved pod's addresses go after the grace
+    // period; the live pod keeps its address, and one without a recorded
+    // pod is not judged by pods.
+    let t0 = Instant::now();
+    wait(["live", "nameless", "on-n2"].into(), "pods gone").await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(3),
+        "released before the grace period"
+    );
+
+    // A node deleted: its addresses at once, its block with them.
+    let n2_block = stored(&store, &name)
+        .await
+        .into_values()
+        .find(|b| b.node.as_deref() == Some(n2.as_str()))
+        .expect("n2's block")
+        .cidr;
+    Api::<Node>::all(client.clone())
+        .delete(&n2, &DeleteParams::default())
+        .await
+        .expect("node deleted");
+    wait(["live", "nameless"].into(), "node gone").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored(&store, &name).await.contains_key(&n2_block) {
+        assert!(
+            Instant::now() < deadline,
+            "n2's empty block was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Each candidate and each release is an Event on its block.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let list = events.list(&ListParams::default()).await.expect("events");
+    let reasons: Vec<(String, String)> = list
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("IPAMBlock"))
+        .map(|e| {
+            (
+                e.reason.clone().unwrap_or_default(),
+                e.note.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (reason, about) in [
+        ("PodAddressLeaked", held["gone"]),
+        ("PodAddressReleased", held["gone"]),
+        ("PodAddressReleased", held["moved"]),
+        ("PodAddressReleased", held["on-n2"]),
+    ] {
+        assert!(
+            reasons
+                .iter()
+                .any(|(r, n)| r == reason && n.starts_with(&format!("{about} "))),
+            "no {reason} Event for {about}: {reasons:#?}"
+        );
+    }
+    assert!(
+        !reasons
+            .iter()
+            .any(|(_, n)| n.starts_with(&format!("{} ", held["live"]))),
+        "the live pod's address was reported: {reasons:#?}"
+    );
+    remove_blocks(&client, &[&name]).await;
+    env.cleanup().await;
+}

@@ -43,6 +43,10 @@ pub enum IntentKind {
     LoadBalancerIp,
     /// A route an API client added.
     ApiPath,
+    /// A block of pod addresses affine to this node (petrel's IPAM).
+    PodBlock,
+    /// A pod address this node borrowed from another node's block.
+    PodBorrowed,
 }
 
 /// A prefix this node should consider advertising, and the planner's verdict.
@@ -131,6 +135,60 @@ pub struct Advertised {
     pub intents: Vec<Intent>,
 }
 
+/// This node's pod blocks and borrowed addresses (petrel's IPAM, as the
+/// agent filled in `snapshot.local_ipam`): each advertised to every peer
+/// unless its IPPool says `disableBGPExport`. A block routes as one prefix
+/// (the agent blackholes it, so its unused addresses go nowhere); a borrowed
+/// address as a host route, more specific than the lender's block.
+fn pod_blocks(snapshot: &Snapshot, reach: &mut BTreeMap<IpNet, Reach>, intents: &mut Vec<Intent>) {
+    let pool_of = |p: &IpNet| {
+        snapshot
+            .ip_pools
+            .iter()
+            .find(|pool| pool.spec.cidr.is_some_and(|c| c.contains(p)))
+    };
+    let ipam = &snapshot.local_ipam;
+    let entries = ipam
+        .blocks
+        .iter()
+        .map(|b| {
+            (
+                *b,
+                IntentKind::PodBlock,
+                "this node's IPAM block (with a blackhole)".to_string(),
+            )
+        })
+        .chain(ipam.borrowed.iter().map(|(addr, block)| {
+            (
+                *addr,
+                IntentKind::PodBorrowed,
+                format!("a pod address borrowed from block {block} of another node"),
+            )
+        }));
+    for (prefix, kind, why) in entries {
+        let (advertised, reason) = match pool_of(&prefix) {
+            Some(pool) if pool.spec.disable_bgp_export == Some(true) => {
+                (false, format!("IPPool {} has disableBGPExport", pool.name))
+            }
+            _ => (true, why),
+        };
+        if advertised {
+            reach.entry(prefix).or_default().merge(Reach {
+                everyone: Some(Extras::default()),
+                named: BTreeMap::new(),
+            });
+        }
+        intents.push(Intent {
+            prefix,
+            kind,
+            service: None,
+            advertised,
+            reason,
+            peers: None,
+        });
+    }
+}
+
 /// Plans the Service advertisements of `node` (and its pod CIDRs), towards
 /// the neighbours `peer_names`.
 pub fn plan(
@@ -161,6 +219,7 @@ pub fn plan(
             });
         }
     }
+    pod_blocks(snapshot, &mut reach, &mut out.intents);
     let ranges = |v: &Option<Vec<crds::CidrSpec>>| -> Vec<IpNet> {
         v.iter().flatten().map(|c| c.cidr.trunc()).collect()
     };

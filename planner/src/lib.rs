@@ -313,9 +313,12 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
         }
         prepend_export(n, rules);
     }
-    let blackholes = node_obj
+    let mut blackholes: Vec<IpNet> = node_obj
         .map(|n| n.pod_cidrs.iter().map(|c| c.trunc()).collect())
         .unwrap_or_default();
+    // The node's IPAM blocks too: an address of a block no pod holds goes
+    // nowhere, rather than back out of the default route.
+    blackholes.extend(snapshot.local_ipam.blocks.iter().map(IpNet::trunc));
     (
         Some(Plan {
             speaker: out,
@@ -407,6 +410,66 @@ status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
             )]
         );
         assert_eq!(c.listen[0].port(), 179);
+    }
+
+    #[test]
+    fn ipam_blocks_are_originated_and_blackholed_borrowed_addresses_originated() {
+        let text = format!(
+            "{BASE}---
+apiVersion: petrel.dev/v1alpha1
+kind: IPPool
+metadata: {{name: pods}}
+spec: {{cidr: 10.250.0.0/16}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: IPPool
+metadata: {{name: quiet}}
+spec: {{cidr: 10.251.0.0/16, disableBGPExport: true}}
+"
+        );
+        let mut s = snapshot(&text);
+        let net = |t: &str| t.parse::<ipnet::IpNet>().expect("net");
+        s.local_ipam = model::LocalIpam {
+            blocks: vec![net("10.250.0.64/26"), net("10.251.0.0/26")],
+            borrowed: vec![(net("10.250.0.130/32"), net("10.250.0.128/26"))],
+        };
+        let (c, p) = plan(&s, "n1");
+        assert!(p.is_empty(), "{p:?}");
+        let c = c.expect("planned");
+        let originated: Vec<ipnet::IpNet> = c.speaker.originate.iter().map(|r| r.prefix).collect();
+        assert!(originated.contains(&net("10.250.0.64/26")));
+        assert!(originated.contains(&net("10.250.0.130/32")));
+        assert!(
+            !originated.contains(&net("10.251.0.0/26")),
+            "disableBGPExport"
+        );
+        // Every block of the node is blackholed, exported or not; a
+        // borrowed address is not (its pod's host route serves it).
+        assert_eq!(
+            c.blackholes,
+            vec![
+                net("10.244.1.0/24"),
+                net("10.250.0.64/26"),
+                net("10.251.0.0/26")
+            ]
+        );
+        let quiet = c
+            .intents
+            .iter()
+            .find(|i| i.prefix == net("10.251.0.0/26"))
+            .expect("intent");
+        assert!(!quiet.advertised);
+        assert_eq!(quiet.reason, "IPPool quiet has disableBGPExport");
+        let borrowed = c
+            .intents
+            .iter()
+            .find(|i| i.kind == crate::advertise::IntentKind::PodBorrowed)
+            .expect("intent");
+        assert!(
+            borrowed.reason.contains("10.250.0.128/26"),
+            "{}",
+            borrowed.reason
+        );
     }
 
     #[test]

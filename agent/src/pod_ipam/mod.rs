@@ -8,6 +8,10 @@
 //! (`--source kube`: IPAMBlock objects) or in a local state file (`--source
 //! files:DIR`). Every minute the worker gives up this node's blocks that
 //! have stayed empty past the grace period (never its last of a pool).
+//!
+//! The worker also publishes the node's view for routing
+//! ([`model::LocalIpam`]: its blocks, the addresses it borrowed), re-read
+//! shortly after each change and every 10 s.
 
 mod handle;
 mod pools;
@@ -89,12 +93,14 @@ fn now() -> u64 {
 type Job = (Request, oneshot::Sender<Reply>);
 
 /// Serves `opts.socket` for `node` until aborted; `pools`: the node's
-/// IPPools from every new snapshot (`None` until the first).
+/// IPPools from every new snapshot (`None` until the first); `view`: where
+/// the node's blocks and borrowed addresses go.
 pub(crate) fn spawn(
     opts: &IpamOptions,
     node: String,
     store: Store,
     pools: watch::Receiver<Option<Vec<Pool>>>,
+    view: watch::Sender<model::LocalIpam>,
 ) -> std::io::Result<JoinHandle<()>> {
     if let Some(dir) = opts.socket.parent() {
         std::fs::create_dir_all(dir)?;
@@ -113,7 +119,7 @@ pub(crate) fn spawn(
     };
     let grace = opts.block_grace.as_secs();
     Ok(tokio::spawn(async move {
-        let worker = tokio::spawn(work(store, node, pools, settings, grace, jobs_rx));
+        let worker = tokio::spawn(work(store, node, pools, settings, grace, jobs_rx, view));
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
@@ -173,7 +179,26 @@ async fn connection(stream: UnixStream, jobs: mpsc::Sender<Job>) {
     let _ = write.write_all(&out).await;
 }
 
-/// Answers requests one at a time; gives up long-empty blocks.
+/// The node's blocks and borrowed addresses in `blocks`.
+fn local_view(node: &str, blocks: &[(Block, String)]) -> model::LocalIpam {
+    let mut view = model::LocalIpam::default();
+    for (b, _) in blocks {
+        if b.node.as_deref() == Some(node) {
+            view.blocks.push(b.cidr);
+        } else {
+            for a in b.allocations.iter().filter(|a| a.holder.node == node) {
+                view.borrowed
+                    .push((IpNet::from(b.address(a.ordinal)), b.cidr));
+            }
+        }
+    }
+    view.blocks.sort();
+    view.borrowed.sort();
+    view
+}
+
+/// Answers requests one at a time; gives up long-empty blocks; publishes
+/// the node's view.
 async fn work(
     store: Store,
     node: String,
@@ -181,11 +206,23 @@ async fn work(
     settings: Settings,
     grace: u64,
     mut jobs: mpsc::Receiver<Job>,
+    view: watch::Sender<model::LocalIpam>,
 ) {
     let mut tidy = tokio::time::interval(Duration::from_secs(60));
     tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reread = tokio::time::interval(Duration::from_secs(10));
+    reread.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set by a change: the view is re-read once the burst settles (a
+    // storm of ADDs costs one read, not one each).
+    let mut changed = false;
     loop {
+        let settle = tokio::time::sleep(Duration::from_millis(100));
         tokio::select! {
+            () = settle, if changed => {
+                changed = false;
+                publish(&store, &node, &view).await;
+            }
+            _ = reread.tick() => publish(&store, &node, &view).await,
             job = jobs.recv() => {
                 let Some((request, reply)) = job else { break };
                 let current = pools.borrow().clone();
@@ -197,6 +234,7 @@ async fn work(
                     settings,
                 };
                 let verb = verb(&request);
+                changed |= matches!(request, Request::Add { .. } | Request::Del { .. } | Request::Gc { .. });
                 let answer = handle::handle(&cx, request).await;
                 match &answer {
                     Reply::Error(f) => tracing::warn!(verb, code = f.code, "petrel-ipam: {f}"),
@@ -210,12 +248,33 @@ async fn work(
             }
             _ = tidy.tick() => {
                 match release_blocks(&store, &node, now(), grace).await {
-                    Ok(gone) if !gone.is_empty() => tracing::info!(?gone, "empty blocks given up"),
+                    Ok(gone) if !gone.is_empty() => {
+                        tracing::info!(?gone, "empty blocks given up");
+                        changed = true;
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!("giving up empty blocks: {e}"),
                 }
             }
         }
+    }
+}
+
+/// Re-reads the blocks and publishes the node's view if it changed.
+async fn publish(store: &Store, node: &str, view: &watch::Sender<model::LocalIpam>) {
+    match store.list().await {
+        Ok(blocks) => {
+            let now = local_view(node, &blocks);
+            view.send_if_modified(|v| {
+                let differs = *v != now;
+                if differs {
+                    *v = now;
+                }
+                differs
+            });
+        }
+        // Kept as it was: routing does not flap on a failed read.
+        Err(e) => tracing::warn!("reading the IPAM blocks: {e}"),
     }
 }
 

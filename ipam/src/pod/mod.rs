@@ -32,6 +32,7 @@ mod block;
 mod choose;
 mod drive;
 mod error;
+mod gc;
 
 pub use block::{Allocation, Block, Holder, Released};
 pub use choose::{BLOCK_HOST_BITS, Family, Pool, Step, next_step, releasable};
@@ -40,6 +41,7 @@ pub use drive::{
     release_blocks,
 };
 pub use error::{Exhausted, ReleaseError};
+pub use gc::{Gc, GcPlan, Leak, LeakReason, PodState};
 
 #[cfg(test)]
 mod tests;
