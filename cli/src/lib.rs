@@ -6,6 +6,7 @@
 //! - [`decode`]: `decode`, MRT captures through petrel's own codec
 //!   ([`json`] renders the records).
 //! - [`crds`]: `crds`, the CustomResourceDefinitions.
+//! - [`ipam`]: `ipam show | check | release`, the pod address blocks.
 //!
 //! These functions are the command line's edge: they print, and return
 //! `anyhow` errors for `main` to show.
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod crds;
 pub mod decode;
+pub mod ipam;
 pub mod json;
 
 pub use client::Format;

@@ -239,6 +239,13 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "yaml")]
         output: cli::crds::Format,
     },
+    /// Pod address blocks: `show` (pools, blocks per node, borrowed
+    /// addresses), `check` (blocks against pods, this node's kernel routes
+    /// and RIB), `release --from-report` (see docs/ipam.md).
+    Ipam {
+        #[command(subcommand)]
+        command: IpamCommand,
+    },
     /// Install the CNI plugin `petrel-ipam` and a network configuration on
     /// this host (the chart's init container runs it; see docs/ipam.md).
     CniInstall {
@@ -276,6 +283,45 @@ enum Command {
     },
     /// Decode MRT files (RFC 6396; plain, gzip or bzip2) and print one JSON object per record.
     Decode(cli::decode::DecodeArgs),
+}
+
+/// `petrel ipam` subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum IpamCommand {
+    /// Pools, each node's blocks with utilisation and fragmentation, and
+    /// the borrowed addresses.
+    Show {
+        #[command(flatten)]
+        at: cli::ipam::Where,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Format,
+    },
+    /// Cross-checks the blocks with the pods, and with this node's kernel
+    /// routes and RIB (`--node`): addresses allocated but unused, used but
+    /// not allocated, blocks advertised by a node without affinity,
+    /// overlapping blocks. Exit status 1 when it finds any.
+    Check {
+        #[command(flatten)]
+        at: cli::ipam::Where,
+        #[command(flatten)]
+        args: cli::ipam::CheckArgs,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Format,
+    },
+    /// Gives back the addresses a `check --report` found allocated but
+    /// unused; refuses a report older than a change of their blocks.
+    Release {
+        #[command(flatten)]
+        at: cli::ipam::Where,
+        /// The report of `petrel ipam check --report FILE`.
+        #[arg(long, value_name = "FILE")]
+        from_report: PathBuf,
+        /// Say what would be given back, and give back nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Logs to stderr, `RUST_LOG` or `info`, colours only on a terminal.
@@ -436,6 +482,31 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(cli::client::watch(&socket, args)))
         }
         Command::Crds { dir, output } => cli::crds::run(dir.as_deref(), output),
+        Command::Ipam {
+            command: IpamCommand::Check { at, args, output },
+        } => {
+            // Exit status 1: inconsistencies found; 2: the check failed.
+            return match runtime()
+                .and_then(|rt| rt.block_on(cli::ipam::run_check(&at, &args, output)))
+            {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("petrel: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Ipam { command } => runtime().and_then(|rt| match command {
+            IpamCommand::Show { at, output } => rt.block_on(cli::ipam::show(&at, output)),
+            // Handled above, for its exit status.
+            IpamCommand::Check { .. } => Ok(()),
+            IpamCommand::Release {
+                at,
+                from_report,
+                dry_run,
+            } => rt.block_on(cli::ipam::release_from_report(&at, &from_report, dry_run)),
+        }),
         Command::CniInstall {
             plugin,
             bin_dir,
