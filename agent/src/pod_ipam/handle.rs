@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use cni::wire::{Assigned, Failure, Reply, Request, code};
 use ipam::pod::{
-    BlockStore, DriveError, Family, Holder, Pool, Release, Settings, Step, allocate, next_step,
-    release,
+    BlockStore, DriveError, Family, Holder, Pool, Release, Settings, Step, allocate_many,
+    next_step, release,
 };
 use ipnet::IpNet;
 
@@ -52,6 +52,86 @@ fn families(pools: &[Pool]) -> Vec<Family> {
     f
 }
 
+/// Answers a burst of ADDs together: one read and one write per block
+/// touched per family, rather than one of each per ADD. The replies, in
+/// order.
+pub(crate) async fn add_many<S: BlockStore>(
+    cx: &Context<'_, S>,
+    adds: Vec<(cni::wire::Attachment, Option<String>)>,
+) -> Vec<Reply> {
+    let Some(pools) = cx.pools else {
+        return adds
+            .iter()
+            .map(|_| {
+                fail(
+                    code::TRY_AGAIN,
+                    format!("the petrel agent on {} is starting", cx.node),
+                    "it has not read its IPPools yet",
+                )
+            })
+            .collect();
+    };
+    let fams = families(pools);
+    if fams.is_empty() {
+        return adds
+            .iter()
+            .map(|_| {
+                fail(
+                    code::INTERNAL,
+                    format!("no IPPool exists: node {} has no address to give", cx.node),
+                    "create an IPPool (petrel.dev/v1alpha1)",
+                )
+            })
+            .collect();
+    }
+    let holders: Vec<Holder> = adds
+        .into_iter()
+        .map(|(attachment, pod)| Holder {
+            handle: attachment.handle(),
+            pod,
+            node: cx.node.to_string(),
+        })
+        .collect();
+    // Per holder: what it got, and why it failed if it did.
+    let mut got: Vec<(Vec<Assigned>, Option<Failure>)> = vec![(Vec::new(), None); holders.len()];
+    for family in fams {
+        let results = allocate_many(cx.store, family, pools, &holders, cx.now, cx.settings).await;
+        for ((list, failed), r) in got.iter_mut().zip(results) {
+            match r {
+                // Failed in another family: nothing more for it.
+                _ if failed.is_some() => {}
+                // The block's prefix and its first address as the gateway:
+                // main plugins (`ptp`, `bridge`) need the gateway inside
+                // the address's prefix to route through it, and `ptp`
+                // removes the prefix's connected route, which a /32 does
+                // not have.
+                Ok(a) => list.push(Assigned {
+                    address: IpNet::new(a.addr, a.block.prefix_len())
+                        .unwrap_or(IpNet::from(a.addr)),
+                    gateway: a.block.network(),
+                }),
+                Err(e) => *failed = Some(drive_failure(&e)),
+            }
+        }
+    }
+    let mut replies = Vec::with_capacity(holders.len());
+    for (h, (addresses, failed)) in holders.iter().zip(got) {
+        match failed {
+            None => replies.push(Reply::Addresses { addresses }),
+            Some(f) => {
+                // All families or none: what another family got goes back,
+                // so a retried ADD starts clean.
+                if !addresses.is_empty() {
+                    let _ =
+                        release(cx.store, Release::Handle(&h.handle), cx.now, cx.settings).await;
+                }
+                replies.push(Reply::Error(f));
+            }
+        }
+    }
+    replies
+}
+
 /// Answers `request`.
 pub(crate) async fn handle<S: BlockStore>(cx: &Context<'_, S>, request: Request) -> Reply {
     let starting = || {
@@ -62,54 +142,10 @@ pub(crate) async fn handle<S: BlockStore>(cx: &Context<'_, S>, request: Request)
         )
     };
     match request {
-        Request::Add { attachment, pod } => {
-            let Some(pools) = cx.pools else {
-                return starting();
-            };
-            let holder = Holder {
-                handle: attachment.handle(),
-                pod,
-                node: cx.node.to_string(),
-            };
-            let fams = families(pools);
-            if fams.is_empty() {
-                return fail(
-                    code::INTERNAL,
-                    format!("no IPPool exists: node {} has no address to give", cx.node),
-                    "create an IPPool (petrel.dev/v1alpha1)",
-                );
-            }
-            let mut addresses = Vec::new();
-            for family in fams {
-                match allocate(cx.store, family, pools, &holder, cx.now, cx.settings).await {
-                    // The block's prefix and its first address as the
-                    // gateway: main plugins (`ptp`, `bridge`) need the
-                    // gateway inside the address's prefix to route through
-                    // it, and `ptp` removes the prefix's connected route,
-                    // which a /32 does not have.
-                    Ok(a) => addresses.push(Assigned {
-                        address: IpNet::new(a.addr, a.block.prefix_len())
-                            .unwrap_or(IpNet::from(a.addr)),
-                        gateway: a.block.network(),
-                    }),
-                    Err(e) => {
-                        // All families or none: what one family got goes
-                        // back, so a retried ADD starts clean.
-                        if !addresses.is_empty() {
-                            let _ = release(
-                                cx.store,
-                                Release::Handle(&holder.handle),
-                                cx.now,
-                                cx.settings,
-                            )
-                            .await;
-                        }
-                        return Reply::Error(drive_failure(&e));
-                    }
-                }
-            }
-            Reply::Addresses { addresses }
-        }
+        Request::Add { attachment, pod } => add_many(cx, vec![(attachment, pod)])
+            .await
+            .pop()
+            .unwrap_or_else(|| fail(code::INTERNAL, "no answer", "")),
         Request::Del { attachment } => {
             match release(
                 cx.store,

@@ -30,6 +30,9 @@ use tokio::task::JoinHandle;
 
 pub(crate) use pools::pools_for;
 
+/// The most requests answered together.
+const MAX_BURST: usize = 256;
+
 /// The longest request line read (GC's list of attachments is the long
 /// one: ~100 bytes an attachment).
 const MAX_REQUEST: u64 = 4 << 20;
@@ -224,7 +227,18 @@ async fn work(
             }
             _ = reread.tick() => publish(&store, &node, &view).await,
             job = jobs.recv() => {
-                let Some((request, reply)) = job else { break };
+                let Some(first) = job else { break };
+                // Everything queued meanwhile goes with it: a burst of ADDs
+                // costs one read and one write per block, not one per ADD.
+                let mut burst = vec![first];
+                while burst.len() < MAX_BURST
+                    && let Ok(more) = jobs.try_recv()
+                {
+                    burst.push(more);
+                }
+                changed |= burst.iter().any(|(r, _)| {
+                    matches!(r, Request::Add { .. } | Request::Del { .. } | Request::Gc { .. })
+                });
                 let current = pools.borrow().clone();
                 let cx = handle::Context {
                     store: &store,
@@ -233,18 +247,7 @@ async fn work(
                     now: now(),
                     settings,
                 };
-                let verb = verb(&request);
-                changed |= matches!(request, Request::Add { .. } | Request::Del { .. } | Request::Gc { .. });
-                let answer = handle::handle(&cx, request).await;
-                match &answer {
-                    Reply::Error(f) => tracing::warn!(verb, code = f.code, "petrel-ipam: {f}"),
-                    Reply::Addresses { addresses } => tracing::debug!(verb, ?addresses, "handed out"),
-                    Reply::Done { released } if !released.is_empty() => {
-                        tracing::info!(verb, ?released, "given back")
-                    }
-                    Reply::Done { .. } => {}
-                }
-                let _ = reply.send(answer);
+                answer_burst(&cx, burst).await;
             }
             _ = tidy.tick() => {
                 match release_blocks(&store, &node, now(), grace).await {
@@ -257,6 +260,55 @@ async fn work(
                 }
             }
         }
+    }
+}
+
+/// Answers queued requests in order, consecutive ADDs together.
+async fn answer_burst(cx: &handle::Context<'_, Store>, burst: Vec<Job>) {
+    let mut adds: Vec<(
+        cni::wire::Attachment,
+        Option<String>,
+        oneshot::Sender<Reply>,
+    )> = Vec::new();
+    let flush = |adds: Vec<(
+        cni::wire::Attachment,
+        Option<String>,
+        oneshot::Sender<Reply>,
+    )>| async {
+        if adds.is_empty() {
+            return;
+        }
+        let (requests, senders): (Vec<_>, Vec<_>) =
+            adds.into_iter().map(|(a, p, tx)| ((a, p), tx)).unzip();
+        let replies = handle::add_many(cx, requests).await;
+        for (answer, tx) in replies.into_iter().zip(senders) {
+            log_answer("ADD", &answer);
+            let _ = tx.send(answer);
+        }
+    };
+    for (request, tx) in burst {
+        match request {
+            Request::Add { attachment, pod } => adds.push((attachment, pod, tx)),
+            other => {
+                flush(std::mem::take(&mut adds)).await;
+                let verb = verb(&other);
+                let answer = handle::handle(cx, other).await;
+                log_answer(verb, &answer);
+                let _ = tx.send(answer);
+            }
+        }
+    }
+    flush(adds).await;
+}
+
+fn log_answer(verb: &str, answer: &Reply) {
+    match answer {
+        Reply::Error(f) => tracing::warn!(verb, code = f.code, "petrel-ipam: {f}"),
+        Reply::Addresses { addresses } => tracing::debug!(verb, ?addresses, "handed out"),
+        Reply::Done { released } if !released.is_empty() => {
+            tracing::info!(verb, ?released, "given back")
+        }
+        Reply::Done { .. } => {}
     }
 }
 

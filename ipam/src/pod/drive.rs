@@ -188,6 +188,128 @@ pub async fn allocate<S: BlockStore>(
     Err(DriveError::Contended(settings.max_attempts))
 }
 
+/// Hands each of `holders` one address of `family`, in one read and one
+/// write per block touched: what a node does with a burst of ADDs. Each
+/// result is what [`allocate`] would have given that holder alone, in
+/// order (an earlier holder gets the earlier address); a block whose write
+/// conflicts is read again and its holders decided again.
+pub async fn allocate_many<S: BlockStore>(
+    store: &S,
+    family: Family,
+    pools: &[Pool],
+    holders: &[Holder],
+    now: u64,
+    settings: Settings,
+) -> Vec<Result<Allocated, DriveError>> {
+    let mut results: Vec<Option<Result<Allocated, DriveError>>> = vec![None; holders.len()];
+    let mut lost = BTreeSet::new();
+    for _ in 0..settings.max_attempts {
+        let pending: Vec<usize> = (0..holders.len())
+            .filter(|i| results[*i].is_none())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let (mut blocks, versions) = match read(store).await {
+            Ok(r) => r,
+            Err(e) => {
+                for i in pending {
+                    results[i] = Some(Err(e.clone()));
+                }
+                break;
+            }
+        };
+        // Decided against the blocks as this batch changes them, so a later
+        // holder sees the room an earlier one took.
+        let mut touched: BTreeMap<IpNet, Vec<(usize, Allocated)>> = BTreeMap::new();
+        let mut exhausted = Vec::new();
+        for i in pending {
+            let holder = &holders[i];
+            if let Some(found) = held(&blocks, family, holder) {
+                results[i] = Some(Ok(found));
+                continue;
+            }
+            let step = next_step(
+                &holder.node,
+                family,
+                pools,
+                &blocks,
+                now,
+                settings.cooldown,
+                &lost,
+            );
+            let cidr = match step {
+                Step::Exhausted(e) => {
+                    results[i] = Some(Err(e.into()));
+                    exhausted.push(i);
+                    continue;
+                }
+                Step::Assign(cidr) | Step::Borrow(cidr) => cidr,
+                Step::Claim { pool, cidr } => {
+                    blocks.insert(cidr, Block::new(cidr, &pool, &holder.node, now));
+                    cidr
+                }
+            };
+            let Some(block) = blocks.get_mut(&cidr) else {
+                continue;
+            };
+            let Some((addr, sequence)) = block.assign(holder.clone(), now, settings.cooldown)
+            else {
+                continue;
+            };
+            let borrowed = block.node.as_deref() != Some(holder.node.as_str());
+            touched.entry(cidr).or_default().push((
+                i,
+                Allocated {
+                    addr,
+                    block: cidr,
+                    sequence,
+                    borrowed,
+                },
+            ));
+        }
+        let mut conflicted = false;
+        for (cidr, got) in touched {
+            let Some(block) = blocks.get(&cidr) else {
+                continue;
+            };
+            let written = match versions.get(&cidr) {
+                Some(v) => store.update(block, v).await,
+                None => store.create(block).await,
+            };
+            match written {
+                Ok(()) => {
+                    for (i, a) in got {
+                        results[i] = Some(Ok(a));
+                    }
+                }
+                Err(StoreError::Conflict(c)) => {
+                    conflicted = true;
+                    if !versions.contains_key(&cidr) {
+                        lost.insert(c);
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in got {
+                        results[i] = Some(Err(DriveError::Store(e.clone())));
+                    }
+                }
+            }
+        }
+        // Nothing to hand out was judged against writes that did not land:
+        // decided again with the next read.
+        if conflicted {
+            for i in exhausted {
+                results[i] = None;
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(DriveError::Contended(settings.max_attempts))))
+        .collect()
+}
+
 /// What to give back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Release<'a> {

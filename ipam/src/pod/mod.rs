@@ -37,8 +37,8 @@ mod gc;
 pub use block::{Allocation, Block, Holder, Released};
 pub use choose::{BLOCK_HOST_BITS, Family, Pool, Step, next_step, releasable};
 pub use drive::{
-    Allocated, BlockStore, DriveError, Release, Settings, StoreError, allocate, release,
-    release_blocks,
+    Allocated, BlockStore, DriveError, Release, Settings, StoreError, allocate, allocate_many,
+    release, release_blocks,
 };
 pub use error::{Exhausted, ReleaseError};
 pub use gc::{Gc, GcPlan, Leak, LeakReason, PodState};

@@ -473,6 +473,64 @@ fn an_empty_block_that_gets_an_address_while_being_given_up_stays() {
     assert_eq!(run(release_blocks(&store, "n1", 300, 60)), Ok(vec![]));
 }
 
+#[test]
+fn a_burst_is_handed_out_in_one_write_per_block_and_survives_a_conflict() {
+    let store = Memory::default();
+    let pools = [pool("p", "10.244.0.0/27", 29)];
+    // n2 holds one block already.
+    alloc(&store, &pools, "other", "n2", 0).expect("n2");
+    let holders: Vec<Holder> = (0..22).map(|i| holder(&format!("h{i}"), "n1")).collect();
+    // Another writer changes n2's block between the read and the writes;
+    // n1 borrows from it only after its own three blocks are full.
+    let mut changed = store.all().values().next().expect("n2's block").clone();
+    changed.assign(holder("late", "n2"), 0, 0).expect("room");
+    store.intrude.lock().expect("lock").push(changed);
+    let got = run(allocate_many(
+        &store,
+        Family::V4,
+        &pools,
+        &holders,
+        0,
+        Settings::default(),
+    ));
+    // 3 blocks of 7 for n1, then one address borrowed from n2's block
+    // (which has 7 - 2 free).
+    let ok: Vec<&Allocated> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 22, "{got:?}");
+    let distinct: BTreeSet<IpAddr> = ok.iter().map(|a| a.addr).collect();
+    assert_eq!(distinct.len(), 22);
+    assert_eq!(ok.iter().filter(|a| a.borrowed).count(), 1);
+    // In order: the earlier holder the lower address of its block.
+    assert!(ok[0].addr < ok[1].addr);
+    let blocks = store.all();
+    let recorded: usize = blocks.values().map(|b| b.allocations.len()).sum();
+    assert_eq!(recorded, 22 + 2, "the burst, n2's first and the intruder's");
+    // Again: each holder has its address already.
+    let again = run(allocate_many(
+        &store,
+        Family::V4,
+        &pools,
+        &holders,
+        0,
+        Settings::default(),
+    ));
+    for (a, b) in got.iter().zip(&again) {
+        assert_eq!(a.as_ref().map(|x| x.addr), b.as_ref().map(|x| x.addr));
+    }
+    // A burst larger than what is left: the rest are told why.
+    let more: Vec<Holder> = (0..6).map(|i| holder(&format!("m{i}"), "n1")).collect();
+    let got = run(allocate_many(
+        &store,
+        Family::V4,
+        &pools,
+        &more,
+        0,
+        Settings::default(),
+    ));
+    assert_eq!(got.iter().filter(|r| r.is_ok()).count(), 4);
+    assert!(matches!(got[5], Err(DriveError::Exhausted(_))));
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
