@@ -242,7 +242,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             let (config, more) = planner::plan(&snapshot, &opts.node);
             problems.extend(more);
             if opts.ipam.is_some() {
-                pools_tx.send_replace(Some(pod_ipam::pools_for(&snapshot, &opts.node)));
+                pools_tx.send_replace(Some(pod_ipam::view_for(&snapshot, &opts.node)));
             }
             for p in &problems {
                 tracing::warn!(problem = %p, "configuration problem");

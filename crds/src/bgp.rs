@@ -107,6 +107,24 @@ pub struct BgpConfigurationSpec {
     /// nodes with a ready endpoint (`Local`).
     #[serde(rename = "serviceLoadBalancerIPs", default)]
     pub service_load_balancer_ips: Option<Vec<CidrSpec>>,
+    /// Where pods' addresses come from: `Kubernetes` (default: each Node's
+    /// `spec.podCIDRs`, handed out by host-local; petrel advertises and
+    /// blackholes them) or `Petrel` (IPPools cut into blocks per node,
+    /// handed out by the CNI plugin `petrel-ipam`; petrel advertises and
+    /// blackholes each node's blocks instead).
+    #[serde(rename = "ipamMode", default)]
+    #[schemars(extend("default" = "Kubernetes"))]
+    pub ipam_mode: Option<IpamMode>,
+}
+
+/// `BGPConfiguration.spec.ipamMode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum IpamMode {
+    /// Nodes' `spec.podCIDRs` (host-local).
+    #[default]
+    Kubernetes,
+    /// IPPools, blocks per node, `petrel-ipam`.
+    Petrel,
 }
 
 /// `BGPAdvertisement.spec` (MetalLB's semantics): how the Service IPs it

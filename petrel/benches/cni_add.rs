@@ -167,10 +167,17 @@ fn agent(dir: &Path, source: &str, kubeconfig: Option<&Path>) -> Proc {
     Proc(c.spawn().expect("agent starts"))
 }
 
+/// The agent speaks BGP too: on a port of its own on loopback, so that it
+/// needs no namespace and meets nobody.
 const POOL: &str = "apiVersion: petrel.dev/v1alpha1
 kind: IPPool
 metadata: {name: bench}
 spec: {cidr: 10.90.0.0/16, blockSize: 26}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {asNumber: 64512, ipamMode: Petrel, listenAddress: 127.0.0.1, listenPort: 17901}
 ";
 
 fn main() {
@@ -214,6 +221,13 @@ fn main() {
     if std::env::var("PETREL_CNI_KUBE").as_deref() != Ok("0") {
         let mut e = rt.block_on(testkit::KubeEnv::start("cni-bench"));
         rt.block_on(e.install_crds());
+        rt.block_on(e.create_json(
+            "bgpconfigurations",
+            json!({"apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration",
+                   "metadata": {"name": "default"},
+                   "spec": {"asNumber": 64512, "ipamMode": "Petrel",
+                            "listenAddress": "127.0.0.1", "listenPort": 17902}}),
+        ));
         rt.block_on(e.create_json(
             "ippools",
             json!({"apiVersion": "petrel.dev/v1alpha1", "kind": "IPPool",

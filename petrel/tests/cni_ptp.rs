@@ -54,6 +54,7 @@ impl Node {
         std::fs::create_dir_all(dir.join("src")).expect("source dir");
         std::fs::create_dir_all(dir.join("bin")).expect("bin dir");
         std::fs::write(dir.join("src/pools.yaml"), pools).expect("pools");
+        std::fs::write(dir.join("src/config.yaml"), PETREL_MODE).expect("config");
         std::os::unix::fs::symlink(PTP, dir.join("bin/ptp")).expect("ptp link");
         std::os::unix::fs::symlink(
             env!("CARGO_BIN_EXE_petrel-ipam"),
@@ -215,6 +216,13 @@ fn ping(from: &Netns, to: IpAddr) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Pods' addresses are petrel's to hand out.
+const PETREL_MODE: &str = "apiVersion: petrel.dev/v1alpha1
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {asNumber: 64512, ipamMode: Petrel}
+";
+
 const POOL: &str = "apiVersion: petrel.dev/v1alpha1
 kind: IPPool
 metadata: {name: pods}
@@ -368,4 +376,43 @@ spec: {cidr: 10.78.0.0/29, blockSize: 30, strictAffinity: true}
             .as_array()
             .is_some_and(|v| v.contains(&json!("1.1.0")))
     );
+}
+
+#[test]
+fn in_kubernetes_mode_petrel_ipam_says_where_addresses_come_from() {
+    let node = Node::start("kubernetes-mode", POOL);
+    // The BGPConfiguration without ipamMode: the default, Kubernetes.
+    std::fs::write(
+        node.path("src/config.yaml"),
+        PETREL_MODE.replace(", ipamMode: Petrel", ""),
+    )
+    .expect("config");
+    let conf = node.conf("1.1.0");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let (code, out) = node.plugin("ADD", Some("k0"), &conf);
+        let refused = out["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("ipamMode is Kubernetes"));
+        if refused {
+            assert_ne!(code, 0);
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still handing out addresses: {out}"
+        );
+        // An address handed out before the agent saw the change goes back.
+        node.plugin("DEL", Some("k0"), &conf);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        out["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ipamMode: Petrel"),
+        "{out}"
+    );
+    let (_, status) = node.plugin("STATUS", None, &conf);
+    assert_eq!(status["code"], 50, "{status}");
 }

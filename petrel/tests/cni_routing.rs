@@ -34,7 +34,7 @@ impl Drop for Agent {
 const OBJECTS: &str = "apiVersion: petrel.dev/v1alpha1
 kind: BGPConfiguration
 metadata: {name: default}
-spec: {asNumber: 64512}
+spec: {asNumber: 64512, ipamMode: Petrel}
 ---
 apiVersion: v1
 kind: Node

@@ -20,6 +20,7 @@ use ipam_store::KubeBlocks;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
+use testkit::netns::Netns;
 use testkit::{Component, KubeEnv};
 
 struct Proc(Child);
@@ -30,14 +31,18 @@ impl Drop for Proc {
     }
 }
 
-fn agent(dir: &Path, kubeconfig: &Path, node: &str) -> Proc {
+/// An agent for `node` in namespace `ns` (its BGP listener meets nobody),
+/// reaching the API server through `kubeconfig`.
+fn agent(dir: &Path, ns: &Netns, kubeconfig: &Path, node: &str) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join(format!("{node}.log")))
         .expect("log");
     Proc(
-        Command::new(env!("CARGO_BIN_EXE_petrel"))
+        Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(env!("CARGO_BIN_EXE_petrel"))
             .args(["agent", "--source", "kube", "--node", node, "--no-fib"])
             .args(["--metrics-address", "off", "--ipam-cooldown", "0"])
             .arg("--api-socket")
@@ -105,6 +110,13 @@ async fn an_add_storm_survives_sigkill_and_an_api_server_restart() {
         )
         .await;
     }
+    env.create_json(
+        "bgpconfigurations",
+        json!({"apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration",
+               "metadata": {"name": "default"},
+               "spec": {"asNumber": 64512, "ipamMode": "Petrel"}}),
+    )
+    .await;
     let pool = env.name("storm");
     env.create_json(
         "ippools",
@@ -114,9 +126,32 @@ async fn an_add_storm_survives_sigkill_and_an_api_server_restart() {
     .await;
     let dir = env.dir().to_path_buf();
     let kubeconfig = env.kubeconfig().to_path_buf();
+    // Each agent in a namespace of its own, reaching the API server over a
+    // link to the host.
+    let mut spaces = Vec::new();
+    for k in 0..nodes.len() {
+        let ns = Netns::new("st").expect("namespace");
+        let link = testkit::netns::unique_name("sl");
+        let (host, inside) = (
+            format!("10.233.{}.1", 100 + k),
+            format!("10.233.{}.2", 100 + k),
+        );
+        testkit::netns::host_link(
+            &link,
+            ns.name(),
+            &format!("{host}/24"),
+            &format!("{inside}/24"),
+        )
+        .expect("link");
+        let via = env
+            .kubeconfig_via(host.parse().expect("ip"), &kubeconfig)
+            .await;
+        spaces.push((ns, via));
+    }
     let mut agents: BTreeMap<String, Proc> = nodes
         .iter()
-        .map(|n| (n.clone(), agent(&dir, &kubeconfig, n)))
+        .zip(&spaces)
+        .map(|(n, (ns, via))| (n.clone(), agent(&dir, ns, via, n)))
         .collect();
 
     // 60 attachments per node, each with a Pod, five ADDs in flight per
@@ -178,7 +213,10 @@ async fn an_add_storm_survives_sigkill_and_an_api_server_restart() {
     wait_answered(40).await;
     drop(agents.remove(&nodes[0]));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    agents.insert(nodes[0].clone(), agent(&dir, &kubeconfig, &nodes[0]));
+    agents.insert(
+        nodes[0].clone(),
+        agent(&dir, &spaces[0].0, &spaces[0].1, &nodes[0]),
+    );
     // Two thirds: the API server restarts under both agents.
     wait_answered(80).await;
     let restarted = env.restart(Component::ApiServer).await;
@@ -271,5 +309,6 @@ async fn an_add_storm_survives_sigkill_and_an_api_server_restart() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(agents);
+    drop(spaces);
     env.cleanup().await;
 }

@@ -136,11 +136,16 @@ pub struct Advertised {
 }
 
 /// This node's pod blocks and borrowed addresses (petrel's IPAM, as the
-/// agent filled in `snapshot.local_ipam`): each advertised to every peer
-/// unless its IPPool says `disableBGPExport`. A block routes as one prefix
+/// agent filled in `snapshot.local_ipam`): with `ipamMode: Petrel`, each
+/// advertised to every peer unless its IPPool says `disableBGPExport`. A block routes as one prefix
 /// (the agent blackholes it, so its unused addresses go nowhere); a borrowed
 /// address as a host route, more specific than the lender's block.
-fn pod_blocks(snapshot: &Snapshot, reach: &mut BTreeMap<IpNet, Reach>, intents: &mut Vec<Intent>) {
+fn pod_blocks(
+    snapshot: &Snapshot,
+    petrel_ipam: bool,
+    reach: &mut BTreeMap<IpNet, Reach>,
+    intents: &mut Vec<Intent>,
+) {
     let pool_of = |p: &IpNet| {
         snapshot
             .ip_pools
@@ -167,6 +172,11 @@ fn pod_blocks(snapshot: &Snapshot, reach: &mut BTreeMap<IpNet, Reach>, intents: 
         }));
     for (prefix, kind, why) in entries {
         let (advertised, reason) = match pool_of(&prefix) {
+            _ if !petrel_ipam => (
+                false,
+                "BGPConfiguration ipamMode is Kubernetes: pod addresses come from spec.podCIDRs"
+                    .to_string(),
+            ),
             Some(pool) if pool.spec.disable_bgp_export == Some(true) => {
                 (false, format!("IPPool {} has disableBGPExport", pool.name))
             }
@@ -205,21 +215,28 @@ pub fn plan(
         everyone: Some(Extras::default()),
         named: BTreeMap::new(),
     };
+    let petrel_ipam = config.spec.ipam_mode == Some(crds::IpamMode::Petrel);
     if let Some(n) = node {
         for c in &n.pod_cidrs {
             let p = c.trunc();
-            reach.entry(p).or_default().merge(everyone());
+            if !petrel_ipam {
+                reach.entry(p).or_default().merge(everyone());
+            }
             out.intents.push(Intent {
                 prefix: p,
                 kind: IntentKind::PodCidr,
                 service: None,
-                advertised: true,
-                reason: "this node's spec.podCIDRs (with a blackhole)".into(),
+                advertised: !petrel_ipam,
+                reason: if petrel_ipam {
+                    "BGPConfiguration ipamMode Petrel: pod addresses come from IPPools, not spec.podCIDRs".into()
+                } else {
+                    "this node's spec.podCIDRs (with a blackhole)".into()
+                },
                 peers: None,
             });
         }
     }
-    pod_blocks(snapshot, &mut reach, &mut out.intents);
+    pod_blocks(snapshot, petrel_ipam, &mut reach, &mut out.intents);
     let ranges = |v: &Option<Vec<crds::CidrSpec>>| -> Vec<IpNet> {
         v.iter().flatten().map(|c| c.cidr.trunc()).collect()
     };

@@ -83,6 +83,18 @@ pub fn prepend_export(n: &mut NeighborConfig, rules: Vec<Rule>) {
 /// The prefix of mesh neighbours' names, followed by the node's name.
 pub const MESH_PREFIX: &str = "node-mesh-";
 
+/// The IPAM mode of the BGPConfiguration [`plan`] uses (the one named
+/// `default`, else the first): where pods' addresses come from.
+pub fn ipam_mode(snapshot: &Snapshot) -> crds::IpamMode {
+    snapshot
+        .configurations
+        .iter()
+        .find(|c| c.name == "default")
+        .or(snapshot.configurations.first())
+        .and_then(|c| c.spec.ipam_mode)
+        .unwrap_or_default()
+}
+
 /// The plan for `node`, and what was wrong on the way. `None` when there is
 /// no usable BGPConfiguration.
 pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
@@ -313,12 +325,20 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
         }
         prepend_export(n, rules);
     }
-    let mut blackholes: Vec<IpNet> = node_obj
-        .map(|n| n.pod_cidrs.iter().map(|c| c.trunc()).collect())
-        .unwrap_or_default();
-    // The node's IPAM blocks too: an address of a block no pod holds goes
-    // nowhere, rather than back out of the default route.
-    blackholes.extend(snapshot.local_ipam.blocks.iter().map(IpNet::trunc));
+    // The node's pod CIDRs or, with petrel's IPAM, its blocks: an address
+    // no pod holds goes nowhere, rather than back out of the default route.
+    let blackholes: Vec<IpNet> = if config.spec.ipam_mode == Some(crds::IpamMode::Petrel) {
+        snapshot
+            .local_ipam
+            .blocks
+            .iter()
+            .map(IpNet::trunc)
+            .collect()
+    } else {
+        node_obj
+            .map(|n| n.pod_cidrs.iter().map(|c| c.trunc()).collect())
+            .unwrap_or_default()
+    };
     (
         Some(Plan {
             speaker: out,
@@ -427,7 +447,10 @@ metadata: {{name: quiet}}
 spec: {{cidr: 10.251.0.0/16, disableBGPExport: true}}
 "
         );
-        let mut s = snapshot(&text);
+        let mut s = snapshot(&text.replace(
+            "spec: {asNumber: 65001}",
+            "spec: {asNumber: 65001, ipamMode: Petrel}",
+        ));
         let net = |t: &str| t.parse::<ipnet::IpNet>().expect("net");
         s.local_ipam = model::LocalIpam {
             blocks: vec![net("10.250.0.64/26"), net("10.251.0.0/26")],
@@ -447,12 +470,28 @@ spec: {{cidr: 10.251.0.0/16, disableBGPExport: true}}
         // borrowed address is not (its pod's host route serves it).
         assert_eq!(
             c.blackholes,
-            vec![
-                net("10.244.1.0/24"),
-                net("10.250.0.64/26"),
-                net("10.251.0.0/26")
-            ]
+            vec![net("10.250.0.64/26"), net("10.251.0.0/26")]
         );
+        // The node's spec.podCIDRs are not used with petrel's IPAM.
+        assert!(!originated.contains(&net("10.244.1.0/24")));
+        let pod_cidr = c
+            .intents
+            .iter()
+            .find(|i| i.prefix == net("10.244.1.0/24"))
+            .expect("intent");
+        assert!(!pod_cidr.advertised);
+        assert!(
+            pod_cidr.reason.contains("ipamMode Petrel"),
+            "{}",
+            pod_cidr.reason
+        );
+        // In Kubernetes mode (the default), the other way round.
+        let mut k = snapshot(&text);
+        k.local_ipam = s.local_ipam.clone();
+        let k = plan(&k, "n1").0.expect("planned");
+        assert_eq!(k.blackholes, vec![net("10.244.1.0/24")]);
+        let kept: Vec<ipnet::IpNet> = k.speaker.originate.iter().map(|r| r.prefix).collect();
+        assert!(!kept.contains(&net("10.250.0.64/26")));
         let quiet = c
             .intents
             .iter()

@@ -16,7 +16,7 @@ pub(crate) struct Context<'a, S> {
     pub(crate) store: &'a S,
     pub(crate) node: &'a str,
     /// `None`: the agent has not read its configuration yet.
-    pub(crate) pools: Option<&'a [Pool]>,
+    pub(crate) pools: Option<&'a super::PoolsView>,
     pub(crate) now: u64,
     pub(crate) settings: Settings,
 }
@@ -52,6 +52,24 @@ fn families(pools: &[Pool]) -> Vec<Family> {
     f
 }
 
+/// The pools to hand out from, or why there are none to use: the agent is
+/// starting, or the cluster's IPAM mode is not petrel's.
+fn usable<'a, S>(cx: &Context<'a, S>) -> Result<&'a [Pool], Failure> {
+    match cx.pools {
+        None => Err(Failure {
+            code: code::TRY_AGAIN,
+            msg: format!("the petrel agent on {} is starting", cx.node),
+            details: "it has not read its IPPools yet".into(),
+        }),
+        Some(v) if !v.petrel => Err(Failure {
+            code: code::INTERNAL,
+            msg: "BGPConfiguration ipamMode is Kubernetes: pod addresses come from the nodes' spec.podCIDRs (host-local), not from petrel-ipam".into(),
+            details: "set ipamMode: Petrel in the BGPConfiguration to hand out addresses from IPPools".into(),
+        }),
+        Some(v) => Ok(&v.pools),
+    }
+}
+
 /// Answers a burst of ADDs together: one read and one write per block
 /// touched per family, rather than one of each per ADD. The replies, in
 /// order.
@@ -59,17 +77,9 @@ pub(crate) async fn add_many<S: BlockStore>(
     cx: &Context<'_, S>,
     adds: Vec<(cni::wire::Attachment, Option<String>)>,
 ) -> Vec<Reply> {
-    let Some(pools) = cx.pools else {
-        return adds
-            .iter()
-            .map(|_| {
-                fail(
-                    code::TRY_AGAIN,
-                    format!("the petrel agent on {} is starting", cx.node),
-                    "it has not read its IPPools yet",
-                )
-            })
-            .collect();
+    let pools = match usable(cx) {
+        Ok(p) => p,
+        Err(f) => return adds.iter().map(|_| Reply::Error(f.clone())).collect(),
     };
     let fams = families(pools);
     if fams.is_empty() {
@@ -134,13 +144,6 @@ pub(crate) async fn add_many<S: BlockStore>(
 
 /// Answers `request`.
 pub(crate) async fn handle<S: BlockStore>(cx: &Context<'_, S>, request: Request) -> Reply {
-    let starting = || {
-        fail(
-            code::TRY_AGAIN,
-            format!("the petrel agent on {} is starting", cx.node),
-            "it has not read its IPPools yet",
-        )
-    };
     match request {
         Request::Add { attachment, pod } => add_many(cx, vec![(attachment, pod)])
             .await
@@ -213,8 +216,9 @@ pub(crate) async fn handle<S: BlockStore>(cx: &Context<'_, S>, request: Request)
             Reply::Done { released }
         }
         Request::Status => {
-            let Some(pools) = cx.pools else {
-                return starting();
+            let pools = match usable(cx) {
+                Ok(p) => p,
+                Err(f) => return Reply::Error(f),
             };
             let blocks = match cx.store.list().await {
                 Ok(l) => l.into_iter().map(|(b, _)| (b.cidr, b)).collect(),

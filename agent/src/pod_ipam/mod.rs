@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cni::wire::{Failure, Reply, Request, code};
-use ipam::pod::{Block, BlockStore, Pool, Settings, StoreError, release_blocks};
+use ipam::pod::{Block, BlockStore, Settings, StoreError, release_blocks};
 use ipam_store::{FileBlocks, KubeBlocks};
 use ipnet::IpNet;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -28,7 +28,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub(crate) use pools::pools_for;
+pub(crate) use pools::{PoolsView, view_for};
 
 /// The most requests answered together.
 const MAX_BURST: usize = 256;
@@ -102,7 +102,7 @@ pub(crate) fn spawn(
     opts: &IpamOptions,
     node: String,
     store: Store,
-    pools: watch::Receiver<Option<Vec<Pool>>>,
+    pools: watch::Receiver<Option<PoolsView>>,
     view: watch::Sender<model::LocalIpam>,
 ) -> std::io::Result<JoinHandle<()>> {
     if let Some(dir) = opts.socket.parent() {
@@ -205,7 +205,7 @@ fn local_view(node: &str, blocks: &[(Block, String)]) -> model::LocalIpam {
 async fn work(
     store: Store,
     node: String,
-    pools: watch::Receiver<Option<Vec<Pool>>>,
+    pools: watch::Receiver<Option<PoolsView>>,
     settings: Settings,
     grace: u64,
     mut jobs: mpsc::Receiver<Job>,
@@ -243,7 +243,7 @@ async fn work(
                 let cx = handle::Context {
                     store: &store,
                     node: &node,
-                    pools: current.as_deref(),
+                    pools: current.as_ref(),
                     now: now(),
                     settings,
                 };

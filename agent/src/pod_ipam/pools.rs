@@ -3,10 +3,27 @@
 use crds::PoolUse;
 use ipam::pod::Pool;
 
+/// What the allocator needs of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PoolsView {
+    /// `ipamMode: Petrel`: pods' addresses are petrel's to hand out.
+    pub(crate) petrel: bool,
+    /// The IPPools, as this node sees them.
+    pub(crate) pools: Vec<Pool>,
+}
+
+/// The snapshot's IPAM mode and IPPools for `node`.
+pub(crate) fn view_for(snapshot: &model::Snapshot, node: &str) -> PoolsView {
+    PoolsView {
+        petrel: planner::ipam_mode(snapshot) == crds::IpamMode::Petrel,
+        pools: pools_for(snapshot, node),
+    }
+}
+
 /// The snapshot's IPPools for `node`: whether each selects the node (by the
 /// Node's labels; a node the source does not know has none), and what it
 /// allows.
-pub(crate) fn pools_for(snapshot: &model::Snapshot, node: &str) -> Vec<Pool> {
+fn pools_for(snapshot: &model::Snapshot, node: &str) -> Vec<Pool> {
     let empty = Default::default();
     let labels = snapshot
         .nodes
