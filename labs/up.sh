@@ -4,7 +4,8 @@
 #   sudo labs/up.sh [TOPOLOGY] [--name NAME] [--router frr|bird|petrel]
 #
 # On a fresh Debian machine, as root: installs what the lab runs (FRR, BIRD 2,
-# iproute2, ping) when missing, builds petrel (release) when needed, and runs
+# iproute2, ping, the CNI plugins) when missing, builds petrel and its CNI
+# plugin (release) when needed, and runs
 # `petrel lab up` with the arguments given (default: labs/tor.yaml, an FRR ToR
 # and three nodes). `petrel lab status` and `petrel lab down` follow.
 set -euo pipefail
@@ -18,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Packages, only those missing (apt-get update only if one is).
-packages=(frr bird2 iproute2 iputils-ping procps util-linux)
+packages=(frr bird2 iproute2 iputils-ping procps util-linux containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,7 @@
 //!  main loop ── Leadership::acquired ──► term: one tokio task per LeaderTask
 //!     ▲                                    ├── "loadbalancer-ips" (lb.rs)
 //!     │                                    ├── "conditions" (conditions.rs)
+//!     │                                    ├── "ipam-pools" (ipam_pools.rs)
 //!     │                                    ├── "ipam-gc" (ipam_gc.rs)
 //!     │                                    └── ... (another module adds its own)
 //!     │            Leadership::lost or SIGTERM: every task aborted and awaited
@@ -24,6 +25,7 @@ pub mod conditions;
 mod error;
 pub mod health;
 pub mod ipam_gc;
+pub mod ipam_pools;
 pub mod lb;
 pub mod lease;
 
@@ -123,6 +125,8 @@ pub fn leader_tasks(opts: &ControllerOptions) -> Vec<LeaderTask> {
         LeaderTask::new("loadbalancer-ips", move |ctx| lb::run(ctx, lb.clone())),
         // Ready conditions, Events and the BGPPeer summary (conditions.rs).
         LeaderTask::new("conditions", conditions::run),
+        // IPPool usage and whether nodes use it (ipam_pools.rs).
+        LeaderTask::new("ipam-pools", ipam_pools::run),
     ];
     if let Some(gc) = opts.ipam_gc {
         tasks.push(LeaderTask::new("ipam-gc", move |ctx| ipam_gc::run(ctx, gc)));

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::FieldError;
 use crate::common::{Cidr, LabelSelector};
-use crate::status::ConditionsStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// `LoadBalancerPool.spec`: addresses for Services of type LoadBalancer, and
 /// which Services may take them (MetalLB's `IPAddressPool`, Calico's and
@@ -369,7 +369,7 @@ impl LoadBalancerPoolSpec {
     version = "v1alpha1",
     kind = "IPPool",
     plural = "ippools",
-    status = "ConditionsStatus",
+    status = "IpPoolStatus",
     derive = "PartialEq",
     category = "petrel",
     doc = "A range pod addresses come from, handed to nodes in blocks, with the encapsulation used between nodes that the fabric does not route for (reserved: not used by petrel yet).",
@@ -386,6 +386,8 @@ impl LoadBalancerPoolSpec {
         json_path = ".spec.encapsulation.mode"
     ),
     printcolumn(name = "Disabled", type_ = "boolean", json_path = ".spec.disabled"),
+    printcolumn(name = "Used", type_ = "integer", json_path = ".status.usedAddresses"),
+    printcolumn(name = "Free", type_ = "string", json_path = ".status.freeAddresses"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -437,6 +439,33 @@ pub struct IpPoolSpec {
     #[serde(rename = "disableBGPExport")]
     #[schemars(extend("default" = false))]
     pub disable_bgp_export: Option<bool>,
+}
+
+/// `IPPool.status`: `Ready` (the object is valid, written by the
+/// controller's conditions task), `Used` (whether nodes get addresses from
+/// it, and if not, why) and its usage, counted by the controller from the
+/// IPAMBlocks. Counts that can exceed 64 bits are decimal strings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IpPoolStatus {
+    /// `Ready` and `Used`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Blocks the pool has (decimal).
+    pub blocks: Option<String>,
+    /// Blocks claimed by nodes.
+    pub claimed_blocks: Option<u64>,
+    /// Blocks no node has claimed (decimal).
+    pub free_blocks: Option<String>,
+    /// Addresses in use.
+    pub used_addresses: Option<u64>,
+    /// Addresses that can still be handed out (decimal).
+    pub free_addresses: Option<String>,
+    /// Addresses a node holds in another node's block.
+    pub borrowed_addresses: Option<u64>,
+    /// Nodes with a block of the pool.
+    pub nodes: Option<u64>,
 }
 
 /// What an IPPool's addresses may be used for.

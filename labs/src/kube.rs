@@ -20,8 +20,9 @@
 //! What the lab creates in the API server is recorded in its state and
 //! deleted by `petrel lab down`: a namespace of its own for Services and
 //! EndpointSlices (`petrel-lab-<name>`), the Nodes, the BGPConfiguration,
-//! the BGPPeer of the router and a LoadBalancerPool of
-//! `serviceLoadBalancerIPs`. Nodes or a BGPConfiguration that exist
+//! the BGPPeer of the router, a LoadBalancerPool of
+//! `serviceLoadBalancerIPs` and, with `ipamMode: Petrel`, the IPPool (named
+//! like the namespace) and the IPAMBlocks the agents made of it. Nodes or a BGPConfiguration that exist
 //! already are refused rather than taken over.
 
 use std::net::SocketAddr;
@@ -175,11 +176,11 @@ pub fn objects(t: &Topology, lab: &str) -> anyhow::Result<Vec<Value>> {
                     }
                 }
             }
-            Some("EndpointSlice") => {
-                v["metadata"]["namespace"] = namespace.into();
-                // Not the endpoint-slice controller's to reconcile.
-                v["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] =
-                    "petrel-lab".into();
+            Some("EndpointSlice") => slice_for(&mut v, namespace),
+            // The lab's own pool in a cluster that may have others.
+            Some("IPPool") => {
+                v["metadata"]["name"] = namespace.into();
+                v["metadata"]["labels"] = json!({POOL_LABEL: lab});
             }
             _ => {}
         }
@@ -201,6 +202,58 @@ pub fn objects(t: &Topology, lab: &str) -> anyhow::Result<Vec<Value>> {
     Ok(out)
 }
 
+/// An EndpointSlice of the lab's files as the lab's object in the cluster.
+fn slice_for(v: &mut Value, namespace: &str) {
+    v["metadata"]["namespace"] = namespace.into();
+    // Not the endpoint-slice controller's to reconcile.
+    v["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "petrel-lab".into();
+}
+
+/// The EndpointSlices of `slices` (the lab's files) as the lab's objects in
+/// the cluster: made once the pods have their addresses.
+pub fn slice_objects(slices: &[(String, String)], lab: &str) -> anyhow::Result<Vec<Value>> {
+    let namespace = namespace_of(lab);
+    slices
+        .iter()
+        .map(|(file, yaml)| {
+            let mut v: Value = serde_saphyr::from_str(yaml)
+                .with_context(|| format!("the lab's own {file} does not parse"))?;
+            slice_for(&mut v, &namespace);
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Deletes the IPAMBlocks of the lab's pool: the agents made them, so the
+/// lab's record of what it created does not hold them. The errors.
+pub async fn delete_blocks(client: &kube::Client, lab: &str) -> Vec<String> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("petrel.dev", "v1alpha1", "IPAMBlock"),
+        "ipamblocks",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let pool = namespace_of(lab);
+    let list = match api.list(&Default::default()).await {
+        Ok(l) => l,
+        // No such kind (CRDs without it): nothing of ours.
+        Err(kube::Error::Api(e)) if e.code == 404 => return Vec::new(),
+        Err(e) => return vec![format!("IPAMBlocks: {e}")],
+    };
+    let mut errors = Vec::new();
+    for b in list.items {
+        if b.data["spec"]["pool"].as_str() != Some(pool.as_str()) {
+            continue;
+        }
+        let name = b.metadata.name.unwrap_or_default();
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => errors.push(format!("IPAMBlock {name}: {e}")),
+        }
+    }
+    errors
+}
+
 /// The resource name of the kinds the lab writes.
 fn plural(kind: &str) -> anyhow::Result<&'static str> {
     Ok(match kind {
@@ -211,6 +264,7 @@ fn plural(kind: &str) -> anyhow::Result<&'static str> {
         "BGPConfiguration" => "bgpconfigurations",
         "BGPPeer" => "bgppeers",
         "LoadBalancerPool" => "loadbalancerpools",
+        "IPPool" => "ippools",
         other => bail!("the lab does not write {other} objects"),
     })
 }

@@ -51,6 +51,10 @@ const STATE_ROOT: &str = "/run/petrel-lab";
 /// proxy ARP (as Calico does), so pods need no per-node configuration.
 const POD_GATEWAY: &str = "169.254.1.1";
 
+/// Debian's `ptp` CNI plugin (containernetworking-plugins): it makes the
+/// pods' links and asks `petrel-ipam` for their addresses.
+const PTP: &str = "/usr/lib/cni/ptp";
+
 /// How long processes get to exit after SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -202,6 +206,10 @@ struct State {
     /// The API server the cluster's objects are in (`--kube`).
     #[serde(default)]
     kube: Option<kube::KubeLab>,
+    /// With `ipamMode: Petrel`: each pod's address (by namespace), as the
+    /// CNI plugins gave it.
+    #[serde(default)]
+    pod_ips: std::collections::BTreeMap<String, Ipv4Addr>,
 }
 
 impl State {
@@ -237,6 +245,21 @@ impl State {
 
     fn node_ns(&self, node: &str) -> String {
         format!("{}-{node}", self.name)
+    }
+
+    /// The address of pod `i` of `node`: from its pod CIDR, or as petrel's
+    /// IPAM gave it (`None` before its pod was made).
+    fn pod_ip(&self, node: &topology::LabNode, i: u8) -> Option<Ipv4Addr> {
+        if self.topology.petrel_ipam() {
+            self.pod_ips.get(&self.pod_ns(&node.name, i)).copied()
+        } else {
+            Some(node.pod_ip(i))
+        }
+    }
+
+    /// The IPAM socket of `node`'s agent.
+    fn ipam_socket(&self, node: &str) -> PathBuf {
+        self.dir().join(format!("{node}-ipam.sock"))
     }
 
     fn pod_ns(&self, node: &str, i: u8) -> String {
@@ -383,6 +406,15 @@ fn preflight(t: &Topology) -> anyhow::Result<()> {
         RouterKind::Bird => needed.extend([("bird", "bird2"), ("birdc", "bird2")]),
         RouterKind::Petrel => {}
     }
+    if t.petrel_ipam() {
+        needed.push((PTP, "containernetworking-plugins"));
+        let plugin = ipam_plugin()?;
+        if !Path::new(&plugin).exists() {
+            bail!(
+                "{plugin} is missing: petrel's CNI plugin is built beside petrel (cargo build --release -p petrel; labs/up.sh does)"
+            );
+        }
+    }
     let missing: Vec<String> = needed
         .iter()
         .filter(|(p, _)| sys::which(p).is_none())
@@ -427,6 +459,7 @@ fn up(
             kubeconfig: k,
             ..kube::KubeLab::default()
         }),
+        pod_ips: Default::default(),
     };
     let mut wanted = vec![state.switch_ns()];
     for n in &state.topology.nodes {
@@ -533,8 +566,118 @@ fn build(state: &mut State) -> anyhow::Result<()> {
     for n in &t.nodes {
         start_agent(state, &n.name).with_context(|| format!("the agent of {}", n.name))?;
     }
+    if t.petrel_ipam() {
+        for n in &t.nodes {
+            for i in 1..=n.pods {
+                add_pod(state, n, i).with_context(|| format!("pod {i} of {}", n.name))?;
+            }
+        }
+        publish_slices(state).context("the EndpointSlices")?;
+    }
     state.complete = true;
     state.save()
+}
+
+/// `petrel-ipam`, beside this binary.
+fn ipam_plugin() -> anyhow::Result<String> {
+    let p = std::env::current_exe().context("cannot find the petrel binary")?;
+    Ok(p.with_file_name("petrel-ipam").display().to_string())
+}
+
+/// One pod made as a container runtime makes it: its namespace, then `ptp`
+/// ADD in the node's namespace, which makes the veth pair and asks
+/// `petrel-ipam` (and so the node's agent) for the address. Tried again
+/// while the agent is starting (CNI error 11).
+fn add_pod(state: &mut State, n: &topology::LabNode, i: u8) -> anyhow::Result<()> {
+    let pod = state.pod_ns(&n.name, i);
+    state.add_ns(&pod, false)?;
+    let plugin = ipam_plugin()?;
+    let plugin_dir = Path::new(&plugin)
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "petrel-lab", "type": "ptp",
+        "ipam": {"type": "petrel-ipam", "socket": state.ipam_socket(&n.name)},
+    });
+    let k8s_namespace = match &state.kube {
+        Some(_) => kube::namespace_of(&state.name),
+        None => "default".to_string(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &state.node_ns(&n.name), PTP])
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", &pod)
+            .env("CNI_NETNS", format!("/var/run/netns/{pod}"))
+            .env("CNI_IFNAME", "eth0")
+            .env(
+                "CNI_PATH",
+                format!("{plugin_dir}:/usr/lib/cni:/opt/cni/bin"),
+            )
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "K8S_POD_NAMESPACE={k8s_namespace};K8S_POD_NAME={}-pod{i}",
+                    n.name
+                ),
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot run the ptp CNI plugin")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            stdin.write_all(conf.to_string().as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if out.status.success() {
+            let ip = v["ips"][0]["address"]
+                .as_str()
+                .and_then(|a| a.parse::<ipnet::Ipv4Net>().ok())
+                .map(|n| n.addr())
+                .with_context(|| format!("ptp gave no IPv4 address: {v}"))?;
+            state.pod_ips.insert(pod, ip);
+            return state.save();
+        }
+        if v["code"] != 11 || Instant::now() >= deadline {
+            bail!(
+                "ptp ADD failed: {} {}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The Services' EndpointSlices, once the pods have their addresses: into
+/// the agents' directory, or the API server.
+fn publish_slices(state: &mut State) -> anyhow::Result<()> {
+    let t = state.topology.clone();
+    let slices = topology::endpoint_slices(&t, &|n, i| state.pod_ip(n, i));
+    let Some(k) = state.kube.clone() else {
+        let cluster = state.cluster_dir();
+        for (file, yaml) in slices {
+            sys::write_atomic(&cluster.join(file), &yaml)?;
+        }
+        return Ok(());
+    };
+    let rt = kube::runtime()?;
+    rt.block_on(async {
+        let client = kube::client(&k.kubeconfig).await?;
+        for obj in kube::slice_objects(&slices, &state.name)? {
+            let made = kube::create(&client, &obj).await?;
+            if let Some(kl) = state.kube.as_mut() {
+                kl.created.push(made);
+            }
+            state.save()?;
+        }
+        anyhow::Ok(())
+    })
 }
 
 /// `--kube`: the forwarder the agents reach the API server through, the
@@ -658,7 +801,10 @@ fn build_node(
         sys::ip(&ns, &["link", "set", "kube-ipvs0", "up"])?;
     }
 
-    for i in 1..=n.pods {
+    // With petrel's IPAM the pods are made later, by the CNI plugins, once
+    // the agents run.
+    let own_pods = if t.petrel_ipam() { 0 } else { n.pods };
+    for i in 1..=own_pods {
         let pod = state.pod_ns(&n.name, i);
         state.add_ns(&pod, false)?;
         let host_if = format!("pod{i}");
@@ -744,6 +890,16 @@ fn agent_argv(state: &State, source: Option<&Path>, node: &str) -> anyhow::Resul
         "--fib-initial-delay".into(),
         "5".into(),
     ]);
+    if state.topology.petrel_ipam() {
+        argv.push("--ipam-socket".into());
+        argv.push(state.ipam_socket(node).display().to_string());
+        if state.kube.is_none() {
+            // Every node's agent on this host shares one state file, under
+            // its lock: the lab's cluster-wide truth without a cluster.
+            argv.push("--ipam-state".into());
+            argv.push(state.dir().join("ipam.json").display().to_string());
+        }
+    }
     Ok(argv)
 }
 
@@ -820,7 +976,9 @@ fn teardown(state: &State) {
         let deleted = kube::runtime().and_then(|rt| {
             rt.block_on(async {
                 let client = kube::client(&k.kubeconfig).await?;
-                Ok(kube::delete(&client, &k.created).await)
+                let (n, mut errors) = kube::delete(&client, &k.created).await;
+                errors.extend(kube::delete_blocks(&client, &state.name).await);
+                Ok((n, errors))
             })
         });
         match deleted {
@@ -937,6 +1095,7 @@ mod tests {
             extra_dirs: Vec::new(),
             complete: false,
             kube: None,
+            pod_ips: Default::default(),
         };
         assert_eq!(state.switch_ns(), "x1-tor");
         assert_eq!(state.pod_ns("node-2", 1), "x1-node-2-pod1");

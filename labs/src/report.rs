@@ -49,8 +49,56 @@ pub(crate) fn forwards(route: &Value, dst: &str) -> bool {
     route["dst"] == dst && route["type"].as_str().unwrap_or("unicast") == "unicast"
 }
 
-/// Every node's sessions Established, every pod CIDR in the router's kernel
-/// table and in every other node's.
+/// Whether a route of `ip -j route` is a usable one to `ip` (its prefix
+/// holds it; not the default route).
+pub(crate) fn covers(route: &Value, ip: Ipv4Addr) -> bool {
+    let Some(dst) = route["dst"].as_str() else {
+        return false;
+    };
+    let net = if dst.contains('/') {
+        dst.parse::<ipnet::Ipv4Net>().ok()
+    } else {
+        dst.parse::<Ipv4Addr>().ok().map(ipnet::Ipv4Net::from)
+    };
+    net.is_some_and(|n| n.contains(&ip)) && route["type"].as_str().unwrap_or("unicast") == "unicast"
+}
+
+/// With petrel's IPAM: every pod's address routed by the router and by
+/// every other node (through the blocks, or a borrowed address's host
+/// route).
+fn pods_routed(state: &State) -> Result<(), String> {
+    let t = &state.topology;
+    let router = kernel_routes(&state.switch_ns());
+    for n in &t.nodes {
+        for i in 1..=n.pods {
+            let Some(ip) = state.pod_ip(n, i) else {
+                return Err(format!("pod {i} of {} has no address yet", n.name));
+            };
+            if !router.iter().any(|r| covers(r, ip)) {
+                return Err(format!(
+                    "the router has no route to {ip} (pod {i} of {}) yet",
+                    n.name
+                ));
+            }
+            for m in t.nodes.iter().filter(|m| m.name != n.name) {
+                let routes = kernel_routes(&state.node_ns(&m.name));
+                // The default route covers nothing here: it is not in
+                // `covers`' sense a route to the pod.
+                if !routes.iter().any(|r| covers(r, ip)) {
+                    return Err(format!(
+                        "{} has no route to {ip} (pod {i} of {}) in its kernel yet",
+                        m.name, n.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every node's sessions Established, every pod CIDR (or, with petrel's
+/// IPAM, every pod's address) in the router's kernel table and in every
+/// other node's.
 pub(crate) fn converged(state: &State) -> Result<(), String> {
     for n in &state.topology.nodes {
         let peers = agent_peers(&state.socket(&n.name)).map_err(|e| format!("{}: {e}", n.name))?;
@@ -65,6 +113,9 @@ pub(crate) fn converged(state: &State) -> Result<(), String> {
                 ));
             }
         }
+    }
+    if state.topology.petrel_ipam() {
+        return pods_routed(state);
     }
     let routes = kernel_routes(&state.switch_ns());
     for n in &state.topology.nodes {
@@ -259,12 +310,12 @@ pub(crate) fn reachability(state: &State) -> String {
         .nodes
         .iter()
         .flat_map(|n| {
-            (1..=n.pods).map(move |i| {
-                (
+            (1..=n.pods).filter_map(move |i| {
+                Some((
                     format!("{}/pod{i}", n.name),
                     state.pod_ns(&n.name, i),
-                    n.pod_ip(i),
-                )
+                    state.pod_ip(n, i)?,
+                ))
             })
         })
         .collect();

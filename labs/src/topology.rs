@@ -19,6 +19,9 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("rr", include_str!("../rr.yaml")),
 ];
 
+/// The name of the lab's IPPool (with `ipamMode: Petrel`).
+pub const POD_POOL: &str = "pods";
+
 /// The topology `petrel lab up` uses when none is given.
 pub const DEFAULT: &str = "tor";
 
@@ -94,6 +97,27 @@ pub struct Cluster {
     /// BGPConfiguration.serviceClusterIPs.
     #[serde(default, rename = "serviceClusterIPs")]
     pub service_cluster_ips: Vec<Ipv4Net>,
+    /// BGPConfiguration.ipamMode: where pods' addresses come from.
+    #[serde(default)]
+    pub ipam_mode: IpamMode,
+    /// With `ipamMode: Petrel`: the IPPool the pods' addresses come from.
+    #[serde(default)]
+    pub pod_pool: Option<Ipv4Net>,
+    /// Its blockSize (default 26).
+    #[serde(default)]
+    pub block_size: Option<u8>,
+}
+
+/// `cluster.ipamMode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpamMode {
+    /// Each node's `podCIDR`; the lab gives its pods their addresses.
+    #[default]
+    Kubernetes,
+    /// `cluster.podPool` in blocks per node: the pods are made by the CNI
+    /// plugins (`ptp` with `petrel-ipam`) and get their addresses from
+    /// petrel's IPAM.
+    Petrel,
 }
 
 /// One entry of `nodes`.
@@ -107,10 +131,12 @@ pub struct LabNode {
     /// Its own AS (the `petrel.dev/as-number` annotation); default the cluster's.
     #[serde(default)]
     pub asn: Option<u32>,
-    /// Its pod CIDR.
+    /// Its pod CIDR (`spec.podCIDRs`; pods' addresses come from it with
+    /// `ipamMode: Kubernetes`).
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Ipv4Net,
-    /// How many pod namespaces to create (addresses .2, .3, … of the pod CIDR).
+    /// How many pod namespaces to create (with `ipamMode: Kubernetes`,
+    /// addresses .2, .3, … of the pod CIDR).
     #[serde(default = "one")]
     pub pods: u8,
 }
@@ -162,6 +188,16 @@ pub struct Service {
 }
 
 impl Topology {
+    /// Pods get their addresses from petrel's IPAM, through the CNI plugins.
+    pub fn petrel_ipam(&self) -> bool {
+        self.cluster.ipam_mode == IpamMode::Petrel
+    }
+
+    /// The IPPool's block size.
+    pub fn block_size(&self) -> u8 {
+        self.cluster.block_size.unwrap_or(26)
+    }
+
     /// Parses and checks a topology; errors name the field (`nodes[1].podCIDR`) and why.
     pub fn parse(text: &str) -> anyhow::Result<Topology> {
         let value: serde_json::Value =
@@ -228,6 +264,27 @@ impl Topology {
         }
         if self.nodes.is_empty() {
             bail!("nodes: a lab needs at least one node");
+        }
+        match (self.cluster.ipam_mode, self.cluster.pod_pool) {
+            (IpamMode::Petrel, None) => {
+                bail!("cluster.podPool: is required with ipamMode Petrel (the IPPool's CIDR)")
+            }
+            (IpamMode::Petrel, Some(pool)) => {
+                if overlaps(pool, subnet) {
+                    bail!("cluster.podPool: {pool} overlaps the node subnet");
+                }
+                let size = self.block_size();
+                if size < pool.prefix_len().max(20) || size > 30 {
+                    bail!(
+                        "cluster.blockSize: /{size} does not fit {pool}: use {} to 30",
+                        pool.prefix_len().max(20)
+                    );
+                }
+            }
+            (IpamMode::Kubernetes, Some(_)) => {
+                bail!("cluster.podPool: only with ipamMode Petrel")
+            }
+            (IpamMode::Kubernetes, None) => {}
         }
         let mut names = HashSet::new();
         let mut addrs = HashSet::from([self.router.address]);
@@ -388,13 +445,23 @@ pub fn cluster_objects(t: &Topology) -> Vec<(String, String)> {
     files.push((
         "bgpconfiguration.yaml".to_string(),
         format!(
-            "apiVersion: petrel.dev/v1alpha1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec:\n  asNumber: {}\n  nodeToNodeMeshEnabled: {}\n  serviceClusterIPs: [{}]\n  serviceLoadBalancerIPs: [{}]\n",
+            "apiVersion: petrel.dev/v1alpha1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec:\n  asNumber: {}\n  nodeToNodeMeshEnabled: {}\n  serviceClusterIPs: [{}]\n  serviceLoadBalancerIPs: [{}]\n  ipamMode: {:?}\n",
             c.asn,
             c.node_to_node_mesh,
             cidrs(&c.service_cluster_ips),
             cidrs(&c.service_load_balancer_ips),
+            c.ipam_mode,
         ),
     ));
+    if let Some(pool) = c.pod_pool {
+        files.push((
+            "ippool.yaml".to_string(),
+            format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: IPPool\nmetadata: {{name: {POD_POOL}}}\nspec: {{cidr: {pool}, blockSize: {}}}\n",
+                t.block_size()
+            ),
+        ));
+    }
     let add_paths = if t.router.kind == RouterKind::Petrel {
         // The reflector sends every path; the nodes take them all.
         ", addPaths: {receive: true}"
@@ -425,12 +492,30 @@ pub fn cluster_objects(t: &Topology) -> Vec<(String, String)> {
     }
     for s in &t.services {
         files.push((format!("service-{}.yaml", s.name), service_yaml(s)));
-        files.push((
-            format!("endpointslice-{}.yaml", s.name),
-            endpoint_slice_yaml(t, &s.name, &s.endpoints),
-        ));
+    }
+    // With petrel's IPAM the pods' addresses are known once the pods are
+    // made: their EndpointSlices come then.
+    if !t.petrel_ipam() {
+        files.extend(endpoint_slices(t, &|n: &LabNode, i| Some(n.pod_ip(i))));
     }
     files
+}
+
+/// The Services' EndpointSlices, with `ip_of(node, i)` the address of pod
+/// `i` of a node. Returns (file name, YAML).
+pub fn endpoint_slices(
+    t: &Topology,
+    ip_of: &dyn Fn(&LabNode, u8) -> Option<Ipv4Addr>,
+) -> Vec<(String, String)> {
+    t.services
+        .iter()
+        .map(|s| {
+            (
+                format!("endpointslice-{}.yaml", s.name),
+                endpoint_slice_yaml(t, &s.name, &s.endpoints, ip_of),
+            )
+        })
+        .collect()
 }
 
 /// A Service object.
@@ -456,17 +541,22 @@ pub fn service_yaml(s: &Service) -> String {
 
 /// The EndpointSlice of Service `service` with one ready endpoint, the first
 /// pod, on each node of `nodes` (unknown names are skipped).
-pub fn endpoint_slice_yaml(t: &Topology, service: &str, nodes: &[String]) -> String {
+pub fn endpoint_slice_yaml(
+    t: &Topology,
+    service: &str,
+    nodes: &[String],
+    ip_of: &dyn Fn(&LabNode, u8) -> Option<Ipv4Addr>,
+) -> String {
     let mut y = format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-lab, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{port: 80, protocol: TCP}}]\nendpoints:"
     );
     let mut any = false;
     for n in nodes.iter().filter_map(|n| t.node(n)) {
+        let Some(ip) = ip_of(n, 1) else { continue };
         any = true;
         let _ = write!(
             y,
-            "\n  - {{addresses: [{}], conditions: {{ready: true}}, nodeName: {}}}",
-            n.pod_ip(1),
+            "\n  - {{addresses: [{ip}], conditions: {{ready: true}}, nodeName: {}}}",
             n.name
         );
     }
@@ -605,13 +695,20 @@ pub fn dot(t: &Topology) -> String {
             "    n{i} [shape=box, style=filled, fillcolor=\"#f5ecd7\", label=\"petrel agent\\nAS {}\\neth0 {}\\npods {}\\nkube-ipvs0: Service IPs\"];",
             n.asn.unwrap_or(t.cluster.asn),
             n.address,
-            n.pod_cidr
+            match t.cluster.pod_pool {
+                Some(pool) if t.petrel_ipam() => format!("from IPPool {pool}"),
+                _ => n.pod_cidr.to_string(),
+            }
         );
         for p in 1..=n.pods {
+            let addr = if t.petrel_ipam() {
+                "petrel-ipam".to_string()
+            } else {
+                format!("{}/32", n.pod_ip(p))
+            };
             let _ = writeln!(
                 d,
-                "    n{i}p{p} [shape=ellipse, label=\"pod{p}\\neth0 {}/32\"];\n    n{i} -- n{i}p{p} [label=\"veth pod{p}\"];",
-                n.pod_ip(p)
+                "    n{i}p{p} [shape=ellipse, label=\"pod{p}\\neth0 {addr}\"];\n    n{i} -- n{i}p{p} [label=\"veth pod{p}\"];",
             );
         }
         d.push_str("  }\n");
@@ -705,7 +802,8 @@ mod tests {
 
     #[test]
     fn objects_carry_the_topology() {
-        let t = Topology::parse(&tor()).expect("tor");
+        // tor-bird: ipamMode Kubernetes, the pods numbered in podCIDRs.
+        let t = Topology::load(Some("tor-bird")).expect("tor-bird");
         let files = cluster_objects(&t);
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
@@ -729,13 +827,36 @@ mod tests {
         assert_eq!(slice["endpoints"][1]["addresses"][0], "10.244.2.2");
         assert_eq!(slice["endpoints"][1]["nodeName"], "node-2");
         let empty: serde_json::Value =
-            serde_saphyr::from_str(&endpoint_slice_yaml(&t, "web", &[])).expect("empty");
+            serde_saphyr::from_str(&endpoint_slice_yaml(&t, "web", &[], &|n, i| {
+                Some(n.pod_ip(i))
+            }))
+            .expect("empty");
         assert_eq!(empty["endpoints"], serde_json::json!([]));
+        // tor: ipamMode Petrel. An IPPool, and no EndpointSlice until the
+        // pods have their addresses.
+        let petrel = Topology::parse(&tor()).expect("tor");
+        let files = cluster_objects(&petrel);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"ippool.yaml") && !names.contains(&"endpointslice-web.yaml"));
+        assert!(files[0].1.contains("ipamMode: Petrel"), "{}", files[0].1);
+        let slices = endpoint_slices(&petrel, &|n, i| {
+            (n.name == "node-1" && i == 1).then(|| Ipv4Addr::new(10, 250, 0, 5))
+        });
+        let slice: serde_json::Value = serde_saphyr::from_str(&slices[0].1).expect("slice");
+        assert_eq!(slice["endpoints"].as_array().map(Vec::len), Some(1));
+        assert_eq!(slice["endpoints"][0]["addresses"][0], "10.250.0.5");
+        let e = err(&tor().replace(
+            "  podPool: 10.250.0.0/16       # the IPPool; each node claims blocks of it\n",
+            "",
+        ));
+        assert!(e.starts_with("cluster.podPool:"), "{e}");
+        let e = err(&tor().replace("blockSize: 26", "blockSize: 31"));
+        assert!(e.starts_with("cluster.blockSize:"), "{e}");
         let rr = Topology::load(Some("rr")).expect("rr");
         assert!(
-            cluster_objects(&rr)[1]
-                .1
-                .contains("addPaths: {receive: true}")
+            cluster_objects(&rr)
+                .iter()
+                .any(|(n, y)| n.starts_with("bgppeer-") && y.contains("addPaths: {receive: true}"))
         );
         assert!(
             reflector_objects(&rr)[1]

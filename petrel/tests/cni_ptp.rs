@@ -416,3 +416,51 @@ fn in_kubernetes_mode_petrel_ipam_says_where_addresses_come_from() {
     let (_, status) = node.plugin("STATUS", None, &conf);
     assert_eq!(status["code"], 50, "{status}");
 }
+
+#[test]
+fn dual_stack_pods_get_one_address_per_family_and_reach_each_other() {
+    let pools = "apiVersion: petrel.dev/v1alpha1
+kind: IPPool
+metadata: {name: v4}
+spec: {cidr: 10.76.0.0/24, blockSize: 28}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: IPPool
+metadata: {name: v6}
+spec: {cidr: \"fd00:76::/120\", blockSize: 124}
+";
+    let node = Node::start("dual", pools);
+    let pods: Vec<Netns> = (0..2).map(|_| Netns::new("cd").expect("pod")).collect();
+    let conf = node.conf("1.0.0");
+    let mut got = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        let (code, out) = node.ptp("ADD", &format!("d{i}"), p.name(), &conf);
+        assert_eq!(code, 0, "ADD d{i}: {out}");
+        let ips: Vec<IpAddr> = out["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .filter_map(|ip| ip["address"].as_str()?.parse::<ipnet::IpNet>().ok())
+            .map(|n| n.addr())
+            .collect();
+        assert_eq!(ips.len(), 2, "one address per family: {out}");
+        assert!(ips[0].is_ipv4() && ips[1].is_ipv6(), "{out}");
+        got.push(ips);
+    }
+    // Duplicate address detection on the pods' IPv6 addresses takes a
+    // moment; pinging waits for it (bounded).
+    for addr in &got[1] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(&pods[0], *addr) {
+            assert!(
+                Instant::now() < deadline,
+                "pod 0 cannot reach pod 1 at {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // All families or none: a DEL gives back both.
+    assert_eq!(node.ptp("DEL", "d0", pods[0].name(), &conf).0, 0);
+    let state = node.state().to_string();
+    assert!(!state.contains("\"d0/eth0\""), "{state}");
+}

@@ -504,3 +504,156 @@ async fn garbage_collection_gives_back_what_pods_and_nodes_left_behind() {
     remove_blocks(&client, &[&name]).await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_status_counts_what_is_used_and_says_why_a_pool_is_not() {
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    let mut env = KubeEnv::start("kube-ipam-status").await;
+    env.install_crds().await;
+    let client = env.client();
+    let node = env.name("n1");
+    env.create_json(
+        "nodes",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": {"zone": "a"}}}),
+    )
+    .await;
+    env.create_json(
+        "bgpconfigurations",
+        json!({"apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration",
+               "metadata": {"name": "default"}, "spec": {"asNumber": 64512, "ipamMode": "Petrel"}}),
+    )
+    .await;
+    let (used, elsewhere, off) = (env.name("used"), env.name("elsewhere"), env.name("off"));
+    for (name, spec) in [
+        (&used, json!({"cidr": "10.240.0.0/24", "blockSize": 28})),
+        (
+            &elsewhere,
+            json!({"cidr": "10.240.1.0/24", "nodeSelector": {"matchLabels": {"zone": "b"}}}),
+        ),
+        (&off, json!({"cidr": "10.240.2.0/24", "disabled": true})),
+    ] {
+        env.create_json(
+            "ippools",
+            json!({"apiVersion": "petrel.dev/v1alpha1", "kind": "IPPool",
+                   "metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+    }
+    // Three addresses for the node, one of its block lent to another.
+    let store = KubeBlocks::new(client.clone());
+    let pools = vec![pool(&used, "10.240.0.0/24", 28, false)];
+    for (h, n) in [
+        ("a", node.as_str()),
+        ("b", node.as_str()),
+        ("c", node.as_str()),
+    ] {
+        allocate(
+            &store,
+            Family::V4,
+            &pools,
+            &holder(format!("{h}/eth0"), n),
+            0,
+            Settings::default(),
+        )
+        .await
+        .expect("address");
+    }
+    let mut b = stored(&store, &used)
+        .await
+        .into_values()
+        .next()
+        .expect("block");
+    let version = store
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|(x, _)| x.cidr == b.cidr)
+        .expect("listed")
+        .1;
+    b.assign(holder("d/eth0".into(), "other-node"), 0, 0)
+        .expect("room");
+    store.update(&b, &version).await.expect("lent");
+
+    let log = env.dir().join("controller.log");
+    let _controller = Collector(
+        std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+            .args(["controller", "--metrics-address", "off"])
+            .env("KUBECONFIG", env.kubeconfig())
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("controller starts"),
+    );
+    let api: Api<crds::IPPool> = Api::all(client.clone());
+    let status_of = |name: String, want: &'static str| {
+        let api = api.clone();
+        let log = log.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let p = api.get(&name).await.expect("pool");
+                let s = p.status.clone().unwrap_or_default();
+                let reason = s
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Used")
+                    .map(|c| c.reason.clone());
+                if reason.as_deref() == Some(want) {
+                    return s;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: Used is {reason:?}, want {want}: {s:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let s = status_of(used.clone(), "InUse").await;
+    assert_eq!(s.blocks.as_deref(), Some("16"));
+    assert_eq!(s.claimed_blocks, Some(1));
+    assert_eq!(s.free_blocks.as_deref(), Some("15"));
+    assert_eq!(s.used_addresses, Some(4));
+    // 15 a block (the first is the gateway): 11 left in the claimed one.
+    assert_eq!(s.free_addresses.as_deref(), Some("236"));
+    assert_eq!(s.borrowed_addresses, Some(1));
+    assert_eq!(s.nodes, Some(1));
+    // The conditions task's Ready stands beside it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !api
+        .get(&used)
+        .await
+        .expect("pool")
+        .status
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready"))
+    {
+        assert!(Instant::now() < deadline, "no Ready condition beside Used");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    status_of(elsewhere.clone(), "NoNodeSelected").await;
+    status_of(off.clone(), "Disabled").await;
+    // Back to the nodes' podCIDRs: no pool is used, and each says why.
+    let configs: Api<crds::BGPConfiguration> = Api::all(client.clone());
+    configs
+        .patch(
+            "default",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"ipamMode": "Kubernetes"}})),
+        )
+        .await
+        .expect("mode changed");
+    let s = status_of(used.clone(), "IpamModeKubernetes").await;
+    let c = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Used")
+        .expect("Used");
+    assert_eq!(c.status, "False");
+    remove_blocks(&client, &[&used]).await;
+    env.cleanup().await;
+}

@@ -15,6 +15,9 @@ use serde_json::Value;
 const VIP: &str = "198.51.100.10";
 
 /// The pods of tor.yaml and rr.yaml: (node, pod index, address).
+/// The pods of every topology: (node, pod number, address with `ipamMode:
+/// Kubernetes`, from the node's podCIDR). With petrel's IPAM (tor, rr)
+/// the lab's state has the address each pod got.
 const PODS: [(&str, u8, &str); 6] = [
     ("node-1", 1, "10.244.1.2"),
     ("node-1", 2, "10.244.1.3"),
@@ -76,6 +79,39 @@ impl Lab {
 
     fn pod_ns(&self, node: &str, i: u8) -> String {
         format!("{}-{node}-pod{i}", self.name)
+    }
+
+    /// Pod `i` of `node`'s address: as petrel's IPAM gave it (the lab's
+    /// state), else from the node's podCIDR.
+    fn pod_ip(&self, node: &str, i: u8) -> String {
+        let state: Value = std::fs::read(
+            PathBuf::from("/run/petrel-lab")
+                .join(&self.name)
+                .join("state.json"),
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+        match state["pod_ips"][self.pod_ns(node, i)].as_str() {
+            Some(ip) => ip.to_string(),
+            None => PODS
+                .iter()
+                .find(|(n, k, _)| *n == node && *k == i)
+                .map(|(_, _, ip)| ip.to_string())
+                .unwrap_or_else(|| panic!("no pod {i} on {node}")),
+        }
+    }
+
+    /// The prefix of FRR's selected BGP route to `ip` (longest match).
+    fn frr_route_to(&self, ip: &str) -> Option<String> {
+        let v = self.vtysh_json(&format!("show ip route {ip} json"));
+        v.as_object()?.iter().find_map(|(prefix, routes)| {
+            routes
+                .as_array()?
+                .iter()
+                .any(|r| r["selected"] == true && r["protocol"] == "bgp")
+                .then(|| prefix.clone())
+        })
     }
 
     /// The directory every agent reads.
@@ -150,9 +186,9 @@ impl Lab {
     fn assert_pods_reach_each_other(&self) {
         let mut pairs = Vec::new();
         for (n1, i1, _) in PODS {
-            for (n2, i2, ip2) in PODS {
+            for (n2, i2, _) in PODS {
                 if (n1, i1) != (n2, i2) {
-                    pairs.push((self.pod_ns(n1, i1), ip2.to_string()));
+                    pairs.push((self.pod_ns(n1, i1), self.pod_ip(n2, i2)));
                 }
             }
         }
@@ -344,7 +380,10 @@ fn moved_endpoints_move_the_vip_within_a_second() {
     let start = Instant::now();
     lab.write_object(
         "endpointslice-web.yaml",
-        &web_slice(&[("node-2", "10.244.2.2"), ("node-3", "10.244.3.2")]),
+        &web_slice(&[
+            ("node-2", &lab.pod_ip("node-2", 1)),
+            ("node-3", &lab.pod_ip("node-3", 1)),
+        ]),
     );
     assert_frr_follows_within_a_second(&lab, &prefix, &want, start, "endpoint move");
     assert!(
@@ -372,15 +411,19 @@ fn deleting_the_service_withdraws_its_routes() {
     // pods' routes are untouched.
     let all = set(&["192.168.100.11", "192.168.100.12", "192.168.100.13"]);
     wait_frr(&lab, "10.96.0.0/16", &all, Duration::from_secs(10));
-    let pods = lab.vtysh_json("show ip route bgp json");
-    for cidr in ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"] {
-        assert!(pods.get(cidr).is_some(), "{cidr} is gone too: {pods}");
+    for (node, i, _) in PODS {
+        let ip = lab.pod_ip(node, i);
+        assert!(
+            lab.frr_route_to(&ip).is_some(),
+            "the ToR's route to {ip} (pod {i} of {node}) is gone too"
+        );
     }
 }
 
 #[test]
 fn an_agent_killed_and_restarted_costs_the_other_nodes_no_packet() {
     let lab = Lab::up("tor", "lr");
+    let target = lab.pod_ip("node-2", 1);
     // 100 pings 50 ms apart, from node-1's pod to node-2's, while node-3's agent is killed and restarted.
     let ping = Command::new("ip")
         .args([
@@ -395,7 +438,7 @@ fn an_agent_killed_and_restarted_costs_the_other_nodes_no_packet() {
             "-W",
             "1",
             "-q",
-            "10.244.2.2",
+            &target,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -421,8 +464,8 @@ fn an_agent_killed_and_restarted_costs_the_other_nodes_no_packet() {
         "node-3's pods to answer again",
         || {
             let pairs = [
-                (lab.pod_ns("node-1", 1), "10.244.3.2".to_string()),
-                (lab.pod_ns("node-2", 1), "10.244.3.3".to_string()),
+                (lab.pod_ns("node-1", 1), lab.pod_ip("node-3", 1)),
+                (lab.pod_ns("node-2", 1), lab.pod_ip("node-3", 2)),
             ];
             let failed = ping_all(&pairs);
             if failed.is_empty() {
@@ -433,6 +476,15 @@ fn an_agent_killed_and_restarted_costs_the_other_nodes_no_packet() {
         },
     );
     wait_frr_established(&lab, "192.168.100.13");
+}
+
+#[test]
+fn in_kubernetes_ipam_mode_the_pods_get_their_nodes_pod_cidr_addresses() {
+    // tor-bird keeps ipamMode Kubernetes: pods numbered in their node's
+    // podCIDR, the podCIDRs advertised (BIRD's table holds them).
+    let lab = Lab::up("tor-bird", "lb");
+    assert_eq!(lab.pod_ip("node-2", 1), "10.244.2.2");
+    lab.assert_pods_reach_each_other();
 }
 
 #[test]
@@ -515,6 +567,8 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
         ping_once(&lab.router_ns, VIP),
         "the ToR cannot ping the VIP"
     );
+    // The pods' addresses came from petrel's IPAM through the API server.
+    lab.assert_pods_reach_each_other();
 
     // A Service asking for nothing gets an address of the pool, advertised
     // from node-3 alone, where its one Pod runs. The EndpointSlice is
@@ -531,12 +585,13 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
     .expect("Service");
     rt.block_on(services.create(&PostParams::default(), &api))
         .expect("Service created");
+    let api_pod = lab.pod_ip("node-3", 2);
     rt.block_on(env.ready_pod(
         &ns,
         "api-0",
         serde_json::json!({"app": "api"}),
         "node-3",
-        "10.244.3.3",
+        &api_pod,
     ));
     let api_ip = wait_until(
         Duration::from_secs(10),
@@ -559,9 +614,9 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
     // The Pod fails its readiness probe: its endpoint is no longer ready,
     // node-3 has none left, and withdraws api's address; ready again, it
     // announces it again.
-    rt.block_on(env.set_pod_ready(&ns, "api-0", "10.244.3.3", false));
+    rt.block_on(env.set_pod_ready(&ns, "api-0", &api_pod, false));
     wait_frr(&lab, &api_prefix, &BTreeSet::new(), Duration::from_secs(10));
-    rt.block_on(env.set_pod_ready(&ns, "api-0", "10.244.3.3", true));
+    rt.block_on(env.set_pod_ready(&ns, "api-0", &api_pod, true));
     wait_frr(
         &lab,
         &api_prefix,
@@ -571,8 +626,8 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
 
     // web's endpoints move to nodes 2 and 3: the ToR follows within a second.
     let moved = serde_json::json!({"endpoints": [
-        {"addresses": ["10.244.2.2"], "conditions": {"ready": true}, "nodeName": "node-2"},
-        {"addresses": ["10.244.3.2"], "conditions": {"ready": true}, "nodeName": "node-3"}
+        {"addresses": [lab.pod_ip("node-2", 1)], "conditions": {"ready": true}, "nodeName": "node-2"},
+        {"addresses": [lab.pod_ip("node-3", 1)], "conditions": {"ready": true}, "nodeName": "node-3"}
     ]});
     let want = set(&["192.168.100.12", "192.168.100.13"]);
     let start = Instant::now();
@@ -634,5 +689,18 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
             "lab {name} left Node {n} behind"
         );
     }
+    let blocks: Api<crds::IPAMBlock> = Api::all(env.client());
+    let left: Vec<String> = rt
+        .block_on(blocks.list(&Default::default()))
+        .expect("IPAMBlocks readable")
+        .items
+        .into_iter()
+        .filter(|b| b.spec.pool == format!("petrel-lab-{name}"))
+        .filter_map(|b| b.metadata.name)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "lab {name} left IPAMBlocks behind: {left:?}"
+    );
     rt.block_on(env.cleanup());
 }

@@ -11,6 +11,10 @@ use ipam::pod::{
 };
 use ipnet::IpNet;
 
+/// The IPv6 gateway of every pod: link-local, on the host side of each
+/// pod's link.
+const GATEWAY_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
 /// What a request is answered with and against.
 pub(crate) struct Context<'a, S> {
     pub(crate) store: &'a S,
@@ -110,15 +114,20 @@ pub(crate) async fn add_many<S: BlockStore>(
             match r {
                 // Failed in another family: nothing more for it.
                 _ if failed.is_some() => {}
-                // The block's prefix and its first address as the gateway:
-                // main plugins (`ptp`, `bridge`) need the gateway inside
-                // the address's prefix to route through it, and `ptp`
-                // removes the prefix's connected route, which a /32 does
-                // not have.
+                // The block's prefix, and for IPv4 its first address as
+                // the gateway: main plugins (`ptp`, `bridge`) need an IPv4
+                // gateway inside the address's prefix to route through it,
+                // and `ptp` removes the prefix's connected route, which a
+                // /32 does not have. IPv6 routes through a link-local
+                // gateway (on-link everywhere), not the block's first
+                // address, which is its Subnet-Router anycast address.
                 Ok(a) => list.push(Assigned {
                     address: IpNet::new(a.addr, a.block.prefix_len())
                         .unwrap_or(IpNet::from(a.addr)),
-                    gateway: a.block.network(),
+                    gateway: match a.block {
+                        IpNet::V4(b) => IpAddr::V4(b.network()),
+                        IpNet::V6(_) => IpAddr::V6(GATEWAY_V6),
+                    },
                 }),
                 Err(e) => *failed = Some(drive_failure(&e)),
             }

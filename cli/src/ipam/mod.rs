@@ -27,6 +27,10 @@ pub struct Where {
     /// files:DIR --ipam-state FILE`); without it, the cluster's IPAMBlocks.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// With `--state`: the agents' source directory, for the IPPools and
+    /// the Nodes' addresses. In a cluster they come from the API server.
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
 }
 
 enum Store {
@@ -92,9 +96,15 @@ async fn pools(client: &kube::Client) -> BTreeMap<String, IpNet> {
 pub async fn show(w: &Where, output: Format) -> anyhow::Result<()> {
     let store = Store::open(w).await?;
     let blocks: Vec<Block> = store.list().await?.into_iter().map(|(b, _)| b).collect();
-    let pools = match store.client() {
-        Some(c) => pools(c).await,
-        None => BTreeMap::new(),
+    let pools = match (store.client(), &w.source) {
+        (Some(c), _) => pools(c).await,
+        (None, Some(dir)) => model::files::load_dir(dir)
+            .0
+            .ip_pools
+            .into_iter()
+            .filter_map(|p| Some((p.name, p.spec.cidr?)))
+            .collect(),
+        (None, None) => BTreeMap::new(),
     };
     let v = show::view(&blocks, &pools);
     match output {
@@ -119,11 +129,6 @@ pub struct CheckArgs {
     /// Write the report (JSON) here, for `petrel ipam release --from-report`.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// With `--state`: the agents' source directory, for the Nodes'
-    /// addresses (which node advertises a block). In a cluster they come
-    /// from the API server.
-    #[arg(long, value_name = "DIR")]
-    pub source: Option<PathBuf>,
 }
 
 /// This node's host routes to addresses of `within`, with their interface.
@@ -221,7 +226,7 @@ pub async fn run_check(w: &Where, args: &CheckArgs, output: Format) -> anyhow::R
             }
         }
     }
-    if let Some(dir) = &args.source {
+    if let Some(dir) = &w.source {
         let (snapshot, _) = model::files::load_dir(dir);
         for n in snapshot.nodes {
             for ip in n.internal_ips {
@@ -230,9 +235,15 @@ pub async fn run_check(w: &Where, args: &CheckArgs, output: Format) -> anyhow::R
         }
     }
     if args.node.is_some() {
-        let mut within: Vec<IpNet> = match store.client() {
-            Some(c) => pools(c).await.into_values().collect(),
-            None => Vec::new(),
+        let mut within: Vec<IpNet> = match (store.client(), &w.source) {
+            (Some(c), _) => pools(c).await.into_values().collect(),
+            (None, Some(dir)) => model::files::load_dir(dir)
+                .0
+                .ip_pools
+                .into_iter()
+                .filter_map(|p| p.spec.cidr)
+                .collect(),
+            (None, None) => Vec::new(),
         };
         within.extend(inputs.blocks.iter().map(|(b, _)| b.cidr));
         inputs.kernel = Some(kernel_routes(&within).await?);

@@ -13,9 +13,20 @@ struct NodeUse {
     blocks: usize,
     capacity: u64,
     used: u64,
-    /// Free addresses in blocks that are partly used: space the node holds
-    /// and no other node can claim.
-    stranded: u64,
+}
+
+impl NodeUse {
+    /// The share of the node's blocks it would not need if its addresses
+    /// were packed (a node keeps one block however few it uses): 0 when
+    /// every block but the last is full.
+    fn fragmentation(&self) -> f64 {
+        if self.blocks == 0 || self.capacity == 0 {
+            return 0.0;
+        }
+        let per_block = self.capacity / self.blocks as u64;
+        let needed = self.used.div_ceil(per_block.max(1)).max(1);
+        (self.blocks as f64 - needed as f64).max(0.0) / self.blocks as f64
+    }
 }
 
 /// The view as JSON (`-o json`, and what the table is made of).
@@ -35,9 +46,6 @@ pub fn view(blocks: &[Block], pools: &BTreeMap<String, IpNet>) -> Value {
         u.blocks += 1;
         u.capacity += capacity;
         u.used += used;
-        if used > 0 {
-            u.stranded += capacity - used;
-        }
         for (addr, h) in b.borrowed() {
             borrowed.push(json!({
                 "address": addr.to_string(), "block": b.cidr.to_string(),
@@ -66,7 +74,7 @@ pub fn view(blocks: &[Block], pools: &BTreeMap<String, IpNet>) -> Value {
                 "nodes": nodes.iter().map(|(n, u)| json!({
                     "node": n, "blocks": u.blocks, "capacity": u.capacity, "used": u.used,
                     "utilisation": if u.capacity == 0 { 0.0 } else { u.used as f64 / u.capacity as f64 },
-                    "fragmentation": if u.capacity == 0 { 0.0 } else { u.stranded as f64 / u.capacity as f64 },
+                    "fragmentation": u.fragmentation(),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -143,7 +151,16 @@ mod tests {
         let nodes = &v["pools"][0]["nodes"];
         assert_eq!(nodes[0]["utilisation"], 1.0);
         assert_eq!(nodes[1]["used"], 2);
-        assert!((nodes[1]["fragmentation"].as_f64().expect("f") - 5.0 / 7.0).abs() < 1e-9);
+        assert_eq!(nodes[1]["fragmentation"], 0.0);
+        // Two half-used blocks where one would do: half of them surplus.
+        let mut c = Block::new("10.0.0.16/29".parse().expect("cidr"), "p", "n3", 0);
+        let mut d = Block::new("10.0.0.24/29".parse().expect("cidr"), "p", "n3", 0);
+        for i in 0..3 {
+            c.assign(h(&format!("c{i}"), "n3"), 0, 0).expect("room");
+            d.assign(h(&format!("d{i}"), "n3"), 0, 0).expect("room");
+        }
+        let v3 = view(&[c, d], &BTreeMap::new());
+        assert_eq!(v3["pools"][0]["nodes"][0]["fragmentation"], 0.5);
         assert_eq!(v["borrowed"][0]["address"], "10.0.0.10");
         assert_eq!(v["borrowed"][0]["lender"], "n2");
         let t = table(&v);

@@ -33,6 +33,7 @@ mod choose;
 mod drive;
 mod error;
 mod gc;
+mod usage;
 
 pub use block::{Allocation, Block, Holder, Released};
 pub use choose::{BLOCK_HOST_BITS, Family, Pool, Step, next_step, releasable};
@@ -42,6 +43,7 @@ pub use drive::{
 };
 pub use error::{Exhausted, ReleaseError};
 pub use gc::{Gc, GcPlan, Leak, LeakReason, PodState};
+pub use usage::{Usage, usage};
 
 #[cfg(test)]
 mod tests;
