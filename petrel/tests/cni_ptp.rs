@@ -340,8 +340,8 @@ fn ptp_pods_get_distinct_addresses_and_reach_each_other() {
 
 #[test]
 fn an_exhausted_pool_is_a_clear_error_and_status_50() {
-    // Two blocks of four, strict: six addresses for this node at most (each
-    // block's first is its gateway).
+    // Two blocks of four, strict: four addresses for this node at most
+    // (each block's first is its gateway, its last the broadcast address).
     let pool = "apiVersion: petrel.dev/v1alpha1
 kind: IPPool
 metadata: {name: tiny}
@@ -349,11 +349,11 @@ spec: {cidr: 10.78.0.0/29, blockSize: 30, strictAffinity: true}
 ";
     let node = Node::start("exhausted", pool);
     let conf = node.conf("1.1.0");
-    for i in 0..6 {
+    for i in 0..4 {
         let (code, out) = node.plugin("ADD", Some(&format!("x{i}")), &conf);
         assert_eq!(code, 0, "ADD x{i}: {out}");
     }
-    let (code, out) = node.plugin("ADD", Some("x6"), &conf);
+    let (code, out) = node.plugin("ADD", Some("x4"), &conf);
     assert_ne!(code, 0);
     let msg = out["msg"].as_str().unwrap_or_default();
     assert!(msg.contains("tiny") && msg.contains("exhausted"), "{out}");

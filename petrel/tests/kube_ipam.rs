@@ -68,8 +68,8 @@ async fn concurrent_allocations_on_three_nodes_are_distinct_and_recorded() {
     env.install_crds().await;
     let client = env.client();
     let name = env.name("pods");
-    // 16 blocks of 15 (the first address of each is its gateway): 200
-    // addresses fill 14 of them.
+    // 16 blocks of 14 (the first address of each is its gateway, the last
+    // its broadcast address): 200 addresses fill 15 of them.
     let pools = Arc::new(vec![pool(&name, "10.250.0.0/24", 28, false)]);
     let nodes = ["n1", "n2", "n3"];
 
@@ -132,7 +132,7 @@ async fn concurrent_allocations_on_three_nodes_are_distinct_and_recorded() {
         assert!(own >= 4, "{node} has {own} blocks");
     }
     assert!(
-        blocks.len() <= 15,
+        blocks.len() <= 16,
         "{} blocks for 200 addresses",
         blocks.len()
     );
@@ -188,10 +188,10 @@ async fn two_nodes_race_for_the_last_free_block() {
         (&strict, "10.251.0.0/27", true),
         (&lenient, "10.251.1.0/27", false),
     ] {
-        // Two blocks of 15; n1 fills the first.
+        // Two blocks of 14; n1 fills the first.
         let pools = vec![pool(name, cidr, 28, is_strict)];
         let store = KubeBlocks::new(client.clone());
-        for i in 0..15 {
+        for i in 0..14 {
             let h = holder(format!("{name}-n1-{i}/eth0"), "n1");
             allocate(&store, Family::V4, &pools, &h, 0, Settings::default())
                 .await
@@ -619,8 +619,9 @@ async fn pool_status_counts_what_is_used_and_says_why_a_pool_is_not() {
     assert_eq!(s.claimed_blocks, Some(1));
     assert_eq!(s.free_blocks.as_deref(), Some("15"));
     assert_eq!(s.used_addresses, Some(4));
-    // 15 a block (the first is the gateway): 11 left in the claimed one.
-    assert_eq!(s.free_addresses.as_deref(), Some("236"));
+    // 14 a block (the first is the gateway, the last the broadcast
+    // address): 10 left in the claimed one.
+    assert_eq!(s.free_addresses.as_deref(), Some("220"));
     assert_eq!(s.borrowed_addresses, Some(1));
     assert_eq!(s.nodes, Some(1));
     // The conditions task's Ready stands beside it.

@@ -34,8 +34,7 @@ pub fn view(blocks: &[Block], pools: &BTreeMap<String, IpNet>) -> Value {
     let mut per: BTreeMap<&str, BTreeMap<String, NodeUse>> = BTreeMap::new();
     let mut borrowed = Vec::new();
     for b in blocks {
-        // The gateway (the first address) is never handed out.
-        let capacity = u64::from(b.size().saturating_sub(1));
+        let capacity = u64::from(b.capacity());
         let used = u64::from(b.used());
         let node = b.node.clone().unwrap_or_else(|| "(no node)".into());
         let u = per
@@ -139,7 +138,8 @@ mod tests {
             pod: Some(format!("ns/{n}")),
             node: node.into(),
         };
-        for i in 0..7 {
+        // Six addresses a /29: the first and the last are kept out.
+        for i in 0..6 {
             a.assign(h(&format!("a{i}"), "n1"), 0, 0).expect("room");
         }
         b.assign(h("b0", "n2"), 0, 0).expect("room");
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(v["borrowed"][0]["lender"], "n2");
         let t = table(&v);
         assert!(
-            t.contains("pool p 10.0.0.0/24: 2 blocks, 9 addresses used"),
+            t.contains("pool p 10.0.0.0/24: 2 blocks, 8 addresses used"),
             "{t}"
         );
         assert!(

@@ -49,7 +49,8 @@ pub struct Released {
 
 /// A block of a pool.
 ///
-/// The first address is the pods' gateway and is never handed out.
+/// The first address is the pods' gateway and is never handed out; for
+/// IPv4 neither is the last (the broadcast address of the pods' prefix).
 /// Addresses never handed out go first, in order (`fresh` is the next);
 /// then those given back, oldest first, once their cooldown is over. A
 /// block of a node whose addresses all come back is empty from then on
@@ -103,6 +104,22 @@ impl Block {
         1u32.checked_shl(u32::from(bits)).unwrap_or(u32::MAX)
     }
 
+    /// The first ordinal past the last that can be handed out: for IPv4 the
+    /// block's last address is left out too, since pods get the block's
+    /// prefix length and to them it is the broadcast address.
+    fn limit(&self) -> u32 {
+        match self.cidr {
+            IpNet::V4(_) if self.size() >= 4 => self.size() - 1,
+            _ => self.size(),
+        }
+    }
+
+    /// Addresses that can ever be handed out: all but the first (the
+    /// gateway) and, for IPv4, the last (the broadcast address).
+    pub fn capacity(&self) -> u32 {
+        self.limit().saturating_sub(1)
+    }
+
     /// Addresses in use.
     pub fn used(&self) -> u32 {
         u32::try_from(self.allocations.len()).unwrap_or(u32::MAX)
@@ -115,7 +132,8 @@ impl Block {
             .iter()
             .filter(|r| r.at.saturating_add(cooldown) <= now)
             .count();
-        (self.size() - self.fresh).saturating_add(u32::try_from(cooled).unwrap_or(u32::MAX))
+        (self.limit().saturating_sub(self.fresh))
+            .saturating_add(u32::try_from(cooled).unwrap_or(u32::MAX))
     }
 
     /// The pods' gateway: the block's first address, never handed out. The
@@ -171,7 +189,7 @@ impl Block {
     /// (an orphaned block hands out nothing).
     pub fn assign(&mut self, holder: Holder, now: u64, cooldown: u64) -> Option<(IpAddr, u64)> {
         self.node.as_ref()?;
-        let ordinal = if self.fresh < self.size() {
+        let ordinal = if self.fresh < self.limit() {
             self.fresh += 1;
             self.fresh - 1
         } else {

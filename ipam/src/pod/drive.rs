@@ -343,8 +343,14 @@ pub async fn release<S: BlockStore>(
                     if !cidr.contains(addr) {
                         continue;
                     }
-                    changed.release(*addr, Some(*sequence), now)?;
-                    vec![*addr]
+                    // Not held here: another block may hold it (blocks
+                    // should not overlap, but a damaged store may have
+                    // them overlap; `petrel ipam check` reports it).
+                    match changed.release(*addr, Some(*sequence), now) {
+                        Ok(_) => vec![*addr],
+                        Err(ReleaseError::NotAllocated { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             };
             if freed.is_empty() {
@@ -358,6 +364,9 @@ pub async fn release<S: BlockStore>(
                 Err(StoreError::Conflict(_)) => continue 'attempt,
                 Err(e) => return Err(DriveError::Store(e)),
             }
+        }
+        if let (Release::Address { addr, .. }, true) = (&what, done.is_empty()) {
+            return Err(ReleaseError::NotAllocated { addr: *addr }.into());
         }
         return Ok(done);
     }

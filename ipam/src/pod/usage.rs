@@ -21,7 +21,7 @@ pub struct Usage {
     pub used: u64,
     /// Addresses that can still be handed out: free ones of claimed blocks
     /// (cooling down ones included) and every one of unclaimed blocks
-    /// (the first of each block, its gateway, left out).
+    /// (each block's gateway and IPv4 broadcast address left out).
     pub free: u128,
     /// Addresses held by another node than their block's.
     pub borrowed: u64,
@@ -35,10 +35,17 @@ pub fn usage(cidr: IpNet, block_prefix: u8, blocks: &[&Block]) -> Usage {
     let bits = u32::from(block_prefix.saturating_sub(cidr.prefix_len()));
     let total = 1u128.checked_shl(bits).unwrap_or(u128::MAX);
     let host = u32::from(cidr.max_prefix_len().saturating_sub(block_prefix));
+    // The gateway (first) and, for IPv4, the broadcast (last) address of
+    // each block are never handed out.
+    let reserved = if matches!(cidr, IpNet::V4(_)) && host >= 2 {
+        2
+    } else {
+        1
+    };
     let per_block = 1u128
         .checked_shl(host)
         .unwrap_or(u128::MAX)
-        .saturating_sub(1);
+        .saturating_sub(reserved);
     let mut u = Usage {
         blocks: total,
         ..Usage::default()
@@ -47,9 +54,9 @@ pub fn usage(cidr: IpNet, block_prefix: u8, blocks: &[&Block]) -> Usage {
         u.claimed_blocks += 1;
         u.used += u64::from(b.used());
         u.borrowed += b.borrowed().count() as u64;
-        u.free = u.free.saturating_add(u128::from(
-            b.size().saturating_sub(1).saturating_sub(b.used()),
-        ));
+        u.free = u
+            .free
+            .saturating_add(u128::from(b.capacity().saturating_sub(b.used())));
         if let Some(n) = &b.node {
             u.nodes.insert(n.clone());
         }
@@ -86,12 +93,14 @@ mod tests {
         assert_eq!(u.free_blocks, 3);
         assert_eq!(u.used, 11);
         assert_eq!(u.borrowed, 1);
-        // 63 - 11 in the claimed block, 63 in each of the three others.
-        assert_eq!(u.free, 52 + 3 * 63);
+        // 62 a block (first and last kept out): 51 left in the claimed
+        // one, 62 in each of the three others.
+        assert_eq!(u.free, 51 + 3 * 62);
         assert_eq!(u.nodes.len(), 1);
         // An IPv6 pool's counts go past 64 bits.
         let big = usage("fd00::/48".parse().expect("cidr"), 122, &[]);
         assert_eq!(big.blocks, 1u128 << 74);
+        // IPv6 blocks keep only their first address out.
         assert_eq!(big.free, (1u128 << 74) * 63);
     }
 }
