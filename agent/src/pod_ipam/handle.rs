@@ -46,14 +46,41 @@ fn drive_failure(e: &DriveError) -> Failure {
     }
 }
 
-/// The families some pool of `pools` could serve: those with a pool of
-/// the family at all (a node with IPv4 pools only gets no IPv6 address,
-/// and that is no error).
+/// The families a pod on this node gets an address of: those with a pool
+/// that serves the node (selects it, is not disabled, is for workloads). A
+/// node with IPv4 pools only gets no IPv6 address, and that is no error.
 fn families(pools: &[Pool]) -> Vec<Family> {
-    let mut f: Vec<Family> = pools.iter().map(|p| Family::of(&p.cidr)).collect();
+    let mut f: Vec<Family> = pools
+        .iter()
+        .filter(|p| p.selects_node && !p.disabled && p.workloads)
+        .map(|p| Family::of(&p.cidr))
+        .collect();
     f.sort();
     f.dedup();
     f
+}
+
+/// Why no pool serves the node: none exists, or each is left out and why.
+fn no_pool(node: &str, pools: &[Pool]) -> (String, String) {
+    let Some(first) = pools.first() else {
+        return (
+            format!("no IPPool exists: node {node} has no address to give"),
+            "create an IPPool (petrel.dev/v1alpha1)".into(),
+        );
+    };
+    let step = next_step(
+        node,
+        Family::of(&first.cidr),
+        pools,
+        &Default::default(),
+        0,
+        0,
+        &BTreeSet::new(),
+    );
+    match step {
+        Step::Exhausted(e) => (e.to_string(), String::new()),
+        _ => (format!("no IPPool serves node {node}"), String::new()),
+    }
 }
 
 /// The pools to hand out from, or why there are none to use: the agent is
@@ -87,15 +114,10 @@ pub(crate) async fn add_many<S: BlockStore>(
     };
     let fams = families(pools);
     if fams.is_empty() {
+        let (msg, details) = no_pool(cx.node, pools);
         return adds
             .iter()
-            .map(|_| {
-                fail(
-                    code::INTERNAL,
-                    format!("no IPPool exists: node {} has no address to give", cx.node),
-                    "create an IPPool (petrel.dev/v1alpha1)",
-                )
-            })
+            .map(|_| fail(code::INTERNAL, msg.clone(), details.clone()))
             .collect();
     }
     let holders: Vec<Holder> = adds
@@ -235,11 +257,8 @@ pub(crate) async fn handle<S: BlockStore>(cx: &Context<'_, S>, request: Request)
             };
             let fams = families(pools);
             if fams.is_empty() {
-                return fail(
-                    code::NOT_AVAILABLE,
-                    format!("no IPPool exists: node {} has no address to give", cx.node),
-                    "",
-                );
+                let (msg, details) = no_pool(cx.node, pools);
+                return fail(code::NOT_AVAILABLE, msg, details);
             }
             for family in fams {
                 let step = next_step(
@@ -257,5 +276,93 @@ pub(crate) async fn handle<S: BlockStore>(cx: &Context<'_, S>, request: Request)
             }
             Reply::Done { released: vec![] }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::wire::Attachment;
+    use ipam_store::FileBlocks;
+
+    fn pool(name: &str, cidr: &str, selects_node: bool) -> Pool {
+        Pool {
+            name: name.into(),
+            cidr: cidr.parse().expect("cidr"),
+            block_prefix: if cidr.contains(':') { 122 } else { 28 },
+            selects_node,
+            disabled: false,
+            strict_affinity: false,
+            workloads: true,
+        }
+    }
+
+    fn add(id: &str) -> Request {
+        Request::Add {
+            attachment: Attachment {
+                container_id: id.into(),
+                if_name: "eth0".into(),
+            },
+            pod: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_family_whose_pools_leave_the_node_out_gives_no_address_and_no_error() {
+        let dir = std::env::temp_dir().join(format!("petrel-agent-ipam-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = FileBlocks::new(dir.join("state.json"));
+        let view = |pools: Vec<Pool>| super::super::PoolsView {
+            petrel: true,
+            pools,
+        };
+        let both = view(vec![
+            pool("v4", "10.0.0.0/24", true),
+            pool("v6-elsewhere", "fd00::/120", false),
+        ]);
+        let cx = Context {
+            store: &store,
+            node: "n1",
+            pools: Some(&both),
+            now: 0,
+            settings: Settings::default(),
+        };
+        match handle(&cx, add("a")).await {
+            Reply::Addresses { addresses } => {
+                assert_eq!(addresses.len(), 1);
+                let a = addresses[0].address;
+                // The block's prefix, its first address the gateway, and
+                // the first address after it handed out.
+                assert_eq!(a.prefix_len(), 28);
+                assert_eq!(addresses[0].gateway, a.network());
+                assert_eq!(
+                    u32::from(
+                        a.addr()
+                            .to_string()
+                            .parse::<std::net::Ipv4Addr>()
+                            .expect("v4")
+                    ) & 15,
+                    1
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // No pool serves the node: the error says which and why.
+        let none = view(vec![pool("v4-elsewhere", "10.1.0.0/24", false)]);
+        let cx = Context {
+            pools: Some(&none),
+            ..cx
+        };
+        match handle(&cx, add("b")).await {
+            Reply::Error(f) => {
+                assert!(f.msg.contains("v4-elsewhere (nodeSelector)"), "{}", f.msg)
+            }
+            other => panic!("{other:?}"),
+        }
+        match handle(&cx, Request::Status).await {
+            Reply::Error(f) => assert_eq!(f.code, code::NOT_AVAILABLE),
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

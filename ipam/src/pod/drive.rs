@@ -226,7 +226,12 @@ pub async fn allocate_many<S: BlockStore>(
         for i in pending {
             let holder = &holders[i];
             if let Some(found) = held(&blocks, family, holder) {
-                results[i] = Some(Ok(found));
+                // Held in a block this round changes (the same attachment
+                // twice in a burst): final only once that block is written.
+                match touched.get_mut(&found.block) {
+                    Some(got) => got.push((i, found)),
+                    None => results[i] = Some(Ok(found)),
+                }
                 continue;
             }
             let step = next_step(
