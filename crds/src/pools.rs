@@ -406,7 +406,8 @@ pub struct IpPoolSpec {
     /// The prefix length of the blocks nodes get: from the CIDR's own
     /// length (at most 4096 addresses a block: 20 for IPv4, 116 for IPv6)
     /// to 30 (IPv4) or 126 (IPv6); default 26 for IPv4, 122 for IPv6 (64
-    /// addresses). A block's first address is its pods' gateway.
+    /// addresses). A block's first address (and an IPv4 block's last) is
+    /// never a pod's.
     // The family-dependent bounds are checked by `validate`: CEL in the
     // subset the project keeps to cannot take a CIDR apart.
     #[schemars(range(max = 128))]
