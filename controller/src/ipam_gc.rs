@@ -32,9 +32,9 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::LeaderContext;
+use crate::lb::Reflected;
 
 /// Settings of the collector.
 #[derive(Debug, Clone, Copy)]
@@ -51,23 +51,6 @@ impl Default for GcOptions {
             grace: Duration::from_secs(15 * 60),
             interval: Duration::from_secs(60),
         }
-    }
-}
-
-struct Reflected<K: kube::Resource + Clone + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store: Store<K>,
-    task: JoinHandle<()>,
-}
-
-impl<K: kube::Resource + Clone + 'static> Drop for Reflected<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -155,26 +138,22 @@ pub async fn run(ctx: LeaderContext, opts: GcOptions) -> Result<(), crate::Contr
     let client = ctx.client.clone();
     let (tx, _changes) = watch::channel(0u64);
     let tx = Arc::new(tx);
-    let pods = {
-        let (store, task) = model::kube::reflect(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default(),
-            Default::default(),
-            "Pod",
-            tx.clone(),
-        );
-        Reflected { store, task }
-    };
-    let nodes = {
-        let (store, task) = model::kube::reflect(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
-            Default::default(),
-            "Node",
-            tx.clone(),
-        );
-        Reflected { store, task }
-    };
+    let pods: Reflected<Pod> = model::kube::reflect(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        Default::default(),
+        "Pod",
+        tx.clone(),
+    )
+    .into();
+    let nodes: Reflected<Node> = model::kube::reflect(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        Default::default(),
+        "Node",
+        tx.clone(),
+    )
+    .into();
     loop {
         let all = async {
             let _ = pods.store.wait_until_ready().await;

@@ -679,11 +679,11 @@ pub fn pools_resource() -> ApiResource {
 
 /// A reflector task and its store; the task stops when this is dropped
 /// (also when the term's task is aborted).
-struct Reflected<K: kube::Resource + Clone + 'static>
+pub(crate) struct Reflected<K: kube::Resource + Clone + 'static>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    store: Store<K>,
+    pub(crate) store: Store<K>,
     task: JoinHandle<()>,
 }
 
