@@ -36,6 +36,10 @@ pub enum FibInput {
     /// routes we originate (Service IPs) are served by the node itself and
     /// need none.
     Blackholes(Vec<IpNet>),
+    /// The pools' tunnel next hops per remote node, from the overlay task:
+    /// a learned pool route whose next hop is a remote node it names goes
+    /// through the tunnel instead.
+    Tunnels(std::sync::Arc<crate::overlay::Tunnels>),
 }
 
 /// How the kernel reaches a BGP next hop.
@@ -72,6 +76,7 @@ pub async fn run(
     // (a blackhole handed back, a next hop's way out moved) the speaker is
     // asked.
     let mut blackholed: HashSet<IpNet> = HashSet::new();
+    let mut tunnels = std::sync::Arc::new(crate::overlay::Tunnels::default());
     let mut resolved: HashMap<IpAddr, Resolution> = HashMap::new();
     let mut full_sync_at = Some(tokio::time::Instant::now() + opts.initial_delay);
     let mut recheck = tokio::time::interval(Duration::from_secs(5));
@@ -114,7 +119,7 @@ pub async fn run(
                                 // Our own block: its blackhole stays, whoever else announces it.
                                 continue;
                             }
-                            match route_for(&kernel, onlink, &speaker, &mut resolved, prefix, &nhs).await {
+                            match route_for(&kernel, onlink, &speaker, &mut resolved, &tunnels, prefix, &nhs).await {
                                 Some(r) => upserts.push(r),
                                 None => removals.push(key(prefix, opts.table)),
                             }
@@ -148,7 +153,7 @@ pub async fn run(
                     let mut replaced = HashSet::new();
                     for FibChange { prefix, next_hops } in learned {
                         if let Some(nhs) = next_hops
-                            && let Some(r) = route_for(&kernel, onlink, &speaker, &mut resolved, prefix, &nhs).await
+                            && let Some(r) = route_for(&kernel, onlink, &speaker, &mut resolved, &tunnels, prefix, &nhs).await
                         {
                             replaced.insert(prefix);
                             upserts.push(r);
@@ -162,6 +167,29 @@ pub async fn run(
                     if !upserts.is_empty() {
                         reconciler.upsert(upserts);
                     }
+                }
+                Some(FibInput::Tunnels(new)) => {
+                    // Re-install what goes through the next hops whose
+                    // treatment changed.
+                    let changed = tunnels.changed_next_hops(&new);
+                    tunnels = new;
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    let routes = speaker.fib_routes(FibQuery::Via(changed)).await.unwrap_or_default();
+                    let mut upserts = Vec::new();
+                    let mut removals = Vec::new();
+                    for FibChange { prefix, next_hops } in routes {
+                        let Some(nhs) = next_hops else { continue };
+                        if !blackholed.contains(&prefix) {
+                            match route_for(&kernel, onlink, &speaker, &mut resolved, &tunnels, prefix, &nhs).await {
+                                Some(r) => upserts.push(r),
+                                None => removals.push(key(prefix, opts.table)),
+                            }
+                        }
+                    }
+                    reconciler.upsert(upserts);
+                    reconciler.remove(removals);
                 }
                 None => return Ok(()),
             },
@@ -189,7 +217,7 @@ pub async fn run(
                     for FibChange { prefix, next_hops } in routes {
                         let Some(nhs) = next_hops else { continue };
                         if !blackholed.contains(&prefix) {
-                            match route_for(&kernel, onlink, &speaker, &mut resolved, prefix, &nhs).await {
+                            match route_for(&kernel, onlink, &speaker, &mut resolved, &tunnels, prefix, &nhs).await {
                                 Some(r) => upserts.push(r),
                                 None => removals.push(key(prefix, opts.table)),
                             }
@@ -223,6 +251,7 @@ async fn route_for(
     onlink: Option<u32>,
     speaker: &Speaker,
     cache: &mut HashMap<IpAddr, Resolution>,
+    tunnels: &crate::overlay::Tunnels,
     prefix: IpNet,
     next_hops: &[IpAddr],
 ) -> Option<Route> {
@@ -242,8 +271,10 @@ async fn route_for(
                 r
             }
         };
+        // A reachable remote node whose pool traffic is tunnelled: through
+        // the tunnel device to its endpoint, on-link.
         if let Resolution::Via(h) = res {
-            hops.push(h);
+            hops.push(tunnels.hop(&prefix, *nh).unwrap_or(h));
         }
     }
     (!hops.is_empty()).then(|| Route::unicast(prefix, hops))

@@ -9,6 +9,8 @@
 mod error;
 pub mod fib;
 pub mod metrics;
+pub mod nat;
+pub mod overlay;
 mod pod_ipam;
 pub mod status;
 
@@ -21,6 +23,7 @@ use bgpd::speaker::{RestartState, Speaker};
 use model::{FileSource, KubeSource};
 
 pub use error::AgentError;
+pub use overlay::OverlayOptions;
 pub use pod_ipam::IpamOptions;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -68,6 +71,8 @@ pub struct AgentOptions {
     pub record_speaker: Option<PathBuf>,
     /// Serve pod addresses to the CNI plugin (`None`: no pod IPAM).
     pub ipam: Option<IpamOptions>,
+    /// The overlay's settings (it runs whenever the FIB is programmed).
+    pub overlay: OverlayOptions,
 }
 
 /// Starts the speaker, recording its inputs into `record` when given.
@@ -216,6 +221,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut api_server = None;
     // What the planner decided about each prefix, for `petrel status`.
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::AgentView::default());
+    // Tunnels, natOutgoing and MTU: wherever the kernel is programmed.
+    let (overlay_tx, overlay_rx) = tokio::sync::watch::channel(None);
+    let overlay_task = opts.fib.as_ref().map(|f| {
+        tokio::spawn(overlay::run(
+            f.protocol,
+            opts.overlay.clone(),
+            overlay_rx,
+            fib_tx.clone(),
+            view_tx.clone(),
+        ))
+    });
     // Peers and routes added through the API, merged into every plan.
     let (managed, mut managed_rx) = ManagedHandle::new();
     let mut planned: Option<(Arc<model::Snapshot>, planner::Plan)> = None;
@@ -241,6 +257,16 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             dirty = true;
             let (config, more) = planner::plan(&snapshot, &opts.node);
             problems.extend(more);
+            if overlay_task.is_some() {
+                let o = planner::overlay::plan(&snapshot, &opts.node);
+                overlay_tx.send_if_modified(|cur| {
+                    if cur.as_deref() == Some(&o) {
+                        return false;
+                    }
+                    *cur = Some(Arc::new(o));
+                    true
+                });
+            }
             if opts.ipam.is_some() {
                 pools_tx.send_replace(Some(pod_ipam::view_for(&snapshot, &opts.node)));
             }
@@ -274,6 +300,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 router_id: Some(c.speaker.router_id),
                 intents: c.intents.clone(),
                 snapshot: snapshot.clone(),
+                overlay: view_tx.borrow().overlay.clone(),
             };
             match &speaker {
                 None => match start_speaker(&c, restart, opts.record_speaker.as_deref()).await {
@@ -373,6 +400,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     if let Some(t) = fib_task {
         t.abort();
     }
+    if let Some(t) = overlay_task {
+        t.abort();
+    }
     if opts.flush_routes_on_exit
         && let Some(f) = &opts.fib
     {
@@ -385,6 +415,18 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         .await?;
         r.stop(true).await?;
         tracing::info!("petrel's kernel routes removed");
+        // And what the overlay made: tunnel devices, natOutgoing's table.
+        let k = route_sync::Kernel::connect(f.protocol)?;
+        for name in planner::overlay::VXLAN_DEVICES {
+            match k.remove_link(name).await {
+                Ok(true) => tracing::info!(device = name, "tunnel device removed"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(device = name, error = %e, "cannot remove tunnel device"),
+            }
+        }
+        if let Err(e) = nat::apply(&nat::remove_script()).await {
+            tracing::warn!(error = %e, "cannot remove natOutgoing's table");
+        }
     }
     let _ = std::fs::remove_file(&opts.api_socket);
     Ok(())

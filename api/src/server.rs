@@ -37,6 +37,38 @@ pub struct AgentView {
     /// The objects the plan came from (API peers are checked against them:
     /// filters and Secrets they name).
     pub snapshot: std::sync::Arc<model::Snapshot>,
+    /// The overlay as last reconciled (`None`: the kernel is not programmed).
+    pub overlay: Option<std::sync::Arc<OverlayView>>,
+}
+
+/// The overlay as the agent last reconciled it (`petrel status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverlayView {
+    /// MTU of the link that routes to the other nodes, or the configured one.
+    pub link_mtu: Option<u32>,
+    /// MTU handed to pods.
+    pub pod_mtu: Option<u32>,
+    /// petrel's tunnel devices: name, MTU, this node's endpoint.
+    pub devices: Vec<(String, u32, String)>,
+    /// Every other node.
+    pub nodes: Vec<OverlayNode>,
+    /// natOutgoing's table, or why it could not be written.
+    pub nat: String,
+    /// What went wrong in the last reconciliation.
+    pub errors: Vec<String>,
+}
+
+/// Another node, as the overlay reaches it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverlayNode {
+    /// Its name.
+    pub node: String,
+    /// Its underlay address.
+    pub address: String,
+    /// How the kernel reaches it.
+    pub adjacency: String,
+    /// Per pool: its name, the tunnel taken (`None`: none) and why.
+    pub pools: Vec<(String, Option<String>, String)>,
 }
 
 /// The API on TCP: every client must present a certificate signed by the

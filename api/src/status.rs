@@ -50,6 +50,7 @@ impl pb::agent_service_server::AgentService for Api {
             rib_prefixes: summary.prefixes as u64,
             peers: peers.iter().map(peer_to_pb).collect(),
             intents,
+            overlay: view.overlay.as_deref().map(overlay_to_pb),
         }))
     }
 
@@ -116,5 +117,41 @@ pub(crate) fn intent_kind_to_pb(k: IntentKind) -> pb::IntentKind {
         IntentKind::ApiPath => pb::IntentKind::ApiPath,
         IntentKind::PodBlock => pb::IntentKind::PodBlock,
         IntentKind::PodBorrowed => pb::IntentKind::PodBorrowed,
+    }
+}
+
+fn overlay_to_pb(o: &crate::OverlayView) -> pb::Overlay {
+    pb::Overlay {
+        link_mtu: o.link_mtu.unwrap_or_default(),
+        pod_mtu: o.pod_mtu.unwrap_or_default(),
+        devices: o
+            .devices
+            .iter()
+            .map(|(name, mtu, endpoint)| pb::TunnelDevice {
+                name: name.clone(),
+                mtu: *mtu,
+                endpoint: endpoint.clone(),
+            })
+            .collect(),
+        nodes: o
+            .nodes
+            .iter()
+            .map(|n| pb::OverlayNode {
+                node: n.node.clone(),
+                address: n.address.clone(),
+                adjacency: n.adjacency.clone(),
+                pools: n
+                    .pools
+                    .iter()
+                    .map(|(pool, tunnel, reason)| pb::OverlayDecision {
+                        pool: pool.clone(),
+                        tunnel: tunnel.clone().unwrap_or_default(),
+                        reason: reason.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        nat: o.nat.clone(),
+        errors: o.errors.clone(),
     }
 }

@@ -656,7 +656,70 @@ pub fn status_json(s: &pb::Status) -> Value {
                 "why_not": (!p.why_not.is_empty()).then_some(&p.why_not),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "overlay": s.overlay.as_ref().map(|o| json!({
+            "link_mtu": o.link_mtu,
+            "pod_mtu": o.pod_mtu,
+            "devices": o.devices.iter().map(|d| json!({
+                "name": d.name, "mtu": d.mtu, "endpoint": d.endpoint,
+            })).collect::<Vec<_>>(),
+            "nodes": o.nodes.iter().map(|n| json!({
+                "node": n.node,
+                "address": n.address,
+                "adjacency": n.adjacency,
+                "pools": n.pools.iter().map(|p| json!({
+                    "pool": p.pool,
+                    "tunnel": (!p.tunnel.is_empty()).then_some(&p.tunnel),
+                    "reason": p.reason,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "nat": o.nat,
+            "errors": o.errors,
+        })),
     })
+}
+
+/// The overlay part of the status for people: devices and MTU, then per
+/// remote node and pool the tunnel taken and why.
+fn overlay_table(o: &pb::Overlay) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\noverlay: link MTU {}, pod MTU {}; natOutgoing: {}",
+        o.link_mtu, o.pod_mtu, o.nat
+    );
+    for d in &o.devices {
+        let _ = writeln!(
+            out,
+            "  device {} MTU {} endpoint {}",
+            d.name, d.mtu, d.endpoint
+        );
+    }
+    for e in &o.errors {
+        let _ = writeln!(out, "  error: {e}");
+    }
+    if o.nodes.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<16} {:<26} {:<26} {:<12} {:<8} WHY",
+        "NODE", "ADDRESS", "ADJACENCY", "POOL", "TUNNEL"
+    );
+    for n in &o.nodes {
+        for p in &n.pools {
+            let tunnel = if p.tunnel.is_empty() {
+                "none"
+            } else {
+                &p.tunnel
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<26} {:<26} {:<12} {:<8} {}",
+                n.node, n.address, n.adjacency, p.pool, tunnel, p.reason
+            );
+        }
+    }
+    out
 }
 
 /// The status for people: identity, peers, then every prefix this node
@@ -714,6 +777,9 @@ pub fn status_table(s: &pb::Status) -> String {
                 let _ = writeln!(out, "    -> {who}: not sent: {}", p.why_not);
             }
         }
+    }
+    if let Some(o) = &s.overlay {
+        out.push_str(&overlay_table(o));
     }
     out
 }

@@ -104,9 +104,69 @@ pub fn install(i: &Install) -> Result<(PathBuf, PathBuf), InstallError> {
     Ok((bin, conf))
 }
 
+/// Sets the pods' MTU in a network configuration list already installed:
+/// the `mtu` of each plugin that makes the pod's interface (one with an
+/// `ipam` section). Nothing is written when it says that already; the file
+/// is replaced whole, as [`install`] writes it.
+pub fn set_mtu(path: &Path, mtu: u32) -> Result<(), InstallError> {
+    let bytes = std::fs::read(path).map_err(at(path))?;
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| InstallError {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    let mut changed = false;
+    if let Some(plugins) = v
+        .get_mut("plugins")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for p in plugins.iter_mut().filter(|p| p.get("ipam").is_some()) {
+            if p["mtu"] != json!(mtu) {
+                p["mtu"] = json!(mtu);
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return Ok(());
+    }
+    let text = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    replace(path, &text, 0o644)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mtu_is_set_on_the_plugin_that_makes_the_interface() {
+        let d = std::env::temp_dir().join(format!("petrel-cni-mtu-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        let path = d.join("10-petrel.conflist");
+        let i = Install {
+            plugin: d.join("p"),
+            bin_dir: d.clone(),
+            conf_dir: d.clone(),
+            conf_name: "10-petrel.conflist".into(),
+            network: "n".into(),
+            main_plugin: "ptp".into(),
+            socket: "/run/petrel/ipam.sock".into(),
+            mtu: None,
+        };
+        std::fs::write(&path, serde_json::to_vec(&conflist(&i)).expect("json")).expect("write");
+        set_mtu(&path, 1450).expect("set");
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(v["plugins"][0]["mtu"], 1450);
+        assert!(
+            v["plugins"][1].get("mtu").is_none(),
+            "portmap makes no interface"
+        );
+        std::fs::write(&path, b"{not json").expect("write");
+        let e = set_mtu(&path, 1450).expect_err("broken file");
+        assert!(e.to_string().contains("10-petrel.conflist"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn installs_atomically_and_again_over_itself() {

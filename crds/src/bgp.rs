@@ -115,6 +115,35 @@ pub struct BgpConfigurationSpec {
     #[serde(rename = "ipamMode", default)]
     #[schemars(extend("default" = "Kubernetes"))]
     pub ipam_mode: Option<IpamMode>,
+    /// The tunnels between nodes that IPPools' `encapsulation` asks for:
+    /// VXLAN's VNI and port, and the MTU.
+    pub overlay: Option<OverlaySpec>,
+}
+
+/// `BGPConfiguration.spec.overlay`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OverlaySpec {
+    /// The VXLAN network identifier of petrel's VXLAN devices; default 4096.
+    #[serde(rename = "vxlanVNI", default)]
+    #[schemars(range(min = 1, max = 16777215), extend("default" = 4096))]
+    pub vxlan_vni: Option<u32>,
+    /// The UDP port VXLAN is sent to and received on; default 4789.
+    #[schemars(range(min = 1, max = 65535), extend("default" = 4789))]
+    pub vxlan_port: Option<u16>,
+    /// The MTU of the link tunnels leave by, instead of the one the kernel
+    /// reports for the interface that routes to the other nodes; the
+    /// tunnel devices and pods get it minus the tunnel's overhead. 1280 to
+    /// 65535; default unset.
+    #[schemars(range(min = 1280, max = 65535))]
+    pub mtu: Option<u32>,
+}
+
+impl OverlaySpec {
+    /// The default VXLAN network identifier.
+    pub const DEFAULT_VNI: u32 = 4096;
+    /// The default VXLAN UDP port (IANA's).
+    pub const DEFAULT_PORT: u16 = 4789;
 }
 
 /// `BGPConfiguration.spec.ipamMode`.

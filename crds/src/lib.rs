@@ -50,6 +50,19 @@ pub const API_VERSION: &str = "petrel.dev/v1alpha1";
 /// `BGPConfiguration.spec.asNumber`), for designs with an AS per node.
 pub const AS_NUMBER_ANNOTATION: &str = "petrel.dev/as-number";
 
+/// The Node annotations where a node's agent publishes its VXLAN tunnel
+/// endpoint, per family: the VTEP's address and its device's MAC address.
+pub const VXLAN_ANNOTATIONS: [(&str, &str); 2] = [
+    (
+        "petrel.dev/vxlan-tunnel-addr",
+        "petrel.dev/vxlan-tunnel-mac",
+    ),
+    (
+        "petrel.dev/vxlan-v6-tunnel-addr",
+        "petrel.dev/vxlan-v6-tunnel-mac",
+    ),
+];
+
 /// A field that is wrong, and why: `spec.cidrs[1]: 192.0.2.0/24 overlaps ...`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]

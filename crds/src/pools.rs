@@ -359,8 +359,9 @@ impl LoadBalancerPoolSpec {
 /// `IPPool.spec`: a range pod addresses come from, handed to nodes in
 /// blocks of `blockSize`.
 ///
-/// `encapsulation` and `natOutgoing` are reserved: petrel builds no tunnels
-/// yet; the API server already checks them.
+/// `encapsulation` picks the tunnel to other nodes (VXLAN built by the
+/// agent; IPIP and WireGuard are accepted and not built yet), and
+/// `natOutgoing` masquerades pods' traffic leaving every pool.
 #[derive(
     CustomResource, KubeSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize,
 )]
@@ -372,7 +373,7 @@ impl LoadBalancerPoolSpec {
     status = "IpPoolStatus",
     derive = "PartialEq",
     category = "petrel",
-    doc = "A range pod addresses come from, handed to nodes in blocks, with the encapsulation used between nodes that the fabric does not route for (reserved: not used by petrel yet).",
+    doc = "A range pod addresses come from, handed to nodes in blocks, with the encapsulation used between nodes that the fabric does not route for.",
     printcolumn(name = "CIDR", type_ = "string", json_path = ".spec.cidr"),
     printcolumn(name = "Block", type_ = "integer", json_path = ".spec.blockSize"),
     printcolumn(

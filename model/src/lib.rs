@@ -25,7 +25,7 @@ pub use files::FileSource;
 pub use kube::KubeSource;
 pub use objects::{
     Endpoint, EndpointSlice, LocalIpam, Named, Node, Origin, Secret, Service, Snapshot,
-    TrafficPolicy,
+    TrafficPolicy, Vtep, format_mac, parse_mac,
 };
 pub use parse::add_object;
 pub use problem::{FieldError, Problem};

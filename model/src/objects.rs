@@ -65,6 +65,40 @@ pub struct Node {
     pub internal_ips: Vec<IpAddr>,
     /// The node's own ASN, from the `petrel.dev/as-number` annotation.
     pub as_number: Option<u32>,
+    /// The VXLAN tunnel endpoints the node's agent published
+    /// ([`crds::VXLAN_ANNOTATIONS`]), at most one per family.
+    pub vteps: Vec<Vtep>,
+}
+
+/// A node's VXLAN tunnel endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vtep {
+    /// The address on its VXLAN device.
+    pub address: IpAddr,
+    /// The VXLAN device's MAC address.
+    pub mac: [u8; 6],
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.trim().split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// `spec.externalTrafficPolicy` / `internalTrafficPolicy`.

@@ -147,7 +147,26 @@ fn node(v: &Value, name: String) -> Result<NodeRead, FieldError> {
     };
     n.labels = string_map(v, "/metadata/labels");
     let mut warning = None;
-    if let Some(a) = string_map(v, "/metadata/annotations").get(AS_NUMBER_ANNOTATION) {
+    let annotations = string_map(v, "/metadata/annotations");
+    for (addr_key, mac_key) in crds::VXLAN_ANNOTATIONS {
+        let (Some(a), Some(m)) = (annotations.get(addr_key), annotations.get(mac_key)) else {
+            continue;
+        };
+        match (a.trim().parse::<IpAddr>(), crate::objects::parse_mac(m)) {
+            (Ok(address), Some(mac)) => n.vteps.push(crate::objects::Vtep { address, mac }),
+            // The node counts without a tunnel endpoint: traffic to it is
+            // not encapsulated, and the reason shows in the overlay's status.
+            _ => {
+                warning = Some(FieldError::new(
+                    format!("metadata.annotations.{addr_key}"),
+                    format!(
+                        "{a:?} / {m:?} is not an address and a MAC address; the node's VXLAN endpoint is unknown"
+                    ),
+                ))
+            }
+        }
+    }
+    if let Some(a) = annotations.get(AS_NUMBER_ANNOTATION) {
         match a.trim().parse() {
             Ok(asn) => n.as_number = Some(asn),
             Err(_) => {

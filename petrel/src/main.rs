@@ -101,6 +101,11 @@ enum Command {
         /// its last of a pool).
         #[arg(long, value_name = "SECONDS", default_value_t = 900)]
         ipam_block_grace: u64,
+        /// A CNI network configuration list (`/etc/cni/net.d/10-petrel.conflist`)
+        /// whose interface-making plugin's `mtu` the agent keeps at the
+        /// pods' MTU: the link's less the overhead of the tunnels in use.
+        #[arg(long, value_name = "FILE")]
+        cni_conflist: Option<PathBuf>,
     },
     /// Run the controller: LoadBalancer IPs for Services from
     /// LoadBalancerPools, the pools' status, and the Ready conditions of
@@ -390,6 +395,7 @@ fn main() -> ExitCode {
             ipam_state,
             ipam_cooldown,
             ipam_block_grace,
+            cni_conflist,
         } => {
             init_logging();
             let api_tcp = match (api_address, api_tls_cert, api_tls_key, api_tls_client_ca) {
@@ -424,6 +430,7 @@ fn main() -> ExitCode {
                         cooldown: Duration::from_secs(ipam_cooldown),
                         block_grace: Duration::from_secs(ipam_block_grace),
                     }),
+                    overlay: agent::OverlayOptions { cni_conflist },
                 }))
                 .map_err(anyhow::Error::from)
             })

@@ -11,6 +11,7 @@
 
 pub mod advertise;
 mod filters;
+pub mod overlay;
 mod peer;
 
 pub use filters::{community, large_community, policies};
@@ -86,13 +87,19 @@ pub const MESH_PREFIX: &str = "node-mesh-";
 /// The IPAM mode of the BGPConfiguration [`plan`] uses (the one named
 /// `default`, else the first): where pods' addresses come from.
 pub fn ipam_mode(snapshot: &Snapshot) -> crds::IpamMode {
+    configuration(snapshot)
+        .and_then(|c| c.spec.ipam_mode)
+        .unwrap_or_default()
+}
+
+/// The BGPConfiguration [`plan`] uses: the one named `default`, else the
+/// first.
+pub fn configuration(snapshot: &Snapshot) -> Option<&Named<crds::BgpConfigurationSpec>> {
     snapshot
         .configurations
         .iter()
         .find(|c| c.name == "default")
         .or(snapshot.configurations.first())
-        .and_then(|c| c.spec.ipam_mode)
-        .unwrap_or_default()
 }
 
 /// The plan for `node`, and what was wrong on the way. `None` when there is

@@ -40,7 +40,7 @@ pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
 /// A netlink connection to the kernel's routing tables.
 #[derive(Debug, Clone)]
 pub struct Kernel {
-    handle: Handle,
+    pub(crate) handle: Handle,
     protocol: u8,
     /// The socket route changes go out on (see [`Kernel::apply`]).
     batch: std::sync::Arc<std::sync::Mutex<rtnetlink::sys::Socket>>,

@@ -19,8 +19,10 @@ pub mod kernel;
 pub mod reconcile;
 pub mod route;
 pub mod table;
+pub mod tunnel;
 
 pub use kernel::{Applied, Kernel, KernelError};
 pub use reconcile::{Options, Reconciler, Report};
 pub use route::{Changes, KernelRoute, NextHop, Route, RouteKey, RouteKind, diff, diff_maps};
 pub use table::{RouteTable, View};
+pub use tunnel::{EntryChanges, Vxlan};

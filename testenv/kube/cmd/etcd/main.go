@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 )
 
 func mustURL(s string) url.URL {
@@ -34,12 +35,21 @@ func main() {
 	logLevel := flag.String("log-level", "warn", "debug, info, warn, error")
 	quota := flag.Int64("quota-backend-bytes", 2<<30, "backend size quota")
 	noFsync := flag.Bool("unsafe-no-fsync", false, "disable fsync (faster, loses data on machine crash)")
+	// etcd preallocates each WAL segment in full (64 MB by default); test
+	// runs start a dozen clusters at once, and their disk may be small.
+	walSegment := flag.Int64("wal-segment-bytes", 4<<20, "preallocated size of each WAL segment file")
 	startTimeout := flag.Duration("start-timeout", 60*time.Second, "give up if not ready within this")
 	flag.Parse()
 	if *dataDir == "" {
 		fmt.Fprintln(os.Stderr, "etcd: --data-dir is required")
 		os.Exit(2)
 	}
+
+	if *walSegment < 1<<20 {
+		fmt.Fprintf(os.Stderr, "etcd: --wal-segment-bytes %d is below 1 MiB\n", *walSegment)
+		os.Exit(2)
+	}
+	wal.SegmentSizeBytes = *walSegment
 
 	cfg := embed.NewConfig()
 	cfg.Name = *name
