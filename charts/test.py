@@ -135,6 +135,10 @@ def check_rbac(objects, label):
                         # ... and collected by the controller (no create: it claims nothing).
                         or (g == "petrel.dev" and r == "ipamblocks" and role["kind"] == "ClusterRole"
                             and role["metadata"]["name"].endswith("-controller") and "create" not in verbs)
+                        # Agents annotate their own Node (VXLAN endpoint, WireGuard key):
+                        # patch only; the admission policy keeps them to their own.
+                        or (g == "" and r == "nodes" and verbs == {"patch"} and role["kind"] == "ClusterRole"
+                            and role["metadata"]["name"].endswith("-agent"))
                         or (r == "events" and g in ("", "events.k8s.io") and verbs <= {"create", "patch"})
                         or (r == "leases" and g == "coordination.k8s.io" and role["kind"] == "Role")
                     )

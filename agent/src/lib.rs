@@ -13,6 +13,7 @@ pub mod nat;
 pub mod overlay;
 mod pod_ipam;
 pub mod status;
+pub mod wireguard;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -174,12 +175,16 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // In a cluster, the node's state goes back to the API server: its own
     // BGPPeer session entries, Node condition and BGPNodeStatus.
     let (status_tx, status_rx) = tokio::sync::watch::channel(None);
+    // What the planner decided about each prefix, and the overlay's view,
+    // for `petrel status` and the node's status object.
+    let (view_tx, view_rx) = tokio::sync::watch::channel(api::AgentView::default());
     let status_task = match &client {
         Some(client) => Some(status::spawn(
             client.clone(),
             opts.node.clone(),
             speaker_tx.subscribe(),
             status_rx,
+            view_rx.clone(),
         )),
         // Nobody to report to: `publish` then skips the work.
         None => {
@@ -219,17 +224,20 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut speaker: Option<Speaker> = None;
     let mut applied: Option<planner::Plan> = None;
     let mut api_server = None;
-    // What the planner decided about each prefix, for `petrel status`.
-    let (view_tx, view_rx) = tokio::sync::watch::channel(api::AgentView::default());
     // Tunnels, natOutgoing and MTU: wherever the kernel is programmed.
     let (overlay_tx, overlay_rx) = tokio::sync::watch::channel(None);
     let overlay_task = opts.fib.as_ref().map(|f| {
         tokio::spawn(overlay::run(
             f.protocol,
             opts.overlay.clone(),
-            overlay_rx,
-            fib_tx.clone(),
-            view_tx.clone(),
+            client.clone(),
+            opts.node.clone(),
+            overlay::Links {
+                plans: overlay_rx,
+                speaker: speaker_tx.subscribe(),
+                fib: fib_tx.clone(),
+                view: view_tx.clone(),
+            },
         ))
     });
     // Peers and routes added through the API, merged into every plan.
@@ -417,7 +425,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         tracing::info!("petrel's kernel routes removed");
         // And what the overlay made: tunnel devices, natOutgoing's table.
         let k = route_sync::Kernel::connect(f.protocol)?;
-        for name in planner::overlay::VXLAN_DEVICES {
+        for name in planner::overlay::VXLAN_DEVICES
+            .into_iter()
+            .chain([planner::overlay::IPIP_DEVICE])
+        {
             match k.remove_link(name).await {
                 Ok(true) => tracing::info!(device = name, "tunnel device removed"),
                 Ok(false) => {}
@@ -427,6 +438,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         if let Err(e) = nat::apply(&nat::remove_script()).await {
             tracing::warn!(error = %e, "cannot remove natOutgoing's table");
         }
+        let mut wg = wireguard::WireGuard::new(opts.overlay.wireguard.clone(), f.protocol);
+        wg.remove(&k).await;
     }
     let _ = std::fs::remove_file(&opts.api_socket);
     Ok(())

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use planner::overlay::{
-    Adjacency, OverlayPlan, Tunnel, VXLAN_DEVICES, decide, pod_mtu, tunnel_mtu,
+    Adjacency, IPIP_DEVICE, OverlayPlan, Tunnel, VXLAN_DEVICES, decide, pod_mtu, tunnel_mtu,
 };
-use route_sync::{Kernel, NextHop, Vxlan};
+use route_sync::{Kernel, NextHop, TunnelDevice, TunnelKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::fib::FibInput;
@@ -37,6 +37,8 @@ pub struct OverlayOptions {
     /// A CNI network configuration list whose main plugin's `mtu` the agent
     /// keeps at the pods' MTU.
     pub cni_conflist: Option<PathBuf>,
+    /// WireGuard's settings.
+    pub wireguard: crate::wireguard::WireGuardOptions,
 }
 
 /// What the FIB task routes through tunnels: per pool (its CIDR) and BGP
@@ -77,18 +79,48 @@ impl Tunnels {
     }
 }
 
-/// Runs until `plans` closes.
+/// How long a published endpoint the Node does not show yet waits before
+/// it is written again.
+const REPUBLISH: Duration = Duration::from_secs(30);
+
+/// What the overlay task is connected to.
+pub(crate) struct Links {
+    /// The plans, from the agent loop.
+    pub(crate) plans: watch::Receiver<Option<Arc<OverlayPlan>>>,
+    /// The speaker, once started (WireGuard asks it what each node
+    /// announces).
+    pub(crate) speaker: watch::Receiver<Option<bgpd::speaker::Speaker>>,
+    /// The FIB task, which takes the tunnel next hops.
+    pub(crate) fib: mpsc::UnboundedSender<FibInput>,
+    /// The API's view, where the overlay's status goes.
+    pub(crate) view: watch::Sender<api::AgentView>,
+}
+
+/// Runs until the plans close. With a client, the node's VXLAN endpoints
+/// and WireGuard key are published on its Node.
 pub(crate) async fn run(
     protocol: u8,
     opts: OverlayOptions,
-    mut plans: watch::Receiver<Option<Arc<OverlayPlan>>>,
-    fib: mpsc::UnboundedSender<FibInput>,
-    view: watch::Sender<api::AgentView>,
+    client: Option<kube::Client>,
+    node: String,
+    links: Links,
 ) -> Result<(), crate::AgentError> {
+    let Links {
+        mut plans,
+        speaker,
+        fib,
+        view,
+    } = links;
     let kernel = Kernel::connect(protocol)?;
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut st = State::default();
+    let mut st = State {
+        wireguard: Some(crate::wireguard::WireGuard::new(
+            opts.wireguard.clone(),
+            protocol,
+        )),
+        ..State::default()
+    };
     loop {
         tokio::select! {
             r = plans.changed() => if r.is_err() { return Ok(()) },
@@ -97,7 +129,16 @@ pub(crate) async fn run(
         let Some(plan) = plans.borrow_and_update().clone() else {
             continue;
         };
-        let status = st.reconcile(&kernel, &plan, &opts).await;
+        let current = speaker.borrow().clone();
+        let mut status = st.reconcile(&kernel, &plan, &opts, current.as_ref()).await;
+        if let Some(c) = &client
+            && let Err(e) = st.publish(c, &node, &plan).await
+        {
+            tracing::warn!(error = %e, "cannot publish the node's VXLAN endpoints");
+            status.errors.push(format!(
+                "publishing the VXLAN endpoints on Node {node}: {e}"
+            ));
+        }
         if st.sent.as_ref() != Some(&st.tunnels) {
             let _ = fib.send(FibInput::Tunnels(Arc::new(st.tunnels.clone())));
             st.sent = Some(st.tunnels.clone());
@@ -124,14 +165,100 @@ struct State {
     /// The tunnel next hops computed by the last pass, and the last sent.
     tunnels: Tunnels,
     sent: Option<Tunnels>,
+    /// The endpoints last written to the Node, and when.
+    published: Option<(Vec<model::Vtep>, tokio::time::Instant)>,
+    /// The endpoints the devices made in the last pass have.
+    endpoints: Vec<model::Vtep>,
+    /// WireGuard, and whether it is in use.
+    wireguard: Option<crate::wireguard::WireGuard>,
+    wireguard_on: bool,
+    /// The WireGuard public key last written to the Node, and when.
+    published_key: Option<(Option<[u8; 32]>, tokio::time::Instant)>,
 }
 
 impl State {
+    /// Writes this node's VXLAN endpoints into its Node's annotations
+    /// ([`crds::VXLAN_ANNOTATIONS`]) when the Node does not carry them yet,
+    /// and removes those of families without a device.
+    async fn publish(
+        &mut self,
+        client: &kube::Client,
+        node: &str,
+        plan: &OverlayPlan,
+    ) -> Result<(), kube::Error> {
+        let key = if self.wireguard_on {
+            self.wireguard.as_ref().and_then(|w| w.public_key())
+        } else {
+            None
+        };
+        if key != plan.published_wireguard_key
+            && self
+                .published_key
+                .as_ref()
+                .is_none_or(|(k, at)| *k != key || at.elapsed() >= REPUBLISH)
+        {
+            let value = key.map_or(serde_json::Value::Null, |k| {
+                crate::wireguard::encode(&k).into()
+            });
+            let patch = serde_json::json!({"metadata": {"annotations": {crds::WIREGUARD_ANNOTATION: value}}});
+            let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+            nodes
+                .patch(
+                    node,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+            tracing::info!(node, "WireGuard public key published on the Node");
+            self.published_key = Some((key, tokio::time::Instant::now()));
+        }
+        let mut want = self.endpoints.clone();
+        want.sort_by_key(|v| v.address.is_ipv6());
+        let mut have = plan.published.clone();
+        have.sort_by_key(|v| v.address.is_ipv6());
+        if want == have {
+            return Ok(());
+        }
+        if let Some((last, at)) = &self.published
+            && *last == want
+            && at.elapsed() < REPUBLISH
+        {
+            // Written; the Node's watch has not shown it yet.
+            return Ok(());
+        }
+        let mut annotations = serde_json::Map::new();
+        for (v6, (addr_key, mac_key)) in crds::VXLAN_ANNOTATIONS.iter().enumerate() {
+            match want.iter().find(|v| v.address.is_ipv6() == (v6 == 1)) {
+                Some(v) => {
+                    annotations.insert((*addr_key).into(), v.address.to_string().into());
+                    annotations.insert((*mac_key).into(), model::format_mac(&v.mac).into());
+                }
+                None => {
+                    annotations.insert((*addr_key).into(), serde_json::Value::Null);
+                    annotations.insert((*mac_key).into(), serde_json::Value::Null);
+                }
+            }
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+        nodes
+            .patch(
+                node,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
+        tracing::info!(node, endpoints = ?want, "VXLAN endpoints published on the Node");
+        self.published = Some((want, tokio::time::Instant::now()));
+        Ok(())
+    }
+
     async fn reconcile(
         &mut self,
         kernel: &Kernel,
         plan: &OverlayPlan,
         opts: &OverlayOptions,
+        speaker: Option<&bgpd::speaker::Speaker>,
     ) -> api::OverlayView {
         let mut errors = Vec::new();
         // How the kernel reaches each remote node's address, and by which
@@ -163,15 +290,18 @@ impl State {
         // The VXLAN devices, one per family that needs one.
         let mut devices = Vec::new();
         let mut vxlan_if: [Option<u32>; 2] = [None, None];
+        self.endpoints.clear();
         for fam in 0..2 {
             let name = VXLAN_DEVICES[fam];
             let wanted = match (plan.vxlan[fam], plan.underlay[fam]) {
-                (Some(v), Some(local)) => Some(Vxlan {
+                (Some(v), Some(local)) => Some(TunnelDevice {
                     name: name.to_string(),
-                    vni: plan.vni,
-                    port: plan.port,
+                    kind: TunnelKind::Vxlan {
+                        vni: plan.vni,
+                        port: plan.port,
+                    },
                     local,
-                    mac: v.mac,
+                    mac: Some(v.mac),
                     mtu: tunnel_mtu(mtu, Tunnel::Vxlan, fam == 1),
                     address: match v.address {
                         IpAddr::V4(a) => Some(IpNet::from(IpAddr::V4(a))),
@@ -181,18 +311,24 @@ impl State {
                 _ => None,
             };
             match wanted {
-                Some(w) => match kernel.ensure_vxlan(&w).await {
+                Some(w) => match kernel.ensure_tunnel(&w).await {
                     Ok((index, changed)) => {
                         if changed {
                             tracing::info!(
                                 device = name,
-                                vni = w.vni,
-                                port = w.port,
+                                vni = plan.vni,
+                                port = plan.port,
                                 mtu = w.mtu,
                                 "VXLAN device set up"
                             );
                         }
                         vxlan_if[fam] = Some(index);
+                        if let Some(v) = plan.vxlan[fam] {
+                            self.endpoints.push(model::Vtep {
+                                address: v.address,
+                                mac: v.mac,
+                            });
+                        }
                         let endpoint = plan.vxlan[fam]
                             .map(|v| v.address.to_string())
                             .unwrap_or_default();
@@ -208,6 +344,42 @@ impl State {
                     Err(e) => errors.push(format!("{name}: {e}")),
                 },
             }
+        }
+        // The IPIP device: any remote, each route's gateway the outer
+        // destination.
+        let mut ipip_if = None;
+        match (plan.ipip, plan.underlay[0]) {
+            (Some(address), Some(local)) => {
+                let w = TunnelDevice {
+                    name: IPIP_DEVICE.to_string(),
+                    kind: TunnelKind::Ipip,
+                    local,
+                    mac: None,
+                    mtu: tunnel_mtu(mtu, Tunnel::Ipip, false),
+                    address: Some(IpNet::from(address)),
+                };
+                match kernel.ensure_tunnel(&w).await {
+                    Ok((index, changed)) => {
+                        if changed {
+                            tracing::info!(device = IPIP_DEVICE, mtu = w.mtu, "IPIP device set up");
+                        }
+                        ipip_if = Some(index);
+                        devices.push((IPIP_DEVICE.to_string(), w.mtu, address.to_string()));
+                    }
+                    // Kernels without the ipip module refuse the kind.
+                    Err(e) => errors.push(format!(
+                        "{IPIP_DEVICE}: {e} (does the kernel have the ipip module?)"
+                    )),
+                }
+            }
+            _ => match kernel.remove_link(IPIP_DEVICE).await {
+                Ok(true) => tracing::info!(
+                    device = IPIP_DEVICE,
+                    "IPIP device removed: no pool needs it"
+                ),
+                Ok(false) => {}
+                Err(e) => errors.push(format!("{IPIP_DEVICE}: {e}")),
+            },
         }
         // Its neighbour and FDB entries: every remote node with an endpoint.
         for fam in 0..2 {
@@ -246,6 +418,87 @@ impl State {
                 Err(e) => errors.push(format!("{}: {e}", VXLAN_DEVICES[fam])),
             }
         }
+
+        // WireGuard: a peer per remote node, its pods' prefixes allowed.
+        let mut wg_if = None;
+        let mut wg_peers: HashMap<IpAddr, bool> = HashMap::new();
+        if let (Some(w), Some(wg)) = (plan.wireguard, self.wireguard.as_mut()) {
+            let in_wg_pool = |p: &IpNet| {
+                plan.pools.iter().any(|pool| {
+                    matches!(pool.tunnel, Some((Tunnel::WireGuard, _))) && pool.cidr.contains(p)
+                })
+            };
+            let mut peers = Vec::new();
+            for r in &plan.remotes {
+                let Some(a) = r.address(false) else { continue };
+                let mut allowed: Vec<IpNet> = r
+                    .pod_cidrs
+                    .iter()
+                    .copied()
+                    .filter(|c| in_wg_pool(c))
+                    .collect();
+                if let Some(s) = speaker {
+                    let learned = s
+                        .fib_routes(bgpd::speaker::FibQuery::Via(vec![a]))
+                        .await
+                        .unwrap_or_default();
+                    allowed.extend(
+                        learned
+                            .into_iter()
+                            .map(|c| c.prefix)
+                            .filter(|p| in_wg_pool(p)),
+                    );
+                }
+                allowed.sort();
+                allowed.dedup();
+                wg_peers.insert(a, r.wireguard_key.is_some());
+                peers.push(crate::wireguard::Peer {
+                    node: r.name.clone(),
+                    key: r.wireguard_key,
+                    endpoint: a,
+                    allowed,
+                });
+            }
+            let wg_mtu = tunnel_mtu(mtu, Tunnel::WireGuard, false);
+            match wg
+                .reconcile(kernel, w.port, wg_mtu, w.address, w.required, &peers)
+                .await
+            {
+                Ok(index) => {
+                    wg_if = Some(index);
+                    let key = wg
+                        .public_key()
+                        .map(|k| crate::wireguard::encode(&k))
+                        .unwrap_or_default();
+                    devices.push((
+                        wg.interface().to_string(),
+                        wg_mtu,
+                        format!("public key {key}"),
+                    ));
+                }
+                Err(e) => {
+                    errors.push(format!("WireGuard: {e}"));
+                    if w.required {
+                        // Fail closed: no device, still no plaintext.
+                        let closed: Vec<_> = peers
+                            .into_iter()
+                            .map(|p| crate::wireguard::Peer { key: None, ..p })
+                            .collect();
+                        if let Err(e) = wg.fail_closed(kernel, &closed).await {
+                            errors.push(format!("WireGuard (failing closed): {e}"));
+                        }
+                    }
+                }
+            }
+            self.wireguard_on = true;
+        } else if self.wireguard_on {
+            if let Some(wg) = self.wireguard.as_mut() {
+                wg.remove(kernel).await;
+                tracing::info!("WireGuard removed: no pool uses it");
+            }
+            self.wireguard_on = false;
+        }
+        let required = plan.wireguard.is_some_and(|w| w.required);
 
         // Per remote node and pool: tunnelled or not, and why.
         let mut tunnels = Tunnels {
@@ -300,12 +553,57 @@ impl State {
                                 }
                             }
                         }
-                        Some(t) => {
-                            d.reason = format!(
-                                "{}; but {t} is not built by this agent yet: routed as it is",
-                                d.reason
-                            );
-                            d.tunnel = None;
+                        Some(Tunnel::Ipip) => match ipip_if {
+                            Some(index) => {
+                                tunnels.hops.insert(
+                                    (p.cidr, *a),
+                                    NextHop {
+                                        gateway: Some(*a),
+                                        ifindex: Some(index),
+                                        weight: 1,
+                                        onlink: true,
+                                    },
+                                );
+                            }
+                            None => {
+                                d.tunnel = None;
+                                d.reason = format!(
+                                    "{}; but this node has no IPIP device (see errors): routed as it is",
+                                    d.reason
+                                );
+                            }
+                        },
+                        Some(Tunnel::WireGuard) => {
+                            let keyed = wg_peers.get(a).copied().unwrap_or(false);
+                            match (wg_if, keyed, required) {
+                                (Some(_), true, _) => {
+                                    d.reason = format!("{}: encrypted", d.reason);
+                                }
+                                (_, _, true) => {
+                                    d.tunnel = None;
+                                    d.reason = format!(
+                                        "{}; but {}: dropped (wireguardEncryption: Required)",
+                                        d.reason,
+                                        if keyed {
+                                            "this node has no WireGuard device"
+                                        } else {
+                                            "the node published no WireGuard key"
+                                        }
+                                    );
+                                }
+                                (_, _, false) => {
+                                    d.tunnel = None;
+                                    d.reason = format!(
+                                        "{}; but {}: routed unencrypted",
+                                        d.reason,
+                                        if keyed {
+                                            "this node has no WireGuard device"
+                                        } else {
+                                            "the node published no WireGuard key"
+                                        }
+                                    );
+                                }
+                            }
                         }
                         None => {}
                     }

@@ -137,6 +137,26 @@ pub struct OverlaySpec {
     /// 65535; default unset.
     #[schemars(range(min = 1280, max = 65535))]
     pub mtu: Option<u32>,
+    /// The UDP port WireGuard listens on; default 51820.
+    #[serde(rename = "wireguardPort", default)]
+    #[schemars(range(min = 1, max = 65535), extend("default" = 51820))]
+    pub wireguard_port: Option<u16>,
+    /// For pools with WireGuard: `Preferred` (default: traffic to a node
+    /// whose public key is unknown goes unencrypted) or `Required` (it is
+    /// dropped: never plaintext between nodes).
+    #[serde(rename = "wireguardEncryption", default)]
+    #[schemars(extend("default" = "Preferred"))]
+    pub wireguard_encryption: Option<WireGuardEncryption>,
+}
+
+/// `BGPConfiguration.spec.overlay.wireguardEncryption`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WireGuardEncryption {
+    /// Encrypt to every node whose key is known; the others in the clear.
+    #[default]
+    Preferred,
+    /// Encrypt, or drop.
+    Required,
 }
 
 impl OverlaySpec {
@@ -144,6 +164,8 @@ impl OverlaySpec {
     pub const DEFAULT_VNI: u32 = 4096;
     /// The default VXLAN UDP port (IANA's).
     pub const DEFAULT_PORT: u16 = 4789;
+    /// The default WireGuard port.
+    pub const DEFAULT_WIREGUARD_PORT: u16 = 51820;
 }
 
 /// `BGPConfiguration.spec.ipamMode`.

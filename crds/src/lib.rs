@@ -50,6 +50,10 @@ pub const API_VERSION: &str = "petrel.dev/v1alpha1";
 /// `BGPConfiguration.spec.asNumber`), for designs with an AS per node.
 pub const AS_NUMBER_ANNOTATION: &str = "petrel.dev/as-number";
 
+/// The Node annotation where a node's agent publishes its WireGuard public
+/// key (base64, as `wg` prints it).
+pub const WIREGUARD_ANNOTATION: &str = "petrel.dev/wireguard-public-key";
+
 /// The Node annotations where a node's agent publishes its VXLAN tunnel
 /// endpoint, per family: the VTEP's address and its device's MAC address.
 pub const VXLAN_ANNOTATIONS: [(&str, &str); 2] = [

@@ -80,6 +80,77 @@ pub struct BgpNodeReport {
     /// How many entries were left out of `services` to keep the object
     /// small (a cluster with more Service IPs than the agent reports).
     pub services_omitted: Option<u32>,
+    /// The tunnels to other nodes: MTUs, devices, and per node and pool
+    /// whether traffic is encapsulated and why. Absent when the agent does
+    /// not program the kernel.
+    pub overlay: Option<NodeOverlayStatus>,
+}
+
+/// `BGPNodeStatus.status.overlay`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeOverlayStatus {
+    /// MTU of the link that routes to the other nodes (or the configured
+    /// one).
+    #[serde(rename = "linkMTU")]
+    pub link_mtu: Option<u32>,
+    /// MTU handed to pods: the link's less the largest tunnel overhead in
+    /// use.
+    #[serde(rename = "podMTU")]
+    pub pod_mtu: Option<u32>,
+    /// petrel's tunnel devices on the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<TunnelDeviceStatus>,
+    /// Every other node, as the overlay reaches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<OverlayNodeStatus>,
+    /// natOutgoing: what the node's nftables table holds, or why it could
+    /// not be written.
+    pub nat_outgoing: Option<String>,
+    /// What went wrong in the last reconciliation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// One tunnel device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelDeviceStatus {
+    /// Its name.
+    pub name: String,
+    /// Its MTU.
+    #[serde(rename = "mtu")]
+    pub mtu: u32,
+    /// This node's tunnel endpoint on it.
+    pub endpoint: String,
+}
+
+/// Another node, as this node's overlay reaches it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlayNodeStatus {
+    /// The node.
+    pub node: String,
+    /// Its underlay address.
+    pub address: String,
+    /// How the kernel reaches it: "directly connected", "routed via G",
+    /// "unreachable".
+    pub adjacency: String,
+    /// Per IPPool: the tunnel taken and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<OverlayDecisionStatus>,
+}
+
+/// One pool's traffic to one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlayDecisionStatus {
+    /// The IPPool.
+    pub pool: String,
+    /// The tunnel taken (`VXLAN`); absent when routed as it is.
+    pub tunnel: Option<String>,
+    /// Why.
+    pub reason: String,
 }
 
 /// One BGP session of a node.

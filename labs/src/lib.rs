@@ -245,6 +245,11 @@ impl State {
         format!("{}-{node}", self.name)
     }
 
+    /// The outside host's namespace.
+    fn outside_ns(&self) -> String {
+        format!("{}-outside", self.name)
+    }
+
     /// The address of pod `i` of `node`: from its pod CIDR, or as petrel's
     /// IPAM gave it (`None` before its pod was made).
     fn pod_ip(&self, node: &topology::LabNode, i: u8) -> Option<Ipv4Addr> {
@@ -404,6 +409,9 @@ fn preflight(t: &Topology) -> anyhow::Result<()> {
         RouterKind::Bird => needed.extend([("bird", "bird2"), ("birdc", "bird2")]),
         RouterKind::Petrel => {}
     }
+    if t.cluster.nat_outgoing {
+        needed.push(("nft", "nftables"));
+    }
     if t.petrel_ipam() {
         needed.push((PTP, "containernetworking-plugins"));
         let plugin = ipam_plugin()?;
@@ -545,9 +553,74 @@ fn build(state: &mut State) -> anyhow::Result<()> {
         ],
     )?;
     sys::ip(&sw, &["link", "set", "br0", "up"])?;
+    // More segments (racks): a bridge each, the router's address on it.
+    for r in &t.racks {
+        let br = format!("br-{}", r.name);
+        sys::ip(&sw, &["link", "add", &br, "type", "bridge"])?;
+        sys::ip(
+            &sw,
+            &[
+                "addr",
+                "add",
+                &format!("{}/{}", r.address, r.subnet.prefix_len()),
+                "dev",
+                &br,
+            ],
+        )?;
+        sys::ip(&sw, &["link", "set", &br, "up"])?;
+    }
+    // The outside host: beyond the router, routes back to the nodes'
+    // subnets only (never to pods: what reaches it from a pod is the
+    // node's address).
+    if let Some(o) = &t.outside {
+        let ns = state.outside_ns();
+        state.add_ns(&ns, false).context("the outside namespace")?;
+        let plen = o.subnet.prefix_len();
+        sys::run(
+            "ip",
+            &[
+                "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", "outside",
+                "netns", &sw,
+            ],
+        )?;
+        sys::ip(
+            &sw,
+            &[
+                "addr",
+                "add",
+                &format!("{}/{plen}", o.router_address),
+                "dev",
+                "outside",
+            ],
+        )?;
+        sys::ip(&sw, &["link", "set", "outside", "up"])?;
+        sys::ip(
+            &ns,
+            &[
+                "addr",
+                "add",
+                &format!("{}/{plen}", o.address),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        sys::ip(&ns, &["link", "set", "eth0", "up"])?;
+        for segment in std::iter::once(t.subnet).chain(t.racks.iter().map(|r| r.subnet)) {
+            sys::ip(
+                &ns,
+                &[
+                    "route",
+                    "add",
+                    &segment.to_string(),
+                    "via",
+                    &o.router_address.to_string(),
+                ],
+            )?;
+        }
+    }
 
     for n in &t.nodes {
-        build_node(state, n, &sw, prefix_len).with_context(|| format!("node {}", n.name))?;
+        build_node(state, n, &sw).with_context(|| format!("node {}", n.name))?;
     }
 
     if state.kube.is_some() {
@@ -635,13 +708,12 @@ fn publish(state: &mut State) -> anyhow::Result<()> {
 }
 
 /// A node namespace on the bridge, its pods, and its Service addresses.
-fn build_node(
-    state: &mut State,
-    n: &topology::LabNode,
-    sw: &str,
-    prefix_len: u8,
-) -> anyhow::Result<()> {
+fn build_node(state: &mut State, n: &topology::LabNode, sw: &str) -> anyhow::Result<()> {
     let t = state.topology.clone();
+    let (bridge, gateway, segment) = t
+        .segment_of(n.address)
+        .with_context(|| format!("{} is in no segment of the lab", n.address))?;
+    let prefix_len = segment.prefix_len();
     let ns = state.node_ns(&n.name);
     state.add_ns(&ns, true)?;
     // The bridge side is named after the node, so `bridge link` reads well.
@@ -652,7 +724,7 @@ fn build_node(
             sw,
         ],
     )?;
-    sys::ip(sw, &["link", "set", &n.name, "master", "br0", "up"])?;
+    sys::ip(sw, &["link", "set", &n.name, "master", &bridge, "up"])?;
     sys::ip(
         &ns,
         &[
@@ -666,13 +738,7 @@ fn build_node(
     sys::ip(&ns, &["link", "set", "eth0", "up"])?;
     sys::ip(
         &ns,
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            &t.router.address.to_string(),
-        ],
+        &["route", "add", "default", "via", &gateway.to_string()],
     )?;
 
     // kube-proxy in IPVS mode puts every Service IP on a dummy interface, so
@@ -713,6 +779,10 @@ fn build_node(
             ],
         )?;
         sys::ip(&pod, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+        // Room for the pool's tunnel header, as the agent gives pods made by
+        // the CNI plugins (--cni-conflist).
+        let mtu = t.pod_mtu().to_string();
+        sys::ip(&pod, &["link", "set", "eth0", "mtu", &mtu])?;
         sys::ip(&pod, &["link", "set", "eth0", "up"])?;
         sys::ip(
             &pod,
@@ -832,7 +902,10 @@ fn start_router(state: &mut State) -> anyhow::Result<()> {
             for (file, yaml) in topology::reflector_objects(&t) {
                 sys::write_atomic(&dir.join(file), &yaml)?;
             }
-            let argv = agent_argv(state, Some(&dir), &t.router.name)?;
+            let mut argv = agent_argv(state, Some(&dir), &t.router.name)?;
+            if !t.router.install_routes {
+                argv.push("--no-fib".into());
+            }
             let log = state.dir().join(format!("{}.log", t.router.name));
             state.spawn(&format!("agent {}", t.router.name), &sw, argv, &log)
         }

@@ -74,7 +74,7 @@ fn pods_routed(state: &State) -> Result<(), String> {
             let Some(ip) = state.pod_ip(n, i) else {
                 return Err(format!("pod {i} of {} has no address yet", n.name));
             };
-            if !router.iter().any(|r| covers(r, ip)) {
+            if t.router.install_routes && !router.iter().any(|r| covers(r, ip)) {
                 return Err(format!(
                     "the router has no route to {ip} (pod {i} of {}) yet",
                     n.name
@@ -118,7 +118,13 @@ pub(crate) fn converged(state: &State) -> Result<(), String> {
         return pods_routed(state);
     }
     let routes = kernel_routes(&state.switch_ns());
-    for n in &state.topology.nodes {
+    // A router that leaves its kernel alone has no pod routes to check.
+    let router_nodes = if state.topology.router.install_routes {
+        state.topology.nodes.as_slice()
+    } else {
+        &[]
+    };
+    for n in router_nodes {
         let cidr = n.pod_cidr.to_string();
         if !routes.iter().any(|r| forwards(r, &cidr)) {
             return Err(format!(
@@ -159,7 +165,10 @@ pub(crate) fn status(state: &State) -> String {
         t.router_asn(),
         t.router.address,
         t.nodes.len(),
-        t.subnet,
+        std::iter::once(t.subnet.to_string())
+            .chain(t.racks.iter().map(|r| format!("{} ({})", r.subnet, r.name)))
+            .collect::<Vec<_>>()
+            .join(", "),
         state.dir().display(),
         if state.complete {
             ""
@@ -284,7 +293,66 @@ pub(crate) fn status(state: &State) -> String {
         let _ = writeln!(s, "  {line}");
     }
 
+    if state.topology.nodes.len() > 1 {
+        s.push_str(&overlay(state));
+    }
     s.push_str(&reachability(state));
+    s
+}
+
+/// `petrel status -o json` of one agent.
+pub(crate) fn agent_status(socket: &Path) -> Result<Value, String> {
+    let exe = exe().map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .args(["status", "-o", "json", "--socket"])
+        .arg(socket)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|_| "unreadable `petrel status` output".into())
+}
+
+/// Per node pair: the tunnel each agent chose, and why.
+pub(crate) fn overlay(state: &State) -> String {
+    let mut s = String::from("\nOverlay, as each node's agent decides it (petrel status):\n");
+    for n in &state.topology.nodes {
+        let v = match agent_status(&state.socket(&n.name)) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = writeln!(s, "  {:<10} no answer: {e}", n.name);
+                continue;
+            }
+        };
+        let o = &v["overlay"];
+        if o.is_null() {
+            let _ = writeln!(s, "  {:<10} programs no kernel routes", n.name);
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  {:<10} pod MTU {}, natOutgoing: {}",
+            n.name,
+            o["pod_mtu"],
+            o["nat"].as_str().unwrap_or("-")
+        );
+        for e in o["errors"].as_array().into_iter().flatten() {
+            let _ = writeln!(s, "    error: {}", e.as_str().unwrap_or_default());
+        }
+        for peer in o["nodes"].as_array().into_iter().flatten() {
+            for p in peer["pools"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    s,
+                    "    -> {:<10} {:<8} {}",
+                    peer["node"].as_str().unwrap_or("?"),
+                    p["tunnel"].as_str().unwrap_or("none"),
+                    p["reason"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
     s
 }
 
@@ -375,6 +443,15 @@ pub(crate) fn reachability(state: &State) -> String {
             format!("{failures} of {} pairs FAIL", results.len())
         }
     );
+    if let Some(o) = &t.outside {
+        let _ = writeln!(s, "\nThe outside host {} (ping from each pod):", o.address);
+        for (label, ns, _) in &pods {
+            let ok = ping(ns, o.address)
+                .and_then(|c| c.wait_with_output().map_err(anyhow::Error::from))
+                .is_ok_and(|o| o.status.success());
+            let _ = writeln!(s, "  {label:<width$} {}", if ok { "ok" } else { "FAIL" });
+        }
+    }
     if !t.services.is_empty() {
         let sw = state.switch_ns();
         let _ = writeln!(s, "\nServices (ping from the router's namespace):");

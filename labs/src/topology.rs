@@ -17,6 +17,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("tor", include_str!("../tor.yaml")),
     ("tor-bird", include_str!("../tor-bird.yaml")),
     ("rr", include_str!("../rr.yaml")),
+    ("two-racks", include_str!("../two-racks.yaml")),
 ];
 
 /// The name of the lab's IPPool (with `ipamMode: Petrel`).
@@ -25,7 +26,8 @@ pub const POD_POOL: &str = "pods";
 /// The topology `petrel lab up` uses when none is given.
 pub const DEFAULT: &str = "tor";
 
-/// A lab: one L2 segment with a router and nodes, pods on the nodes, Services.
+/// A lab: an L2 segment with a router and nodes (and more segments on the
+/// same router: racks), pods on the nodes, Services, an outside host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Topology {
@@ -42,6 +44,39 @@ pub struct Topology {
     /// Services the lab's "kube-proxy" serves and the agents announce.
     #[serde(default)]
     pub services: Vec<Service>,
+    /// More L2 segments (racks) on the router, each a subnet of its own:
+    /// the router routes between them, nodes in different racks are in
+    /// different L3 subnets.
+    #[serde(default)]
+    pub racks: Vec<Rack>,
+    /// A host beyond the router, outside the cluster (what natOutgoing is
+    /// for).
+    #[serde(default)]
+    pub outside: Option<Outside>,
+}
+
+/// One entry of `racks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rack {
+    /// Its name (its bridge is `br-<name>`, so ≤ 12 characters).
+    pub name: String,
+    /// Its subnet.
+    pub subnet: Ipv4Net,
+    /// The router's address in it: the rack's nodes' default gateway.
+    pub address: Ipv4Addr,
+}
+
+/// `outside`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Outside {
+    /// The link between the router and the host.
+    pub subnet: Ipv4Net,
+    /// The router's address on it.
+    pub router_address: Ipv4Addr,
+    /// The host's address.
+    pub address: Ipv4Addr,
 }
 
 /// What runs the router.
@@ -80,6 +115,15 @@ pub struct Router {
     /// Its AS; required for frr and bird, the cluster's AS for petrel.
     #[serde(default)]
     pub asn: Option<u32>,
+    /// Whether it installs the routes it learns into its kernel (a petrel
+    /// reflector only); default true. `false`: it reflects routes without
+    /// forwarding by them, like a fabric that does not carry pod routes.
+    #[serde(default = "yes")]
+    pub install_routes: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `cluster`.
@@ -106,6 +150,45 @@ pub struct Cluster {
     /// Its blockSize (default 26).
     #[serde(default)]
     pub block_size: Option<u8>,
+    /// The IPPool's encapsulation between nodes.
+    #[serde(default)]
+    pub encapsulation: Option<Encapsulation>,
+    /// The IPPool's natOutgoing.
+    #[serde(default)]
+    pub nat_outgoing: bool,
+}
+
+/// `cluster.encapsulation`: the IPPool's, as written there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encapsulation {
+    /// The tunnel.
+    #[serde(rename = "type")]
+    pub kind: TunnelType,
+    /// When.
+    pub mode: TunnelMode,
+}
+
+/// A tunnel type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TunnelType {
+    /// VXLAN (50 bytes of overhead).
+    #[serde(rename = "VXLAN")]
+    Vxlan,
+    /// IP in IP (20 bytes).
+    #[serde(rename = "IPIP")]
+    Ipip,
+}
+
+/// When to tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TunnelMode {
+    /// To every other node.
+    Always,
+    /// To nodes in another subnet.
+    CrossSubnet,
+    /// Never.
+    Never,
 }
 
 /// `cluster.ipamMode`.
@@ -249,6 +332,40 @@ impl Topology {
             Ok(())
         };
         in_subnet("router.address", self.router.address)?;
+        if !self.router.install_routes && self.router.kind != RouterKind::Petrel {
+            bail!("router.installRoutes: only a petrel router can leave its kernel alone");
+        }
+        let mut segments = vec![subnet];
+        for (i, r) in self.racks.iter().enumerate() {
+            check_name(&format!("racks[{i}].name"), &r.name, 12)?;
+            if let Some(s) = segments.iter().find(|s| overlaps(**s, r.subnet)) {
+                bail!("racks[{i}].subnet: {} overlaps {s}", r.subnet);
+            }
+            if !r.subnet.contains(&r.address) || r.address == r.subnet.network() {
+                bail!(
+                    "racks[{i}].address: {} is not a host address of {}",
+                    r.address,
+                    r.subnet
+                );
+            }
+            segments.push(r.subnet);
+        }
+        if let Some(o) = &self.outside {
+            if let Some(s) = segments.iter().find(|s| overlaps(**s, o.subnet)) {
+                bail!("outside.subnet: {} overlaps {s}", o.subnet);
+            }
+            for (field, a) in [
+                ("outside.routerAddress", o.router_address),
+                ("outside.address", o.address),
+            ] {
+                if !o.subnet.contains(&a) || a == o.subnet.network() {
+                    bail!("{field}: {a} is not a host address of {}", o.subnet);
+                }
+            }
+            if o.address == o.router_address {
+                bail!("outside.address: {} is the router's", o.address);
+            }
+        }
         match (self.router.kind, self.router.asn) {
             (RouterKind::Frr | RouterKind::Bird, None) => {
                 bail!(
@@ -281,10 +398,28 @@ impl Topology {
                     );
                 }
             }
-            (IpamMode::Kubernetes, Some(_)) => {
-                bail!("cluster.podPool: only with ipamMode Petrel")
+            // The IPPool of an overlay: the nodes' pod CIDRs are in it.
+            (IpamMode::Kubernetes, Some(pool)) => {
+                if let Some((i, n)) = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .find(|(_, n)| !pool.contains(&n.pod_cidr))
+                {
+                    bail!(
+                        "nodes[{i}].podCIDR: {} is outside cluster.podPool {pool}",
+                        n.pod_cidr
+                    );
+                }
             }
             (IpamMode::Kubernetes, None) => {}
+        }
+        if (self.cluster.encapsulation.is_some() || self.cluster.nat_outgoing)
+            && self.cluster.pod_pool.is_none()
+        {
+            bail!(
+                "cluster.podPool: is required with encapsulation or natOutgoing (they are the IPPool's)"
+            );
         }
         let mut names = HashSet::new();
         let mut addrs = HashSet::from([self.router.address]);
@@ -296,7 +431,12 @@ impl Topology {
             if !names.insert(n.name.as_str()) {
                 bail!("nodes[{i}].name: {:?} appears twice", n.name);
             }
-            in_subnet(&format!("nodes[{i}].address"), n.address)?;
+            if self.segment_of(n.address).is_none() {
+                bail!(
+                    "nodes[{i}].address: {} is in neither subnet {subnet} nor a rack's",
+                    n.address
+                );
+            }
             if !addrs.insert(n.address) {
                 bail!("nodes[{i}].address: {} is already taken", n.address);
             }
@@ -382,6 +522,40 @@ impl Topology {
         Ok(())
     }
 
+    /// The segment holding `a`: its bridge's name, the router's address on
+    /// it, its subnet; `None` if no segment's subnet holds it as a host
+    /// address.
+    pub fn segment_of(&self, a: Ipv4Addr) -> Option<(String, Ipv4Addr, Ipv4Net)> {
+        let host = |s: Ipv4Net| s.contains(&a) && a != s.network() && a != s.broadcast();
+        if host(self.subnet) {
+            return Some(("br0".into(), self.router.address, self.subnet));
+        }
+        self.racks
+            .iter()
+            .find(|r| host(r.subnet))
+            .map(|r| (format!("br-{}", r.name), r.address, r.subnet))
+    }
+
+    /// The pods' MTU the lab gives its own pods: the link's (1500) less the
+    /// pool's tunnel overhead.
+    pub fn pod_mtu(&self) -> u32 {
+        match self.cluster.encapsulation {
+            Some(Encapsulation {
+                mode: TunnelMode::Never,
+                ..
+            })
+            | None => 1500,
+            Some(Encapsulation {
+                kind: TunnelType::Vxlan,
+                ..
+            }) => 1450,
+            Some(Encapsulation {
+                kind: TunnelType::Ipip,
+                ..
+            }) => 1480,
+        }
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&LabNode> {
         self.nodes.iter().find(|n| n.name == name)
@@ -454,10 +628,25 @@ pub fn cluster_objects(t: &Topology) -> Vec<(String, String)> {
         ),
     ));
     if let Some(pool) = c.pod_pool {
+        let mut extra = String::new();
+        if let Some(e) = c.encapsulation {
+            let kind = match e.kind {
+                TunnelType::Vxlan => "VXLAN",
+                TunnelType::Ipip => "IPIP",
+            };
+            let _ = write!(
+                extra,
+                ", encapsulation: {{type: {kind}, mode: {:?}}}",
+                e.mode
+            );
+        }
+        if c.nat_outgoing {
+            extra.push_str(", natOutgoing: true");
+        }
         files.push((
             "ippool.yaml".to_string(),
             format!(
-                "apiVersion: petrel.dev/v1alpha1\nkind: IPPool\nmetadata: {{name: {POD_POOL}}}\nspec: {{cidr: {pool}, blockSize: {}}}\n",
+                "apiVersion: petrel.dev/v1alpha1\nkind: IPPool\nmetadata: {{name: {POD_POOL}}}\nspec: {{cidr: {pool}, blockSize: {}{extra}}}\n",
                 t.block_size()
             ),
         ));
@@ -570,7 +759,7 @@ pub fn endpoint_slice_yaml(
 /// The route reflector's own objects (kind petrel): its identity and one
 /// listen range for every node of the subnet.
 pub fn reflector_objects(t: &Topology) -> Vec<(String, String)> {
-    vec![
+    let mut files = vec![
         (
             "bgpconfiguration.yaml".to_string(),
             format!(
@@ -585,7 +774,18 @@ pub fn reflector_objects(t: &Topology) -> Vec<(String, String)> {
                 t.subnet, t.cluster.asn
             ),
         ),
-    ]
+    ];
+    // Each rack's nodes too.
+    for r in &t.racks {
+        files.push((
+            format!("bgppeer-{}.yaml", r.name),
+            format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: {}}}\nspec: {{listenRange: {}, asNumber: {}, routeReflectorClient: true, addPaths: {{send: all}}}}\n",
+                r.name, r.subnet, t.cluster.asn
+            ),
+        ));
+    }
+    files
 }
 
 /// FRR's integrated configuration for the ToR: eBGP (or iBGP) to every node,

@@ -68,6 +68,9 @@ pub struct Node {
     /// The VXLAN tunnel endpoints the node's agent published
     /// ([`crds::VXLAN_ANNOTATIONS`]), at most one per family.
     pub vteps: Vec<Vtep>,
+    /// The WireGuard public key its agent published
+    /// ([`crds::WIREGUARD_ANNOTATION`]).
+    pub wireguard_key: Option<[u8; 32]>,
 }
 
 /// A node's VXLAN tunnel endpoint.

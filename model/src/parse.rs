@@ -166,6 +166,24 @@ fn node(v: &Value, name: String) -> Result<NodeRead, FieldError> {
             }
         }
     }
+    if let Some(k) = annotations.get(crds::WIREGUARD_ANNOTATION) {
+        use base64::Engine as _;
+        match base64::engine::general_purpose::STANDARD
+            .decode(k.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        {
+            Some(key) => n.wireguard_key = Some(key),
+            None => {
+                warning = Some(FieldError::new(
+                    format!("metadata.annotations.{}", crds::WIREGUARD_ANNOTATION),
+                    format!(
+                        "{k:?} is not a WireGuard public key (32 bytes in base64); the node's traffic is not encrypted"
+                    ),
+                ))
+            }
+        }
+    }
     if let Some(a) = annotations.get(AS_NUMBER_ANNOTATION) {
         match a.trim().parse() {
             Ok(asn) => n.as_number = Some(asn),

@@ -23,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the agent's many flags cost nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the node agent.
@@ -106,6 +108,25 @@ enum Command {
         /// pods' MTU: the link's less the overhead of the tunnels in use.
         #[arg(long, value_name = "FILE")]
         cni_conflist: Option<PathBuf>,
+        /// The node's WireGuard private key (made, mode 0600, if missing;
+        /// replace the file to rotate the key).
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/var/lib/petrel/wireguard.key"
+        )]
+        wireguard_key: PathBuf,
+        /// The WireGuard device's name (unique per host with a userspace
+        /// implementation: their sockets share /var/run/wireguard).
+        #[arg(long, value_name = "NAME", default_value = "wg.petrel")]
+        wireguard_interface: String,
+        /// Run this userspace WireGuard (`wireguard-go`) for the device
+        /// instead of the kernel's.
+        #[arg(long, value_name = "PROGRAM")]
+        wireguard_userspace: Option<PathBuf>,
+        /// The routing table of the routes through WireGuard.
+        #[arg(long, value_name = "TABLE", default_value_t = 51820)]
+        wireguard_table: u32,
     },
     /// Run the controller: LoadBalancer IPs for Services from
     /// LoadBalancerPools, the pools' status, and the Ready conditions of
@@ -396,6 +417,10 @@ fn main() -> ExitCode {
             ipam_cooldown,
             ipam_block_grace,
             cni_conflist,
+            wireguard_key,
+            wireguard_interface,
+            wireguard_userspace,
+            wireguard_table,
         } => {
             init_logging();
             let api_tcp = match (api_address, api_tls_cert, api_tls_key, api_tls_client_ca) {
@@ -430,7 +455,16 @@ fn main() -> ExitCode {
                         cooldown: Duration::from_secs(ipam_cooldown),
                         block_grace: Duration::from_secs(ipam_block_grace),
                     }),
-                    overlay: agent::OverlayOptions { cni_conflist },
+                    overlay: agent::OverlayOptions {
+                        cni_conflist,
+                        wireguard: agent::wireguard::WireGuardOptions {
+                            key_file: wireguard_key,
+                            interface: wireguard_interface,
+                            userspace: wireguard_userspace,
+                            table: wireguard_table,
+                            ..Default::default()
+                        },
+                    },
                 }))
                 .map_err(anyhow::Error::from)
             })

@@ -156,7 +156,10 @@ async fn the_charts_workloads_run_and_its_accounts_may_do_their_work_and_no_more
         ),
         (&agent, &["watch", "bgppeers.petrel.dev"], true),
         (&agent, &["patch", "nodes", "--subresource=status"], true),
-        (&agent, &["patch", "nodes"], false),
+        // Its VXLAN endpoint annotations (the policy keeps it to its own
+        // Node and to petrel.dev/ annotations).
+        (&agent, &["patch", "nodes"], true),
+        (&agent, &["update", "nodes"], false),
         (&agent, &["delete", "nodes"], false),
         (
             &agent,
@@ -317,9 +320,49 @@ async fn the_admission_policy_keeps_each_agent_to_its_own_nodes_state() {
         }
     };
     assert!(
-        refused.contains("a petrel agent may change only its own Node's status"),
+        refused.contains("a petrel agent may change only its own Node and its status"),
         "{refused}"
     );
+    // Its Node's petrel.dev/ annotations, and nothing else of any Node.
+    let annotate = |key: &str, value: &str| json!({"metadata": {"annotations": {key: value}}});
+    let pp = kube::api::PatchParams::default();
+    node_api(&own)
+        .patch(
+            &n1,
+            &pp,
+            &Patch::Merge(annotate("petrel.dev/vxlan-tunnel-addr", "10.80.1.0")),
+        )
+        .await
+        .expect("an agent annotates its own Node under petrel.dev/");
+    for (node, key, why) in [
+        (
+            &n2,
+            "petrel.dev/vxlan-tunnel-addr",
+            "a petrel agent may change only its own Node and its status",
+        ),
+        (
+            &n1,
+            "example.com/other",
+            "on its Node a petrel agent may change only annotations under petrel.dev/",
+        ),
+    ] {
+        let e = node_api(&own)
+            .patch(node, &pp, &Patch::Merge(annotate(key, "x")))
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains(why), "{node} {key}: {e}");
+    }
+    let e = node_api(&own)
+        .patch(
+            &n1,
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"role": "x"}}})),
+        )
+        .await
+        .expect_err("labels refused")
+        .to_string();
+    assert!(e.contains("only annotations under petrel.dev/"), "{e}");
     status_patch(&node_api(&own), &n1, ready("True"))
         .await
         .expect("an agent writes its own Node's status");

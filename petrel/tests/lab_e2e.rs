@@ -55,7 +55,11 @@ impl Lab {
             "lab tests need root (network namespaces); run them as CI does, via .ci/run"
         );
         let name = format!("{tag}{}", std::process::id() % 100_000);
-        let router = if topology == "rr" { "rr" } else { "tor" };
+        let router = match topology {
+            "rr" => "rr",
+            "two-racks" => "core",
+            _ => "tor",
+        };
         // The guard first: a failed `up` leaves nothing behind either.
         let lab = Lab {
             router_ns: format!("{name}-{router}"),
@@ -703,4 +707,67 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
         "lab {name} left IPAMBlocks behind: {left:?}"
     );
     rt.block_on(env.cleanup());
+}
+
+/// The two-rack lab: VXLAN between racks and not within (decided from the
+/// kernel's routes, shown per node pair by `petrel lab status`), every pod
+/// reaching every other and the outside host, the core router without a
+/// single pod route.
+#[test]
+fn two_racks_tunnel_between_racks_only_and_reach_the_outside() {
+    let lab = Lab::up("two-racks", "lr");
+    let nodes = ["node-a1", "node-a2", "node-b1", "node-b2"];
+    let ip = |i: usize| format!("10.90.{}.2", i + 1);
+    let mut pairs = Vec::new();
+    for (i, from) in nodes.iter().enumerate() {
+        for (j, _) in nodes.iter().enumerate() {
+            if i != j {
+                pairs.push((lab.pod_ns(from, 1), ip(j)));
+            }
+        }
+        pairs.push((lab.pod_ns(from, 1), "203.0.113.10".to_string()));
+    }
+    let mut failed = ping_all(&pairs);
+    if !failed.is_empty() {
+        failed = ping_all(&failed);
+    }
+    assert!(failed.is_empty(), "these do not reach: {failed:?}");
+    let out = petrel(&["lab", "status", "--name", &lab.name]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Per node pair: the tunnel between racks, none within.
+    let decision = |from: &str, to: &str| -> String {
+        let mut current = "";
+        for line in text.lines() {
+            if line.contains("pod MTU") {
+                current = line.split_whitespace().next().unwrap_or_default();
+            } else if current == from && line.trim_start().starts_with(&format!("-> {to} ")) {
+                return line.to_string();
+            }
+        }
+        String::new()
+    };
+    for (from, to, tunnel) in [
+        ("node-a1", "node-a2", "none"),
+        ("node-a1", "node-b1", "VXLAN"),
+        ("node-b2", "node-a2", "VXLAN"),
+        ("node-b2", "node-b1", "none"),
+    ] {
+        let line = decision(from, to);
+        assert!(
+            line.contains(&format!(" {tunnel} ")),
+            "{from} -> {to}: want {tunnel}: {line:?}\n{text}"
+        );
+    }
+    assert!(text.contains("pod MTU 1450"), "{text}");
+    assert!(!text.contains("FAIL"), "{text}");
+    // The core router forwards between the racks by the node subnets only.
+    let o = Command::new("ip")
+        .args(["-n", &lab.router_ns, "route"])
+        .output()
+        .expect("ip route");
+    let routes = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !routes.contains("10.90."),
+        "a pod route on the core router: {routes}"
+    );
 }

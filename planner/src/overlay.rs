@@ -21,6 +21,9 @@ use model::{Snapshot, Vtep};
 /// The VXLAN device's name for each family.
 pub const VXLAN_DEVICES: [&str; 2] = ["vxlan.petrel", "vxlan6.petrel"];
 
+/// The IPIP device's name.
+pub const IPIP_DEVICE: &str = "ipip.petrel";
+
 /// A tunnel type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tunnel {
@@ -102,6 +105,11 @@ pub struct RemoteNode {
     /// its agent derives them (a Node with pod CIDRs under `ipamMode:
     /// Kubernetes`; IPv6 endpoints always).
     pub vteps: Vec<Vtep>,
+    /// Its WireGuard public key, as published on the Node.
+    pub wireguard_key: Option<[u8; 32]>,
+    /// Its pod CIDRs (`ipamMode: Kubernetes`), which its WireGuard peer
+    /// entry allows besides the routes learned from it.
+    pub pod_cidrs: Vec<IpNet>,
 }
 
 impl RemoteNode {
@@ -136,8 +144,32 @@ pub struct OverlayPlan {
     pub vxlan: [Option<LocalVtep>; 2],
     /// This node's underlay address per family `[IPv4, IPv6]`.
     pub underlay: [Option<IpAddr>; 2],
+    /// WireGuard, when a pool uses it and the node has an IPv4 address.
+    pub wireguard: Option<WireGuardPlan>,
+    /// This node's IPIP device's address, when a pool encapsulates with
+    /// IPIP and the node has an IPv4 address and block (the same address
+    /// as its IPv4 VXLAN endpoint).
+    pub ipip: Option<IpAddr>,
     /// Every other node.
     pub remotes: Vec<RemoteNode>,
+    /// The endpoints this node's Node object carries now (what its agent
+    /// last published).
+    pub published: Vec<Vtep>,
+    /// The WireGuard public key this node's Node object carries now.
+    pub published_wireguard_key: Option<[u8; 32]>,
+}
+
+/// What WireGuard needs of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireGuardPlan {
+    /// The UDP port.
+    pub port: u16,
+    /// `wireguardEncryption: Required`: no plaintext to a node without a
+    /// key.
+    pub required: bool,
+    /// The device's address: the node's tunnel address (its first block's
+    /// or pod CIDR's first address), the source of what the node sends.
+    pub address: Option<IpAddr>,
 }
 
 impl OverlayPlan {
@@ -346,6 +378,28 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> OverlayPlan {
         };
         Some(LocalVtep { address, mac })
     });
+    let wireguard = (underlay[0].is_some()
+        && pools
+            .iter()
+            .any(|p| matches!(p.tunnel, Some((Tunnel::WireGuard, _)))))
+    .then(|| WireGuardPlan {
+        port: config
+            .and_then(|c| c.wireguard_port)
+            .unwrap_or(OverlaySpec::DEFAULT_WIREGUARD_PORT),
+        required: config.and_then(|c| c.wireguard_encryption)
+            == Some(crds::WireGuardEncryption::Required),
+        address: local_v4.map(IpAddr::V4),
+    });
+    let ipip = match (underlay[0], local_v4) {
+        (Some(_), Some(a))
+            if pools
+                .iter()
+                .any(|p| matches!(p.tunnel, Some((Tunnel::Ipip, _)))) =>
+        {
+            Some(IpAddr::V4(a))
+        }
+        _ => None,
+    };
     let remotes = snapshot
         .nodes
         .iter()
@@ -374,6 +428,12 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> OverlayPlan {
                 name: n.name.clone(),
                 addresses: n.internal_ips.clone(),
                 vteps,
+                wireguard_key: n.wireguard_key,
+                pod_cidrs: if petrel {
+                    Vec::new()
+                } else {
+                    n.pod_cidrs.clone()
+                },
             }
         })
         .collect();
@@ -388,7 +448,11 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> OverlayPlan {
         pools,
         vxlan,
         underlay,
+        ipip,
+        wireguard,
         remotes,
+        published: me.map(|n| n.vteps.clone()).unwrap_or_default(),
+        published_wireguard_key: me.and_then(|n| n.wireguard_key),
     }
 }
 

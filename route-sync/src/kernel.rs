@@ -19,6 +19,9 @@ pub enum KernelError {
     /// The netlink socket could not be opened.
     #[error("cannot open a netlink socket: {0}")]
     Socket(#[from] std::io::Error),
+    /// What was asked for cannot be built.
+    #[error("{0}")]
+    Invalid(String),
     /// A request failed.
     #[error("{what}: {source}")]
     Request {

@@ -25,4 +25,4 @@ pub use kernel::{Applied, Kernel, KernelError};
 pub use reconcile::{Options, Reconciler, Report};
 pub use route::{Changes, KernelRoute, NextHop, Route, RouteKey, RouteKind, diff, diff_maps};
 pub use table::{RouteTable, View};
-pub use tunnel::{EntryChanges, Vxlan};
+pub use tunnel::{EntryChanges, TunnelDevice, TunnelKind, link_message};

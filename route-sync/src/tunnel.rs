@@ -1,5 +1,6 @@
-//! Tunnel devices and what routes through them need: a VXLAN device made
-//! and kept as wanted, its permanent neighbour entries (a remote tunnel
+//! Tunnel devices and what routes through them need: a VXLAN or IPIP
+//! device made and kept as wanted; a VXLAN device's permanent neighbour
+//! entries (a remote tunnel
 //! endpoint's address → its MAC address) and FDB entries (that MAC → the
 //! remote node's underlay address).
 //!
@@ -15,33 +16,81 @@ use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoIpTunnel, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
 };
-use rtnetlink::{LinkUnspec, LinkVxlan};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags};
+use rtnetlink::{IpVersion, LinkIpIp, LinkUnspec, LinkVxlan};
 
 use crate::kernel::{Kernel, KernelError};
 
-/// A VXLAN device as wanted.
+/// A tunnel device as wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vxlan {
+pub struct TunnelDevice {
     /// Its name (at most 15 bytes).
     pub name: String,
-    /// The VXLAN network identifier.
-    pub vni: u32,
-    /// The UDP port sent to and listened on.
-    pub port: u16,
+    /// VXLAN or IPIP, with what makes it that tunnel.
+    pub kind: TunnelKind,
     /// The node's underlay address, the outer source.
     pub local: IpAddr,
-    /// The device's MAC address.
-    pub mac: [u8; 6],
+    /// The device's MAC address (VXLAN; IPIP devices have none).
+    pub mac: Option<[u8; 6]>,
     /// The device's MTU.
     pub mtu: u32,
-    /// The tunnel endpoint's address on it (an IPv4 host route); `None`
-    /// for IPv6, whose endpoint is the device's link-local address.
+    /// The node's tunnel address on it (an IPv4 host route), the source of
+    /// what the node itself sends through it; `None` for IPv6 VXLAN, whose
+    /// endpoint is the device's link-local address.
     pub address: Option<IpNet>,
+}
+
+/// The kind of tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelKind {
+    /// VXLAN: its network identifier and UDP port; no learning (the
+    /// entries are written).
+    Vxlan {
+        /// The VXLAN network identifier.
+        vni: u32,
+        /// The UDP port sent to and listened on.
+        port: u16,
+    },
+    /// IP in IP with any remote: the outer destination is each route's
+    /// gateway (`via <node> dev ipip.petrel onlink`). IPv4 only.
+    Ipip,
+}
+
+/// The netlink message that creates `want`.
+pub fn link_message(want: &TunnelDevice) -> Result<LinkMessage, KernelError> {
+    let msg = match (want.kind, want.local) {
+        (TunnelKind::Vxlan { vni, port }, local) => {
+            let b = LinkVxlan::new(&want.name, vni).port(port).learning(false);
+            let b = match local {
+                IpAddr::V4(a) => b.local(a),
+                IpAddr::V6(a) => b.local6(a),
+            };
+            let b = b.mtu(want.mtu);
+            match want.mac {
+                Some(m) => b.address(m.to_vec()).up().build(),
+                None => b.up().build(),
+            }
+        }
+        (TunnelKind::Ipip, IpAddr::V4(a)) => LinkIpIp::new(&want.name)
+            .local(a)
+            .ttl(64)
+            .pmtudisc(true)
+            .mtu(want.mtu)
+            .up()
+            .build(),
+        (TunnelKind::Ipip, IpAddr::V6(_)) => {
+            return Err(KernelError::Invalid(format!(
+                "{}: IPIP carries IPv4 only, and its local address is IPv6",
+                want.name
+            )));
+        }
+    };
+    Ok(msg)
 }
 
 /// What a sync of entries changed.
@@ -62,39 +111,76 @@ fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     crate::kernel::errno(e) == Some(errno)
 }
 
-/// What makes a VXLAN device the one wanted: changing any of it means
-/// making the device again (VNI, port, local address, learning).
-type VxlanIdentity = (Option<u32>, Option<u16>, Option<IpAddr>, Option<bool>);
+/// What makes a tunnel device the one wanted: changing any of it means
+/// making the device again. VXLAN: VNI, port, local address, learning;
+/// IPIP: local and remote address (any).
+#[derive(Debug, PartialEq, Eq)]
+enum Identity {
+    Vxlan(Option<u32>, Option<u16>, Option<IpAddr>, Option<bool>),
+    Ipip(Option<IpAddr>, Option<IpAddr>),
+    Other,
+}
 
-/// The VXLAN settings the kernel has for a device (`None` if it is not
-/// VXLAN).
-fn vxlan_of(m: &LinkMessage) -> Option<VxlanIdentity> {
-    let infos = m.attributes.iter().find_map(|a| match a {
+/// What the kernel has of a device's tunnel settings.
+fn identity_of(m: &LinkMessage) -> Identity {
+    let Some(infos) = m.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(v) => Some(v.as_slice()),
         _ => None,
-    })?;
-    if !infos
-        .iter()
-        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)))
-    {
-        return None;
-    }
-    let (mut vni, mut port, mut local, mut learning) = (None, None, None, None);
-    for i in infos {
-        if let LinkInfo::Data(InfoData::Vxlan(attrs)) = i {
-            for a in attrs {
-                match a {
-                    InfoVxlan::Id(v) => vni = Some(*v),
-                    InfoVxlan::Port(p) => port = Some(*p),
-                    InfoVxlan::Local(ip) => local = Some(IpAddr::V4(*ip)),
-                    InfoVxlan::Local6(ip) => local = Some(IpAddr::V6(*ip)),
-                    InfoVxlan::Learning(l) => learning = Some(*l),
-                    _ => {}
+    }) else {
+        return Identity::Other;
+    };
+    let kind = infos.iter().find_map(|i| match i {
+        LinkInfo::Kind(k) => Some(k.clone()),
+        _ => None,
+    });
+    let data = infos.iter().find_map(|i| match i {
+        LinkInfo::Data(d) => Some(d),
+        _ => None,
+    });
+    match (kind, data) {
+        (Some(InfoKind::Vxlan), data) => {
+            let (mut vni, mut port, mut local, mut learning) = (None, None, None, None);
+            if let Some(InfoData::Vxlan(attrs)) = data {
+                for a in attrs {
+                    match a {
+                        InfoVxlan::Id(v) => vni = Some(*v),
+                        InfoVxlan::Port(p) => port = Some(*p),
+                        InfoVxlan::Local(ip) => local = Some(IpAddr::V4(*ip)),
+                        InfoVxlan::Local6(ip) => local = Some(IpAddr::V6(*ip)),
+                        InfoVxlan::Learning(l) => learning = Some(*l),
+                        _ => {}
+                    }
                 }
             }
+            Identity::Vxlan(vni, port, local, learning)
         }
+        (Some(InfoKind::IpIp), data) => {
+            let (mut local, mut remote) = (None, None);
+            if let Some(InfoData::IpTunnel(attrs)) = data {
+                for a in attrs {
+                    match a {
+                        InfoIpTunnel::Local(ip) => local = Some(*ip),
+                        InfoIpTunnel::Remote(ip) => remote = Some(*ip),
+                        _ => {}
+                    }
+                }
+            }
+            Identity::Ipip(local, remote)
+        }
+        _ => Identity::Other,
     }
-    Some((vni, port, local, learning))
+}
+
+fn wanted_identity(want: &TunnelDevice) -> Identity {
+    match want.kind {
+        TunnelKind::Vxlan { vni, port } => {
+            Identity::Vxlan(Some(vni), Some(port), Some(want.local), Some(false))
+        }
+        TunnelKind::Ipip => Identity::Ipip(
+            Some(want.local),
+            Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        ),
+    }
 }
 
 fn mtu_of(m: &LinkMessage) -> Option<u32> {
@@ -138,24 +224,17 @@ impl Kernel {
         }
     }
 
-    /// Makes the VXLAN device say `want`, and returns its index: created
-    /// when missing; made again when its identity (VNI, port, local
-    /// address, learning) differs, or when a device of another kind holds
-    /// the name; MTU, MAC address, state and address corrected in place.
-    /// Returns also whether anything was changed.
-    pub async fn ensure_vxlan(&self, want: &Vxlan) -> Result<(u32, bool), KernelError> {
+    /// Makes the tunnel device say `want`, and returns its index: created
+    /// when missing; made again when its identity (kind, VNI, port, local
+    /// address) differs, or when a device of another kind holds the name;
+    /// MTU, MAC address, state and address corrected in place. Returns
+    /// also whether anything was changed.
+    pub async fn ensure_tunnel(&self, want: &TunnelDevice) -> Result<(u32, bool), KernelError> {
         let mut changed = false;
         let mut have = self.link(&want.name).await?;
         if let Some(m) = &have {
-            let identity = vxlan_of(m);
-            let right = identity
-                == Some((
-                    Some(want.vni),
-                    Some(want.port),
-                    Some(want.local),
-                    Some(false),
-                ));
-            if !right {
+            let identity = identity_of(m);
+            if identity != wanted_identity(want) {
                 tracing::info!(device = %want.name, have = ?identity, "tunnel device differs from what is wanted: making it again");
                 self.handle
                     .link()
@@ -174,8 +253,10 @@ impl Kernel {
                     set = set.mtu(want.mtu);
                     any = true;
                 }
-                if mac_of(&m).as_deref() != Some(&want.mac[..]) {
-                    set = set.address(want.mac.to_vec());
+                if let Some(mac) = want.mac
+                    && mac_of(&m).as_deref() != Some(&mac[..])
+                {
+                    set = set.address(mac.to_vec());
                     any = true;
                 }
                 if !m.header.flags.contains(LinkFlags::Up) {
@@ -194,26 +275,19 @@ impl Kernel {
                 m.header.index
             }
             None => {
-                let b = LinkVxlan::new(&want.name, want.vni)
-                    .port(want.port)
-                    .learning(false);
-                let b = match want.local {
-                    IpAddr::V4(a) => b.local(a),
-                    IpAddr::V6(a) => b.local6(a),
-                };
-                let msg = b.mtu(want.mtu).address(want.mac.to_vec()).up().build();
+                let msg = link_message(want)?;
                 self.handle
                     .link()
                     .add(msg)
                     .execute()
                     .await
-                    .map_err(request(format!("creating VXLAN device {}", want.name)))?;
+                    .map_err(request(format!("creating tunnel device {}", want.name)))?;
                 changed = true;
                 self.link(&want.name)
                     .await?
                     .map(|m| m.header.index)
                     .ok_or_else(|| KernelError::Request {
-                        what: format!("creating VXLAN device {}", want.name),
+                        what: format!("creating tunnel device {}", want.name),
                         source: rtnetlink::Error::RequestFailed,
                     })?
             }
@@ -277,6 +351,126 @@ impl Kernel {
             changed = true;
         }
         Ok(changed)
+    }
+
+    /// The index of the link named `name`, if there is one.
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>, KernelError> {
+        Ok(self.link(name).await?.map(|m| m.header.index))
+    }
+
+    /// Brings a device made elsewhere (a userspace WireGuard's TUN device)
+    /// to `mtu`, up, with `address` its only IPv4 address; whether anything
+    /// changed.
+    pub async fn configure_link(
+        &self,
+        name: &str,
+        mtu: u32,
+        address: Option<IpNet>,
+    ) -> Result<Option<(u32, bool)>, KernelError> {
+        let Some(m) = self.link(name).await? else {
+            return Ok(None);
+        };
+        let index = m.header.index;
+        let mut changed = false;
+        if mtu_of(&m) != Some(mtu) || !m.header.flags.contains(LinkFlags::Up) {
+            self.handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+                .execute()
+                .await
+                .map_err(request(format!("setting link {name}")))?;
+            changed = true;
+        }
+        if self.sync_address(index, address).await? {
+            changed = true;
+        }
+        Ok(Some((index, changed)))
+    }
+
+    /// Makes sure the IPv4 rule `not fwmark MARK/MARK lookup TABLE` exists
+    /// at `priority` (what WireGuard's own packets, marked, skip); whether
+    /// it was added.
+    pub async fn ensure_fwmark_rule(
+        &self,
+        table: u32,
+        mark: u32,
+        priority: u32,
+    ) -> Result<bool, KernelError> {
+        let mut s = self.handle.rule().get(IpVersion::V4).execute();
+        while let Some(r) = s
+            .try_next()
+            .await
+            .map_err(request("reading the IPv4 rules"))?
+        {
+            let t = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RuleAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(r.header.table));
+            let m = r.attributes.iter().find_map(|a| match a {
+                RuleAttribute::FwMark(m) => Some(*m),
+                _ => None,
+            });
+            if t == table && m == Some(mark) && r.header.flags.contains(RuleFlags::Invert) {
+                return Ok(false);
+            }
+        }
+        let mut add = self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .action(RuleAction::ToTable)
+            .table_id(table)
+            .priority(priority)
+            .fw_mark(mark);
+        add.message_mut()
+            .attributes
+            .push(RuleAttribute::FwMask(mark));
+        add.message_mut().header.flags |= RuleFlags::Invert;
+        match add.execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(false),
+            Err(e) => Err(request(format!(
+                "adding rule not fwmark {mark:#x} lookup {table}"
+            ))(e)),
+        }
+    }
+
+    /// Removes the rules that look up `table`; how many.
+    pub async fn remove_rules(&self, table: u32) -> Result<usize, KernelError> {
+        let mut found = Vec::new();
+        let mut s = self.handle.rule().get(IpVersion::V4).execute();
+        while let Some(r) = s
+            .try_next()
+            .await
+            .map_err(request("reading the IPv4 rules"))?
+        {
+            let t = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RuleAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(r.header.table));
+            if t == table {
+                found.push(r);
+            }
+        }
+        let n = found.len();
+        for r in found {
+            self.handle
+                .rule()
+                .del(r)
+                .execute()
+                .await
+                .map_err(request(format!("removing a rule of table {table}")))?;
+        }
+        Ok(n)
     }
 
     /// Deletes the link named `name` if there is one; whether there was.
@@ -462,5 +656,120 @@ impl Kernel {
             changes.written += 1;
         }
         Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(m: &LinkMessage) -> (Option<InfoKind>, Option<InfoData>) {
+        let infos = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(v) => Some(v.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let kind = infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(k) => Some(k.clone()),
+            _ => None,
+        });
+        let data = infos.iter().find_map(|i| match i {
+            LinkInfo::Data(d) => Some(d.clone()),
+            _ => None,
+        });
+        (kind, data)
+    }
+
+    fn device(kind: TunnelKind, local: &str) -> TunnelDevice {
+        TunnelDevice {
+            name: "ipip.petrel".into(),
+            kind,
+            local: local.parse().expect("address"),
+            mac: None,
+            mtu: 1480,
+            address: None,
+        }
+    }
+
+    /// The kernels here have no `ipip` module, so the message that makes
+    /// the device is checked as it is sent, and read back as the kernel's
+    /// own answer would be.
+    #[test]
+    fn an_ipip_device_is_any_remote_from_the_node_address_with_path_mtu_discovery() {
+        let want = device(TunnelKind::Ipip, "10.0.1.1");
+        let m = link_message(&want).expect("message");
+        let (kind, data) = attrs(&m);
+        assert_eq!(kind, Some(InfoKind::IpIp));
+        let Some(InfoData::IpTunnel(t)) = data else {
+            panic!("no IPIP data: {m:?}")
+        };
+        assert!(
+            t.contains(&InfoIpTunnel::Local("10.0.1.1".parse().expect("ip"))),
+            "{t:?}"
+        );
+        assert!(t.contains(&InfoIpTunnel::Ttl(64)), "{t:?}");
+        assert!(t.contains(&InfoIpTunnel::PMtuDisc(true)), "{t:?}");
+        assert!(
+            !t.iter().any(|a| matches!(a, InfoIpTunnel::Remote(_))),
+            "any remote: the routes' gateways are the outer destinations: {t:?}"
+        );
+        assert!(m.attributes.contains(&LinkAttribute::Mtu(1480)));
+        assert!(
+            m.attributes
+                .contains(&LinkAttribute::IfName("ipip.petrel".into()))
+        );
+        assert!(m.header.flags.contains(LinkFlags::Up));
+        // What the kernel answers for such a device (remote 0.0.0.0) is
+        // the same identity.
+        let mut back = m.clone();
+        if let Some(LinkAttribute::LinkInfo(infos)) = back
+            .attributes
+            .iter_mut()
+            .find(|a| matches!(a, LinkAttribute::LinkInfo(_)))
+        {
+            for i in infos.iter_mut() {
+                if let LinkInfo::Data(InfoData::IpTunnel(t)) = i {
+                    t.push(InfoIpTunnel::Remote("0.0.0.0".parse().expect("ip")));
+                }
+            }
+        }
+        assert_eq!(identity_of(&back), wanted_identity(&want));
+        // Another local address is another device.
+        assert_ne!(
+            identity_of(&back),
+            wanted_identity(&device(TunnelKind::Ipip, "10.0.1.2"))
+        );
+        let e = link_message(&device(TunnelKind::Ipip, "2001:db8::1")).expect_err("IPv6");
+        assert!(e.to_string().contains("IPv4 only"), "{e}");
+    }
+
+    #[test]
+    fn a_vxlan_device_carries_its_vni_port_and_no_learning() {
+        let mut want = device(
+            TunnelKind::Vxlan {
+                vni: 4096,
+                port: 4789,
+            },
+            "10.0.1.1",
+        );
+        want.name = "vxlan.petrel".into();
+        want.mac = Some([0x0e, 1, 2, 3, 4, 5]);
+        let m = link_message(&want).expect("message");
+        assert_eq!(identity_of(&m), wanted_identity(&want));
+        assert!(
+            m.attributes
+                .contains(&LinkAttribute::Address(vec![0x0e, 1, 2, 3, 4, 5]))
+        );
+        let other = TunnelDevice {
+            kind: TunnelKind::Vxlan {
+                vni: 4097,
+                port: 4789,
+            },
+            ..want.clone()
+        };
+        assert_ne!(identity_of(&m), wanted_identity(&other));
     }
 }

@@ -157,8 +157,9 @@ pub fn spawn(
     node: String,
     speaker: watch::Receiver<Option<Speaker>>,
     applied: watch::Receiver<Option<Arc<Applied>>>,
+    view: watch::Receiver<api::AgentView>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(client, node, speaker, applied))
+    tokio::spawn(run(client, node, speaker, applied, view))
 }
 
 async fn run(
@@ -166,6 +167,7 @@ async fn run(
     node: String,
     mut speaker_rx: watch::Receiver<Option<Speaker>>,
     mut applied_rx: watch::Receiver<Option<Arc<Applied>>>,
+    mut view_rx: watch::Receiver<api::AgentView>,
 ) {
     let mut reporter = Reporter::new(client, node);
     let mut peers_rx: Option<watch::Receiver<Arc<Vec<PeerStatus>>>> = None;
@@ -179,8 +181,11 @@ async fn run(
             .map(|r| r.borrow_and_update().clone())
             .unwrap_or_default();
         let applied = applied_rx.borrow_and_update().clone();
+        let overlay = view_rx.borrow_and_update().overlay.clone();
         if let Some(applied) = applied {
-            reporter.compute(&applied, &peers, speaker.as_ref()).await;
+            reporter
+                .compute(&applied, &peers, speaker.as_ref(), overlay.as_deref())
+                .await;
         }
         reporter.flush().await;
         let due = reporter.next_due();
@@ -199,6 +204,8 @@ async fn run(
         let wake = tokio::select! {
             r = applied_rx.changed() => Wake::Applied(r.is_ok()),
             r = speaker_rx.changed() => Wake::Speaker(r.is_ok()),
+            // The overlay's view; an agent that went away is seen above.
+            r = view_rx.changed() => Wake::Applied(r.is_ok()),
             ok = peers_changed => Wake::Peers(ok),
             _ = timer => Wake::Timer,
         };
@@ -391,6 +398,7 @@ impl Reporter {
         applied: &Applied,
         peers: &[PeerStatus],
         speaker: Option<&Speaker>,
+        overlay: Option<&api::OverlayView>,
     ) {
         if !self.adopted && Instant::now() >= self.adopt_after {
             self.adopt().await;
@@ -501,6 +509,9 @@ impl Reporter {
         });
         if total > MAX_SERVICES {
             status["servicesOmitted"] = json!(total - MAX_SERVICES);
+        }
+        if let Some(o) = overlay {
+            status["overlay"] = overlay_report(o);
         }
         self.offer(
             Target::Report,

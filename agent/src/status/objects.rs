@@ -406,3 +406,35 @@ pub(super) fn export_reason(intent: &Intent, peer: &str, why: &str) -> String {
     }
     why.to_string()
 }
+
+/// `BGPNodeStatus.status.overlay` from the overlay's view.
+pub(super) fn overlay_report(o: &api::OverlayView) -> Value {
+    let mut v = json!({
+        "devices": o.devices.iter().map(|(name, mtu, endpoint)| json!({
+            "name": name, "mtu": mtu, "endpoint": endpoint,
+        })).collect::<Vec<_>>(),
+        "nodes": o.nodes.iter().map(|n| json!({
+            "node": n.node,
+            "address": n.address,
+            "adjacency": n.adjacency,
+            "pools": n.pools.iter().map(|(pool, tunnel, reason)| {
+                let mut p = json!({"pool": pool, "reason": reason});
+                if let Some(t) = tunnel {
+                    p["tunnel"] = json!(t);
+                }
+                p
+            }).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "errors": o.errors,
+    });
+    if let Some(m) = o.link_mtu {
+        v["linkMTU"] = json!(m);
+    }
+    if let Some(m) = o.pod_mtu {
+        v["podMTU"] = json!(m);
+    }
+    if !o.nat.is_empty() {
+        v["natOutgoing"] = json!(o.nat);
+    }
+    v
+}

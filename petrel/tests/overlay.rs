@@ -41,7 +41,7 @@ impl Drop for Agent {
     }
 }
 
-fn objects(mode: &str) -> String {
+fn objects(kind: &str, mode: &str) -> String {
     format!(
         "apiVersion: petrel.dev/v1alpha1
 kind: BGPConfiguration
@@ -54,7 +54,7 @@ metadata: {{name: pods}}
 spec:
   cidr: 10.80.0.0/16
   natOutgoing: true
-  encapsulation: {{type: VXLAN, mode: {mode}}}
+  encapsulation: {{type: {kind}, mode: {mode}}}
 ---
 apiVersion: v1
 kind: Node
@@ -77,9 +77,9 @@ status: {{addresses: [{{type: InternalIP, address: 10.0.2.3}}]}}
     )
 }
 
-fn write_objects(dir: &Path, mode: &str) {
+fn write_objects(dir: &Path, kind: &str, mode: &str) {
     let tmp = dir.join("objects.yaml.tmp");
-    std::fs::write(&tmp, objects(mode)).expect("objects");
+    std::fs::write(&tmp, objects(kind, mode)).expect("objects");
     std::fs::rename(&tmp, dir.join("src/objects.yaml")).expect("objects");
 }
 
@@ -87,7 +87,7 @@ fn conflist(dir: &Path, node: &str) -> PathBuf {
     dir.join(format!("{node}.conflist"))
 }
 
-fn agent(dir: &Path, ns: &Netns, node: &str) -> Agent {
+fn agent(dir: &Path, ns: &Netns, node: &str, extra: &[String]) -> Agent {
     let log = std::fs::File::create(dir.join(format!("{node}.log"))).expect("log");
     let child = Command::new("ip")
         .args(["netns", "exec", ns.name()])
@@ -100,6 +100,7 @@ fn agent(dir: &Path, ns: &Netns, node: &str) -> Agent {
         .arg(dir.join(format!("{node}-api.sock")))
         .arg("--cni-conflist")
         .arg(conflist(dir, node))
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -305,85 +306,130 @@ fn petrel_status(dir: &Path, ns: &Netns, node: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// The two racks, the router, the outside host and an agent per node.
+struct Racks {
+    // Agents first: they stop before their namespaces go.
+    _agents: Vec<Agent>,
+    dir: Dir,
+    r: Netns,
+    out: Netns,
+    n: Vec<Netns>,
+}
+
+impl Racks {
+    /// Builds the racks and starts the agents with one IPPool
+    /// `encapsulation: {type: KIND, mode: MODE}`.
+    fn start(kind: &str, mode: &str) -> Racks {
+        Racks::start_with(kind, mode, &|_| Vec::new(), &|s| s)
+    }
+
+    /// [`Racks::start`], with more arguments for each node's agent and the
+    /// objects' YAML edited by `objects`.
+    fn start_with(
+        kind: &str,
+        mode: &str,
+        args: &dyn Fn(&str) -> Vec<String>,
+        objects: &dyn Fn(String) -> String,
+    ) -> Racks {
+        for tool in [PTP, HOST_LOCAL] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: install Debian's containernetworking-plugins (.ci/run does)"
+            );
+        }
+        for tool in ["tshark", "nft"] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                "{tool} is missing: install Debian's {} (.ci/run does)",
+                if tool == "nft" { "nftables" } else { tool }
+            );
+        }
+        let r = Netns::new("ovr").expect("router");
+        let out = Netns::new("ovo").expect("outside");
+        let n: Vec<Netns> = (0..3).map(|_| Netns::new("ovn").expect("node")).collect();
+        // Rack A: a bridge in the router's namespace, n1 and n2 on it.
+        r.ip(&["link", "add", "rackA", "type", "bridge"])
+            .expect("bridge");
+        r.ip(&["addr", "add", "10.0.1.254/24", "dev", "rackA"])
+            .expect("addr");
+        r.ip(&["link", "set", "rackA", "up"]).expect("up");
+        for (i, node) in n[..2].iter().enumerate() {
+            let port = format!("a{}", i + 1);
+            let addr = format!("10.0.1.{}/24", i + 1);
+            netns::veth(node.name(), r.name(), &port, &[&addr], &[]).expect("rack A link");
+            r.ip(&["link", "set", &port, "master", "rackA"])
+                .expect("port");
+        }
+        // Rack B: n3 on a link of its own.
+        netns::veth(
+            n[2].name(),
+            r.name(),
+            "b3",
+            &["10.0.2.3/24"],
+            &["10.0.2.254/24"],
+        )
+        .expect("rack B");
+        netns::veth(
+            out.name(),
+            r.name(),
+            "ext",
+            &["203.0.113.2/24"],
+            &["203.0.113.1/24"],
+        )
+        .expect("outside");
+        for (node, gw) in n.iter().zip(["10.0.1.254", "10.0.1.254", "10.0.2.254"]) {
+            node.ip(&["route", "add", "default", "via", gw])
+                .expect("default route");
+            netns::sysctl(node.name(), &["net.ipv4.ip_forward=1"]).expect("forwarding");
+        }
+        netns::sysctl(r.name(), &["net.ipv4.ip_forward=1"]).expect("forwarding");
+        // The outside knows the node subnets (to answer masqueraded traffic),
+        // never the pods'.
+        out.ip(&["route", "add", "10.0.0.0/16", "via", "203.0.113.1"])
+            .expect("route");
+
+        let dir = Dir(std::env::temp_dir().join(format!("petrel-overlay-{}", r.name())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(dir.0.join("src")).expect("dir");
+        write_objects(&dir.0, kind, mode);
+        let edited =
+            objects(std::fs::read_to_string(dir.0.join("src/objects.yaml")).expect("objects"));
+        std::fs::write(dir.0.join("src/objects.yaml"), edited).expect("objects");
+        for node in ["n1", "n2", "n3"] {
+            let list = json!({
+                "cniVersion": "1.0.0", "name": "petrel-overlay",
+                "plugins": [{"type": "ptp", "ipam": {"type": "host-local"}}],
+            });
+            std::fs::write(conflist(&dir.0, node), list.to_string()).expect("conflist");
+        }
+        let _agents: Vec<Agent> = n
+            .iter()
+            .zip(["n1", "n2", "n3"])
+            .map(|(ns, name)| agent(&dir.0, ns, name, &args(name)))
+            .collect();
+        Racks {
+            _agents,
+            dir,
+            r,
+            out,
+            n,
+        }
+    }
+}
+
 #[test]
 fn vxlan_cross_subnet_encapsulates_between_racks_only_and_nat_hides_pods() {
-    for tool in [PTP, HOST_LOCAL] {
-        assert!(
-            Path::new(tool).exists(),
-            "{tool} is missing: install Debian's containernetworking-plugins (.ci/run does)"
-        );
-    }
-    for tool in ["tshark", "nft"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
-            "{tool} is missing: install Debian's {} (.ci/run does)",
-            if tool == "nft" { "nftables" } else { tool }
-        );
-    }
-    let r = Netns::new("ovr").expect("router");
-    let out = Netns::new("ovo").expect("outside");
-    let n: Vec<Netns> = (0..3).map(|_| Netns::new("ovn").expect("node")).collect();
-    // Rack A: a bridge in the router's namespace, n1 and n2 on it.
-    r.ip(&["link", "add", "rackA", "type", "bridge"])
-        .expect("bridge");
-    r.ip(&["addr", "add", "10.0.1.254/24", "dev", "rackA"])
-        .expect("addr");
-    r.ip(&["link", "set", "rackA", "up"]).expect("up");
-    for (i, node) in n[..2].iter().enumerate() {
-        let port = format!("a{}", i + 1);
-        let addr = format!("10.0.1.{}/24", i + 1);
-        netns::veth(node.name(), r.name(), &port, &[&addr], &[]).expect("rack A link");
-        r.ip(&["link", "set", &port, "master", "rackA"])
-            .expect("port");
-    }
-    // Rack B: n3 on a link of its own.
-    netns::veth(
-        n[2].name(),
-        r.name(),
-        "b3",
-        &["10.0.2.3/24"],
-        &["10.0.2.254/24"],
-    )
-    .expect("rack B");
-    netns::veth(
-        out.name(),
-        r.name(),
-        "ext",
-        &["203.0.113.2/24"],
-        &["203.0.113.1/24"],
-    )
-    .expect("outside");
-    for (node, gw) in n.iter().zip(["10.0.1.254", "10.0.1.254", "10.0.2.254"]) {
-        node.ip(&["route", "add", "default", "via", gw])
-            .expect("default route");
-        netns::sysctl(node.name(), &["net.ipv4.ip_forward=1"]).expect("forwarding");
-    }
-    netns::sysctl(r.name(), &["net.ipv4.ip_forward=1"]).expect("forwarding");
-    // The outside knows the node subnets (to answer masqueraded traffic),
-    // never the pods'.
-    out.ip(&["route", "add", "10.0.0.0/16", "via", "203.0.113.1"])
-        .expect("route");
-
-    let dir = Dir(std::env::temp_dir().join(format!("petrel-overlay-{}", r.name())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(dir.0.join("src")).expect("dir");
-    write_objects(&dir.0, "CrossSubnet");
-    for node in ["n1", "n2", "n3"] {
-        let list = json!({
-            "cniVersion": "1.0.0", "name": "petrel-overlay",
-            "plugins": [{"type": "ptp", "ipam": {"type": "host-local"}}],
-        });
-        std::fs::write(conflist(&dir.0, node), list.to_string()).expect("conflist");
-    }
-    let _agents: Vec<Agent> = n
-        .iter()
-        .zip(["n1", "n2", "n3"])
-        .map(|(ns, name)| agent(&dir.0, ns, name))
-        .collect();
+    let Racks {
+        _agents,
+        dir,
+        r,
+        out,
+        n,
+    } = Racks::start("VXLAN", "CrossSubnet");
 
     // n1: rack B's block through the tunnel to n3's endpoint (its block's
     // first address), rack A's straight to n2.
@@ -522,7 +568,7 @@ fn vxlan_cross_subnet_encapsulates_between_racks_only_and_nat_hides_pods() {
     );
 
     // Switched live to Always: rack A's traffic goes through the tunnel too.
-    write_objects(&dir.0, "Always");
+    write_objects(&dir.0, "VXLAN", "Always");
     wait_until(30, "n1's route to n2's block through the tunnel", || {
         let a = route(&n[0], "10.80.2.0/24").ok_or("no route")?;
         (a["dev"] == "vxlan.petrel" && a["gateway"] == "10.80.2.0")
@@ -537,5 +583,247 @@ fn vxlan_cross_subnet_encapsulates_between_racks_only_and_nat_hides_pods() {
             .count()
             >= 6,
         "VXLAN within rack A under Always: {lines:#?}"
+    );
+}
+
+/// Whether this kernel makes IPIP devices (the test machines' kernels have
+/// no `ipip` module).
+fn kernel_has_ipip() -> bool {
+    let ns = Netns::new("ovq").expect("probe namespace");
+    ns.ip(&["link", "add", "probe", "type", "ipip", "local", "192.0.2.1"])
+        .is_ok()
+}
+
+#[test]
+fn ipip_routes_through_the_tunnel_or_says_why_it_cannot() {
+    let Racks {
+        _agents,
+        dir,
+        r,
+        out: _out,
+        n,
+    } = Racks::start("IPIP", "CrossSubnet");
+    if !kernel_has_ipip() {
+        eprintln!(
+            "SKIPPED on the wire: this kernel has no ipip module; checking that the agent says so and routes plainly"
+        );
+        wait_until(30, "n1's status to name the missing IPIP device", || {
+            let s = petrel_status(&dir.0, &n[0], "n1");
+            let o = &s["overlay"];
+            let n3 = o["nodes"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["node"] == "n3"))
+                .cloned()
+                .unwrap_or_default();
+            let said = o["errors"].to_string().contains("ipip module")
+                && n3["pools"][0]["tunnel"].is_null()
+                && n3["pools"][0]["reason"]
+                    .to_string()
+                    .contains("no IPIP device");
+            said.then_some(()).ok_or(o.to_string())
+        });
+        let b = route(&n[0], "10.80.3.0/24").expect("a plain route to n3's block");
+        assert_eq!(b["gateway"], "10.0.1.254", "{b}");
+        return;
+    }
+    wait_until(
+        60,
+        "n1's route to n3's block through the IPIP device",
+        || {
+            let b = route(&n[0], "10.80.3.0/24").ok_or("no route to n3's block")?;
+            let ok = b["gateway"] == "10.0.2.3"
+                && b["dev"] == "ipip.petrel"
+                && b["flags"].to_string().contains("onlink");
+            ok.then_some(()).ok_or(b.to_string())
+        },
+    );
+    let pods: Vec<Netns> = (0..2).map(|_| Netns::new("ovp").expect("pod")).collect();
+    let ip1 = add_pod(&dir.0, &n[0], "n1", "10.80.1.0/24", &pods[0]);
+    let ip3 = add_pod(&dir.0, &n[2], "n3", "10.80.3.0/24", &pods[1]);
+    wait_until(30, "the pod on n3 through IPIP", || {
+        let o = ping(&pods[0], ip3, &[]);
+        o.status.success().then_some(()).ok_or_else(|| diagnose(&n))
+    });
+    let lines = captured(&r, "b3", dir.0.join("b3-ipip.pcap"), &pods[0], ip3);
+    let inside = lines
+        .iter()
+        .filter(|l| {
+            l.contains("10.0.1.1") && l.contains(&ip1.to_string()) && l.contains(&ip3.to_string())
+        })
+        .count();
+    assert!(
+        inside >= 6,
+        "pod traffic inside IPIP between n1 and n3: {lines:#?}"
+    );
+}
+
+/// `wg genkey` and `wg pubkey` (Debian's wireguard-tools): a private key
+/// written to `file` (mode 0600) and its public key.
+fn wg_key(file: &Path) -> String {
+    use std::io::Write as _;
+    let private = Command::new("wg")
+        .arg("genkey")
+        .output()
+        .expect("wg genkey");
+    assert!(private.status.success(), "wg genkey");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .expect("key file");
+        f.write_all(&private.stdout).expect("key");
+    }
+    let mut child = Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("wg pubkey");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&private.stdout)
+        .expect("private key");
+    let out = child.wait_with_output().expect("wg pubkey");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// WireGuard with `wireguardEncryption: Required`, the userspace
+/// implementation (Debian's `wireguard-go`; the test kernels have no
+/// WireGuard module): n1 and n2 published their keys, n3 did not. Between
+/// n1 and n2 only WireGuard's port crosses the wire and no pod address is
+/// seen; to n3, whose key is unknown, pods' packets are dropped, never sent
+/// in the clear.
+#[test]
+fn wireguard_encrypts_and_required_never_sends_plaintext() {
+    for tool in ["wireguard-go", "wg"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            "{tool} is missing: install Debian's wireguard-go and wireguard-tools (.ci/run does)"
+        );
+    }
+    let keys = std::env::temp_dir().join(format!("petrel-wg-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&keys);
+    std::fs::create_dir_all(&keys).expect("dir");
+    let keys = Dir(keys);
+    let public: Vec<String> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| wg_key(&keys.0.join(format!("{n}.key"))))
+        .collect();
+    let tag = std::process::id() % 100_000;
+    let args = |node: &str| -> Vec<String> {
+        vec![
+            "--wireguard-userspace".into(),
+            "wireguard-go".into(),
+            "--wireguard-interface".into(),
+            format!("wg{tag}{node}"),
+            "--wireguard-key".into(),
+            keys.0.join(format!("{node}.key")).display().to_string(),
+        ]
+    };
+    let (k1, k2) = (public[0].clone(), public[1].clone());
+    let edit = move |s: String| {
+        s.replace(
+            "spec: {asNumber: 64512}",
+            "spec: {asNumber: 64512, overlay: {wireguardEncryption: Required}}",
+        )
+        .replace(
+            "metadata: {name: n1}",
+            &format!(
+                "metadata: {{name: n1, annotations: {{petrel.dev/wireguard-public-key: \"{k1}\"}}}}"
+            ),
+        )
+        .replace(
+            "metadata: {name: n2}",
+            &format!(
+                "metadata: {{name: n2, annotations: {{petrel.dev/wireguard-public-key: \"{k2}\"}}}}"
+            ),
+        )
+    };
+    let Racks {
+        _agents,
+        dir,
+        r,
+        out: _out,
+        n,
+    } = Racks::start_with("WireGuard", "Always", &args, &edit);
+
+    wait_until(60, "n1's decisions: n2 encrypted, n3 dropped", || {
+        let s = petrel_status(&dir.0, &n[0], "n1");
+        let o = &s["overlay"];
+        let find = |node: &str| {
+            o["nodes"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["node"] == node))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (n2, n3) = (find("n2"), find("n3"));
+        let ok = n2["pools"][0]["tunnel"] == "WireGuard"
+            && n3["pools"][0]["tunnel"].is_null()
+            && n3["pools"][0]["reason"].to_string().contains("dropped");
+        ok.then_some(()).ok_or(o.to_string())
+    });
+    wait_until(30, "the pods' MTU for WireGuard", || {
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(conflist(&dir.0, "n1")).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        (v["plugins"][0]["mtu"] == 1440)
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+    let pods: Vec<Netns> = (0..3).map(|_| Netns::new("ovp").expect("pod")).collect();
+    let ip1 = add_pod(&dir.0, &n[0], "n1", "10.80.1.0/24", &pods[0]);
+    let ip2 = add_pod(&dir.0, &n[1], "n2", "10.80.2.0/24", &pods[1]);
+    let ip3 = add_pod(&dir.0, &n[2], "n3", "10.80.3.0/24", &pods[2]);
+    wait_until(30, "the pod on n2 through WireGuard", || {
+        let o = ping(&pods[0], ip2, &[]);
+        o.status.success().then_some(()).ok_or_else(|| diagnose(&n))
+    });
+    let (p1, p2, p3) = (ip1.to_string(), ip2.to_string(), ip3.to_string());
+    let lines = captured(&r, "a2", dir.0.join("a2-wg.pcap"), &pods[0], ip2);
+    assert!(
+        lines.iter().filter(|l| l.contains("51820")).count() >= 6,
+        "echo requests and replies inside WireGuard: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(&p1) || l.contains(&p2)),
+        "a pod address in the clear between n1 and n2: {lines:#?}"
+    );
+    // To n3 (no key): dropped, never sent in the clear.
+    let c = Capture::start(&r, "b3", dir.0.join("b3-wg.pcap"));
+    for _ in 0..3 {
+        let o = ping(&pods[0], ip3, &[]);
+        assert!(
+            !o.status.success(),
+            "a pod on n3 answered without a key known"
+        );
+    }
+    let lines = c.stop();
+    assert!(
+        !lines.iter().any(|l| l.contains(&p1) || l.contains(&p3)),
+        "pod traffic to a node without a key left in the clear: {lines:#?}"
+    );
+    // Where that is decided: n1's WireGuard table.
+    let table = n[0].routes(&["table", "51820"]);
+    assert!(
+        table
+            .iter()
+            .any(|r| r["dst"] == "10.80.3.0/24" && r["type"] == "unreachable"),
+        "{table:#?}"
+    );
+    assert!(
+        table.iter().any(|r| r["dst"] == "10.80.2.0/24"
+            && r["dev"].as_str().is_some_and(|d| d.starts_with("wg"))),
+        "{table:#?}"
     );
 }
