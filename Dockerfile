@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # The petrel image: one static binary (`petrel agent`, `petrel controller`,
-# the CLI) on distroless/static. Build with `docker build -t petrel .`;
+# the CLI) on Debian slim, with nft and wireguard-go for the agent.
+# Build with `docker build -t petrel .`;
 # multi-arch with `docker buildx build --platform linux/amd64,linux/arm64`.
 
 # Build stage: Debian's Rust image, whose glibc runs the protoc that the
@@ -31,11 +32,17 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp "target/$(cat /rust-target)/release/petrel" /petrel \
     && cp "target/$(cat /rust-target)/release/petrel-ipam" /petrel-ipam
 
-# Final stage: no shell, no libc, no package manager; CA certificates are
-# not needed (the API server's CA comes with the service account token).
-# Non-root by default: the controller runs as such; the agent's DaemonSet
-# runs it as root with three capabilities (charts/petrel).
-FROM gcr.io/distroless/static-debian12:nonroot
+# Final stage: Debian slim with the two programs the agent runs: nft
+# (natOutgoing's table) and wireguard-go (WireGuard where the kernel has no
+# module). No CA certificates: the API server's CA comes with the service
+# account token. Non-root by default: the controller runs as such; the
+# agent's DaemonSet runs it as root with three capabilities (charts/petrel).
+FROM debian:bookworm-slim
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nftables wireguard-go \
+    && rm -rf /var/lib/apt/lists/*
+USER 65532:65532
 COPY --from=build /petrel /usr/local/bin/petrel
 # The CNI plugin; the chart's init container copies it to the host.
 COPY --from=build /petrel-ipam /usr/local/bin/petrel-ipam

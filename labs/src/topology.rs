@@ -952,7 +952,68 @@ mod tests {
         for (name, text) in EMBEDDED {
             let t = Topology::parse(text).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert_eq!(&t.name, name);
-            assert_eq!(t.nodes.len(), 3);
+            assert!(t.nodes.len() >= 3, "{name}");
+        }
+    }
+
+    #[test]
+    fn racks_and_the_outside_are_checked() {
+        let racks = EMBEDDED
+            .iter()
+            .find(|(n, _)| *n == "two-racks")
+            .map(|(_, t)| *t)
+            .expect("two-racks");
+        let t = Topology::parse(racks).expect("parses");
+        let b1 = t.node("node-b1").expect("node-b1");
+        let (bridge, gateway, _) = t.segment_of(b1.address).expect("in rack B");
+        assert_eq!(bridge, "br-rack-b");
+        assert_eq!(gateway.to_string(), "192.168.120.1");
+        assert_eq!(t.pod_mtu(), 1450);
+        let objects = cluster_objects(&t);
+        let pool = &objects
+            .iter()
+            .find(|(f, _)| f == "ippool.yaml")
+            .expect("pool")
+            .1;
+        assert!(
+            pool.contains("encapsulation: {type: VXLAN, mode: CrossSubnet}"),
+            "{pool}"
+        );
+        assert!(pool.contains("natOutgoing: true"), "{pool}");
+        let reflector = reflector_objects(&t);
+        assert!(
+            reflector
+                .iter()
+                .any(|(_, y)| y.contains("listenRange: 192.168.120.0/24"))
+        );
+        for (change, want) in [
+            (
+                "192.168.120.11,",
+                "nodes[2].address: 192.168.130.11 is in neither subnet",
+            ),
+            (
+                "subnet: 192.168.120.0/24, address: 192.168.120.1}",
+                "racks[0].subnet: 192.168.110.0/24 overlaps 192.168.110.0/24",
+            ),
+            (
+                "podCIDR: 10.90.4.0/24",
+                "nodes[3].podCIDR: 10.91.4.0/24 is outside cluster.podPool",
+            ),
+            (
+                "installRoutes: false}",
+                "router.installRoutes: only a petrel router",
+            ),
+        ] {
+            let bad = match change {
+                "192.168.120.11," => racks.replace("192.168.120.11,", "192.168.130.11,"),
+                "podCIDR: 10.90.4.0/24" => racks.replace(change, "podCIDR: 10.91.4.0/24"),
+                "installRoutes: false}" => racks
+                    .replace("kind: petrel", "kind: frr")
+                    .replace("installRoutes: false}", "installRoutes: false, asn: 65000}"),
+                _ => racks.replace(change, "subnet: 192.168.110.0/24, address: 192.168.110.2}"),
+            };
+            let e = Topology::parse(&bad).expect_err(want).to_string();
+            assert!(e.contains(want), "{e}");
         }
     }
 

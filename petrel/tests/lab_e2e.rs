@@ -57,7 +57,7 @@ impl Lab {
         let name = format!("{tag}{}", std::process::id() % 100_000);
         let router = match topology {
             "rr" => "rr",
-            "two-racks" => "core",
+            t if t.contains("racks") => "core",
             _ => "tor",
         };
         // The guard first: a failed `up` leaves nothing behind either.
@@ -65,9 +65,14 @@ impl Lab {
             router_ns: format!("{name}-{router}"),
             name,
         };
-        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../labs")
-            .join(format!("{topology}.yaml"));
+        // A built-in topology's file, or a file of the test's own.
+        let file = if topology.contains('/') {
+            PathBuf::from(topology)
+        } else {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../labs")
+                .join(format!("{topology}.yaml"))
+        };
         let file = file.display().to_string();
         let mut args = vec!["lab", "up", &file, "--name", &lab.name, "--timeout", "60"];
         args.extend_from_slice(extra);
@@ -715,7 +720,7 @@ fn with_an_api_server_a_load_balancer_service_gets_a_pool_address_advertised_fro
 /// single pod route.
 #[test]
 fn two_racks_tunnel_between_racks_only_and_reach_the_outside() {
-    let lab = Lab::up("two-racks", "lr");
+    let lab = Lab::up("two-racks", "l2");
     let nodes = ["node-a1", "node-a2", "node-b1", "node-b2"];
     let ip = |i: usize| format!("10.90.{}.2", i + 1);
     let mut pairs = Vec::new();
@@ -770,4 +775,64 @@ fn two_racks_tunnel_between_racks_only_and_reach_the_outside() {
         !routes.contains("10.90."),
         "a pod route on the core router: {routes}"
     );
+}
+
+/// The two racks with an API server and petrel's IPAM: no node can derive
+/// another's VXLAN endpoint (it is in a block the Node does not name), so
+/// pods across the racks reach each other only because each agent
+/// published its endpoint on its Node, where the others read it.
+#[test]
+fn two_racks_with_an_api_server_publish_their_tunnel_endpoints_on_their_nodes() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::Api;
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let env = rt.block_on(async {
+        let mut env = testkit::KubeEnv::start("kube-racks").await;
+        env.install_crds().await;
+        env
+    });
+    let kubeconfig = env.kubeconfig().display().to_string();
+    let base = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../labs/two-racks.yaml"),
+    )
+    .expect("two-racks.yaml");
+    let text = base.replace(
+        "  natOutgoing: true",
+        "  natOutgoing: true\n  ipamMode: Petrel\n  blockSize: 26",
+    );
+    assert_ne!(text, base, "the topology changed shape");
+    let file = std::env::temp_dir().join(format!("petrel-racks-{}.yaml", std::process::id()));
+    std::fs::write(&file, text).expect("topology");
+    let lab = Lab::up_with(&file.display().to_string(), "lkr", &["--kube", &kubeconfig]);
+    let _ = std::fs::remove_file(&file);
+    let nodes = ["node-a1", "node-a2", "node-b1", "node-b2"];
+    let mut pairs = Vec::new();
+    for from in nodes {
+        for to in nodes.iter().filter(|n| **n != from) {
+            pairs.push((lab.pod_ns(from, 1), lab.pod_ip(to, 1)));
+        }
+    }
+    let mut failed = ping_all(&pairs);
+    if !failed.is_empty() {
+        failed = ping_all(&failed);
+    }
+    assert!(failed.is_empty(), "these pods do not reach: {failed:?}");
+    // Each endpoint: the first address of the block its pod's address is in.
+    let api: Api<Node> = Api::all(env.client());
+    for n in nodes {
+        let node = rt.block_on(api.get(n)).expect("the lab's Node");
+        let a = node.metadata.annotations.unwrap_or_default();
+        let vtep = a
+            .get("petrel.dev/vxlan-tunnel-addr")
+            .unwrap_or_else(|| panic!("{n} published no VXLAN endpoint: {a:?}"));
+        let pod: std::net::Ipv4Addr = lab.pod_ip(n, 1).parse().expect("pod address");
+        let block = ipnet::Ipv4Net::new(pod, 26).expect("block").trunc();
+        assert_eq!(vtep, &block.network().to_string(), "{n}");
+        assert!(
+            a.get("petrel.dev/vxlan-tunnel-mac")
+                .is_some_and(|m| m.starts_with("0e:")),
+            "{n}: {a:?}"
+        );
+    }
 }

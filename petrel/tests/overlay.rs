@@ -826,4 +826,80 @@ fn wireguard_encrypts_and_required_never_sends_plaintext() {
             && r["dev"].as_str().is_some_and(|d| d.starts_with("wg"))),
         "{table:#?}"
     );
+
+    // Key rotation: n1's key file replaced and its new public key published
+    // (the Node YAML, as the file source has it), while p1 pings p2 every
+    // 50 ms for 4 s. Traffic stops for no longer than the switch-over and
+    // one handshake.
+    let new_key = keys.0.join("n1.new");
+    let new_public = wg_key(&new_key);
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            pods[0].name(),
+            "ping",
+            "-i",
+            "0.05",
+            "-c",
+            "80",
+            "-W",
+            "1",
+        ])
+        .arg(&p2)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(&new_key, keys.0.join("n1.key")).expect("rotate");
+    let yaml = std::fs::read_to_string(dir.0.join("src/objects.yaml")).expect("objects");
+    let rotated = yaml.replace(&public[0], &new_public);
+    assert_ne!(rotated, yaml);
+    let tmp = dir.0.join("objects.yaml.tmp");
+    std::fs::write(&tmp, rotated).expect("objects");
+    std::fs::rename(&tmp, dir.0.join("src/objects.yaml")).expect("objects");
+    let out = pinger.wait_with_output().expect("ping ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received = text
+        .lines()
+        .find_map(|l| {
+            l.split(", ")
+                .nth(1)?
+                .strip_suffix(" received")?
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or(0);
+    eprintln!(
+        "key rotation: {} of 80 pings (50 ms apart) lost",
+        80 - received
+    );
+    assert!(
+        received >= 60,
+        "more than a second of traffic lost over a key rotation: {text}"
+    );
+    let o = ping(&pods[0], ip2, &[]);
+    assert!(
+        o.status.success(),
+        "n2 after the rotation: {}",
+        diagnose(&n)
+    );
+    // The device runs the new key, and n2's peer for n1 is the new one.
+    let wg_show = |ns: &Netns, node: &str, what: &str| {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "wg",
+                "show",
+                &format!("wg{tag}{node}"),
+                what,
+            ])
+            .output()
+            .expect("wg show");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(wg_show(&n[0], "n1", "public-key").trim(), new_public);
+    assert!(wg_show(&n[1], "n2", "peers").contains(&new_public));
 }
