@@ -130,7 +130,15 @@ pub async fn apply(script: &str) -> Result<(), NatError> {
             .await
             .map_err(NatError::Spawn)?;
     }
-    let out = child.wait_with_output().await.map_err(NatError::Spawn)?;
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .map_err(|_| {
+            NatError::Spawn(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "nft did not finish within 10 s",
+            ))
+        })?
+        .map_err(NatError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {

@@ -31,6 +31,9 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// The MTU assumed when no link to another node is known yet.
 const FALLBACK_MTU: u32 = 1500;
 
+/// How often the natOutgoing table is written again though nothing changed.
+const NAT_REFRESH: Duration = Duration::from_secs(30);
+
 /// Settings of the overlay task.
 #[derive(Debug, Clone, Default)]
 pub struct OverlayOptions {
@@ -45,7 +48,8 @@ pub struct OverlayOptions {
 /// next hop (a remote node's address), the next hop to use instead.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tunnels {
-    /// Pools with a tunnel, longest prefix first.
+    /// Every pool, longest prefix first: a prefix belongs to the longest
+    /// that holds it (a pool without a tunnel nested in one with).
     pools: Vec<IpNet>,
     /// (pool, node address) → the tunnel's next hop.
     hops: HashMap<(IpNet, IpAddr), NextHop>,
@@ -157,11 +161,10 @@ pub(crate) async fn run(
 /// What the task remembers between passes.
 #[derive(Default)]
 struct State {
-    /// The nft table last written.
+    /// The nft table last written, and when.
     nat: Option<NatPlan>,
+    nat_at: Option<tokio::time::Instant>,
     nat_state: String,
-    /// The pods' MTU last written to the CNI configuration.
-    pod_mtu: Option<u32>,
     /// The tunnel next hops computed by the last pass, and the last sent.
     tunnels: Tunnels,
     sent: Option<Tunnels>,
@@ -264,13 +267,13 @@ impl State {
         // How the kernel reaches each remote node's address, and by which
         // interface: the one that carries tunnel traffic, whose MTU counts.
         let mut adjacency: BTreeMap<IpAddr, Adjacency> = BTreeMap::new();
-        let mut uplink = None;
+        let mut uplinks = std::collections::BTreeSet::new();
         for r in &plan.remotes {
             for a in &r.addresses {
                 let adj = match kernel.lookup(*a).await {
                     None => Adjacency::Unreachable,
                     Some((gw, oif, _)) => {
-                        uplink = uplink.or(oif);
+                        uplinks.extend(oif);
                         match gw {
                             Some(g) if g != *a => Adjacency::Routed(g),
                             _ => Adjacency::Direct,
@@ -280,17 +283,40 @@ impl State {
                 adjacency.insert(*a, adj);
             }
         }
-        let link_mtu = match (plan.mtu, uplink) {
-            (Some(m), _) => Some(m),
-            (None, Some(i)) => kernel.link_mtu(i).await.ok().flatten(),
-            (None, None) => None,
-        };
+        // No other node yet: the interface that holds the node's own
+        // address is the likeliest way out.
+        if uplinks.is_empty() {
+            for a in plan.underlay.iter().flatten() {
+                if let Ok(Some(i)) = kernel.interface_with(*a).await {
+                    uplinks.insert(i);
+                }
+            }
+        }
+        // Every way out a tunnel may take: the smallest MTU of them.
+        let mut smallest = None;
+        for i in &uplinks {
+            if let Ok(Some(m)) = kernel.link_mtu(*i).await {
+                smallest = Some(smallest.map_or(m, |s: u32| s.min(m)));
+            }
+        }
+        let link_mtu = plan.mtu.or(smallest);
         let mtu = link_mtu.unwrap_or(FALLBACK_MTU);
 
         // The VXLAN devices, one per family that needs one.
         let mut devices = Vec::new();
         let mut vxlan_if: [Option<u32>; 2] = [None, None];
-        self.endpoints.clear();
+        // What is published: the endpoints the plan wants, whatever a pass
+        // managed (a failed one is retried; withdrawing the endpoint would
+        // make every other node drop this one's entries meanwhile).
+        self.endpoints = plan
+            .vxlan
+            .iter()
+            .flatten()
+            .map(|v| model::Vtep {
+                address: v.address,
+                mac: v.mac,
+            })
+            .collect();
         for fam in 0..2 {
             let name = VXLAN_DEVICES[fam];
             let wanted = match (plan.vxlan[fam], plan.underlay[fam]) {
@@ -323,18 +349,17 @@ impl State {
                             );
                         }
                         vxlan_if[fam] = Some(index);
-                        if let Some(v) = plan.vxlan[fam] {
-                            self.endpoints.push(model::Vtep {
-                                address: v.address,
-                                mac: v.mac,
-                            });
-                        }
                         let endpoint = plan.vxlan[fam]
                             .map(|v| v.address.to_string())
                             .unwrap_or_default();
                         devices.push((name.to_string(), w.mtu, endpoint));
                     }
-                    Err(e) => errors.push(format!("{name}: {e}")),
+                    Err(e) => {
+                        errors.push(format!("{name}: {e}"));
+                        // A device that is there still carries traffic: a
+                        // failed correction must not route around it.
+                        vxlan_if[fam] = kernel.link_index(name).await.ok().flatten();
+                    }
                 },
                 None => match kernel.remove_link(name).await {
                     Ok(true) => {
@@ -422,7 +447,7 @@ impl State {
         // WireGuard: a peer per remote node, its pods' prefixes allowed.
         let mut wg_if = None;
         let mut wg_peers: HashMap<IpAddr, bool> = HashMap::new();
-        if let (Some(w), Some(wg)) = (plan.wireguard, self.wireguard.as_mut()) {
+        if let (Some(w), Some(wg)) = (plan.wireguard.as_ref(), self.wireguard.as_mut()) {
             let in_wg_pool = |p: &IpNet| {
                 plan.pools.iter().any(|pool| {
                     matches!(pool.tunnel, Some((Tunnel::WireGuard, _))) && pool.cidr.contains(p)
@@ -460,8 +485,17 @@ impl State {
                 });
             }
             let wg_mtu = tunnel_mtu(mtu, Tunnel::WireGuard, false);
+            let closed = w.required.then(|| crate::wireguard::FailClosed {
+                pools: plan
+                    .pools
+                    .iter()
+                    .filter(|p| matches!(p.tunnel, Some((Tunnel::WireGuard, _))))
+                    .map(|p| p.cidr)
+                    .collect(),
+                own: w.own.clone(),
+            });
             match wg
-                .reconcile(kernel, w.port, wg_mtu, w.address, w.required, &peers)
+                .reconcile(kernel, w.port, wg_mtu, w.address, closed.as_ref(), &peers)
                 .await
             {
                 Ok(index) => {
@@ -478,36 +512,32 @@ impl State {
                 }
                 Err(e) => {
                     errors.push(format!("WireGuard: {e}"));
-                    if w.required {
+                    if let Some(closed) = &closed {
                         // Fail closed: no device, still no plaintext.
-                        let closed: Vec<_> = peers
-                            .into_iter()
-                            .map(|p| crate::wireguard::Peer { key: None, ..p })
-                            .collect();
-                        if let Err(e) = wg.fail_closed(kernel, &closed).await {
+                        if let Err(e) = wg.fail_closed(kernel, &peers, closed).await {
                             errors.push(format!("WireGuard (failing closed): {e}"));
                         }
                     }
                 }
             }
             self.wireguard_on = true;
-        } else if self.wireguard_on {
+        } else {
+            // No pool uses WireGuard: what this run or an earlier one made
+            // goes (a rule and an unreachable table left behind would drop
+            // those prefixes for ever).
             if let Some(wg) = self.wireguard.as_mut() {
-                wg.remove(kernel).await;
+                wg.sweep(kernel).await;
+            }
+            if self.wireguard_on {
                 tracing::info!("WireGuard removed: no pool uses it");
             }
             self.wireguard_on = false;
         }
-        let required = plan.wireguard.is_some_and(|w| w.required);
+        let required = plan.wireguard.as_ref().is_some_and(|w| w.required);
 
         // Per remote node and pool: tunnelled or not, and why.
         let mut tunnels = Tunnels {
-            pools: plan
-                .pools
-                .iter()
-                .filter(|p| p.tunnel.is_some())
-                .map(|p| p.cidr)
-                .collect(),
+            pools: plan.pools.iter().map(|p| p.cidr).collect(),
             hops: HashMap::new(),
         };
         tunnels
@@ -621,7 +651,11 @@ impl State {
 
         // natOutgoing.
         let want = NatPlan::from_pools(&plan.pools);
-        if self.nat.as_ref() != Some(&want) {
+        // Written again now and then too: a `nft flush ruleset` (a firewall
+        // reload) removes it without telling anyone.
+        if self.nat.as_ref() != Some(&want)
+            || self.nat_at.is_none_or(|at| at.elapsed() >= NAT_REFRESH)
+        {
             match nat::apply(&nat::script(&want)).await {
                 Ok(()) => {
                     self.nat_state = if want.masquerade.is_empty() {
@@ -631,8 +665,11 @@ impl State {
                             want.masquerade.iter().map(ToString::to_string).collect();
                         format!("masquerading {} to outside every pool", list.join(", "))
                     };
-                    tracing::info!(state = %self.nat_state, "natOutgoing table written");
+                    if self.nat.as_ref() != Some(&want) {
+                        tracing::info!(state = %self.nat_state, "natOutgoing table written");
+                    }
                     self.nat = Some(want);
+                    self.nat_at = Some(tokio::time::Instant::now());
                 }
                 // Without nft no table of ours can exist: nothing to remove.
                 Err(nat::NatError::Spawn(e))
@@ -649,15 +686,14 @@ impl State {
         }
 
         // The pods' MTU, through the CNI configuration.
+        // Checked every pass (a read), written when it differs.
         let pods = pod_mtu(mtu, plan);
-        if let Some(path) = &opts.cni_conflist
-            && self.pod_mtu != Some(pods)
-        {
+        if let Some(path) = &opts.cni_conflist {
             match cni::install::set_mtu(path, pods) {
-                Ok(()) => {
-                    tracing::info!(mtu = pods, conflist = %path.display(), "pods' MTU written to the CNI configuration");
-                    self.pod_mtu = Some(pods);
+                Ok(true) => {
+                    tracing::info!(mtu = pods, conflist = %path.display(), "pods' MTU written to the CNI configuration")
                 }
+                Ok(false) => {}
                 Err(e) => errors.push(format!("pod MTU: {e}")),
             }
         }

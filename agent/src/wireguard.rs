@@ -152,53 +152,141 @@ pub struct Peer {
     pub allowed: Vec<IpNet>,
 }
 
-/// The UAPI `set` request that makes the device say this: our key, port
-/// and mark, exactly these peers (the others removed).
-pub fn uapi_set(key: &KeyPair, port: u16, fwmark: u32, peers: &[Peer]) -> String {
-    let mut out = format!(
-        "set=1\nprivate_key={}\nlisten_port={port}\nfwmark={fwmark}\nreplace_peers=true\n",
-        hex(&key.private)
-    );
-    for p in peers {
-        let Some(k) = &p.key else { continue };
-        let endpoint = match p.endpoint {
-            IpAddr::V4(a) => format!("{a}:{port}"),
-            IpAddr::V6(a) => format!("[{a}]:{port}"),
-        };
+/// What the device is told: our key, port and mark, and per peer (by
+/// public key) its endpoint and allowed prefixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    private: [u8; 32],
+    port: u16,
+    fwmark: u32,
+    peers: BTreeMap<[u8; 32], (IpAddr, Vec<IpNet>)>,
+}
+
+impl DeviceConfig {
+    /// The configuration for these peers (those with a key).
+    pub fn new(key: &KeyPair, port: u16, fwmark: u32, peers: &[Peer]) -> DeviceConfig {
+        DeviceConfig {
+            private: key.private,
+            port,
+            fwmark,
+            peers: peers
+                .iter()
+                .filter_map(|p| {
+                    let mut allowed: Vec<IpNet> = p.allowed.iter().map(IpNet::trunc).collect();
+                    allowed.sort();
+                    allowed.dedup();
+                    Some((p.key?, (p.endpoint, allowed)))
+                })
+                .collect(),
+        }
+    }
+}
+
+fn peer_lines(out: &mut String, key: &[u8; 32], endpoint: IpAddr, port: u16, allowed: &[IpNet]) {
+    let endpoint = match endpoint {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    };
+    out.push_str(&format!(
+        "public_key={}\nendpoint={endpoint}\nreplace_allowed_ips=true\n",
+        hex(key)
+    ));
+    for a in allowed {
+        out.push_str(&format!("allowed_ip={a}\n"));
+    }
+}
+
+/// The UAPI `set` request from `old` to `new`, `None` when there is
+/// nothing to change. A new key, port or mark (or no `old`) replaces
+/// everything; otherwise only the peers that changed are written and those
+/// gone removed, so the others keep their sessions.
+pub fn uapi_update(old: Option<&DeviceConfig>, new: &DeviceConfig) -> Option<String> {
+    let whole =
+        old.is_none_or(|o| (o.private, o.port, o.fwmark) != (new.private, new.port, new.fwmark));
+    let mut out = String::from("set=1\n");
+    if whole {
         out.push_str(&format!(
-            "public_key={}\nendpoint={endpoint}\nreplace_allowed_ips=true\n",
-            hex(k)
+            "private_key={}\nlisten_port={}\nfwmark={}\nreplace_peers=true\n",
+            hex(&new.private),
+            new.port,
+            new.fwmark
         ));
-        for a in &p.allowed {
-            out.push_str(&format!("allowed_ip={}\n", a.trunc()));
+        for (k, (endpoint, allowed)) in &new.peers {
+            peer_lines(&mut out, k, *endpoint, new.port, allowed);
+        }
+    } else if let Some(old) = old {
+        let mut changed = false;
+        for (k, (endpoint, allowed)) in &new.peers {
+            if old.peers.get(k) != Some(&(*endpoint, allowed.clone())) {
+                peer_lines(&mut out, k, *endpoint, new.port, allowed);
+                changed = true;
+            }
+        }
+        for k in old.peers.keys().filter(|k| !new.peers.contains_key(*k)) {
+            out.push_str(&format!("public_key={}\nremove=true\n", hex(k)));
+            changed = true;
+        }
+        if !changed {
+            return None;
         }
     }
     out.push('\n');
-    out
+    Some(out)
+}
+
+/// What the WireGuard table says besides the peers under `Required`: the
+/// WireGuard pools unreachable as a whole (what no more specific route
+/// claims: a node whose key is unknown, a prefix learned through another
+/// next hop, everything once the device is gone), and this node's own
+/// blocks thrown back to the main table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailClosed {
+    /// The WireGuard pools' CIDRs.
+    pub pools: Vec<IpNet>,
+    /// This node's own blocks (or pod CIDRs).
+    pub own: Vec<IpNet>,
 }
 
 /// The routes of the WireGuard table: each keyed peer's prefixes through
-/// the device; with `required`, the unkeyed peers' prefixes unreachable.
-pub fn table_routes(peers: &[Peer], ifindex: u32, table: u32, required: bool) -> Vec<Route> {
+/// the device (`ifindex`; `None`: there is no device); with `required`, the
+/// other peers' prefixes unreachable, and [`FailClosed`] as it says.
+pub fn table_routes(
+    peers: &[Peer],
+    ifindex: Option<u32>,
+    table: u32,
+    required: Option<&FailClosed>,
+) -> Vec<Route> {
     let mut out = BTreeMap::new();
+    let unreachable = |p: IpNet| {
+        let mut r = Route::blackhole(p);
+        r.kind = RouteKind::Unreachable;
+        r
+    };
+    if let Some(f) = required {
+        for p in &f.pools {
+            out.insert(p.trunc(), unreachable(*p));
+        }
+        for p in &f.own {
+            let mut r = Route::blackhole(*p);
+            r.kind = RouteKind::Throw;
+            out.insert(p.trunc(), r);
+        }
+    }
+
     for p in peers {
         for a in &p.allowed {
-            let r = match (&p.key, required) {
-                (Some(_), _) => Route::unicast(
+            let r = match (&p.key, ifindex, required.is_some()) {
+                (Some(_), Some(i), _) => Route::unicast(
                     *a,
                     vec![NextHop {
                         gateway: None,
-                        ifindex: Some(ifindex),
+                        ifindex: Some(i),
                         weight: 1,
                         onlink: false,
                     }],
                 ),
-                (None, true) => {
-                    let mut r = Route::blackhole(*a);
-                    r.kind = RouteKind::Unreachable;
-                    r
-                }
-                (None, false) => continue,
+                (_, _, true) => unreachable(*a),
+                (_, _, false) => continue,
             };
             out.insert(a.trunc(), r);
         }
@@ -219,8 +307,11 @@ pub(crate) struct WireGuard {
     key: Option<(KeyPair, Option<SystemTime>)>,
     process: Option<tokio::process::Child>,
     reconciler: Option<Reconciler>,
-    /// The last UAPI request that succeeded.
-    configured: Option<String>,
+    /// What the device was last told, successfully.
+    configured: Option<DeviceConfig>,
+    /// Whether something of ours may be in the kernel (an earlier pass's,
+    /// or an earlier run's): swept once no pool uses WireGuard.
+    swept: bool,
 }
 
 impl WireGuard {
@@ -232,6 +323,8 @@ impl WireGuard {
             process: None,
             reconciler: None,
             configured: None,
+            // An earlier run may have left a table, a rule, a device.
+            swept: true,
         }
     }
 
@@ -280,9 +373,10 @@ impl WireGuard {
         port: u16,
         mtu: u32,
         address: Option<IpAddr>,
-        required: bool,
+        required: Option<&FailClosed>,
         peers: &[Peer],
     ) -> Result<u32, String> {
+        self.swept = true;
         let key = self.key()?;
         let name = self.opts.interface.clone();
         if kernel
@@ -301,11 +395,11 @@ impl WireGuard {
         else {
             return Err(format!("{name}: the device went away"));
         };
-        let request = uapi_set(&key, port, self.opts.fwmark, peers);
-        if self.configured.as_ref() != Some(&request) {
+        let config = DeviceConfig::new(&key, port, self.opts.fwmark, peers);
+        if let Some(request) = uapi_update(self.configured.as_ref(), &config) {
             uapi(&self.socket(), &request).await?;
-            tracing::info!(device = %name, peers = peers.iter().filter(|p| p.key.is_some()).count(), "WireGuard configured");
-            self.configured = Some(request);
+            tracing::info!(device = %name, peers = config.peers.len(), "WireGuard configured");
+            self.configured = Some(config);
         }
         kernel
             .ensure_fwmark_rule(self.opts.table, self.opts.fwmark, RULE_PRIORITY)
@@ -322,7 +416,7 @@ impl WireGuard {
             self.reconciler = Some(r);
         }
         if let Some(r) = &self.reconciler {
-            r.set(table_routes(peers, index, self.opts.table, required));
+            r.set(table_routes(peers, Some(index), self.opts.table, required));
         }
         Ok(index)
     }
@@ -333,7 +427,9 @@ impl WireGuard {
         &mut self,
         kernel: &Kernel,
         peers: &[Peer],
+        required: &FailClosed,
     ) -> Result<(), String> {
+        self.swept = true;
         kernel
             .ensure_fwmark_rule(self.opts.table, self.opts.fwmark, RULE_PRIORITY)
             .await
@@ -349,17 +445,42 @@ impl WireGuard {
             self.reconciler = Some(r);
         }
         if let Some(r) = &self.reconciler {
-            r.set(table_routes(peers, 0, self.opts.table, true));
+            r.set(table_routes(peers, None, self.opts.table, Some(required)));
         }
         Ok(())
     }
 
+    /// With no pool using WireGuard: takes down what an earlier pass, or an
+    /// earlier run of the agent, made (once; again only after a pass that
+    /// made something).
+    pub(crate) async fn sweep(&mut self, kernel: &Kernel) {
+        if !self.swept {
+            return;
+        }
+        self.swept = false;
+        self.remove(kernel).await;
+    }
+
     /// Takes everything down: table, rule, device.
     pub(crate) async fn remove(&mut self, kernel: &Kernel) {
-        if let Some(r) = self.reconciler.take() {
+        let r = match self.reconciler.take() {
+            Some(r) => Some(r),
+            // Routes left by an earlier run: a reconciler adopts them, and
+            // its flush removes them.
+            None => Reconciler::start(route_sync::Options {
+                table: self.opts.table,
+                protocol: self.protocol,
+                ..route_sync::Options::default()
+            })
+            .await
+            .ok(),
+        };
+        if let Some(r) = r {
             let _ = r.stop(true).await;
         }
-        let _ = kernel.remove_rules(self.opts.table).await;
+        let _ = kernel
+            .remove_fwmark_rule(self.opts.table, self.opts.fwmark)
+            .await;
         if let Some(mut p) = self.process.take() {
             let _ = p.kill().await;
         }
@@ -381,11 +502,14 @@ impl WireGuard {
         if let Some(mut p) = self.process.take() {
             let _ = p.kill().await;
         }
+        // A socket left by an earlier run would look like the new one.
+        let _ = std::fs::remove_file(self.socket());
+        // Its messages go where the agent's go.
         let child = tokio::process::Command::new(&program)
             .arg("-f")
             .arg(&self.opts.interface)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
@@ -486,35 +610,89 @@ mod tests {
     }
 
     #[test]
-    fn uapi_names_only_keyed_peers_and_required_drops_the_rest() {
+    fn uapi_names_only_keyed_peers_and_sends_only_what_changed() {
         let key = KeyPair::from_private([7; 32]);
         let peers = [
             peer("a", Some([1; 32]), "10.80.3.0/24"),
             peer("b", None, "10.80.4.0/24"),
         ];
-        let set = uapi_set(&key, 51820, 0x51820, &peers);
+        let first = DeviceConfig::new(&key, 51820, 0x51820, &peers);
+        let set = uapi_update(None, &first).expect("everything");
         assert!(set.starts_with("set=1\nprivate_key="), "{set}");
         assert!(
             set.contains("listen_port=51820\nfwmark=333856\nreplace_peers=true\n"),
             "{set}"
         );
         assert!(set.contains(&format!(
-            "public_key={}\nendpoint=10.0.2.3:51820\n",
+            "public_key={}\nendpoint=10.0.2.3:51820\nreplace_allowed_ips=true\nallowed_ip=10.80.3.0/24\n",
             hex(&[1; 32])
         )));
-        assert!(set.contains("allowed_ip=10.80.3.0/24\n"), "{set}");
         assert!(
             !set.contains("10.80.4.0"),
             "an unkeyed peer is no peer: {set}"
         );
         assert!(set.ends_with("\n\n"));
-        let preferred = table_routes(&peers, 9, 51820, false);
+        assert_eq!(uapi_update(Some(&first), &first), None, "nothing to say");
+        // Another peer's block: only that peer is written, no one replaced.
+        let more = [
+            peer("a", Some([1; 32]), "10.80.3.0/24"),
+            peer("c", Some([3; 32]), "10.80.5.0/24"),
+        ];
+        let second = DeviceConfig::new(&key, 51820, 0x51820, &more);
+        let set = uapi_update(Some(&first), &second).expect("a change");
+        assert!(!set.contains("replace_peers"), "{set}");
+        assert!(
+            !set.contains(&hex(&[1; 32])),
+            "an unchanged peer keeps its session: {set}"
+        );
+        assert!(set.contains(&hex(&[3; 32])), "{set}");
+        let third = DeviceConfig::new(&key, 51820, 0x51820, &more[..1]);
+        let set = uapi_update(Some(&second), &third).expect("a removal");
+        assert!(
+            set.contains(&format!("public_key={}\nremove=true\n", hex(&[3; 32]))),
+            "{set}"
+        );
+        // A new key replaces everything.
+        let rotated =
+            DeviceConfig::new(&KeyPair::from_private([8; 32]), 51820, 0x51820, &more[..1]);
+        assert!(
+            uapi_update(Some(&third), &rotated)
+                .expect("rotation")
+                .contains("replace_peers=true")
+        );
+    }
+
+    #[test]
+    fn required_makes_the_pools_unreachable_but_for_keyed_peers_and_our_own_blocks() {
+        let peers = [
+            peer("a", Some([1; 32]), "10.80.3.0/24"),
+            peer("b", None, "10.80.4.0/24"),
+        ];
+        let prefix = |s: &str| s.parse::<IpNet>().expect("prefix");
+        let preferred = table_routes(&peers, Some(9), 51820, None);
         assert_eq!(preferred.len(), 1);
         assert_eq!(preferred[0].next_hops[0].ifindex, Some(9));
-        let required = table_routes(&peers, 9, 51820, true);
-        assert_eq!(required.len(), 2);
-        assert!(required.iter().any(|r| r.kind == RouteKind::Unreachable
-            && r.prefix == "10.80.4.0/24".parse::<IpNet>().expect("prefix")));
+        let closed = FailClosed {
+            pools: vec![prefix("10.80.0.0/16")],
+            own: vec![prefix("10.80.1.0/24")],
+        };
+        let required = table_routes(&peers, Some(9), 51820, Some(&closed));
+        let kind_of = |p: &str| {
+            required
+                .iter()
+                .find(|r| r.prefix == prefix(p))
+                .map(|r| r.kind)
+        };
+        assert_eq!(kind_of("10.80.3.0/24"), Some(RouteKind::Unicast));
+        assert_eq!(kind_of("10.80.4.0/24"), Some(RouteKind::Unreachable));
+        assert_eq!(kind_of("10.80.0.0/16"), Some(RouteKind::Unreachable));
+        assert_eq!(kind_of("10.80.1.0/24"), Some(RouteKind::Throw));
         assert!(required.iter().all(|r| r.table == 51820));
+        // No device: nothing goes through it, all stays closed.
+        let gone = table_routes(&peers, None, 51820, Some(&closed));
+        assert!(
+            gone.iter().all(|r| r.kind != RouteKind::Unicast),
+            "{gone:?}"
+        );
     }
 }

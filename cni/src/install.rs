@@ -107,8 +107,8 @@ pub fn install(i: &Install) -> Result<(PathBuf, PathBuf), InstallError> {
 /// Sets the pods' MTU in a network configuration list already installed:
 /// the `mtu` of each plugin that makes the pod's interface (one with an
 /// `ipam` section). Nothing is written when it says that already; the file
-/// is replaced whole, as [`install`] writes it.
-pub fn set_mtu(path: &Path, mtu: u32) -> Result<(), InstallError> {
+/// is replaced whole, as [`install`] writes it. Whether it was written.
+pub fn set_mtu(path: &Path, mtu: u32) -> Result<bool, InstallError> {
     let bytes = std::fs::read(path).map_err(at(path))?;
     let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| InstallError {
         path: path.to_path_buf(),
@@ -127,10 +127,10 @@ pub fn set_mtu(path: &Path, mtu: u32) -> Result<(), InstallError> {
         }
     }
     if !changed {
-        return Ok(());
+        return Ok(false);
     }
     let text = serde_json::to_vec_pretty(&v).unwrap_or_default();
-    replace(path, &text, 0o644)
+    replace(path, &text, 0o644).map(|()| true)
 }
 
 #[cfg(test)]
@@ -154,7 +154,8 @@ mod tests {
             mtu: None,
         };
         std::fs::write(&path, serde_json::to_vec(&conflist(&i)).expect("json")).expect("write");
-        set_mtu(&path, 1450).expect("set");
+        assert!(set_mtu(&path, 1450).expect("set"));
+        assert!(!set_mtu(&path, 1450).expect("again"), "nothing to write");
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
         assert_eq!(v["plugins"][0]["mtu"], 1450);

@@ -133,9 +133,9 @@ pub struct OverlaySpec {
     pub vxlan_port: Option<u16>,
     /// The MTU of the link tunnels leave by, instead of the one the kernel
     /// reports for the interface that routes to the other nodes; the
-    /// tunnel devices and pods get it minus the tunnel's overhead. 1280 to
-    /// 65535; default unset.
-    #[schemars(range(min = 1280, max = 65535))]
+    /// tunnel devices and pods get it minus the tunnel's overhead. 1350
+    /// (IPv6 needs 1280 inside VXLAN over IPv6) to 65535; default unset.
+    #[schemars(range(min = 1350, max = 65535))]
     pub mtu: Option<u32>,
     /// The UDP port WireGuard listens on; default 51820.
     #[serde(rename = "wireguardPort", default)]

@@ -359,8 +359,8 @@ impl LoadBalancerPoolSpec {
 /// `IPPool.spec`: a range pod addresses come from, handed to nodes in
 /// blocks of `blockSize`.
 ///
-/// `encapsulation` picks the tunnel to other nodes (VXLAN built by the
-/// agent; IPIP and WireGuard are accepted and not built yet), and
+/// `encapsulation` picks the tunnel to other nodes (VXLAN, IPIP, or
+/// WireGuard, which encrypts), and
 /// `natOutgoing` masquerades pods' traffic leaving every pool.
 #[derive(
     CustomResource, KubeSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize,
@@ -492,8 +492,10 @@ pub struct EncapsulationSpec {
     #[serde(rename = "type")]
     #[schemars(extend("maxLength" = 9))]
     pub kind: EncapsulationType,
-    /// `Always`, `CrossSubnet` (only towards nodes in another L3 subnet) or
-    /// `Never`; default `Always` with a tunnel type.
+    /// `Always`, `CrossSubnet` (only towards nodes the kernel reaches
+    /// through a gateway) or `Never`; default `Always` with a tunnel type.
+    /// WireGuard encrypts to every node unless `Never`. IPIP and WireGuard
+    /// pools are IPv4 only.
     pub mode: Option<EncapsulationMode>,
 }
 

@@ -423,6 +423,14 @@ fn main() -> ExitCode {
             wireguard_table,
         } => {
             init_logging();
+            // Two reconcilers with one protocol on one table would remove
+            // each other's routes; the kernel's own tables are not ours.
+            if wireguard_table == route_table || matches!(wireguard_table, 0 | 253..=255) {
+                eprintln!(
+                    "petrel: --wireguard-table {wireguard_table} is the FIB's table (--route-table) or one of the kernel's (0, 253-255); pick another"
+                );
+                return ExitCode::from(2);
+            }
             let api_tcp = match (api_address, api_tls_cert, api_tls_key, api_tls_client_ca) {
                 (Some(a), Some(c), Some(k), Some(ca)) => match api::TcpApi::load(a, &c, &k, &ca) {
                     Ok(t) => Some(t),

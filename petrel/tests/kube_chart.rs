@@ -343,7 +343,12 @@ async fn the_admission_policy_keeps_each_agent_to_its_own_nodes_state() {
         (
             &n1,
             "example.com/other",
-            "on its Node a petrel agent may change only annotations under petrel.dev/",
+            "on its Node a petrel agent may change only the annotations it publishes",
+        ),
+        (
+            &n1,
+            "petrel.dev/as-number",
+            "on its Node a petrel agent may change only the annotations it publishes",
         ),
     ] {
         let e = node_api(&own)
@@ -362,7 +367,17 @@ async fn the_admission_policy_keeps_each_agent_to_its_own_nodes_state() {
         .await
         .expect_err("labels refused")
         .to_string();
-    assert!(e.contains("only annotations under petrel.dev/"), "{e}");
+    assert!(e.contains("only the annotations it publishes"), "{e}");
+    let e = node_api(&own)
+        .patch(
+            &n1,
+            &pp,
+            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold"]}})),
+        )
+        .await
+        .expect_err("finalizers refused")
+        .to_string();
+    assert!(e.contains("only the annotations it publishes"), "{e}");
     status_patch(&node_api(&own), &n1, ready("True"))
         .await
         .expect("an agent writes its own Node's status");

@@ -827,6 +827,34 @@ fn wireguard_encrypts_and_required_never_sends_plaintext() {
         "{table:#?}"
     );
 
+    assert!(
+        table
+            .iter()
+            .any(|r| r["dst"] == "10.80.0.0/16" && r["type"] == "unreachable"),
+        "the pool closed as a whole: {table:#?}"
+    );
+    assert!(
+        table
+            .iter()
+            .any(|r| r["dst"] == "10.80.1.0/24" && r["type"] == "throw"),
+        "n1's own block back to the main table: {table:#?}"
+    );
+    // The device gone (as when the agent restarts): still nothing in the
+    // clear, the pool stays closed until the device is back.
+    n[0].ip(&["link", "del", &format!("wg{tag}n1")])
+        .expect("device removed");
+    let c = Capture::start(&r, "a2", dir.0.join("a2-nodev.pcap"));
+    let _ = ping(&pods[0], ip2, &[]);
+    let lines = c.stop();
+    assert!(
+        !lines.iter().any(|l| l.contains(&p1) || l.contains(&p2)),
+        "pod traffic in the clear without the device: {lines:#?}"
+    );
+    wait_until(30, "the device back and n2 reached again", || {
+        let o = ping(&pods[0], ip2, &[]);
+        o.status.success().then_some(()).ok_or_else(|| diagnose(&n))
+    });
+
     // Key rotation: n1's key file replaced and its new public key published
     // (the Node YAML, as the file source has it), while p1 pings p2 every
     // 50 ms for 4 s. Traffic stops for no longer than the switch-over and

@@ -160,7 +160,7 @@ pub struct OverlayPlan {
 }
 
 /// What WireGuard needs of the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireGuardPlan {
     /// The UDP port.
     pub port: u16,
@@ -170,6 +170,9 @@ pub struct WireGuardPlan {
     /// The device's address: the node's tunnel address (its first block's
     /// or pod CIDR's first address), the source of what the node sends.
     pub address: Option<IpAddr>,
+    /// This node's own pod prefixes (blocks and borrowed addresses, or pod
+    /// CIDRs), which never go through the tunnel.
+    pub own: Vec<IpNet>,
 }
 
 impl OverlayPlan {
@@ -227,6 +230,10 @@ pub fn decide(pool: &PoolOverlay, adjacency: Adjacency) -> Decision {
         (Some(_), Adjacency::Unreachable) => {
             plain("the node's address is unreachable: no route to it".into())
         }
+        (Some((Tunnel::WireGuard, _)), a) => Decision {
+            tunnel: Some(Tunnel::WireGuard),
+            reason: format!("pool {} encrypts to every node ({a})", pool.name),
+        },
         (Some((t, Mode::Always)), a) => Decision {
             tunnel: Some(t),
             reason: format!("pool {} encapsulates always ({a})", pool.name),
@@ -340,7 +347,14 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> OverlayPlan {
                     // IPIP carries IPv4 only.
                     EncapsulationType::Ipip if cidr.addr().is_ipv6() => return None,
                     EncapsulationType::Ipip => Tunnel::Ipip,
-                    EncapsulationType::WireGuard => Tunnel::WireGuard,
+                    // WireGuard's rule and table are IPv4 only.
+                    EncapsulationType::WireGuard if cidr.addr().is_ipv6() => return None,
+                    // Encryption is to every node: a mode other than Never
+                    // is Always.
+                    EncapsulationType::WireGuard => {
+                        mode(e.mode)?;
+                        return Some((Tunnel::WireGuard, Mode::Always));
+                    }
                 };
                 Some((t, mode(e.mode)?))
             });
@@ -389,6 +403,17 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> OverlayPlan {
         required: config.and_then(|c| c.wireguard_encryption)
             == Some(crds::WireGuardEncryption::Required),
         address: local_v4.map(IpAddr::V4),
+        own: if petrel {
+            snapshot
+                .local_ipam
+                .blocks
+                .iter()
+                .copied()
+                .chain(snapshot.local_ipam.borrowed.iter().map(|(a, _)| *a))
+                .collect()
+        } else {
+            me.map(|n| n.pod_cidrs.clone()).unwrap_or_default()
+        },
     });
     let ipip = match (underlay[0], local_v4) {
         (Some(_), Some(a))

@@ -414,6 +414,7 @@ pub fn to_message(r: &Route, protocol: u8) -> RouteMessage {
         RouteKind::Unicast => RouteType::Unicast,
         RouteKind::Blackhole => RouteType::BlackHole,
         RouteKind::Unreachable => RouteType::Unreachable,
+        RouteKind::Throw => RouteType::Throw,
     };
     let single = (r.kind == RouteKind::Unicast && r.next_hops.len() == 1).then(|| &r.next_hops[0]);
     let multipath: Vec<RouteNextHop> = if r.kind == RouteKind::Unicast && r.next_hops.len() > 1 {
@@ -509,6 +510,7 @@ pub fn from_message(m: &RouteMessage) -> Option<KernelRoute> {
         RouteType::Unicast => RouteKind::Unicast,
         RouteType::BlackHole => RouteKind::Blackhole,
         RouteType::Unreachable => RouteKind::Unreachable,
+        RouteType::Throw => RouteKind::Throw,
         _ => return None,
     };
     let len = m.header.destination_prefix_length;

@@ -23,6 +23,8 @@ pub enum RouteKind {
     Blackhole,
     /// Drop with ICMP unreachable.
     Unreachable,
+    /// End the lookup in this table: the next rule's table decides.
+    Throw,
 }
 
 /// One way out.
@@ -148,6 +150,7 @@ impl fmt::Display for Route {
         match self.kind {
             RouteKind::Blackhole => write!(f, "blackhole {}", self.prefix)?,
             RouteKind::Unreachable => write!(f, "unreachable {}", self.prefix)?,
+            RouteKind::Throw => write!(f, "throw {}", self.prefix)?,
             RouteKind::Unicast => write!(f, "{}", self.prefix)?,
         }
         for nh in &self.next_hops {

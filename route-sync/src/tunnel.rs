@@ -353,6 +353,20 @@ impl Kernel {
         Ok(changed)
     }
 
+    /// The index of the interface that holds `addr`, if one does.
+    pub async fn interface_with(&self, addr: IpAddr) -> Result<Option<u32>, KernelError> {
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_address_filter(addr)
+            .execute();
+        Ok(s.try_next()
+            .await
+            .map_err(request(format!("reading the addresses for {addr}")))?
+            .map(|a| a.header.index))
+    }
+
     /// The index of the link named `name`, if there is one.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, KernelError> {
         Ok(self.link(name).await?.map(|m| m.header.index))
@@ -440,8 +454,10 @@ impl Kernel {
         }
     }
 
-    /// Removes the rules that look up `table`; how many.
-    pub async fn remove_rules(&self, table: u32) -> Result<usize, KernelError> {
+    /// Removes the rule [`Kernel::ensure_fwmark_rule`] made (`not fwmark
+    /// MARK lookup TABLE`; other rules on that table, another program's,
+    /// stay); whether there was one.
+    pub async fn remove_fwmark_rule(&self, table: u32, mark: u32) -> Result<bool, KernelError> {
         let mut found = Vec::new();
         let mut s = self.handle.rule().get(IpVersion::V4).execute();
         while let Some(r) = s
@@ -457,20 +473,26 @@ impl Kernel {
                     _ => None,
                 })
                 .unwrap_or(u32::from(r.header.table));
-            if t == table {
+            let m = r.attributes.iter().find_map(|a| match a {
+                RuleAttribute::FwMark(m) => Some(*m),
+                _ => None,
+            });
+            if t == table && m == Some(mark) && r.header.flags.contains(RuleFlags::Invert) {
                 found.push(r);
             }
         }
-        let n = found.len();
+        let any = !found.is_empty();
         for r in found {
             self.handle
                 .rule()
                 .del(r)
                 .execute()
                 .await
-                .map_err(request(format!("removing a rule of table {table}")))?;
+                .map_err(request(format!(
+                    "removing rule not fwmark {mark:#x} lookup {table}"
+                )))?;
         }
-        Ok(n)
+        Ok(any)
     }
 
     /// Deletes the link named `name` if there is one; whether there was.

@@ -146,6 +146,26 @@ fn never_and_ipip_on_ipv6_are_no_tunnel() {
     assert_eq!(p.pools[0].tunnel, None);
     assert_eq!(p.pools[1].tunnel, None);
     assert_eq!(p.pools[2].tunnel, Some((Tunnel::Ipip, Mode::Always)));
+    s.ip_pools = vec![
+        pool(
+            "w",
+            "10.3.0.0/16",
+            EncapsulationType::WireGuard,
+            Some(EncapsulationMode::CrossSubnet),
+        ),
+        pool("w6", "fd01::/48", EncapsulationType::WireGuard, None),
+    ];
+    let p = plan(&s, "a");
+    assert_eq!(
+        p.pools[0].tunnel,
+        Some((Tunnel::WireGuard, Mode::Always)),
+        "encrypted to every node"
+    );
+    assert_eq!(p.pools[1].tunnel, None, "WireGuard pools are IPv4 only");
+    assert_eq!(
+        decide(&p.pools[0], Adjacency::Direct).tunnel,
+        Some(Tunnel::WireGuard)
+    );
     assert!(p.vxlan.iter().all(Option::is_none));
 }
 
