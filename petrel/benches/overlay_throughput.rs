@@ -2,14 +2,18 @@
 //! path built by hand with `ip` in the same run (a benchmark, not a test):
 //! petrel must add nothing to the datapath.
 //!
-//! Two nodes on one link, a pod on each (a veth, a /32, proxy ARP), iperf3
-//! from one pod to the other. Paths:
+//! Two nodes on one link, a pod on each (a veth, a /32, the gateway on the
+//! node's side), iperf3 from one pod to the other. Paths:
 //!
 //! - plain: `<pod block> via <node>`: petrel agents over the node-to-node
 //!   mesh, an IPPool without encapsulation; by hand, `ip route add`.
 //! - VXLAN: petrel agents with `encapsulation: {type: VXLAN, mode:
 //!   Always}`; by hand, the same device, neighbour, FDB entry and onlink
 //!   route made with `ip` and `bridge`.
+//! - WireGuard: petrel agents with `encapsulation: {type: WireGuard}` and
+//!   `wireguard-go` (no kernel module here); by hand, `wireguard-go`, `wg
+//!   set` and a route (petrel's route is in a table of its own behind a
+//!   rule: one more rule lookup per packet).
 //!
 //! Each (path, builder) runs `PETREL_IPERF_ROUNDS` (default 3) times for
 //! `PETREL_IPERF_SECONDS` (default 5) s, alternating builders; the median
@@ -38,11 +42,12 @@ impl Drop for Proc {
     }
 }
 
-/// Two nodes, a pod each.
+/// Two nodes, a pod each, and a WireGuard key pair each.
 struct Setup {
     n: [Netns; 2],
     pods: [Netns; 2],
     dir: PathBuf,
+    public: [String; 2],
 }
 
 const NODE: [&str; 2] = ["192.168.93.1", "192.168.93.2"];
@@ -68,11 +73,12 @@ fn setup() -> Setup {
     .expect("link");
     for i in 0..2 {
         netns::sysctl(n[i].name(), &["net.ipv4.ip_forward=1"]).expect("forwarding");
-        Command::new("ip")
+        let made = Command::new("ip")
             .args(["link", "add", "eth0", "netns", pods[i].name()])
             .args(["type", "veth", "peer", "name", "pod", "netns", n[i].name()])
             .status()
             .expect("pod link");
+        assert!(made.success(), "the pod's link");
         pods[i]
             .ip(&["addr", "add", &format!("{}/32", POD[i]), "dev", "eth0"])
             .expect("pod address");
@@ -99,7 +105,9 @@ fn setup() -> Setup {
                 "eth0",
             ])
             .expect("default");
-        netns::sysctl(n[i].name(), &["net.ipv4.conf.pod.proxy_arp=1"]).expect("proxy arp");
+        // The pods' gateway on the node's side, as ptp puts it there.
+        n[i].ip(&["addr", "add", "169.254.1.1/32", "dev", "pod"])
+            .expect("gateway address");
         n[i].ip(&["link", "set", "pod", "up"]).expect("up");
         n[i].ip(&["route", "add", &format!("{}/32", POD[i]), "dev", "pod"])
             .expect("pod route");
@@ -107,16 +115,49 @@ fn setup() -> Setup {
     let dir = std::env::temp_dir().join(format!("petrel-bench-overlay-{}", n[0].name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("src")).expect("dir");
-    Setup { n, pods, dir }
+    let public = [0, 1].map(|i| wg_key(&dir.join(format!("n{i}.key"))));
+    Setup {
+        n,
+        pods,
+        dir,
+        public,
+    }
 }
 
-fn objects(encapsulation: &str) -> String {
+/// `wg genkey` into `file` and `wg pubkey` of it.
+fn wg_key(file: &std::path::Path) -> String {
+    let private = Command::new("wg")
+        .arg("genkey")
+        .output()
+        .expect("wg genkey");
+    std::fs::write(file, &private.stdout).expect("key file");
+    let mut child = Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("wg pubkey");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &private.stdout)
+        .expect("private key");
+    let out = child.wait_with_output().expect("wg pubkey");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn objects(encapsulation: &str, keys: Option<&[String; 2]>) -> String {
     let mut s = format!(
         "apiVersion: petrel.dev/v1alpha1\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{asNumber: 64512}}\n---\napiVersion: petrel.dev/v1alpha1\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 10.93.0.0/16{encapsulation}}}\n"
     );
     for i in 0..2 {
+        let annotations = keys
+            .map(|k| {
+                format!(
+                    ", annotations: {{petrel.dev/wireguard-public-key: \"{}\"}}",
+                    k[i]
+                )
+            })
+            .unwrap_or_default();
         s.push_str(&format!(
-            "---\napiVersion: v1\nkind: Node\nmetadata: {{name: n{i}}}\nspec: {{podCIDR: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
+            "---\napiVersion: v1\nkind: Node\nmetadata: {{name: n{i}{annotations}}}\nspec: {{podCIDR: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
             CIDR[i], NODE[i]
         ));
     }
@@ -125,8 +166,9 @@ fn objects(encapsulation: &str) -> String {
 
 /// Starts the two agents; they are stopped (and their routes and devices
 /// removed) when the returned processes are dropped and flushed.
-fn agents(s: &Setup, encapsulation: &str) -> Vec<Proc> {
-    std::fs::write(s.dir.join("src/objects.yaml"), objects(encapsulation)).expect("objects");
+fn agents(s: &Setup, encapsulation: &str, wireguard: bool) -> Vec<Proc> {
+    let keys = wireguard.then_some(&s.public);
+    std::fs::write(s.dir.join("src/objects.yaml"), objects(encapsulation, keys)).expect("objects");
     (0..2)
         .map(|i| {
             let log = std::fs::File::create(s.dir.join(format!("n{i}.log"))).expect("log");
@@ -152,6 +194,18 @@ fn agents(s: &Setup, encapsulation: &str) -> Vec<Proc> {
                     .arg(format!("files:{}", s.dir.join("src").display()))
                     .arg("--api-socket")
                     .arg(s.dir.join(format!("n{i}.sock")))
+                    .args(if wireguard {
+                        vec![
+                            "--wireguard-userspace".to_string(),
+                            "wireguard-go".into(),
+                            "--wireguard-interface".into(),
+                            format!("wgp{}n{i}", std::process::id() % 100_000),
+                            "--wireguard-key".into(),
+                            s.dir.join(format!("n{i}.key")).display().to_string(),
+                        ]
+                    } else {
+                        Vec::new()
+                    })
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
@@ -245,6 +299,33 @@ fn vxlan_by_hand(s: &Setup, up: bool) {
     }
 }
 
+/// The WireGuard path made by hand: `wireguard-go`, `wg set`, a route.
+fn wireguard_by_hand(s: &Setup, up: bool) {
+    let name = |i: usize| format!("wgh{}n{i}", std::process::id() % 100_000);
+    for (i, node) in s.n.iter().enumerate() {
+        let j = 1 - i;
+        if up {
+            sh(
+                node,
+                &format!(
+                    "wireguard-go {dev} && \
+                     wg set {dev} private-key {key} listen-port 51821 \
+                        peer {peer} endpoint {endpoint}:51821 allowed-ips {cidr} && \
+                     ip link set {dev} mtu 1440 up && \
+                     ip route add {cidr} dev {dev}",
+                    dev = name(i),
+                    key = s.dir.join(format!("n{i}.key")).display(),
+                    peer = s.public[j],
+                    endpoint = NODE[j],
+                    cidr = CIDR[j],
+                ),
+            );
+        } else {
+            sh(node, &format!("ip link del {}", name(i)));
+        }
+    }
+}
+
 fn plain_by_hand(s: &Setup, up: bool) {
     for i in 0..2 {
         let verb = if up { "add" } else { "del" };
@@ -316,36 +397,47 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<8} {:>10} {:>10} {:>8}",
+        "{:<10} {:>10} {:>10} {:>8}",
         "path", "petrel", "by hand", "ratio"
     );
+    let wireguard = Command::new("wireguard-go")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !wireguard {
+        eprintln!("no wireguard-go (Debian's wireguard-go): the WireGuard path is skipped");
+    }
     for (path, encapsulation) in [
         ("plain", ""),
         ("VXLAN", ", encapsulation: {type: VXLAN, mode: Always}"),
+        ("WireGuard", ", encapsulation: {type: WireGuard}"),
     ] {
+        if path == "WireGuard" && !wireguard {
+            continue;
+        }
         let (mut petrel, mut hand) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let a = agents(&s, encapsulation);
+            let a = agents(&s, encapsulation, path == "WireGuard");
             wait_reachable(&s, path);
             // Routes settle (the first route may still be the plain one).
             std::thread::sleep(Duration::from_secs(2));
             petrel.push(iperf(&s, seconds));
             stop(a);
-            if path == "plain" {
-                plain_by_hand(&s, true);
-            } else {
-                vxlan_by_hand(&s, true);
+            match path {
+                "plain" => plain_by_hand(&s, true),
+                "VXLAN" => vxlan_by_hand(&s, true),
+                _ => wireguard_by_hand(&s, true),
             }
             wait_reachable(&s, path);
             hand.push(iperf(&s, seconds));
-            if path == "plain" {
-                plain_by_hand(&s, false);
-            } else {
-                vxlan_by_hand(&s, false);
+            match path {
+                "plain" => plain_by_hand(&s, false),
+                "VXLAN" => vxlan_by_hand(&s, false),
+                _ => wireguard_by_hand(&s, false),
             }
         }
         let (p, h) = (median(petrel), median(hand));
-        println!("{path:<8} {p:>10.2} {h:>10.2} {:>8.3}", p / h);
+        println!("{path:<10} {p:>10.2} {h:>10.2} {:>8.3}", p / h);
     }
     let _ = std::fs::remove_dir_all(&s.dir);
 }
