@@ -710,3 +710,60 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("prefix")
+    }
+
+    fn hop(vtep: &str) -> NextHop {
+        NextHop {
+            gateway: Some(vtep.parse().expect("address")),
+            ifindex: Some(7),
+            weight: 1,
+            onlink: true,
+        }
+    }
+
+    #[test]
+    fn a_prefix_takes_the_tunnel_of_the_longest_pool_that_holds_it() {
+        let node: IpAddr = "10.0.2.3".parse().expect("address");
+        let mut pools = vec![net("10.80.0.0/16"), net("10.80.128.0/17")];
+        pools.sort_by_key(|p| std::cmp::Reverse(p.prefix_len()));
+        let t = Tunnels {
+            pools,
+            // Only the outer pool tunnels; the inner one is plain.
+            hops: HashMap::from([((net("10.80.0.0/16"), node), hop("10.80.3.0"))]),
+        };
+        assert_eq!(t.hop(&net("10.80.3.0/26"), node), Some(hop("10.80.3.0")));
+        assert_eq!(
+            t.hop(&net("10.80.200.0/26"), node),
+            None,
+            "the nested plain pool"
+        );
+        assert_eq!(t.hop(&net("10.81.0.0/24"), node), None, "no pool");
+        let other: IpAddr = "10.0.1.2".parse().expect("address");
+        assert_eq!(t.hop(&net("10.80.3.0/26"), other), None, "another node");
+    }
+
+    #[test]
+    fn only_the_next_hops_whose_tunnel_changed_are_redone() {
+        let (a, b): (IpAddr, IpAddr) = (
+            "10.0.2.3".parse().expect("address"),
+            "10.0.2.4".parse().expect("address"),
+        );
+        let pool = net("10.80.0.0/16");
+        let before = Tunnels {
+            pools: vec![pool],
+            hops: HashMap::from([((pool, a), hop("10.80.3.0")), ((pool, b), hop("10.80.4.0"))]),
+        };
+        let mut after = before.clone();
+        assert!(before.changed_next_hops(&after).is_empty());
+        after.hops.remove(&(pool, b));
+        assert_eq!(before.changed_next_hops(&after), vec![b]);
+        assert_eq!(after.changed_next_hops(&before), vec![b]);
+    }
+}
