@@ -431,6 +431,13 @@ impl Topology {
             if !names.insert(n.name.as_str()) {
                 bail!("nodes[{i}].name: {:?} appears twice", n.name);
             }
+            // The router's own interfaces and the outside host's namespace.
+            if n.name == "outside" || n.name.starts_with("br-") || n.name == "br0" {
+                bail!(
+                    "nodes[{i}].name: {:?} is reserved (the router's bridges and the outside host)",
+                    n.name
+                );
+            }
             if self.segment_of(n.address).is_none() {
                 bail!(
                     "nodes[{i}].address: {} is in neither subnet {subnet} nor a rack's",

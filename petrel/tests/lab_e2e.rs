@@ -835,4 +835,38 @@ fn two_racks_with_an_api_server_publish_their_tunnel_endpoints_on_their_nodes() 
             "{n}: {a:?}"
         );
     }
+    // The node's status object says what it tunnels to whom, and why.
+    let reports: Api<kube::api::DynamicObject> = Api::all_with(
+        env.client(),
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "petrel.dev",
+            "v1alpha1",
+            "BGPNodeStatus",
+        )),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let overlay = rt
+            .block_on(reports.get("node-a1"))
+            .ok()
+            .map(|r| r.data["status"]["overlay"].clone())
+            .unwrap_or_default();
+        let to = |node: &str| {
+            overlay["nodes"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["node"] == node))
+                .map(|x| x["pools"][0]["tunnel"].clone())
+        };
+        if to("node-b1") == Some(serde_json::json!("VXLAN"))
+            && to("node-a2") == Some(serde_json::Value::Null)
+            && overlay["podMTU"] == 1450
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node-a1's BGPNodeStatus overlay: {overlay:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
