@@ -401,23 +401,11 @@ impl WireGuard {
             tracing::info!(device = %name, peers = config.peers.len(), "WireGuard configured");
             self.configured = Some(config);
         }
-        kernel
-            .ensure_fwmark_rule(self.opts.table, self.opts.fwmark, RULE_PRIORITY)
-            .await
-            .map_err(|e| e.to_string())?;
-        if self.reconciler.is_none() {
-            let r = Reconciler::start(route_sync::Options {
-                table: self.opts.table,
-                protocol: self.protocol,
-                ..route_sync::Options::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            self.reconciler = Some(r);
-        }
-        if let Some(r) = &self.reconciler {
-            r.set(table_routes(peers, Some(index), self.opts.table, required));
-        }
+        self.set_table(
+            kernel,
+            table_routes(peers, Some(index), self.opts.table, required),
+        )
+        .await?;
         Ok(index)
     }
 
@@ -430,6 +418,15 @@ impl WireGuard {
         required: &FailClosed,
     ) -> Result<(), String> {
         self.swept = true;
+        self.set_table(
+            kernel,
+            table_routes(peers, None, self.opts.table, Some(required)),
+        )
+        .await
+    }
+
+    /// The rule in place, and the table's routes exactly `routes`.
+    async fn set_table(&mut self, kernel: &Kernel, routes: Vec<Route>) -> Result<(), String> {
         kernel
             .ensure_fwmark_rule(self.opts.table, self.opts.fwmark, RULE_PRIORITY)
             .await
@@ -445,7 +442,7 @@ impl WireGuard {
             self.reconciler = Some(r);
         }
         if let Some(r) = &self.reconciler {
-            r.set(table_routes(peers, None, self.opts.table, Some(required)));
+            r.set(routes);
         }
         Ok(())
     }

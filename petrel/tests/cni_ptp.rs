@@ -8,31 +8,14 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::guard::{KillOnDrop as Agent, TempDir as Dir};
 use testkit::netns::Netns;
 
 const PTP: &str = "/usr/lib/cni/ptp";
-
-/// A directory of the test's own, removed at the end.
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The agent, killed at the end (also on failure; it runs in the node's
-/// namespace, which goes too).
-struct Agent(Child);
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Node {
     ns: Netns,

@@ -7,29 +7,15 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::guard::{KillOnDrop as Agent, TempDir as Dir};
 use testkit::netns::{self, Netns};
 
 const PTP: &str = "/usr/lib/cni/ptp";
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Agent(Child);
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const OBJECTS: &str = "apiVersion: petrel.dev/v1alpha1
 kind: BGPConfiguration

@@ -7,31 +7,17 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::guard::{KillOnDrop as Agent, TempDir as Dir};
 use testkit::netns::Netns;
 
 const PTP: &str = "/usr/lib/cni/ptp";
 const NODES: usize = 3;
 const PODS: usize = 200;
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Agent(Child);
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn objects() -> String {
     let mut y = String::from(

@@ -5,10 +5,11 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::guard::KillOnDrop as Agent;
 use testkit::netns::Netns;
 
 const NETWORK: &str = "petrel-tool";
@@ -29,14 +30,6 @@ impl Drop for Cleanup {
                 }
             }
         }
-    }
-}
-
-struct Agent(Child);
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

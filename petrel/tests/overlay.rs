@@ -21,25 +21,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::cmd::wait_until;
+use testkit::guard::{KillOnDrop as Agent, TempDir as Dir};
 use testkit::netns::{self, Netns};
 
 const PTP: &str = "/usr/lib/cni/ptp";
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
-
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Agent(Child);
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn objects(kind: &str, mode: &str) -> String {
     format!(
@@ -260,6 +246,26 @@ fn captured(ns: &Netns, iface: &str, file: PathBuf, from: &Netns, to: IpAddr) ->
     c.stop()
 }
 
+/// Waits for the agent of n1 to write `mtu` into its CNI configuration,
+/// then makes a pod on each node with it; the pods and their addresses.
+fn pods_with_mtu(dir: &Path, n: &[Netns], mtu: u32) -> (Vec<Netns>, [IpAddr; 3]) {
+    wait_until(30, "the pods' MTU in the CNI configuration", || {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(conflist(dir, "n1")).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        (v["plugins"][0]["mtu"] == mtu)
+            .then_some(())
+            .ok_or(v.to_string())
+    });
+    let pods: Vec<Netns> = (0..3).map(|_| Netns::new("ovp").expect("pod")).collect();
+    let ips = [0, 1, 2].map(|i| {
+        let node = format!("n{}", i + 1);
+        let subnet = format!("10.80.{}.0/24", i + 1);
+        add_pod(dir, &n[i], &node, &subnet, &pods[i])
+    });
+    (pods, ips)
+}
+
 /// The nodes' tunnel state, for a failure's message.
 fn diagnose(nodes: &[Netns]) -> String {
     let mut out = String::new();
@@ -444,19 +450,7 @@ fn vxlan_cross_subnet_encapsulates_between_racks_only_and_nat_hides_pods() {
         ok.then_some(()).ok_or(format!("{b} / {a}"))
     });
     // The agent gave the pods the link's MTU less VXLAN's 50 bytes.
-    wait_until(30, "the pods' MTU in the CNI configuration", || {
-        let v: Value = serde_json::from_slice(
-            &std::fs::read(conflist(&dir.0, "n1")).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
-        (v["plugins"][0]["mtu"] == 1450)
-            .then_some(())
-            .ok_or(v.to_string())
-    });
-    let pods: Vec<Netns> = (0..3).map(|_| Netns::new("ovp").expect("pod")).collect();
-    let ip1 = add_pod(&dir.0, &n[0], "n1", "10.80.1.0/24", &pods[0]);
-    let ip2 = add_pod(&dir.0, &n[1], "n2", "10.80.2.0/24", &pods[1]);
-    let ip3 = add_pod(&dir.0, &n[2], "n3", "10.80.3.0/24", &pods[2]);
+    let (pods, [ip1, ip2, ip3]) = pods_with_mtu(&dir.0, &n, 1450);
     for (to, what) in [(ip3, "pod on n3 (rack B)"), (ip2, "pod on n2 (rack A)")] {
         wait_until(30, what, || {
             let o = ping(&pods[0], to, &[]);
@@ -772,19 +766,7 @@ fn wireguard_encrypts_and_required_never_sends_plaintext() {
             && n3["pools"][0]["reason"].to_string().contains("dropped");
         ok.then_some(()).ok_or(o.to_string())
     });
-    wait_until(30, "the pods' MTU for WireGuard", || {
-        let v: Value = serde_json::from_slice(
-            &std::fs::read(conflist(&dir.0, "n1")).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
-        (v["plugins"][0]["mtu"] == 1440)
-            .then_some(())
-            .ok_or(v.to_string())
-    });
-    let pods: Vec<Netns> = (0..3).map(|_| Netns::new("ovp").expect("pod")).collect();
-    let ip1 = add_pod(&dir.0, &n[0], "n1", "10.80.1.0/24", &pods[0]);
-    let ip2 = add_pod(&dir.0, &n[1], "n2", "10.80.2.0/24", &pods[1]);
-    let ip3 = add_pod(&dir.0, &n[2], "n3", "10.80.3.0/24", &pods[2]);
+    let (pods, [ip1, ip2, ip3]) = pods_with_mtu(&dir.0, &n, 1440);
     wait_until(30, "the pod on n2 through WireGuard", || {
         let o = ping(&pods[0], ip2, &[]);
         o.status.success().then_some(()).ok_or_else(|| diagnose(&n))

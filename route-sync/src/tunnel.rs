@@ -401,15 +401,13 @@ impl Kernel {
         Ok(Some((index, changed)))
     }
 
-    /// Makes sure the IPv4 rule `not fwmark MARK/MARK lookup TABLE` exists
-    /// at `priority` (what WireGuard's own packets, marked, skip); whether
-    /// it was added.
-    pub async fn ensure_fwmark_rule(
+    /// The IPv4 rules `not fwmark MARK lookup TABLE` there are.
+    async fn fwmark_rules(
         &self,
         table: u32,
         mark: u32,
-        priority: u32,
-    ) -> Result<bool, KernelError> {
+    ) -> Result<Vec<netlink_packet_route::rule::RuleMessage>, KernelError> {
+        let mut found = Vec::new();
         let mut s = self.handle.rule().get(IpVersion::V4).execute();
         while let Some(r) = s
             .try_next()
@@ -429,8 +427,23 @@ impl Kernel {
                 _ => None,
             });
             if t == table && m == Some(mark) && r.header.flags.contains(RuleFlags::Invert) {
-                return Ok(false);
+                found.push(r);
             }
+        }
+        Ok(found)
+    }
+
+    /// Makes sure the IPv4 rule `not fwmark MARK/MARK lookup TABLE` exists
+    /// at `priority` (what WireGuard's own packets, marked, skip); whether
+    /// it was added.
+    pub async fn ensure_fwmark_rule(
+        &self,
+        table: u32,
+        mark: u32,
+        priority: u32,
+    ) -> Result<bool, KernelError> {
+        if !self.fwmark_rules(table, mark).await?.is_empty() {
+            return Ok(false);
         }
         let mut add = self
             .handle
@@ -458,29 +471,7 @@ impl Kernel {
     /// MARK lookup TABLE`; other rules on that table, another program's,
     /// stay); whether there was one.
     pub async fn remove_fwmark_rule(&self, table: u32, mark: u32) -> Result<bool, KernelError> {
-        let mut found = Vec::new();
-        let mut s = self.handle.rule().get(IpVersion::V4).execute();
-        while let Some(r) = s
-            .try_next()
-            .await
-            .map_err(request("reading the IPv4 rules"))?
-        {
-            let t = r
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RuleAttribute::Table(t) => Some(*t),
-                    _ => None,
-                })
-                .unwrap_or(u32::from(r.header.table));
-            let m = r.attributes.iter().find_map(|a| match a {
-                RuleAttribute::FwMark(m) => Some(*m),
-                _ => None,
-            });
-            if t == table && m == Some(mark) && r.header.flags.contains(RuleFlags::Invert) {
-                found.push(r);
-            }
-        }
+        let found = self.fwmark_rules(table, mark).await?;
         let any = !found.is_empty();
         for r in found {
             self.handle

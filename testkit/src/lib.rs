@@ -8,6 +8,7 @@
 //! - [`daemons`]: how each routing daemon is started and known to be up,
 //!   whoever owns its process (a test's [`Lab`], or `petrel lab`'s state).
 //! - [`forward`]: a listening socket inside a namespace, and a TCP relay.
+//! - [`guard`]: a directory removed and a process killed when dropped.
 //! - [`kubeconfig`]: a kubeconfig pointed at another address.
 //! - [`lab`]: [`Lab`], a test's namespaces, processes and files, removed on
 //!   drop (also when the test panics).
@@ -16,6 +17,7 @@
 pub mod cmd;
 pub mod daemons;
 pub mod forward;
+pub mod guard;
 #[cfg(feature = "kube-env")]
 pub mod kube;
 pub mod kubeconfig;
