@@ -528,6 +528,17 @@ impl WireGuard {
     }
 }
 
+impl Drop for WireGuard {
+    /// The userspace device goes with the agent (its process is killed), and
+    /// so does its socket, which a killed `wireguard-go` leaves behind.
+    fn drop(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            let _ = p.start_kill();
+            let _ = std::fs::remove_file(self.socket());
+        }
+    }
+}
+
 /// One UAPI exchange: `request`, then the answer's `errno`.
 async fn uapi(socket: &Path, request: &str) -> Result<(), String> {
     let mut s = tokio::net::UnixStream::connect(socket)

@@ -651,6 +651,17 @@ fn ipip_routes_through_the_tunnel_or_says_why_it_cannot() {
     );
 }
 
+/// Files removed when dropped.
+struct Sockets(Vec<PathBuf>);
+
+impl Drop for Sockets {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
 /// `wg genkey` and `wg pubkey` (Debian's wireguard-tools): a private key
 /// written to `file` (mode 0600) and its public key.
 fn wg_key(file: &Path) -> String {
@@ -713,6 +724,13 @@ fn wireguard_encrypts_and_required_never_sends_plaintext() {
         .map(|n| wg_key(&keys.0.join(format!("{n}.key"))))
         .collect();
     let tag = std::process::id() % 100_000;
+    // The agents are killed, so their wireguard-go leave their sockets.
+    let _sockets = Sockets(
+        ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| PathBuf::from(format!("/var/run/wireguard/wg{tag}{n}.sock")))
+            .collect(),
+    );
     let args = |node: &str| -> Vec<String> {
         vec![
             "--wireguard-userspace".into(),
