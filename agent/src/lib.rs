@@ -276,7 +276,14 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 });
             }
             if opts.ipam.is_some() {
-                pools_tx.send_replace(Some(pod_ipam::view_for(&snapshot, &opts.node)));
+                let view = Some(pod_ipam::view_for(&snapshot, &opts.node));
+                pools_tx.send_if_modified(|cur| {
+                    let differs = *cur != view;
+                    if differs {
+                        *cur = view;
+                    }
+                    differs
+                });
             }
             for p in &problems {
                 tracing::warn!(problem = %p, "configuration problem");

@@ -227,7 +227,7 @@ mod tests {
             selects_node: true,
             disabled: false,
             strict_affinity: false,
-            workloads: true,
+            allows_use: true,
         }
     }
 

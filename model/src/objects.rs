@@ -221,4 +221,8 @@ pub struct LocalIpam {
     /// Addresses this node's pods borrowed from other nodes' blocks (host
     /// prefixes), each with its block.
     pub borrowed: Vec<(IpNet, IpNet)>,
+    /// The node's IPv4 tunnel address (VXLAN endpoint, IPIP and WireGuard
+    /// source), from a pool that allows `Tunnel`; `None` until one is
+    /// allocated, or while no pool tunnels.
+    pub tunnel: Option<std::net::Ipv4Addr>,
 }

@@ -25,7 +25,7 @@ fn pool(name: &str, cidr: &str, block_prefix: u8, strict: bool) -> Pool {
         selects_node: true,
         disabled: false,
         strict_affinity: strict,
-        workloads: true,
+        allows_use: true,
     }
 }
 

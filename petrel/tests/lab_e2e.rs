@@ -777,12 +777,14 @@ fn two_racks_tunnel_between_racks_only_and_reach_the_outside() {
     );
 }
 
-/// The two racks with an API server and petrel's IPAM: no node can derive
-/// another's VXLAN endpoint (it is in a block the Node does not name), so
-/// pods across the racks reach each other only because each agent
-/// published its endpoint on its Node, where the others read it.
+/// The two racks with an API server and petrel's IPAM: each node's VXLAN
+/// endpoint is an address its agent allocated from the pool set apart for
+/// tunnel addresses, which no Node names, so pods across the racks reach
+/// each other only because each agent published its endpoint on its Node,
+/// where the others read it.
 #[test]
 fn two_racks_with_an_api_server_publish_their_tunnel_endpoints_on_their_nodes() {
+    use ipam::pod::BlockStore;
     use k8s_openapi::api::core::v1::Node;
     use kube::api::Api;
 
@@ -790,6 +792,16 @@ fn two_racks_with_an_api_server_publish_their_tunnel_endpoints_on_their_nodes() 
     let env = rt.block_on(async {
         let mut env = testkit::KubeEnv::start("kube-racks").await;
         env.install_crds().await;
+        // Tunnel addresses only, tunnelled the way the pods' pool is (the
+        // remote pods' replies to a node's endpoint cross the racks too).
+        env.create_json(
+            "ippools",
+            serde_json::json!({"apiVersion": "petrel.dev/v1alpha1", "kind": "IPPool",
+                "metadata": {"name": "racks-tunnels"},
+                "spec": {"cidr": "10.99.0.0/24", "blockSize": 29, "allowedUses": ["Tunnel"],
+                         "encapsulation": {"type": "VXLAN", "mode": "CrossSubnet"}}}),
+        )
+        .await;
         env
     });
     let kubeconfig = env.kubeconfig().display().to_string();
@@ -818,17 +830,28 @@ fn two_racks_with_an_api_server_publish_their_tunnel_endpoints_on_their_nodes() 
         failed = ping_all(&failed);
     }
     assert!(failed.is_empty(), "these pods do not reach: {failed:?}");
-    // Each endpoint: the first address of the block its pod's address is in.
+    // Each endpoint: the address its node holds as its tunnel address, in
+    // a block of the tunnel pool.
     let api: Api<Node> = Api::all(env.client());
+    let blocks = rt
+        .block_on(ipam_store::KubeBlocks::new(env.client()).list())
+        .expect("IPAMBlocks");
     for n in nodes {
         let node = rt.block_on(api.get(n)).expect("the lab's Node");
         let a = node.metadata.annotations.unwrap_or_default();
         let vtep = a
             .get("petrel.dev/vxlan-tunnel-addr")
             .unwrap_or_else(|| panic!("{n} published no VXLAN endpoint: {a:?}"));
-        let pod: std::net::Ipv4Addr = lab.pod_ip(n, 1).parse().expect("pod address");
-        let block = ipnet::Ipv4Net::new(pod, 26).expect("block").trunc();
-        assert_eq!(vtep, &block.network().to_string(), "{n}");
+        let tunnel = ipam::pod::Holder::tunnel(n);
+        let held: Vec<(String, std::net::IpAddr)> = blocks
+            .iter()
+            .flat_map(|(b, _)| b.held_by(&tunnel.handle).map(|a| (b.pool.clone(), a)))
+            .collect();
+        assert_eq!(
+            held,
+            [("racks-tunnels".to_string(), vtep.parse().expect("address"))],
+            "{n}"
+        );
         assert!(
             a.get("petrel.dev/vxlan-tunnel-mac")
                 .is_some_and(|m| m.starts_with("0e:")),

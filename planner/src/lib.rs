@@ -462,6 +462,7 @@ spec: {{cidr: 10.251.0.0/16, disableBGPExport: true}}
         s.local_ipam = model::LocalIpam {
             blocks: vec![net("10.250.0.64/26"), net("10.251.0.0/26")],
             borrowed: vec![(net("10.250.0.130/32"), net("10.250.0.128/26"))],
+            tunnel: None,
         };
         let (c, p) = plan(&s, "n1");
         assert!(p.is_empty(), "{p:?}");

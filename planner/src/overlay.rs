@@ -85,9 +85,9 @@ pub struct PoolOverlay {
 /// This node's VXLAN endpoint for one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalVtep {
-    /// The device's address (IPv4: the first address of the node's first
-    /// block or pod CIDR, which no pod gets; IPv6: the device's link-local
-    /// address, derived from its MAC address).
+    /// The device's address (IPv4: the node's tunnel address, see
+    /// [`tunnel_address_wanted`]; IPv6: the device's link-local address,
+    /// derived from its MAC address).
     pub address: IpAddr,
     /// The device's MAC address ([`vtep_mac`]).
     pub mac: [u8; 6],
@@ -167,8 +167,8 @@ pub struct WireGuardPlan {
     /// `wireguardEncryption: Required`: no plaintext to a node without a
     /// key.
     pub required: bool,
-    /// The device's address: the node's tunnel address (its first block's
-    /// or pod CIDR's first address), the source of what the node sends.
+    /// The device's address: the node's tunnel address, the source of what
+    /// the node sends.
     pub address: Option<IpAddr>,
     /// This node's own pod prefixes (blocks and borrowed addresses, or pod
     /// CIDRs), which never go through the tunnel.
@@ -315,8 +315,8 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
 }
 
 /// The first address of the first IPv4 prefix in `prefixes`: a node's IPv4
-/// VXLAN address (never a pod's: IPv4 blocks keep their first address out,
-/// and host-local starts after it).
+/// tunnel address under `ipamMode: Kubernetes` (never a pod's: host-local
+/// starts after it).
 fn first_v4(prefixes: &[IpNet]) -> Option<Ipv4Addr> {
     prefixes.iter().find_map(|p| match p {
         IpNet::V4(n) => Some(n.network()),
@@ -330,6 +330,21 @@ fn mode(m: Option<EncapsulationMode>) -> Option<Mode> {
         EncapsulationMode::CrossSubnet => Some(Mode::CrossSubnet),
         EncapsulationMode::Never => None,
     }
+}
+
+/// Whether `node` needs an IPv4 tunnel address: some IPv4 pool tunnels
+/// (VXLAN, IPIP or WireGuard, in a mode other than `Never`) and the node
+/// has an IPv4 InternalIP. Under `ipamMode: Petrel` its agent then
+/// allocates one from a pool that allows `Tunnel`, and gives it back when
+/// this turns false; under `Kubernetes` it is the first address of the
+/// node's first pod CIDR.
+pub fn tunnel_address_wanted(snapshot: &Snapshot, node: &str) -> bool {
+    let plan = plan(snapshot, node);
+    plan.underlay[0].is_some()
+        && plan
+            .pools
+            .iter()
+            .any(|p| p.cidr.addr().is_ipv4() && p.tunnel.is_some())
 }
 
 /// The overlay for `node`, with the BGPConfiguration [`crate::plan`] uses.
@@ -375,8 +390,10 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> OverlayPlan {
             .iter()
             .any(|p| p.cidr.addr().is_ipv6() == v6 && matches!(p.tunnel, Some((Tunnel::Vxlan, _))))
     };
+    // Under petrel's IPAM the node's agent allocates it from a pool that
+    // allows `Tunnel` (when `tunnel_address_wanted` says so).
     let local_v4 = if petrel {
-        first_v4(&snapshot.local_ipam.blocks)
+        snapshot.local_ipam.tunnel
     } else {
         me.and_then(|n| first_v4(&n.pod_cidrs))
     };

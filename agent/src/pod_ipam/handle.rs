@@ -47,12 +47,12 @@ fn drive_failure(e: &DriveError) -> Failure {
 }
 
 /// The families a pod on this node gets an address of: those with a pool
-/// that serves the node (selects it, is not disabled, is for workloads). A
+/// that serves the node (selects it, is not disabled, allows workloads). A
 /// node with IPv4 pools only gets no IPv6 address, and that is no error.
 fn families(pools: &[Pool]) -> Vec<Family> {
     let mut f: Vec<Family> = pools
         .iter()
-        .filter(|p| p.selects_node && !p.disabled && p.workloads)
+        .filter(|p| p.selects_node && !p.disabled && p.allows_use)
         .map(|p| Family::of(&p.cidr))
         .collect();
     f.sort();
@@ -227,8 +227,11 @@ pub(crate) async fn handle<S: BlockStore>(cx: &Context<'_, S>, request: Request)
             for (b, _) in &blocks {
                 for a in &b.allocations {
                     // Only this node's attachments: the runtime knows no
-                    // other node's.
-                    if a.holder.node != cx.node || keep.contains(&a.holder.handle) {
+                    // other node's, nor the node's tunnel address.
+                    if a.holder.node != cx.node
+                        || a.holder.is_tunnel()
+                        || keep.contains(&a.holder.handle)
+                    {
                         continue;
                     }
                     let what = Release::Address {
@@ -293,7 +296,7 @@ mod tests {
             selects_node,
             disabled: false,
             strict_affinity: false,
-            workloads: true,
+            allows_use: true,
         }
     }
 
@@ -315,6 +318,7 @@ mod tests {
         let view = |pools: Vec<Pool>| super::super::PoolsView {
             petrel: true,
             pools,
+            tunnel: None,
         };
         let both = view(vec![
             pool("v4", "10.0.0.0/24", true),

@@ -10,12 +10,16 @@
 //! have stayed empty past the grace period (never its last of a pool).
 //!
 //! The worker also publishes the node's view for routing
-//! ([`model::LocalIpam`]: its blocks, the addresses it borrowed), re-read
-//! shortly after each change and every 10 s.
+//! ([`model::LocalIpam`]: its blocks, the addresses it borrowed, its tunnel
+//! address), re-read shortly after each change and every 10 s. It holds
+//! the node's tunnel address while the overlay needs one (see
+//! [`tunnel`]), and gives it back when not.
 
 mod handle;
 mod pools;
+mod tunnel;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -207,10 +211,14 @@ async fn connection(stream: UnixStream, jobs: mpsc::Sender<Job>) {
     let _ = write.write_all(&out).await;
 }
 
-/// The node's blocks and borrowed addresses in `blocks`.
+/// The node's blocks, borrowed addresses and tunnel address in `blocks`.
 fn local_view(node: &str, blocks: &[(Block, String)]) -> model::LocalIpam {
     let mut view = model::LocalIpam::default();
+    let tunnel = ipam::pod::Holder::tunnel(node);
     for (b, _) in blocks {
+        if let Some(IpAddr::V4(a)) = b.held_by(&tunnel.handle).next() {
+            view.tunnel = Some(a);
+        }
         if b.node.as_deref() == Some(node) {
             view.blocks.push(b.cidr);
         } else {
@@ -230,7 +238,7 @@ fn local_view(node: &str, blocks: &[(Block, String)]) -> model::LocalIpam {
 async fn work(
     store: Store,
     node: String,
-    pools: watch::Receiver<Option<PoolsView>>,
+    mut pools: watch::Receiver<Option<PoolsView>>,
     settings: Settings,
     grace: u64,
     mut jobs: mpsc::Receiver<Job>,
@@ -243,6 +251,7 @@ async fn work(
     // Set by a change: the view is re-read once the burst settles (a
     // storm of ADDs costs one read, not one each).
     let mut changed = false;
+    let mut tunnel = tunnel::TunnelAddress::default();
     loop {
         let settle = tokio::time::sleep(Duration::from_millis(100));
         tokio::select! {
@@ -250,7 +259,20 @@ async fn work(
                 changed = false;
                 publish(&store, &node, &view).await;
             }
-            _ = reread.tick() => publish(&store, &node, &view).await,
+            _ = reread.tick() => {
+                publish(&store, &node, &view).await;
+                let current = pools.borrow().clone();
+                let held = view.borrow().tunnel;
+                changed |= tunnel.tend(&store, &node, current.as_ref(), held, settings).await;
+            }
+            seen = pools.changed() => {
+                if seen.is_err() {
+                    break;
+                }
+                let current = pools.borrow_and_update().clone();
+                let held = view.borrow().tunnel;
+                changed |= tunnel.tend(&store, &node, current.as_ref(), held, settings).await;
+            }
             job = jobs.recv() => {
                 let Some(first) = job else { break };
                 // Everything queued meanwhile goes with it: a burst of ADDs

@@ -1,6 +1,6 @@
 //! The IPPools as this node's allocator sees them.
 
-use crds::PoolUse;
+use crds::{EncapsulationMode, EncapsulationType, IpPoolSpec, PoolUse};
 use ipam::pod::Pool;
 
 /// What the allocator needs of a snapshot.
@@ -8,22 +8,64 @@ use ipam::pod::Pool;
 pub(crate) struct PoolsView {
     /// `ipamMode: Petrel`: pods' addresses are petrel's to hand out.
     pub(crate) petrel: bool,
-    /// The IPPools, as this node sees them.
+    /// The IPPools for pods' addresses, as this node sees them.
     pub(crate) pools: Vec<Pool>,
+    /// When the node needs a tunnel address
+    /// ([`planner::overlay::tunnel_address_wanted`]), the IPv4 pools it may
+    /// come from, in tiers tried in order; `None`: it needs none, and gives
+    /// back the one it holds.
+    pub(crate) tunnel: Option<Vec<Vec<Pool>>>,
 }
 
 /// The snapshot's IPAM mode and IPPools for `node`.
 pub(crate) fn view_for(snapshot: &model::Snapshot, node: &str) -> PoolsView {
+    let petrel = planner::ipam_mode(snapshot) == crds::IpamMode::Petrel;
     PoolsView {
-        petrel: planner::ipam_mode(snapshot) == crds::IpamMode::Petrel,
-        pools: pools_for(snapshot, node),
+        petrel,
+        pools: pools_for(snapshot, node, PoolUse::Workload),
+        tunnel: (petrel && planner::overlay::tunnel_address_wanted(snapshot, node))
+            .then(|| tunnel_tiers(snapshot, node)),
+    }
+}
+
+/// The IPv4 pools a tunnel address may come from, in tiers: pools only for
+/// tunnel addresses (`allowedUses: [Tunnel]`: the operator set them apart
+/// for this), then pools that tunnel (the address is then routed the way
+/// their blocks are), then any other that allows `Tunnel`.
+fn tunnel_tiers(snapshot: &model::Snapshot, node: &str) -> Vec<Vec<Pool>> {
+    let mut tiers = vec![Vec::new(), Vec::new(), Vec::new()];
+    for pool in pools_for(snapshot, node, PoolUse::Tunnel) {
+        let spec = snapshot.ip_pools.iter().find(|p| p.name == pool.name);
+        if let Some(spec) = spec.filter(|_| pool.cidr.addr().is_ipv4()) {
+            tiers[tier(&spec.spec)].push(pool);
+        }
+    }
+    tiers.retain(|t| !t.is_empty());
+    tiers
+}
+
+/// A pool's tier for tunnel addresses (see [`tunnel_tiers`]).
+fn tier(spec: &IpPoolSpec) -> usize {
+    let only_tunnel = spec
+        .allowed_uses
+        .as_ref()
+        .is_some_and(|u| !u.contains(&PoolUse::Workload));
+    let tunnels = spec.encapsulation.as_ref().is_some_and(|e| {
+        e.kind != EncapsulationType::Direct && e.mode != Some(EncapsulationMode::Never)
+    });
+    if only_tunnel {
+        0
+    } else if tunnels {
+        1
+    } else {
+        2
     }
 }
 
 /// The snapshot's IPPools for `node`: whether each selects the node (by the
-/// Node's labels; a node the source does not know has none), and what it
-/// allows.
-fn pools_for(snapshot: &model::Snapshot, node: &str) -> Vec<Pool> {
+/// Node's labels; a node the source does not know has none), and whether it
+/// allows `usage`.
+fn pools_for(snapshot: &model::Snapshot, node: &str, usage: PoolUse) -> Vec<Pool> {
     let empty = Default::default();
     let labels = snapshot
         .nodes
@@ -46,11 +88,11 @@ fn pools_for(snapshot: &model::Snapshot, node: &str) -> Vec<Pool> {
                     .is_none_or(|s| s.matches(labels)),
                 disabled: p.spec.disabled.unwrap_or(false),
                 strict_affinity: p.spec.strict_affinity.unwrap_or(false),
-                workloads: p
+                allows_use: p
                     .spec
                     .allowed_uses
                     .as_ref()
-                    .is_none_or(|u| u.contains(&PoolUse::Workload)),
+                    .is_none_or(|u| u.contains(&usage)),
             })
         })
         .collect()

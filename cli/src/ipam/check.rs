@@ -24,6 +24,9 @@ pub struct Inputs {
     /// This node's kernel routes to single addresses of the pools, with the
     /// interface (the pods' host routes); `None`: not checked.
     pub kernel: Option<Vec<(IpAddr, String)>>,
+    /// This node's tunnel addresses that one of its interfaces carries;
+    /// `None`: not checked.
+    pub tunnel_on_interface: Option<BTreeSet<IpAddr>>,
     /// This node's RIB: prefix, next hop (`None` for its own routes).
     pub rib: Option<Vec<(IpNet, Option<IpAddr>)>>,
     /// Nodes' addresses, to name who advertises a block.
@@ -35,7 +38,8 @@ pub struct Inputs {
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Finding {
     /// An address is allocated, and its pod is gone or has no interface on
-    /// its node.
+    /// its node; or it is a node's tunnel address and its node is gone or
+    /// has it on no interface.
     #[serde(rename_all = "camelCase")]
     AllocatedUnused {
         /// The address.
@@ -137,6 +141,34 @@ pub struct Report {
     pub versions: BTreeMap<IpNet, String>,
 }
 
+/// Why a pod's address `addr` (held as `a`) looks unused, if it does:
+/// its pod is gone or elsewhere, or (`here`: on this node) no pod interface
+/// routes it.
+fn pod_unused(
+    i: &Inputs,
+    routed: &Option<BTreeMap<IpAddr, &str>>,
+    a: &ipam::pod::Allocation,
+    addr: IpAddr,
+    here: bool,
+) -> Option<String> {
+    let why = match (&i.pods, a.holder.pod.as_deref()) {
+        (Some(pods), Some(pod)) => match pods.get(pod) {
+            None => Some(format!("pod {pod} does not exist")),
+            Some(Some(n)) if *n != a.holder.node => {
+                Some(format!("pod {pod} runs on {n}, not on {}", a.holder.node))
+            }
+            Some(_) => None,
+        },
+        _ => None,
+    };
+    why.or_else(|| match routed {
+        Some(r) if here && !r.contains_key(&addr) => {
+            Some("no pod interface on this node routes it".to_string())
+        }
+        _ => None,
+    })
+}
+
 /// Runs the check.
 pub fn check(i: &Inputs) -> Report {
     let mut findings = Vec::new();
@@ -164,28 +196,31 @@ pub fn check(i: &Inputs) -> Report {
         .map(|k| k.iter().map(|(a, dev)| (*a, dev.as_str())).collect());
 
     // Allocated but unused.
+    let nodes: BTreeSet<&str> = i.node_ips.values().map(String::as_str).collect();
     for b in &blocks {
         for a in &b.allocations {
             let addr = b.address(a.ordinal);
-            let why = match (&i.pods, a.holder.pod.as_deref()) {
-                (Some(pods), Some(pod)) => match pods.get(pod) {
-                    None => Some(format!("pod {pod} does not exist")),
-                    Some(Some(n)) if *n != a.holder.node => {
-                        Some(format!("pod {pod} runs on {n}, not on {}", a.holder.node))
+            let here = i.node.as_deref() == Some(a.holder.node.as_str());
+            // A node's tunnel address: judged by its node, and by the
+            // interface that should carry it (no pod, no host route).
+            let why = if a.holder.is_tunnel() {
+                if !nodes.is_empty() && !nodes.contains(a.holder.node.as_str()) {
+                    Some(format!(
+                        "tunnel address of node {}, which does not exist",
+                        a.holder.node
+                    ))
+                } else {
+                    match &i.tunnel_on_interface {
+                        Some(on) if here && !on.contains(&addr) => Some(
+                            "tunnel address of this node, and no interface of this node has it"
+                                .to_string(),
+                        ),
+                        _ => None,
                     }
-                    Some(_) => None,
-                },
-                _ => None,
-            };
-            let why = why.or_else(|| {
-                let here = i.node.as_deref() == Some(a.holder.node.as_str());
-                match &routed {
-                    Some(r) if here && !r.contains_key(&addr) => {
-                        Some("no pod interface on this node routes it".to_string())
-                    }
-                    _ => None,
                 }
-            });
+            } else {
+                pod_unused(i, &routed, a, addr, here)
+            };
             if let Some(why) = why {
                 findings.push(Finding::AllocatedUnused {
                     address: addr,
@@ -323,6 +358,7 @@ mod tests {
                 (net("10.0.0.16/28"), Some(ip("192.168.0.3"))),
             ]),
             node_ips: [(ip("192.168.0.3"), "n3".to_string())].into(),
+            tunnel_on_interface: None,
         };
         let r = check(&inputs);
         let text: Vec<String> = r.findings.iter().map(ToString::to_string).collect();
@@ -340,5 +376,38 @@ mod tests {
         assert_eq!(r.versions.len(), 3);
         let json = serde_json::to_string(&r).expect("json");
         assert_eq!(serde_json::from_str::<Report>(&json).expect("back"), r);
+    }
+
+    #[test]
+    fn tunnel_addresses_are_judged_by_their_node_and_interface_not_by_pods() {
+        let mut b = Block::new(net("10.0.0.0/28"), "tunnels", "n1", 0);
+        b.assign(Holder::tunnel("n1"), 0, 0); // .1
+        b.assign(Holder::tunnel("gone"), 0, 0); // .2
+        b.assign(Holder::tunnel("n3"), 0, 0); // .3
+        let mut inputs = Inputs {
+            node: Some("n1".into()),
+            blocks: vec![(b, "1".into())],
+            pods: Some(BTreeMap::new()),
+            kernel: Some(Vec::new()),
+            rib: None,
+            node_ips: [
+                (ip("192.168.0.1"), "n1".to_string()),
+                (ip("192.168.0.3"), "n3".to_string()),
+            ]
+            .into(),
+            tunnel_on_interface: Some([ip("10.0.0.1")].into()),
+        };
+        let text = |i: &Inputs| -> Vec<String> {
+            check(i).findings.iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(
+            text(&inputs),
+            ["allocated but unused: 10.0.0.2 (block 10.0.0.0/28, tunnel:gone on gone): tunnel address of node gone, which does not exist"]
+        );
+        inputs.tunnel_on_interface = Some(BTreeSet::new());
+        assert_eq!(
+            text(&inputs)[0],
+            "allocated but unused: 10.0.0.1 (block 10.0.0.0/28, tunnel:n1 on n1): tunnel address of this node, and no interface of this node has it"
+        );
     }
 }

@@ -5,7 +5,7 @@
 mod check;
 mod show;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -172,6 +172,28 @@ async fn kernel_routes(within: &[IpNet]) -> anyhow::Result<Vec<(IpAddr, String)>
         .collect())
 }
 
+/// This node's tunnel addresses (in `blocks`) that one of its interfaces
+/// carries.
+async fn tunnel_on_interface(
+    blocks: &[(Block, String)],
+    node: &str,
+) -> anyhow::Result<BTreeSet<IpAddr>> {
+    let kernel = route_sync::Kernel::connect(0).context("reading the kernel's addresses")?;
+    let tunnel = ipam::pod::Holder::tunnel(node);
+    let mut on = BTreeSet::new();
+    for addr in blocks.iter().flat_map(|(b, _)| b.held_by(&tunnel.handle)) {
+        if kernel
+            .interface_with(addr)
+            .await
+            .context("reading the kernel's addresses")?
+            .is_some()
+        {
+            on.insert(addr);
+        }
+    }
+    Ok(on)
+}
+
 /// The agent's RIB: prefix and next hop of every best path.
 async fn rib(socket: &Path) -> anyhow::Result<Vec<(IpNet, Option<IpAddr>)>> {
     let routes =
@@ -234,7 +256,7 @@ pub async fn run_check(w: &Where, args: &CheckArgs, output: Format) -> anyhow::R
             }
         }
     }
-    if args.node.is_some() {
+    if let Some(node) = &args.node {
         let mut within: Vec<IpNet> = match (store.client(), &w.source) {
             (Some(c), _) => pools(c).await.into_values().collect(),
             (None, Some(dir)) => model::files::load_dir(dir)
@@ -247,6 +269,7 @@ pub async fn run_check(w: &Where, args: &CheckArgs, output: Format) -> anyhow::R
         };
         within.extend(inputs.blocks.iter().map(|(b, _)| b.cidr));
         inputs.kernel = Some(kernel_routes(&within).await?);
+        inputs.tunnel_on_interface = Some(tunnel_on_interface(&inputs.blocks, node).await?);
         match rib(&args.socket).await {
             Ok(r) => inputs.rib = Some(r),
             Err(e) => eprintln!("petrel: the RIB is not checked: {e:#}"),

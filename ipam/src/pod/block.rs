@@ -24,6 +24,33 @@ pub struct Holder {
     pub node: String,
 }
 
+impl Holder {
+    /// The holder of `node`'s tunnel address (VXLAN, IPIP and WireGuard
+    /// share it): no pod, and a handle no CNI attachment can have (a
+    /// container ID is letters, digits, `_`, `.` and `-`), so the runtime's
+    /// GC never names it and it lives as long as its node.
+    pub fn tunnel(node: &str) -> Holder {
+        Holder {
+            handle: format!("{TUNNEL_HANDLE_PREFIX}{node}"),
+            pod: None,
+            node: node.to_string(),
+        }
+    }
+
+    /// Whether this holds a node's tunnel address, not a pod's.
+    pub fn is_tunnel(&self) -> bool {
+        is_tunnel_handle(&self.handle)
+    }
+}
+
+/// How a tunnel address's handle starts ([`Holder::tunnel`]).
+pub const TUNNEL_HANDLE_PREFIX: &str = "tunnel:";
+
+/// Whether `handle` is a node's tunnel address's, not a CNI attachment's.
+pub fn is_tunnel_handle(handle: &str) -> bool {
+    handle.starts_with(TUNNEL_HANDLE_PREFIX)
+}
+
 /// One address in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {

@@ -57,8 +57,9 @@ pub struct Pool {
     pub disabled: bool,
     /// `strictAffinity`: a node never borrows from another node's block.
     pub strict_affinity: bool,
-    /// `allowedUses` includes `Workload` (pod addresses).
-    pub workloads: bool,
+    /// `allowedUses` includes what the address is for: `Workload` for a
+    /// pod's, `Tunnel` for a node's tunnel address (the caller decides).
+    pub allows_use: bool,
 }
 
 impl Pool {
@@ -70,7 +71,7 @@ impl Pool {
             Some("disabled")
         } else if !self.selects_node {
             Some("nodeSelector")
-        } else if !self.workloads {
+        } else if !self.allows_use {
             Some("allowedUses")
         } else {
             None

@@ -35,7 +35,7 @@ mod error;
 mod gc;
 mod usage;
 
-pub use block::{Allocation, Block, Holder, Released};
+pub use block::{Allocation, Block, Holder, Released, TUNNEL_HANDLE_PREFIX, is_tunnel_handle};
 pub use choose::{BLOCK_HOST_BITS, Family, Pool, Step, next_step, releasable};
 pub use drive::{
     Allocated, BlockStore, DriveError, Release, Settings, StoreError, allocate, allocate_many,

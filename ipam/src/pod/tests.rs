@@ -116,7 +116,7 @@ fn pool(name: &str, cidr: &str, block: u8) -> Pool {
         selects_node: true,
         disabled: false,
         strict_affinity: false,
-        workloads: true,
+        allows_use: true,
     }
 }
 

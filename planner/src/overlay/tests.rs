@@ -101,9 +101,33 @@ fn a_published_endpoint_wins_and_petrel_ipam_derives_none() {
     s.local_ipam.blocks = vec!["10.244.7.64/26".parse().expect("valid")];
     let p = plan(&s, "a");
     assert_eq!(p.remotes[0].vtep(false), Some(published));
+    assert!(
+        p.vxlan[0].is_none(),
+        "a block is not a tunnel address: the endpoint waits for one"
+    );
+    s.local_ipam.tunnel = Some("10.244.7.70".parse().expect("valid"));
+    let p = plan(&s, "a");
     assert_eq!(
         p.vxlan[0].map(|l| l.address),
-        Some("10.244.7.64".parse().expect("valid"))
+        Some("10.244.7.70".parse().expect("valid"))
+    );
+}
+
+#[test]
+fn a_tunnel_address_is_wanted_while_an_ipv4_pool_tunnels() {
+    let mut s = snapshot();
+    assert!(tunnel_address_wanted(&s, "a"));
+    for p in &mut s.ip_pools {
+        if let Some(e) = p.spec.encapsulation.as_mut() {
+            e.mode = Some(crds::EncapsulationMode::Never);
+        }
+    }
+    assert!(!tunnel_address_wanted(&s, "a"), "Never: no tunnel");
+    let mut s = snapshot();
+    s.nodes.retain(|n| n.name != "a");
+    assert!(
+        !tunnel_address_wanted(&s, "a"),
+        "a node without an IPv4 address tunnels nothing"
     );
 }
 
