@@ -396,8 +396,41 @@ def main():
     (dep,) = find(objs, "Deployment")
     cargs = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     check("--ipam-gc" in cargs and arg(cargs, "--ipam-gc-grace") == "15m", f"ipam: controller args {cargs}")
+    amounts = {m["name"]: m["mountPath"] for m in spec["containers"][0].get("volumeMounts", [])}
+    check(arg(args, "--cni-conflist") is None, f"ipam: an explicit mtu is the operator's, not the agent's {args}")
+    objs = render({"ipam": {"enabled": True}})
+    (ds,) = find(objs, "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    args = spec["containers"][0]["args"]
+    amounts = {m["name"]: m["mountPath"] for m in spec["containers"][0].get("volumeMounts", [])}
+    check(arg(args, "--cni-conflist") == "/host/cni/net.d/10-petrel.conflist"
+          and amounts.get("cni-conf") == "/host/cni/net.d",
+          f"ipam: the agent writes the overlay's MTU into the configuration {args} {amounts}")
+
+    # 6. WireGuard: the key's host directory; the userspace device's TUN
+    #    and socket directory only when asked for.
+    for userspace in (False, True):
+        label = f"wireguard(userspace={userspace})"
+        objs = render({"wireguard": {"enabled": True, "userspace": userspace}})
+        check_agent(objs, label)
+        (ds,) = find(objs, "DaemonSet")
+        spec = ds["spec"]["template"]["spec"]
+        args = spec["containers"][0]["args"]
+        amounts = {m["name"]: m["mountPath"] for m in spec["containers"][0].get("volumeMounts", [])}
+        vols = {v["name"]: v.get("hostPath", {}) for v in spec["volumes"]}
+        check(arg(args, "--wireguard-key") == "/var/lib/petrel/wireguard.key"
+              and amounts.get("wireguard-key") == "/var/lib/petrel"
+              and vols.get("wireguard-key", {}).get("path") == "/var/lib/petrel",
+              f"{label}: key directory {args} {amounts}")
+        check((arg(args, "--wireguard-userspace") == "wireguard-go") == userspace,
+              f"{label}: userspace flag {args}")
+        check(("tun" in amounts and vols.get("tun", {}).get("type") == "CharDevice"
+               and amounts.get("wireguard-run") == "/var/run/wireguard") == userspace,
+              f"{label}: TUN and socket directory {amounts}")
     objs = render({})
     (ds,) = find(objs, "DaemonSet")
+    check(not any(a.startswith("--wireguard") for a in ds["spec"]["template"]["spec"]["containers"][0]["args"]),
+          "defaults: WireGuard rendered though not enabled")
     check("initContainers" not in ds["spec"]["template"]["spec"]
           and "--ipam-socket" not in ds["spec"]["template"]["spec"]["containers"][0]["args"],
           "defaults: IPAM rendered though not enabled")

@@ -7,11 +7,11 @@
 //!   first use; only the public key leaves it (the Node annotation
 //!   [`crds::WIREGUARD_ANNOTATION`]). Replacing the file rotates the key:
 //!   it is read again when it changes, and the new public key published.
-//! - The device: a userspace implementation (`wireguard-go`) started by the
-//!   agent and configured through its UAPI socket. The kernel's own
-//!   WireGuard is configured through generic netlink, which this agent
-//!   does not speak yet: without `--wireguard-userspace` the device is not
-//!   made, and status says so.
+//! - The device: the kernel's, made through rtnetlink and configured
+//!   through generic netlink ([`route_sync::wireguard`]); or a userspace
+//!   implementation (`wireguard-go`, `--wireguard-userspace`) started by
+//!   the agent and configured through its UAPI socket. Both are told the
+//!   same change ([`update`]), in their own encoding.
 //! - Routing: remote pods' prefixes (the routes learned from each node, its
 //!   pod CIDRs) `dev <wireguard>` in table [`WireGuardOptions::table`],
 //!   looked up by the rule `not fwmark M lookup T` before the main table;
@@ -21,14 +21,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use ipnet::IpNet;
-use route_sync::{Kernel, NextHop, Reconciler, Route, RouteKind};
+use route_sync::wireguard::{WgDevice, WgPeer, WgUpdate};
+use route_sync::{Kernel, NextHop, Reconciler, Route, RouteKind, TunnelDevice, TunnelKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Settings of WireGuard on this node.
@@ -182,56 +183,79 @@ impl DeviceConfig {
     }
 }
 
-fn peer_lines(out: &mut String, key: &[u8; 32], endpoint: IpAddr, port: u16, allowed: &[IpNet]) {
-    let endpoint = match endpoint {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
-    };
-    out.push_str(&format!(
-        "public_key={}\nendpoint={endpoint}\nreplace_allowed_ips=true\n",
-        hex(key)
-    ));
-    for a in allowed {
-        out.push_str(&format!("allowed_ip={a}\n"));
-    }
-}
-
-/// The UAPI `set` request from `old` to `new`, `None` when there is
-/// nothing to change. A new key, port or mark (or no `old`) replaces
-/// everything; otherwise only the peers that changed are written and those
-/// gone removed, so the others keep their sessions.
-pub fn uapi_update(old: Option<&DeviceConfig>, new: &DeviceConfig) -> Option<String> {
+/// What changes from `old` to `new`, `None` when nothing does. A new key,
+/// port or mark (or no `old`) replaces everything; otherwise only the
+/// peers that changed are written and those gone removed, so the others
+/// keep their sessions.
+pub fn update(old: Option<&DeviceConfig>, new: &DeviceConfig) -> Option<WgUpdate> {
     let whole =
         old.is_none_or(|o| (o.private, o.port, o.fwmark) != (new.private, new.port, new.fwmark));
-    let mut out = String::from("set=1\n");
-    if whole {
-        out.push_str(&format!(
-            "private_key={}\nlisten_port={}\nfwmark={}\nreplace_peers=true\n",
-            hex(&new.private),
-            new.port,
-            new.fwmark
-        ));
-        for (k, (endpoint, allowed)) in &new.peers {
-            peer_lines(&mut out, k, *endpoint, new.port, allowed);
+    let peer = |k: &[u8; 32], (endpoint, allowed): &(IpAddr, Vec<IpNet>)| WgPeer {
+        key: *k,
+        remove: false,
+        endpoint: Some(SocketAddr::new(*endpoint, new.port)),
+        allowed: allowed.clone(),
+    };
+    let mut out = WgUpdate::default();
+    match old.filter(|_| !whole) {
+        None => {
+            out.device = Some(WgDevice {
+                private_key: new.private,
+                port: new.port,
+                fwmark: new.fwmark,
+            });
+            out.peers = new.peers.iter().map(|(k, v)| peer(k, v)).collect();
         }
-    } else if let Some(old) = old {
-        let mut changed = false;
-        for (k, (endpoint, allowed)) in &new.peers {
-            if old.peers.get(k) != Some(&(*endpoint, allowed.clone())) {
-                peer_lines(&mut out, k, *endpoint, new.port, allowed);
-                changed = true;
+        Some(old) => {
+            for (k, v) in &new.peers {
+                if old.peers.get(k) != Some(v) {
+                    out.peers.push(peer(k, v));
+                }
+            }
+            for k in old.peers.keys().filter(|k| !new.peers.contains_key(*k)) {
+                out.peers.push(WgPeer {
+                    key: *k,
+                    remove: true,
+                    endpoint: None,
+                    allowed: Vec::new(),
+                });
+            }
+            if out.peers.is_empty() {
+                return None;
             }
         }
-        for k in old.peers.keys().filter(|k| !new.peers.contains_key(*k)) {
-            out.push_str(&format!("public_key={}\nremove=true\n", hex(k)));
-            changed = true;
+    }
+    Some(out)
+}
+
+/// `update` as a UAPI `set` request (the userspace implementations'
+/// protocol).
+pub fn uapi_request(update: &WgUpdate) -> String {
+    let mut out = String::from("set=1\n");
+    if let Some(d) = &update.device {
+        out.push_str(&format!(
+            "private_key={}\nlisten_port={}\nfwmark={}\nreplace_peers=true\n",
+            hex(&d.private_key),
+            d.port,
+            d.fwmark
+        ));
+    }
+    for p in &update.peers {
+        out.push_str(&format!("public_key={}\n", hex(&p.key)));
+        if p.remove {
+            out.push_str("remove=true\n");
+            continue;
         }
-        if !changed {
-            return None;
+        if let Some(e) = p.endpoint {
+            out.push_str(&format!("endpoint={e}\n"));
+        }
+        out.push_str("replace_allowed_ips=true\n");
+        for a in &p.allowed {
+            out.push_str(&format!("allowed_ip={a}\n"));
         }
     }
     out.push('\n');
-    Some(out)
+    out
 }
 
 /// What the WireGuard table says besides the peers under `Required`: the
@@ -379,7 +403,9 @@ impl WireGuard {
         self.swept = true;
         let key = self.key()?;
         let name = self.opts.interface.clone();
-        if kernel
+        if self.opts.userspace.is_none() {
+            self.kernel_device(kernel, mtu, address).await?;
+        } else if kernel
             .link_index(&name)
             .await
             .map_err(|e| e.to_string())?
@@ -396,8 +422,14 @@ impl WireGuard {
             return Err(format!("{name}: the device went away"));
         };
         let config = DeviceConfig::new(&key, port, self.opts.fwmark, peers);
-        if let Some(request) = uapi_update(self.configured.as_ref(), &config) {
-            uapi(&self.socket(), &request).await?;
+        if let Some(change) = update(self.configured.as_ref(), &config) {
+            if self.opts.userspace.is_some() {
+                uapi(&self.socket(), &uapi_request(&change)).await?;
+            } else {
+                route_sync::wireguard::set_device(&name, &change)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             tracing::info!(device = %name, peers = config.peers.len(), "WireGuard configured");
             self.configured = Some(config);
         }
@@ -489,10 +521,42 @@ impl WireGuard {
         Path::new("/var/run/wireguard").join(format!("{}.sock", self.opts.interface))
     }
 
+    /// The kernel's device, made if missing (or made again if a device of
+    /// another kind has its name: a userspace one left behind); its
+    /// configuration starts afresh when it is new.
+    async fn kernel_device(
+        &mut self,
+        kernel: &Kernel,
+        mtu: u32,
+        address: Option<IpAddr>,
+    ) -> Result<(), String> {
+        let want = TunnelDevice {
+            name: self.opts.interface.clone(),
+            kind: TunnelKind::WireGuard,
+            // WireGuard has no local address of its own: its endpoint is
+            // the port, on every address.
+            local: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            mac: None,
+            mtu,
+            address: address.map(IpNet::from),
+        };
+        let before = kernel.link_index(&want.name).await.ok().flatten();
+        let (index, _) = kernel.ensure_tunnel(&want).await.map_err(|e| {
+            format!(
+                "{e} (does the kernel have the wireguard module? Without it, run the agent with --wireguard-userspace wireguard-go)"
+            )
+        })?;
+        if before != Some(index) {
+            // A device made (again) has no keys or peers yet.
+            self.configured = None;
+        }
+        Ok(())
+    }
+
     async fn start_device(&mut self) -> Result<(), String> {
         let Some(program) = self.opts.userspace.clone() else {
             return Err(format!(
-                "{}: the kernel's WireGuard is configured through generic netlink, which this agent does not speak yet; run it with --wireguard-userspace wireguard-go",
+                "{}: no userspace WireGuard to run",
                 self.opts.interface
             ));
         };
@@ -615,6 +679,10 @@ mod tests {
             endpoint: "10.0.2.3".parse().expect("ip"),
             allowed: vec![allowed.parse().expect("prefix")],
         }
+    }
+
+    fn uapi_update(old: Option<&DeviceConfig>, new: &DeviceConfig) -> Option<String> {
+        update(old, new).map(|u| uapi_request(&u))
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod reconcile;
 pub mod route;
 pub mod table;
 pub mod tunnel;
+pub mod wireguard;
 
 pub use kernel::{Applied, Kernel, KernelError};
 pub use reconcile::{Options, Reconciler, Report};

@@ -22,7 +22,7 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags};
-use rtnetlink::{IpVersion, LinkIpIp, LinkUnspec, LinkVxlan};
+use rtnetlink::{IpVersion, LinkIpIp, LinkUnspec, LinkVxlan, LinkWireguard};
 
 use crate::kernel::{Kernel, KernelError};
 
@@ -59,6 +59,9 @@ pub enum TunnelKind {
     /// IP in IP with any remote: the outer destination is each route's
     /// gateway (`via <node> dev ipip.petrel onlink`). IPv4 only.
     Ipip,
+    /// The kernel's WireGuard: the device only; its keys and peers are set
+    /// through generic netlink ([`crate::wireguard`]).
+    WireGuard,
 }
 
 /// The netlink message that creates `want`.
@@ -83,6 +86,7 @@ pub fn link_message(want: &TunnelDevice) -> Result<LinkMessage, KernelError> {
             .mtu(want.mtu)
             .up()
             .build(),
+        (TunnelKind::WireGuard, _) => LinkWireguard::new(&want.name).mtu(want.mtu).up().build(),
         (TunnelKind::Ipip, IpAddr::V6(_)) => {
             return Err(KernelError::Invalid(format!(
                 "{}: IPIP carries IPv4 only, and its local address is IPv6",
@@ -118,6 +122,7 @@ fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
 enum Identity {
     Vxlan(Option<u32>, Option<u16>, Option<IpAddr>, Option<bool>),
     Ipip(Option<IpAddr>, Option<IpAddr>),
+    WireGuard,
     Other,
 }
 
@@ -167,6 +172,7 @@ fn identity_of(m: &LinkMessage) -> Identity {
             }
             Identity::Ipip(local, remote)
         }
+        (Some(InfoKind::Wireguard), _) => Identity::WireGuard,
         _ => Identity::Other,
     }
 }
@@ -180,6 +186,7 @@ fn wanted_identity(want: &TunnelDevice) -> Identity {
             Some(want.local),
             Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
         ),
+        TunnelKind::WireGuard => Identity::WireGuard,
     }
 }
 

@@ -157,13 +157,20 @@ mod tests {
         // A restarted worker finds it again rather than taking another.
         let mut again = TunnelAddress::default();
         let found = held(&store, "n1").await;
-        assert!(!again.tend(&store, "n1", Some(&wanted), found, settings).await);
+        assert!(
+            !again
+                .tend(&store, "n1", Some(&wanted), found, settings)
+                .await
+        );
 
         let unwanted = PoolsView {
             tunnel: None,
             ..wanted.clone()
         };
-        assert!(t.tend(&store, "n1", Some(&unwanted), Some(address), settings).await);
+        assert!(
+            t.tend(&store, "n1", Some(&unwanted), Some(address), settings)
+                .await
+        );
         assert_eq!(held(&store, "n1").await, None);
     }
 
@@ -179,7 +186,10 @@ mod tests {
             tunnel: Some(vec![vec![off], vec![pool("pods", "10.1.0.0/24")]]),
         };
         let mut t = TunnelAddress::default();
-        assert!(t.tend(&store, "n1", Some(&view), None, Settings::default()).await);
+        assert!(
+            t.tend(&store, "n1", Some(&view), None, Settings::default())
+                .await
+        );
         let address = held(&store, "n1").await.expect("allocated");
         assert_eq!(address.octets()[..2], [10, 1], "{address}");
     }

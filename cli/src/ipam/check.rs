@@ -402,7 +402,9 @@ mod tests {
         };
         assert_eq!(
             text(&inputs),
-            ["allocated but unused: 10.0.0.2 (block 10.0.0.0/28, tunnel:gone on gone): tunnel address of node gone, which does not exist"]
+            [
+                "allocated but unused: 10.0.0.2 (block 10.0.0.0/28, tunnel:gone on gone): tunnel address of node gone, which does not exist"
+            ]
         );
         inputs.tunnel_on_interface = Some(BTreeSet::new());
         assert_eq!(
