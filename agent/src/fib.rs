@@ -76,8 +76,12 @@ pub async fn run(
     // (a blackhole handed back, a next hop's way out moved) the speaker is
     // asked.
     let mut blackholed: HashSet<IpNet> = HashSet::new();
-    let mut tunnels = std::sync::Arc::new(crate::overlay::Tunnels::default());
-    let mut resolved: HashMap<IpAddr, Resolution> = HashMap::new();
+    let mut ways = Ways {
+        kernel,
+        onlink,
+        resolved: HashMap::new(),
+        tunnels: std::sync::Arc::new(crate::overlay::Tunnels::default()),
+    };
     let mut full_sync_at = Some(tokio::time::Instant::now() + opts.initial_delay);
     let mut recheck = tokio::time::interval(Duration::from_secs(5));
     // The reconciler re-syncs after link and address changes; next hops are
@@ -119,7 +123,7 @@ pub async fn run(
                                 // Our own block: its blackhole stays, whoever else announces it.
                                 continue;
                             }
-                            match route_for(&kernel, onlink, &speaker, &mut resolved, &tunnels, prefix, &nhs).await {
+                            match ways.route_for(&speaker, prefix, &nhs).await {
                                 Some(r) => upserts.push(r),
                                 None => removals.push(key(prefix, opts.table)),
                             }
@@ -153,7 +157,7 @@ pub async fn run(
                     let mut replaced = HashSet::new();
                     for FibChange { prefix, next_hops } in learned {
                         if let Some(nhs) = next_hops
-                            && let Some(r) = route_for(&kernel, onlink, &speaker, &mut resolved, &tunnels, prefix, &nhs).await
+                            && let Some(r) = ways.route_for(&speaker, prefix, &nhs).await
                         {
                             replaced.insert(prefix);
                             upserts.push(r);
@@ -171,61 +175,29 @@ pub async fn run(
                 Some(FibInput::Tunnels(new)) => {
                     // Re-install what goes through the next hops whose
                     // treatment changed.
-                    let changed = tunnels.changed_next_hops(&new);
-                    tunnels = new;
-                    if changed.is_empty() {
-                        continue;
-                    }
-                    let routes = speaker.fib_routes(FibQuery::Via(changed)).await.unwrap_or_default();
-                    let mut upserts = Vec::new();
-                    let mut removals = Vec::new();
-                    for FibChange { prefix, next_hops } in routes {
-                        let Some(nhs) = next_hops else { continue };
-                        if !blackholed.contains(&prefix) {
-                            match route_for(&kernel, onlink, &speaker, &mut resolved, &tunnels, prefix, &nhs).await {
-                                Some(r) => upserts.push(r),
-                                None => removals.push(key(prefix, opts.table)),
-                            }
-                        }
-                    }
-                    reconciler.upsert(upserts);
-                    reconciler.remove(removals);
+                    let changed = ways.tunnels.changed_next_hops(&new);
+                    ways.tunnels = new;
+                    ways.reinstall_via(&speaker, &reconciler, &blackholed, opts.table, changed).await;
                 }
                 None => return Ok(()),
             },
             _ = recheck.tick() => {
                 // Links and routes change under us: resolve every next hop again
                 // and re-install the routes whose way out moved.
-                let mut changed = HashSet::new();
-                for (nh, old) in resolved.iter_mut() {
-                    let now = resolve(&kernel, *nh, onlink).await;
+                let mut changed = Vec::new();
+                for (nh, old) in ways.resolved.iter_mut() {
+                    let now = resolve(&ways.kernel, *nh, ways.onlink).await;
                     if now != *old {
                         let _ = speaker.set_next_hop_reachable(*nh, now != Resolution::Unreachable);
                         *old = now;
-                        changed.insert(*nh);
+                        changed.push(*nh);
                     }
                 }
-                if !changed.is_empty() {
-                    // Asked after the reachability news above, which the
-                    // speaker takes first: paths through next hops now
-                    // unreachable are no longer best, and their removal
-                    // comes as changes.
-                    let changed: Vec<IpAddr> = changed.into_iter().collect();
-                    let routes = speaker.fib_routes(FibQuery::Via(changed)).await.unwrap_or_default();
-                    let mut upserts = Vec::new();
-                    let mut removals = Vec::new();
-                    for FibChange { prefix, next_hops } in routes {
-                        let Some(nhs) = next_hops else { continue };
-                        if !blackholed.contains(&prefix) {
-                            match route_for(&kernel, onlink, &speaker, &mut resolved, &tunnels, prefix, &nhs).await {
-                                Some(r) => upserts.push(r),
-                                None => removals.push(key(prefix, opts.table)),
-                            }
-                        }
-                    }
-                    reconciler.upsert(upserts);
-                    reconciler.remove(removals);
-                }
+                // Asked after the reachability news above, which the
+                // speaker takes first: paths through next hops now
+                // unreachable are no longer best, and their removal comes
+                // as changes.
+                ways.reinstall_via(&speaker, &reconciler, &blackholed, opts.table, changed).await;
             }
             _ = async { tokio::time::sleep_until(full_sync_at.unwrap_or_else(tokio::time::Instant::now)).await }, if full_sync_at.is_some() => {
                 full_sync_at = None;
@@ -245,39 +217,82 @@ fn key(prefix: IpNet, table: u32) -> RouteKey {
     r.key()
 }
 
-/// The kernel route for a learned prefix, or `None` if no next hop is usable.
-async fn route_for(
-    kernel: &Kernel,
+/// How learned routes leave this node: next hops resolved through the
+/// kernel's routes (kept until the periodic check finds them moved), and
+/// the overlay's tunnels.
+struct Ways {
+    kernel: Kernel,
     onlink: Option<u32>,
-    speaker: &Speaker,
-    cache: &mut HashMap<IpAddr, Resolution>,
-    tunnels: &crate::overlay::Tunnels,
-    prefix: IpNet,
-    next_hops: &[IpAddr],
-) -> Option<Route> {
-    // Exact: routes wait in the reconciler's queue while the kernel catches
-    // up (hundreds of thousands during a full table), and a `Vec`'s first
-    // push reserves four next hops.
-    let mut hops = Vec::with_capacity(next_hops.len());
-    for nh in next_hops {
-        let res = match cache.get(nh) {
-            Some(r) => r.clone(),
-            None => {
-                let r = resolve(kernel, *nh, onlink).await;
-                if r == Resolution::Unreachable {
-                    let _ = speaker.set_next_hop_reachable(*nh, false);
+    resolved: HashMap<IpAddr, Resolution>,
+    tunnels: std::sync::Arc<crate::overlay::Tunnels>,
+}
+
+impl Ways {
+    /// The kernel route for a learned prefix, or `None` if no next hop is
+    /// usable.
+    async fn route_for(
+        &mut self,
+        speaker: &Speaker,
+        prefix: IpNet,
+        next_hops: &[IpAddr],
+    ) -> Option<Route> {
+        // Exact: routes wait in the reconciler's queue while the kernel
+        // catches up (hundreds of thousands during a full table), and a
+        // `Vec`'s first push reserves four next hops.
+        let mut hops = Vec::with_capacity(next_hops.len());
+        for nh in next_hops {
+            let res = match self.resolved.get(nh) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = resolve(&self.kernel, *nh, self.onlink).await;
+                    if r == Resolution::Unreachable {
+                        let _ = speaker.set_next_hop_reachable(*nh, false);
+                    }
+                    self.resolved.insert(*nh, r.clone());
+                    r
                 }
-                cache.insert(*nh, r.clone());
-                r
+            };
+            // A reachable remote node whose pool traffic is tunnelled:
+            // through the tunnel device to its endpoint, on-link.
+            if let Resolution::Via(h) = res {
+                hops.push(self.tunnels.hop(&prefix, *nh).unwrap_or(h));
             }
-        };
-        // A reachable remote node whose pool traffic is tunnelled: through
-        // the tunnel device to its endpoint, on-link.
-        if let Resolution::Via(h) = res {
-            hops.push(tunnels.hop(&prefix, *nh).unwrap_or(h));
         }
+        (!hops.is_empty()).then(|| Route::unicast(prefix, hops))
     }
-    (!hops.is_empty()).then(|| Route::unicast(prefix, hops))
+
+    /// Installs again (or removes) the routes whose best paths go through
+    /// `via`, as the speaker has them now; our own blocks keep their
+    /// blackholes.
+    async fn reinstall_via(
+        &mut self,
+        speaker: &Speaker,
+        reconciler: &Reconciler,
+        blackholed: &HashSet<IpNet>,
+        table: u32,
+        via: Vec<IpAddr>,
+    ) {
+        if via.is_empty() {
+            return;
+        }
+        let routes = speaker
+            .fib_routes(FibQuery::Via(via))
+            .await
+            .unwrap_or_default();
+        let mut upserts = Vec::new();
+        let mut removals = Vec::new();
+        for FibChange { prefix, next_hops } in routes {
+            let Some(nhs) = next_hops else { continue };
+            if !blackholed.contains(&prefix) {
+                match self.route_for(speaker, prefix, &nhs).await {
+                    Some(r) => upserts.push(r),
+                    None => removals.push(key(prefix, table)),
+                }
+            }
+        }
+        reconciler.upsert(upserts);
+        reconciler.remove(removals);
+    }
 }
 
 /// Resolves a BGP next hop through the kernel's routes (the kernel recurses

@@ -19,7 +19,7 @@ use netlink_packet_route::link::{
     InfoData, InfoIpTunnel, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags};
 use rtnetlink::{IpVersion, LinkIpIp, LinkUnspec, LinkVxlan, LinkWireguard};
@@ -516,66 +516,28 @@ impl Kernel {
         ifindex: u32,
         want: &[(IpAddr, [u8; 6])],
     ) -> Result<EntryChanges, KernelError> {
-        let mut changes = EntryChanges::default();
         let wanted: BTreeSet<(IpAddr, [u8; 6])> = want.iter().copied().collect();
         let mut have = BTreeSet::new();
         let mut stale = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut req = self.handle.neighbours().get().set_address_family(family);
-            req.message_mut()
-                .attributes
-                .push(NeighbourAttribute::IfIndex(ifindex));
-            let mut s = req.execute();
-            while let Some(n) = s
-                .try_next()
-                .await
-                .map_err(request(format!("reading neighbours of link #{ifindex}")))?
-            {
-                if n.header.ifindex != ifindex {
-                    continue;
-                }
-                let mut ip = None;
-                let mut mac = None;
-                for a in &n.attributes {
-                    match a {
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                            ip = Some(IpAddr::V4(*v4))
-                        }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                            ip = Some(IpAddr::V6(*v6))
-                        }
-                        NeighbourAttribute::LinkLayerAddress(l) => {
-                            mac = <[u8; 6]>::try_from(l.as_slice()).ok()
-                        }
-                        _ => {}
-                    }
-                }
-                match (ip, mac) {
-                    (Some(ip), Some(mac))
-                        if n.header.state == NeighbourState::Permanent
-                            && wanted.contains(&(ip, mac)) =>
-                    {
+            for n in self.entries(family, ifindex, "neighbours").await? {
+                let permanent = n.header.state == NeighbourState::Permanent;
+                match (destination(&n), link_layer_address(&n)) {
+                    (Some(ip), Some(mac)) if permanent && wanted.contains(&(ip, mac)) => {
                         have.insert((ip, mac));
                     }
                     // Link-local multicast and the like the kernel makes
                     // itself carry no address we want; entries that are not
                     // permanent age out by themselves.
-                    (Some(_), _) if n.header.state == NeighbourState::Permanent => stale.push(n),
+                    (Some(_), _) if permanent => stale.push(n),
                     _ => {}
                 }
             }
         }
-        for n in stale {
-            match self.handle.neighbours().del(n).execute().await {
-                Ok(()) => changes.removed += 1,
-                Err(e) if is_errno(&e, libc::ENOENT) => {}
-                Err(e) => {
-                    return Err(request(format!("removing a neighbour of link #{ifindex}"))(
-                        e,
-                    ));
-                }
-            }
-        }
+        let mut changes = EntryChanges {
+            removed: self.remove_entries(stale, ifindex, "a neighbour").await?,
+            written: 0,
+        };
         for (ip, mac) in wanted.difference(&have) {
             self.handle
                 .neighbours()
@@ -598,51 +560,14 @@ impl Kernel {
         ifindex: u32,
         want: &[([u8; 6], IpAddr)],
     ) -> Result<EntryChanges, KernelError> {
-        let mut changes = EntryChanges::default();
         let wanted: BTreeSet<([u8; 6], IpAddr)> = want.iter().copied().collect();
         let mut have = BTreeSet::new();
         let mut stale = Vec::new();
-        let mut req = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge);
-        req.message_mut()
-            .attributes
-            .push(NeighbourAttribute::IfIndex(ifindex));
-        let mut s = req.execute();
-        while let Some(n) = s
-            .try_next()
-            .await
-            .map_err(request(format!("reading the FDB of link #{ifindex}")))?
+        for n in self
+            .entries(AddressFamily::Bridge, ifindex, "the FDB")
+            .await?
         {
-            if n.header.ifindex != ifindex {
-                continue;
-            }
-            let mut mac = None;
-            let mut dst = None;
-            for a in &n.attributes {
-                match a {
-                    NeighbourAttribute::LinkLayerAddress(l) => {
-                        mac = <[u8; 6]>::try_from(l.as_slice()).ok()
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
-                        dst = match b.len() {
-                            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
-                            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
-                            _ => None,
-                        }
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                        dst = Some(IpAddr::V4(*v4))
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                        dst = Some(IpAddr::V6(*v6))
-                    }
-                    _ => {}
-                }
-            }
-            match (mac, dst) {
+            match (link_layer_address(&n), destination(&n)) {
                 (Some(m), Some(d)) if wanted.contains(&(m, d)) => {
                     have.insert((m, d));
                 }
@@ -652,15 +577,10 @@ impl Kernel {
                 _ => {}
             }
         }
-        for n in stale {
-            match self.handle.neighbours().del(n).execute().await {
-                Ok(()) => changes.removed += 1,
-                Err(e) if is_errno(&e, libc::ENOENT) => {}
-                Err(e) => {
-                    return Err(request(format!("removing an FDB entry of link #{ifindex}"))(e));
-                }
-            }
-        }
+        let mut changes = EntryChanges {
+            removed: self.remove_entries(stale, ifindex, "an FDB entry").await?,
+            written: 0,
+        };
         for (mac, dst) in wanted.difference(&have) {
             self.handle
                 .neighbours()
@@ -677,6 +597,73 @@ impl Kernel {
         }
         Ok(changes)
     }
+
+    /// The neighbour table's entries of `family` on device `ifindex`.
+    async fn entries(
+        &self,
+        family: AddressFamily,
+        ifindex: u32,
+        what: &str,
+    ) -> Result<Vec<NeighbourMessage>, KernelError> {
+        let mut req = self.handle.neighbours().get().set_address_family(family);
+        req.message_mut()
+            .attributes
+            .push(NeighbourAttribute::IfIndex(ifindex));
+        let mut s = req.execute();
+        let mut out = Vec::new();
+        while let Some(n) = s
+            .try_next()
+            .await
+            .map_err(request(format!("reading {what} of link #{ifindex}")))?
+        {
+            // The filter is a hint older kernels ignore.
+            if n.header.ifindex == ifindex {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes `stale` (gone already is fine); how many went.
+    async fn remove_entries(
+        &self,
+        stale: Vec<NeighbourMessage>,
+        ifindex: u32,
+        what: &str,
+    ) -> Result<usize, KernelError> {
+        let mut removed = 0;
+        for n in stale {
+            match self.handle.neighbours().del(n).execute().await {
+                Ok(()) => removed += 1,
+                Err(e) if is_errno(&e, libc::ENOENT) => {}
+                Err(e) => return Err(request(format!("removing {what} of link #{ifindex}"))(e)),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// An entry's destination: an IP neighbour's address, or an FDB entry's
+/// remote (which the kernel may give as raw bytes).
+fn destination(n: &NeighbourMessage) -> Option<IpAddr> {
+    n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => match b.len() {
+            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// An entry's MAC address.
+fn link_layer_address(n: &NeighbourMessage) -> Option<[u8; 6]> {
+    n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(l) => <[u8; 6]>::try_from(l.as_slice()).ok(),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
