@@ -16,5 +16,6 @@ pub mod crds;
 pub mod decode;
 pub mod ipam;
 pub mod json;
+pub mod status;
 
 pub use client::Format;

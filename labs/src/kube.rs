@@ -35,7 +35,8 @@ use kube::core::GroupVersionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::topology::{self, Topology};
+use super::render;
+use super::topology::Topology;
 
 /// The port the forwarder listens on, on the router's address.
 pub const API_PORT: u16 = 6443;
@@ -155,7 +156,7 @@ pub fn objects(t: &Topology, lab: &str) -> anyhow::Result<Vec<Value>> {
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "petrel-lab"}}
     })];
-    for (file, yaml) in topology::cluster_objects(t) {
+    for (file, yaml) in render::cluster_objects(t) {
         let mut v: Value = serde_saphyr::from_str(&yaml)
             .with_context(|| format!("the lab's own {file} does not parse"))?;
         match v["kind"].as_str() {

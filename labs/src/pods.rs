@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::{State, kube, sys, topology};
+use crate::{State, kube, render, sys, topology};
 
 /// Debian's `ptp` CNI plugin (containernetworking-plugins): it makes the
 /// pods' links and asks `petrel-ipam` for their addresses.
@@ -94,7 +94,7 @@ pub(crate) fn add_pod(state: &mut State, n: &topology::LabNode, i: u8) -> anyhow
 /// the agents' directory, or the API server.
 pub(crate) fn publish_slices(state: &mut State) -> anyhow::Result<()> {
     let t = state.topology.clone();
-    let slices = topology::endpoint_slices(&t, &|n, i| state.pod_ip(n, i));
+    let slices = render::endpoint_slices(&t, &|n, i| state.pod_ip(n, i));
     let Some(k) = state.kube.clone() else {
         let cluster = state.cluster_dir();
         for (file, yaml) in slices {

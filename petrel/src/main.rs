@@ -583,7 +583,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Status { socket, output } => {
-            runtime().and_then(|rt| rt.block_on(cli::client::status(&socket, output)))
+            runtime().and_then(|rt| rt.block_on(cli::status::status(&socket, output)))
         }
         Command::Route { socket, action } => {
             runtime().and_then(|rt| rt.block_on(cli::client::route_action(&socket, action)))
