@@ -196,6 +196,9 @@ fn registry(peers: &[PeerStatus], summary: &SpeakerSummary, fib: Option<&Report>
     let prefixes = Gauges::default();
     let stale = Gauges::default();
     let last_error = Gauges::default();
+    let out_queued = Gauges::default();
+    let out_resets = Counters::default();
+    let refreshes = Counters::default();
     let now = SystemTime::now();
     for p in peers {
         let peer = vec![
@@ -231,6 +234,18 @@ fn registry(peers: &[PeerStatus], summary: &SpeakerSummary, fib: Option<&Report>
             }
         }
         stale.get_or_create(&peer).set(p.stale_routes as i64);
+        out_queued
+            .get_or_create(&peer)
+            .set(i64::try_from(p.out_queued).unwrap_or(i64::MAX));
+        for (reason, n) in [
+            ("send_hold_expired", p.send_hold_expired),
+            ("queue_full", p.out_overflows),
+        ] {
+            let mut l = peer.clone();
+            l.push(("reason".into(), reason.into()));
+            out_resets.get_or_create(&l).inc_by(n);
+        }
+        refreshes.get_or_create(&peer).inc_by(p.refreshes_answered);
         if let Some(e) = &p.last_error {
             let mut l = peer.clone();
             l.push(("error".into(), e.clone()));
@@ -263,6 +278,21 @@ fn registry(peers: &[PeerStatus], summary: &SpeakerSummary, fib: Option<&Report>
         "bgp_prefixes",
         "Prefixes per peer and family: received, accepted (after loop checks and import filters), advertised",
         prefixes,
+    );
+    reg.register(
+        "bgp_peer_outbound_queued_bytes",
+        "Bytes queued for the peer and not yet written to its socket",
+        out_queued,
+    );
+    reg.register(
+        "bgp_peer_outbound_resets",
+        "Sessions reset for not reading: send_hold_expired (RFC 9687 send hold timer) or queue_full (outbound queue at its bound)",
+        out_resets,
+    );
+    reg.register(
+        "bgp_route_refreshes_answered",
+        "ROUTE-REFRESH requests answered with a table walk (requests within a second of one another are merged)",
+        refreshes,
     );
     reg.register(
         "bgp_peer_stale_routes",

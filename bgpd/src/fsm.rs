@@ -92,6 +92,10 @@ pub enum Event {
     HoldTimerExpires,
     /// KeepaliveTimer_Expires (11).
     KeepaliveTimerExpires,
+    /// SendHoldTimer_Expires (RFC 9687, event 29): nothing could be sent
+    /// for SendHoldTime while something waited. The session layer keeps
+    /// this timer, since only it sees the socket's progress.
+    SendHoldTimerExpires,
     /// DelayOpenTimer_Expires (12).
     DelayOpenTimerExpires,
     /// IdleHoldTimer_Expires (13): AutomaticStart (3 or 5) follows.
@@ -648,6 +652,13 @@ impl Fsm {
                 out.push(Action::Send(Message::Notification(n.clone())));
                 self.go_idle(DownReason::NotificationSent(n), true, out);
             }
+            Event::SendHoldTimerExpires => {
+                // Sent if it can be (it waits behind what the peer did not
+                // read); the connection closes either way.
+                let n = Notification::new(code::SEND_HOLD_TIMER_EXPIRED, 0);
+                out.push(Action::Send(Message::Notification(n.clone())));
+                self.go_idle(DownReason::NotificationSent(n), true, out);
+            }
             Event::KeepaliveTimerExpires if self.state != OpenSent => {
                 out.push(Action::Send(Message::Keepalive));
                 if let Some(n) = &self.negotiated
@@ -796,6 +807,15 @@ impl Fsm {
                 subcode: subcode::open::BAD_BGP_IDENTIFIER,
                 data: remote.bgp_id.octets().to_vec(),
             });
+        }
+        if remote.hold_time == 0 && local.hold_time != 0 {
+            // A session without keepalives never notices a dead peer: only
+            // when configured here too (RFC 4271 §6.2 lets a speaker
+            // refuse a hold time it finds unacceptable).
+            return Err(Notification::new(
+                code::OPEN_MESSAGE,
+                subcode::open::UNACCEPTABLE_HOLD_TIME,
+            ));
         }
         let hold_time = local.hold_time.min(remote.hold_time);
         let keepalive_time = match (hold_time, self.config.keepalive_time) {

@@ -122,13 +122,31 @@ fn established_session_keeps_alive_and_resets_hold_on_messages() {
 }
 
 #[test]
-fn hold_time_is_negotiated_down_and_zero_disables_keepalives() {
+fn hold_time_is_negotiated_down_and_zero_disables_keepalives_only_when_configured() {
     let mut fsm = Fsm::new(config());
     establish(&mut fsm, peer_open(PEER_AS, 9, vec![]));
     let n = fsm.negotiated().expect("established");
     assert_eq!((n.hold_time, n.keepalive_time), (9, 3));
 
+    // The peer asks for no keepalives; we are configured with 90 s: refused
+    // (Unacceptable Hold Time), not a session that never notices a dead
+    // peer.
     let mut fsm = Fsm::new(config());
+    fsm.handle(Event::ManualStart);
+    fsm.handle(Event::TcpConnected);
+    let a = fsm.handle(Event::Message(Message::Open(peer_open(PEER_AS, 0, vec![]))));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Send(Message::Notification(n))
+            if n.code == code::OPEN_MESSAGE && n.subcode == subcode::open::UNACCEPTABLE_HOLD_TIME)),
+        "{a:?}"
+    );
+    assert_eq!(fsm.state(), State::Idle);
+
+    // Configured with 0 here too: no keepalives.
+    let mut cfg = config();
+    cfg.hold_time = 0;
+    let mut fsm = Fsm::new(cfg);
     fsm.handle(Event::ManualStart);
     fsm.handle(Event::TcpConnected);
     let a = fsm.handle(Event::Message(Message::Open(peer_open(PEER_AS, 0, vec![]))));

@@ -230,6 +230,7 @@ async fn a_peer_over_its_prefix_limit_is_reset_and_comes_back() {
         limit: 3,
         warning_percent: 75,
         action: MaxPrefixesAction::Restart(Duration::from_millis(500)),
+        force: false,
     }];
     cb.neighbors = vec![n.clone()];
     let a = Speaker::start(ca).await.expect("a");
@@ -268,4 +269,89 @@ async fn a_peer_over_its_prefix_limit_is_reset_and_comes_back() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(b.peers().await.expect("peers")[0].state, State::Established);
+}
+
+/// Fail closed: a neighbour whose TCP-MD5 key the listener cannot take
+/// (longer than the kernel's 80 bytes) gets no unsigned session in its
+/// place; its connections are refused.
+#[tokio::test]
+async fn a_neighbour_whose_md5_key_the_listener_refuses_gets_no_unsigned_session() {
+    let (pa, pb) = (17991, 17992);
+    let mut ca = speaker_config(65001, "127.0.0.1", pa);
+    let mut n = neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1");
+    n.passive = true;
+    n.password = Some("x".repeat(81));
+    ca.neighbors = vec![n];
+    let mut cb = speaker_config(65002, "127.0.0.2", pb);
+    cb.neighbors = vec![neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2")];
+    let a = Speaker::start(ca).await.expect("a");
+    let b = Speaker::start(cb).await.expect("b");
+    // b keeps trying (every 300 ms); none of its connections may become a
+    // session.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        let p = a.peers().await.expect("peers").remove(0);
+        assert!(
+            !matches!(p.state, State::OpenConfirm | State::Established),
+            "an unsigned session with a neighbour that has a key: {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// With `force`, a prefix limit counts what the peer sends, not only what
+/// is accepted: a peer whose routes are all refused on import still cannot
+/// send more than the limit.
+#[tokio::test]
+async fn a_forced_prefix_limit_counts_what_is_refused_too() {
+    use bgpd::policy::{Action, Policy, Rule};
+    use bgpd::speaker::{MaxPrefixes, MaxPrefixesAction};
+    use bgpd::wire::AfiSafi;
+    let (pa, pb) = (17975, 17976);
+    let mut ca = speaker_config(65001, "127.0.0.1", pa);
+    ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
+    ca.originate = (0..5).map(|i| local(&format!("10.{i}.0.0/24"))).collect();
+    let mut cb = speaker_config(65002, "127.0.0.2", pb);
+    let mut n = neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2");
+    n.import_policy = Some(std::sync::Arc::new(Policy {
+        name: "refuse-all".into(),
+        rules: vec![Rule {
+            matches: Vec::new(),
+            actions: vec![Action::Reject],
+        }],
+    }));
+    n.max_prefixes = vec![MaxPrefixes {
+        family: AfiSafi::IPV4_UNICAST,
+        limit: 3,
+        warning_percent: 75,
+        action: MaxPrefixesAction::Restart(Duration::from_secs(30)),
+        force: false,
+    }];
+    cb.neighbors = vec![n.clone()];
+    let a = Speaker::start(ca).await.expect("a");
+    let b = Speaker::start(cb.clone()).await.expect("b");
+    // Without force: nothing accepted, nothing over.
+    wait_for(10, "five refused prefixes at b", || async {
+        let p = b.peers().await.expect("peers").remove(0);
+        p.state == State::Established
+            && p.prefixes.iter().map(|(_, c)| c.received).sum::<u64>() == 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.peers().await.expect("peers")[0].state, State::Established);
+    // With force: the five refused count, and the session ends.
+    n.max_prefixes[0].force = true;
+    cb.neighbors = vec![n];
+    b.configure(cb).await.expect("configure");
+    wait_for(10, "b to end the session over the forced limit", || async {
+        b.peers().await.expect("peers")[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Maximum Number of Prefixes"))
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -87,6 +87,10 @@ pub struct BgpConfigurationSpec {
     /// eBGP/iBGP; 1 to 256, default 8.
     #[schemars(range(min = 1, max = 256), extend("default" = 8))]
     pub maximum_paths: Option<u32>,
+    /// The most dynamic neighbours (BGPPeers with `listenRange`) a node
+    /// keeps at once; a connection beyond it is refused. Default 100.
+    #[schemars(range(min = 1, max = 100000), extend("default" = 100))]
+    pub max_dynamic_neighbors: Option<u32>,
     /// Every node peers over iBGP with every other node (their first
     /// InternalIP of the session's family); default true. Switch it off when
     /// nodes peer with route reflectors or ToR switches instead.
@@ -330,6 +334,12 @@ pub struct BgpPeerSpec {
     /// time; default a third of the hold time.
     #[schemars(extend("maximum" = 21845, "not" = {"enum": [0, "0", "0s"]}))]
     pub keepalive_time: Option<Seconds>,
+    /// Send hold time (RFC 9687): a peer that reads nothing for this long
+    /// while routes wait for it is reset (NOTIFICATION Send Hold Timer
+    /// Expired), so a stuck peer holds no memory for ever. `3s` to
+    /// `65535s`; default 8 minutes, or twice the hold time if longer.
+    #[schemars(extend("maximum" = 65535, "not" = {"enum": [0, 1, 2, "0", "1", "2", "0s", "1s", "2s"]}))]
+    pub send_hold_time: Option<Seconds>,
     /// Only accept connections from the peer.
     pub passive: Option<bool>,
     /// TTL (1 to 255) for an external peer that is not directly connected.
@@ -597,6 +607,12 @@ pub struct MaxPrefixSpec {
     /// default `60s`.
     #[schemars(extend("default" = 60, "not" = {"enum": [0, "0", "0s"]}))]
     pub restart_after: Option<Seconds>,
+    /// Count every prefix the peer sends against the limit, also those
+    /// rejected on import and those in UPDATEs treated as withdrawn, not
+    /// only those accepted (FRR's `force`): what a peer is refused is then
+    /// bounded too. Default false.
+    #[schemars(extend("default" = false))]
+    pub force: Option<bool>,
 }
 
 /// What happens beyond a prefix limit.

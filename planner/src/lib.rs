@@ -214,6 +214,14 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
         )),
         None => {}
     }
+    match config.spec.max_dynamic_neighbors {
+        Some(m) if (1..=100_000).contains(&m) => out.max_dynamic_neighbors = m as usize,
+        Some(m) => problems.push(bad(
+            "spec.maxDynamicNeighbors",
+            format!("{m} is not 1 to 100000; using 100"),
+        )),
+        None => {}
+    }
     if let Some(gr) = &config.spec.graceful_restart {
         let d = &mut out.graceful_restart;
         d.enabled = gr.enabled.unwrap_or(true);
@@ -710,12 +718,17 @@ spec: {peerIP: 10.0.0.252, asNumber: 65000, filters: [f1, bad]}
             r#"apiVersion: petrel.dev/v1alpha1
 kind: BGPPeer
 metadata: {name: ok}
-spec: {peerIP: 10.0.0.254, asNumber: 65000, holdTime: 9s}
+spec: {peerIP: 10.0.0.254, asNumber: 65000, holdTime: 9s, sendHoldTime: 4m}
 ---
 apiVersion: petrel.dev/v1alpha1
 kind: BGPPeer
 metadata: {name: hold}
 spec: {peerIP: 10.0.0.253, asNumber: 65000, holdTime: 2}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: send-hold}
+spec: {peerIP: 10.0.0.250, asNumber: 65000, sendHoldTime: 2s}
 ---
 apiVersion: petrel.dev/v1alpha1
 kind: BGPPeer
@@ -732,13 +745,16 @@ spec: {peerIP: 10.0.0.251, asNumber: 65000, password: {secretKeyRef: {name: nope
         let c = c.expect("planned").speaker;
         assert_eq!(c.neighbors.len(), 1);
         assert_eq!(c.neighbors[0].hold_time, 9);
-        let fields: Vec<&str> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(c.neighbors[0].send_hold_time, Some(240));
+        let mut fields: Vec<&str> = p.iter().filter_map(|p| p.field.as_deref()).collect();
+        fields.sort();
         assert_eq!(
             fields,
             vec![
-                "spec.ttlSecurity",
                 "spec.holdTime",
-                "spec.password.secretKeyRef.name"
+                "spec.password.secretKeyRef.name",
+                "spec.sendHoldTime",
+                "spec.ttlSecurity",
             ]
         );
         assert!(p.iter().all(|p| p.message.contains("skipped")));

@@ -83,6 +83,15 @@ pub fn neighbor(
         }
         n.keepalive_time = Some(k.0 as u16);
     }
+    if let Some(h) = s.send_hold_time {
+        if h.0 < 3 || h.0 > 65535 {
+            return err(
+                "spec.sendHoldTime",
+                format!("{h} is not allowed: 3s to 65535s"),
+            );
+        }
+        n.send_hold_time = Some(h.0 as u16);
+    }
     n.passive = s.passive.unwrap_or(false) || matches!(n.address, NeighborAddress::Range(_));
     n.next_hop_self = s.next_hop_self.unwrap_or(false);
     n.route_reflector_client = s.route_reflector_client.unwrap_or(false);
@@ -143,6 +152,7 @@ pub fn neighbor(
                         MaxPrefixesAction::Restart(Duration::from_secs(restart_after.0.into()))
                     }
                 },
+                force: spec.force.unwrap_or(false),
             });
         }
     }

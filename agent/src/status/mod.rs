@@ -746,6 +746,10 @@ mod tests {
             received_by_type: [0; 6],
             sent_by_type: [0; 6],
             flaps: 0,
+            out_queued: 0,
+            send_hold_expired: 0,
+            out_overflows: 0,
+            refreshes_answered: 0,
             stale_routes: 0,
             disabled: false,
         }

@@ -8,8 +8,10 @@
 //!  speaker ──PeerCommand::Send(msgs)─►┘
 //! ```
 //!
-//! The peer task owns the machine, the write half of the connection and the
-//! timers; a reader task per connection cuts frames and hands them over; UPDATEs
+//! The peer task owns the machine and the timers; a writer task per
+//! connection writes what it queues ([`outbound`]: bounded, and watched by
+//! the send hold timer), so a peer that stops reading never stops the peer
+//! task; a reader task per connection cuts frames and hands them over; UPDATEs
 //! are decoded here, in the peer's task, so decoding runs in parallel across
 //! peers and the RIB task only sees decoded routes.
 //!
@@ -20,6 +22,7 @@
 //! queue to the speaker (the whole table, 50 MB at a million prefixes,
 //! when the speaker is the slower side).
 
+mod outbound;
 pub(crate) mod socket;
 pub mod sockopt;
 
@@ -31,7 +34,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -116,6 +118,9 @@ pub(crate) struct PeerConfig {
     pub fsm: FsmConfig,
     /// Socket settings.
     pub transport: TransportOptions,
+    /// RFC 9687 SendHoldTime; `None`: the RFC's default (8 minutes, or
+    /// twice the negotiated hold time if longer).
+    pub send_hold: Option<Duration>,
 }
 
 /// Commands to a peer task.
@@ -208,6 +213,15 @@ pub(crate) struct PeerStats {
     pub sent: [AtomicU64; 6],
     /// Times the session left Established.
     pub flaps: AtomicU64,
+    /// Bytes queued for the peer and not yet written.
+    pub out_queued: AtomicU64,
+    /// Sessions reset because the peer read nothing for SendHoldTime.
+    pub send_hold_expired: AtomicU64,
+    /// Sessions reset because the outbound queue was full.
+    pub out_overflows: AtomicU64,
+    /// ROUTE-REFRESH requests answered (a table walk each; requests close
+    /// together are merged into one).
+    pub refreshes_answered: AtomicU64,
 }
 
 impl PeerStats {
@@ -254,7 +268,7 @@ enum Internal {
 
 struct Conn {
     generation: u64,
-    writer: OwnedWriteHalf,
+    writer: outbound::Outbound,
     reader: JoinHandle<()>,
     local: SocketAddr,
     remote: SocketAddr,
@@ -318,6 +332,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         self.feed(Event::ManualStart).await;
         loop {
             let deadline = self.timers.values().min().copied();
+            let send_hold = self.send_hold_deadline();
             tokio::select! {
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                     let now = Instant::now();
@@ -344,6 +359,15 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                     }
                 },
                 Some(i) = self.internal_rx.recv() => self.internal(i).await,
+                _ = async { tokio::time::sleep_until(send_hold.unwrap_or_else(Instant::now)).await }, if send_hold.is_some() => {
+                    // Written since? The deadline moved on; else the peer
+                    // has read nothing for SendHoldTime.
+                    if self.send_hold_deadline().is_some_and(|d| d <= Instant::now()) {
+                        tracing::warn!(peer = %self.config.address, queued = self.stats.out_queued.load(Ordering::Relaxed), "the peer has read nothing for SendHoldTime: closing the session");
+                        self.stats.send_hold_expired.fetch_add(1, Ordering::Relaxed);
+                        self.feed(Event::SendHoldTimerExpires).await;
+                    }
+                }
                 _ = async { tokio::time::sleep_until(self.restart_at.unwrap_or_else(Instant::now)).await }, if self.restart_at.is_some() => {
                     self.restart_at = None;
                     self.feed(Event::ManualStart).await;
@@ -377,15 +401,15 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                             PeerStats::count(&self.stats.sent, m[18]);
                         }
                         if buf.len() + m.len() > WRITE_CHUNK && !buf.is_empty() {
-                            if !self.write(&buf).await {
+                            let full = std::mem::replace(&mut buf, Vec::with_capacity(WRITE_CHUNK));
+                            if !self.queue_updates(full).await {
                                 return;
                             }
-                            buf.clear();
                         }
                         buf.extend_from_slice(m);
                     }
                     if !buf.is_empty() {
-                        self.write(&buf).await;
+                        self.queue_updates(buf).await;
                     }
                 }
             }
@@ -441,7 +465,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                     c.abort();
                 }
                 if let Err(e) = self.prepare_accepted(&stream) {
-                    tracing::warn!(peer = %self.config.address, error = %e, "cannot set socket options on accepted connection");
+                    // Fail closed: without its TTL or GTSM settings the
+                    // connection is not the one configured.
+                    tracing::warn!(peer = %self.config.address, error = %e, "connection refused: its socket options cannot be set");
+                    return;
                 }
                 self.adopt(stream, false);
                 self.feed(Event::TcpAccepted).await;
@@ -483,7 +510,12 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         let reader = tokio::spawn(read_frames(read, generation, tx, Arc::default()));
         self.conn = Some(Conn {
             generation,
-            writer,
+            writer: outbound::Outbound::start(
+                writer,
+                generation,
+                self.internal_tx.clone(),
+                Arc::clone(&self.stats),
+            ),
             reader,
             local: SocketAddr::new(local.ip().to_canonical(), local.port()),
             remote: SocketAddr::new(remote.ip().to_canonical(), remote.port()),
@@ -494,6 +526,7 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
     fn drop_connection(&mut self) {
         if let Some(c) = self.conn.take() {
             c.reader.abort();
+            c.writer.close();
         }
         if let Some(c) = self.connecting.take() {
             c.abort();
@@ -554,12 +587,16 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
             refuse_colliding(stream).await;
             return;
         }
+        if let Err(e) = self.prepare_accepted(&stream) {
+            // Fail closed, and keep the connection we have.
+            tracing::warn!(peer = %self.config.address, error = %e, "connection refused: its socket options cannot be set");
+            return;
+        }
         // The newcomer wins: dump the existing connection, start over on the new one.
         let acts = self.fsm.handle(Event::CollisionDump);
         self.perform(acts).await;
         self.fsm = self.fsm.successor();
         self.timers.clear();
-        let _ = self.prepare_accepted(&stream);
         let start = self.fsm.handle(Event::ManualStart);
         // A fresh machine starts connecting; we already have a connection.
         self.perform(
@@ -649,8 +686,11 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 match a {
                     Action::Connect => self.start_connect(),
                     Action::Disconnect => {
-                        if let Some(mut c) = self.conn.take() {
-                            let _ = c.writer.shutdown().await;
+                        if let Some(c) = self.conn.take() {
+                            // What is queued (the NOTIFICATION last) is
+                            // still written, briefly, then the connection
+                            // is shut.
+                            c.writer.close();
                             c.reader.abort();
                         }
                         if let Some(c) = self.connecting.take() {
@@ -722,7 +762,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         match m.to_bytes(&ctx) {
             Ok(b) => {
                 PeerStats::count(&self.stats.sent, m.type_code());
-                self.write(&b).await
+                match self.conn.as_mut() {
+                    Some(c) => c.writer.queue(b, false, &self.stats).is_ok(),
+                    None => false,
+                }
             }
             Err(e) => {
                 tracing::error!(peer = %self.config.address, error = %e, "cannot encode message");
@@ -731,17 +774,39 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> bool {
+    /// Queues encoded UPDATEs; false when the session ended instead: the
+    /// connection is gone, or the queue is full and the session is reset
+    /// (Cease, Out of Resources), to start again after the connect retry
+    /// time.
+    async fn queue_updates(&mut self, bytes: Vec<u8>) -> bool {
         let Some(c) = self.conn.as_mut() else {
             return false;
         };
-        match c.writer.write_all(bytes).await {
+        match c.writer.queue(bytes, true, &self.stats) {
             Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(peer = %self.config.address, error = %e, "write failed");
+            Err(outbound::Refused::Closed) => false,
+            Err(outbound::Refused::Full) => {
+                tracing::warn!(
+                    peer = %self.config.address,
+                    queued = self.stats.out_queued.load(Ordering::Relaxed),
+                    "the peer reads too slowly: its outbound queue is full; resetting the session"
+                );
+                self.stats.out_overflows.fetch_add(1, Ordering::Relaxed);
+                self.feed(Event::AutomaticStop(subcode::cease::OUT_OF_RESOURCES))
+                    .await;
+                self.restart_at = Some(Instant::now() + self.config.fsm.connect_retry);
                 false
             }
         }
+    }
+
+    /// When the send hold timer expires, if something waits to be sent.
+    fn send_hold_deadline(&self) -> Option<Instant> {
+        let c = self.conn.as_ref()?;
+        let hold = self.config.send_hold.unwrap_or_else(|| {
+            outbound::default_send_hold(self.fsm.negotiated().map(|n| n.hold_time))
+        });
+        c.writer.send_hold_deadline(hold)
     }
 }
 

@@ -123,6 +123,21 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Installs (or removes, with an empty key) a TCP-MD5 key on a listener for
 /// one peer, or for a range of dynamic peers.
+/// GTSM's minimum TTL (hop limit) on a listener bound to `addr`, so SYNs
+/// from further away are dropped by the kernel; 0 takes it off. A
+/// dual-stack listener gets it for both families.
+pub(crate) fn listener_min_ttl(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    min_ttl: u8,
+) -> io::Result<()> {
+    sockopt::set_min_ttl(listener, addr.is_ipv6(), min_ttl)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        sockopt::set_min_ttl(listener, false, min_ttl)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn listener_md5(listener: &TcpListener, peers: IpNet, key: &[u8]) -> io::Result<()> {
     // A listener bound to [::] sees IPv4 peers as IPv4-mapped addresses.
     let v6_listener = listener.local_addr()?.is_ipv6();

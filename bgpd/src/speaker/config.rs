@@ -47,6 +47,10 @@ pub struct NeighborConfig {
     pub hold_time: u16,
     /// Keepalive interval; default a third of the hold time.
     pub keepalive_time: Option<u16>,
+    /// RFC 9687 SendHoldTime, seconds; default 8 minutes or twice the
+    /// negotiated hold time if longer.
+    #[serde(default)]
+    pub send_hold_time: Option<u16>,
     /// Only accept connections.
     pub passive: bool,
     /// eBGP multihop: TTL for an external peer that is not directly connected.
@@ -117,6 +121,12 @@ pub struct MaxPrefixes {
     pub warning_percent: u8,
     /// What to do beyond the limit.
     pub action: MaxPrefixesAction,
+    /// Count every prefix the peer sends, also those rejected on import
+    /// (kept as rejected) and those in UPDATEs treated as withdrawn, not
+    /// only those accepted (FRR's `force`): a peer cannot then make us
+    /// keep, or parse, without bound what it is refused.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// What happens when a peer sends more prefixes than allowed.
@@ -140,6 +150,7 @@ impl NeighborConfig {
             asn,
             hold_time: 90,
             keepalive_time: None,
+            send_hold_time: None,
             passive: false,
             ebgp_multihop: None,
             ttl_security: None,
@@ -184,6 +195,14 @@ pub struct SpeakerConfig {
     pub cluster_id: Option<Ipv4Addr>,
     /// The most next hops of a route installed in the FIB (ECMP); default 8.
     pub maximum_paths: usize,
+    /// The most dynamic neighbours (from listen ranges) at once; a
+    /// connection beyond it is refused. Default 100.
+    #[serde(default = "default_max_dynamic")]
+    pub max_dynamic_neighbors: usize,
+}
+
+fn default_max_dynamic() -> usize {
+    100
 }
 
 /// A route this speaker originates (ORIGIN IGP, our next hop), with the
@@ -294,6 +313,7 @@ impl SpeakerConfig {
             graceful_restart: GracefulRestartConfig::default(),
             cluster_id: None,
             maximum_paths: 8,
+            max_dynamic_neighbors: default_max_dynamic(),
         }
     }
 }

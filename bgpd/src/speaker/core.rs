@@ -143,6 +143,9 @@ pub(crate) struct PeerSlot {
     /// Families whose prefix limit (or warning threshold) this session
     /// already reported, so each is logged once per session.
     pub(crate) limit_warned: Vec<(AfiSafi, bool)>,
+    /// Prefixes in this session's UPDATEs treated as withdrawn (RFC 7606),
+    /// per family (IPv4, IPv6), for prefix limits with `force`.
+    pub(crate) treated_as_withdrawn: [u64; 2],
     /// Disabled through the API.
     pub(crate) disabled: bool,
 }
@@ -180,6 +183,37 @@ pub(crate) struct Core {
     pub(crate) counters_moved: bool,
     /// What the inputs so far ask the task to do.
     pub(crate) out: Vec<Output>,
+    /// ROUTE-REFRESH requests answered, and those merged and waiting.
+    pub(crate) refreshes: super::refresh::Refreshes,
+    /// Connections refused (unknown address, dynamic neighbour limit),
+    /// counted and logged at a bounded rate.
+    pub(crate) refused: Refused,
+}
+
+/// Connections refused: a count, and a log line at most every
+/// [`Refused::LOG_EVERY`] with how many were refused since the last.
+#[derive(Debug, Default)]
+pub(crate) struct Refused {
+    /// Refused since the start.
+    pub(crate) total: u64,
+    since_log: u64,
+    logged: Option<tokio::time::Instant>,
+}
+
+impl Refused {
+    /// The shortest time between two log lines.
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// One more refused connection, from `ip`, because `why`.
+    pub(crate) fn note(&mut self, now: tokio::time::Instant, ip: IpAddr, why: &str) {
+        self.total += 1;
+        self.since_log += 1;
+        if self.logged.is_none_or(|t| now >= t + Self::LOG_EVERY) {
+            tracing::info!(peer = %ip, refused = self.since_log, "connection refused: {why} (one line per 10 s at most; `refused` counts them since the last)");
+            self.logged = Some(now);
+            self.since_log = 0;
+        }
+    }
 }
 
 impl Core {
@@ -208,6 +242,8 @@ impl Core {
             peers_changed: true,
             counters_moved: false,
             out: Vec::new(),
+            refreshes: Default::default(),
+            refused: Refused::default(),
             clock,
         };
         core.defer_after_restart();
@@ -227,7 +263,10 @@ impl Core {
             Input::SubscribeFib => self.subscribe_fib(),
             Input::FibGone => self.fib = false,
             Input::Accept(remote) => return Reply::Accept(self.accept(remote)),
-            Input::Timers => self.expire_timers(),
+            Input::Timers => {
+                self.expire_timers();
+                self.answer_due_refreshes();
+            }
             Input::Flush(max) => self.flush_slice(max),
             Input::EndOfBatch => self.after_events(),
             Input::Shutdown => {

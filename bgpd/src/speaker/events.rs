@@ -8,6 +8,7 @@ use crate::journal::WatchEventKind;
 use crate::rib::{PeerId, PeerInfo};
 use crate::session::PeerCommand;
 use crate::wire::error::subcode;
+use crate::wire::{AfiSafi, Update};
 
 use super::core::{Core, Output, PeerInput};
 
@@ -21,7 +22,17 @@ impl Core {
             return;
         }
         for m in &p.config.max_prefixes {
-            let accepted = self.rib.counts(id, m.family).accepted;
+            let counts = self.rib.counts(id, m.family);
+            let accepted = if m.force {
+                let taw = match m.family {
+                    AfiSafi::IPV4_UNICAST => p.treated_as_withdrawn[0],
+                    AfiSafi::IPV6_UNICAST => p.treated_as_withdrawn[1],
+                    _ => 0,
+                };
+                counts.received + taw
+            } else {
+                counts.accepted
+            };
             let over = accepted > m.limit;
             let warn_at = m.limit * u64::from(m.warning_percent) / 100;
             if !over && accepted < warn_at {
@@ -75,15 +86,18 @@ impl Core {
                 update,
                 treat_as_withdraw,
             } => {
+                if treat_as_withdraw && let Some(p) = self.peers.get_mut(&id) {
+                    let [v4, v6] = update_prefixes(&update);
+                    p.treated_as_withdrawn[0] += v4;
+                    p.treated_as_withdrawn[1] += v6;
+                }
                 self.rib.update(id, &update, treat_as_withdraw);
                 self.check_prefix_limits(id);
             }
-            PeerInput::RouteRefresh(af) => {
-                let out = self.rib.refresh(id, af);
-                self.dispatch(out);
-            }
+            PeerInput::RouteRefresh(af) => self.on_refresh_request(id, af),
             PeerInput::Stopped => {
                 self.forget_restart(id);
+                self.forget_refreshes(id);
                 self.rib.peer_down(id);
             }
         }
@@ -152,6 +166,7 @@ impl Core {
         p.last_error = None;
         p.in_rib = true;
         p.limit_warned.clear();
+        p.treated_as_withdrawn = [0; 2];
         let out = self.rib.peer_up(id, info);
         self.dispatch(out);
         self.arm_stale_timer(id);
@@ -160,6 +175,7 @@ impl Core {
     /// The session (or an attempt) ended: the peer's routes go, or stay
     /// stale while it restarts.
     fn on_down(&mut self, id: PeerId, reason: DownReason, established: bool) {
+        self.forget_refreshes(id);
         let graceful = self.graceful_plan(id, &reason, established);
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_error = Some(reason.to_string());
@@ -194,4 +210,13 @@ impl Core {
             self.stop_peer(id, subcode::cease::PEER_DECONFIGURED, None);
         }
     }
+}
+
+/// The prefixes an UPDATE announces, IPv4 and IPv6.
+fn update_prefixes(u: &Update) -> [u64; 2] {
+    let mut n = [0u64; 2];
+    for nlri in u.announced() {
+        n[usize::from(nlri.prefix.addr().is_ipv6())] += 1;
+    }
+    n
 }

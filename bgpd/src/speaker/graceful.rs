@@ -313,12 +313,13 @@ impl Core {
         self.pending_llgr.remove(&id);
     }
 
-    /// The earliest graceful restart deadline: the end of the selection
-    /// deferral or a stale timer.
+    /// The earliest deadline: the end of the selection deferral, a stale
+    /// timer, or a merged ROUTE-REFRESH answer.
     pub(super) fn next_deadline(&self) -> Option<tokio::time::Instant> {
         self.deferral_until
             .into_iter()
             .chain(self.stale_timers.values().min().copied())
+            .chain(self.next_refresh())
             .min()
     }
 

@@ -67,7 +67,7 @@ impl SpeakerTask {
     /// Keys for incoming connections live on the listeners: install the new
     /// configuration's, and remove those of neighbours that lost theirs.
     pub(super) fn install_md5(
-        &self,
+        &mut self,
         old: &SpeakerConfig,
         new: &SpeakerConfig,
         fresh: &[SocketAddr],
@@ -86,6 +86,9 @@ impl SpeakerTask {
                 .collect()
         };
         let (before, after) = (keys(old), keys(new));
+        // Ranges whose key a listener refused stay refused until it takes
+        // it; those without a key any more are no one's concern.
+        self.md5_missing.retain(|r| after.contains_key(r));
         for (addr, _, l) in &self.listeners {
             let fits =
                 |r: &IpNet| addr.ip().is_unspecified() || addr.is_ipv4() == r.addr().is_ipv4();
@@ -93,13 +96,45 @@ impl SpeakerTask {
                 if before.get(range) == Some(key) && !fresh.contains(addr) {
                     continue;
                 }
-                if let Err(e) = session::socket::listener_md5(l, *range, key) {
-                    tracing::warn!(peer = %range, listener = %addr, error = %e, "cannot install TCP-MD5 key");
+                match session::socket::listener_md5(l, *range, key) {
+                    Ok(()) => self.md5_missing.retain(|r| r != range),
+                    Err(e) => {
+                        tracing::warn!(peer = %range, listener = %addr, error = %e, "cannot install TCP-MD5 key: the neighbour's connections are refused");
+                        if !self.md5_missing.contains(range) {
+                            self.md5_missing.push(*range);
+                        }
+                    }
                 }
             }
             for range in before.keys().filter(|r| fits(r) && !after.contains_key(r)) {
                 // An empty key deletes the entry; a listener bound afresh has none to delete.
                 let _ = session::socket::listener_md5(l, *range, &[]);
+            }
+        }
+    }
+
+    /// GTSM on the listeners: when every neighbour has it, a listener drops
+    /// connections from further away than the farthest allowed, before the
+    /// handshake (each accepted connection gets its own neighbour's limit
+    /// besides); with any neighbour without GTSM the listener cannot.
+    pub(super) fn set_listener_min_ttl(&self) {
+        let hops: Option<Vec<u8>> = self
+            .core
+            .config
+            .neighbors
+            .iter()
+            .map(|n| n.ttl_security)
+            .collect();
+        let min_ttl = match hops.as_deref() {
+            Some(h) if !h.is_empty() => {
+                let farthest = h.iter().copied().max().unwrap_or(1);
+                255u8.saturating_sub(farthest).saturating_add(1)
+            }
+            _ => 0,
+        };
+        for (addr, _, l) in &self.listeners {
+            if let Err(e) = session::socket::listener_min_ttl(l, *addr, min_ttl) {
+                tracing::warn!(listener = %addr, min_ttl, error = %e, "cannot set GTSM's minimum TTL on the listener");
             }
         }
     }

@@ -53,6 +53,7 @@ mod peers;
 mod queries;
 mod reconfigure;
 pub mod record;
+mod refresh;
 pub mod replay;
 mod task;
 mod view;

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::config::{NeighborAddress, NeighborConfig};
@@ -114,11 +115,21 @@ impl Core {
         });
         match range.cloned() {
             Some(n) => {
+                let dynamic = self.peers.values().filter(|p| p.dynamic).count();
+                if dynamic >= self.config.max_dynamic_neighbors {
+                    self.refused.note(
+                        self.clock.now(),
+                        ip,
+                        "the dynamic neighbour limit (maxDynamicNeighbors) is reached",
+                    );
+                    return None;
+                }
                 tracing::info!(peer = %ip, range = %n.address, "dynamic neighbour connected");
                 Some(self.spawn(n, ip, true))
             }
             None => {
-                tracing::info!(peer = %ip, "connection from an address that is not a configured neighbour; closed");
+                self.refused
+                    .note(self.clock.now(), ip, "not a configured neighbour");
                 None
             }
         }
@@ -151,6 +162,7 @@ impl Core {
             port: n.port,
             fsm,
             transport,
+            send_hold: n.send_hold_time.map(|s| Duration::from_secs(s.into())),
         };
         let stats = Arc::new(PeerStats::default());
         self.out.push(Output::StartPeer {
@@ -181,6 +193,7 @@ impl Core {
                 in_rib: false,
                 session: 0,
                 limit_warned: Vec::new(),
+                treated_as_withdrawn: [0; 2],
                 disabled: false,
             },
         );
@@ -282,7 +295,11 @@ impl Core {
                     messages_sent: sum(&p.stats.sent),
                     received_by_type: by_type(&p.stats.received),
                     sent_by_type: by_type(&p.stats.sent),
-                    flaps: p.stats.flaps.load(std::sync::atomic::Ordering::Relaxed),
+                    flaps: p.stats.flaps.load(Relaxed),
+                    out_queued: p.stats.out_queued.load(Relaxed),
+                    send_hold_expired: p.stats.send_hold_expired.load(Relaxed),
+                    out_overflows: p.stats.out_overflows.load(Relaxed),
+                    refreshes_answered: p.stats.refreshes_answered.load(Relaxed),
                     stale_routes: self.rib.stale_count(*id),
                     disabled: p.disabled,
                 }

@@ -56,6 +56,9 @@ pub(super) struct SpeakerTask {
     pub(super) peers_published: tokio::time::Instant,
     /// Where inputs are written down, when they are (`Speaker::start_recording`).
     pub(super) recorder: Option<Recorder>,
+    /// Neighbours (addresses or ranges) whose TCP-MD5 key some listener
+    /// refused: their connections are refused too, never taken unsigned.
+    pub(super) md5_missing: Vec<ipnet::IpNet>,
 }
 
 /// How stale the published peer counters may get while routes flow.
@@ -113,6 +116,7 @@ impl SpeakerTask {
             journal: channels.journal,
             peers_tx: channels.peers_tx,
             peers_published: clock.now(),
+            md5_missing: Vec::new(),
             recorder,
         };
         // The core starts without peers or routes; the configuration then
@@ -229,6 +233,14 @@ impl SpeakerTask {
 
     /// A connection accepted by a listener goes to its peer's task.
     fn accept(&mut self, stream: TcpStream, remote: SocketAddr) {
+        let ip = remote.ip().to_canonical();
+        if let Some(r) = self.md5_missing.iter().find(|r| r.contains(&ip)) {
+            // Fail closed: without its key on the listener, the kernel took
+            // the connection unsigned.
+            tracing::warn!(peer = %ip, neighbour = %r, "connection refused: the neighbour's TCP-MD5 key could not be installed on the listener");
+            drop(stream);
+            return;
+        }
         if let Reply::Accept(Some(id)) = self.step(Input::Accept(remote.ip().to_canonical()))
             && let Some(h) = self.handles.get(&id)
         {
@@ -246,6 +258,7 @@ impl SpeakerTask {
         let old = self.core.config.clone();
         self.step(Input::Configure(Box::new(new.clone())));
         self.install_md5(&old, &new, &fresh);
+        self.set_listener_min_ttl();
         Ok(())
     }
 

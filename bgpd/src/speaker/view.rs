@@ -48,6 +48,16 @@ pub struct PeerStatus {
     pub sent_by_type: [u64; 6],
     /// Times the session left Established.
     pub flaps: u64,
+    /// Bytes queued for the peer and not yet written to its socket.
+    pub out_queued: u64,
+    /// Sessions reset because the peer read nothing for SendHoldTime (RFC
+    /// 9687).
+    pub send_hold_expired: u64,
+    /// Sessions reset because the peer's outbound queue was full.
+    pub out_overflows: u64,
+    /// ROUTE-REFRESH requests answered (requests close together are
+    /// merged into one answer).
+    pub refreshes_answered: u64,
     /// Routes kept from the peer's previous session while it restarts
     /// (graceful restart helper), not yet announced again.
     pub stale_routes: usize,

@@ -28,6 +28,8 @@ pub mod code {
     pub const CEASE: u8 = 6;
     /// ROUTE-REFRESH Message Error (RFC 7313).
     pub const ROUTE_REFRESH_MESSAGE: u8 = 7;
+    /// Send Hold Timer Expired (RFC 9687).
+    pub const SEND_HOLD_TIMER_EXPIRED: u8 = 8;
 }
 
 /// NOTIFICATION error subcodes, grouped by error code.

@@ -100,6 +100,7 @@ impl Notification {
             code::FSM => "Finite State Machine Error",
             code::CEASE => "Cease",
             code::ROUTE_REFRESH_MESSAGE => "ROUTE-REFRESH Message Error",
+            code::SEND_HOLD_TIMER_EXPIRED => "Send Hold Timer Expired",
             _ => "unknown error code",
         };
         let s = match (self.code, self.subcode) {
