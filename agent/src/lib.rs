@@ -8,6 +8,7 @@
 
 mod error;
 pub mod fib;
+mod last_good;
 pub mod metrics;
 pub mod nat;
 pub mod overlay;
@@ -250,6 +251,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // IPAM view changed.
     let mut last_input: Option<(model::Snapshot, Vec<model::Problem>)> = None;
     let mut ipam_changed = false;
+    let mut last_good = last_good::LastGood::default();
     loop {
         let mut dirty = std::mem::take(&mut managed_changed);
         let mut input = feed.poll();
@@ -263,8 +265,18 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 snapshot.local_ipam = rx.borrow_and_update().clone();
             }
             dirty = true;
-            let (config, more) = planner::plan(&snapshot, &opts.node);
+            let (mut config, more) = planner::plan(&snapshot, &opts.node);
             problems.extend(more);
+            // A BGPPeer an edit made invalid: its last valid version, not
+            // no peer (and no session) at all.
+            let restored = last_good.restore(&mut snapshot, &problems);
+            if !restored.is_empty() {
+                tracing::warn!(peers = ?restored, "invalid BGPPeers: their last valid versions stay in force");
+                let (again, more) = planner::plan(&snapshot, &opts.node);
+                config = again;
+                problems = last_good::LastGood::word(&restored, problems, more);
+            }
+            last_good.remember(&snapshot, &problems);
             if overlay_task.is_some() {
                 let o = planner::overlay::plan(&snapshot, &opts.node);
                 overlay_tx.send_if_modified(|cur| {

@@ -24,7 +24,7 @@ pub struct ManagedPeer {
     /// Its settings, as a BGPPeer spec.
     pub spec: BgpPeerSpec,
     /// Its TCP-MD5 password (a BGPPeer would name a Secret instead).
-    pub password: Option<String>,
+    pub password: Option<bgpd::speaker::Password>,
 }
 
 /// What API clients added.

@@ -248,7 +248,7 @@ impl Api {
                 bgpd::session::sockopt::MD5_MAX_KEY_LEN
             )));
         }
-        let password = (!p.password.is_empty()).then_some(p.password);
+        let password = (!p.password.is_empty()).then(|| p.password.into());
         Ok((p.name, ManagedPeer { spec, password }))
     }
 

@@ -280,7 +280,7 @@ async fn a_neighbour_whose_md5_key_the_listener_refuses_gets_no_unsigned_session
     let mut ca = speaker_config(65001, "127.0.0.1", pa);
     let mut n = neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1");
     n.passive = true;
-    n.password = Some("x".repeat(81));
+    n.password = Some("x".repeat(81).into());
     ca.neighbors = vec![n];
     let mut cb = speaker_config(65002, "127.0.0.2", pb);
     cb.neighbors = vec![neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2")];
@@ -354,4 +354,13 @@ async fn a_forced_prefix_limit_counts_what_is_refused_too() {
     .await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[test]
+fn a_password_never_shows_in_a_debug_dump() {
+    let mut n = neighbor("b", "127.0.0.2", 179, 65002, "127.0.0.1");
+    n.password = Some("s3cret-md5".to_string().into());
+    let dump = format!("{n:?}");
+    assert!(!dump.contains("s3cret-md5"), "{dump}");
+    assert!(dump.contains("password: Some(\"***\")"), "{dump}");
 }

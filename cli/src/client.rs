@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use anyhow::Context as _;
 use proto::v1 as pb;
 use serde_json::{Value, json};
 
@@ -144,9 +145,11 @@ pub struct PeerSettings {
     /// Source address of the session.
     #[arg(long)]
     pub source_address: Option<String>,
-    /// TCP-MD5 password.
-    #[arg(long)]
-    pub password: Option<String>,
+    /// TCP-MD5 password, read from this file, or from standard input with
+    /// `-` (never given on the command line, where `ps` shows it); one
+    /// trailing newline is dropped.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
     /// Our address as next hop towards an internal peer.
     #[arg(long)]
     pub next_hop_self: bool,
@@ -158,9 +161,33 @@ pub struct PeerSettings {
     pub filters: Vec<String>,
 }
 
+/// A password from `path` (`-`: standard input), without its trailing
+/// newline.
+fn read_password(path: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the password from standard input")?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the password from {}", path.display()))?;
+    }
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
 impl PeerSettings {
-    fn to_pb(&self) -> pb::AddPeerRequest {
-        pb::AddPeerRequest {
+    fn to_pb(&self) -> anyhow::Result<pb::AddPeerRequest> {
+        let password = match &self.password_file {
+            Some(p) => read_password(p)?,
+            None => String::new(),
+        };
+        Ok(pb::AddPeerRequest {
             peer: Some(pb::PeerSpec {
                 name: self.name.clone(),
                 address: self.address.clone(),
@@ -171,12 +198,12 @@ impl PeerSettings {
                 passive: self.passive,
                 ebgp_multihop: self.ebgp_multihop.map(u32::from).unwrap_or(0),
                 source_address: self.source_address.clone().unwrap_or_default(),
-                password: self.password.clone().unwrap_or_default(),
+                password,
                 next_hop_self: self.next_hop_self,
                 route_reflector_client: self.rr_client,
                 filters: self.filters.clone(),
             }),
-        }
+        })
     }
 }
 
@@ -304,11 +331,11 @@ pub async fn peer_action(socket: &Path, action: PeerAction) -> anyhow::Result<()
             client.enable_peer(peer_ref(&peer)).await.map_err(refused)?;
         }
         PeerAction::Add(settings) => {
-            client.add_peer(settings.to_pb()).await.map_err(refused)?;
+            client.add_peer(settings.to_pb()?).await.map_err(refused)?;
         }
         PeerAction::Update(settings) => {
             client
-                .update_peer(settings.to_pb())
+                .update_peer(settings.to_pb()?)
                 .await
                 .map_err(refused)?;
         }

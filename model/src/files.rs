@@ -4,8 +4,11 @@
 //! `discovery.k8s.io/v1` EndpointSlice).
 //!
 //! Every document is parsed on its own: a malformed one is reported (file,
-//! document, field, why) and skipped, and the others still count.
+//! document, field, why) and skipped, and the others still count. A file
+//! that is not valid YAML (caught half-written, or broken by an edit) keeps
+//! its last valid version in force ([`Kept`]).
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -21,6 +24,31 @@ use crate::problem::Problem;
 
 /// Reads every `*.yaml` / `*.yml` file of a directory (not recursively).
 pub fn load_dir(dir: &Path) -> (Snapshot, Vec<Problem>) {
+    load_dir_keeping(dir, &mut Kept::default())
+}
+
+/// The last text of each file that was valid YAML, so that a file caught
+/// half-written is not read as objects deleted.
+#[derive(Debug, Default)]
+pub struct Kept {
+    texts: BTreeMap<PathBuf, String>,
+}
+
+/// The first document of `text` that is not valid YAML: its first line
+/// and the parser's words.
+fn invalid_yaml(text: &str) -> Option<(usize, String)> {
+    documents(text).into_iter().find_map(|(line, doc)| {
+        serde_saphyr::from_str::<Value>(&doc)
+            .err()
+            .map(|e| (line, e.to_string()))
+    })
+}
+
+/// [`load_dir`], keeping in force the last valid version of a file that is
+/// not valid YAML now (a file being written, or broken by an edit), with a
+/// problem that says so; a file seen for the first time broken is read as
+/// it is (its bad documents reported, the others used).
+pub fn load_dir_keeping(dir: &Path, kept: &mut Kept) -> (Snapshot, Vec<Problem>) {
     let mut snap = Snapshot {
         source: dir.display().to_string(),
         ..Snapshot::default()
@@ -43,9 +71,30 @@ pub fn load_dir(dir: &Path) -> (Snapshot, Vec<Problem>) {
         }
     };
     files.sort();
+    // Files gone are deletions.
+    kept.texts.retain(|f, _| files.contains(f));
     for f in files {
         match std::fs::read_to_string(&f) {
-            Ok(text) => load_text(&f, &text, &mut snap, &mut problems),
+            Ok(text) => match (invalid_yaml(&text), kept.texts.get(&f)) {
+                (Some((line, e)), Some(last)) => {
+                    problems.push(Problem {
+                        origin: f.display().to_string(),
+                        object: None,
+                        field: None,
+                        message: format!(
+                            "not valid YAML (document starts at line {line}): {e}; the file's last valid version stays in force"
+                        ),
+                    });
+                    let last = last.clone();
+                    load_text(&f, &last, &mut snap, &mut problems);
+                }
+                (invalid, _) => {
+                    load_text(&f, &text, &mut snap, &mut problems);
+                    if invalid.is_none() {
+                        kept.texts.insert(f, text);
+                    }
+                }
+            },
             Err(e) => problems.push(Problem {
                 origin: f.display().to_string(),
                 object: None,
@@ -115,6 +164,7 @@ pub struct FileSource {
     dir: PathBuf,
     poll: Duration,
     last_print: Option<u64>,
+    kept: Kept,
 }
 
 impl FileSource {
@@ -124,6 +174,7 @@ impl FileSource {
             dir,
             poll,
             last_print: None,
+            kept: Kept::default(),
         }
     }
 }
@@ -135,7 +186,7 @@ impl Source for FileSource {
             return None;
         }
         self.last_print = Some(print);
-        Some(load_dir(&self.dir))
+        Some(load_dir_keeping(&self.dir, &mut self.kept))
     }
 
     fn changed(&mut self) -> BoxFuture<'_, ()> {
@@ -363,11 +414,62 @@ spec: {peerIP: 10.0.0.253, asNumber: 65000, password: {file: missing}}
         let _ = std::fs::remove_dir_all(&dir);
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(s.source, dir.display().to_string());
-        assert_eq!(s.files.get("key"), Some(&Ok("s3cret".to_string())));
+        assert_eq!(
+            s.files.get("key"),
+            Some(&Ok(crate::Sensitive("s3cret".to_string())))
+        );
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "a debug dump of the snapshot shows the password"
+        );
         let missing = s.files.get("missing").expect("tried");
         assert!(
             missing.as_ref().is_err_and(|e| e.contains("missing")),
             "{missing:?}"
         );
+    }
+
+    #[test]
+    fn a_file_broken_mid_write_keeps_its_last_valid_version() {
+        let dir = std::env::temp_dir().join(format!("petrel-files-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("peers.yaml");
+        let peer = |name: &str| {
+            format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: {name}}}\nspec: {{peerIP: 10.0.0.1, asNumber: 65000}}\n"
+            )
+        };
+        std::fs::write(&file, format!("{}---\n{}", peer("a"), peer("b"))).expect("write");
+        let mut kept = Kept::default();
+        let (s, p) = load_dir_keeping(&dir, &mut kept);
+        assert_eq!(s.peers.len(), 2, "{p:?}");
+        // Cut in the middle of a flow mapping, as a writer caught mid-way
+        // leaves it.
+        std::fs::write(
+            &file,
+            format!(
+                "{}---\napiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: b",
+                peer("a")
+            ),
+        )
+        .expect("write");
+        let (s, p) = load_dir_keeping(&dir, &mut kept);
+        let names: Vec<&str> = s.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "the last valid version, not a deletion");
+        assert!(
+            p.iter()
+                .any(|p| p.message.contains("last valid version stays in force")),
+            "{p:?}"
+        );
+        // Without the memory (a first read), the broken document is
+        // reported and the rest used.
+        let (s, _) = load_dir(&dir);
+        assert_eq!(s.peers.len(), 1);
+        // A file removed is a deletion.
+        std::fs::remove_file(&file).expect("remove");
+        let (s, _) = load_dir_keeping(&dir, &mut kept);
+        assert!(s.peers.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

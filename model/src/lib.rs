@@ -24,7 +24,7 @@ pub mod problem;
 pub use files::FileSource;
 pub use kube::KubeSource;
 pub use objects::{
-    Endpoint, EndpointSlice, LocalIpam, Named, Node, Origin, Secret, Service, Snapshot,
+    Endpoint, EndpointSlice, LocalIpam, Named, Node, Origin, Secret, Sensitive, Service, Snapshot,
     TrafficPolicy, Vtep, format_mac, parse_mac,
 };
 pub use parse::add_object;
@@ -51,7 +51,7 @@ pub fn read_referenced_files(snap: &mut Snapshot, base: &Path) {
     for f in named {
         let path = base.join(&f);
         let text = std::fs::read_to_string(&path)
-            .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+            .map(|t| Sensitive(t.trim_end_matches(['\n', '\r']).to_string()))
             .map_err(|e| format!("cannot read {}: {e}", path.display()));
         snap.files.insert(f, text);
     }

@@ -171,12 +171,40 @@ pub struct EndpointSlice {
 }
 
 /// A `v1` Secret's data, decoded.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret {
     /// `metadata.name`.
     pub name: String,
     /// `data` (base64-decoded) merged with `stringData`.
     pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// Its name and keys, never its values.
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Text that may be a secret (a password file's): used as a `str`, never
+/// printed (its `Debug` is `"***"`).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Sensitive(pub String);
+
+impl std::ops::Deref for Sensitive {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 /// Everything read from the source at one moment.
@@ -210,7 +238,7 @@ pub struct Snapshot {
     /// The files objects refer to (`BGPPeer.spec.password.file`), as the
     /// source read them: the path as written, and its text or why it could
     /// not be read. The planner reads no files.
-    pub files: BTreeMap<String, Result<String, String>>,
+    pub files: BTreeMap<String, Result<Sensitive, String>>,
 }
 
 /// This node's pod addresses as its IPAM has them.
@@ -225,4 +253,20 @@ pub struct LocalIpam {
     /// source), from a pool that allows `Tunnel`; `None` until one is
     /// allocated, or while no pool tunnels.
     pub tunnel: Option<std::net::Ipv4Addr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_show_their_keys_never_their_values() {
+        let s = Secret {
+            name: "bgp".into(),
+            data: [("tor-a".to_string(), b"s3cret".to_vec())].into(),
+        };
+        let dump = format!("{s:?}");
+        assert!(dump.contains("tor-a") && !dump.contains("s3cret"), "{dump}");
+        assert_eq!(format!("{:?}", Sensitive("s3cret".into())), "\"***\"");
+    }
 }

@@ -807,3 +807,56 @@ router bgp 65002
     petrel.wait_established("10.25.0.2", 30);
     petrel.wait_route("10.250.0.0/24", 15);
 }
+
+/// An edit that makes a BGPPeer invalid (a keepalive time above a third of
+/// the hold time: the planner's check, past any schema) keeps its last
+/// valid version in force: the session stays up, and the problem says so.
+#[test]
+fn an_edit_that_breaks_a_peer_keeps_its_last_valid_version_and_its_session() {
+    let mut lab = common::lab("lg");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.6.0.1/24"], &["10.6.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.6.0.2
+ no bgp ebgp-requires-policy
+ neighbor 10.6.0.1 remote-as 65001
+ neighbor 10.6.0.1 timers connect 1
+"#,
+    );
+    let peer = |keepalive: &str| {
+        petrel_yaml(
+            65001,
+            "10.6.0.1",
+            &["10.6.0.1"],
+            &format!(
+                "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {{name: frr}}\nspec: {{peerIP: 10.6.0.2, asNumber: 65002, holdTime: 9s, keepaliveTime: {keepalive}}}\n"
+            ),
+        )
+    };
+    let petrel = lab.petrel(&p, "node-1", &peer("3s"));
+    petrel.wait_established("10.6.0.2", 30);
+    let flaps = |st: &serde_json::Value| st["flaps"].as_u64().unwrap_or(0);
+    let before = flaps(&petrel.peer("10.6.0.2").expect("peer"));
+    petrel.reconfigure(&peer("5s"));
+    wait_until(20, "the problem to be reported", || {
+        let log = std::fs::read_to_string(&petrel.log).unwrap_or_default();
+        log.contains("last valid version of this BGPPeer stays in force")
+            .then_some(())
+            .ok_or_else(|| petrel.log_tail())
+    });
+    // Longer than a reset and a new session would take.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let st = petrel
+        .peer("10.6.0.2")
+        .expect("the peer is still configured");
+    assert_eq!(st["state"], "Established", "{st}");
+    assert_eq!(flaps(&st), before, "the session was reset: {st}");
+    // Fixed again: applied as usual.
+    petrel.reconfigure(&peer("2s"));
+    petrel.wait_established("10.6.0.2", 30);
+}

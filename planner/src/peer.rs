@@ -197,7 +197,7 @@ pub fn neighbor(
                 ),
             );
         }
-        n.password = Some(secret);
+        n.password = Some(secret.into());
     }
     n.connect_retry = Duration::from_secs(5);
     Ok(n)
@@ -207,7 +207,7 @@ fn password(pw: &PasswordSource, snapshot: &Snapshot) -> Result<String, FieldErr
     match (&pw.file, &pw.secret_key_ref) {
         // The source read the file (the planner reads none).
         (Some(f), None) => match snapshot.files.get(f) {
-            Some(Ok(text)) => Ok(text.clone()),
+            Some(Ok(text)) => Ok(text.to_string()),
             Some(Err(why)) => Err(FieldError::new("spec.password.file", why.clone())),
             None => Err(FieldError::new(
                 "spec.password.file",

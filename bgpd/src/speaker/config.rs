@@ -62,7 +62,7 @@ pub struct NeighborConfig {
     /// TCP-MD5 password (never written into a recording: a replay needs no
     /// socket, so no key).
     #[serde(skip_serializing, default)]
-    pub password: Option<String>,
+    pub password: Option<Password>,
     /// Time between connection attempts.
     pub connect_retry: Duration,
     /// Families to offer.
@@ -326,5 +326,40 @@ pub(super) fn rib_config(c: &SpeakerConfig) -> RibConfig {
         enforce_first_as: true,
         cluster_id: c.cluster_id.unwrap_or(c.router_id),
         maximum_paths: c.maximum_paths.max(1),
+    }
+}
+
+/// A TCP-MD5 password: used and compared, never printed (its `Debug` is
+/// `"***"`), so no log line or debug dump of a configuration shows it.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Password(String);
+
+impl Password {
+    /// The password's octets, as TCP-MD5 takes them.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// Its length in octets.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for Password {
+    fn from(text: String) -> Password {
+        Password(text)
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
     }
 }

@@ -60,7 +60,7 @@ mod view;
 
 pub use config::{
     AddPaths, GracefulRestartConfig, LocalRoute, MaxPrefixes, MaxPrefixesAction, NeighborAddress,
-    NeighborConfig, RestartState, SpeakerConfig,
+    NeighborConfig, Password, RestartState, SpeakerConfig,
 };
 pub use handle::{ResetKind, Speaker, SpeakerError};
 pub use view::{
