@@ -78,9 +78,9 @@ STATUS_WRITES = {
     ("", "nodes/status"),
     ("", "services/status"),
 }
-# The agent's capabilities: routes and tunnels (NET_ADMIN), raw and
-# device-bound sockets (NET_RAW), and listening on port 179 (below 1024).
-AGENT_CAPS = {"NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"}
+# The agent's capabilities: routes, tunnels, nftables (NET_ADMIN) and
+# listening on port 179 (below 1024); nothing raw.
+AGENT_CAPS = {"NET_ADMIN", "NET_BIND_SERVICE"}
 
 
 def find(objects, kind):
@@ -149,7 +149,7 @@ def check_rbac(objects, label):
         check(ref in roles, f"{label}: {b['metadata']['name']} binds missing {ref}")
 
 
-def check_agent(objects, label, bind_address="0.0.0.0", port=9479):
+def check_agent(objects, label, bind_address=None, port=9479):
     ds = find(objects, "DaemonSet")
     check(len(ds) == 1, f"{label}: {len(ds)} DaemonSets")
     if not ds:
@@ -174,7 +174,13 @@ def check_agent(objects, label, bind_address="0.0.0.0", port=9479):
     )
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     check(ports.get("metrics") == port, f"{label}: metrics port {ports}")
-    host = f"[{bind_address}]" if ":" in bind_address else bind_address
+    if bind_address is None:
+        # The node's own address, from the downward API.
+        host = "$(HOST_IP)"
+        check(env.get("HOST_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.hostIP",
+              f"{label}: HOST_IP not from the downward API")
+    else:
+        host = f"[{bind_address}]" if ":" in bind_address else bind_address
     metrics = args[args.index("--metrics-address") + 1] if "--metrics-address" in args else None
     check(metrics == f"{host}:{port}", f"{label}: --metrics-address {metrics}")
     check(not (metrics or "").startswith("127."), f"{label}: metrics on loopback: the kubelet cannot probe it")
@@ -296,8 +302,12 @@ def main():
     for need in [("bgppeers/status", "patch"), ("nodes/status", "patch"), ("bgpnodestatuses", "create"),
                  ("bgpnodestatuses", "patch"), ("bgpnodestatuses/status", "patch"), ("bgppeers", "list")]:
         check(need in grants, f"defaults: the agent may not {need[1]} {need[0]}")
-    for kind in ("ServiceMonitor", "PodMonitor", "Service", "ValidatingAdmissionPolicy"):
+    for kind in ("ServiceMonitor", "PodMonitor", "Service"):
         check(not find(objs, kind), f"defaults: {kind} rendered though not enabled")
+    # The admission policy: `auto` by default (where the API server serves
+    # it, which Helm's capabilities say); off when asked.
+    off = render({"admissionPolicy": {"enabled": False}})
+    check(not find(off, "ValidatingAdmissionPolicy"), "admissionPolicy false: policy rendered")
 
     # 2. Monitoring, the admission policy, IPv6 metrics, no Secrets.
     values = {

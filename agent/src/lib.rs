@@ -14,6 +14,7 @@ pub mod nat;
 pub mod overlay;
 mod pod_ipam;
 pub mod status;
+pub mod supervise;
 pub mod wireguard;
 
 use std::path::PathBuf;
@@ -126,8 +127,11 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // Health and metrics from the start: alive (and not ready) even before a
     // usable configuration starts the speaker.
     let (speaker_tx, speaker_rx) = tokio::sync::watch::channel(None);
+    let supervisor = supervise::Supervisor::default();
     let metrics_server = match opts.metrics {
-        Some(addr) => Some(metrics::serve(addr, speaker_rx, fib_report.clone()).await?),
+        Some(addr) => Some(
+            metrics::serve(addr, speaker_rx, fib_report.clone(), supervisor.subscribe()).await?,
+        ),
         None => None,
     };
     // After health and signals: a kube source may wait long for its first
@@ -146,16 +150,16 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             let mut k = KubeSource::connect().await?;
             k.set_poll(opts.poll);
             // A plan from a partial view would withdraw what is not listed
-            // yet; until every kind is listed, nothing is planned. Secrets
-            // alone are given up on after 30 s (reading them may not be
-            // allowed when no peer has a password).
+            // yet; until every kind is listed, nothing is planned. The
+            // Secrets BGPPeers name alone are given up on after 30 s
+            // (reading one may not be allowed).
             let mut tries = 0;
             loop {
                 tokio::select! {
                     r = k.wait_ready(Duration::from_secs(10)) => match r {
                         Ok(()) => break,
                         Err(missing) if missing == ["Secret"] && tries >= 2 => {
-                            tracing::warn!("Secrets cannot be listed; planning without them (peers with passwords stay unconfigured)");
+                            tracing::warn!("the Secrets BGPPeers name cannot be read; planning without them (peers with passwords stay unconfigured until they can)");
                             break;
                         }
                         Err(missing) => tracing::warn!(
@@ -181,6 +185,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let (view_tx, view_rx) = tokio::sync::watch::channel(api::AgentView::default());
     let status_task = match &client {
         Some(client) => Some(status::spawn(
+            &supervisor,
             client.clone(),
             opts.node.clone(),
             speaker_tx.subscribe(),
@@ -205,12 +210,18 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 None => pod_ipam::Store::File(ipam_store::FileBlocks::new(&o.state_file)),
             };
             Some(
-                pod_ipam::spawn(o, opts.node.clone(), store, pools_rx, local_ipam_tx).map_err(
-                    |source| AgentError::IpamSocket {
-                        socket: o.socket.clone(),
-                        source,
-                    },
-                )?,
+                pod_ipam::spawn(
+                    &supervisor,
+                    o,
+                    opts.node.clone(),
+                    store,
+                    pools_rx,
+                    local_ipam_tx,
+                )
+                .map_err(|source| AgentError::IpamSocket {
+                    socket: o.socket.clone(),
+                    source,
+                })?,
             )
         }
         None => {
@@ -228,18 +239,21 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // Tunnels, natOutgoing and MTU: wherever the kernel is programmed.
     let (overlay_tx, overlay_rx) = tokio::sync::watch::channel(None);
     let overlay_task = opts.fib.as_ref().map(|f| {
-        tokio::spawn(overlay::run(
-            f.protocol,
-            opts.overlay.clone(),
-            client.clone(),
-            opts.node.clone(),
-            overlay::Links {
-                plans: overlay_rx,
-                speaker: speaker_tx.subscribe(),
-                fib: fib_tx.clone(),
-                view: view_tx.clone(),
-            },
-        ))
+        supervisor.spawn(
+            "overlay",
+            overlay::run(
+                f.protocol,
+                opts.overlay.clone(),
+                client.clone(),
+                opts.node.clone(),
+                overlay::Links {
+                    plans: overlay_rx,
+                    speaker: speaker_tx.subscribe(),
+                    fib: fib_tx.clone(),
+                    view: view_tx.clone(),
+                },
+            ),
+        )
     });
     // Peers and routes added through the API, merged into every plan.
     let (managed, mut managed_rx) = ManagedHandle::new();
@@ -348,7 +362,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         if let (Some(r), Some(f), Some(rx)) =
                             (reconciler.take(), &opts.fib, fib_rx.take())
                         {
-                            fib_task = Some(tokio::spawn(fib::run(s.clone(), r, f.clone(), rx)));
+                            fib_task = Some(
+                                supervisor.spawn("FIB", fib::run(s.clone(), r, f.clone(), rx)),
+                            );
                         }
                         let _ = fib_tx.send(fib::FibInput::Blackholes(c.blackholes.clone()));
                         speaker = Some(s);

@@ -36,6 +36,8 @@ struct Ctx {
     speaker: watch::Receiver<Option<Speaker>>,
     /// route-sync's report; `None` when the agent leaves the kernel alone.
     fib: Option<watch::Receiver<Report>>,
+    /// The agent's tasks that stopped, and why.
+    stopped: watch::Receiver<crate::supervise::Stopped>,
 }
 
 /// Serves the endpoints on `addr` until the task is aborted.
@@ -43,6 +45,7 @@ pub async fn serve(
     addr: SocketAddr,
     speaker: watch::Receiver<Option<Speaker>>,
     fib: Option<watch::Receiver<Report>>,
+    stopped: watch::Receiver<crate::supervise::Stopped>,
 ) -> Result<tokio::task::JoinHandle<()>, crate::AgentError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -51,13 +54,57 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Ctx { speaker, fib });
+        .with_state(Ctx {
+            speaker,
+            fib,
+            stopped,
+        });
     tracing::info!(%addr, "metrics on /metrics, /healthz, /readyz");
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    }))
+    Ok(tokio::spawn(serve_connections(listener, app)))
+}
+
+/// At most this many connections are served at once; more wait in the
+/// listener's backlog.
+const MAX_CONNECTIONS: usize = 32;
+
+/// A request's headers must arrive within this (a client that opens a
+/// connection and sends nothing does not hold it).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// No connection lives longer.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app`, each connection with the bounds above.
+async fn serve_connections(listener: tokio::net::TcpListener, app: Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(slot);
+        });
+    }
 }
 
 /// What the speaker says: `Ok(None)` before it started, `Err` if it does
@@ -88,8 +135,17 @@ async fn healthz(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
 
 /// Ready once the initial table is installed: route-sync's first complete
 /// sync (after the peers' End-of-RIB or the initial delay), or, without the
-/// FIB, once every configured peer sent its table.
+/// FIB, once every configured peer sent its table; never while one of the
+/// agent's tasks has stopped.
 async fn readyz(State(ctx): State<Ctx>) -> (StatusCode, String) {
+    let stopped = ctx.stopped.borrow().clone();
+    if !stopped.is_empty() {
+        let why: Vec<String> = stopped
+            .iter()
+            .map(|(task, why)| format!("the {task} task stopped: {why}\n"))
+            .collect();
+        return (StatusCode::SERVICE_UNAVAILABLE, why.concat());
+    }
     let summary = match snapshot(&ctx).await {
         Ok(Some((_, s))) => s,
         Ok(None) => {

@@ -20,5 +20,6 @@ pub use client::RESUME_CURSOR;
 pub use client::{ENV_CA, ENV_CERT, ENV_KEY, ENV_SERVER_NAME, connect};
 pub use error::ApiError;
 pub use managed::{Managed, ManagedHandle, ManagedPeer, api_origin, merge};
+pub use peers::checked_peer;
 pub use rib::parse_prefix;
 pub use server::{AgentView, ApiServer, DEFAULT_SOCKET, OverlayNode, OverlayView, TcpApi, serve};

@@ -175,13 +175,21 @@ impl pb::peer_service_server::PeerService for Api {
 }
 
 impl Api {
-    /// A PeerSpec as a BGPPeer spec, checked the way the planner checks a
-    /// BGPPeer (so the same mistakes get the same words), with the field
-    /// named as the API calls it.
-    pub(crate) fn checked_peer(
-        &self,
-        r: pb::AddPeerRequest,
-    ) -> Result<(String, ManagedPeer), Status> {
+    fn checked_peer(&self, r: pb::AddPeerRequest) -> Result<(String, ManagedPeer), Status> {
+        let view = self.view.borrow().clone();
+        checked_peer(r, &view)
+    }
+}
+
+/// An AddPeer (or UpdatePeer) request as a BGPPeer spec, checked the way
+/// the planner checks a BGPPeer against the agent's `view` (so the same
+/// mistakes get the same words), with the field named as the API calls
+/// it.
+pub fn checked_peer(
+    r: pb::AddPeerRequest,
+    view: &AgentView,
+) -> Result<(String, ManagedPeer), Status> {
+    {
         let p = r
             .peer
             .ok_or_else(|| Status::invalid_argument("peer: give the peer's settings"))?;
@@ -231,7 +239,6 @@ impl Api {
             filters: (!p.filters.is_empty()).then_some(p.filters),
             ..crds::BgpPeerSpec::default()
         };
-        let view = self.view.borrow().clone();
         let router_id = view.router_id.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
         let named = model::Named {
             name: p.name.clone(),
@@ -251,7 +258,9 @@ impl Api {
         let password = (!p.password.is_empty()).then(|| p.password.into());
         Ok((p.name, ManagedPeer { spec, password }))
     }
+}
 
+impl Api {
     /// NOT_FOUND, or FAILED_PRECONDITION for a peer that the configuration
     /// declares (the API cannot change those).
     pub(crate) fn not_managed(&self, want: &str, hint: &str) -> Status {

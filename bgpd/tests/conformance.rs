@@ -510,3 +510,33 @@ fn a_recording_from_beyond_reach_is_refused() {
         Ok(_) => panic!("a time past a century was taken"),
     }
 }
+
+/// A peer's session task panics: the speaker hears of it, the peer's routes
+/// go at once (to the FIB and to the other peers: no graceful restart,
+/// nothing says the peer restarted), and the peer starts again in a new
+/// task.
+#[test]
+fn a_crashed_session_task_loses_its_routes_and_starts_again() {
+    conformance("task-crash", || {
+        let mut config = base_config();
+        let upstream = neighbor("upstream", "10.0.1.2", 65001);
+        let mut client = neighbor("client", "10.0.0.2", LOCAL_AS);
+        client.route_reflector_client = true;
+        config.neighbors = vec![upstream, client];
+        let mut s = Script::new(config);
+        s.at(1000)
+            .up(1, 1, "10.0.1.2", 65001, Some(graceful(false)));
+        s.at(1000).up(2, 1, "10.0.0.2", LOCAL_AS, None);
+        s.at(1500)
+            .update(1, announce(&[65001], "10.0.1.2", &["10.3.0.0/24"], vec![]));
+        s.at(1600).end_of_rib(1);
+        s.at(1600).end_of_rib(2);
+        s.at(5000).event(
+            1,
+            RecordedPeerEvent::Crashed {
+                why: "index out of bounds".into(),
+            },
+        );
+        s
+    });
+}

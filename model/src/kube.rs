@@ -47,7 +47,7 @@ pub struct KubeSource {
     nodes: Store<Node>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    secrets: Store<Secret>,
+    secrets: crate::kube_secrets::NamedSecrets,
     custom: Vec<(&'static str, Store<DynamicObject>)>,
     generation: watch::Receiver<u64>,
     seen: u64,
@@ -151,13 +151,10 @@ impl KubeSource {
         );
         tasks.push(t);
         // Secrets only in the agent's own namespace (the chart grants no
-        // more): BGPPeer passwords are Secrets there.
+        // more), and only those BGPPeers name, each read by name.
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
-        let (secrets, t) = reflect(
+        let (secrets, t) = crate::kube_secrets::NamedSecrets::start(
             Api::<Secret>::namespaced(client.clone(), &namespace),
-            Default::default(),
-            Default::default(),
-            "Secret",
             tx.clone(),
         );
         tasks.push(t);
@@ -185,17 +182,20 @@ impl KubeSource {
         }
     }
 
-    /// Waits until every kind has been listed once (so the first plan is not
-    /// made from a partial view), at most `limit`; says which kinds are
-    /// missing.
+    /// Waits until every kind has been listed once, and the Secrets the
+    /// BGPPeers name read (so the first plan is not made from a partial
+    /// view), at most `limit`; says which kinds are missing.
     pub async fn wait_ready(&self, limit: Duration) -> Result<(), Vec<&'static str>> {
         let all = async {
             let _ = self.nodes.wait_until_ready().await;
             let _ = self.services.wait_until_ready().await;
             let _ = self.slices.wait_until_ready().await;
-            let _ = self.secrets.wait_until_ready().await;
             for (_, s) in &self.custom {
                 let _ = s.wait_until_ready().await;
+            }
+            self.secrets.want(self.named_secrets());
+            while !self.secrets.is_read() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
         if tokio::time::timeout(limit, all).await.is_ok() {
@@ -205,7 +205,7 @@ impl KubeSource {
             ("Node", ready(&self.nodes)),
             ("Service", ready(&self.services)),
             ("EndpointSlice", ready(&self.slices)),
-            ("Secret", ready(&self.secrets)),
+            ("Secret", self.secrets.is_read()),
         ]
         .into_iter()
         .chain(self.custom.iter().map(|(k, s)| (*k, ready(s))))
@@ -252,13 +252,6 @@ impl KubeSource {
             &mut snap,
             &mut problems,
         );
-        add_all(
-            &self.secrets.state(),
-            "v1",
-            "Secret",
-            &mut snap,
-            &mut problems,
-        );
         for (kind, store) in &self.custom {
             add_all(
                 &store.state(),
@@ -268,11 +261,57 @@ impl KubeSource {
                 &mut problems,
             );
         }
+        // The Secrets these BGPPeers name: asked for (a new name is read
+        // at once, and its arrival wakes the agent again), and those read.
+        self.secrets.want(names_in(&snap));
+        add_all(
+            &self.secrets.current(),
+            "v1",
+            "Secret",
+            &mut snap,
+            &mut problems,
+        );
         // Password files are paths on the node, relative to where the agent
         // runs.
         crate::read_referenced_files(&mut snap, std::path::Path::new(""));
         (snap, problems)
     }
+}
+
+impl KubeSource {
+    /// The Secret names the BGPPeers in the store use.
+    fn named_secrets(&self) -> std::collections::BTreeSet<String> {
+        let mut snap = Snapshot::default();
+        let mut problems = Vec::new();
+        if let Some((kind, store)) = self.custom.iter().find(|(k, _)| *k == "BGPPeer") {
+            add_all(
+                &store.state(),
+                crds::API_VERSION,
+                kind,
+                &mut snap,
+                &mut problems,
+            );
+        }
+        names_in(&snap)
+    }
+}
+
+/// The Secret names `snap`'s BGPPeers use for their passwords.
+fn names_in(snap: &Snapshot) -> std::collections::BTreeSet<String> {
+    snap.peers
+        .iter()
+        .filter_map(|p| {
+            Some(
+                p.spec
+                    .password
+                    .as_ref()?
+                    .secret_key_ref
+                    .as_ref()?
+                    .name
+                    .clone(),
+            )
+        })
+        .collect()
 }
 
 impl Source for KubeSource {

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 
 pub mod files;
 pub mod kube;
+mod kube_secrets;
 pub mod objects;
 pub mod parse;
 pub mod problem;

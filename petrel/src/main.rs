@@ -376,9 +376,20 @@ fn parse_metrics_address(s: &str) -> Result<MetricsAddress, String> {
     if s == "off" {
         return Ok(MetricsAddress(None));
     }
+    // `[::1]:9479`, `10.0.0.1:9479`, and an IPv6 address without brackets
+    // (`fd00::1:9479`, as a node's address from the downward API is
+    // written before the port).
+    let bare = s.rsplit_once(':').and_then(|(ip, port)| {
+        Some(std::net::SocketAddr::new(
+            ip.parse().ok()?,
+            port.parse().ok()?,
+        ))
+    });
     s.parse()
+        .ok()
+        .or(bare)
         .map(|a| MetricsAddress(Some(a)))
-        .map_err(|e| format!("{s:?} is not ADDRESS:PORT or off: {e}"))
+        .ok_or_else(|| format!("{s:?} is not ADDRESS:PORT or off"))
 }
 
 fn main() -> ExitCode {

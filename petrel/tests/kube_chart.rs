@@ -88,7 +88,8 @@ async fn the_charts_workloads_run_and_its_accounts_may_do_their_work_and_no_more
         .install_chart(
             "petrel",
             &ns,
-            json!({"admissionPolicy": {"enabled": true}, "metricsService": {"enabled": true}}),
+            json!({"admissionPolicy": {"enabled": true}, "metricsService": {"enabled": true},
+                   "agent": {"passwordSecrets": ["bgp-passwords"]}}),
             &[],
         )
         .await;
@@ -174,7 +175,12 @@ async fn the_charts_workloads_run_and_its_accounts_may_do_their_work_and_no_more
             &["patch", "services", "--subresource=status", all],
             false,
         ),
-        (&agent, &["get", "secrets", "-n", &ns], true),
+        // Its BGP passwords, by name; no other Secret, even beside them,
+        // and none listed or watched.
+        (&agent, &["get", "secrets/bgp-passwords", "-n", &ns], true),
+        (&agent, &["get", "secrets/unrelated", "-n", &ns], false),
+        (&agent, &["list", "secrets", "-n", &ns], false),
+        (&agent, &["watch", "secrets", "-n", &ns], false),
         (&agent, &["get", "secrets", "-n", "default"], false),
         (&agent, &["get", "secrets", "-n", "kube-system"], false),
         (&agent, &["list", "secrets", all], false),

@@ -174,6 +174,41 @@ async fn the_agent_follows_the_api_server() {
         "the bad object is named with its field: {log}"
     );
 
+    // A password from a Secret, read by name: a BGPPeer naming a Secret
+    // that does not exist yet is held back, and comes as soon as the
+    // Secret does (its arrival wakes the agent), without any list or watch
+    // of Secrets.
+    env.create_json(
+        "bgppeers",
+        json!({
+            "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "signed"},
+            "spec": {"peerIP": "127.0.0.12", "asNumber": 65014,
+                     "password": {"secretKeyRef": {"name": "bgp-passwords", "key": "signed"}}}
+        }),
+    )
+    .await;
+    agent
+        .wait(10, "the peer held back for its Secret", |p| {
+            p.iter().any(|p| p["name"] == "second") && !p.iter().any(|p| p["name"] == "signed")
+        })
+        .await;
+    env.create_json(
+        "secrets",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "bgp-passwords", "namespace": "default"},
+            "stringData": {"signed": "md5-key"}
+        }),
+    )
+    .await;
+    agent
+        .wait(45, "the peer once its Secret exists", |p| {
+            p.iter().any(|p| p["name"] == "signed" && p["asn"] == 65014)
+        })
+        .await;
+    let log = agent.log();
+    assert!(!log.contains("md5-key"), "a password in the log: {log}");
+
     // The API server restarts; the watches resume and see later changes.
     // (An external cluster's is not restarted: then this is just a change.)
     env.restart(Component::ApiServer).await;

@@ -195,6 +195,44 @@ pub async fn set_device(interface: &str, update: &WgUpdate) -> Result<(), Kernel
     .map_err(|e| KernelError::Invalid(format!("configuring WireGuard: {e}")))?
 }
 
+/// The netlink messages in one datagram from the kernel, each whole (its
+/// header's length checked against what arrived).
+pub fn frames(data: &[u8]) -> std::io::Result<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= data.len() {
+        let len = u32::from_ne_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        if len < 16 || len > data.len() - at {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a truncated netlink message",
+            ));
+        }
+        out.push(&data[at..at + len]);
+        // Messages are 4-byte aligned; the last may end without padding.
+        at = at.saturating_add((len + 3) & !3);
+    }
+    Ok(out)
+}
+
+/// One netlink message read. netlink-packet-core 0.9 panics on some
+/// malformed attributes (a nested attribute whose length runs past its
+/// parent: found by fuzzing), so a panic of its parser is an error here,
+/// not the agent's end.
+fn decode<T>(frame: &[u8]) -> std::io::Result<NetlinkMessage<T>>
+where
+    T: NetlinkDeserializable + std::fmt::Debug,
+{
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        NetlinkMessage::<T>::deserialize(frame)
+    })) {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(invalid(e.to_string())),
+        Err(_) => Err(invalid("a malformed netlink message".into())),
+    }
+}
+
 /// The generic netlink family's name (what [`GenericNetlink::family`]
 /// resolves).
 trait Family {
@@ -278,19 +316,8 @@ impl GenericNetlink {
         // acknowledgement; 64 reads is far more than any answer here.
         for _ in 0..64 {
             let (data, _) = self.socket.recv_from_full()?;
-            let mut at = 0;
-            while at + 16 <= data.len() {
-                let len = u32::from_ne_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
-                    as usize;
-                if len < 16 || at + len > data.len() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "a truncated netlink message",
-                    ));
-                }
-                let msg = NetlinkMessage::<T>::deserialize(&data[at..at + len])
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                at += (len + 3) & !3;
+            for frame in frames(&data)? {
+                let msg = decode::<T>(frame)?;
                 if msg.header.sequence_number != self.sequence {
                     continue;
                 }
@@ -488,6 +515,22 @@ mod tests {
             .map(|p| (p.key, true, p.allowed))
             .collect();
         assert_eq!(seen, want);
+    }
+
+    /// What fuzzing found: netlink-packet-core panics on this frame (a
+    /// nested attribute longer than its parent); read here, it is an
+    /// error.
+    #[test]
+    fn a_frame_the_parser_panics_on_is_an_error() {
+        let data: [u8; 60] = [
+            60, 0, 0, 0, 24, 0, 2, 0, 1, 0, 0, 0, 249, 0, 3, 0, 10, 1, 96, 0, 8, 0, 5, 0, 10, 0, 0,
+            2, 4, 0, 8, 0, 2, 0, 42, 0, 7, 246, 5, 0, 10, 0, 0, 2, 8, 0, 4, 0, 2, 0, 0, 0, 8, 0,
+            15, 0, 254, 0, 0, 0,
+        ];
+        let frames = frames(&data).expect("one whole frame");
+        assert_eq!(frames.len(), 1);
+        let e = decode::<GenlMessage<GenlCtrl>>(frames[0]).expect_err("malformed");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     }
 
     /// The transport on this kernel: its controller answers for itself, and

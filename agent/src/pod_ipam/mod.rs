@@ -127,6 +127,7 @@ fn ensure_forwarding() {
 /// IPPools from every new snapshot (`None` until the first); `view`: where
 /// the node's blocks and borrowed addresses go.
 pub(crate) fn spawn(
+    supervisor: &crate::supervise::Supervisor,
     opts: &IpamOptions,
     node: String,
     store: Store,
@@ -150,20 +151,27 @@ pub(crate) fn spawn(
         ..Settings::default()
     };
     let grace = opts.block_grace.as_secs();
-    Ok(tokio::spawn(async move {
-        let worker = tokio::spawn(work(store, node, pools, settings, grace, jobs_rx, view));
+    Ok(supervisor.spawn("pod IPAM", async move {
+        let mut worker = tokio::spawn(work(store, node, pools, settings, grace, jobs_rx, view));
         loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, jobs_tx.clone()));
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(connection(stream, jobs_tx.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("petrel-ipam socket: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                // It ends only when the requests close, which this loop
+                // holds open: any end is a failure.
+                ended = &mut worker => {
+                    return Err(match ended {
+                        Err(e) if e.is_panic() => "its worker panicked".to_string(),
+                        _ => "its worker stopped".to_string(),
+                    });
                 }
-                Err(e) => {
-                    tracing::warn!("petrel-ipam socket: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            if worker.is_finished() {
-                break;
             }
         }
     }))

@@ -153,13 +153,17 @@ pub fn publish(
 /// Starts the report task; it runs until aborted (the agent aborts it on
 /// shutdown).
 pub fn spawn(
+    supervisor: &crate::supervise::Supervisor,
     client: kube::Client,
     node: String,
     speaker: watch::Receiver<Option<Speaker>>,
     applied: watch::Receiver<Option<Arc<Applied>>>,
     view: watch::Receiver<api::AgentView>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(client, node, speaker, applied, view))
+    supervisor.spawn("status", async move {
+        run(client, node, speaker, applied, view).await;
+        Ok::<(), std::convert::Infallible>(())
+    })
 }
 
 async fn run(

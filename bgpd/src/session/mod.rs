@@ -202,6 +202,8 @@ pub(crate) enum PeerEvent {
     RouteRefresh(AfiSafi),
     /// The task ended (after a Stop).
     Stopped,
+    /// The task panicked (what it said): its session is gone.
+    Crashed(String),
 }
 
 /// Message counters of a peer, readable without asking the task.
@@ -249,8 +251,23 @@ pub(crate) fn spawn_peer<I: Copy + Send + 'static>(
 ) -> PeerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     // Detached: the task ends itself after a Stop, or when the speaker
-    // drops its command channel.
-    tokio::spawn(PeerTask::new(id, config, rx, events, stats).run());
+    // drops its command channel. A panic ends it too, and the speaker
+    // hears of it (its session, connection and routes go; the speaker
+    // starts the peer again).
+    let crashed = events.clone();
+    let address = config.address;
+    tokio::spawn(async move {
+        let run = std::panic::AssertUnwindSafe(PeerTask::new(id, config, rx, events, stats).run());
+        if let Err(p) = futures::FutureExt::catch_unwind(run).await {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            tracing::error!(peer = %address, "the session task panicked: {why}");
+            let _ = crashed.send((id, PeerEvent::Crashed(why)));
+        }
+    });
     PeerHandle { commands: tx }
 }
 

@@ -59,6 +59,8 @@ pub(crate) enum PeerInput {
     RouteRefresh(AfiSafi),
     /// The peer task ended.
     Stopped,
+    /// The peer task panicked (what it said).
+    Crashed(String),
 }
 
 /// Everything that changes the core's state. Read-only queries are not
@@ -112,6 +114,8 @@ pub(crate) enum Output {
     Journal(Vec<(SystemTime, WatchEventKind)>),
     /// Attribute sets to free, off the task.
     Garbage(Vec<Arc<Attrs>>),
+    /// A peer task is gone by itself (it panicked): forget its handle.
+    Forget(PeerId),
 }
 
 /// What an input answers.

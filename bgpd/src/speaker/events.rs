@@ -1,6 +1,7 @@
 //! What each peer event does to the peer table and the RIB.
 
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::config::MaxPrefixesAction;
 use crate::fsm::{DownReason, Negotiated, State};
@@ -99,6 +100,35 @@ impl Core {
                 self.forget_restart(id);
                 self.forget_refreshes(id);
                 self.rib.peer_down(id);
+            }
+            PeerInput::Crashed(why) => self.on_crash(id, &why),
+        }
+    }
+
+    /// The peer's task panicked: its session is gone without a word, so
+    /// its routes go at once (no graceful restart: nothing says the peer
+    /// restarted), and the peer starts again in a task of its own (a
+    /// dynamic one waits for the peer to connect again).
+    fn on_crash(&mut self, id: PeerId, why: &str) {
+        let Some(p) = self.peers.remove(&id) else {
+            return;
+        };
+        self.peers_changed = true;
+        self.forget_restart(id);
+        self.forget_refreshes(id);
+        self.rib.peer_down(id);
+        self.out.push(Output::Forget(id));
+        if p.dynamic {
+            return;
+        }
+        let new = self.spawn(p.config.clone(), p.address, false);
+        if let Some(q) = self.peers.get_mut(&new) {
+            q.last_error = Some(format!("the session's task failed ({why}); started again"));
+            let flaps = p.stats.flaps.load(Relaxed) + 1;
+            q.stats.flaps.store(flaps, Relaxed);
+            if p.disabled {
+                q.disabled = true;
+                self.out.push(Output::Peer(new, PeerCommand::Disable(None)));
             }
         }
     }

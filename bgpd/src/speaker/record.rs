@@ -173,6 +173,11 @@ pub enum RecordedPeerEvent {
     },
     /// The peer task ended.
     Stopped,
+    /// The peer task panicked.
+    Crashed {
+        /// What it said.
+        why: String,
+    },
 }
 
 /// Why a session ended, in serde form.
@@ -599,6 +604,7 @@ impl RecordedInput {
                         family: forms::family_text(*af),
                     },
                     PeerInput::Stopped => RecordedPeerEvent::Stopped,
+                    PeerInput::Crashed(why) => RecordedPeerEvent::Crashed { why: why.clone() },
                 },
             },
             Input::Configure(c) => RecordedInput::Configure { config: c.clone() },
@@ -675,6 +681,7 @@ impl RecordedInput {
                         PeerInput::RouteRefresh(family(f)?)
                     }
                     RecordedPeerEvent::Stopped => PeerInput::Stopped,
+                    RecordedPeerEvent::Crashed { why } => PeerInput::Crashed(why.clone()),
                 },
             ),
             RecordedInput::Configure { config } => Input::Configure(config.clone()),

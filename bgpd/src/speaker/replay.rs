@@ -247,6 +247,7 @@ impl Log {
                     );
                 }
                 Output::Peer(id, c) => peers.push(format!("peer {id}: {}", render_command(&c))),
+                Output::Forget(id) => peers.push(format!("peer {id}: task gone")),
                 Output::Fib(FibEvent::Changes(changes)) => {
                     let mut lines: Vec<String> = changes
                         .iter()

@@ -172,6 +172,9 @@ impl SpeakerTask {
                     }
                 }
                 Output::Journal(batch) => self.journal.record(batch),
+                Output::Forget(id) => {
+                    self.handles.remove(&id);
+                }
                 Output::Garbage(garbage) => {
                     tokio::task::spawn_blocking(move || drop(garbage));
                 }
@@ -225,6 +228,7 @@ impl SpeakerTask {
             ),
             PeerEvent::RouteRefresh(af) => (PeerInput::RouteRefresh(af), None),
             PeerEvent::Stopped => (PeerInput::Stopped, None),
+            PeerEvent::Crashed(why) => (PeerInput::Crashed(why), None),
         };
         self.step(Input::Peer(id, input));
         // Applied: the session may read on.

@@ -38,6 +38,8 @@ pub struct Access<'a> {
     pub resource: &'a str,
     /// For namespaced kinds; `None`: cluster-wide (all namespaces).
     pub namespace: Option<&'a str>,
+    /// One object by name (for rules with `resourceNames`); `None`: any.
+    pub name: Option<&'a str>,
 }
 
 impl KubeEnv {
@@ -86,6 +88,7 @@ impl KubeEnv {
                 verb: "list",
                 resource: "/nodes",
                 namespace: None,
+                name: None,
             },
         )
         .await;
@@ -190,6 +193,7 @@ impl KubeEnv {
                 "resourceAttributes": {
                     "verb": access.verb, "group": group, "resource": resource,
                     "subresource": subresource, "namespace": access.namespace.unwrap_or_default(),
+                    "name": access.name.unwrap_or_default(),
                 }
             }
         }))

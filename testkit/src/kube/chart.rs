@@ -290,6 +290,7 @@ impl KubeEnv {
                     verb,
                     resource: &resource,
                     namespace,
+                    name: rule["resourceNames"][0].as_str(),
                 },
             )
             .await;

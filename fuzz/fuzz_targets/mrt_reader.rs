@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
             Ok(MrtBody::Rib(rib)) => {
                 let ctx = WireContext::modern();
                 for e in &rib.entries {
-                    if let Ok(a) = decode_attributes(&e.attributes, &ctx, AttrSource::MrtRib(rib.afi_safi)) {
+                    if let Ok(a) =
+                        decode_attributes(&e.attributes, &ctx, AttrSource::MrtRib(rib.afi_safi))
+                    {
                         if a.problems.is_empty() {
                             let mut out = Vec::new();
                             encode_attributes(&a.attributes, &ctx, &mut out).expect("encodes");

@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(decoded) = Message::decode(msg, &ctx) {
         if decoded.problems.is_empty() {
-            let bytes = decoded.message.to_bytes(&ctx).expect("a decoded message encodes");
+            let bytes = decoded
+                .message
+                .to_bytes(&ctx)
+                .expect("a decoded message encodes");
             assert_eq!(bytes, msg, "round trip differs");
         }
         // Whatever decoded must encode without panicking, even with problems.
