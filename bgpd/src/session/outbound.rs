@@ -165,7 +165,7 @@ impl Drop for Unqueue {
 /// connection down once the queue is closed and written.
 async fn write_queued(
     mut writer: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queue: mpsc::UnboundedReceiver<Vec<u8>>,
     shared: Arc<Shared>,
     stats: Arc<PeerStats>,
     start: Instant,
@@ -176,6 +176,10 @@ async fn write_queued(
         shared: Arc::clone(&shared),
         stats: Arc::clone(&stats),
     };
+    // Declared after the guard, so dropped before it: once the queue is
+    // closed, bytes the peer task queues are refused (and not counted),
+    // and the guard then uncounts whatever is left.
+    let mut rx = queue;
     while let Some(buf) = rx.recv().await {
         let mut at = 0;
         while at < buf.len() {
