@@ -51,6 +51,7 @@ impl Rib {
         let before = d.paths.len();
         d.paths
             .retain(|p| !(p.source() == source && p.path_id == path_id));
+        self.paths -= before - d.paths.len();
         let removed = d.paths.len() != before;
         if removed {
             self.decide(prefix);
@@ -180,7 +181,10 @@ impl Rib {
         {
             Some(p) if Arc::ptr_eq(&p.attrs, &path.attrs) => return,
             Some(p) => *p = path,
-            None => d.push(path),
+            None => {
+                d.push(path);
+                self.paths += 1;
+            }
         }
         self.decide(key.0);
     }
@@ -287,8 +291,10 @@ impl Rib {
             self.local_routes.insert(p, attrs.clone());
             let path = Path::new(Source::Local, 0, attrs);
             let d = self.loc.get_or_default(p);
+            let before = d.paths.len();
             d.paths.retain(|x| !x.is_local());
             d.push(path);
+            self.paths = self.paths + d.paths.len() - before;
             self.decide(p);
         }
     }

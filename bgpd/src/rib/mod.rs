@@ -60,7 +60,8 @@ mod tests;
 pub use crate::attrs::Attrs;
 pub(crate) use adj_in::AdjInEntry;
 pub use decision::DecisionOptions;
-use decision::{Dest, Path, PathContext, Source};
+pub(crate) use decision::Dest;
+use decision::{Path, PathContext, Source};
 use encode::DirtyQueue;
 pub use encode::Messages;
 pub(crate) use encode::Outbound;
@@ -104,6 +105,10 @@ pub(crate) struct Rib {
     peers: HashMap<PeerId, PeerState>,
     groups: Vec<Group>,
     loc: PrefixMap<IpNet, Dest>,
+    /// Paths in `loc`, kept as they come and go: a summary (asked by every
+    /// `/metrics`, `/healthz` and `/readyz`) must not walk the table on
+    /// the task that owns it.
+    paths: usize,
     /// Grows incrementally (griddle moves a few entries per insert): a
     /// rehash hashes whole attribute sets, and a quarter million of them
     /// took ~190 ms at once.
@@ -141,6 +146,7 @@ impl Rib {
             peers: HashMap::new(),
             groups: Vec::new(),
             loc: PrefixMap::new(),
+            paths: 0,
             interned: griddle::HashSet::with_hasher(foldhash::fast::RandomState::default()),
             interned_list: Vec::new(),
             sweep: None,
@@ -165,6 +171,11 @@ impl Rib {
         self.loc.len()
     }
 
+    /// Paths in the Loc-RIB: a count kept, not a walk.
+    pub fn path_count(&self) -> usize {
+        self.paths
+    }
+
     /// Whether the RIB holds no prefix.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
@@ -180,6 +191,11 @@ impl Rib {
     /// Every prefix and its state, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (IpNet, &Dest)> {
         self.loc.iter()
+    }
+
+    /// One prefix's entry: a lookup, not a walk.
+    pub fn lookup(&self, prefix: &IpNet) -> Option<&Dest> {
+        self.loc.get(prefix)
     }
 
     /// The address of the peer a path came from (`None` for our own).

@@ -92,21 +92,25 @@ impl Core {
     }
 
     pub(super) fn routes(&self, f: &RouteFilter) -> Vec<RouteView> {
-        let mut v: Vec<RouteView> = self
-            .rib
-            .iter()
-            .filter(|(p, _)| {
-                let fam_ok = f.family.is_none_or(|af| match p {
-                    IpNet::V4(_) => af == AfiSafi::IPV4_UNICAST,
-                    IpNet::V6(_) => af == AfiSafi::IPV6_UNICAST,
-                });
-                let pfx_ok = match f.prefix {
-                    None => true,
-                    Some(q) if f.longer => q.contains(p),
-                    Some(q) => q.trunc() == *p,
-                };
-                fam_ok && pfx_ok
+        let fam_ok = |p: &IpNet| {
+            f.family.is_none_or(|af| match p {
+                IpNet::V4(_) => af == AfiSafi::IPV4_UNICAST,
+                IpNet::V6(_) => af == AfiSafi::IPV6_UNICAST,
             })
+        };
+        // An exact prefix is a lookup; only "and longer" walks the table.
+        let found: Box<dyn Iterator<Item = (IpNet, &crate::rib::Dest)>> = match f.prefix {
+            Some(q) if !f.longer => Box::new(
+                self.rib
+                    .lookup(&q.trunc())
+                    .map(|d| (q.trunc(), d))
+                    .into_iter(),
+            ),
+            Some(q) => Box::new(self.rib.iter().filter(move |(p, _)| q.contains(p))),
+            None => Box::new(self.rib.iter()),
+        };
+        let mut v: Vec<RouteView> = found
+            .filter(|(p, _)| fam_ok(p))
             .map(|(p, d)| {
                 let mut paths: Vec<PathView> = d
                     .paths

@@ -438,7 +438,7 @@ impl SpeakerTask {
                 let rib = &self.core.rib;
                 let _ = done.send(SpeakerSummary {
                     prefixes: rib.len(),
-                    paths: rib.iter().map(|(_, d)| d.paths.len()).sum(),
+                    paths: rib.path_count(),
                     attribute_sets: rib.attribute_sets(),
                     converged: self.core.converged,
                     deferring: rib.deferring(),

@@ -226,3 +226,75 @@ fn long_lived_stale_paths_are_least_preferred_and_kept_from_non_llgr_peers() {
         "withdrawn from a non-LLGR peer"
     );
 }
+
+/// The path count a summary reads is kept, not walked: it stays equal to
+/// the table's through announcements, replacements, withdrawals, our own
+/// routes, a graceful restart and a peer going.
+#[test]
+fn the_kept_path_count_follows_every_change() {
+    let walked = |r: &Rib| r.iter().map(|(_, d)| d.paths.len()).sum::<usize>();
+    let mut r = rib();
+    r.peer_up(1, info("192.0.2.1", 65001, "192.0.2.100"));
+    r.peer_up(2, info("192.0.2.2", 65002, "192.0.2.100"));
+    type Step = Box<dyn Fn(&mut Rib)>;
+    let steps: Vec<Step> = vec![
+        Box::new(|r| {
+            r.update(
+                1,
+                &announce(
+                    vec![65001],
+                    "192.0.2.1",
+                    &["10.1.0.0/24", "10.2.0.0/24"],
+                    vec![],
+                ),
+                false,
+            )
+        }),
+        Box::new(|r| {
+            r.update(
+                2,
+                &announce(vec![65002], "192.0.2.2", &["10.1.0.0/24"], vec![]),
+                false,
+            )
+        }),
+        // The same prefix again with other attributes: a replacement.
+        Box::new(|r| {
+            r.update(
+                1,
+                &announce(vec![65001, 65009], "192.0.2.1", &["10.1.0.0/24"], vec![]),
+                false,
+            )
+        }),
+        Box::new(|r| {
+            let w = Update {
+                withdrawn: vec![Nlri::new(p("10.2.0.0/24"))],
+                ..Update::default()
+            };
+            r.update(1, &w, false)
+        }),
+        Box::new(|r| {
+            let a = attrs(|_| {});
+            r.set_local_routes(vec![
+                (p("10.1.0.0/24"), (*a).clone()),
+                (p("10.9.0.0/24"), (*a).clone()),
+            ]);
+        }),
+        Box::new(|r| {
+            r.set_local_routes(Vec::new());
+        }),
+        Box::new(|r| {
+            let _ = r.peer_down_graceful(1, &[AfiSafi::IPV4_UNICAST]);
+        }),
+        Box::new(|r| {
+            let _ = r.drop_stale(1, None);
+        }),
+        Box::new(|r| {
+            r.peer_down(2);
+        }),
+    ];
+    for (k, step) in steps.iter().enumerate() {
+        step(&mut r);
+        assert_eq!(r.path_count(), walked(&r), "after step {k}");
+    }
+    assert_eq!(r.path_count(), 0);
+}

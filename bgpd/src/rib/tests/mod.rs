@@ -170,6 +170,12 @@ fn attr(u: &Update, code: u8) -> Option<&AttrValue> {
 }
 
 fn prefixes(r: &Rib) -> Vec<String> {
+    // Every test that looks at the table checks the kept path count too.
+    assert_eq!(
+        r.path_count(),
+        r.iter().map(|(_, d)| d.paths.len()).sum::<usize>(),
+        "the kept path count drifted from the table"
+    );
     let mut v: Vec<String> = r.iter().map(|(p, _)| p.to_string()).collect();
     v.sort();
     v
