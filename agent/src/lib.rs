@@ -72,6 +72,9 @@ pub struct AgentOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// Record the speaker's inputs into this directory, for replay.
     pub record_speaker: Option<PathBuf>,
+    /// With the kube source: where the last planned snapshot is saved, and
+    /// started from when the API server cannot be reached at start.
+    pub saved_snapshot: Option<PathBuf>,
     /// Serve pod addresses to the CNI plugin (`None`: no pod IPAM).
     pub ipam: Option<IpamOptions>,
     /// The overlay's settings (it runs whenever the FIB is programmed).
@@ -96,6 +99,47 @@ async fn start_speaker(
             .map_err(|e| e.to_string()),
     }
 }
+
+/// The snapshot saved at `path`, if it can be read (else says why).
+fn start_from_saved(path: &std::path::Path) -> Option<model::Snapshot> {
+    match model::saved::load(path) {
+        Ok((snapshot, at)) => {
+            let at = k8s_openapi::jiff::Timestamp::try_from(at)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            tracing::warn!(file = %path.display(), saved_at = %at, "the API server cannot be reached: starting from the snapshot saved before; its objects replace it once it answers");
+            Some(snapshot)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no saved snapshot to start from; waiting for the API server");
+            None
+        }
+    }
+}
+
+/// Saves each snapshot planned from the API server to `path`, at most
+/// every [`SAVE_INTERVAL`] (the newest one wins).
+async fn save_snapshots(
+    path: PathBuf,
+    mut planned: tokio::sync::watch::Receiver<Option<Arc<model::Snapshot>>>,
+) -> Result<(), std::convert::Infallible> {
+    while planned.changed().await.is_ok() {
+        let Some(snapshot) = planned.borrow_and_update().clone() else {
+            continue;
+        };
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || model::saved::save(&p, &snapshot)).await {
+            Ok(Ok(())) => tracing::debug!(file = %path.display(), "snapshot saved"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the snapshot is not saved"),
+            Err(e) => tracing::warn!(error = %e, "the snapshot is not saved"),
+        }
+        tokio::time::sleep(SAVE_INTERVAL).await;
+    }
+    Ok(())
+}
+
+/// The shortest time between two saves of the snapshot.
+const SAVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
@@ -136,6 +180,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     };
     // After health and signals: a kube source may wait long for its first
     // lists, and must stay stoppable and say it is alive meanwhile.
+    // The first input is the saved snapshot itself: not saved again.
+    let mut from_saved = false;
     let (mut feed, client) = match &opts.source {
         SourceKind::Files(dir) => {
             if !dir.is_dir() {
@@ -154,6 +200,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             // Secrets BGPPeers name alone are given up on after 30 s
             // (reading one may not be allowed).
             let mut tries = 0;
+            let mut resumed = None;
             loop {
                 tokio::select! {
                     r = k.wait_ready(Duration::from_secs(10)) => match r {
@@ -162,19 +209,41 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                             tracing::warn!("the Secrets BGPPeers name cannot be read; planning without them (peers with passwords stay unconfigured until they can)");
                             break;
                         }
-                        Err(missing) => tracing::warn!(
-                            missing = %missing.join(", "),
-                            "waiting for the API server's first lists (is it reachable, are the petrel CRDs installed, may this service account list them?)"
-                        ),
+                        Err(missing) => {
+                            tracing::warn!(
+                                missing = %missing.join(", "),
+                                "waiting for the API server's first lists (is it reachable, are the petrel CRDs installed, may this service account list them?)"
+                            );
+                            // Restarted while the API server cannot be
+                            // reached: what was planned before, until it can.
+                            if tries == 0
+                                && !k.is_listed()
+                                && let Some(path) = &opts.saved_snapshot
+                            {
+                                resumed = start_from_saved(path);
+                                if resumed.is_some() {
+                                    break;
+                                }
+                            }
+                        }
                     },
                     _ = term.recv() => return Ok(()),
                     _ = int.recv() => return Ok(()),
                 }
                 tries += 1;
             }
-            tracing::info!("every kind listed from the API server");
             let client = k.client();
-            (Box::new(k) as Box<dyn model::Source>, Some(client))
+            let feed: Box<dyn model::Source> = match resumed {
+                Some(saved) => {
+                    from_saved = true;
+                    Box::new(model::saved::Resumed::new(saved, k))
+                }
+                None => {
+                    tracing::info!("every kind listed from the API server");
+                    Box::new(k)
+                }
+            };
+            (feed, Some(client))
         }
     };
     // In a cluster, the node's state goes back to the API server: its own
@@ -266,6 +335,14 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut last_input: Option<(model::Snapshot, Vec<model::Problem>)> = None;
     let mut ipam_changed = false;
     let mut last_good = last_good::LastGood::default();
+    // What the API server gave, kept on the node for a restart without it.
+    let (save_tx, save_rx) = tokio::sync::watch::channel(None);
+    let _saver = match (&opts.saved_snapshot, &client) {
+        (Some(path), Some(_)) => {
+            Some(supervisor.spawn("snapshot saver", save_snapshots(path.clone(), save_rx)))
+        }
+        _ => None,
+    };
     loop {
         let mut dirty = std::mem::take(&mut managed_changed);
         let mut input = feed.poll();
@@ -275,6 +352,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             input.clone_from(&last_input);
         }
         if let Some((mut snapshot, mut problems)) = input {
+            let from_saved = std::mem::take(&mut from_saved);
             if let Some(rx) = &mut local_ipam_rx {
                 snapshot.local_ipam = rx.borrow_and_update().clone();
             }
@@ -316,7 +394,13 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             }
             problems_seen = problems;
             match config {
-                Some(c) => planned = Some((Arc::new(snapshot), c)),
+                Some(c) => {
+                    let snapshot = Arc::new(snapshot);
+                    if !from_saved {
+                        save_tx.send_replace(Some(snapshot.clone()));
+                    }
+                    planned = Some((snapshot, c));
+                }
                 None if speaker.is_some() => tracing::warn!(
                     "no usable BGPConfiguration; keeping the last applied configuration"
                 ),

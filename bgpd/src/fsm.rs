@@ -282,6 +282,20 @@ impl Negotiated {
     pub fn supports(&self, af: AfiSafi) -> bool {
         self.families.contains(&af)
     }
+
+    /// Whether both sides set graceful restart's N bit (RFC 8538): then a
+    /// NOTIFICATION other than a Hard Reset is a restart too, and the
+    /// routes of the session are kept, stale, as after a lost connection.
+    pub fn graceful_notification(&self) -> bool {
+        let ours = self
+            .local_open
+            .capabilities()
+            .any(|c| matches!(c, Capability::GracefulRestart(gr) if gr.notification()));
+        ours && self
+            .peer_graceful_restart
+            .as_ref()
+            .is_some_and(GracefulRestart::notification)
+    }
 }
 
 /// Which of two colliding connections to keep (RFC 4271 §6.8): the one
@@ -444,7 +458,24 @@ impl Fsm {
     /// Feeds one event; returns the actions to carry out, in order.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        // Read before the step: a NOTIFICATION ends the session it is sent on.
+        let graceful_notification = self
+            .negotiated
+            .as_deref()
+            .is_some_and(Negotiated::graceful_notification);
         self.step(event, &mut out);
+        if graceful_notification {
+            // RFC 8538 §5: a Cease that ends the session for good goes as a
+            // Hard Reset, or the peer would keep our routes as a restart's.
+            for a in &mut out {
+                if let Action::Send(Message::Notification(n)) = a
+                    && n.is_hard()
+                    && n.subcode != subcode::cease::HARD_RESET
+                {
+                    *n = Notification::hard_reset(n);
+                }
+            }
+        }
         // Keep the bookkeeping of timers and connection in step with the actions.
         for a in &out {
             match a {
@@ -677,7 +708,16 @@ impl Fsm {
             }
             Event::AutomaticStop(sub) => {
                 self.auto_restart = false;
-                let n = Notification::new(code::CEASE, sub);
+                let n = if sub == subcode::cease::HARD_RESET {
+                    // An operator's hard reset (RFC 8538 §3 carries the
+                    // Cease it stands for).
+                    Notification::hard_reset(&Notification::new(
+                        code::CEASE,
+                        subcode::cease::ADMINISTRATIVE_RESET,
+                    ))
+                } else {
+                    Notification::new(code::CEASE, sub)
+                };
                 out.push(Action::Send(Message::Notification(n)));
                 self.go_idle(DownReason::AutomaticStop(sub), false, out);
             }

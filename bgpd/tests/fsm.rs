@@ -623,3 +623,97 @@ fn a_successor_keeps_what_the_peer_refused() {
             .any(|c| matches!(c, Capability::ExtendedMessage))
     );
 }
+
+/// A Graceful Restart capability with RFC 8538's N bit (or without).
+fn graceful_restart(n_bit: bool) -> Capability {
+    Capability::GracefulRestart(bgpd::wire::capability::GracefulRestart {
+        flags: if n_bit {
+            bgpd::wire::capability::GracefulRestart::NOTIFICATION
+        } else {
+            0
+        },
+        restart_time: 120,
+        families: vec![],
+    })
+}
+
+#[test]
+fn with_the_n_bit_on_both_sides_a_final_cease_goes_as_a_hard_reset() {
+    for (ours, theirs, wrapped) in [
+        (true, true, true),
+        (true, false, false),
+        (false, true, false),
+    ] {
+        let mut cfg = config();
+        if ours {
+            cfg.capabilities.push(graceful_restart(true));
+        }
+        let mut fsm = Fsm::new(cfg);
+        let mut caps = vec![Capability::Multiprotocol(AfiSafi::IPV4_UNICAST)];
+        if theirs {
+            caps.push(graceful_restart(true));
+        }
+        establish(&mut fsm, peer_open(PEER_AS, 90, caps));
+        assert_eq!(fsm.state(), State::Established);
+        assert_eq!(
+            fsm.negotiated().map(|n| n.graceful_notification()),
+            Some(ours && theirs)
+        );
+        let a = fsm.handle(Event::ManualStop(Some("bye".into())));
+        let n = notification(&a).expect("a NOTIFICATION");
+        if wrapped {
+            // Cease / Hard Reset carrying Cease / Administrative Shutdown
+            // and its communication.
+            assert_eq!(
+                (n.code, n.subcode),
+                (code::CEASE, subcode::cease::HARD_RESET)
+            );
+            assert_eq!(
+                &n.data[..3],
+                &[code::CEASE, subcode::cease::ADMINISTRATIVE_SHUTDOWN, 3]
+            );
+            assert!(n.is_hard());
+        } else {
+            assert_eq!(
+                (n.code, n.subcode),
+                (code::CEASE, subcode::cease::ADMINISTRATIVE_SHUTDOWN)
+            );
+        }
+    }
+}
+
+#[test]
+fn with_the_n_bit_a_restart_cease_and_a_hold_timer_expiry_are_not_wrapped() {
+    for event in [
+        Event::AutomaticStop(subcode::cease::ADMINISTRATIVE_RESET),
+        Event::HoldTimerExpires,
+    ] {
+        let mut cfg = config();
+        cfg.capabilities.push(graceful_restart(true));
+        let mut fsm = Fsm::new(cfg);
+        establish(
+            &mut fsm,
+            peer_open(
+                PEER_AS,
+                90,
+                vec![
+                    Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+                    graceful_restart(true),
+                ],
+            ),
+        );
+        let a = fsm.handle(event.clone());
+        let n = notification(&a).expect("a NOTIFICATION");
+        assert!(!n.is_hard(), "{event:?} sent {n:?}");
+        assert_ne!(n.subcode, subcode::cease::HARD_RESET, "{event:?}");
+    }
+    // An operator's hard reset is one, carrying Administrative Reset.
+    let n = Notification::hard_reset(&Notification::new(
+        code::CEASE,
+        subcode::cease::ADMINISTRATIVE_RESET,
+    ));
+    assert_eq!(
+        n.data,
+        vec![code::CEASE, subcode::cease::ADMINISTRATIVE_RESET]
+    );
+}

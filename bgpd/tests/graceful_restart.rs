@@ -156,7 +156,8 @@ async fn stale_routes_go_when_the_peer_does_not_return_in_its_restart_time() {
 }
 
 #[tokio::test]
-async fn a_notification_ends_the_session_without_keeping_routes() {
+async fn a_shutdown_is_a_restart_and_the_helper_keeps_the_routes() {
+    // Both set RFC 8538's N bit: Cease / Administrative Reset keeps them.
     let (pa, pb) = (17961, 17962);
     let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
     ca.originate = vec![local("10.1.0.0/24")];
@@ -164,7 +165,55 @@ async fn a_notification_ends_the_session_without_keeping_routes() {
     let a = Crashable::start(ca, RestartState::default()).await;
     let b = Speaker::start(cb).await.expect("b starts");
     wait_for(10, "10.1.0.0/24 at b", || has_route(&b, "10.1.0.0/24")).await;
-    // Cease / Administrative Shutdown: not a restart (no RFC 8538 N bit).
+    a.speaker.shutdown().await;
+    wait_for(10, "b to see the session drop", || async {
+        peer(&b).await.state != State::Established
+    })
+    .await;
+    assert!(has_route(&b, "10.1.0.0/24").await);
+    assert_eq!(peer(&b).await.stale_routes, 1);
+    let last = peer(&b).await.last_error.unwrap_or_default();
+    assert!(last.contains("Administrative Reset"), "{last}");
+}
+
+#[tokio::test]
+async fn a_removed_peer_gets_a_hard_reset_and_keeps_nothing() {
+    let (pa, pb) = (17963, 17964);
+    let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
+    ca.originate = vec![local("10.1.0.0/24")];
+    let cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
+    let a = Crashable::start(ca.clone(), RestartState::default()).await;
+    let b = Speaker::start(cb).await.expect("b starts");
+    wait_for(10, "10.1.0.0/24 at b", || has_route(&b, "10.1.0.0/24")).await;
+    // b is no longer a's peer: Cease / Peer De-configured would be a
+    // restart under RFC 8538, so it goes as a Hard Reset.
+    ca.neighbors.clear();
+    let configured = a.speaker.clone();
+    a.rt.as_ref()
+        .expect("runtime")
+        .spawn(async move { configured.configure(ca).await })
+        .await
+        .expect("joins")
+        .expect("configured");
+    wait_for(10, "the route to go at once", || async {
+        !has_route(&b, "10.1.0.0/24").await
+    })
+    .await;
+    assert_eq!(peer(&b).await.stale_routes, 0);
+    let last = peer(&b).await.last_error.unwrap_or_default();
+    assert!(last.contains("Hard Reset"), "{last}");
+}
+
+#[tokio::test]
+async fn without_graceful_restart_a_shutdown_withdraws_at_once() {
+    let (pa, pb) = (17965, 17966);
+    let mut ca = config(65001, "127.0.0.1", pa, "127.0.0.2", pb, 65002);
+    ca.graceful_restart.enabled = false;
+    ca.originate = vec![local("10.1.0.0/24")];
+    let cb = config(65002, "127.0.0.2", pb, "127.0.0.1", pa, 65001);
+    let a = Crashable::start(ca, RestartState::default()).await;
+    let b = Speaker::start(cb).await.expect("b starts");
+    wait_for(10, "10.1.0.0/24 at b", || has_route(&b, "10.1.0.0/24")).await;
     a.speaker.shutdown().await;
     wait_for(10, "the route to go at once", || async {
         !has_route(&b, "10.1.0.0/24").await

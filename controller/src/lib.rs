@@ -7,6 +7,7 @@
 //!     │                                    ├── "conditions" (conditions.rs)
 //!     │                                    ├── "ipam-pools" (ipam_pools.rs)
 //!     │                                    ├── "ipam-gc" (ipam_gc.rs)
+//!     │                                    ├── "prune-status" (prune.rs)
 //!     │                                    └── ... (another module adds its own)
 //!     │            Leadership::lost or SIGTERM: every task aborted and awaited
 //!     └──────────────────────────────────────┘
@@ -28,6 +29,7 @@ pub mod ipam_gc;
 pub mod ipam_pools;
 pub mod lb;
 pub mod lease;
+pub mod prune;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,6 +129,8 @@ pub fn leader_tasks(opts: &ControllerOptions) -> Vec<LeaderTask> {
         LeaderTask::new("conditions", conditions::run),
         // IPPool usage and whether nodes use it (ipam_pools.rs).
         LeaderTask::new("ipam-pools", ipam_pools::run),
+        // BGPPeer status entries of deleted Nodes (prune.rs).
+        LeaderTask::new("prune-status", prune::run),
     ];
     if let Some(gc) = opts.ipam_gc {
         tasks.push(LeaderTask::new("ipam-gc", move |ctx| ipam_gc::run(ctx, gc)));

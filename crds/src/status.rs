@@ -34,6 +34,13 @@ pub const REASON_SESSIONS_DOWN: &str = "SessionsDown";
 /// Reason: there is no usable BGPConfiguration, so no speaker runs.
 pub const REASON_NO_CONFIGURATION: &str = "NoConfiguration";
 
+/// The field manager of an agent's status writes: one per node, so agents
+/// never overwrite each other's entries, and the controller can give up a
+/// deleted node's entries in its name.
+pub fn agent_field_manager(node: &str) -> String {
+    format!("petrel-agent/{node}")
+}
+
 /// The status of the kinds that only report conditions (`BGPConfiguration`,
 /// `BGPFilter`, `BGPAdvertisement`, `IPPool`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]

@@ -1,12 +1,19 @@
 //! The kube source: the objects the file source reads from a directory,
 //! read from the Kubernetes API server instead (`petrel agent --source
-//! kube`), with one reflector per kind.
+//! kube`), with one watch per kind.
 //!
 //! ```text
-//!  API server ──watch──► reflector store per kind ──(generation bump)──► agent
-//!                                  └── snapshot(): every object through
-//!                                      parse::add_object, as files are
+//!  API server ──watch──► per kind: each object through parse::add_object
+//!                        (as files are), kept as parsed
+//!                          │ only when what petrel reads of it changed
+//!                          ▼
+//!                        generation bump ──► agent: snapshot() joins the
+//!                                            parsed objects of every kind
 //! ```
+//!
+//! A watch event that changes nothing petrel reads (a heartbeat, a foreign
+//! annotation, another agent's status entry) costs one object's parse and
+//! wakes nobody; see [`crate::kube_parsed`].
 //!
 //! Watches resume by themselves after errors and API-server restarts, with
 //! backoff (kube-runtime's watcher relists when its resourceVersion is gone).
@@ -30,6 +37,7 @@ use tokio::task::JoinHandle;
 use futures::future::BoxFuture;
 
 use crate::Source;
+use crate::kube_parsed::ParsedKind;
 use crate::objects::{Origin, Snapshot};
 use crate::problem::Problem;
 
@@ -42,13 +50,11 @@ const PETREL_KINDS: [(&str, &str); 5] = [
     ("IPPool", "ippools"),
 ];
 
-/// Reflectors on every kind the planner reads.
+/// Watches on every kind the planner reads.
 pub struct KubeSource {
-    nodes: Store<Node>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    /// Nodes, Services, EndpointSlices and petrel's kinds, in that order.
+    kinds: Vec<(&'static str, ParsedKind)>,
     secrets: crate::kube_secrets::NamedSecrets,
-    custom: Vec<(&'static str, Store<DynamicObject>)>,
     generation: watch::Receiver<u64>,
     seen: u64,
     tasks: Vec<JoinHandle<()>>,
@@ -126,30 +132,26 @@ impl KubeSource {
         let (tx, generation) = watch::channel(0u64);
         let tx = Arc::new(tx);
         let mut tasks = Vec::new();
-        let (nodes, t) = reflect(
-            Api::<Node>::all(client.clone()),
-            Default::default(),
-            Default::default(),
-            "Node",
-            tx.clone(),
-        );
+        let mut kinds = Vec::new();
+        let (k, t) = ParsedKind::start(Api::<Node>::all(client.clone()), "v1", "Node", tx.clone());
         tasks.push(t);
-        let (services, t) = reflect(
+        kinds.push(("Node", k));
+        let (k, t) = ParsedKind::start(
             Api::<Service>::all(client.clone()),
-            Default::default(),
-            Default::default(),
+            "v1",
             "Service",
             tx.clone(),
         );
         tasks.push(t);
-        let (slices, t) = reflect(
+        kinds.push(("Service", k));
+        let (k, t) = ParsedKind::start(
             Api::<EndpointSlice>::all(client.clone()),
-            Default::default(),
-            Default::default(),
+            "discovery.k8s.io/v1",
             "EndpointSlice",
             tx.clone(),
         );
         tasks.push(t);
+        kinds.push(("EndpointSlice", k));
         // Secrets only in the agent's own namespace (the chart grants no
         // more), and only those BGPPeers name, each read by name.
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
@@ -158,22 +160,17 @@ impl KubeSource {
             tx.clone(),
         );
         tasks.push(t);
-        let mut custom = Vec::new();
         for (kind, plural) in PETREL_KINDS {
             let gvk = GroupVersionKind::gvk(crds::GROUP, crds::VERSION, kind);
             let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
             let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-            let writer = reflector::store::Writer::new(ar);
-            let (reader, t) = reflect(api, Default::default(), writer, kind, tx.clone());
+            let (k, t) = ParsedKind::start(api, crds::API_VERSION, kind, tx.clone());
             tasks.push(t);
-            custom.push((kind, reader));
+            kinds.push((kind, k));
         }
         KubeSource {
-            nodes,
-            services,
-            slices,
+            kinds,
             secrets,
-            custom,
             generation,
             seen: u64::MAX,
             tasks,
@@ -187,11 +184,8 @@ impl KubeSource {
     /// view), at most `limit`; says which kinds are missing.
     pub async fn wait_ready(&self, limit: Duration) -> Result<(), Vec<&'static str>> {
         let all = async {
-            let _ = self.nodes.wait_until_ready().await;
-            let _ = self.services.wait_until_ready().await;
-            let _ = self.slices.wait_until_ready().await;
-            for (_, s) in &self.custom {
-                let _ = s.wait_until_ready().await;
+            while !self.is_listed() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             self.secrets.want(self.named_secrets());
             while !self.secrets.is_read() {
@@ -201,18 +195,30 @@ impl KubeSource {
         if tokio::time::timeout(limit, all).await.is_ok() {
             return Ok(());
         }
-        let missing: Vec<&str> = [
-            ("Node", ready(&self.nodes)),
-            ("Service", ready(&self.services)),
-            ("EndpointSlice", ready(&self.slices)),
-            ("Secret", self.secrets.is_read()),
-        ]
-        .into_iter()
-        .chain(self.custom.iter().map(|(k, s)| (*k, ready(s))))
-        .filter(|(_, ready)| !*ready)
-        .map(|(k, _)| k)
-        .collect();
+        let missing: Vec<&str> = self
+            .kinds
+            .iter()
+            .map(|(kind, k)| (*kind, k.is_listed()))
+            .chain([("Secret", self.secrets.is_read())])
+            .filter(|(_, ready)| !*ready)
+            .map(|(k, _)| k)
+            .collect();
         Err(missing)
+    }
+
+    /// Whether every kind has been listed once.
+    pub fn is_listed(&self) -> bool {
+        self.kinds.iter().all(|(_, k)| k.is_listed())
+    }
+
+    /// Whether every kind has been listed and the Secrets the BGPPeers
+    /// name read: a snapshot now is the cluster's, not a part of it.
+    pub fn is_ready(&self) -> bool {
+        if !self.is_listed() {
+            return false;
+        }
+        self.secrets.want(self.named_secrets());
+        self.secrets.is_read()
     }
 
     /// Waits until something changed since the last [`KubeSource::snapshot`],
@@ -237,29 +243,8 @@ impl KubeSource {
             ..Snapshot::default()
         };
         let mut problems = Vec::new();
-        add_all(&self.nodes.state(), "v1", "Node", &mut snap, &mut problems);
-        add_all(
-            &self.services.state(),
-            "v1",
-            "Service",
-            &mut snap,
-            &mut problems,
-        );
-        add_all(
-            &self.slices.state(),
-            "discovery.k8s.io/v1",
-            "EndpointSlice",
-            &mut snap,
-            &mut problems,
-        );
-        for (kind, store) in &self.custom {
-            add_all(
-                &store.state(),
-                crds::API_VERSION,
-                kind,
-                &mut snap,
-                &mut problems,
-            );
+        for (_, k) in &self.kinds {
+            k.add_to(&mut snap, &mut problems);
         }
         // The Secrets these BGPPeers name: asked for (a new name is read
         // at once, and its arrival wakes the agent again), and those read.
@@ -283,14 +268,8 @@ impl KubeSource {
     fn named_secrets(&self) -> std::collections::BTreeSet<String> {
         let mut snap = Snapshot::default();
         let mut problems = Vec::new();
-        if let Some((kind, store)) = self.custom.iter().find(|(k, _)| *k == "BGPPeer") {
-            add_all(
-                &store.state(),
-                crds::API_VERSION,
-                kind,
-                &mut snap,
-                &mut problems,
-            );
+        if let Some((_, k)) = self.kinds.iter().find(|(kind, _)| *kind == "BGPPeer") {
+            k.add_to(&mut snap, &mut problems);
         }
         names_in(&snap)
     }

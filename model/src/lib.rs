@@ -17,10 +17,12 @@ use futures::future::BoxFuture;
 
 pub mod files;
 pub mod kube;
+mod kube_parsed;
 mod kube_secrets;
 pub mod objects;
 pub mod parse;
 pub mod problem;
+pub mod saved;
 
 pub use files::FileSource;
 pub use kube::KubeSource;

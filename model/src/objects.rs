@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use crds::{BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec, IpPoolSpec};
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 /// Where an object came from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Origin {
     /// The file (for objects from the API server: `KIND NAMESPACE/NAME`).
     pub file: PathBuf,
@@ -42,7 +43,7 @@ impl fmt::Display for Origin {
 }
 
 /// An object with its name and origin.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Named<T> {
     /// `metadata.name`.
     pub name: String,
@@ -53,7 +54,7 @@ pub struct Named<T> {
 }
 
 /// What petrel needs of a `v1` Node.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Node {
     /// `metadata.name`.
     pub name: String,
@@ -74,7 +75,7 @@ pub struct Node {
 }
 
 /// A node's VXLAN tunnel endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Vtep {
     /// The address on its VXLAN device.
     pub address: IpAddr,
@@ -105,7 +106,7 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 }
 
 /// `spec.externalTrafficPolicy` / `internalTrafficPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum TrafficPolicy {
     /// Any node forwards to any endpoint (the default).
     #[default]
@@ -115,7 +116,7 @@ pub enum TrafficPolicy {
 }
 
 /// What petrel needs of a `v1` Service.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Service {
     /// `metadata.namespace` (`default` when absent).
     pub namespace: String,
@@ -145,7 +146,7 @@ impl Service {
 }
 
 /// One endpoint of an [`EndpointSlice`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Its addresses.
     pub addresses: Vec<IpAddr>,
@@ -156,7 +157,7 @@ pub struct Endpoint {
 }
 
 /// What petrel needs of a `discovery.k8s.io/v1` EndpointSlice.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EndpointSlice {
     /// `metadata.namespace` (`default` when absent).
     pub namespace: String,
@@ -171,7 +172,7 @@ pub struct EndpointSlice {
 }
 
 /// A `v1` Secret's data, decoded.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Secret {
     /// `metadata.name`.
     pub name: String,
@@ -190,8 +191,10 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Text that may be a secret (a password file's): used as a `str`, never
-/// printed (its `Debug` is `"***"`).
-#[derive(Clone, PartialEq, Eq, Default)]
+/// printed (its `Debug` is `"***"`). It serializes as its text, for the
+/// agent's saved snapshot (a file only root reads, [`crate::saved`]); no
+/// log, status or API answer serializes a snapshot.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Sensitive(pub String);
 
 impl std::ops::Deref for Sensitive {
@@ -208,7 +211,7 @@ impl std::fmt::Debug for Sensitive {
 }
 
 /// Everything read from the source at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// BGPConfiguration objects.
     pub configurations: Vec<Named<BgpConfigurationSpec>>,
@@ -241,8 +244,39 @@ pub struct Snapshot {
     pub files: BTreeMap<String, Result<Sensitive, String>>,
 }
 
+impl Snapshot {
+    /// Appends `other`'s objects (not its source, IPAM view or files: those
+    /// belong to the whole snapshot, not to the objects in it).
+    pub fn extend_from(&mut self, other: &Snapshot) {
+        // Destructured, so a new kind of object cannot be forgotten here.
+        let Snapshot {
+            configurations,
+            peers,
+            filters,
+            advertisements,
+            ip_pools,
+            nodes,
+            services,
+            endpoint_slices,
+            secrets,
+            source: _,
+            local_ipam: _,
+            files: _,
+        } = other;
+        self.configurations.extend(configurations.iter().cloned());
+        self.peers.extend(peers.iter().cloned());
+        self.filters.extend(filters.iter().cloned());
+        self.advertisements.extend(advertisements.iter().cloned());
+        self.ip_pools.extend(ip_pools.iter().cloned());
+        self.nodes.extend(nodes.iter().cloned());
+        self.services.extend(services.iter().cloned());
+        self.endpoint_slices.extend(endpoint_slices.iter().cloned());
+        self.secrets.extend(secrets.iter().cloned());
+    }
+}
+
 /// This node's pod addresses as its IPAM has them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalIpam {
     /// Blocks affine to this node.
     pub blocks: Vec<IpNet>,

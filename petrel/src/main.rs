@@ -87,6 +87,11 @@ enum Command {
         /// run can be replayed without sockets (bgpd::speaker::replay).
         #[arg(long, value_name = "DIR")]
         record_speaker: Option<PathBuf>,
+        /// With `--source kube`: save the API server's objects here (mode
+        /// 0600: it holds BGP passwords) after each change, and start from
+        /// them when restarted while the API server cannot be reached.
+        #[arg(long, value_name = "FILE")]
+        saved_snapshot: Option<PathBuf>,
         /// Hand out pod addresses from IPPools to the CNI plugin
         /// (`petrel-ipam`) on this unix socket.
         #[arg(long, value_name = "PATH")]
@@ -423,6 +428,7 @@ fn main() -> ExitCode {
             onlink_interface,
             metrics_address,
             record_speaker,
+            saved_snapshot,
             ipam_socket,
             ipam_state,
             ipam_cooldown,
@@ -468,6 +474,7 @@ fn main() -> ExitCode {
                     flush_routes_on_exit,
                     metrics: metrics_address.0,
                     record_speaker,
+                    saved_snapshot,
                     ipam: ipam_socket.map(|socket| agent::IpamOptions {
                         socket,
                         state_file: ipam_state,

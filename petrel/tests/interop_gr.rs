@@ -278,3 +278,155 @@ router bgp 65002
     assert!(petrel.best("10.220.0.0/24").is_some());
     assert!(petrel.kernel_route("10.220.0.0/24").is_some());
 }
+
+/// `ip -n NS route show PREFIX`: the kernel's route, if any.
+fn kernel_route(ns: &str, prefix: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "route", "show", prefix])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// With graceful restart (the default), neither SIGTERM nor kill -9 of the
+/// agent makes FRR or BIRD withdraw the node's pod block: `ip monitor` in
+/// their namespaces sees no deletion of it. FRR sets RFC 8538's N bit, so
+/// on SIGTERM it is told with Cease / Administrative Reset (a restart under
+/// RFC 8538); BIRD 2 does not, so its connection is closed without a
+/// NOTIFICATION (a restart under RFC 4724).
+#[test]
+fn sigterm_and_kill_of_petrel_withdraw_nothing_at_frr_and_bird() {
+    let mut lab = common::lab("gs");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    let b = lab.ns("b");
+    lab.link(&p, &f, "eth0", &["10.16.0.1/24"], &["10.16.0.2/24"]);
+    lab.link(&p, &b, "eth1", &["10.17.0.1/24"], &["10.17.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.16.0.2
+ no bgp ebgp-requires-policy
+ bgp graceful-restart
+ timers bgp 3 9
+ neighbor 10.16.0.1 remote-as 65001
+ neighbor 10.16.0.1 timers connect 1
+"#,
+    );
+    let sock = lab.bird(
+        &b,
+        r#"router id 10.17.0.2;
+protocol device { }
+protocol kernel { ipv4 { export all; }; }
+protocol bgp petrel {
+  local 10.17.0.2 as 65003;
+  neighbor 10.17.0.1 as 65001;
+  hold time 9;
+  keepalive time 3;
+  connect delay time 1;
+  connect retry time 1;
+  error wait time 1, 5;
+  graceful restart aware;
+  ipv4 { import all; export none; };
+}
+"#,
+    );
+    let yaml = petrel_yaml(
+        65001,
+        "10.16.0.1",
+        &["10.16.0.1"],
+        "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.16.0.2, asNumber: 65002}\n---\napiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: bird}\nspec: {peerIP: 10.17.0.2, asNumber: 65003}\n",
+    );
+    let block = "10.244.1.0/24";
+    let label = format!("petrel-{p}");
+    let mut petrel = lab.petrel(&p, "node-1", &yaml);
+    petrel.wait_established("10.16.0.2", 30);
+    petrel.wait_established("10.17.0.2", 30);
+    wait_until(20, "the pod block in FRR's and BIRD's kernels", || {
+        let (kf, kb) = (kernel_route(&f, block), kernel_route(&b, block));
+        if kf.contains("10.16.0.1") && kb.contains("10.17.0.1") {
+            Ok(())
+        } else {
+            Err(format!("FRR: {kf:?}, BIRD: {kb:?}"))
+        }
+    });
+    let n = lab.vtysh_json(&f, "show bgp neighbors 10.16.0.1 json");
+    assert!(
+        n.to_string().contains("\"nBit\":true") || n.to_string().contains("N-bit"),
+        "FRR does not see petrel's N bit: {n}"
+    );
+    // Every route change in both namespaces from here on.
+    let monitors: Vec<(String, std::path::PathBuf)> = [&f, &b]
+        .iter()
+        .map(|ns| {
+            let log = lab.root.join(format!("monitor-{ns}.log"));
+            lab.spawn(
+                ns,
+                &format!("monitor-{ns}"),
+                "ip",
+                &["monitor", "route"],
+                &log,
+            );
+            (ns.to_string(), log)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    for how in ["SIGTERM", "kill -9"] {
+        if how == "SIGTERM" {
+            lab.terminate(&label);
+            let log = std::fs::read_to_string(&petrel.log).unwrap_or_default();
+            assert!(
+                log.contains("Administrative Reset"),
+                "FRR was not told of a restart:\n{log}"
+            );
+            assert!(
+                log.contains("closing the connection without a NOTIFICATION"),
+                "BIRD's connection was not closed without a NOTIFICATION:\n{log}"
+            );
+        } else {
+            lab.kill(&label);
+        }
+        // Down for longer than a connect retry: both see the session gone.
+        std::thread::sleep(Duration::from_secs(3));
+        for (ns, kernel) in [(&f, kernel_route(&f, block)), (&b, kernel_route(&b, block))] {
+            assert!(
+                !kernel.is_empty(),
+                "after {how}, {ns}'s kernel lost {block}"
+            );
+        }
+        petrel = lab.petrel(&p, "node-1", &yaml);
+        petrel.wait_established("10.16.0.2", 30);
+        petrel.wait_established("10.17.0.2", 30);
+        wait_until(20, "FRR's route fresh again", || {
+            match (frr_route(&lab, &f, block), bird_has(&lab, &sock, block)) {
+                (Some(false), true) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    }
+    // A deletion the monitors must see: proof that they watch.
+    for (ns, _) in &monitors {
+        lab.ip(ns, &["route", "add", "192.0.2.77/32", "dev", "lo"]);
+        lab.ip(ns, &["route", "del", "192.0.2.77/32", "dev", "lo"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (ns, log) in &monitors {
+        let seen = std::fs::read_to_string(log).unwrap_or_default();
+        let deleted: Vec<&str> = seen
+            .lines()
+            .filter(|l| l.starts_with("Deleted") && l.contains(block))
+            .collect();
+        assert!(
+            deleted.is_empty(),
+            "{ns} withdrew {block} during petrel's restarts: {deleted:?}\nall changes:\n{seen}"
+        );
+        assert!(
+            seen.lines()
+                .any(|l| l.starts_with("Deleted") && l.contains("192.0.2.77")),
+            "{ns}: the monitor did not see the deletion made to check it:\n{seen}"
+        );
+    }
+}

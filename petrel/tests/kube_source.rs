@@ -74,11 +74,24 @@ fn api(client: &kube::Client, kind: &str, plural: &str) -> Api<DynamicObject> {
 }
 
 fn start_agent(dir: &Path, kubeconfig: &Path, node: &str) -> Agent {
+    start_agent_with(dir, kubeconfig, node, "agent.log", &[])
+}
+
+/// An agent with more arguments, logging to `log` in `dir`.
+fn start_agent_with(
+    dir: &Path,
+    kubeconfig: &Path,
+    node: &str,
+    log: &str,
+    args: &[&std::ffi::OsStr],
+) -> Agent {
     let socket = dir.join("petrel.sock");
-    let log = dir.join("agent.log");
+    let log = dir.join(log);
     let child = Command::new(env!("CARGO_BIN_EXE_petrel"))
         .args(["agent", "--source", "kube", "--node", node, "--no-fib"])
-        .args(["--metrics-address", "off", "--api-socket"])
+        .args(["--metrics-address", "off"])
+        .args(args)
+        .arg("--api-socket")
         .arg(&socket)
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info")
@@ -239,6 +252,132 @@ async fn the_agent_follows_the_api_server() {
                 && !p.iter().any(|p| p["name"] == "second")
         })
         .await;
+    drop(agent);
+    env.cleanup().await;
+}
+
+/// An agent restarted (killed) while the API server is down starts from
+/// the snapshot it saved: its peers, one with a password from a Secret,
+/// are configured again without the API server; once the API server
+/// answers, its objects take over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_without_the_api_server_starts_from_its_saved_snapshot() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut env = KubeEnv::start("kube-saved").await;
+    env.install_crds().await;
+    let client = env.client();
+    let node = env.name("node");
+    env.create_json(
+        "nodes",
+        json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
+            "spec": {"podCIDRs": ["10.244.2.0/24"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
+        }),
+    )
+    .await;
+    // Not the other test's port (both run in this process).
+    let port = 40000 + std::process::id() % 20000;
+    env.create_json("bgpconfigurations", json!({
+        "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration", "metadata": {"name": "default"},
+        "spec": {"asNumber": 65001, "routerID": "10.0.0.2", "listenAddress": "127.0.0.1",
+                 "listenPort": port, "nodeToNodeMeshEnabled": false}
+    }))
+    .await;
+    env.create_json(
+        "secrets",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "saved-passwords", "namespace": "default"},
+            "stringData": {"signed": "saved-md5-key"}
+        }),
+    )
+    .await;
+    for (name, ip, asn, extra) in [
+        ("tor", "127.0.0.9", 65009, json!({})),
+        (
+            "signed",
+            "127.0.0.12",
+            65014,
+            json!({"password": {"secretKeyRef": {"name": "saved-passwords", "key": "signed"}}}),
+        ),
+    ] {
+        let mut spec = json!({"peerIP": ip, "asNumber": asn});
+        spec.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        env.create_json(
+            "bgppeers",
+            json!({"apiVersion": "petrel.dev/v1alpha1", "kind": "BGPPeer",
+                   "metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+    }
+    let saved = env.dir().join("snapshot.json");
+    let args = [std::ffi::OsStr::new("--saved-snapshot"), saved.as_os_str()];
+    let both = |p: &[Value]| {
+        p.iter().any(|p| p["name"] == "tor" && p["asn"] == 65009)
+            && p.iter().any(|p| p["name"] == "signed" && p["asn"] == 65014)
+    };
+    let agent = start_agent_with(env.dir(), env.kubeconfig(), &node, "agent-1.log", &args);
+    agent.wait(45, "both peers from the API server", both).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&saved).is_ok_and(|t| t.contains("saved-passwords")) {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot saved at {}\n{}",
+            saved.display(),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mode = std::fs::metadata(&saved)
+        .expect("saved")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the snapshot holds passwords");
+    drop(agent);
+
+    if !env.stop_component(Component::ApiServer).await {
+        eprintln!("SKIPPED: an external cluster's API server is not stopped");
+        env.cleanup().await;
+        return;
+    }
+    let agent = start_agent_with(env.dir(), env.kubeconfig(), &node, "agent-2.log", &args);
+    agent
+        .wait(40, "both peers from the saved snapshot", both)
+        .await;
+    let log = agent.log();
+    assert!(
+        log.contains("starting from the snapshot saved before"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("saved-md5-key"),
+        "a password in the log: {log}"
+    );
+
+    env.start_stopped().await;
+    api(&client, "BGPPeer", "bgppeers")
+        .patch(
+            "tor",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"asNumber": 65010}})),
+        )
+        .await
+        .expect("patched once the API server is back");
+    agent
+        .wait(60, "the API server's objects once it answers", |p| {
+            p.iter().any(|p| p["name"] == "tor" && p["asn"] == 65010)
+                && p.iter().any(|p| p["name"] == "signed")
+        })
+        .await;
+    assert!(
+        agent.log().contains("planning from its objects again"),
+        "{}",
+        agent.log()
+    );
     drop(agent);
     env.cleanup().await;
 }

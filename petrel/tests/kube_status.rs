@@ -869,7 +869,16 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
     );
 
     // Agents' entries (applied here as two agents would) make the summary.
-    for (node, state) in [("a", "Established"), ("b", "Active")] {
+    // Their Nodes exist: the entries of a node that is gone are removed.
+    let (node_a, node_b) = (env.name("node-a"), env.name("node-b"));
+    for node in [&node_a, &node_b] {
+        env.create_json(
+            "nodes",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}),
+        )
+        .await;
+    }
+    for (node, state) in [(&node_a, "Established"), (&node_b, "Active")] {
         peers
             .patch_status(
                 &good,
@@ -919,6 +928,27 @@ async fn invalid_objects_get_ready_false_naming_the_field_and_an_event() {
         eprintln!("an external cluster: the write count is not checked (no audit log to read)");
     }
     assert!(after.metadata.generation.is_some());
+
+    // A Node deleted: after a grace period its agent's entries go (given up
+    // in that agent's name), and the other node's entry stays.
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .delete(&node_b, &DeleteParams::default())
+        .await
+        .expect("node-b deleted");
+    eventually!(40, "node-b's entry removed", logs, {
+        let s = status(&peers, &good).await;
+        let e = entries(&s);
+        if e.len() == 1 && e[0].0 == node_a && s["summary"] == "1/1 established" {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert!(
+        logs().contains("removed the status entries of a node that is gone"),
+        "{}",
+        logs()
+    );
     drop(controller);
     env.cleanup().await;
 }

@@ -318,6 +318,51 @@ impl KubeEnv {
         true
     }
 
+    /// Stops one component of the test's control plane until
+    /// [`KubeEnv::start_stopped`]. Returns `false`, and does nothing, on an
+    /// external cluster.
+    pub async fn stop_component(&self, component: Component) -> bool {
+        let Some(plane) = &self.plane else {
+            eprintln!(
+                "an external cluster: its {} is not stopped",
+                component.name()
+            );
+            return false;
+        };
+        let dir = plane.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            script(
+                "stop.sh",
+                &[dir.as_os_str(), component.name().as_ref()],
+                &[],
+            )
+        })
+        .await
+        .expect("stop.sh ran")
+        .unwrap_or_else(|e| panic!("{} does not stop: {e}", component.name()));
+        true
+    }
+
+    /// Starts what [`KubeEnv::stop_component`] stopped, with the same data,
+    /// ports and certificates, and waits until the whole plane is ready.
+    pub async fn start_stopped(&self) {
+        let Some(plane) = &self.plane else {
+            return;
+        };
+        let dir = plane.dir.clone();
+        let bin = plane.bin.clone();
+        tokio::task::spawn_blocking(move || {
+            script(
+                "start.sh",
+                &[dir.as_os_str()],
+                &[("PETREL_KUBE_BIN", bin.as_path())],
+            )
+        })
+        .await
+        .expect("start.sh ran")
+        .unwrap_or_else(|e| panic!("the control plane does not start again: {e}"));
+    }
+
     /// Every request in the API server's audit log so far, oldest first
     /// (see [`AuditEvent`] for which are recorded); `None` on an external
     /// cluster. A request is in the log once it was answered.

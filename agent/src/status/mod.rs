@@ -74,7 +74,7 @@ const SESSION_DOWN: &str = "session not established";
 
 /// The field manager of an agent's writes: one per node.
 pub fn field_manager(node: &str) -> String {
-    format!("petrel-agent/{node}")
+    crds::status::agent_field_manager(node)
 }
 
 /// One session the applied plan has: its name and where it goes.

@@ -156,6 +156,10 @@ pub(crate) enum PeerCommand {
     /// Offer these capabilities from the next OPEN on (the graceful restart
     /// R bit is cleared this way once the restart is over).
     SetCapabilities(Vec<crate::wire::capability::Capability>),
+    /// Close the connection without a NOTIFICATION and end the task: this
+    /// speaker is restarting, and to a peer that helps with graceful
+    /// restart (without RFC 8538's N bit) only a lost connection says so.
+    Close,
     /// Stop the session (Cease, with a shutdown communication) and end the task.
     Stop {
         /// Cease subcode to send.
@@ -456,6 +460,10 @@ impl<I: Copy + Send + 'static> PeerTask<I> {
                 // Through `feed`, so the state change reaches the speaker.
                 self.feed(Event::AutomaticStop(sub)).await;
                 self.restart_at = restart_after.map(|d| Instant::now() + d);
+            }
+            PeerCommand::Close => {
+                tracing::info!(peer = %self.config.address, "closing the connection without a NOTIFICATION: a graceful restart");
+                self.stopping = true;
             }
             PeerCommand::Stop {
                 subcode: sub,

@@ -18,7 +18,6 @@ use crate::fsm::{DownReason, Negotiated, State};
 use crate::journal::{BestPath, WatchEventKind};
 use crate::rib::{Attrs, FibChange, PeerId, Rib};
 use crate::session::{PeerCommand, PeerConfig, PeerStats};
-use crate::wire::error::subcode;
 use crate::wire::{AfiSafi, Update};
 
 /// What a peer task reports, as the core takes it: the socket-side parts
@@ -273,16 +272,7 @@ impl Core {
             }
             Input::Flush(max) => self.flush_slice(max),
             Input::EndOfBatch => self.after_events(),
-            Input::Shutdown => {
-                let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-                for id in ids {
-                    self.stop_peer(
-                        id,
-                        subcode::cease::ADMINISTRATIVE_SHUTDOWN,
-                        Some("petrel is shutting down".into()),
-                    );
-                }
-            }
+            Input::Shutdown => self.shut_down(),
         }
         Reply::Done
     }

@@ -139,11 +139,15 @@ impl Core {
             )
             .chain(gr.enabled.then(|| {
                 Capability::GracefulRestart(GracefulRestart {
-                    flags: if self.restart.restarted {
-                        GracefulRestart::RESTART_STATE
-                    } else {
-                        0
-                    },
+                    // N: a NOTIFICATION other than Hard Reset is a restart
+                    // too (RFC 8538), so a hold timer expiry or our own
+                    // restart on SIGTERM keeps routes where both agree.
+                    flags: GracefulRestart::NOTIFICATION
+                        | if self.restart.restarted {
+                            GracefulRestart::RESTART_STATE
+                        } else {
+                            0
+                        },
                     restart_time: gr.restart_time.min(4095),
                     families: n
                         .families
@@ -160,6 +164,40 @@ impl Core {
                 })
             }))
             .collect()
+    }
+
+    /// Ends every session as this speaker stops. With graceful restart,
+    /// stopping is restarting: a peer that helps keeps our routes until we
+    /// are back, so a restarted agent withdraws nothing. It is told with
+    /// the NOTIFICATION RFC 8538 keeps routes for (Cease / Administrative
+    /// Reset) when both set the N bit, else by the connection closing with
+    /// no NOTIFICATION (RFC 4724). Peers without graceful restart get Cease
+    /// / Administrative Shutdown, and drop our routes at once.
+    pub(super) fn shut_down(&mut self) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let how = self.peers.get(&id).and_then(|p| {
+                let n = p.negotiated.as_deref()?;
+                n.peer_graceful_restart.as_ref()?;
+                self.config
+                    .graceful_restart
+                    .enabled
+                    .then(|| n.graceful_notification())
+            });
+            match how {
+                Some(true) => self.stop_peer(
+                    id,
+                    crate::wire::error::subcode::cease::ADMINISTRATIVE_RESET,
+                    None,
+                ),
+                Some(false) => self.close_peer(id),
+                None => self.stop_peer(
+                    id,
+                    crate::wire::error::subcode::cease::ADMINISTRATIVE_SHUTDOWN,
+                    Some("petrel is shutting down".into()),
+                ),
+            }
+        }
     }
 
     /// Whether long-lived stale routes apply to a session: we offer LLGR and
@@ -221,7 +259,9 @@ impl Core {
 
     /// Whether an ending session keeps the peer's routes while it restarts
     /// (RFC 4724 §4.2: it ended without a NOTIFICATION, with a peer that
-    /// offered graceful restart), and how: which families, for how long.
+    /// offered graceful restart; RFC 8538: or with one that is not a Hard
+    /// Reset, when both set the N bit), and how: which families, for how
+    /// long.
     pub(super) fn graceful_plan(
         &self,
         id: PeerId,
@@ -230,10 +270,7 @@ impl Core {
     ) -> Option<GracefulPlan> {
         let n = self.peers.get(&id)?.negotiated.as_deref()?;
         let gr = n.peer_graceful_restart.as_ref()?;
-        if !(self.config.graceful_restart.enabled
-            && established
-            && matches!(reason, DownReason::ConnectionLost))
-        {
+        if !(self.config.graceful_restart.enabled && established && is_restart(reason, n)) {
             return None;
         }
         let mut families: Vec<AfiSafi> = gr
@@ -370,4 +407,23 @@ pub(super) struct GracefulPlan {
     families: Vec<AfiSafi>,
     restart_time: u16,
     llgr: Option<(Vec<AfiSafi>, Duration)>,
+}
+
+/// Whether a session that ended for `reason` is a restart, whose routes are
+/// kept: a lost connection (RFC 4724), or between speakers that both set
+/// the N bit, a NOTIFICATION that is not a Hard Reset (RFC 8538 §4).
+pub(super) fn is_restart(reason: &DownReason, n: &Negotiated) -> bool {
+    match reason {
+        DownReason::ConnectionLost => true,
+        _ if !n.graceful_notification() => false,
+        // The receiver's rule: anything but a Hard Reset.
+        DownReason::NotificationReceived(m) => {
+            !(m.code == crate::wire::error::code::CEASE
+                && m.subcode == crate::wire::error::subcode::cease::HARD_RESET)
+        }
+        // What we sent as a Hard Reset (the FSM wraps the hard Ceases).
+        DownReason::NotificationSent(m) => !m.is_hard(),
+        DownReason::AutomaticStop(sub) => !crate::wire::notification::is_hard_cease(*sub),
+        DownReason::ManualStop | DownReason::Collision => false,
+    }
 }

@@ -69,10 +69,20 @@ impl Core {
             }
             PeerControl::Reset(ResetKind::Hard) => {
                 tracing::info!(peer = %address, "hard reset through the API");
+                // Between speakers with RFC 8538's N bit, an Administrative
+                // Reset would be a restart, the routes kept.
+                let hard = p
+                    .negotiated
+                    .as_deref()
+                    .is_some_and(crate::fsm::Negotiated::graceful_notification);
                 self.out.push(Output::Peer(
                     id,
                     PeerCommand::Reset {
-                        subcode: subcode::cease::ADMINISTRATIVE_RESET,
+                        subcode: if hard {
+                            subcode::cease::HARD_RESET
+                        } else {
+                            subcode::cease::ADMINISTRATIVE_RESET
+                        },
                         restart_after: Some(Duration::from_secs(1)),
                     },
                 ));
@@ -201,6 +211,23 @@ impl Core {
     }
 
     pub(super) fn stop_peer(&mut self, id: PeerId, sub: u8, message: Option<String>) {
+        self.remove_peer(
+            id,
+            PeerCommand::Stop {
+                subcode: sub,
+                message,
+            },
+        );
+    }
+
+    /// Removes a peer, its session closed without a NOTIFICATION
+    /// ([`PeerCommand::Close`]): this speaker restarts.
+    pub(super) fn close_peer(&mut self, id: PeerId) {
+        self.remove_peer(id, PeerCommand::Close);
+    }
+
+    /// Removes a peer and its routes; `end` ends its task.
+    fn remove_peer(&mut self, id: PeerId, end: PeerCommand) {
         if let Some(p) = self.peers.remove(&id) {
             self.peers_changed = true;
             self.journal_batch.push((
@@ -210,13 +237,7 @@ impl Core {
                     address: p.address,
                 },
             ));
-            self.tell_peer(
-                id,
-                PeerCommand::Stop {
-                    subcode: sub,
-                    message,
-                },
-            );
+            self.tell_peer(id, end);
             self.forget_restart(id);
             self.rib.peer_down(id);
         }

@@ -408,6 +408,7 @@ fn render_command(c: &PeerCommand) -> String {
         } => format!("reset (cease subcode {subcode}, back after {restart_after:?})"),
         PeerCommand::Disable(m) => format!("disable ({m:?})"),
         PeerCommand::Enable => "enable".into(),
+        PeerCommand::Close => "close without a NOTIFICATION (restart)".into(),
         PeerCommand::Stop { subcode, message } => {
             format!("stop (cease subcode {subcode}, {message:?})")
         }

@@ -155,7 +155,7 @@ impl SpeakerTask {
                     self.handles.insert(id, handle);
                 }
                 Output::Peer(id, c) => {
-                    let stop = matches!(c, PeerCommand::Stop { .. });
+                    let stop = matches!(c, PeerCommand::Stop { .. } | PeerCommand::Close);
                     if let Some(h) = self.handles.get(&id) {
                         let _ = h.commands.send(c);
                     }

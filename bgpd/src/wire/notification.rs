@@ -16,6 +16,18 @@ pub struct Notification {
     pub data: Vec<u8>,
 }
 
+/// Whether a Cease of this subcode is, under RFC 8538 §5, a Hard Reset:
+/// it ends the session for good, where the others are a restart.
+pub fn is_hard_cease(sub: u8) -> bool {
+    matches!(
+        sub,
+        subcode::cease::MAX_PREFIXES
+            | subcode::cease::ADMINISTRATIVE_SHUTDOWN
+            | subcode::cease::PEER_DECONFIGURED
+            | subcode::cease::HARD_RESET
+    )
+}
+
 /// Longest shutdown communication allowed (RFC 9003 §2).
 pub const MAX_SHUTDOWN_COMMUNICATION: usize = 255;
 
@@ -53,6 +65,28 @@ impl Notification {
             subcode: sub,
             data,
         }
+    }
+
+    /// Cease / Hard Reset (RFC 8538 §3) carrying `inner`: its code and
+    /// subcode, then its data.
+    pub fn hard_reset(inner: &Notification) -> Self {
+        let mut data = Vec::with_capacity(inner.data.len() + 2);
+        data.extend([inner.code, inner.subcode]);
+        data.extend_from_slice(&inner.data);
+        Notification {
+            code: code::CEASE,
+            subcode: subcode::cease::HARD_RESET,
+            data,
+        }
+    }
+
+    /// Whether, between speakers that both set graceful restart's N bit
+    /// (RFC 8538), this NOTIFICATION ends the session for good: a Hard
+    /// Reset, or a Cease that RFC 8538 §5 says to send as one (maximum
+    /// prefixes, administrative shutdown, peer de-configured). Any other
+    /// NOTIFICATION is then a restart: the routes are kept, stale.
+    pub fn is_hard(&self) -> bool {
+        self.code == code::CEASE && is_hard_cease(self.subcode)
     }
 
     /// The shutdown communication of a Cease / Administrative Shutdown or Reset,
@@ -150,6 +184,18 @@ impl fmt::Display for Notification {
         write!(f, "{} ({}/{})", self.describe(), self.code, self.subcode)?;
         if let Some(text) = self.shutdown_communication() {
             write!(f, ": {text:?}")?;
+        }
+        // A Hard Reset says what it stands for (RFC 8538 §3).
+        if self.code == code::CEASE
+            && self.subcode == subcode::cease::HARD_RESET
+            && let [c, s, rest @ ..] = self.data.as_slice()
+        {
+            let inner = Notification {
+                code: *c,
+                subcode: *s,
+                data: rest.to_vec(),
+            };
+            write!(f, " for {inner}")?;
         }
         Ok(())
     }
