@@ -3,6 +3,8 @@
 # client down? Runs the harness' `table` scenario REPS times without and REPS
 # times with bench/api-probe-wrap.sh (ListPeers + ExplainRoute at 20 Hz),
 # alternating, and prints both medians and the probe's latencies.
+# PETREL_PROBE_FLOOD=routes,adjrib,metrics adds floods of those reads beside
+# the probe (see petrel/examples/api_probe.rs); PETREL_BIN runs another build.
 #   bench/run-api-load.sh [N] [REPS]
 # Needs root and: cargo build --release -p petrel --example api_probe
 set -euo pipefail
@@ -49,4 +51,10 @@ for f in sorted(glob.glob(f"{w}/probe/probe-*.json")):
     d = json.load(open(f))
     print(f"probe {f.rsplit('/', 1)[1]}: {d['seconds']:.0f}s at {d['rate_hz']} Hz; "
           f"ListPeers {d['list_peers']}; ExplainRoute {d['explain_route']}")
+    fl = d.get("floods", {})
+    if any(fl.get(k, {}).get("calls") or fl.get(k, {}).get("errors")
+           for k in ("list_routes", "adj_rib_in", "metrics")):
+        print(f"  floods: ListRoutes {fl['list_routes']} ({fl['list_routes_routes']} routes); "
+              f"ListAdjRibIn {fl['adj_rib_in']} ({fl['adj_rib_in_routes']} routes); "
+              f"/metrics {fl['metrics']}")
 PY

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use bgpd::speaker::{AdjRibSide, RouteFilter, RouteView};
+use bgpd::speaker::{AdjRibSide, RouteFilter, RouteView, RoutesPage};
 use bgpd::wire::AfiSafi;
 use ipnet::IpNet;
 use proto::v1 as pb;
@@ -38,18 +38,21 @@ impl pb::rib_service_server::RibService for Api {
         } else {
             Some(parse_prefix(&r.prefix).map_err(Status::invalid_argument)?)
         };
-        let routes = self
+        let filter = RouteFilter {
+            family,
+            prefix,
+            longer: r.longer,
+        };
+        let first = self
             .speaker
-            .routes(RouteFilter {
-                family,
-                prefix,
-                longer: r.longer,
-            })
+            .routes_page(filter.clone(), 0)
             .await
             .map_err(unavailable)?;
-        let items: Vec<Result<pb::Route, Status>> =
-            routes.iter().map(|r| Ok(route_to_pb(r))).collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+        let speaker = self.speaker.clone();
+        Ok(Response::new(paged(first, move |from| {
+            let (speaker, filter) = (speaker.clone(), filter.clone());
+            async move { speaker.routes_page(filter, from).await.map_err(unavailable) }
+        })))
     }
 
     async fn explain_route(
@@ -167,14 +170,21 @@ impl Api {
         side: AdjRibSide,
     ) -> Result<Response<Streamed<pb::Route>>, Status> {
         let peer = peer_ref(Some(pb::PeerRef { peer: r.peer }))?;
-        let routes = self
+        let first = self
             .speaker
-            .adj_rib(&peer, side)
+            .adj_rib_page(&peer, side, 0)
             .await
             .map_err(control_status)?;
-        let items: Vec<Result<pb::Route, Status>> =
-            routes.iter().map(|r| Ok(route_to_pb(r))).collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+        let speaker = self.speaker.clone();
+        Ok(Response::new(paged(first, move |from| {
+            let (speaker, peer) = (speaker.clone(), peer.clone());
+            async move {
+                speaker
+                    .adj_rib_page(&peer, side, from)
+                    .await
+                    .map_err(control_status)
+            }
+        })))
     }
 
     pub(crate) async fn explain(&self, prefix: &str) -> Result<pb::RouteExplanation, Status> {
@@ -221,4 +231,41 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| format!("{s:?} is not a prefix (like 10.0.0.0/24) or an address"))
+}
+
+/// Routes sent ahead of a client that reads slowly.
+const PAGED_BUFFER: usize = 1024;
+
+/// Streams a listing page by page ([`RoutesPage`]). The first page is read
+/// before the answer (so a bad request is an error status); the others by a
+/// task that asks for the next page once the client has taken most of the
+/// last, so a slow client holds no one but itself, and the RIB owner does
+/// one page's work at a time, routing in between.
+fn paged<F, Fut>(first: RoutesPage, next: F) -> Streamed<pb::Route>
+where
+    F: Fn(usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<RoutesPage, Status>> + Send,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(PAGED_BUFFER);
+    tokio::spawn(async move {
+        let mut page = first;
+        loop {
+            for r in &page.routes {
+                if tx.send(Ok(route_to_pb(r))).await.is_err() {
+                    return;
+                }
+            }
+            let Some(from) = page.next else {
+                return;
+            };
+            match next(from).await {
+                Ok(p) => page = p,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

@@ -27,7 +27,7 @@ use foldhash::HashMap;
 use foldhash::fast::FixedState;
 
 /// Number of shards of a split map.
-const SHARDS: usize = 256;
+pub(crate) const SHARDS: usize = 256;
 
 /// Entries at which a map splits into shards: the one rehash it costs is of
 /// this many entries, a few hundred microseconds.
@@ -207,6 +207,21 @@ impl<K: Hash + Eq, V> BigMap<K, V> {
     /// Removes everything and gives the memory back.
     pub(crate) fn clear(&mut self) {
         self.repr = Repr::One(HashMap::default());
+    }
+
+    /// Whether the map is split into shards (see [`BigMap::shard_entries`]).
+    pub(crate) fn is_split(&self) -> bool {
+        matches!(self.repr, Repr::Split { .. })
+    }
+
+    /// Shard `i`'s entries (none for a map not split), for reads done a
+    /// shard at a time: a key is always in the same shard, so a listing
+    /// shard by shard sees every entry present throughout exactly once.
+    pub(crate) fn shard_entries(&self, i: usize) -> hash_map::Iter<'_, K, V> {
+        match &self.repr {
+            Repr::Split { shards, .. } if i < shards.len() => shards[i].iter(),
+            _ => hash_map::Iter::default(),
+        }
     }
 
     /// Every entry.

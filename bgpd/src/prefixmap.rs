@@ -12,7 +12,7 @@ use std::hash::Hash;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::bigmap::BigMap;
+use crate::bigmap::{BigMap, SHARDS};
 
 // The premise of the split, checked when the crate builds: beside an
 // 8-byte-aligned value, an IPv4 key takes less room than an `IpNet`.
@@ -81,6 +81,10 @@ impl PrefixKey for (IpNet, u32) {
         (IpNet::V6(k.0), k.1)
     }
 }
+
+/// How many parts a listing of a [`PrefixMap`] goes through at most
+/// ([`PrefixMap::part`]): a family's shards, IPv4 then IPv6.
+pub(crate) const PARTS: usize = 2 * SHARDS;
 
 /// A hash map keyed by prefix, one [`BigMap`] per family (see the module
 /// documentation). Iteration order is unspecified.
@@ -181,6 +185,39 @@ impl<K: PrefixKey, V> PrefixMap<K, V> {
         v4.chain(v6)
     }
 
+    /// One part of the map, for a listing done a part at a time, and the
+    /// part to read next (`None`: the listing is complete); a listing starts
+    /// at part 0. A key is always in the same part, so every entry present
+    /// from the first part to the last is listed exactly once (one added or
+    /// removed meanwhile may or may not be). A family's table not split into
+    /// shards yet (under 8192 entries) is one part.
+    pub(crate) fn part(&self, part: usize) -> (Vec<(K, &V)>, Option<usize>) {
+        if part < SHARDS {
+            if self.v4.is_split() {
+                let v = self
+                    .v4
+                    .shard_entries(part)
+                    .map(|(k, v)| (K::from_v4(*k), v));
+                (v.collect(), Some(part + 1))
+            } else {
+                let v = self.v4.iter().map(|(k, v)| (K::from_v4(*k), v));
+                let v = if part == 0 { v.collect() } else { Vec::new() };
+                (v, Some(SHARDS))
+            }
+        } else if part < PARTS {
+            let i = part - SHARDS;
+            if self.v6.is_split() {
+                let v = self.v6.shard_entries(i).map(|(k, v)| (K::from_v6(*k), v));
+                (v.collect(), (part + 1 < PARTS).then_some(part + 1))
+            } else {
+                let v = self.v6.iter().map(|(k, v)| (K::from_v6(*k), v));
+                (if i == 0 { v.collect() } else { Vec::new() }, None)
+            }
+        } else {
+            (Vec::new(), None)
+        }
+    }
+
     /// Every key, IPv4 first.
     pub(crate) fn keys(&self) -> impl Iterator<Item = K> {
         self.iter().map(|(k, _)| k)
@@ -197,7 +234,81 @@ impl<K: PrefixKey, V> Extend<(K, V)> for PrefixMap<K, V> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    /// Every key a listing part by part yields, counted.
+    fn listed(m: &PrefixMap<IpNet, u32>) -> HashMap<IpNet, usize> {
+        let mut seen: HashMap<IpNet, usize> = HashMap::new();
+        let mut part = Some(0);
+        let mut pages = 0;
+        while let Some(p) = part {
+            let (items, next) = m.part(p);
+            for (k, _) in items {
+                *seen.entry(k).or_default() += 1;
+            }
+            part = next;
+            pages += 1;
+            assert!(pages <= PARTS, "a listing ends");
+        }
+        seen
+    }
+
+    fn v4(i: u32) -> IpNet {
+        Ipv4Net::new_assert((0x0a00_0000 + (i << 8)).into(), 24).into()
+    }
+
+    fn v6(i: u32) -> IpNet {
+        Ipv6Net::new_assert((0x2001_0db8_u128 << 96 | u128::from(i) << 64).into(), 64).into()
+    }
+
+    #[test]
+    fn a_listing_by_parts_yields_every_key_once() {
+        for (n4, n6) in [(0, 0), (10, 3), (20_000, 5), (7, 20_000), (20_000, 20_000)] {
+            let mut m: PrefixMap<IpNet, u32> = PrefixMap::new();
+            m.extend((0..n4).map(|i| (v4(i), i)));
+            m.extend((0..n6).map(|i| (v6(i), i)));
+            let seen = listed(&m);
+            assert_eq!(seen.len(), (n4 + n6) as usize, "{n4} + {n6}");
+            assert!(seen.values().all(|c| *c == 1), "{n4} + {n6}");
+        }
+    }
+
+    #[test]
+    fn keys_present_throughout_a_listing_are_listed_once_whatever_changes() {
+        // Small at the first part: the whole family is the first part, and
+        // its split while the listing goes on repeats nothing.
+        let m = std::cell::RefCell::new(PrefixMap::<IpNet, u32>::new());
+        m.borrow_mut().extend((0..100).map(|i| (v4(i), i)));
+        m.borrow_mut().extend((0..20_000).map(|i| (v6(i), i)));
+        let mut added = 100;
+        let mut seen: HashMap<IpNet, usize> = HashMap::new();
+        let mut part = Some(0);
+        while let Some(p) = part {
+            let next = {
+                let map = m.borrow();
+                let (items, next) = map.part(p);
+                for (k, _) in items {
+                    *seen.entry(k).or_default() += 1;
+                }
+                next
+            };
+            // Others come and go between parts, splitting the IPv4 table.
+            let mut map = m.borrow_mut();
+            map.extend((added..added + 500).map(|i| (v4(i), i)));
+            map.remove(&v6(20_000 - 1 - p as u32));
+            added += 500;
+            part = next;
+        }
+        for i in 0..100 {
+            assert_eq!(seen.get(&v4(i)), Some(&1), "{}", v4(i));
+        }
+        for i in 0..(20_000 - PARTS as u32) {
+            assert_eq!(seen.get(&v6(i)), Some(&1), "{}", v6(i));
+        }
+        assert!(seen.values().all(|c| *c == 1));
+    }
 
     #[test]
     fn keys_of_both_families_live_side_by_side() {

@@ -366,3 +366,57 @@ fn a_password_never_shows_in_a_debug_dump() {
     assert!(!dump.contains("s3cret-md5"), "{dump}");
     assert!(dump.contains("password: Some(\"***\")"), "{dump}");
 }
+
+#[tokio::test]
+async fn a_large_table_is_read_a_page_at_a_time_each_route_once() {
+    use bgpd::speaker::AdjRibSide;
+
+    let (pa, pb) = (17993, 17994);
+    // More than one shard's worth (8192), so the table is split in parts.
+    let n: u32 = 20_000;
+    let mut ca = speaker_config(65001, "127.0.0.1", pa);
+    ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
+    ca.originate = (0..n)
+        .map(|i| local(&format!("10.{}.{}.0/24", i / 256, i % 256)))
+        .collect();
+    let mut cb = speaker_config(65002, "127.0.0.2", pb);
+    cb.neighbors = vec![neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2")];
+    let a = Speaker::start(ca).await.expect("a");
+    let b = Speaker::start(cb).await.expect("b");
+    wait_for(30, "b to hold every route", || async {
+        b.summary().await.is_ok_and(|s| s.prefixes >= n as usize)
+    })
+    .await;
+    let mut seen = std::collections::HashMap::new();
+    let (mut pages, mut from) = (0, Some(0));
+    while let Some(f) = from {
+        let page = b
+            .routes_page(RouteFilter::default(), f)
+            .await
+            .expect("a page");
+        assert!(
+            page.routes.windows(2).all(|w| w[0].prefix < w[1].prefix),
+            "a page is in prefix order"
+        );
+        for r in page.routes {
+            *seen.entry(r.prefix).or_insert(0) += 1;
+        }
+        from = page.next;
+        pages += 1;
+        assert!(pages < 10_000, "the listing ends");
+    }
+    assert_eq!(seen.len(), n as usize);
+    assert!(seen.values().all(|c| *c == 1), "a route listed twice");
+    assert!(pages > 1, "{pages} page(s): the table was read at once");
+    // The whole listing, and the Adj-RIBs, come sorted.
+    let all = b.routes(RouteFilter::default()).await.expect("routes");
+    assert_eq!(all.len(), n as usize);
+    assert!(all.windows(2).all(|w| w[0].prefix < w[1].prefix));
+    let adj_in = b.adj_rib("a", AdjRibSide::In).await.expect("Adj-RIB-In");
+    assert_eq!(adj_in.len(), n as usize);
+    assert!(adj_in.windows(2).all(|w| w[0].prefix < w[1].prefix));
+    let adj_out = a.adj_rib("b", AdjRibSide::Out).await.expect("Adj-RIB-Out");
+    assert_eq!(adj_out.len(), n as usize);
+    a.shutdown().await;
+    b.shutdown().await;
+}

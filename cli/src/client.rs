@@ -432,7 +432,14 @@ pub async fn fetch_routes(
     while let Some(r) = stream.message().await? {
         routes.push(r);
     }
+    sort_by_prefix(&mut routes);
     Ok(routes)
+}
+
+/// Routes in prefix order (the API streams a large table page by page,
+/// each page in order).
+fn sort_by_prefix(routes: &mut [pb::Route]) {
+    routes.sort_by_cached_key(|r| r.prefix.parse::<ipnet::IpNet>().ok());
 }
 
 /// Fetches one peer's Adj-RIB-In (`received`) or Adj-RIB-Out, keeping one
@@ -465,6 +472,7 @@ pub async fn fetch_adj_rib(
             routes.push(r);
         }
     }
+    sort_by_prefix(&mut routes);
     Ok(routes)
 }
 

@@ -24,9 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
@@ -133,25 +132,17 @@ impl KubeSource {
         let tx = Arc::new(tx);
         let mut tasks = Vec::new();
         let mut kinds = Vec::new();
-        let (k, t) = ParsedKind::start(Api::<Node>::all(client.clone()), "v1", "Node", tx.clone());
-        tasks.push(t);
-        kinds.push(("Node", k));
-        let (k, t) = ParsedKind::start(
-            Api::<Service>::all(client.clone()),
-            "v1",
-            "Service",
-            tx.clone(),
-        );
-        tasks.push(t);
-        kinds.push(("Service", k));
-        let (k, t) = ParsedKind::start(
-            Api::<EndpointSlice>::all(client.clone()),
-            "discovery.k8s.io/v1",
-            "EndpointSlice",
-            tx.clone(),
-        );
-        tasks.push(t);
-        kinds.push(("EndpointSlice", k));
+        for (group, version, kind, plural) in [
+            ("", "v1", "Node", "nodes"),
+            ("", "v1", "Service", "services"),
+            ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+        ] {
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
+            let (k, t) = ParsedKind::start(client.clone(), ar, tx.clone());
+            tasks.push(t);
+            kinds.push((kind, k));
+        }
         // Secrets only in the agent's own namespace (the chart grants no
         // more), and only those BGPPeers name, each read by name.
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
@@ -163,8 +154,7 @@ impl KubeSource {
         for (kind, plural) in PETREL_KINDS {
             let gvk = GroupVersionKind::gvk(crds::GROUP, crds::VERSION, kind);
             let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
-            let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-            let (k, t) = ParsedKind::start(api, crds::API_VERSION, kind, tx.clone());
+            let (k, t) = ParsedKind::start(client.clone(), ar, tx.clone());
             tasks.push(t);
             kinds.push((kind, k));
         }

@@ -175,7 +175,12 @@ impl Source for Resumed {
     }
 
     fn changed(&mut self) -> BoxFuture<'_, ()> {
-        Source::changed(&mut self.live)
+        if self.switched {
+            return Source::changed(&mut self.live);
+        }
+        // The live source has not been read yet, so it always looks
+        // changed: look at its readiness a few times a second instead.
+        Box::pin(tokio::time::sleep(Duration::from_millis(200)))
     }
 }
 

@@ -14,7 +14,8 @@
 //! `cargo bench -p petrel --bench kube_scale` (root: the agents run in
 //! network namespaces). Sizes: `PETREL_SCALE_NODES` (500),
 //! `PETREL_SCALE_SERVICES` (2000), `PETREL_SCALE_AGENTS` (4),
-//! `PETREL_SCALE_EVENTS` (1000). The agents and the controller run as the
+//! `PETREL_SCALE_EVENTS` (1000); `PETREL_SCALE_BIN` runs another `petrel`
+//! binary (an earlier build, to compare). The agents and the controller run as the
 //! Helm chart's ServiceAccounts. Figures go to stdout; docs/performance.md
 //! keeps them.
 
@@ -91,7 +92,10 @@ fn clock_ticks() -> f64 {
 }
 
 fn petrel(kubeconfig: &Path, log: &Path, netns: Option<&str>, args: &[&str]) -> Proc {
-    let bin = env!("CARGO_BIN_EXE_petrel");
+    // Another build (an earlier commit's, say) to compare in the same way.
+    let bin = std::env::var("PETREL_SCALE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_petrel").to_string());
+    let bin = bin.as_str();
     let mut cmd = match netns {
         Some(ns) => {
             let mut c = Command::new("ip");

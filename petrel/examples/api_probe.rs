@@ -10,6 +10,12 @@
 //! It waits (up to a minute) for the socket, then runs until SECONDS pass
 //! (default 600) or the agent goes away, rewriting OUT_JSON every second with
 //! the counts and latency percentiles in milliseconds.
+//!
+//! `PETREL_PROBE_FLOOD` (a comma-separated list) adds floods beside the
+//! probe, each a loop of calls back to back: `routes` (`ListRoutes` of the
+//! whole table, read to the end), `adjrib` (`ListAdjRibIn` of the first
+//! peer), `metrics` (`GET /metrics` on `PETREL_PROBE_METRICS`, by default
+//! 127.0.0.1:9479, at 20 Hz).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,7 +52,134 @@ impl Samples {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
+/// What the floods did, shared with their tasks.
+#[derive(Default)]
+struct Floods {
+    routes: Samples,
+    routes_listed: u64,
+    adj_rib: Samples,
+    adj_rib_listed: u64,
+    metrics: Samples,
+}
+
+impl Floods {
+    fn summary(&self) -> serde_json::Value {
+        json!({
+            "list_routes": self.routes.summary(),
+            "list_routes_routes": self.routes_listed,
+            "adj_rib_in": self.adj_rib.summary(),
+            "adj_rib_in_routes": self.adj_rib_listed,
+            "metrics": self.metrics.summary(),
+        })
+    }
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Floods>>;
+
+/// Starts the floods `PETREL_PROBE_FLOOD` names.
+fn start_floods(channel: tonic::transport::Channel, floods: &Shared) {
+    let wanted = std::env::var("PETREL_PROBE_FLOOD").unwrap_or_default();
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    if wanted.contains(&"routes") {
+        let (mut rib, f) = (
+            pb::rib_service_client::RibServiceClient::new(channel.clone()),
+            floods.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let t = Instant::now();
+                let r = rib.list_routes(pb::ListRoutesRequest::default()).await;
+                let n = drain(r.map(tonic::Response::into_inner)).await;
+                record(&f, t, n, |f| (&mut f.routes, &mut f.routes_listed));
+            }
+        });
+    }
+    if wanted.contains(&"adjrib") {
+        let mut peers = pb::peer_service_client::PeerServiceClient::new(channel.clone());
+        let (mut rib, f) = (
+            pb::rib_service_client::RibServiceClient::new(channel),
+            floods.clone(),
+        );
+        tokio::spawn(async move {
+            let mut peer = None;
+            loop {
+                let Some(p) = peer.clone() else {
+                    if let Ok(r) = peers.list_peers(pb::ListPeersRequest {}).await
+                        && let Ok(Some(first)) = r.into_inner().message().await
+                    {
+                        peer = Some(first.address);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let t = Instant::now();
+                let r = rib.list_adj_rib_in(pb::AdjRibRequest { peer: p }).await;
+                let n = drain(r.map(tonic::Response::into_inner)).await;
+                record(&f, t, n, |f| (&mut f.adj_rib, &mut f.adj_rib_listed));
+            }
+        });
+    }
+    if wanted.contains(&"metrics") {
+        let addr =
+            std::env::var("PETREL_PROBE_METRICS").unwrap_or_else(|_| "127.0.0.1:9479".into());
+        let f = floods.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                let t = Instant::now();
+                let ok = scrape(&addr).await;
+                let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+                match ok {
+                    Some(_) => f.metrics.ms.push(t.elapsed().as_secs_f64() * 1000.0),
+                    None => f.metrics.errors += 1,
+                }
+            }
+        });
+    }
+}
+
+/// Reads a stream of routes to its end: how many, or `None` on error.
+async fn drain(r: Result<tonic::Streaming<pb::Route>, tonic::Status>) -> Option<u64> {
+    let mut s = r.ok()?;
+    let mut n = 0;
+    while let Some(_route) = s.message().await.ok()? {
+        n += 1;
+    }
+    Some(n)
+}
+
+/// Records one flood call that started at `t`.
+fn record(
+    f: &Shared,
+    t: Instant,
+    n: Option<u64>,
+    which: impl FnOnce(&mut Floods) -> (&mut Samples, &mut u64),
+) {
+    let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+    let (samples, listed) = which(&mut f);
+    match n {
+        Some(n) => {
+            samples.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            *listed += n;
+        }
+        None => samples.errors += 1,
+    }
+}
+
+/// `GET /metrics`: the body's length, or `None`.
+async fn scrape(addr: &str) -> Option<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).await.ok()?;
+    body.starts_with(b"HTTP/1.1 200").then_some(body.len())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
@@ -83,6 +216,8 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     };
+    let floods: Shared = Shared::default();
+    start_floods(channel.clone(), &floods);
     let mut peers = pb::peer_service_client::PeerServiceClient::new(channel.clone());
     let mut rib = pb::rib_service_client::RibServiceClient::new(channel);
     let (mut list, mut explain, mut found) = (Samples::default(), Samples::default(), 0u64);
@@ -133,11 +268,11 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => explain.errors += 1,
         }
         if written.elapsed() >= Duration::from_secs(1) {
-            write_summary(&out, rate, run_from, &list, &explain, found)?;
+            write_summary(&out, rate, run_from, &list, &explain, found, &floods)?;
             written = Instant::now();
         }
     }
-    write_summary(&out, rate, run_from, &list, &explain, found)
+    write_summary(&out, rate, run_from, &list, &explain, found, &floods)
 }
 
 fn write_summary(
@@ -147,13 +282,16 @@ fn write_summary(
     list: &Samples,
     explain: &Samples,
     found: u64,
+    floods: &Shared,
 ) -> anyhow::Result<()> {
+    let floods = floods.lock().unwrap_or_else(|e| e.into_inner()).summary();
     let v = json!({
         "rate_hz": rate,
         "seconds": run_from.elapsed().as_secs_f64(),
         "list_peers": list.summary(),
         "explain_route": explain.summary(),
         "explain_found": found,
+        "floods": floods,
     });
     std::fs::write(out, serde_json::to_string_pretty(&v)?)?;
     Ok(())

@@ -115,3 +115,47 @@ router bgp 65002
         .ok_or(body)
     });
 }
+
+/// A FIB task that stops (here: the `--onlink-interface` it must route
+/// through does not exist) makes `/readyz` fail, naming the task and why,
+/// while the rest of the agent (its session, `/healthz`) goes on.
+#[test]
+fn a_stopped_fib_task_makes_readyz_fail_and_says_why() {
+    let mut lab = common::lab("mr");
+    let p = lab.ns("p");
+    let f = lab.ns("f");
+    lab.link(&p, &f, "eth0", &["10.29.0.1/24"], &["10.29.0.2/24"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+router bgp 65002
+ bgp router-id 10.29.0.2
+ no bgp ebgp-requires-policy
+ timers bgp 3 9
+ neighbor 10.29.0.1 remote-as 65001
+ neighbor 10.29.0.1 timers connect 1
+"#,
+    );
+    let yaml = petrel_yaml(
+        65001,
+        "10.29.0.1",
+        &["10.29.0.1"],
+        "apiVersion: petrel.dev/v1alpha1\nkind: BGPPeer\nmetadata: {name: frr}\nspec: {peerIP: 10.29.0.2, asNumber: 65002}\n",
+    );
+    let petrel = lab.petrel_with(
+        &p,
+        "node-1",
+        &yaml,
+        &["--onlink-interface", "no-such-link0"],
+    );
+    petrel.wait_established("10.29.0.2", 30);
+    wait_until(20, "/readyz to name the stopped FIB task", || {
+        let (code, body) = get(&p, "/readyz");
+        (code == 503 && body.contains("the FIB task stopped") && body.contains("no-such-link0"))
+            .then_some(())
+            .ok_or(format!("{code} {body}"))
+    });
+    let (code, body) = get(&p, "/healthz");
+    assert_eq!(code, 200, "alive while not ready: {body}");
+}

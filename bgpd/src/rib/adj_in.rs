@@ -303,26 +303,53 @@ impl Rib {
     /// the attributes the path competes with (after the import policy), or,
     /// for a path rejected on import (loop, invalid, filtered), `rejected`
     /// with the attributes as sent when the peer's import policy keeps them.
+    #[cfg(test)]
     pub fn adj_rib_in(&self, id: PeerId) -> Vec<AdjInEntry> {
-        let Some(st) = self.peers.get(&id) else {
-            return Vec::new();
-        };
-        let mut out: Vec<AdjInEntry> = self
-            .paths_of(id)
-            .map(|(prefix, p)| AdjInEntry {
-                prefix,
-                path_id: p.path_id,
-                attrs: Some(p.attrs.clone()),
-                rejected: false,
-            })
-            .collect();
-        out.extend(st.rejected.keys().map(|(prefix, path_id)| AdjInEntry {
-            prefix,
-            path_id,
-            attrs: st.adj_in.get(&(prefix, path_id)).cloned(),
-            rejected: true,
-        }));
+        let mut out = Vec::new();
+        let mut part = Some(0);
+        while let Some(p) = part {
+            let (entries, next) = self.adj_rib_in_part(id, p);
+            out.extend(entries);
+            part = next;
+        }
         out.sort_by_key(|e| (e.prefix, e.path_id));
         out
+    }
+
+    /// One part of a peer's Adj-RIB-In ([`Rib::adj_rib_in`]), sorted, and
+    /// the part to read next: a listing a part at a time
+    /// ([`crate::prefixmap::PrefixMap::part`] of the Loc-RIB), so no single
+    /// call walks the whole table. The rejected paths come with the last
+    /// part (their number is capped).
+    pub fn adj_rib_in_part(&self, id: PeerId, part: usize) -> (Vec<AdjInEntry>, Option<usize>) {
+        let Some(st) = self.peers.get(&id) else {
+            return (Vec::new(), None);
+        };
+        let source = Source::Peer(id);
+        let (dests, next) = self.loc.part(part);
+        let mut out: Vec<AdjInEntry> = dests
+            .into_iter()
+            .flat_map(|(prefix, d)| {
+                d.paths
+                    .iter()
+                    .filter(move |p| p.source() == source)
+                    .map(move |p| AdjInEntry {
+                        prefix,
+                        path_id: p.path_id,
+                        attrs: Some(p.attrs.clone()),
+                        rejected: false,
+                    })
+            })
+            .collect();
+        if next.is_none() {
+            out.extend(st.rejected.keys().map(|(prefix, path_id)| AdjInEntry {
+                prefix,
+                path_id,
+                attrs: st.adj_in.get(&(prefix, path_id)).cloned(),
+                rejected: true,
+            }));
+        }
+        out.sort_by_key(|e| (e.prefix, e.path_id));
+        (out, next)
     }
 }

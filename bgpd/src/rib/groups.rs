@@ -220,6 +220,10 @@ impl Group {
     }
 }
 
+/// One path a peer is sent: prefix, path ID (0 without ADD-PATH) and
+/// attributes.
+pub type OutPath = (IpNet, u32, Arc<Attrs>);
+
 impl Rib {
     /// Adds a peer to the update group for its treatment (creating one if
     /// needed); returns the group and whether its Adj-RIB-Out must be filled
@@ -431,32 +435,37 @@ impl Rib {
         changes
     }
 
-    /// What a peer is sent (its Adj-RIB-Out), sorted: per prefix and path ID
-    /// (0 without ADD-PATH), the attributes its update group exports, before
-    /// the per-session next hop.
-    pub fn adj_rib_out(&self, id: PeerId) -> Vec<(IpNet, u32, Arc<Attrs>)> {
+    /// One part of what a peer is sent (its Adj-RIB-Out), sorted: per
+    /// prefix and path ID (0 without ADD-PATH), the attributes its update
+    /// group exports, before the per-session next hop; and the part to read
+    /// next ([`crate::prefixmap::PrefixMap::part`]).
+    pub fn adj_rib_out_part(&self, id: PeerId, part: usize) -> (Vec<OutPath>, Option<usize>) {
         let Some(g) = self.peers.get(&id).and_then(|st| self.groups.get(st.group)) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         // A route is never sent back to the peer it came from.
-        let mut out: Vec<(IpNet, u32, Arc<Attrs>)> = if g.key.add_path_send.is_none() {
-            g.adj_out
-                .iter()
+        let (mut out, next): (Vec<OutPath>, _) = if g.key.add_path_send.is_none() {
+            let (entries, next) = g.adj_out.part(part);
+            let out = entries
+                .into_iter()
                 .filter(|(_, e)| e.source != Some(id))
                 .map(|(p, e)| (p, 0, e.attrs.clone()))
-                .collect()
+                .collect();
+            (out, next)
         } else {
-            g.adj_paths
-                .iter()
+            let (entries, next) = g.adj_paths.part(part);
+            let out = entries
+                .into_iter()
                 .flat_map(|(p, paths)| {
                     paths
                         .iter()
                         .filter(|(_, e)| e.source != Some(id))
                         .map(move |(pid, e)| (p, *pid, e.attrs.clone()))
                 })
-                .collect()
+                .collect();
+            (out, next)
         };
         out.sort_by_key(|(p, id, _)| (*p, *id));
-        out
+        (out, next)
     }
 }

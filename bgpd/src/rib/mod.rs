@@ -193,6 +193,12 @@ impl Rib {
         self.loc.iter()
     }
 
+    /// One part of the Loc-RIB, for a listing done a part at a time, and
+    /// the part to read next ([`PrefixMap::part`]).
+    pub fn loc_part(&self, part: usize) -> (Vec<(IpNet, &Dest)>, Option<usize>) {
+        self.loc.part(part)
+    }
+
     /// One prefix's entry: a lookup, not a walk.
     pub fn lookup(&self, prefix: &IpNet) -> Option<&Dest> {
         self.loc.get(prefix)

@@ -12,7 +12,7 @@ use super::record::{RecordError, Recorder};
 use super::task::{Channels, SpeakerTask};
 use super::view::{
     AdjRibSide, FibEvent, FibQuery, PeerStatus, RouteExplanation, RouteFilter, RouteView,
-    SpeakerSummary,
+    RoutesPage, SpeakerSummary,
 };
 use crate::journal::{self, Cursor, Journal, WatchError, WatchStream};
 use crate::rib::FibChange;
@@ -82,11 +82,12 @@ pub(super) enum Command {
         Box<SpeakerConfig>,
         oneshot::Sender<Result<(), SpeakerError>>,
     ),
-    Routes(RouteFilter, oneshot::Sender<Vec<RouteView>>),
+    Routes(RouteFilter, usize, oneshot::Sender<RoutesPage>),
     AdjRib(
         String,
         AdjRibSide,
-        oneshot::Sender<Result<Vec<RouteView>, SpeakerError>>,
+        usize,
+        oneshot::Sender<Result<RoutesPage, SpeakerError>>,
     ),
     Summary(oneshot::Sender<SpeakerSummary>),
     Explain(IpNet, oneshot::Sender<Option<RouteExplanation>>),
@@ -210,19 +211,58 @@ impl Speaker {
         self.peers.clone()
     }
 
-    /// Routes matching a filter.
+    /// Routes matching a filter, sorted. Read a page at a time
+    /// ([`Speaker::routes_page`]): the RIB owner routes between pages.
     pub async fn routes(&self, filter: RouteFilter) -> Result<Vec<RouteView>, SpeakerError> {
-        self.ask(|tx| Command::Routes(filter, tx)).await
+        let mut out = Vec::new();
+        let mut from = Some(0);
+        while let Some(f) = from {
+            let page = self.routes_page(filter.clone(), f).await?;
+            out.extend(page.routes);
+            from = page.next;
+        }
+        out.sort_by_key(|r| r.prefix);
+        Ok(out)
+    }
+
+    /// One page of the routes matching a filter, the first at `from = 0`,
+    /// each next at the page's `next` ([`RoutesPage`]).
+    pub async fn routes_page(
+        &self,
+        filter: RouteFilter,
+        from: usize,
+    ) -> Result<RoutesPage, SpeakerError> {
+        self.ask(|tx| Command::Routes(filter, from, tx)).await
     }
 
     /// One peer's Adj-RIB-In (what it sent us, as it entered the decision)
-    /// or Adj-RIB-Out (what we send it), one path per prefix and path ID.
+    /// or Adj-RIB-Out (what we send it), one path per prefix and path ID,
+    /// sorted; read a page at a time ([`Speaker::adj_rib_page`]).
     pub async fn adj_rib(
         &self,
         peer: &str,
         side: AdjRibSide,
     ) -> Result<Vec<RouteView>, SpeakerError> {
-        self.ask(|tx| Command::AdjRib(peer.to_string(), side, tx))
+        let mut out = Vec::new();
+        let mut from = Some(0);
+        while let Some(f) = from {
+            let page = self.adj_rib_page(peer, side, f).await?;
+            out.extend(page.routes);
+            from = page.next;
+        }
+        out.sort_by_key(|r| r.prefix);
+        Ok(out)
+    }
+
+    /// One page of a peer's Adj-RIB-In or -Out ([`Speaker::adj_rib`]), the
+    /// first at `from = 0`, each next at the page's `next`.
+    pub async fn adj_rib_page(
+        &self,
+        peer: &str,
+        side: AdjRibSide,
+        from: usize,
+    ) -> Result<RoutesPage, SpeakerError> {
+        self.ask(|tx| Command::AdjRib(peer.to_string(), side, from, tx))
             .await?
     }
 

@@ -65,5 +65,5 @@ pub use config::{
 pub use handle::{ResetKind, Speaker, SpeakerError};
 pub use view::{
     AdjRibSide, CandidateView, FibEvent, FibQuery, PathView, PeerStatus, RouteExplanation,
-    RouteFilter, RouteView, SpeakerSummary,
+    RouteFilter, RouteView, RoutesPage, SpeakerSummary,
 };

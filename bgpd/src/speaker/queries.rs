@@ -4,7 +4,9 @@ use ipnet::IpNet;
 
 use super::core::Core;
 use super::handle::SpeakerError;
-use super::view::{AdjRibSide, CandidateView, PathView, RouteExplanation, RouteFilter, RouteView};
+use super::view::{
+    AdjRibSide, CandidateView, PathView, RouteExplanation, RouteFilter, RouteView, RoutesPage,
+};
 use crate::rib::AdjInEntry;
 use crate::wire::AfiSafi;
 
@@ -45,30 +47,34 @@ impl Core {
         })
     }
 
-    /// A peer's Adj-RIB-In or Adj-RIB-Out as route views (a path without
-    /// attributes in the Adj-RIB-In was rejected on import).
-    pub(super) fn adj_rib(
+    /// A page of a peer's Adj-RIB-In or Adj-RIB-Out as route views (a path
+    /// without attributes in the Adj-RIB-In was rejected on import),
+    /// starting at part `from` of a listing ([`RoutesPage`]).
+    pub(super) fn adj_rib_page(
         &self,
         peer: &str,
         side: AdjRibSide,
-    ) -> Result<Vec<RouteView>, SpeakerError> {
+        from: usize,
+    ) -> Result<RoutesPage, SpeakerError> {
         let id = self.find_peer(peer)?;
         let address = self.peers.get(&id).map(|p| p.address);
-        let entries: Vec<AdjInEntry> = match side {
-            AdjRibSide::In => self.rib.adj_rib_in(id),
-            AdjRibSide::Out => self
-                .rib
-                .adj_rib_out(id)
-                .into_iter()
-                .map(|(prefix, path_id, a)| AdjInEntry {
-                    prefix,
-                    path_id,
-                    attrs: Some(a),
-                    rejected: false,
-                })
-                .collect(),
-        };
         let mut out: Vec<RouteView> = Vec::new();
+        let (entries, next) = page(from, |p| match side {
+            AdjRibSide::In => self.rib.adj_rib_in_part(id, p),
+            AdjRibSide::Out => {
+                let (entries, next) = self.rib.adj_rib_out_part(id, p);
+                let entries = entries
+                    .into_iter()
+                    .map(|(prefix, path_id, a)| AdjInEntry {
+                        prefix,
+                        path_id,
+                        attrs: Some(a),
+                        rejected: false,
+                    })
+                    .collect();
+                (entries, next)
+            }
+        });
         for e in entries {
             let path = PathView {
                 best: false,
@@ -88,47 +94,101 @@ impl Core {
                 }),
             }
         }
-        Ok(out)
+        out.sort_by_key(|r| r.prefix);
+        Ok(RoutesPage { routes: out, next })
     }
 
+    /// Every route that matches `f`, sorted: every page at once, for a
+    /// replay's report (a running speaker's callers read page by page).
     pub(super) fn routes(&self, f: &RouteFilter) -> Vec<RouteView> {
+        let mut out = Vec::new();
+        let mut from = Some(0);
+        while let Some(part) = from {
+            let page = self.routes_page(f, part);
+            out.extend(page.routes);
+            from = page.next;
+        }
+        out.sort_by_key(|r| r.prefix);
+        out
+    }
+
+    /// A page of the routes that match `f`, starting at part `from` of a
+    /// listing ([`RoutesPage`]); an exact prefix is a lookup, one page.
+    pub(super) fn routes_page(&self, f: &RouteFilter, from: usize) -> RoutesPage {
         let fam_ok = |p: &IpNet| {
             f.family.is_none_or(|af| match p {
                 IpNet::V4(_) => af == AfiSafi::IPV4_UNICAST,
                 IpNet::V6(_) => af == AfiSafi::IPV6_UNICAST,
             })
         };
-        // An exact prefix is a lookup; only "and longer" walks the table.
-        let found: Box<dyn Iterator<Item = (IpNet, &crate::rib::Dest)>> = match f.prefix {
-            Some(q) if !f.longer => Box::new(
-                self.rib
-                    .lookup(&q.trunc())
-                    .map(|d| (q.trunc(), d))
-                    .into_iter(),
-            ),
-            Some(q) => Box::new(self.rib.iter().filter(move |(p, _)| q.contains(p))),
-            None => Box::new(self.rib.iter()),
+        let view = |p: IpNet, d: &crate::rib::Dest| {
+            let mut paths: Vec<PathView> = d
+                .paths
+                .iter()
+                .enumerate()
+                .map(|(i, path)| PathView {
+                    best: d.best_index() == Some(i),
+                    from: self.rib.peer_address(path),
+                    path_id: path.path_id,
+                    attrs: (*path.attrs).clone(),
+                    rejected: false,
+                })
+                .collect();
+            paths.sort_by_key(|p| !p.best);
+            RouteView { prefix: p, paths }
         };
-        let mut v: Vec<RouteView> = found
-            .filter(|(p, _)| fam_ok(p))
-            .map(|(p, d)| {
-                let mut paths: Vec<PathView> = d
-                    .paths
-                    .iter()
-                    .enumerate()
-                    .map(|(i, path)| PathView {
-                        best: d.best_index() == Some(i),
-                        from: self.rib.peer_address(path),
-                        path_id: path.path_id,
-                        attrs: (*path.attrs).clone(),
-                        rejected: false,
-                    })
-                    .collect();
-                paths.sort_by_key(|p| !p.best);
-                RouteView { prefix: p, paths }
-            })
-            .collect();
-        v.sort_by_key(|r| r.prefix);
-        v
+        if let Some(q) = f.prefix
+            && !f.longer
+        {
+            let q = q.trunc();
+            let routes = self
+                .rib
+                .lookup(&q)
+                .filter(|_| fam_ok(&q))
+                .map(|d| view(q, d))
+                .into_iter()
+                .collect();
+            return RoutesPage { routes, next: None };
+        }
+        let (mut routes, next) = page(from, |p| {
+            let (dests, next) = self.rib.loc_part(p);
+            let routes = dests
+                .into_iter()
+                .filter(|(p, _)| fam_ok(p) && f.prefix.is_none_or(|q| q.contains(p)))
+                .map(|(p, d)| view(p, d))
+                .collect();
+            (routes, next)
+        });
+        routes.sort_by_key(|r| r.prefix);
+        RoutesPage { routes, next }
     }
 }
+
+/// Reads parts from `from` on with `read` until a page is full: at least
+/// [`PAGE_ROUTES`] items, at most [`PAGE_PARTS`] parts. The items, and the
+/// part the next page starts at.
+fn page<T>(
+    from: usize,
+    mut read: impl FnMut(usize) -> (Vec<T>, Option<usize>),
+) -> (Vec<T>, Option<usize>) {
+    let mut out = Vec::new();
+    let mut part = Some(from);
+    let mut parts = 0;
+    while let Some(p) = part
+        && out.len() < PAGE_ROUTES
+        && parts < PAGE_PARTS
+    {
+        let (items, next) = read(p);
+        out.extend(items);
+        part = next;
+        parts += 1;
+    }
+    (out, part)
+}
+
+/// A page holds at least this many routes, unless the listing ends first:
+/// a few milliseconds of the RIB owner's time.
+const PAGE_ROUTES: usize = 1024;
+/// A page reads at most this many parts (of about 4,000 prefixes each at a
+/// million), however few of their routes match.
+const PAGE_PARTS: usize = 8;

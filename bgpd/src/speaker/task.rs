@@ -411,11 +411,11 @@ impl SpeakerTask {
             Some(Command::NextHopReachable(nh, ok)) => {
                 self.step(Input::NextHopReachable(nh, ok));
             }
-            Some(Command::Routes(f, done)) => {
-                let _ = done.send(self.core.routes(&f));
+            Some(Command::Routes(f, from, done)) => {
+                let _ = done.send(self.core.routes_page(&f, from));
             }
-            Some(Command::AdjRib(peer, side, done)) => {
-                let _ = done.send(self.core.adj_rib(&peer, side));
+            Some(Command::AdjRib(peer, side, from, done)) => {
+                let _ = done.send(self.core.adj_rib_page(&peer, side, from));
             }
             Some(Command::Control(peer, what, done)) => {
                 let r = match self.step(Input::Control(peer, what)) {

@@ -100,6 +100,18 @@ pub struct RouteView {
     pub paths: Vec<PathView>,
 }
 
+/// One page of a listing of routes, done a part of the table at a time so
+/// that no read holds the RIB owner for the whole table; sorted by prefix
+/// within the page. Every route present from the first page to the last is
+/// listed exactly once; one that comes or goes meanwhile may or may not be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesPage {
+    /// The routes of this page.
+    pub routes: Vec<RouteView>,
+    /// Where the next page starts (`None`: this is the last).
+    pub next: Option<usize>,
+}
+
 /// Why a prefix's paths won or lost, and who is sent the best one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteExplanation {
