@@ -100,15 +100,16 @@ async fn start_speaker(
     }
 }
 
-/// The snapshot saved at `path`, if it can be read (else says why).
-fn start_from_saved(path: &std::path::Path) -> Option<model::Snapshot> {
+/// The snapshot saved at `path` and when it was saved, if it can be read
+/// (else says why).
+fn start_from_saved(path: &std::path::Path) -> Option<(model::Snapshot, String)> {
     match model::saved::load(path) {
         Ok((snapshot, at)) => {
             let at = k8s_openapi::jiff::Timestamp::try_from(at)
                 .map(|t| t.to_string())
                 .unwrap_or_default();
             tracing::warn!(file = %path.display(), saved_at = %at, "the API server cannot be reached: starting from the snapshot saved before; its objects replace it once it answers");
-            Some(snapshot)
+            Some((snapshot, at))
         }
         Err(e) => {
             tracing::warn!(error = %e, "no saved snapshot to start from; waiting for the API server");
@@ -118,15 +119,23 @@ fn start_from_saved(path: &std::path::Path) -> Option<model::Snapshot> {
 }
 
 /// Saves each snapshot planned from the API server to `path`, at most
-/// every [`SAVE_INTERVAL`] (the newest one wins).
+/// every [`SAVE_INTERVAL`] (the newest one wins). One with the objects of
+/// `loaded` (the file a resumed agent started from) is not saved again.
 async fn save_snapshots(
     path: PathBuf,
     mut planned: tokio::sync::watch::Receiver<Option<Arc<model::Snapshot>>>,
+    loaded: Option<model::Snapshot>,
 ) -> Result<(), std::convert::Infallible> {
     while planned.changed().await.is_ok() {
         let Some(snapshot) = planned.borrow_and_update().clone() else {
             continue;
         };
+        if loaded
+            .as_ref()
+            .is_some_and(|l| model::saved::same_objects(l, &snapshot))
+        {
+            continue;
+        }
         let p = path.clone();
         match tokio::task::spawn_blocking(move || model::saved::save(&p, &snapshot)).await {
             Ok(Ok(())) => tracing::debug!(file = %path.display(), "snapshot saved"),
@@ -180,8 +189,8 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     };
     // After health and signals: a kube source may wait long for its first
     // lists, and must stay stoppable and say it is alive meanwhile.
-    // The first input is the saved snapshot itself: not saved again.
-    let mut from_saved = false;
+    // What a resumed agent started from: not saved again as if new.
+    let mut loaded = None;
     let (mut feed, client) = match &opts.source {
         SourceKind::Files(dir) => {
             if !dir.is_dir() {
@@ -234,9 +243,9 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             }
             let client = k.client();
             let feed: Box<dyn model::Source> = match resumed {
-                Some(saved) => {
-                    from_saved = true;
-                    Box::new(model::saved::Resumed::new(saved, k))
+                Some((saved, at)) => {
+                    loaded = Some(saved.clone());
+                    Box::new(model::saved::Resumed::new(saved, at, k))
                 }
                 None => {
                     tracing::info!("every kind listed from the API server");
@@ -338,9 +347,10 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // What the API server gave, kept on the node for a restart without it.
     let (save_tx, save_rx) = tokio::sync::watch::channel(None);
     let _saver = match (&opts.saved_snapshot, &client) {
-        (Some(path), Some(_)) => {
-            Some(supervisor.spawn("snapshot saver", save_snapshots(path.clone(), save_rx)))
-        }
+        (Some(path), Some(_)) => Some(supervisor.spawn(
+            "snapshot saver",
+            save_snapshots(path.clone(), save_rx, loaded.take()),
+        )),
         _ => None,
     };
     loop {
@@ -352,7 +362,6 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             input.clone_from(&last_input);
         }
         if let Some((mut snapshot, mut problems)) = input {
-            let from_saved = std::mem::take(&mut from_saved);
             if let Some(rx) = &mut local_ipam_rx {
                 snapshot.local_ipam = rx.borrow_and_update().clone();
             }
@@ -396,9 +405,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
             match config {
                 Some(c) => {
                     let snapshot = Arc::new(snapshot);
-                    if !from_saved {
-                        save_tx.send_replace(Some(snapshot.clone()));
-                    }
+                    save_tx.send_replace(Some(snapshot.clone()));
                     planned = Some((snapshot, c));
                 }
                 None if speaker.is_some() => tracing::warn!(

@@ -473,6 +473,14 @@ pub async fn fetch_adj_rib(
         }
     }
     sort_by_prefix(&mut routes);
+    // A prefix with accepted and rejected paths (ADD-PATH) comes twice.
+    routes.dedup_by(|later, first| {
+        let same = later.prefix == first.prefix;
+        if same {
+            first.paths.append(&mut later.paths);
+        }
+        same
+    });
     Ok(routes)
 }
 

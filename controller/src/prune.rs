@@ -12,7 +12,8 @@
 //!
 //! An entry is stale once its node has been missing from the Node list for
 //! [`GRACE`]: a Node the controller has not seen yet (created a moment ago)
-//! keeps its entries.
+//! keeps its entries. An agent run with a `--node` that has no Node object
+//! has its entries removed too: a node petrel peers for exists as a Node.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -74,14 +75,18 @@ pub async fn run(ctx: crate::LeaderContext) -> Result<(), crate::ControllerError
     let _ = peers.wait_until_ready().await;
     // (BGPPeer, node) → when the node was first seen missing.
     let mut missing_since: HashMap<(String, String), Instant> = HashMap::new();
-    // (BGPPeer, node) → when a failed removal may be tried again.
+    // (BGPPeer, node) → when a removal may be tried again.
     let mut failed: HashMap<(String, String), Instant> = HashMap::new();
+    // Pairs removed once already (a second removal means someone else
+    // owns the entries too).
+    let mut applied: HashSet<(String, String)> = HashSet::new();
     loop {
         generation.borrow_and_update();
         let now = Instant::now();
         let stale = stale_entries(&peers, &nodes);
         missing_since.retain(|k, _| stale.contains(k));
         failed.retain(|k, _| stale.contains(k));
+        applied.retain(|k| stale.contains(k));
         for key in &stale {
             let since = *missing_since.entry(key.clone()).or_insert(now);
             if now.duration_since(since) < GRACE || failed.get(key).is_some_and(|t| now < *t) {
@@ -102,8 +107,17 @@ pub async fn run(ctx: crate::LeaderContext) -> Result<(), crate::ControllerError
                 .patch_status(peer, &params, &Patch::Apply(&body))
                 .await
             {
+                // Still there after a removal that succeeded: another
+                // manager owns them too (an edit by hand), and an apply in
+                // the agent's name cannot remove them. Said, not repeated.
+                Ok(_) if applied.contains(key) => {
+                    tracing::warn!(bgppeer = %peer, %node, manager = %crds::status::agent_field_manager(node), "the status entries of a node that is gone remain: another field manager owns them as well; remove them by hand");
+                    failed.insert(key.clone(), now + Duration::from_secs(3600));
+                }
                 Ok(_) => {
                     tracing::info!(bgppeer = %peer, %node, "removed the status entries of a node that is gone");
+                    applied.insert(key.clone());
+                    failed.insert(key.clone(), now + RETRY);
                 }
                 Err(e) => {
                     tracing::warn!(bgppeer = %peer, %node, error = %e, "cannot remove the status entries of a node that is gone; trying again later");

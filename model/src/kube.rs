@@ -56,6 +56,8 @@ pub struct KubeSource {
     secrets: crate::kube_secrets::NamedSecrets,
     generation: watch::Receiver<u64>,
     seen: u64,
+    /// The password files the last snapshot read, as read.
+    files: std::collections::BTreeMap<String, Result<crate::Sensitive, String>>,
     tasks: Vec<JoinHandle<()>>,
     client: kube::Client,
     poll: Duration,
@@ -163,6 +165,7 @@ impl KubeSource {
             secrets,
             generation,
             seen: u64::MAX,
+            files: Default::default(),
             tasks,
             client,
             poll: Duration::from_secs(1),
@@ -185,15 +188,7 @@ impl KubeSource {
         if tokio::time::timeout(limit, all).await.is_ok() {
             return Ok(());
         }
-        let missing: Vec<&str> = self
-            .kinds
-            .iter()
-            .map(|(kind, k)| (*kind, k.is_listed()))
-            .chain([("Secret", self.secrets.is_read())])
-            .filter(|(_, ready)| !*ready)
-            .map(|(k, _)| k)
-            .collect();
-        Err(missing)
+        Err(self.missing())
     }
 
     /// Whether every kind has been listed once.
@@ -220,9 +215,26 @@ impl KubeSource {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    /// Whether anything changed since the last snapshot.
+    /// Whether anything changed since the last snapshot: an object petrel
+    /// reads, or a password file the last snapshot read (a rotated file is
+    /// noticed at the next poll, with no change in the cluster).
     pub fn is_changed(&self) -> bool {
         *self.generation.borrow() != self.seen
+            || (!self.files.is_empty()
+                && crate::read_files(self.files.keys().cloned(), std::path::Path::new(""))
+                    != self.files)
+    }
+
+    /// The kinds not listed yet, and `Secret` while the Secrets the
+    /// BGPPeers name are not all read.
+    pub fn missing(&self) -> Vec<&'static str> {
+        self.kinds
+            .iter()
+            .map(|(kind, k)| (*kind, k.is_listed()))
+            .chain([("Secret", self.secrets.is_read())])
+            .filter(|(_, ready)| !*ready)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// Every object, through the same parsing as the file source.
@@ -249,6 +261,7 @@ impl KubeSource {
         // Password files are paths on the node, relative to where the agent
         // runs.
         crate::read_referenced_files(&mut snap, std::path::Path::new(""));
+        self.files = snap.files.clone();
         (snap, problems)
     }
 }

@@ -11,6 +11,7 @@
 //! Both sources implement [`Source`]. A source also reads what objects refer
 //! to outside themselves (password files), so the planner reads nothing.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use futures::future::BoxFuture;
@@ -51,11 +52,23 @@ pub fn read_referenced_files(snap: &mut Snapshot, base: &Path) {
         .iter()
         .filter_map(|p| p.spec.password.as_ref()?.file.clone())
         .collect();
-    for f in named {
-        let path = base.join(&f);
-        let text = std::fs::read_to_string(&path)
-            .map(|t| Sensitive(t.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| format!("cannot read {}: {e}", path.display()));
-        snap.files.insert(f, text);
-    }
+    snap.files = read_files(named, base);
+}
+
+/// Reads `files` (relative paths from `base`): each one's text, or why it
+/// cannot be read.
+pub fn read_files(
+    files: impl IntoIterator<Item = String>,
+    base: &Path,
+) -> BTreeMap<String, Result<Sensitive, String>> {
+    files
+        .into_iter()
+        .map(|f| {
+            let path = base.join(&f);
+            let text = std::fs::read_to_string(&path)
+                .map(|t| Sensitive(t.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("cannot read {}: {e}", path.display()));
+            (f, text)
+        })
+        .collect()
 }

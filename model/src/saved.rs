@@ -8,7 +8,7 @@
 //! complete file, never half of one).
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -86,9 +86,30 @@ pub fn save(path: &Path, snapshot: &Snapshot) -> Result<(), SavedError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(write)?;
+    // `mode` applies to a new file only; a leftover one is made 0600 too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(write)?;
     f.write_all(&text).map_err(write)?;
     f.sync_all().map_err(write)?;
-    std::fs::rename(&tmp, path).map_err(write)
+    std::fs::rename(&tmp, path).map_err(write)?;
+    // The rename itself survives a crash once the directory is synced.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write)?;
+    }
+    Ok(())
+}
+
+/// Whether two snapshots hold the same objects (the node's IPAM view, which
+/// the agent fills in, aside): a resumed agent does not save again what it
+/// read from its file.
+pub fn same_objects(a: &Snapshot, b: &Snapshot) -> bool {
+    let strip = |s: &Snapshot| Snapshot {
+        local_ipam: Default::default(),
+        ..s.clone()
+    };
+    strip(a) == strip(b)
 }
 
 /// Reads the snapshot saved at `path`, and when it was saved.
@@ -129,16 +150,24 @@ pub struct Resumed {
     live: KubeSource,
     listed_at: Option<std::time::Instant>,
     switched: bool,
+    /// When the snapshot was saved, for the warnings.
+    saved_at: String,
+    warned: std::time::Instant,
 }
 
+/// How often an agent still planning from a saved snapshot says so.
+const STILL_SAVED_EVERY: Duration = Duration::from_secs(30);
+
 impl Resumed {
-    /// `saved` until `live` is ready.
-    pub fn new(saved: Snapshot, live: KubeSource) -> Resumed {
+    /// `saved` (saved at `saved_at`) until `live` is ready.
+    pub fn new(saved: Snapshot, saved_at: String, live: KubeSource) -> Resumed {
         Resumed {
             saved: Some(saved),
             live,
             listed_at: None,
             switched: false,
+            saved_at,
+            warned: std::time::Instant::now(),
         }
     }
 
@@ -146,6 +175,14 @@ impl Resumed {
     fn live_now(&mut self) -> bool {
         if self.switched {
             return true;
+        }
+        if self.warned.elapsed() >= STILL_SAVED_EVERY {
+            self.warned = std::time::Instant::now();
+            tracing::warn!(
+                saved_at = %self.saved_at,
+                missing = %self.live.missing().join(", "),
+                "still planning from the saved snapshot: the API server has not listed everything yet (is it reachable, are the CRDs installed, may this account list them?)"
+            );
         }
         if self.live.is_ready() {
             tracing::info!("the API server answers: planning from its objects again");
@@ -186,7 +223,6 @@ impl Source for Resumed {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
     use crate::objects::{Secret, Sensitive};

@@ -12,6 +12,7 @@ use super::encode::Outbound;
 use super::peers::PeerInfo;
 use super::{Attrs, PeerId, Rib, af_index};
 use crate::policy::{Policy, Verdict};
+use crate::prefixmap::PARTS;
 use crate::wire::{Nlri, Update};
 
 /// One path of a peer's Adj-RIB-In.
@@ -318,37 +319,46 @@ impl Rib {
 
     /// One part of a peer's Adj-RIB-In ([`Rib::adj_rib_in`]), sorted, and
     /// the part to read next: a listing a part at a time
-    /// ([`crate::prefixmap::PrefixMap::part`] of the Loc-RIB), so no single
-    /// call walks the whole table. The rejected paths come with the last
-    /// part (their number is capped).
+    /// ([`crate::prefixmap::PrefixMap::part`]), so no single call walks a
+    /// whole table. Parts below [`PARTS`] are the Loc-RIB's (the paths the
+    /// peer's routes compete with); the next [`PARTS`] are its rejected
+    /// paths', which can be as many. A prefix with both (ADD-PATH) is
+    /// listed in each phase.
     pub fn adj_rib_in_part(&self, id: PeerId, part: usize) -> (Vec<AdjInEntry>, Option<usize>) {
         let Some(st) = self.peers.get(&id) else {
             return (Vec::new(), None);
         };
-        let source = Source::Peer(id);
-        let (dests, next) = self.loc.part(part);
-        let mut out: Vec<AdjInEntry> = dests
-            .into_iter()
-            .flat_map(|(prefix, d)| {
-                d.paths
-                    .iter()
-                    .filter(move |p| p.source() == source)
-                    .map(move |p| AdjInEntry {
-                        prefix,
-                        path_id: p.path_id,
-                        attrs: Some(p.attrs.clone()),
-                        rejected: false,
-                    })
-            })
-            .collect();
-        if next.is_none() {
-            out.extend(st.rejected.keys().map(|(prefix, path_id)| AdjInEntry {
-                prefix,
-                path_id,
-                attrs: st.adj_in.get(&(prefix, path_id)).cloned(),
-                rejected: true,
-            }));
-        }
+        let (mut out, next): (Vec<AdjInEntry>, _) = if part < PARTS {
+            let source = Source::Peer(id);
+            let (dests, next) = self.loc.part(part);
+            let out = dests
+                .into_iter()
+                .flat_map(|(prefix, d)| {
+                    d.paths
+                        .iter()
+                        .filter(move |p| p.source() == source)
+                        .map(move |p| AdjInEntry {
+                            prefix,
+                            path_id: p.path_id,
+                            attrs: Some(p.attrs.clone()),
+                            rejected: false,
+                        })
+                })
+                .collect();
+            (out, Some(next.unwrap_or(PARTS)))
+        } else {
+            let (keys, next) = st.rejected.part(part - PARTS);
+            let out = keys
+                .into_iter()
+                .map(|((prefix, path_id), _)| AdjInEntry {
+                    prefix,
+                    path_id,
+                    attrs: st.adj_in.get(&(prefix, path_id)).cloned(),
+                    rejected: true,
+                })
+                .collect();
+            (out, next.map(|n| n + PARTS))
+        };
         out.sort_by_key(|e| (e.prefix, e.path_id));
         (out, next)
     }

@@ -243,14 +243,22 @@ impl Speaker {
         peer: &str,
         side: AdjRibSide,
     ) -> Result<Vec<RouteView>, SpeakerError> {
-        let mut out = Vec::new();
+        let mut out: Vec<RouteView> = Vec::new();
         let mut from = Some(0);
         while let Some(f) = from {
             let page = self.adj_rib_page(peer, side, f).await?;
             out.extend(page.routes);
             from = page.next;
         }
+        // A prefix with accepted and rejected paths comes in two pages.
         out.sort_by_key(|r| r.prefix);
+        out.dedup_by(|later, first| {
+            let same = later.prefix == first.prefix;
+            if same {
+                first.paths.append(&mut later.paths);
+            }
+            same
+        });
         Ok(out)
     }
 
