@@ -102,30 +102,42 @@ fn start_agent_with(
     Agent { child, socket, log }
 }
 
+/// The agent's Node (its address on loopback, where the control plane is)
+/// and a BGPConfiguration listening on `port` of 127.0.0.1, without a mesh.
+async fn node_and_configuration(
+    env: &mut KubeEnv,
+    node: &str,
+    pod_cidr: &str,
+    router_id: &str,
+    port: u32,
+) {
+    env.create_json(
+        "nodes",
+        json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
+            "spec": {"podCIDRs": [pod_cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
+        }),
+    )
+    .await;
+    env.create_json("bgpconfigurations", json!({
+        "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration", "metadata": {"name": "default"},
+        "spec": {"asNumber": 65001, "routerID": router_id, "listenAddress": "127.0.0.1",
+                 "listenPort": port, "nodeToNodeMeshEnabled": false}
+    }))
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_follows_the_api_server() {
     let mut env = KubeEnv::start("kube-source").await;
     env.install_crds().await;
     let client = env.client();
     let node = env.name("node");
-    env.create_json(
-        "nodes",
-        json!({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
-            "spec": {"podCIDRs": ["10.244.1.0/24"]},
-            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
-        }),
-    )
-    .await;
     // The agent runs in the host's namespace (the control plane is on its
     // loopback): a BGP port of its own, unlike any other test's.
     let port = 20000 + std::process::id() % 20000;
-    env.create_json("bgpconfigurations", json!({
-        "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration", "metadata": {"name": "default"},
-        "spec": {"asNumber": 65001, "routerID": "10.0.0.1", "listenAddress": "127.0.0.1",
-                 "listenPort": port, "nodeToNodeMeshEnabled": false}
-    }))
-    .await;
+    node_and_configuration(&mut env, &node, "10.244.1.0/24", "10.0.0.1", port).await;
     let peers = api(&client, "BGPPeer", "bgppeers");
     env.create_json(
         "bgppeers",
@@ -268,23 +280,9 @@ async fn an_agent_restarted_without_the_api_server_starts_from_its_saved_snapsho
     env.install_crds().await;
     let client = env.client();
     let node = env.name("node");
-    env.create_json(
-        "nodes",
-        json!({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": node},
-            "spec": {"podCIDRs": ["10.244.2.0/24"]},
-            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
-        }),
-    )
-    .await;
     // Not the other test's port (both run in this process).
     let port = 40000 + std::process::id() % 20000;
-    env.create_json("bgpconfigurations", json!({
-        "apiVersion": "petrel.dev/v1alpha1", "kind": "BGPConfiguration", "metadata": {"name": "default"},
-        "spec": {"asNumber": 65001, "routerID": "10.0.0.2", "listenAddress": "127.0.0.1",
-                 "listenPort": port, "nodeToNodeMeshEnabled": false}
-    }))
-    .await;
+    node_and_configuration(&mut env, &node, "10.244.2.0/24", "10.0.0.2", port).await;
     env.create_json(
         "secrets",
         json!({

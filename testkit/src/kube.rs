@@ -296,71 +296,40 @@ impl KubeEnv {
     /// on an external cluster: its components are not the test's to
     /// restart.
     pub async fn restart(&self, component: Component) -> bool {
-        let Some(plane) = &self.plane else {
-            eprintln!(
-                "an external cluster: its {} is not restarted",
-                component.name()
-            );
-            return false;
-        };
-        let dir = plane.dir.clone();
-        let bin = plane.bin.clone();
-        tokio::task::spawn_blocking(move || {
-            script(
-                "restart.sh",
-                &[dir.as_os_str(), component.name().as_ref()],
-                &[("PETREL_KUBE_BIN", bin.as_path())],
-            )
-        })
-        .await
-        .expect("restart.sh ran")
-        .unwrap_or_else(|e| panic!("{} does not restart: {e}", component.name()));
-        true
+        self.plane_script("restart.sh", Some(component)).await
     }
 
     /// Stops one component of the test's control plane until
     /// [`KubeEnv::start_stopped`]. Returns `false`, and does nothing, on an
     /// external cluster.
     pub async fn stop_component(&self, component: Component) -> bool {
-        let Some(plane) = &self.plane else {
-            eprintln!(
-                "an external cluster: its {} is not stopped",
-                component.name()
-            );
-            return false;
-        };
-        let dir = plane.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            script(
-                "stop.sh",
-                &[dir.as_os_str(), component.name().as_ref()],
-                &[],
-            )
-        })
-        .await
-        .expect("stop.sh ran")
-        .unwrap_or_else(|e| panic!("{} does not stop: {e}", component.name()));
-        true
+        self.plane_script("stop.sh", Some(component)).await
     }
 
     /// Starts what [`KubeEnv::stop_component`] stopped, with the same data,
     /// ports and certificates, and waits until the whole plane is ready.
     pub async fn start_stopped(&self) {
+        self.plane_script("start.sh", None).await;
+    }
+
+    /// Runs one of `testenv/kube`'s scripts on the test's control plane
+    /// (`SCRIPT DIR [COMPONENT]`), panicking if it fails; `false`, and
+    /// nothing done, on an external cluster.
+    async fn plane_script(&self, name: &'static str, component: Option<Component>) -> bool {
         let Some(plane) = &self.plane else {
-            return;
+            eprintln!("an external cluster: {name} is not run on it");
+            return false;
         };
-        let dir = plane.dir.clone();
-        let bin = plane.bin.clone();
+        let (dir, bin) = (plane.dir.clone(), plane.bin.clone());
         tokio::task::spawn_blocking(move || {
-            script(
-                "start.sh",
-                &[dir.as_os_str()],
-                &[("PETREL_KUBE_BIN", bin.as_path())],
-            )
+            let mut args = vec![dir.as_os_str()];
+            args.extend(component.map(|c| std::ffi::OsStr::new(c.name())));
+            script(name, &args, &[("PETREL_KUBE_BIN", bin.as_path())])
         })
         .await
-        .expect("start.sh ran")
-        .unwrap_or_else(|e| panic!("the control plane does not start again: {e}"));
+        .unwrap_or_else(|e| panic!("{name} did not run: {e}"))
+        .unwrap_or_else(|e| panic!("{name} failed: {e}"));
+        true
     }
 
     /// Every request in the API server's audit log so far, oldest first
