@@ -220,14 +220,19 @@ impl KubeEnv {
                     // under a full CI run) a component is told to stop
                     // within its first 100 ms, before it serves (seen with
                     // kube-scheduler: "context canceled" at start, no
-                    // sender found). The whole plane is stopped and started
-                    // once more; a second failure fails the test.
+                    // sender found), or a port it picked as free was taken
+                    // meanwhile by a control plane starting beside it. The
+                    // whole plane is stopped and started once more on
+                    // fresh ports and data (a first start keeps nothing);
+                    // a second failure fails the test.
                     let kubeconfig = start()
                         .or_else(|e| {
                             eprintln!(
                                 "the control plane did not start; stopping it and starting it once more. The failure:\n{e}"
                             );
                             let _ = script("stop.sh", &[started.as_os_str()], &env);
+                            let _ = std::fs::remove_file(started.join("ports.env"));
+                            let _ = std::fs::remove_dir_all(started.join("etcd"));
                             start()
                         })
                         .unwrap_or_else(|e| panic!("the control plane does not start: {e}"));
