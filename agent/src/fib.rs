@@ -88,13 +88,23 @@ pub async fn run(
     // re-resolved right then too, not only on the periodic check.
     let mut report = reconciler.subscribe();
     let mut syncs = report.borrow().syncs;
+    let mut applying = report.borrow().apply_seconds;
     loop {
         tokio::select! {
             changed = report.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }
-                let now = report.borrow_and_update().syncs;
+                let (now, applied) = {
+                    let r = report.borrow_and_update();
+                    (r.syncs, r.apply_seconds)
+                };
+                // The kernel's rounds are routing work: listings wait for
+                // them as for the speaker's own.
+                if applied > applying {
+                    speaker.routing_work(Duration::from_secs_f64(applied - applying));
+                }
+                applying = applied;
                 if now != syncs {
                     syncs = now;
                     recheck.reset_immediately();

@@ -417,6 +417,23 @@ async fn a_large_table_is_read_a_page_at_a_time_each_route_once() {
     assert!(adj_in.windows(2).all(|w| w[0].prefix < w[1].prefix));
     let adj_out = a.adj_rib("b", AdjRibSide::Out).await.expect("Adj-RIB-Out");
     assert_eq!(adj_out.len(), n as usize);
+    // What costs little is one page: b sends a none of a's routes back (the
+    // 20,000 entries read are fewer than a page's worth), and a listing
+    // that matches 256 routes takes one page.
+    let back = b
+        .adj_rib_page("a", AdjRibSide::Out, 0)
+        .await
+        .expect("Adj-RIB-Out page");
+    assert!(back.routes.is_empty());
+    assert_eq!(back.next, None, "an empty listing took more than a page");
+    let few = RouteFilter {
+        prefix: Some("10.3.0.0/16".parse().expect("prefix")),
+        longer: true,
+        ..RouteFilter::default()
+    };
+    let page = b.routes_page(few, 0).await.expect("a page");
+    assert_eq!(page.routes.len(), 256);
+    assert_eq!(page.next, None, "256 routes took more than a page");
     a.shutdown().await;
     b.shutdown().await;
 }

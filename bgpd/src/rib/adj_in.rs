@@ -309,7 +309,7 @@ impl Rib {
         let mut out = Vec::new();
         let mut part = Some(0);
         while let Some(p) = part {
-            let (entries, next) = self.adj_rib_in_part(id, p);
+            let (entries, _, next) = self.adj_rib_in_part(id, p);
             out.extend(entries);
             part = next;
         }
@@ -323,14 +323,21 @@ impl Rib {
     /// whole table. Parts below [`PARTS`] are the Loc-RIB's (the paths the
     /// peer's routes compete with); the next [`PARTS`] are its rejected
     /// paths', which can be as many. A prefix with both (ADD-PATH) is
-    /// listed in each phase.
-    pub fn adj_rib_in_part(&self, id: PeerId, part: usize) -> (Vec<AdjInEntry>, Option<usize>) {
+    /// listed in each phase. Also how many entries the part held (what
+    /// reading it cost, however few were the peer's).
+    pub fn adj_rib_in_part(
+        &self,
+        id: PeerId,
+        part: usize,
+    ) -> (Vec<AdjInEntry>, usize, Option<usize>) {
         let Some(st) = self.peers.get(&id) else {
-            return (Vec::new(), None);
+            return (Vec::new(), 0, None);
         };
+        let scanned;
         let (mut out, next): (Vec<AdjInEntry>, _) = if part < PARTS {
             let source = Source::Peer(id);
             let (dests, next) = self.loc.part(part);
+            scanned = dests.len();
             let out = dests
                 .into_iter()
                 .flat_map(|(prefix, d)| {
@@ -348,6 +355,7 @@ impl Rib {
             (out, Some(next.unwrap_or(PARTS)))
         } else {
             let (keys, next) = st.rejected.part(part - PARTS);
+            scanned = keys.len();
             let out = keys
                 .into_iter()
                 .map(|((prefix, path_id), _)| AdjInEntry {
@@ -360,6 +368,6 @@ impl Rib {
             (out, next.map(|n| n + PARTS))
         };
         out.sort_by_key(|e| (e.prefix, e.path_id));
-        (out, next)
+        (out, scanned, next)
     }
 }

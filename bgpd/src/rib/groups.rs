@@ -438,14 +438,21 @@ impl Rib {
     /// One part of what a peer is sent (its Adj-RIB-Out), sorted: per
     /// prefix and path ID (0 without ADD-PATH), the attributes its update
     /// group exports, before the per-session next hop; and the part to read
-    /// next ([`crate::prefixmap::PrefixMap::part`]).
-    pub fn adj_rib_out_part(&self, id: PeerId, part: usize) -> (Vec<OutPath>, Option<usize>) {
+    /// next ([`crate::prefixmap::PrefixMap::part`]); and how many entries
+    /// the part held (what reading it cost).
+    pub fn adj_rib_out_part(
+        &self,
+        id: PeerId,
+        part: usize,
+    ) -> (Vec<OutPath>, usize, Option<usize>) {
         let Some(g) = self.peers.get(&id).and_then(|st| self.groups.get(st.group)) else {
-            return (Vec::new(), None);
+            return (Vec::new(), 0, None);
         };
+        let scanned;
         // A route is never sent back to the peer it came from.
         let (mut out, next): (Vec<OutPath>, _) = if g.key.add_path_send.is_none() {
             let (entries, next) = g.adj_out.part(part);
+            scanned = entries.len();
             let out = entries
                 .into_iter()
                 .filter(|(_, e)| e.source != Some(id))
@@ -454,6 +461,7 @@ impl Rib {
             (out, next)
         } else {
             let (entries, next) = g.adj_paths.part(part);
+            scanned = entries.len();
             let out = entries
                 .into_iter()
                 .flat_map(|(p, paths)| {
@@ -466,6 +474,6 @@ impl Rib {
             (out, next)
         };
         out.sort_by_key(|(p, id, _)| (*p, *id));
-        (out, next)
+        (out, scanned, next)
     }
 }

@@ -99,6 +99,7 @@ pub(super) enum Command {
     SubscribeFib(mpsc::UnboundedSender<FibEvent>),
     FibRoutes(FibQuery, oneshot::Sender<Vec<FibChange>>),
     NextHopReachable(IpAddr, bool),
+    Worked(std::time::Duration),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -343,6 +344,13 @@ impl Speaker {
         self.commands
             .send(Command::NextHopReachable(next_hop, reachable))
             .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Tells the speaker that routing work took `took` outside it (the
+    /// FIB's rounds with the kernel), so that listings are paced while that
+    /// goes on as while the speaker itself is busy.
+    pub fn routing_work(&self, took: std::time::Duration) {
+        let _ = self.commands.send(Command::Worked(took));
     }
 
     /// Stops every session (Cease / Administrative Shutdown) and the speaker.

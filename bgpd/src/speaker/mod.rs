@@ -35,6 +35,8 @@
 //! - `graceful`: graceful restart, both roles: the capability offered,
 //!   stale and long-lived stale routes and their timers, selection deferral
 //!   after our own restart, and the initial convergence.
+//! - `pacing`: listings served a page at a time, slowly while routing is
+//!   busy.
 //! - `queries`: read-only answers (routes, Adj-RIBs, explanations).
 //! - [`record`]: the serde form of the inputs, and the recorder.
 //! - [`replay`]: replaying a recording, golden files.
@@ -49,6 +51,7 @@ mod forms;
 mod graceful;
 mod handle;
 mod listeners;
+mod pacing;
 mod peers;
 mod queries;
 mod reconfigure;

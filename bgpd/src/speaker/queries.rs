@@ -62,7 +62,7 @@ impl Core {
         let (entries, next) = page(from, |p| match side {
             AdjRibSide::In => self.rib.adj_rib_in_part(id, p),
             AdjRibSide::Out => {
-                let (entries, next) = self.rib.adj_rib_out_part(id, p);
+                let (entries, scanned, next) = self.rib.adj_rib_out_part(id, p);
                 let entries = entries
                     .into_iter()
                     .map(|(prefix, path_id, a)| AdjInEntry {
@@ -72,7 +72,7 @@ impl Core {
                         rejected: false,
                     })
                     .collect();
-                (entries, next)
+                (entries, scanned, next)
             }
         });
         for e in entries {
@@ -152,36 +152,39 @@ impl Core {
         }
         let (mut routes, next) = page(from, |p| {
             let (dests, next) = self.rib.loc_part(p);
+            let scanned = dests.len();
             let routes = dests
                 .into_iter()
                 .filter(|(p, _)| fam_ok(p) && f.prefix.is_none_or(|q| q.contains(p)))
                 .map(|(p, d)| view(p, d))
                 .collect();
-            (routes, next)
+            (routes, scanned, next)
         });
         routes.sort_by_key(|r| r.prefix);
         RoutesPage { routes, next }
     }
 }
 
-/// Reads parts from `from` on with `read` until a page is full: at least
-/// [`PAGE_ROUTES`] items, at most [`PAGE_PARTS`] parts. The items, and the
-/// part the next page starts at.
+/// Reads parts from `from` on with `read` (a part's items, the entries it
+/// held, the next part) until a page is full: [`PAGE_ROUTES`] items, or
+/// [`PAGE_SCANNED`] entries read however few matched. Empty parts cost
+/// nothing, so a small table is one page. The items, and the part the next
+/// page starts at.
 fn page<T>(
     from: usize,
-    mut read: impl FnMut(usize) -> (Vec<T>, Option<usize>),
+    mut read: impl FnMut(usize) -> (Vec<T>, usize, Option<usize>),
 ) -> (Vec<T>, Option<usize>) {
     let mut out = Vec::new();
     let mut part = Some(from);
-    let mut parts = 0;
+    let mut scanned = 0;
     while let Some(p) = part
         && out.len() < PAGE_ROUTES
-        && parts < PAGE_PARTS
+        && scanned < PAGE_SCANNED
     {
-        let (items, next) = read(p);
+        let (items, n, next) = read(p);
         out.extend(items);
+        scanned += n;
         part = next;
-        parts += 1;
     }
     (out, part)
 }
@@ -189,6 +192,6 @@ fn page<T>(
 /// A page holds at least this many routes, unless the listing ends first:
 /// a few milliseconds of the RIB owner's time.
 const PAGE_ROUTES: usize = 1024;
-/// A page reads at most this many parts (of about 4,000 prefixes each at a
-/// million), however few of their routes match.
-const PAGE_PARTS: usize = 8;
+/// A page reads parts until it has read this many entries (about 8 parts
+/// at a million prefixes), however few of their routes match a filter.
+const PAGE_SCANNED: usize = 32_768;

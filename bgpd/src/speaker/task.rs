@@ -19,6 +19,7 @@ use super::clock::Clock;
 use super::config::{RestartState, SpeakerConfig};
 use super::core::{Core, Input, Output, PeerInput, Reply};
 use super::handle::{Command, SpeakerError};
+use super::pacing::Pacer;
 use super::record::Recorder;
 use super::view::{FibEvent, FibQuery, PeerStatus, SpeakerSummary};
 use crate::journal::Journal;
@@ -59,6 +60,8 @@ pub(super) struct SpeakerTask {
     /// Neighbours (addresses or ranges) whose TCP-MD5 key some listener
     /// refused: their connections are refused too, never taken unsigned.
     pub(super) md5_missing: Vec<ipnet::IpNet>,
+    /// Listing pages waiting while routing is busy ([`Pacer`]).
+    pub(super) pacer: Pacer<Command>,
 }
 
 /// How stale the published peer counters may get while routes flow.
@@ -75,6 +78,16 @@ const COMMANDS_IN_A_ROW: u32 = 16;
 /// row while `routing_waits` (peer events queued, or a flush unfinished).
 fn commands_turn(served: u32, routing_waits: bool) -> bool {
     served < COMMANDS_IN_A_ROW || !routing_waits
+}
+
+/// Whether a command reads a page of a whole listing (paced while routing
+/// is busy), not a lookup of one prefix.
+fn is_listing(c: &Command) -> bool {
+    match c {
+        Command::Routes(f, ..) => f.prefix.is_none() || f.longer,
+        Command::AdjRib(..) => true,
+        _ => false,
+    }
 }
 
 /// Events handled before the outbound queue is flushed: large enough to pack
@@ -117,6 +130,7 @@ impl SpeakerTask {
             peers_tx: channels.peers_tx,
             peers_published: clock.now(),
             md5_missing: Vec::new(),
+            pacer: Pacer::default(),
             recorder,
         };
         // The core starts without peers or routes; the configuration then
@@ -294,6 +308,7 @@ impl SpeakerTask {
                     return;
                 }
             }
+            let page_due = self.pacer.due(tokio::time::Instant::now());
             tokio::select! {
                 // Commands first: an API read waits for at most one peer
                 // event or flush slice, never for a whole batch.
@@ -302,6 +317,12 @@ impl SpeakerTask {
                     served += 1;
                     if self.command(c, &mut events).await.is_break() {
                         return;
+                    }
+                }
+                // A listing's page whose turn has come (pacing).
+                _ = sleep_until(page_due) => {
+                    if let Some(c) = self.pacer.take(tokio::time::Instant::now()) {
+                        self.page(c);
                     }
                 }
                 Some((stream, remote)) = accepted.recv() => self.accept(stream, remote),
@@ -318,10 +339,13 @@ impl SpeakerTask {
                 // events add to it.
                 _ = std::future::ready(()), if self.core.rib.has_pending() => {
                     served = 0;
+                    let start = tokio::time::Instant::now();
                     self.flush_until_command(&commands);
+                    self.worked(start);
                 }
                 Some((id, ev)) = events.recv() => {
                     served = 0;
+                    let start = tokio::time::Instant::now();
                     self.event(id, ev);
                     // Take what else is queued before computing the outbound
                     // side; a waiting command cuts the batch short. (Bounding
@@ -339,6 +363,7 @@ impl SpeakerTask {
                     }
                     self.flush_until_command(&commands);
                     self.step(Input::EndOfBatch);
+                    self.worked(start);
                 }
             }
             if self.core.peers_changed
@@ -411,11 +436,15 @@ impl SpeakerTask {
             Some(Command::NextHopReachable(nh, ok)) => {
                 self.step(Input::NextHopReachable(nh, ok));
             }
-            Some(Command::Routes(f, from, done)) => {
-                let _ = done.send(self.core.routes_page(&f, from));
+            Some(Command::Worked(took)) => {
+                self.pacer.worked(tokio::time::Instant::now(), took);
             }
-            Some(Command::AdjRib(peer, side, from, done)) => {
-                let _ = done.send(self.core.adj_rib_page(&peer, side, from));
+            Some(c @ (Command::Routes(..) | Command::AdjRib(..))) => {
+                if !is_listing(&c) {
+                    self.page(c);
+                } else if let Some(c) = self.pacer.offer(c, tokio::time::Instant::now()) {
+                    self.page(c);
+                }
             }
             Some(Command::Control(peer, what, done)) => {
                 let r = match self.step(Input::Control(peer, what)) {
@@ -458,6 +487,26 @@ impl SpeakerTask {
                 break;
             }
         }
+    }
+
+    /// Reads a page of a listing (or an exact prefix's routes) and answers it.
+    fn page(&mut self, c: Command) {
+        match c {
+            Command::Routes(f, from, done) => {
+                let _ = done.send(self.core.routes_page(&f, from));
+            }
+            Command::AdjRib(peer, side, from, done) => {
+                let _ = done.send(self.core.adj_rib_page(&peer, side, from));
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts routing work that started at `start` and ends now, for
+    /// pacing listings.
+    fn worked(&mut self, start: tokio::time::Instant) {
+        let now = tokio::time::Instant::now();
+        self.pacer.worked(now, now - start);
     }
 
     /// Publishes the peer table for readers that must not wait for this task.
