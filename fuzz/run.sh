@@ -14,7 +14,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(decode_message mrt_reader netlink_route yaml_plan grpc_peer session_rib)
+  targets=(decode_message mrt_reader netlink_route yaml_plan grpc_peer session_rib bfd_packet)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -6,6 +6,7 @@
 //! - [`metrics`]: `/metrics`, `/healthz` and `/readyz`.
 //! - `pod_ipam`: pod addresses for the CNI plugin, on a unix socket.
 
+mod bfd_glue;
 mod error;
 pub mod fib;
 mod last_good;
@@ -313,6 +314,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut fib_task = None;
     let mut speaker: Option<Speaker> = None;
     let mut applied: Option<planner::Plan> = None;
+    let mut bfd_glue = bfd_glue::BfdGlue::default();
     let mut api_server = None;
     // Tunnels, natOutgoing and MTU: wherever the kernel is programmed.
     let (overlay_tx, overlay_rx) = tokio::sync::watch::channel(None);
@@ -458,6 +460,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                             );
                         }
                         let _ = fib_tx.send(fib::FibInput::Blackholes(c.blackholes.clone()));
+                        bfd_glue.apply(&c.bfd, &s).await;
                         speaker = Some(s);
                         applied = Some(c);
                     }
@@ -480,6 +483,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                                 "configuration applied"
                             );
                             let _ = fib_tx.send(fib::FibInput::Blackholes(c.blackholes.clone()));
+                            bfd_glue.apply(&c.bfd, s).await;
                             view_tx.send_replace(view);
                             status::publish(&status_tx, &c, snapshot, &problems_seen);
                             applied = Some(c);
@@ -513,6 +517,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
         }
     }
     tracing::info!("shutting down");
+    bfd_glue.stop().await;
     if let Some(t) = status_task {
         t.abort();
     }

@@ -576,6 +576,14 @@ impl Fsm {
                 self.state = Active;
                 return self.step_connecting(Event::TcpAccepted, out);
             }
+            (Event::AutomaticStop(_), Idle) => {
+                // Waiting out a backoff, and told to stay down (a strict
+                // BFD link that is down): no restart when the timer ends,
+                // and no connection taken meanwhile.
+                self.auto_restart = false;
+                self.stop(Timer::IdleHold, out);
+                return;
+            }
             (_, Idle) => {
                 // Idle refuses connections and ignores everything else.
                 if matches!(event, Event::TcpAccepted | Event::TcpConnected) {

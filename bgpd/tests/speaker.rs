@@ -437,3 +437,54 @@ async fn a_large_table_is_read_a_page_at_a_time_each_route_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_strict_bfd_link_holds_the_session_until_bfd_is_up_and_bfd_down_ends_it() {
+    use bgpd::speaker::BfdLink;
+
+    let (pa, pb) = (17995, 17996);
+    let mut ca = speaker_config(65001, "127.0.0.1", pa);
+    ca.neighbors = vec![neighbor("b", "127.0.0.2", pb, 65002, "127.0.0.1")];
+    ca.originate = vec![local("10.77.0.0/24")];
+    let mut cb = speaker_config(65002, "127.0.0.2", pb);
+    let mut n = neighbor("a", "127.0.0.1", pa, 65001, "127.0.0.2");
+    n.connect_retry = Duration::from_secs(1);
+    n.bfd = Some(BfdLink { strict: true });
+    cb.neighbors = vec![n];
+    let a = Speaker::start(ca).await.expect("a");
+    let b = Speaker::start(cb).await.expect("b");
+    let a_ip: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    // BFD has not said Up: b neither connects nor accepts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(b.peers().await.expect("peers")[0].state, State::Established);
+    b.set_liveness(a_ip, true).expect("liveness");
+    wait_for(15, "b to establish once BFD is up", || async {
+        b.peers().await.expect("peers")[0].state == State::Established
+    })
+    .await;
+    wait_for(10, "a's route at b", || async {
+        b.summary().await.is_ok_and(|s| s.prefixes == 1)
+    })
+    .await;
+    // BFD down: the session ends at once with Cease / BFD Down, a's route
+    // leaves b's RIB, and b stays down while BFD is.
+    b.set_liveness(a_ip, false).expect("liveness");
+    wait_for(5, "b to end the session", || async {
+        let p = &b.peers().await.expect("peers")[0];
+        p.state != State::Established && p.last_error.as_deref().is_some_and(|e| e.contains("BFD"))
+    })
+    .await;
+    wait_for(5, "a's route to leave b", || async {
+        b.summary().await.is_ok_and(|s| s.prefixes == 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(b.peers().await.expect("peers")[0].state, State::Established);
+    b.set_liveness(a_ip, true).expect("liveness");
+    wait_for(15, "b to establish again", || async {
+        b.peers().await.expect("peers")[0].state == State::Established
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -89,6 +89,7 @@ mod tests {
             files,
             [
                 "README.md",
+                "bfdprofiles.petrel.dev.yaml",
                 "bgpadvertisements.petrel.dev.yaml",
                 "bgpconfigurations.petrel.dev.yaml",
                 "bgpfilters.petrel.dev.yaml",
@@ -115,7 +116,7 @@ mod tests {
             .iter()
             .filter_map(|c| c["metadata"]["name"].as_str())
             .collect();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
         assert!(names.contains(&"loadbalancerpools.petrel.dev"));
     }
 }

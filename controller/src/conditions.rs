@@ -46,10 +46,11 @@ pub const FIELD_MANAGER: &str = "petrel-controller";
 
 /// The kinds whose `Ready` condition is kept here, with their plurals.
 /// (LoadBalancerPool's status is the address allocator's.)
-const KINDS: [(&str, &str); 5] = [
+const KINDS: [(&str, &str); 6] = [
     ("BGPConfiguration", "bgpconfigurations"),
     ("BGPPeer", "bgppeers"),
     ("BGPFilter", "bgpfilters"),
+    ("BFDProfile", "bfdprofiles"),
     ("BGPAdvertisement", "bgpadvertisements"),
     ("IPPool", "ippools"),
 ];

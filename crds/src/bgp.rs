@@ -307,6 +307,8 @@ pub struct GracefulRestartSpec {
     .message("set exactly one of peerIP or listenRange"))]
 #[x_kube(validation = Rule::new("!(has(self.ebgpMultihop) && has(self.ttlSecurity))")
     .message("ttlSecurity cannot be combined with ebgpMultihop (GTSM fixes the TTL at 255)"))]
+#[x_kube(validation = Rule::new("!has(self.bfdProfile) || has(self.peerIP)")
+    .message("bfdProfile needs peerIP: BFD runs with one known neighbour, not a listen range"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpPeerSpec {
     /// The peer's address. Either this or `listenRange` is required.
@@ -369,6 +371,14 @@ pub struct BgpPeerSpec {
     pub filters: Option<Vec<String>>,
     /// Only nodes whose labels match peer with this peer; none: every node.
     pub node_selector: Option<LabelSelector>,
+    /// A BFDProfile: run BFD (RFC 5880) with the peer, and end the BGP
+    /// session the moment BFD says the peer is down (Cease, BFD Down).
+    /// Single hop, unless `ebgpMultihop` is set. Only with `peerIP`.
+    #[schemars(length(min = 1))]
+    pub bfd_profile: Option<String>,
+    /// With `bfdProfile`: keep the BGP session down while BFD is not Up
+    /// (like FRR's `bfd strict`); default false, BGP comes up on its own.
+    pub bfd_strict: Option<bool>,
 }
 
 /// `BGPFilter.spec`: ordered rules for routes received (`import`) and sent

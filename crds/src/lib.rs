@@ -1,6 +1,6 @@
 //! petrel's resource types (group `petrel.dev`, version `v1alpha1`), all
 //! cluster-scoped: `BGPConfiguration`, `BGPPeer`, `BGPFilter`,
-//! `BGPAdvertisement`, `LoadBalancerPool` and `IPPool`; `BGPNodeStatus`
+//! `BGPAdvertisement`, `BFDProfile`, `LoadBalancerPool` and `IPPool`; `BGPNodeStatus`
 //! (status only, one per node, written by that node's agent); and
 //! `IPAMBlock` (a block of an IPPool and who holds its addresses, written by
 //! petrel only).
@@ -23,6 +23,7 @@
 //! Unknown fields are rejected, so a misspelt field is an error that names it
 //! rather than a setting silently ignored.
 
+mod bfd;
 mod bgp;
 mod common;
 mod ipam;
@@ -33,6 +34,7 @@ pub mod status;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use bfd::*;
 pub use bgp::*;
 pub use common::*;
 pub use ipam::*;
@@ -90,6 +92,7 @@ impl FieldError {
 /// Every petrel CRD, in a fixed order (by name), so their YAML can be diffed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut all = vec![
+        BFDProfile::crd(),
         BGPAdvertisement::crd(),
         BGPConfiguration::crd(),
         BGPFilter::crd(),

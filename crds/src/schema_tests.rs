@@ -813,7 +813,7 @@ fn the_yaml_is_stable_and_reads_back_as_the_same_crds() {
     let first = crds_yaml().expect("yaml");
     assert_eq!(first, crds_yaml().expect("yaml"));
     let docs: Vec<&str> = first.split("\n---\n").collect();
-    assert_eq!(docs.len(), 8);
+    assert_eq!(docs.len(), 9);
     let names: Vec<String> = crds()
         .iter()
         .map(|c| c.metadata.name.clone().unwrap_or_default())

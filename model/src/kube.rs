@@ -41,10 +41,11 @@ use crate::objects::{Origin, Snapshot};
 use crate::problem::Problem;
 
 /// The petrel.dev kinds the agent reads.
-const PETREL_KINDS: [(&str, &str); 5] = [
+const PETREL_KINDS: [(&str, &str); 6] = [
     ("BGPConfiguration", "bgpconfigurations"),
     ("BGPPeer", "bgppeers"),
     ("BGPFilter", "bgpfilters"),
+    ("BFDProfile", "bfdprofiles"),
     ("BGPAdvertisement", "bgpadvertisements"),
     ("IPPool", "ippools"),
 ];
@@ -278,22 +279,34 @@ impl KubeSource {
     }
 }
 
-/// The Secret names `snap`'s BGPPeers use for their passwords.
+/// The Secret names `snap`'s BGPPeers use for their passwords, and its
+/// BFDProfiles for their keys.
 fn names_in(snap: &Snapshot) -> std::collections::BTreeSet<String> {
-    snap.peers
-        .iter()
-        .filter_map(|p| {
-            Some(
-                p.spec
-                    .password
-                    .as_ref()?
-                    .secret_key_ref
-                    .as_ref()?
-                    .name
-                    .clone(),
-            )
-        })
-        .collect()
+    let peers = snap.peers.iter().filter_map(|p| {
+        Some(
+            p.spec
+                .password
+                .as_ref()?
+                .secret_key_ref
+                .as_ref()?
+                .name
+                .clone(),
+        )
+    });
+    let profiles = snap.bfd_profiles.iter().filter_map(|p| {
+        Some(
+            p.spec
+                .authentication
+                .as_ref()?
+                .secret
+                .as_ref()?
+                .secret_key_ref
+                .as_ref()?
+                .name
+                .clone(),
+        )
+    });
+    peers.chain(profiles).collect()
 }
 
 impl Source for KubeSource {

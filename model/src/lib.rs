@@ -44,14 +44,24 @@ pub trait Source: Send {
     fn changed(&mut self) -> BoxFuture<'_, ()>;
 }
 
-/// Reads the files the snapshot's BGPPeers name (`spec.password.file`),
+/// Reads the files the snapshot's objects name (`BGPPeer.spec.password.file`,
+/// `BFDProfile.spec.authentication.secret.file`),
 /// relative paths from `base`, into [`Snapshot::files`].
 pub fn read_referenced_files(snap: &mut Snapshot, base: &Path) {
-    let named: Vec<String> = snap
+    let mut named: Vec<String> = snap
         .peers
         .iter()
         .filter_map(|p| p.spec.password.as_ref()?.file.clone())
         .collect();
+    named.extend(snap.bfd_profiles.iter().filter_map(|p| {
+        p.spec
+            .authentication
+            .as_ref()?
+            .secret
+            .as_ref()?
+            .file
+            .clone()
+    }));
     snap.files = read_files(named, base);
 }
 

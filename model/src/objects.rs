@@ -6,7 +6,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crds::{BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec, IpPoolSpec};
+use crds::{
+    BfdProfileSpec, BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec, BgpPeerSpec,
+    IpPoolSpec,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 /// Where an object came from.
@@ -221,6 +224,8 @@ pub struct Snapshot {
     pub filters: Vec<Named<BgpFilterSpec>>,
     /// BGPAdvertisement objects.
     pub advertisements: Vec<Named<BgpAdvertisementSpec>>,
+    /// BFDProfile objects.
+    pub bfd_profiles: Vec<Named<BfdProfileSpec>>,
     /// IPPool objects (valid ones: a bad CIDR or block size is a problem).
     pub ip_pools: Vec<Named<IpPoolSpec>>,
     /// Nodes.
@@ -254,6 +259,7 @@ impl Snapshot {
             peers,
             filters,
             advertisements,
+            bfd_profiles,
             ip_pools,
             nodes,
             services,
@@ -267,6 +273,7 @@ impl Snapshot {
         self.peers.extend(peers.iter().cloned());
         self.filters.extend(filters.iter().cloned());
         self.advertisements.extend(advertisements.iter().cloned());
+        self.bfd_profiles.extend(bfd_profiles.iter().cloned());
         self.ip_pools.extend(ip_pools.iter().cloned());
         self.nodes.extend(nodes.iter().cloned());
         self.services.extend(services.iter().cloned());

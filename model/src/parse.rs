@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use base64::Engine;
 use crds::{
-    API_VERSION, AS_NUMBER_ANNOTATION, BgpAdvertisementSpec, BgpConfigurationSpec, BgpFilterSpec,
-    BgpPeerSpec, IpPoolSpec,
+    API_VERSION, AS_NUMBER_ANNOTATION, BfdProfileSpec, BgpAdvertisementSpec, BgpConfigurationSpec,
+    BgpFilterSpec, BgpPeerSpec, IpPoolSpec,
 };
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
@@ -67,6 +67,10 @@ pub fn add_object(value: &Value, origin: Origin, snap: &mut Snapshot, problems: 
                 Ok(spec) => snap.filters.push(Named { name, origin, spec }),
                 Err(e) => problems.push(problem(object, Some(e.field), e.reason)),
             },
+            (API_VERSION, "BFDProfile") => match typed::<BfdProfileSpec>(value) {
+                Ok(spec) => snap.bfd_profiles.push(Named { name, origin, spec }),
+                Err(e) => problems.push(problem(object, Some(e.field), e.reason)),
+            },
             (API_VERSION, "BGPAdvertisement") => match typed::<BgpAdvertisementSpec>(value) {
                 Ok(spec) => snap.advertisements.push(Named { name, origin, spec }),
                 Err(e) => problems.push(problem(object, Some(e.field), e.reason)),
@@ -100,13 +104,15 @@ pub fn add_object(value: &Value, origin: Origin, snap: &mut Snapshot, problems: 
                 Ok(s) => snap.secrets.push(s),
                 Err(e) => problems.push(problem(object, Some(e.field), e.reason)),
             },
-            (_, "BGPConfiguration" | "BGPPeer" | "BGPFilter" | "BGPAdvertisement" | "IPPool") => {
-                problems.push(problem(
-                    object,
-                    Some("apiVersion".into()),
-                    format!("is {api:?}; petrel objects are {API_VERSION}"),
-                ))
-            }
+            (
+                _,
+                "BGPConfiguration" | "BGPPeer" | "BGPFilter" | "BGPAdvertisement" | "BFDProfile"
+                | "IPPool",
+            ) => problems.push(problem(
+                object,
+                Some("apiVersion".into()),
+                format!("is {api:?}; petrel objects are {API_VERSION}"),
+            )),
             (_, "EndpointSlice") => problems.push(problem(
                 object,
                 Some("apiVersion".into()),

@@ -10,6 +10,7 @@
 //! planned.
 
 pub mod advertise;
+pub mod bfd;
 mod filters;
 pub mod overlay;
 mod peer;
@@ -47,6 +48,8 @@ pub struct Plan {
     /// BGPAdvertisement names: what advertisements give every peer, the
     /// rejection of prefixes they limit to other peers, and of mesh routes.
     pub api_peer_rules: Vec<Rule>,
+    /// The BFD sessions this node runs, for BGPPeers with a BFDProfile.
+    pub bfd: Vec<::bfd::runtime::PeerSpec>,
 }
 
 /// The large community marking routes learned over the node-to-node mesh
@@ -269,7 +272,7 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
     });
     let mut peers: Vec<&Named<BgpPeerSpec>> = snapshot.peers.iter().collect();
     peers.sort_by(|a, b| a.name.cmp(&b.name));
-    for p in peers {
+    for p in &peers {
         if let Some(sel) = &p.spec.node_selector {
             if let Err(e) = sel.validate() {
                 problems.push(Problem {
@@ -295,6 +298,7 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
             }),
         }
     }
+    let bfd = bfd::plan(snapshot, &peers, &mut out.neighbors, &mut problems);
     // Whether this node has mesh peers (the mesh rules cost nothing otherwise).
     let mut mesh_on = false;
     if config.spec.node_to_node_mesh_enabled.unwrap_or(true)
@@ -360,6 +364,7 @@ pub fn plan(snapshot: &Snapshot, node: &str) -> (Option<Plan>, Vec<Problem>) {
             blackholes,
             intents: ads.intents,
             api_peer_rules,
+            bfd,
         }),
         problems,
     )

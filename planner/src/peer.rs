@@ -204,13 +204,24 @@ pub fn neighbor(
 }
 
 fn password(pw: &PasswordSource, snapshot: &Snapshot) -> Result<String, FieldError> {
+    secret(pw, snapshot, "spec.password")
+}
+
+/// The text a [`PasswordSource`] at `field` names: a file the source read,
+/// or a Secret's key.
+pub(crate) fn secret(
+    pw: &PasswordSource,
+    snapshot: &Snapshot,
+    field: &str,
+) -> Result<String, FieldError> {
+    let at = |f: &str| format!("{field}.{f}");
     match (&pw.file, &pw.secret_key_ref) {
         // The source read the file (the planner reads none).
         (Some(f), None) => match snapshot.files.get(f) {
             Some(Ok(text)) => Ok(text.to_string()),
-            Some(Err(why)) => Err(FieldError::new("spec.password.file", why.clone())),
+            Some(Err(why)) => Err(FieldError::new(at("file"), why.clone())),
             None => Err(FieldError::new(
-                "spec.password.file",
+                at("file"),
                 format!("{f} was not read by the source"),
             )),
         },
@@ -221,22 +232,21 @@ fn password(pw: &PasswordSource, snapshot: &Snapshot) -> Result<String, FieldErr
                 .find(|s| s.name == r.name)
                 .ok_or_else(|| {
                     FieldError::new(
-                        "spec.password.secretKeyRef.name",
+                        at("secretKeyRef.name"),
                         format!("no Secret named {:?}", r.name),
                     )
                 })?;
             let value = secret.data.get(&r.key).ok_or_else(|| {
                 FieldError::new(
-                    "spec.password.secretKeyRef.key",
+                    at("secretKeyRef.key"),
                     format!("Secret {:?} has no key {:?}", r.name, r.key),
                 )
             })?;
-            String::from_utf8(value.clone()).map_err(|_| {
-                FieldError::new("spec.password.secretKeyRef", "the password is not UTF-8")
-            })
+            String::from_utf8(value.clone())
+                .map_err(|_| FieldError::new(at("secretKeyRef"), "the secret is not UTF-8"))
         }
         _ => Err(FieldError::new(
-            "spec.password",
+            field,
             "set exactly one of file or secretKeyRef",
         )),
     }

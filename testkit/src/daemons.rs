@@ -94,6 +94,25 @@ pub fn start_frr_bgpd(s: &mut impl Spawn, ns: &str, dir: &Path) -> Result<(), Er
     .map_err(|e| Error::new(format!("start bgpd in {ns}"), e))
 }
 
+/// Starts FRR's bfdd in `ns` from `dir/frr.conf` (zebra must be running;
+/// bgpd asks it for the sessions its `neighbor ... bfd` lines name).
+pub fn start_frr_bfdd(s: &mut impl Spawn, ns: &str, dir: &Path) -> Result<(), Error> {
+    let conf = dir.join("frr.conf").display().to_string();
+    let pid = dir.join("bfdd.pid").display().to_string();
+    s.spawn(
+        &format!("bfdd-{ns}"),
+        ns,
+        &strings(&["/usr/lib/frr/bfdd", "-N", ns, "-f", &conf, "-i", &pid]),
+        &dir.join("bfdd.log"),
+    )?;
+    wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        run("vtysh", &["-N", ns, "-c", "show bfd peers json"])
+            .map(drop)
+            .map_err(|e| format!("bfdd does not answer vtysh: {e}"))
+    })
+    .map_err(|e| Error::new(format!("start bfdd in {ns}"), e))
+}
+
 /// Starts BIRD 2 in `ns` with `config` (written to `dir/bird.conf`) and
 /// waits for its control socket, which it returns.
 pub fn start_bird(

@@ -326,6 +326,13 @@ impl Lab {
         daemons::start_frr(self, ns, &dir, config).unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Starts FRR's bfdd in `ns` beside the zebra and bgpd [`Lab::frr`]
+    /// started, from the same configuration.
+    pub fn start_frr_bfdd(&mut self, ns: &str) {
+        let dir = self.root.join(format!("frr-{ns}"));
+        daemons::start_frr_bfdd(self, ns, &dir).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// (Re)starts FRR's bgpd in `ns` (zebra must be running).
     pub fn start_frr_bgpd(&mut self, ns: &str) {
         let dir = self.root.join(format!("frr-{ns}"));

@@ -84,6 +84,19 @@ pub struct NeighborConfig {
     /// session.
     #[serde(with = "forms::policy")]
     pub export_policy: Option<std::sync::Arc<Policy>>,
+    /// BFD runs with this neighbour (elsewhere: its state comes in through
+    /// [`Speaker::set_liveness`](super::Speaker::set_liveness)). Changing
+    /// it keeps the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdLink>,
+}
+
+/// How a neighbour's BGP session follows its BFD session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BfdLink {
+    /// Keep BGP down while BFD is not Up; otherwise BGP comes up on its own
+    /// and only a BFD Down ends it.
+    pub strict: bool,
 }
 
 impl NeighborConfig {
@@ -93,6 +106,7 @@ impl NeighborConfig {
         let strip = |n: &NeighborConfig| NeighborConfig {
             import_policy: None,
             export_policy: None,
+            bfd: None,
             ..n.clone()
         };
         strip(self) != strip(other)
@@ -164,6 +178,7 @@ impl NeighborConfig {
             add_paths: AddPaths::default(),
             import_policy: None,
             export_policy: None,
+            bfd: None,
         }
     }
 }

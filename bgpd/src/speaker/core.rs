@@ -74,6 +74,8 @@ pub(crate) enum Input {
     Control(String, PeerControl),
     /// A next hop became reachable or unreachable.
     NextHopReachable(IpAddr, bool),
+    /// BFD says whether the neighbour at an address is alive.
+    Liveness(IpAddr, bool),
     /// A FIB subscriber arrived (replacing any other).
     SubscribeFib,
     /// The FIB subscriber went away.
@@ -151,6 +153,8 @@ pub(crate) struct PeerSlot {
     pub(crate) treated_as_withdrawn: [u64; 2],
     /// Disabled through the API.
     pub(crate) disabled: bool,
+    /// Held down because BFD is not Up (a strict [`super::BfdLink`]).
+    pub(crate) bfd_held: bool,
 }
 
 /// The speaker's state.
@@ -191,6 +195,8 @@ pub(crate) struct Core {
     /// Connections refused (unknown address, dynamic neighbour limit),
     /// counted and logged at a bounded rate.
     pub(crate) refused: Refused,
+    /// Neighbour addresses whose BFD session is Up, as last told.
+    pub(crate) bfd_up: std::collections::HashSet<IpAddr>,
 }
 
 /// Connections refused: a count, and a log line at most every
@@ -247,6 +253,7 @@ impl Core {
             out: Vec::new(),
             refreshes: Default::default(),
             refused: Refused::default(),
+            bfd_up: Default::default(),
             clock,
         };
         core.defer_after_restart();
@@ -263,6 +270,7 @@ impl Core {
             Input::Configure(config) => self.configure(*config),
             Input::Control(peer, what) => return Reply::Control(self.control(&peer, what)),
             Input::NextHopReachable(nh, ok) => self.rib.set_next_hop_reachable(nh, ok),
+            Input::Liveness(address, up) => self.liveness(address, up),
             Input::SubscribeFib => self.subscribe_fib(),
             Input::FibGone => self.fib = false,
             Input::Accept(remote) => return Reply::Accept(self.accept(remote)),

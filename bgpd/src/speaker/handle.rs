@@ -99,6 +99,7 @@ pub(super) enum Command {
     SubscribeFib(mpsc::UnboundedSender<FibEvent>),
     FibRoutes(FibQuery, oneshot::Sender<Vec<FibChange>>),
     NextHopReachable(IpAddr, bool),
+    Liveness(IpAddr, bool),
     Worked(std::time::Duration),
     Shutdown(oneshot::Sender<()>),
 }
@@ -343,6 +344,17 @@ impl Speaker {
     ) -> Result<(), SpeakerError> {
         self.commands
             .send(Command::NextHopReachable(next_hop, reachable))
+            .map_err(|_| SpeakerError::Stopped)
+    }
+
+    /// Tells the speaker what BFD says of the neighbour at `address`: a
+    /// neighbour with [`NeighborConfig::bfd`](super::NeighborConfig) whose
+    /// BFD goes down has its session ended at once (Cease, BFD Down, RFC
+    /// 9384; as a Hard Reset where RFC 8538 is in use, so its routes go);
+    /// a strict one stays down until BFD is Up.
+    pub fn set_liveness(&self, address: IpAddr, up: bool) -> Result<(), SpeakerError> {
+        self.commands
+            .send(Command::Liveness(address, up))
             .map_err(|_| SpeakerError::Stopped)
     }
 

@@ -32,6 +32,7 @@
 //! - `peers`: the peer table: starting and stopping peers, operator actions,
 //!   accepted connections, status.
 //! - `reconfigure`: applying a new configuration.
+//! - `liveness`: what BFD's view of a neighbour does to its session.
 //! - `graceful`: graceful restart, both roles: the capability offered,
 //!   stale and long-lived stale routes and their timers, selection deferral
 //!   after our own restart, and the initial convergence.
@@ -51,6 +52,7 @@ mod forms;
 mod graceful;
 mod handle;
 mod listeners;
+mod liveness;
 mod pacing;
 mod peers;
 mod queries;
@@ -62,8 +64,8 @@ mod task;
 mod view;
 
 pub use config::{
-    AddPaths, GracefulRestartConfig, LocalRoute, MaxPrefixes, MaxPrefixesAction, NeighborAddress,
-    NeighborConfig, Password, RestartState, SpeakerConfig,
+    AddPaths, BfdLink, GracefulRestartConfig, LocalRoute, MaxPrefixes, MaxPrefixesAction,
+    NeighborAddress, NeighborConfig, Password, RestartState, SpeakerConfig,
 };
 pub use handle::{ResetKind, Speaker, SpeakerError};
 pub use view::{

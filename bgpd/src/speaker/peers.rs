@@ -65,7 +65,11 @@ impl Core {
             PeerControl::Enable => {
                 tracing::info!(peer = %address, "enabled through the API");
                 p.disabled = false;
-                self.out.push(Output::Peer(id, PeerCommand::Enable));
+                // A strict BFD link that is down keeps it down; BFD coming
+                // Up starts it.
+                if !p.bfd_held {
+                    self.out.push(Output::Peer(id, PeerCommand::Enable));
+                }
             }
             PeerControl::Reset(ResetKind::Hard) => {
                 tracing::info!(peer = %address, "hard reset through the API");
@@ -205,8 +209,10 @@ impl Core {
                 limit_warned: Vec::new(),
                 treated_as_withdrawn: [0; 2],
                 disabled: false,
+                bfd_held: false,
             },
         );
+        self.hold_for_bfd(id);
         id
     }
 

@@ -74,11 +74,16 @@ impl Core {
                     self.stop_peer(id, subcode::cease::OTHER_CONFIGURATION_CHANGE, None)
                 }
                 Some(n) if *n != p.config => {
-                    // Only the policies: applied live, the session stays.
-                    tracing::info!(peer = %p.address, name = %n.name, "policies changed; applying them without a reset");
+                    // Only the policies (or the BFD link): applied live,
+                    // the session stays.
+                    tracing::info!(peer = %p.address, name = %n.name, "policies or BFD link changed; applying them without a reset");
                     let (import, export) = (n.import_policy.clone(), n.export_policy.clone());
+                    let bfd_changed = p.config.bfd != n.bfd;
                     if let Some(slot) = self.peers.get_mut(&id) {
                         slot.config = n.clone();
+                    }
+                    if bfd_changed {
+                        self.bfd_link_changed(id);
                     }
                     let out = self.rib.set_policies(id, import, export);
                     self.dispatch(out);

@@ -86,6 +86,13 @@ pub enum RecordedInput {
         /// The action.
         action: RecordedControl,
     },
+    /// BFD's view of a neighbour changed.
+    Liveness {
+        /// The neighbour.
+        address: IpAddr,
+        /// Whether BFD is Up.
+        up: bool,
+    },
     /// A next hop's reachability changed.
     NextHop {
         /// The next hop.
@@ -616,6 +623,10 @@ impl RecordedInput {
                     super::handle::PeerControl::Enable => RecordedControl::Enable,
                 },
             },
+            Input::Liveness(address, up) => RecordedInput::Liveness {
+                address: *address,
+                up: *up,
+            },
             Input::NextHopReachable(address, reachable) => RecordedInput::NextHop {
                 address: *address,
                 reachable: *reachable,
@@ -693,6 +704,7 @@ impl RecordedInput {
                     RecordedControl::Enable => super::handle::PeerControl::Enable,
                 },
             ),
+            RecordedInput::Liveness { address, up } => Input::Liveness(*address, *up),
             RecordedInput::NextHop { address, reachable } => {
                 Input::NextHopReachable(*address, *reachable)
             }

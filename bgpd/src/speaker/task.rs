@@ -436,6 +436,10 @@ impl SpeakerTask {
             Some(Command::NextHopReachable(nh, ok)) => {
                 self.step(Input::NextHopReachable(nh, ok));
             }
+            Some(Command::Liveness(address, up)) => {
+                self.step(Input::Liveness(address, up));
+                self.publish_peers();
+            }
             Some(Command::Worked(took)) => {
                 self.pacer.worked(tokio::time::Instant::now(), took);
             }

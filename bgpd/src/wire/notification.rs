@@ -25,6 +25,9 @@ pub fn is_hard_cease(sub: u8) -> bool {
             | subcode::cease::ADMINISTRATIVE_SHUTDOWN
             | subcode::cease::PEER_DECONFIGURED
             | subcode::cease::HARD_RESET
+            // BFD saw the forwarding path fail: the routes must go, not
+            // wait as a restart's (docs/bfd.md).
+            | subcode::cease::BFD_DOWN
     )
 }
 
