@@ -5,16 +5,27 @@ use bfd::State;
 use bfd::runtime::{Bfd, Options, PeerSpec};
 use bgpd::speaker::Speaker;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The runtime, once started, and the task that tells the speaker.
-#[derive(Default)]
 pub(crate) struct BfdGlue {
     running: Option<(Bfd, JoinHandle<()>)>,
     failed: bool,
+    /// Where the sessions' status goes (metrics, the API, status).
+    status: watch::Sender<crate::BfdStatus>,
 }
 
 impl BfdGlue {
+    /// Nothing runs until a plan names a session.
+    pub(crate) fn new(status: watch::Sender<crate::BfdStatus>) -> BfdGlue {
+        BfdGlue {
+            running: None,
+            failed: false,
+            status,
+        }
+    }
+
     /// Runs `specs` (starting the runtime the first time there are any).
     pub(crate) async fn apply(&mut self, specs: &[PeerSpec], speaker: &Speaker) {
         if self.running.is_none() {
@@ -23,7 +34,7 @@ impl BfdGlue {
             }
             match Bfd::start(Options::default()).await {
                 Ok(b) => {
-                    let task = tokio::spawn(tell(b.clone(), speaker.clone()));
+                    let task = tokio::spawn(tell(b.clone(), speaker.clone(), self.status.clone()));
                     tracing::info!(sessions = specs.len(), "BFD started");
                     self.running = Some((b, task));
                 }
@@ -59,11 +70,24 @@ impl BfdGlue {
     }
 }
 
-/// Tells the speaker each session's transitions to and from Up.
-async fn tell(bfd: Bfd, speaker: Speaker) {
+/// Tells the speaker each session's transitions to and from Up, and
+/// passes the sessions' status on.
+async fn tell(bfd: Bfd, speaker: Speaker, status: watch::Sender<crate::BfdStatus>) {
     let mut changes = bfd.subscribe();
+    let mut published = bfd.subscribe_status();
     loop {
-        match changes.recv().await {
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            r = published.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let now = published.borrow_and_update().clone();
+                status.send_replace(now);
+                continue;
+            }
+        };
+        match change {
             Ok(c) => {
                 let up = c.to == State::Up;
                 // The remote end going AdminDown is not a failure (RFC 5882

@@ -5,6 +5,8 @@
 //! - [`status`]: the node's state written back to the API server.
 //! - [`metrics`]: `/metrics`, `/healthz` and `/readyz`.
 //! - `pod_ipam`: pod addresses for the CNI plugin, on a unix socket.
+//! - `bfd_glue`: the BFD runtime, and its sessions' state passed to the
+//!   speaker, metrics, the API and status.
 
 mod bfd_glue;
 mod error;
@@ -27,6 +29,8 @@ use bgpd::speaker::{RestartState, Speaker};
 use model::{FileSource, KubeSource};
 
 pub use error::AgentError;
+/// The node's BFD sessions as the runtime last published them.
+pub type BfdStatus = Arc<Vec<bfd::runtime::PeerStatus>>;
 pub use overlay::OverlayOptions;
 pub use pod_ipam::IpamOptions;
 use tokio::signal::unix::{SignalKind, signal};
@@ -182,9 +186,17 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     // usable configuration starts the speaker.
     let (speaker_tx, speaker_rx) = tokio::sync::watch::channel(None);
     let supervisor = supervise::Supervisor::default();
+    let (bfd_status_tx, bfd_status_rx) = tokio::sync::watch::channel(BfdStatus::default());
     let metrics_server = match opts.metrics {
         Some(addr) => Some(
-            metrics::serve(addr, speaker_rx, fib_report.clone(), supervisor.subscribe()).await?,
+            metrics::serve(
+                addr,
+                speaker_rx,
+                fib_report.clone(),
+                supervisor.subscribe(),
+                bfd_status_rx.clone(),
+            )
+            .await?,
         ),
         None => None,
     };
@@ -314,7 +326,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut fib_task = None;
     let mut speaker: Option<Speaker> = None;
     let mut applied: Option<planner::Plan> = None;
-    let mut bfd_glue = bfd_glue::BfdGlue::default();
+    let mut bfd_glue = bfd_glue::BfdGlue::new(bfd_status_tx);
     let mut api_server = None;
     // Tunnels, natOutgoing and MTU: wherever the kernel is programmed.
     let (overlay_tx, overlay_rx) = tokio::sync::watch::channel(None);
@@ -435,6 +447,7 @@ pub async fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 intents: c.intents.clone(),
                 snapshot: snapshot.clone(),
                 overlay: view_tx.borrow().overlay.clone(),
+                bfd: Some(bfd_status_rx.clone()),
             };
             match &speaker {
                 None => match start_speaker(&c, restart, opts.record_speaker.as_deref()).await {

@@ -38,6 +38,8 @@ struct Ctx {
     fib: Option<watch::Receiver<Report>>,
     /// The agent's tasks that stopped, and why.
     stopped: watch::Receiver<crate::supervise::Stopped>,
+    /// The BFD sessions, as the runtime last published them.
+    bfd: watch::Receiver<crate::BfdStatus>,
 }
 
 /// Serves the endpoints on `addr` until the task is aborted.
@@ -46,6 +48,7 @@ pub async fn serve(
     speaker: watch::Receiver<Option<Speaker>>,
     fib: Option<watch::Receiver<Report>>,
     stopped: watch::Receiver<crate::supervise::Stopped>,
+    bfd: watch::Receiver<crate::BfdStatus>,
 ) -> Result<tokio::task::JoinHandle<()>, crate::AgentError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -58,6 +61,7 @@ pub async fn serve(
             speaker,
             fib,
             stopped,
+            bfd,
         });
     tracing::info!(%addr, "metrics on /metrics, /healthz, /readyz");
     Ok(tokio::spawn(serve_connections(listener, app)))
@@ -205,8 +209,11 @@ async fn metrics(
         }
     };
     let report = ctx.fib.as_ref().map(|r| r.borrow().clone());
+    let bfd = ctx.bfd.borrow().clone();
+    let mut reg = registry(&peers, &summary, report.as_ref());
+    register_bfd(&mut reg, &bfd);
     let mut text = String::new();
-    match encode(&mut text, &registry(&peers, &summary, report.as_ref())) {
+    match encode(&mut text, &reg) {
         Ok(()) => (StatusCode::OK, [TYPE], text),
         Err(e) => {
             let mut msg = String::new();
@@ -241,6 +248,80 @@ type Gauges = Family<Labels, Gauge>;
 type Counters = Family<Labels, Counter>;
 
 /// The whole registry for one scrape.
+/// The BFD sessions' metrics (MetalLB's set, with petrel's prefix).
+fn register_bfd(reg: &mut Registry, sessions: &[bfd::runtime::PeerStatus]) {
+    if sessions.is_empty() {
+        return;
+    }
+    let up = Gauges::default();
+    let state = Gauges::default();
+    let detection = Gauges::default();
+    let up_events = Counters::default();
+    let down_events = Counters::default();
+    let packets = Counters::default();
+    for s in sessions {
+        let l = vec![
+            ("peer".to_string(), s.peer.to_string()),
+            (
+                "hop".to_string(),
+                if s.multihop { "multi" } else { "single" }.to_string(),
+            ),
+        ];
+        up.get_or_create(&l)
+            .set(i64::from(s.session.state == bfd::State::Up));
+        state.get_or_create(&l).set(match s.session.state {
+            bfd::State::AdminDown => 0,
+            bfd::State::Down => 1,
+            bfd::State::Init => 2,
+            bfd::State::Up => 3,
+        });
+        detection.get_or_create(&l).set(
+            s.session
+                .detection_time
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        );
+        up_events.get_or_create(&l).inc_by(s.session.counters.up);
+        down_events
+            .get_or_create(&l)
+            .inc_by(s.session.counters.down);
+        for (dir, n) in [
+            ("sent", s.session.counters.tx),
+            ("received", s.session.counters.rx),
+            ("discarded", s.session.counters.rx_discarded),
+        ] {
+            let mut d = l.clone();
+            d.push(("direction".into(), dir.into()));
+            packets.get_or_create(&d).inc_by(n);
+        }
+    }
+    reg.register("bfd_session_up", "1 while the BFD session is Up", up);
+    reg.register(
+        "bfd_session_state",
+        "BFD session state: 0 AdminDown, 1 Down, 2 Init, 3 Up",
+        state,
+    );
+    reg.register(
+        "bfd_detection_time_milliseconds",
+        "How long the peer may stay silent before the session goes down (0 until it is heard)",
+        detection,
+    );
+    reg.register(
+        "bfd_session_up_events",
+        "Times the BFD session came Up",
+        up_events,
+    );
+    reg.register(
+        "bfd_session_down_events",
+        "Times the BFD session left Up",
+        down_events,
+    );
+    reg.register(
+        "bfd_control_packets",
+        "BFD control packets: sent, received (accepted), discarded (authentication, TTL, state)",
+        packets,
+    );
+}
+
 fn registry(peers: &[PeerStatus], summary: &SpeakerSummary, fib: Option<&Report>) -> Registry {
     let mut reg = Registry::with_prefix("petrel");
     let state = Gauges::default();

@@ -32,6 +32,10 @@ use route_sync::wireguard::{WgDevice, WgPeer, WgUpdate};
 use route_sync::{Kernel, NextHop, Reconciler, Route, RouteKind, TunnelDevice, TunnelKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Persistent keepalive of every peer, in seconds: the usual value, and
+/// what makes a peer written anew open its session at once.
+const PERSISTENT_KEEPALIVE: u16 = 25;
+
 /// Settings of WireGuard on this node.
 #[derive(Debug, Clone)]
 pub struct WireGuardOptions {
@@ -195,6 +199,9 @@ pub fn update(old: Option<&DeviceConfig>, new: &DeviceConfig) -> Option<WgUpdate
         remove: false,
         endpoint: Some(SocketAddr::new(*endpoint, new.port)),
         allowed: allowed.clone(),
+        // A peer written anew (a new node, or a rotated key) gets a
+        // keepalive at once: the handshake starts from this side too.
+        keepalive: Some(PERSISTENT_KEEPALIVE),
     };
     let mut out = WgUpdate::default();
     match old.filter(|_| !whole) {
@@ -218,6 +225,7 @@ pub fn update(old: Option<&DeviceConfig>, new: &DeviceConfig) -> Option<WgUpdate
                     remove: true,
                     endpoint: None,
                     allowed: Vec::new(),
+                    keepalive: None,
                 });
             }
             if out.peers.is_empty() {
@@ -248,6 +256,9 @@ pub fn uapi_request(update: &WgUpdate) -> String {
         }
         if let Some(e) = p.endpoint {
             out.push_str(&format!("endpoint={e}\n"));
+        }
+        if let Some(k) = p.keepalive {
+            out.push_str(&format!("persistent_keepalive_interval={k}\n"));
         }
         out.push_str("replace_allowed_ips=true\n");
         for a in &p.allowed {
@@ -700,7 +711,7 @@ mod tests {
             "{set}"
         );
         assert!(set.contains(&format!(
-            "public_key={}\nendpoint=10.0.2.3:51820\nreplace_allowed_ips=true\nallowed_ip=10.80.3.0/24\n",
+            "public_key={}\nendpoint=10.0.2.3:51820\npersistent_keepalive_interval=25\nreplace_allowed_ips=true\nallowed_ip=10.80.3.0/24\n",
             hex(&[1; 32])
         )));
         assert!(

@@ -50,6 +50,37 @@ pub(crate) fn peer_to_pb(p: &PeerStatus) -> pb::Peer {
         flaps: p.flaps,
         stale_routes: p.stale_routes as u64,
         disabled: p.disabled,
+        bfd: None,
+    }
+}
+
+/// A BFD session as the API shows it.
+pub(crate) fn bfd_to_pb(s: &bfd::runtime::PeerStatus) -> pb::BfdSession {
+    let ms = |d: Option<std::time::Duration>| {
+        d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+    };
+    let st = &s.session;
+    pb::BfdSession {
+        state: st.state.name().into(),
+        remote_state: st.remote_state.name().into(),
+        diagnostic: st.diag.name().into(),
+        remote_diagnostic: st.remote_diag.name().into(),
+        local_discriminator: st.local_disc,
+        remote_discriminator: st.remote_disc,
+        transmit_interval_ms: ms(st.tx_interval),
+        detection_time_ms: ms(st.detection_time),
+        remote_detect_multiplier: u32::from(st.remote_detect_mult),
+        up_seconds: s
+            .up_since
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map_or(0, |d| d.as_secs()),
+        packets_sent: st.counters.tx,
+        packets_received: st.counters.rx,
+        packets_discarded: st.counters.rx_discarded,
+        up_transitions: st.counters.up,
+        down_transitions: st.counters.down,
+        multihop: s.multihop,
+        last_error: s.last_error.clone().unwrap_or_default(),
     }
 }
 

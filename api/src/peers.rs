@@ -21,7 +21,7 @@ impl pb::peer_service_server::PeerService for Api {
     ) -> Result<Response<Self::ListPeersStream>, Status> {
         let peers = self.speaker.peers().await.map_err(unavailable)?;
         let items: Vec<Result<pb::Peer, Status>> =
-            peers.iter().map(|p| Ok(peer_to_pb(p))).collect();
+            peers.iter().map(|p| Ok(self.peer_with_bfd(p))).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 
@@ -36,7 +36,7 @@ impl pb::peer_service_server::PeerService for Api {
             Err(_) => peers.iter().filter(|p| p.name == want).collect(),
         };
         match found.as_slice() {
-            [p] => Ok(Response::new(peer_to_pb(p))),
+            [p] => Ok(Response::new(self.peer_with_bfd(p))),
             [] => Err(Status::not_found(format!(
                 "no peer {want:?} (give its address or its BGPPeer name)"
             ))),
@@ -318,5 +318,21 @@ pub(crate) fn control_status(e: SpeakerError) -> Status {
         | SpeakerError::Dynamic(_)
         | SpeakerError::NoRouteRefresh(_) => Status::failed_precondition(e.to_string()),
         SpeakerError::Stopped | SpeakerError::Listen { .. } => unavailable(e),
+    }
+}
+
+impl Api {
+    /// A peer as the API shows it, with its BFD session if it has one.
+    fn peer_with_bfd(&self, p: &PeerStatus) -> pb::Peer {
+        let mut out = peer_to_pb(p);
+        let view = self.view.borrow();
+        if let Some(bfd) = &view.bfd {
+            out.bfd = bfd
+                .borrow()
+                .iter()
+                .find(|s| s.peer == p.address)
+                .map(bfd_to_pb);
+        }
+        out
     }
 }

@@ -39,6 +39,8 @@ pub struct AgentView {
     pub snapshot: std::sync::Arc<model::Snapshot>,
     /// The overlay as last reconciled (`None`: the kernel is not programmed).
     pub overlay: Option<std::sync::Arc<OverlayView>>,
+    /// The BFD sessions, read live (`None`: the agent runs no BFD runtime).
+    pub bfd: Option<watch::Receiver<std::sync::Arc<Vec<bfd::runtime::PeerStatus>>>>,
 }
 
 /// The overlay as the agent last reconciled it (`petrel status`).

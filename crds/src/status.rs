@@ -127,6 +127,28 @@ pub struct BgpPeerNodeStatus {
     /// The last error: a NOTIFICATION sent or received, a connection
     /// failure, a configuration problem for this node.
     pub last_error: Option<String>,
+    /// The BFD session with the peer, when the BGPPeer names a BFDProfile.
+    pub bfd: Option<BfdNodeStatus>,
+}
+
+/// A node's BFD session with a peer (RFC 5880), as `BGPPeer.status.nodes[].bfd`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdNodeStatus {
+    /// `up`, `init`, `down` or `admin-down`.
+    pub state: String,
+    /// Why the session last left Up (`none` if it never did).
+    pub diagnostic: String,
+    /// The peer's state, as it last said.
+    pub remote_state: String,
+    /// The interval this node sends at, in milliseconds (0: none).
+    pub transmit_interval_ms: u32,
+    /// How long the peer may stay silent, in milliseconds (0 until heard).
+    pub detection_time_ms: u32,
+    /// This node's discriminator and the peer's (0 until heard).
+    pub local_discriminator: u32,
+    /// The peer's discriminator.
+    pub remote_discriminator: u32,
 }
 
 /// A condition of type `type_`, stamped `now`.
@@ -236,6 +258,7 @@ mod tests {
             prefixes_accepted: None,
             prefixes_advertised: None,
             last_error: None,
+            bfd: None,
         };
         let mut s = BgpPeerStatus::default();
         assert_eq!(s.summarize(), "no sessions");

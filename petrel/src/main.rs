@@ -206,6 +206,16 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: cli::Format,
     },
+    /// List the peers' BFD sessions: state, timers, discriminators, why
+    /// each last went down.
+    Bfd {
+        /// The agent's API socket.
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: cli::Format,
+    },
     /// Act on one peer: show it, reset, disable or enable its session.
     Peer {
         /// The agent's API socket.
@@ -611,6 +621,9 @@ fn main() -> ExitCode {
         }
         Command::Peers { socket, output } => {
             runtime().and_then(|rt| rt.block_on(cli::client::peers(&socket, output)))
+        }
+        Command::Bfd { socket, output } => {
+            runtime().and_then(|rt| rt.block_on(cli::client::bfd(&socket, output)))
         }
         Command::Rib {
             args,

@@ -26,6 +26,26 @@ fn nft(ns: &str, rule: &str) {
     );
 }
 
+/// `petrel bfd -o json`: the agent's BFD sessions.
+fn petrel_bfd(p: &common::Petrel) -> serde_json::Value {
+    let out = Command::new(&p.bin)
+        .args(["bfd", "-o", "json", "--socket"])
+        .arg(&p.socket)
+        .output()
+        .expect("run petrel bfd");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The agent's `/metrics`, read inside its namespace.
+fn metrics(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "5"])
+        .arg("http://127.0.0.1:9479/metrics")
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn frr_bfd_state(lab: &Lab, ns: &str, peer: &str) -> String {
     let v = lab.vtysh_json(ns, "show bfd peers json");
     v.as_array()
@@ -153,6 +173,36 @@ spec: {peerIP: 10.16.0.2, asNumber: 65003, bfdProfile: fast}
     assert_eq!(frr_peer["remote-receive-interval"], 100, "{frr_peer}");
     assert_eq!(frr_peer["remote-transmit-interval"], 100, "{frr_peer}");
     assert_eq!(frr_peer["remote-detect-multiplier"], 3, "{frr_peer}");
+    // And petrel shows its side: in `petrel peers`, `petrel bfd` and the
+    // metrics.
+    wait_until(10, "petrel to show both BFD sessions up", || {
+        let all = petrel_bfd(&petrel);
+        let ups = all
+            .as_array()
+            .map(|a| a.iter().filter(|s| s["state"] == "up").count())
+            .unwrap_or(0);
+        if ups == 2 {
+            Ok(())
+        } else {
+            Err(format!("{all}"))
+        }
+    });
+    let peer = petrel.peer("10.15.0.2").expect("the FRR peer");
+    assert_eq!(peer["bfd"]["state"], "up", "{peer}");
+    assert_eq!(peer["bfd"]["remote_state"], "up", "{peer}");
+    assert_eq!(peer["bfd"]["detection_time_ms"], 300, "{peer}");
+    assert_eq!(peer["bfd"]["transmit_interval_ms"], 100, "{peer}");
+    assert_eq!(peer["bfd"]["remote_detect_multiplier"], 3, "{peer}");
+    assert_ne!(peer["bfd"]["remote_discriminator"], 0, "{peer}");
+    let m = metrics(&p);
+    assert!(
+        m.contains(r#"petrel_bfd_session_up{peer="10.15.0.2",hop="single"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"petrel_bfd_control_packets_total{peer="10.15.0.2",hop="single",direction="received"}"#),
+        "{m}"
+    );
     petrel.wait_route("10.99.2.0/24", 30);
     petrel.wait_route("10.99.3.0/24", 30);
     // A slower profile takes effect by Poll/Final: FRR reads the new
@@ -241,6 +291,11 @@ spec: {peerIP: 10.16.0.2, asNumber: 65003, bfdProfile: fast}
     );
     let peer = petrel.peer("10.15.0.2").expect("the FRR peer");
     assert_ne!(peer["state"], "Established", "{peer}");
+    assert_eq!(peer["bfd"]["state"], "down", "{peer}");
+    assert_eq!(
+        peer["bfd"]["diagnostic"], "control detection time expired",
+        "{peer}"
+    );
     assert!(
         peer.to_string().contains("BFD"),
         "the session's last error does not say BFD: {peer}"
@@ -278,4 +333,206 @@ spec: {peerIP: 10.16.0.2, asNumber: 65003, bfdProfile: fast}
     nft(&p, "delete table inet cut");
     petrel.wait_established("10.16.0.2", 60);
     petrel.wait_route("10.99.3.0/24", 30);
+}
+
+/// Multihop BFD (RFC 5883) with FRR one router away, and keyed SHA1
+/// authentication with BIRD: both come up; the multihop session notices a
+/// path cut inside the router; a wrong key keeps BIRD's session Down on
+/// both sides, petrel naming the refused digest.
+#[test]
+fn bfd_multihop_through_a_router_and_keyed_sha1_with_bird() {
+    let mut lab = common::lab("bm");
+    let p = lab.ns("p");
+    let r = lab.ns("r");
+    let f = lab.ns("f");
+    let b = lab.ns("b");
+    lab.link(&p, &r, "eth0", &["10.17.0.1/24"], &["10.17.0.2/24"]);
+    lab.link(&r, &f, "eth1", &["10.18.0.1/24"], &["10.18.0.2/24"]);
+    lab.link(&p, &b, "eth2", &["10.19.0.1/24"], &["10.19.0.2/24"]);
+    testkit::netns::sysctl(&r, &["net.ipv4.ip_forward=1"]).expect("forwarding");
+    lab.ip(&p, &["route", "add", "10.18.0.0/24", "via", "10.17.0.2"]);
+    lab.ip(&f, &["route", "add", "10.17.0.0/24", "via", "10.18.0.1"]);
+    lab.frr(
+        &f,
+        r#"frr defaults traditional
+hostname frr
+bfd
+ profile mh
+  receive-interval 200
+  transmit-interval 200
+ !
+!
+router bgp 65004
+ bgp router-id 10.18.0.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.17.0.1 remote-as 65001
+ neighbor 10.17.0.1 ebgp-multihop 2
+ neighbor 10.17.0.1 update-source 10.18.0.2
+ neighbor 10.17.0.1 timers connect 1
+ neighbor 10.17.0.1 bfd
+ neighbor 10.17.0.1 bfd profile mh
+ address-family ipv4 unicast
+  network 10.99.4.0/24
+ exit-address-family
+"#,
+    );
+    lab.start_frr_bfdd(&f);
+    let sock = lab.bird(
+        &b,
+        r#"router id 10.19.0.2;
+protocol device { }
+protocol bfd {
+  interface "*" {
+    min rx interval 200 ms; min tx interval 200 ms; multiplier 3;
+    authentication keyed sha1;
+    password "s3cret-bfd" { id 7; };
+  };
+}
+protocol static { ipv4; route 10.99.5.0/24 blackhole; }
+protocol bgp petrel {
+  local 10.19.0.2 as 65005;
+  neighbor 10.19.0.1 as 65001;
+  connect delay time 1;
+  connect retry time 1;
+  error wait time 1, 5;
+  bfd on;
+  ipv4 { import all; export all; };
+}
+"#,
+    );
+    let yaml = petrel_yaml(
+        65001,
+        "10.17.0.1",
+        &["10.17.0.1"],
+        r#"apiVersion: petrel.dev/v1alpha1
+kind: BFDProfile
+metadata: {name: mh}
+spec: {receiveInterval: 200, transmitInterval: 200, detectMultiplier: 3}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BFDProfile
+metadata: {name: keyed}
+spec:
+  receiveInterval: 200
+  transmitInterval: 200
+  authentication: {type: keyed-sha1, keyID: 7, secret: {file: bfd-key}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: frr}
+spec: {peerIP: 10.18.0.2, asNumber: 65004, ebgpMultihop: 2, sourceAddress: 10.17.0.1, bfdProfile: mh}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {name: bird}
+spec: {peerIP: 10.19.0.2, asNumber: 65005, bfdProfile: keyed}
+"#,
+    );
+    // The key file sits beside the configuration (a relative path).
+    let petrel = {
+        let dir = lab_dir_for(&lab, &p);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("bfd-key"), "s3cret-bfd\n").expect("key");
+        lab.petrel(&p, "node-1", &yaml)
+    };
+    petrel.wait_established("10.18.0.2", 30);
+    petrel.wait_established("10.19.0.2", 30);
+    wait_until(30, "BFD Up at FRR (multihop) and BIRD (keyed SHA1)", || {
+        let all = petrel_bfd(&petrel);
+        let find = |peer: &str| {
+            all.as_array()
+                .and_then(|a| a.iter().find(|s| s["peer"] == peer))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (mh, keyed) = (find("10.18.0.2"), find("10.19.0.2"));
+        if mh["state"] == "up"
+            && mh["multihop"] == true
+            && keyed["state"] == "up"
+            && frr_bfd_state(&lab, &f, "10.17.0.1") == "up"
+            && bird_bfd_up(&lab, &sock, "10.19.0.1")
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "petrel: {all}; FRR: {}; BIRD: {}",
+                lab.vtysh(&f, "show bfd peers"),
+                lab.birdc(&sock, "show bfd sessions")
+            ))
+        }
+    });
+    let v = lab.vtysh_json(&f, "show bfd peers json");
+    let frr_peer = v
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["peer"] == "10.17.0.1"))
+        .cloned()
+        .expect("FRR's BFD peer");
+    assert_eq!(frr_peer["multihop"], true, "{frr_peer}");
+    petrel.wait_route("10.99.4.0/24", 30);
+
+    // The path breaks inside the router: FRR's packets no longer reach us.
+    nft(&r, "add table inet cut");
+    nft(
+        &r,
+        "add chain inet cut through { type filter hook forward priority 0; policy accept; }",
+    );
+    let cut = Instant::now();
+    nft(&r, "add rule inet cut through iifname eth1 drop");
+    let took = wait_gone(&petrel, "10.99.4.0/24", cut, 10);
+    eprintln!("FRR's multihop route left petrel's kernel {took:?} after the cut");
+    nft(&r, "delete table inet cut");
+    petrel.wait_established("10.18.0.2", 60);
+
+    // A wrong key: BIRD refuses our packets, we refuse its; the session
+    // goes down on both sides and stays down, petrel saying why.
+    std::fs::write(petrel.dir.join("bfd-key"), "wrong-key\n").expect("key");
+    // The file is read at the next poll; touch the configuration too.
+    petrel.reconfigure(&yaml);
+    wait_until(30, "BIRD's BFD session down over the wrong key", || {
+        let all = petrel_bfd(&petrel);
+        let s = all
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["peer"] == "10.19.0.2"))
+            .cloned()
+            .unwrap_or_default();
+        let refused = s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("digest or password does not match"));
+        if s["state"] != "up" && refused && !bird_bfd_up(&lab, &sock, "10.19.0.1") {
+            Ok(())
+        } else {
+            Err(format!(
+                "{s}; BIRD: {}",
+                lab.birdc(&sock, "show bfd sessions")
+            ))
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let all = petrel_bfd(&petrel);
+    let s = all
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["peer"] == "10.19.0.2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_ne!(s["state"], "up", "a wrong key brought the session up: {s}");
+    assert!(
+        s["packets_discarded"].as_u64().unwrap_or(0) > 0,
+        "no packet refused: {s}"
+    );
+    // The right key again: back up.
+    std::fs::write(petrel.dir.join("bfd-key"), "s3cret-bfd\n").expect("key");
+    petrel.reconfigure(&yaml);
+    wait_until(30, "BIRD's BFD session up again", || {
+        if bird_bfd_up(&lab, &sock, "10.19.0.1") {
+            Ok(())
+        } else {
+            Err(lab.birdc(&sock, "show bfd sessions"))
+        }
+    });
+}
+
+/// Where [`Lab::petrel`] keeps the agent's configuration for `ns`.
+fn lab_dir_for(lab: &Lab, ns: &str) -> std::path::PathBuf {
+    lab.root.join(format!("petrel-{ns}"))
 }

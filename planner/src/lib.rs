@@ -438,6 +438,95 @@ status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
 "#;
 
     #[test]
+    fn bfd_profiles_become_sessions_and_a_missing_or_bad_one_is_reported_not_fatal() {
+        let text = format!(
+            "{BASE}---
+apiVersion: petrel.dev/v1alpha1
+kind: BFDProfile
+metadata: {{name: fast}}
+spec: {{receiveInterval: 100, transmitInterval: 50, detectMultiplier: 4, passiveMode: true, minimumTtl: 250}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BFDProfile
+metadata: {{name: echo}}
+spec: {{echoMode: true}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {{name: tor}}
+spec: {{peerIP: 10.0.0.254, asNumber: 65000, bfdProfile: fast, bfdStrict: true}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {{name: far}}
+spec: {{peerIP: 10.9.0.1, asNumber: 65009, ebgpMultihop: 3, bfdProfile: fast}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {{name: gone}}
+spec: {{peerIP: 10.0.0.253, asNumber: 65000, bfdProfile: deleted}}
+---
+apiVersion: petrel.dev/v1alpha1
+kind: BGPPeer
+metadata: {{name: bad}}
+spec: {{peerIP: 10.0.0.252, asNumber: 65000, bfdProfile: echo}}
+"
+        );
+        let (c, problems) = plan(&snapshot(&text), "n1");
+        let c = c.expect("planned");
+        // Every peer runs; the two without a usable profile run without BFD.
+        assert_eq!(c.speaker.neighbors.len(), 4);
+        let n = |name: &str| {
+            c.speaker
+                .neighbors
+                .iter()
+                .find(|n| n.name == name)
+                .expect("neighbour")
+        };
+        assert_eq!(n("tor").bfd, Some(bgpd::speaker::BfdLink { strict: true }));
+        assert_eq!(n("far").bfd, Some(bgpd::speaker::BfdLink { strict: false }));
+        assert_eq!(n("gone").bfd, None);
+        assert_eq!(n("bad").bfd, None);
+        assert_eq!(c.bfd.len(), 2);
+        let tor = c
+            .bfd
+            .iter()
+            .find(|s| s.peer.to_string() == "10.0.0.254")
+            .expect("tor");
+        assert!(!tor.multihop);
+        assert_eq!(tor.config.required_min_rx, Duration::from_millis(100));
+        assert_eq!(tor.config.desired_min_tx, Duration::from_millis(50));
+        assert_eq!(tor.config.detect_mult, 4);
+        assert!(tor.config.passive);
+        let far = c
+            .bfd
+            .iter()
+            .find(|s| s.peer.to_string() == "10.9.0.1")
+            .expect("far");
+        assert!(far.multihop);
+        assert_eq!(far.minimum_ttl, 250);
+        let said = |object: &str, field: &str, text: &str| {
+            problems.iter().any(|p| {
+                p.object.as_deref() == Some(object)
+                    && p.field.as_deref() == Some(field)
+                    && p.message.contains(text)
+            })
+        };
+        assert!(
+            said("BGPPeer/gone", "spec.bfdProfile", "does not exist"),
+            "{problems:?}"
+        );
+        assert!(
+            said("BFDProfile/echo", "spec.echoMode", "not supported"),
+            "{problems:?}"
+        );
+        assert!(
+            said("BGPPeer/bad", "spec.bfdProfile", "invalid"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn router_id_and_pod_cidrs_come_from_the_node() {
         let (c, p) = plan(&snapshot(BASE), "n1");
         assert!(p.is_empty(), "{p:?}");

@@ -52,6 +52,11 @@ pub struct WgPeer {
     pub endpoint: Option<SocketAddr>,
     /// Its allowed prefixes, replacing those it had.
     pub allowed: Vec<IpNet>,
+    /// Persistent keepalive, in seconds. Set on a peer the device did not
+    /// have, it also sends a keepalive at once, which opens a session: a
+    /// node that learns another's rotated key starts the handshake itself
+    /// instead of the other waiting out its 5 s retry.
+    pub keepalive: Option<u16>,
 }
 
 /// A change to a device: its settings (and then every peer), or only some
@@ -132,6 +137,9 @@ pub fn set_device_messages(interface: &str, update: &WgUpdate) -> Vec<WireguardM
             ));
             if let Some(e) = p.endpoint {
                 attrs.push(WireguardPeerAttribute::Endpoint(e));
+            }
+            if let Some(k) = p.keepalive {
+                attrs.push(WireguardPeerAttribute::PersistentKeepalive(k));
             }
         }
         let fits =
@@ -385,12 +393,14 @@ mod tests {
                     remove: false,
                     endpoint: Some("192.0.2.2:51820".parse().expect("addr")),
                     allowed: vec!["10.0.2.0/24".parse().expect("net")],
+                    keepalive: None,
                 },
                 WgPeer {
                     key: key(3),
                     remove: true,
                     endpoint: None,
                     allowed: vec!["10.0.3.0/24".parse().expect("net")],
+                    keepalive: None,
                 },
             ],
         };
@@ -439,6 +449,7 @@ mod tests {
                 allowed: (0..100u8)
                     .map(|k| IpNet::from(IpAddr::from([10, p, 0, k])))
                     .collect(),
+                keepalive: None,
             })
             .collect();
         let update = WgUpdate {

@@ -175,6 +175,10 @@ async fn run(
 ) {
     let mut reporter = Reporter::new(client, node);
     let mut peers_rx: Option<watch::Receiver<Arc<Vec<PeerStatus>>>> = None;
+    // The BFD sessions (published every second for their counters; only a
+    // change of state or timers makes a write).
+    let mut bfd_rx: Option<watch::Receiver<crate::BfdStatus>> = None;
+    let mut bfd_gone = false;
     loop {
         let speaker = speaker_rx.borrow_and_update().clone();
         if peers_rx.is_none() {
@@ -185,10 +189,20 @@ async fn run(
             .map(|r| r.borrow_and_update().clone())
             .unwrap_or_default();
         let applied = applied_rx.borrow_and_update().clone();
-        let overlay = view_rx.borrow_and_update().overlay.clone();
+        let (overlay, bfd_view) = {
+            let v = view_rx.borrow_and_update();
+            (v.overlay.clone(), v.bfd.clone())
+        };
+        if bfd_rx.is_none() && !bfd_gone {
+            bfd_rx = bfd_view;
+        }
+        let bfd = bfd_rx
+            .as_mut()
+            .map(|r| r.borrow_and_update().clone())
+            .unwrap_or_default();
         if let Some(applied) = applied {
             reporter
-                .compute(&applied, &peers, speaker.as_ref(), overlay.as_deref())
+                .compute(&applied, &peers, speaker.as_ref(), overlay.as_deref(), &bfd)
                 .await;
         }
         reporter.flush().await;
@@ -205,8 +219,15 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
+        let bfd_changed = async {
+            match bfd_rx.as_mut() {
+                Some(r) => r.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         let wake = tokio::select! {
             r = applied_rx.changed() => Wake::Applied(r.is_ok()),
+            ok = bfd_changed => Wake::Bfd(ok),
             r = speaker_rx.changed() => Wake::Speaker(r.is_ok()),
             // The overlay's view; an agent that went away is seen above.
             r = view_rx.changed() => Wake::Applied(r.is_ok()),
@@ -220,7 +241,12 @@ async fn run(
             Wake::Speaker(true) => peers_rx = None,
             // The speaker stopped: its table is gone with it.
             Wake::Peers(false) => peers_rx = None,
-            Wake::Applied(true) | Wake::Peers(true) | Wake::Timer => {}
+            // The BFD runtime's publisher went away.
+            Wake::Bfd(false) => {
+                bfd_rx = None;
+                bfd_gone = true;
+            }
+            Wake::Applied(true) | Wake::Peers(true) | Wake::Bfd(true) | Wake::Timer => {}
         }
     }
 }
@@ -230,6 +256,7 @@ enum Wake {
     Applied(bool),
     Speaker(bool),
     Peers(bool),
+    Bfd(bool),
     Timer,
 }
 
@@ -403,6 +430,7 @@ impl Reporter {
         peers: &[PeerStatus],
         speaker: Option<&Speaker>,
         overlay: Option<&api::OverlayView>,
+        bfd: &[bfd::runtime::PeerStatus],
     ) {
         if !self.adopted && Instant::now() >= self.adopt_after {
             self.adopt().await;
@@ -410,7 +438,7 @@ impl Reporter {
         let sessions = sessions(applied, peers);
         // BGPPeers: the ones this node peers with, or would if they were valid.
         let mut wanted = BTreeSet::new();
-        for (name, list) in peer_entries(&self.node, applied, &sessions) {
+        for (name, list) in peer_entries(&self.node, applied, &sessions, bfd) {
             wanted.insert(name.clone());
             let body = json!({
                 "apiVersion": crds::API_VERSION, "kind": "BGPPeer",
@@ -807,6 +835,49 @@ mod tests {
         assert_eq!(slot(&active, &active).when(), None, "nothing changed");
         assert_eq!(slot(&active, &connect).when(), Some(now + MINOR_INTERVAL));
         assert_eq!(slot(&active, &up).when(), Some(now));
+    }
+
+    #[test]
+    fn a_bfd_session_shows_in_its_peer_entry_and_a_state_change_is_significant() {
+        use bgpd::fsm::State::*;
+        let mut a = applied(&[("tor", "10.0.0.254")]);
+        let mut snap = model::Snapshot::default();
+        snap.peers.push(model::Named {
+            name: "tor".into(),
+            origin: model::Origin::api("BGPPeer", None, "tor"),
+            spec: crds::BgpPeerSpec::default(),
+        });
+        a.snapshot = Arc::new(snap);
+        let s = sessions(&a, &[peer("tor", "10.0.0.254", Established)]);
+        let t0 = std::time::Instant::now();
+        let mut session = bfd::Session::new(bfd::SessionConfig::default(), 7, 1, t0);
+        let status = |session: &bfd::Session| {
+            vec![bfd::runtime::PeerStatus {
+                peer: "10.0.0.254".parse().expect("ip"),
+                multihop: false,
+                session: session.status(),
+                up_since: None,
+                last_error: None,
+            }]
+        };
+        let down = peer_entries("n1", &a, &s, &status(&session));
+        let entry = &down["tor"][0];
+        assert_eq!(entry["bfd"]["state"], "down", "{entry}");
+        assert_eq!(entry["bfd"]["localDiscriminator"], 7, "{entry}");
+        // The entry reads back as the CRD's type.
+        let typed: crds::BgpPeerNodeStatus =
+            serde_json::from_value(entry.clone()).expect("a BgpPeerNodeStatus");
+        assert_eq!(typed.bfd.expect("bfd").state, "down");
+        let _ = session.admin_down(t0);
+        let admin = peer_entries("n1", &a, &s, &status(&session));
+        assert_ne!(
+            significant(&json!(down)),
+            significant(&json!(admin)),
+            "a BFD state change is written soon"
+        );
+        // Without a BFD session, no `bfd` key.
+        let none = peer_entries("n1", &a, &s, &[]);
+        assert!(none["tor"][0].get("bfd").is_none());
     }
 
     #[test]

@@ -222,6 +222,7 @@ pub(super) fn peer_entries(
     node: &str,
     applied: &Applied,
     sessions: &[Session],
+    bfd: &[bfd::runtime::PeerStatus],
 ) -> BTreeMap<String, Vec<Value>> {
     let snapshot = &applied.snapshot;
     let is_bgp_peer = |name: &str| {
@@ -243,6 +244,20 @@ pub(super) fn peer_entries(
         }
         if let Some(err) = s.status.as_ref().and_then(|st| st.last_error.clone()) {
             e["lastError"] = json!(err);
+        }
+        if let Some(b) = bfd.iter().find(|b| b.peer.to_string() == s.address) {
+            let ms = |d: Option<std::time::Duration>| {
+                d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+            };
+            e["bfd"] = json!(crds::status::BfdNodeStatus {
+                state: b.session.state.name().into(),
+                diagnostic: b.session.diag.name().into(),
+                remote_state: b.session.remote_state.name().into(),
+                transmit_interval_ms: ms(b.session.tx_interval),
+                detection_time_ms: ms(b.session.detection_time),
+                local_discriminator: b.session.local_disc,
+                remote_discriminator: b.session.remote_disc,
+            });
         }
         let list = out.entry(s.name.clone()).or_default();
         if !list.iter().any(|x| x["address"] == e["address"]) {
