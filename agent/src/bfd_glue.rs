@@ -51,12 +51,6 @@ impl BfdGlue {
         }
     }
 
-    /// The runtime, if it runs (for status and the API).
-    #[allow(dead_code)]
-    pub(crate) fn runtime(&self) -> Option<&Bfd> {
-        self.running.as_ref().map(|(b, _)| b)
-    }
-
     /// Stops the sessions and the task. Each peer hears AdminDown, which
     /// RFC 5882 §3.2 says must not take its BGP session down: a SIGTERM is
     /// a restart, and graceful restart covers the routes (docs/bfd.md).

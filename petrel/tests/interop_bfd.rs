@@ -46,12 +46,20 @@ fn metrics(ns: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn frr_bfd_state(lab: &Lab, ns: &str, peer: &str) -> String {
+/// FRR's view of its BFD session with `peer` (`Null` if it has none).
+fn frr_bfd_peer(lab: &Lab, ns: &str, peer: &str) -> serde_json::Value {
     let v = lab.vtysh_json(ns, "show bfd peers json");
     v.as_array()
         .and_then(|a| a.iter().find(|p| p["peer"] == peer))
-        .map(|p| p["status"].as_str().unwrap_or_default().to_string())
+        .cloned()
         .unwrap_or_default()
+}
+
+fn frr_bfd_state(lab: &Lab, ns: &str, peer: &str) -> String {
+    frr_bfd_peer(lab, ns, peer)["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn bird_bfd_up(lab: &Lab, sock: &std::path::Path, peer: &str) -> bool {
@@ -164,12 +172,8 @@ spec: {peerIP: 10.16.0.2, asNumber: 65003, bfdProfile: fast}
         }
     });
     // FRR negotiated our 100 ms: its detection time is 3 x 100 ms.
-    let v = lab.vtysh_json(&f, "show bfd peers json");
-    let frr_peer = v
-        .as_array()
-        .and_then(|a| a.iter().find(|p| p["peer"] == "10.15.0.1"))
-        .cloned()
-        .expect("FRR's BFD peer");
+    let frr_peer = frr_bfd_peer(&lab, &f, "10.15.0.1");
+    assert!(frr_peer.is_object(), "FRR has no BFD peer 10.15.0.1");
     assert_eq!(frr_peer["remote-receive-interval"], 100, "{frr_peer}");
     assert_eq!(frr_peer["remote-transmit-interval"], 100, "{frr_peer}");
     assert_eq!(frr_peer["remote-detect-multiplier"], 3, "{frr_peer}");
@@ -226,12 +230,7 @@ spec: {peerIP: 10.16.0.2, asNumber: 65003, bfdProfile: fast}
         "spec: {receiveInterval: 200, transmitInterval: 200, detectMultiplier: 3}",
     ));
     wait_until(30, "FRR to read the 200 ms intervals", || {
-        let v = lab.vtysh_json(&f, "show bfd peers json");
-        let p = v
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["peer"] == "10.15.0.1"))
-            .cloned()
-            .unwrap_or_default();
+        let p = frr_bfd_peer(&lab, &f, "10.15.0.1");
         if p["remote-transmit-interval"] == 200 && p["remote-receive-interval"] == 200 {
             Ok(())
         } else {
@@ -247,12 +246,7 @@ spec: {peerIP: 10.16.0.2, asNumber: 65003, bfdProfile: fast}
     assert!(bird_bfd_up(&lab, &sock, "10.16.0.1"));
     petrel.reconfigure(&yaml);
     wait_until(30, "FRR to read the 100 ms intervals again", || {
-        let v = lab.vtysh_json(&f, "show bfd peers json");
-        let p = v
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["peer"] == "10.15.0.1"))
-            .cloned()
-            .unwrap_or_default();
+        let p = frr_bfd_peer(&lab, &f, "10.15.0.1");
         if p["remote-transmit-interval"] == 100 {
             Ok(())
         } else {
@@ -462,12 +456,8 @@ spec: {peerIP: 10.19.0.2, asNumber: 65005, bfdProfile: keyed}
             ))
         }
     });
-    let v = lab.vtysh_json(&f, "show bfd peers json");
-    let frr_peer = v
-        .as_array()
-        .and_then(|a| a.iter().find(|p| p["peer"] == "10.17.0.1"))
-        .cloned()
-        .expect("FRR's BFD peer");
+    let frr_peer = frr_bfd_peer(&lab, &f, "10.17.0.1");
+    assert!(frr_peer.is_object(), "FRR has no BFD peer 10.17.0.1");
     assert_eq!(frr_peer["multihop"], true, "{frr_peer}");
     petrel.wait_route("10.99.4.0/24", 30);
 
