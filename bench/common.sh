@@ -9,7 +9,9 @@ top=$(dirname "$here")
 harness="${PETREL_SHARED_DIR:-$top/../shared}/bench"
 petrel="${PETREL_BIN:-$top/target/release/petrel}"
 [ -x "$petrel" ] || { echo "build first: cargo build --release -p petrel" >&2; exit 1; }
-count="$petrel peers -o json --socket \$wd/petrel.sock | python3 -c 'import json,sys; print(sum(p[\"prefixes\"].get(\"ipv4-unicast\",{}).get(\"accepted\",0) for p in json.load(sys.stdin)))'"
+# The RIB count the harness polls: the speaker's counters, no walk and no
+# per-peer listing (the harness takes the last number: the path count).
+count="$petrel rib --summary --socket \$wd/petrel.sock"
 out="${PETREL_BENCH_OUT:-/tmp/petrel-bench/results.jsonl}"
 mkdir -p "$(dirname "$out")"
 petrel_opts=(

@@ -62,6 +62,20 @@ impl pb::rib_service_server::RibService for Api {
         Ok(Response::new(self.explain(&req.into_inner().prefix).await?))
     }
 
+    async fn get_rib_summary(
+        &self,
+        _: Request<pb::RibSummaryRequest>,
+    ) -> Result<Response<pb::RibSummary>, Status> {
+        let s = self.speaker.summary().await.map_err(unavailable)?;
+        Ok(Response::new(pb::RibSummary {
+            prefixes: s.prefixes as u64,
+            paths: s.paths as u64,
+            attribute_sets: s.attribute_sets as u64,
+            converged: s.converged,
+            deferring: s.deferring,
+        }))
+    }
+
     type ListAdjRibInStream = Streamed<pb::Route>;
     type ListAdjRibOutStream = Streamed<pb::Route>;
 

@@ -973,11 +973,18 @@ pub struct RibArgs {
     /// What we send this peer (its Adj-RIB-Out), instead of the Loc-RIB.
     #[arg(long, value_name = "PEER", conflicts_with = "prefix")]
     pub advertised_to: Option<String>,
+    /// Only the table's size (prefixes, paths, attribute sets), from
+    /// counters: cheap enough to poll while a full table comes in.
+    #[arg(long, conflicts_with_all = ["prefix", "received_from", "advertised_to", "ipv4", "ipv6"])]
+    pub summary: bool,
 }
 
 /// `petrel rib`: best paths and alternatives, or one peer's Adj-RIB-In or
 /// -Out.
 pub async fn rib(socket: &Path, args: RibArgs, output: Format) -> anyhow::Result<()> {
+    if args.summary {
+        return crate::rib_summary::show(socket, output).await;
+    }
     if let Some(p) = &args.prefix {
         api::parse_prefix(p).map_err(anyhow::Error::msg)?;
     }

@@ -16,6 +16,7 @@ pub mod crds;
 pub mod decode;
 pub mod ipam;
 pub mod json;
+mod rib_summary;
 pub mod status;
 
 pub use client::Format;

@@ -219,6 +219,37 @@ router bgp 65002
     let e = refused(&cli(&petrel, &["rib", "--received-from", "nobody"]));
     assert!(e.contains("nobody"), "{e}");
 
+    // The summary's counters agree with the listing; its table ends with the
+    // path count (the benchmark harness reads the last number).
+    let out = cli(&petrel, &["rib", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let routes = listed.as_array().expect("routes");
+    let paths: usize = routes
+        .iter()
+        .map(|r| r["paths"].as_array().map_or(0, Vec::len))
+        .sum();
+    let out = cli(&petrel, &["rib", "--summary", "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        summary["prefixes"].as_u64(),
+        Some(routes.len() as u64),
+        "{summary}"
+    );
+    assert_eq!(summary["paths"].as_u64(), Some(paths as u64), "{summary}");
+    assert!(
+        summary["attribute_sets"].as_u64().is_some_and(|n| n > 0),
+        "{summary}"
+    );
+    let out = cli(&petrel, &["rib", "--summary"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let last = table.split_whitespace().last().unwrap_or_default();
+    assert_eq!(last, paths.to_string(), "{table}");
+    let out = cli(&petrel, &["rib", "--summary", "10.71.0.0/24"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {e}");
+    assert!(e.contains("--summary"), "{e}");
+
     // A configuration reload keeps both.
     let flaps = petrel.peer("10.40.0.2").expect("peer")["flaps"].clone();
     petrel.reconfigure(&format!("{config}\n# reloaded\n"));

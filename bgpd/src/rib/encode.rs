@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::groups::{Change, GroupKey, OutEntry, PathKey};
 use super::interned::SWEEP_STEP;
-use super::peers::PeerInfo;
+use super::peers::{PeerInfo, PeerState};
 use super::{Attrs, PeerId, Rib, family};
 use crate::wire::attr::{AttrValue, NextHop, Origin, PathAttribute};
 use crate::wire::update::UpdatePacker;
@@ -167,18 +167,7 @@ impl Rib {
                 continue;
             }
             let group = &self.groups[g];
-            // Members that are the source of some change need their own view;
-            // all others share one encoding.
-            let special: HashSet<PeerId> = changes
-                .iter()
-                .flat_map(|c| {
-                    [
-                        c.old.as_ref().and_then(|e| e.source),
-                        c.new.as_ref().and_then(|e| e.source),
-                    ]
-                })
-                .flatten()
-                .collect();
+            let special = own_view_needed(&changes, &self.peers);
             let mut shared: Option<Messages> = None;
             for &m in &group.members {
                 let Some(state) = self.peers.get(&m) else {
@@ -223,6 +212,39 @@ impl Rib {
         out.garbage = self.sweep_some(SWEEP_STEP);
         out
     }
+}
+
+/// The members of a group that must get an encoding of their own for
+/// `changes`; all others share one.
+///
+/// A member that is the source of a change would otherwise get its own route
+/// back. That is harmless, as FRR's update groups rely on, when the route
+/// carries the member's own router ID as ORIGINATOR_ID: RFC 4456 §8 has the
+/// member drop it, and its own routes were never in its view, so there is
+/// nothing of ours for the drop to disturb. A withdrawal of the member's own
+/// route, which it never had from us, is ignored the same way. So a
+/// reflector whose every client is the source of something in a flush still
+/// encodes once, not once per client.
+///
+/// A member stays apart when its route would come back without its
+/// ORIGINATOR_ID (an eBGP member, a route already reflected once), and when
+/// its route replaces a path it did get from us: that path must go, and a
+/// receiver that ignores the looped route rather than treating it as a
+/// withdrawal would keep it.
+fn own_view_needed(changes: &[Change], peers: &HashMap<PeerId, PeerState>) -> HashSet<PeerId> {
+    let mut special = HashSet::default();
+    for c in changes {
+        let Some(new) = c.new.as_ref() else { continue };
+        let Some(src) = new.source else { continue };
+        let drops_it = peers
+            .get(&src)
+            .is_some_and(|p| new.attrs.originator_id == Some(p.info.router_id));
+        let replaces_anothers = c.old.as_ref().is_some_and(|o| o.source != Some(src));
+        if !drops_it || replaces_anothers {
+            special.insert(src);
+        }
+    }
+    special
 }
 
 /// The attribute list to send for exported attributes (IPv4 next hop in

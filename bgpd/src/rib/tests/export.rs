@@ -271,7 +271,16 @@ fn a_reflector_follows_the_rfc_4456_rules_and_stamps_the_path() {
     let (ann, _) = sent_to(&out, 4);
     assert_eq!(ann.len(), 1);
     assert!(attr(&ann[0].1, 9).is_none() && attr(&ann[0].1, 10).is_none());
-    assert!(sent_to(&out, 1).0.is_empty(), "never back to the source");
+    // The source shares the group's encoding: its route comes back with its
+    // own router ID as ORIGINATOR_ID, which it drops (RFC 4456 §8), as FRR's
+    // update groups do; one encoding for the group rather than one per source.
+    let (back, _) = sent_to(&out, 1);
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        attr(&back[0].1, 9),
+        Some(&AttrValue::OriginatorId(Ipv4Addr::new(192, 0, 2, 1)))
+    );
+    assert!(same_encoding(&out, 1, 2), "one encoding for the clients");
 
     // From a non-client: to clients (and external peers) only.
     r.update(
@@ -355,9 +364,15 @@ fn add_path_send_gives_a_client_every_path_with_stable_ids() {
     hops.sort();
     assert_eq!(hops, ["192.0.2.1", "192.0.2.2"]);
     // Peers without ADD-PATH get the best path only (from 1, the lower
-    // ORIGINATOR_ID): 2 gets it, 1 gets nothing, not even 2's path.
+    // ORIGINATOR_ID): 2 gets it, and so does 1, marked as its own (it drops
+    // it), never 2's path.
     assert_eq!(sent_to(&out, 2).0.len(), 1);
-    assert!(sent_to(&out, 1).0.is_empty());
+    let (back, _) = sent_to(&out, 1);
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        attr(&back[0].1, 9),
+        Some(&AttrValue::OriginatorId(Ipv4Addr::new(192, 0, 2, 1)))
+    );
     assert_eq!(r.counts(3, AfiSafi::IPV4_UNICAST).advertised, 1);
 
     // One source withdraws: the client loses that path only, by its ID.
@@ -492,4 +507,70 @@ fn a_family_without_add_path_in_an_add_path_group_replaces_its_one_path() {
     let (ann, wd) = sent_to(&out, 3);
     assert_eq!(ann.len(), 1);
     assert!(wd.is_empty(), "{wd:?}");
+}
+
+/// Whether two peers were handed the very same encoding in a flush.
+fn same_encoding(out: &Outbound, a: PeerId, b: PeerId) -> bool {
+    let get = |p| out.messages.iter().find(|(id, _)| *id == p).map(|(_, m)| m);
+    matches!((get(a), get(b)), (Some(x), Some(y)) if Arc::ptr_eq(x, y))
+}
+
+#[test]
+fn a_client_whose_route_replaces_one_it_was_sent_gets_the_withdrawal() {
+    let mut r = rib();
+    r.peer_up(1, client("192.0.2.1"));
+    r.peer_up(2, client("192.0.2.2"));
+    r.peer_up(3, client("192.0.2.3"));
+    let p: IpNet = "10.7.0.0/24".parse().expect("p");
+    r.update(
+        2,
+        &announce(vec![], "192.0.2.2", &["10.7.0.0/24"], vec![]),
+        false,
+    );
+    let out = r.flush();
+    assert_eq!(sent_to(&out, 1).0.len(), 1, "1 holds 2's path from us");
+
+    // 1's own path wins (higher LOCAL_PREF): 1 must lose 2's path, so it
+    // gets a withdrawal of its own, not its own route back.
+    r.update(
+        1,
+        &announce(
+            vec![],
+            "192.0.2.1",
+            &["10.7.0.0/24"],
+            vec![AttrValue::LocalPref(200)],
+        ),
+        false,
+    );
+    let out = r.flush();
+    let (ann, wd) = sent_to(&out, 1);
+    assert!(ann.is_empty(), "nothing announced to the source: {ann:?}");
+    assert_eq!(wd, [p]);
+    for peer in [2, 3] {
+        let (ann, _) = sent_to(&out, peer);
+        assert_eq!(ann.len(), 1, "peer {peer}");
+        assert_eq!(
+            attr(&ann[0].1, 9),
+            Some(&AttrValue::OriginatorId(Ipv4Addr::new(192, 0, 2, 1)))
+        );
+    }
+    assert!(same_encoding(&out, 2, 3) && !same_encoding(&out, 1, 2));
+
+    // 1 withdraws: everyone gets 2's path again, 2 with its own marked and
+    // dropped, in one shared encoding.
+    let w = Update {
+        withdrawn: vec![Nlri::new(p)],
+        ..Update::default()
+    };
+    r.update(1, &w, false);
+    let out = r.flush();
+    for peer in [1, 3] {
+        let (ann, _) = sent_to(&out, peer);
+        assert_eq!(ann.len(), 1, "peer {peer}");
+        assert_eq!(
+            attr(&ann[0].1, 9),
+            Some(&AttrValue::OriginatorId(Ipv4Addr::new(192, 0, 2, 2)))
+        );
+    }
+    assert!(same_encoding(&out, 1, 3));
 }
