@@ -3,12 +3,17 @@
 # PETREL_BIN runs another build (a profiling one, say); PETREL_WRAP prefixes
 # the agent command (e.g. "perf record -o /tmp/petrel.perf");
 # PETREL_SHARED_DIR points at the shared folder; PETREL_BENCH_OUT is where
-# results go.
+# results go; BGPB_TOOL is the load generator.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(dirname "$here")
 harness="${PETREL_SHARED_DIR:-$top/../shared}/bench"
 petrel="${PETREL_BIN:-$top/target/release/petrel}"
-[ -x "$petrel" ] || { echo "build first: cargo build --release -p petrel" >&2; exit 1; }
+[ -x "$petrel" ] || { echo "build first: cargo build --release -p petrel -p bgpload" >&2; exit 1; }
+# The load generator: bgpload (bench/bgpload) when built, which the harness
+# runs in place of its Python tool; BGPB_TOOL= (empty) picks the Python one.
+if [ -z "${BGPB_TOOL+set}" ] && [ -x "$top/target/release/bgpload" ]; then
+  export BGPB_TOOL="$top/target/release/bgpload"
+fi
 # The RIB count the harness polls: the speaker's counters, no walk and no
 # per-peer listing (the harness takes the last number: the path count).
 count="$petrel rib --summary --socket \$wd/petrel.sock"
