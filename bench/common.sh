@@ -11,8 +11,11 @@ petrel="${PETREL_BIN:-$top/target/release/petrel}"
 [ -x "$petrel" ] || { echo "build first: cargo build --release -p petrel -p bgpload" >&2; exit 1; }
 # The load generator: bgpload (bench/bgpload) when built, which the harness
 # runs in place of its Python tool; BGPB_TOOL= (empty) picks the Python one.
+# --originator-check: a reflector client does not count its own routes
+# reflected back (FRR sends them, and so does petrel), so "every client has
+# every route" means every other client's.
 if [ -z "${BGPB_TOOL+set}" ] && [ -x "$top/target/release/bgpload" ]; then
-  export BGPB_TOOL="$top/target/release/bgpload"
+  export BGPB_TOOL="$top/target/release/bgpload --originator-check"
 fi
 # The RIB count the harness polls: the speaker's counters, no walk and no
 # per-peer listing (the harness takes the last number: the path count).

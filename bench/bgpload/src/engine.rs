@@ -137,6 +137,9 @@ pub struct Options {
     pub exit_on_close: bool,
     /// Reconnect after 1 s when a session fails before Established.
     pub retry: bool,
+    /// Count a route that comes back with the session's own router ID as
+    /// ORIGINATOR_ID as withdrawn (RFC 4456), rather than as received.
+    pub originator_check: bool,
 }
 
 /// What the mode does on `go` and `withdraw`.
@@ -324,10 +327,11 @@ impl Engine {
 
     fn tick(&mut self, t: f64) {
         while self.retry_at.front().is_some_and(|&(at, _)| at <= t) {
+            // Only `--retry` schedules these; a failed attempt is tried again
+            // quietly, as the harness takes `connect_failed` for the end.
             if let Some((_, i)) = self.retry_at.pop_front()
-                && let Err(e) = self.connect(i)
+                && self.connect(i).is_err()
             {
-                emit("connect_failed", json!({"peer": i, "err": e.to_string()}));
                 self.peers[i].retries += 1;
                 self.retry_at.push_back((t + RETRY_AFTER, i));
             }
@@ -542,11 +546,7 @@ impl Engine {
         while buf.len() - pos >= 19 {
             let mlen = u16::from_be_bytes([buf[pos + 16], buf[pos + 17]]) as usize;
             if !(19..=65535).contains(&mlen) || buf[pos..pos + 16] != [0xff; 16] {
-                emit(
-                    "recv_error",
-                    json!({"peer": i, "err": format!("bad message header (length {mlen})")}),
-                );
-                self.close(i);
+                self.fail(i, format!("bad message header (length {mlen})"));
                 return None;
             }
             if buf.len() - pos < mlen {
@@ -558,9 +558,12 @@ impl Engine {
                 let p = &mut self.peers[i];
                 p.rx_updates += 1;
                 if p.spec.count_rx {
-                    if apply_update(&mut p.rx, &mut self.interner, body).is_none() {
-                        emit("recv_error", json!({"peer": i, "err": "malformed UPDATE"}));
-                        self.close(i);
+                    let own = self
+                        .opts
+                        .originator_check
+                        .then(|| p.spec.router_id.octets());
+                    if apply_update(&mut p.rx, &mut self.interner, body, own).is_none() {
+                        self.fail(i, "malformed UPDATE".into());
                         return None;
                     }
                     self.after_update(i);
@@ -604,8 +607,7 @@ impl Engine {
         match mtype {
             wire::T_OPEN => {
                 let Some(o) = wire::parse_open(body) else {
-                    emit("recv_error", json!({"peer": i, "err": "malformed OPEN"}));
-                    self.close(i);
+                    self.fail(i, "malformed OPEN".into());
                     return;
                 };
                 let p = &mut self.peers[i];
@@ -649,6 +651,18 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// Ends a session the device sent something broken on. `closed` follows
+    /// `recv_error` because the harness stops on `closed` (the Python tool
+    /// would have crashed, which the harness sees as the end of its events).
+    fn fail(&mut self, i: usize, err: String) {
+        emit("recv_error", json!({"peer": i, "err": err}));
+        emit(
+            "closed",
+            json!({"peer": i, "state": self.peers[i].state.name()}),
+        );
+        self.close(i);
     }
 
     fn close(&mut self, i: usize) {

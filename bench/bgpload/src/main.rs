@@ -69,6 +69,11 @@ struct Args {
     /// Reconnect after 1 s when a session fails before Established.
     #[arg(long)]
     retry: bool,
+    /// Count a route that comes back carrying the session's own router ID as
+    /// ORIGINATOR_ID as withdrawn, as a route-reflector client does (RFC
+    /// 4456 §8). Off by default, like the Python tool, which counts it.
+    #[arg(long)]
+    originator_check: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         progress: args.progress,
         exit_on_close: args.exit_on_close,
         retry: args.retry,
+        originator_check: args.originator_check,
     };
     let one = |count_rx, target| -> anyhow::Result<Vec<PeerSpec>> {
         let router_id = args

@@ -129,8 +129,9 @@ fn clients_reach_every_others_prefixes_through_a_reflector() {
                 .push(s.try_clone().expect("clone"));
             let others = shared.clone();
             std::thread::spawn(move || {
-                // A reflector that sends every UPDATE to all, the source too
-                // (the count is of distinct prefixes, so that is harmless).
+                // A reflector that sends every UPDATE to all, the source too:
+                // without --originator-check (as here, and as bgptool.py
+                // counts) a client's own routes count toward its target.
                 while let Some((t, body)) = read_msg(&mut s) {
                     if t == wire::T_UPDATE {
                         let m = wire::msg(t, &body);

@@ -90,7 +90,9 @@ impl SelfNextHop {
 }
 
 /// What a group advertised for a prefix: the exported attributes and the peer
-/// the route came from (which does not get it back).
+/// the route came from. That peer's view leaves the route out: it is either
+/// not sent the route or sent it with its own ORIGINATOR_ID and drops it
+/// (`own_view_needed` in encode.rs), so it never holds it from us.
 #[derive(Debug, Clone)]
 pub(super) struct OutEntry {
     pub(super) attrs: Arc<Attrs>,
@@ -108,8 +110,8 @@ pub(super) struct Group {
     /// ADD-PATH groups: every path advertised per prefix, by our path ID.
     pub(super) adj_paths: PrefixMap<IpNet, Vec<(u32, OutEntry)>>,
     /// Prefixes advertised per family, and per family the prefixes whose
-    /// every path comes from one source peer (which does not get them):
-    /// advertised counts without a scan.
+    /// every path comes from one source peer (which never holds them from
+    /// us): advertised counts without a scan.
     pub(super) count: [u64; 2],
     pub(super) by_source: HashMap<PeerId, [u64; 2]>,
 }
@@ -449,7 +451,8 @@ impl Rib {
             return (Vec::new(), 0, None);
         };
         let scanned;
-        // A route is never sent back to the peer it came from.
+        // A peer never holds its own route from us (it is not sent, or sent
+        // back with its ORIGINATOR_ID and dropped), so its view leaves it out.
         let (mut out, next): (Vec<OutPath>, _) = if g.key.add_path_send.is_none() {
             let (entries, next) = g.adj_out.part(part);
             scanned = entries.len();

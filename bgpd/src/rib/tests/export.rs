@@ -556,8 +556,9 @@ fn a_client_whose_route_replaces_one_it_was_sent_gets_the_withdrawal() {
     }
     assert!(same_encoding(&out, 2, 3) && !same_encoding(&out, 1, 2));
 
-    // 1 withdraws: everyone gets 2's path again, 2 with its own marked and
-    // dropped, in one shared encoding.
+    // 1 withdraws: 2's path is best again. 1 and 3 get it in one shared
+    // encoding; 2 held 1's path from us, so it gets that withdrawn instead of
+    // its own route back.
     let w = Update {
         withdrawn: vec![Nlri::new(p)],
         ..Update::default()
@@ -573,4 +574,6 @@ fn a_client_whose_route_replaces_one_it_was_sent_gets_the_withdrawal() {
         );
     }
     assert!(same_encoding(&out, 1, 3));
+    assert_eq!(sent_to(&out, 2), (vec![], vec![p]));
+    assert!(!same_encoding(&out, 2, 3));
 }
