@@ -2,7 +2,7 @@
 //! the controller and the lab.
 //!
 //! - [`client`]: `status`, `peers`, `peer`, `route`, `rib`, `explain` and
-//!   `watch`, over a running agent's API.
+//!   `watch`, over a running agent's API; [`bfd`]: `bfd`.
 //! - [`decode`]: `decode`, MRT captures through petrel's own codec
 //!   ([`json`] renders the records).
 //! - [`crds`]: `crds`, the CustomResourceDefinitions.
@@ -11,6 +11,7 @@
 //! These functions are the command line's edge: they print, and return
 //! `anyhow` errors for `main` to show.
 
+pub mod bfd;
 pub mod client;
 pub mod crds;
 pub mod decode;

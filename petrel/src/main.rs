@@ -623,7 +623,7 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(cli::client::peers(&socket, output)))
         }
         Command::Bfd { socket, output } => {
-            runtime().and_then(|rt| rt.block_on(cli::client::bfd(&socket, output)))
+            runtime().and_then(|rt| rt.block_on(cli::bfd::bfd(&socket, output)))
         }
         Command::Rib {
             args,
